@@ -1,0 +1,99 @@
+"""The Python entry point `bd.build()`, and how a run's collaborators are chosen."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+from .config import Config
+from .events import Listener
+from .executors import InlineExecutor, ProcessPoolExecutor
+from .locks.base import LockProvider
+from .locks.local import LocalLockProvider
+from .resolver import Plan, resolve
+from .result import BuildResult
+from .runner import OPTION_DEFAULTS, Runner, RunOptions
+from .targets import default_storage
+from .task import Task
+
+LOCK_URL_ENV = "BATCHDEPS_LOCK_URL"
+LOCK_TOKEN_ENV = "BATCHDEPS_LOCK_TOKEN"
+
+
+def lock_url_for(config: Config, lock_url: str | None = None) -> str | None:
+    """--lock-url, else `[lock] url`, else $BATCHDEPS_LOCK_URL, else None (local locks)."""
+    return lock_url or config.lock.get("url") or os.environ.get(LOCK_URL_ENV) or None
+
+
+def make_lock_provider(config: Config, lock_url: str | None = None) -> LockProvider:
+    """The lock server client when a URL is configured, else machine-local locks."""
+    url = lock_url_for(config, lock_url)
+    if url:
+        from .locks.client import HttpLockProvider
+
+        return HttpLockProvider(  # type: ignore[no-any-return]
+            url,
+            token=os.environ.get(LOCK_TOKEN_ENV, ""),
+            ttl=float(config.lock.get("ttl", 30)),
+        )
+    return LocalLockProvider(config.batchdeps.get("lock_dir"))
+
+
+def make_executor(plan: Plan, workers: int, runner_options: RunOptions,
+                  attempt_context: Any = None) -> Any:
+    """Inline for one worker; forked workers for several, or when a task has a timeout."""
+    defaults = {**OPTION_DEFAULTS, **runner_options.task_defaults}
+    needs_process = workers > 1 or any(
+        (getattr(type(step.task), "timeout", None) or defaults.get("timeout"))
+        for step in plan.steps
+    )
+    if needs_process:
+        return ProcessPoolExecutor(max(1, workers), attempt_context)
+    return InlineExecutor(attempt_context)
+
+
+def task_defaults_from(config: Config) -> dict[str, Any]:
+    return {k: config.batchdeps[k] for k in OPTION_DEFAULTS if k in config.batchdeps}
+
+
+def build(
+    tasks: Task | Iterable[Task],
+    workers: int | None = None,
+    *,
+    force: bool = False,
+    config: Config | None = None,
+    locks: LockProvider | None = None,
+    listeners: Iterable[Listener] = (),
+    lock_url: str | None = None,
+    wait_timeout: float | None = None,
+    options: RunOptions | None = None,
+) -> BuildResult:
+    """Build `tasks` and what they need; returns what happened per task.
+
+    Args:
+        tasks: one task or several.
+        workers: parallel attempts (default: `[batchdeps] workers`, else 1).
+        force: rebuild the given tasks even if complete (their upstream stays as is).
+        config: a loaded Config (default: all defaults).
+        locks: a lock provider (default: from config, else machine-local locks).
+        listeners: objects with `on_event(event)`, told of every event of the run.
+        lock_url: a lock server URL, over the config's.
+        wait_timeout: seconds to wait for a task held elsewhere (default: as long as it takes).
+        options: full RunOptions, when more control is needed.
+    """
+    config = config or Config()
+    requested = [tasks] if isinstance(tasks, Task) else list(tasks)
+    default_storage.configure(config.storage)
+    plan = resolve(requested, force=force)
+    options = options or RunOptions(
+        wait_timeout=wait_timeout if wait_timeout is not None else config.lock.get("wait_timeout"),
+        resources=dict(config.resources),
+        task_defaults=task_defaults_from(config),
+    )
+    provider = locks or make_lock_provider(config, lock_url)
+    provider.start()
+    try:
+        executor = make_executor(plan, workers or config.workers, options)
+        return Runner(plan, provider, executor, listeners, options).run()
+    finally:
+        provider.close()

@@ -1,0 +1,306 @@
+"""The `batchdeps` command line: `run` with per-task options, and the lock-server commands.
+
+Errors batchdeps raises on purpose become one clear paragraph and the exit code of their
+class; a traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from .errors import BatchdepsError, ParameterError, UsageError
+
+COMMON_OPTION_NAMES = {
+    "workers", "dry_run", "force", "lock_url", "config", "log_level", "log_format", "debug",
+    "wait_timeout",
+}
+
+
+def _fail(exc: BaseException, debug: bool) -> NoReturn:
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if isinstance(exc, BatchdepsError):
+        click.echo(f"batchdeps: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(
+        f"batchdeps: internal error: {type(exc).__name__}: {exc} "
+        "(run again with --debug for the traceback)",
+        err=True,
+    )
+    sys.exit(1)
+
+
+def _scan(args: tuple[str, ...], name: str) -> str | None:
+    """The value of option `name` in raw args (`--name V` or `--name=V`), if present."""
+    for position, arg in enumerate(args):
+        if arg == name and position + 1 < len(args):
+            return args[position + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("batchdeps")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="batchdeps")
+def main() -> None:
+    """batchdeps: build only the outputs that are missing, in dependency order."""
+
+
+# -- run ---------------------------------------------------------------------------------
+class _TaskParamType(click.ParamType):
+    """A click type that parses with a batchdeps Parameter, so errors read the same."""
+
+    def __init__(self, param: Any) -> None:
+        self.param = param
+        self.name = param.type_name
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.param.parse(value)
+        except ValueError as exc:
+            self.fail(f"{value!r} is not a valid {self.param.type_name}: {exc}", param, ctx)
+
+
+def _task_options(cls: type) -> list[click.Option]:
+    options = []
+    taken = set()
+    for param in cls.parameters():  # type: ignore[attr-defined]
+        flag = "--" + param.name.replace("_", "-")
+        taken.add(param.name)
+        config_defaults = cls._config_defaults  # type: ignore[attr-defined]
+        if param.name in config_defaults:
+            shown = f"default: {param.serialize(config_defaults[param.name])} (config)"
+        elif param.has_default:
+            shown = f"default: {param.serialize(param.convert(cls.__name__, param.default))}"
+        else:
+            shown = "required"
+        help_text = f"{param.description} [{param.type_name}; {shown}]".strip()
+        if param.type_name == "bool":
+            option = click.Option([f"{flag}/--no-{flag[2:]}", param.name], default=None,
+                                  help=help_text)
+        else:
+            option = click.Option([flag, param.name], type=_TaskParamType(param), default=None,
+                                  help=help_text, metavar=param.type_name.upper())
+        options.append(option)
+    clash = taken & COMMON_OPTION_NAMES
+    if clash:
+        from .errors import TaskDefinitionError
+
+        raise TaskDefinitionError(
+            f"{cls.__name__}: parameter name(s) {', '.join(sorted(clash))} clash with "
+            "options of `batchdeps run`; rename them"
+        )
+    return options
+
+
+def _common_options() -> list[click.Option]:
+    return [
+        click.Option(["--workers"], type=click.IntRange(min=1), default=None,
+                     help="Attempts run in parallel (default: [batchdeps] workers, else 1)."),
+        click.Option(["--dry-run"], is_flag=True, help="Print what would run and why; change nothing."),
+        click.Option(["--force"], is_flag=True, help="Rebuild the named task even if complete."),
+        click.Option(["--lock-url"], default=None, help="Lock server URL (default: [lock] url, "
+                     "else $BATCHDEPS_LOCK_URL, else machine-local locks)."),
+        click.Option(["--wait-timeout"], type=click.FloatRange(min=0), default=None,
+                     help="Seconds to wait for a task held elsewhere (exit 4 after)."),
+        click.Option(["--config"], default=None, help="Config file (default: $BATCHDEPS_CONFIG, "
+                     "else ./config.toml)."),
+        click.Option(["--log-level"], type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                     case_sensitive=False), default=None, help="Log level (default INFO)."),
+        click.Option(["--log-format"], type=click.Choice(["text", "json"]), default=None,
+                     help="Log line format."),
+        click.Option(["--debug"], is_flag=True, help="Show tracebacks of errors."),
+    ]
+
+
+@main.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                      "help_option_names": []},
+)
+@click.argument("task_name", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]) -> None:
+    """Build TASK and whatever it needs that is missing.
+
+    Usage: batchdeps run TASK [--PARAM VALUE ...] [--workers N] [--dry-run] [--force]
+    [--lock-url URL] [--config FILE]. `batchdeps run TASK --help` lists TASK's parameters.
+    """
+    debug = "--debug" in args
+    if task_name is None or task_name in ("-h", "--help") or task_name.startswith("-"):
+        _run_help(ctx, args, debug)
+        return
+    try:
+        from .config import load_config
+        from .registry import TaskRegistry
+
+        config = load_config(_scan(args, "--config"))
+        registry = TaskRegistry.from_modules(config.modules, root=config.root)
+        cls = registry.get(task_name)
+        registry.add(cls)
+        registry.apply_defaults(config.tasks, label=config.where())
+        task_options = _task_options(cls)
+    except BatchdepsError as exc:
+        _fail(exc, debug)
+
+    def callback(**values: Any) -> None:
+        common = {name: values.pop(name) for name in COMMON_OPTION_NAMES}
+        _run(cls, values, common, config)
+
+    command = click.Command(
+        task_name, params=task_options + _common_options(), callback=callback,
+        help=(cls.__doc__ or f"Build {task_name}.").strip(),
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    with command.make_context(f"{ctx.info_name} {task_name}", list(args), parent=ctx) as sub:
+        command.invoke(sub)
+
+
+def _run_help(ctx: click.Context, args: tuple[str, ...], debug: bool) -> None:
+    click.echo(ctx.get_help())
+    try:
+        from .config import load_config
+        from .registry import TaskRegistry
+
+        config = load_config(_scan(args, "--config"))
+        registry = TaskRegistry.from_modules(config.modules, root=config.root)
+    except BatchdepsError as exc:
+        click.echo(f"\n(no task list: {exc})")
+        return
+    click.echo("\nTasks:")
+    for name in registry.names():
+        cls = registry.by_name[name][0]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        click.echo(f"  {name:24} {doc[0] if doc else ''}")
+    ctx.exit(0 if "--help" in args or "-h" in args else 2)
+
+
+def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> None:
+    debug = bool(common["debug"])
+    setup_logging((common["log_level"] or config.batchdeps.get("log_level") or "INFO").upper(),
+                  common["log_format"] or config.batchdeps.get("log_format") or "text")
+    try:
+        code = _build(cls, values, common, config)
+    except BatchdepsError as exc:
+        _fail(exc, debug)
+    except KeyboardInterrupt:
+        click.echo("batchdeps: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for a clear message
+        _fail(exc, debug)
+    sys.exit(code)
+
+
+def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> int:
+    from .api import make_executor, make_lock_provider, task_defaults_from
+    from .resolver import resolve
+    from .runner import Runner, RunOptions
+    from .summary import LogListener, SummaryListener
+    from .targets import default_storage
+
+    given = {name: value for name, value in values.items() if value is not None}
+    for param in cls.parameters():
+        if param.name not in given and not param.has_default and param.name not in cls._config_defaults:
+            flag = "--" + param.name.replace("_", "-")
+            raise UsageError(
+                f"{cls.__name__} needs {flag} ({param.type_name}): give it on the command "
+                f"line or as [tasks.{cls.__name__}] {param.name} in the config"
+            )
+    try:
+        task = cls(**given)
+    except ParameterError as exc:
+        raise UsageError(str(exc)) from None
+    default_storage.configure(config.storage)
+    plan = resolve([task], force=bool(common["force"]))
+    if common["dry_run"]:
+        _print_plan(plan)
+        return 0
+    wait_timeout = common["wait_timeout"]
+    options = RunOptions(
+        wait_timeout=wait_timeout if wait_timeout is not None else config.lock.get("wait_timeout"),
+        resources=dict(config.resources),
+        task_defaults=task_defaults_from(config),
+    )
+    workers = common["workers"] or config.workers
+    provider = make_lock_provider(config, common["lock_url"])
+    provider.start()
+    try:
+        executor = make_executor(plan, workers, options)
+        runner = Runner(plan, provider, executor, [LogListener(), SummaryListener()], options)
+        with _signals_stop(runner, executor):
+            result = runner.run()
+    finally:
+        provider.close()
+    return result.exit_code
+
+
+def _print_plan(plan: Any) -> None:
+    if not plan.steps:
+        click.echo("nothing to do: every requested task is complete")
+        return
+    for line in plan.describe():
+        click.echo(line)
+    runs = sum(1 for s in plan.steps if s.kind == "run")
+    click.echo(f"{runs} task(s) would run; {len(plan.steps) - runs} external input(s) missing")
+
+
+class _signals_stop:
+    """First SIGINT/SIGTERM: stop the runner cleanly. Second: stop at once."""
+
+    def __init__(self, runner: Any, executor: Any) -> None:
+        self.runner = runner
+        self.executor = executor
+        self.count = 0
+        self.previous: dict[int, Any] = {}
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
+            for worker in getattr(self.executor, "_workers", []):
+                try:
+                    worker.process.kill()
+                except Exception:  # noqa: BLE001
+                    pass
+            os._exit(130)
+        logging.getLogger("batchdeps").warning(
+            "%s: stopping (running tasks are terminated, locks released); again to stop now",
+            signal.Signals(signum).name,
+        )
+        self.runner.stop()
+        from .executors import InlineExecutor
+
+        if isinstance(self.executor, InlineExecutor) and self.executor.running:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _signals_stop:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

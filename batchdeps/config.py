@@ -1,0 +1,237 @@
+"""Loading and validating config.toml: known sections, ${ENV} interpolation, task defaults.
+
+The schema below is the single list of keys batchdeps understands; an unknown key in one
+of batchdeps' own sections is an error naming it. Top-level tables that batchdeps does not
+own are left to the pipelines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_ENV = "BATCHDEPS_CONFIG"
+DEFAULT_CONFIG_NAME = "config.toml"
+
+
+# -- value checks ----------------------------------------------------------------------
+Check = Callable[[Any], Any]
+
+
+def _int_at_least(minimum: int) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"must be an integer >= {minimum}")
+        return value
+
+    return check
+
+
+def _number_at_least(minimum: float) -> Check:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise ValueError(f"must be a number >= {minimum:g}")
+        return float(value)
+
+    return check
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _string_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("must be a list of non-empty strings")
+    return list(value)
+
+
+def _choice(*choices: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
+#: section -> key -> check. Extend here when a new key is added.
+SCHEMA: dict[str, dict[str, Check]] = {
+    "batchdeps": {
+        "modules": _string_list,
+        "workers": _int_at_least(1),
+        "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+        "log_dir": _string,
+        "log_format": _choice("text", "json"),
+        "retries": _int_at_least(0),
+        "retry_delay": _number_at_least(0),
+        "retry_backoff": _number_at_least(1),
+        "max_retry_delay": _number_at_least(0),
+        "timeout": _number_at_least(0.001),
+        "lock_dir": _string,
+    },
+    "lock": {
+        "url": _string,
+        "ttl": _number_at_least(1),
+        "wait_timeout": _number_at_least(0),
+    },
+    "notify": {
+        "on_failure": _string,
+        "command": _string,
+        "retries": _int_at_least(0),
+        "timeout": _number_at_least(0.001),
+    },
+}
+
+
+@dataclass
+class Config:
+    """The validated configuration of one run."""
+
+    path: str | None = None
+    root: str = field(default_factory=os.getcwd)
+    batchdeps: dict[str, Any] = field(default_factory=dict)
+    lock: dict[str, Any] = field(default_factory=dict)
+    notify: dict[str, Any] = field(default_factory=dict)
+    storage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resources: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modules(self) -> list[str]:
+        return list(self.batchdeps.get("modules", ["pipelines"]))
+
+    @property
+    def workers(self) -> int:
+        return int(self.batchdeps.get("workers", 1))
+
+    def where(self) -> str:
+        return self.path or "config"
+
+
+# -- loading ---------------------------------------------------------------------------
+def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> str | None:
+    """--config, else $BATCHDEPS_CONFIG, else ./config.toml if present, else None."""
+    if explicit:
+        if not os.path.isfile(explicit):
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    from_env = environ.get(CONFIG_ENV)
+    if from_env:
+        if not os.path.isfile(from_env):
+            raise ConfigError(f"config file {from_env} (from ${CONFIG_ENV}) does not exist")
+        return from_env
+    if os.path.isfile(DEFAULT_CONFIG_NAME):
+        return DEFAULT_CONFIG_NAME
+    return None
+
+
+def load_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Find, read, interpolate and validate the config; no file means all defaults."""
+    environ = os.environ if environ is None else environ
+    path = find_config_path(explicit, environ)
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_config(raw, path=path, environ=environ)
+
+
+_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+
+
+def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ConfigError(f"{where}: '${{{name}}}' is not a valid variable name")
+            if name not in environ:
+                raise ConfigError(
+                    f"{where} refers to ${{{name}}}, but the environment variable {name} is not set"
+                )
+            return environ[name]
+
+        return _ENV_REF.sub(replace, value)
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}.{k}", environ) for k, v in value.items()}
+    return value
+
+
+def parse_config(
+    raw: dict[str, Any], path: str | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate an already-read TOML document."""
+    environ = os.environ if environ is None else environ
+    label = path or "config"
+    config = Config(
+        path=path,
+        root=os.path.dirname(os.path.abspath(path)) if path else os.getcwd(),
+        raw=raw,
+    )
+    for section, keys in SCHEMA.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{label}: [{section}] must be a table")
+        checked: dict[str, Any] = {}
+        for key, value in table.items():
+            where = f"{label}: [{section}] {key}"
+            if key not in keys:
+                known = ", ".join(sorted(keys))
+                raise ConfigError(f"{where}: unknown key (known keys: {known})")
+            value = _interpolate(value, where, environ)
+            try:
+                checked[key] = keys[key](value)
+            except ValueError as exc:
+                raise ConfigError(f"{where} {exc}, got {value!r}") from None
+        setattr(config, section, checked)
+
+    storage = raw.get("storage", {})
+    if not isinstance(storage, dict) or not all(isinstance(v, dict) for v in storage.values()):
+        raise ConfigError(f"{label}: [storage.PROTOCOL] sections must be tables of options")
+    config.storage = {
+        protocol: _interpolate(options, f"{label}: [storage.{protocol}]", environ)
+        for protocol, options in storage.items()
+    }
+
+    resources = raw.get("resources", {})
+    if not isinstance(resources, dict):
+        raise ConfigError(f"{label}: [resources] must be a table")
+    check = _int_at_least(1)
+    for name, value in resources.items():
+        try:
+            config.resources[name] = check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{label}: [resources] {name} {exc}, got {value!r}") from None
+
+    tasks = raw.get("tasks", {})
+    if not isinstance(tasks, dict) or not all(isinstance(v, dict) for v in tasks.values()):
+        raise ConfigError(f"{label}: [tasks.FAMILY] sections must be tables of parameters")
+    config.tasks = {
+        family: _interpolate(values, f"{label}: [tasks.{family}]", environ)
+        for family, values in tasks.items()
+    }
+    return config

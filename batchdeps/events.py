@@ -1,0 +1,77 @@
+"""Events the runner emits to listeners: frozen dataclasses, one per thing that happened.
+
+Summaries, logs, progress, metrics and alerts are listeners; the runner knows none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .result import BuildResult
+    from .resolver import Plan
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_id: str
+    plan: Plan
+    workers: int
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    run_id: str
+    task_id: str
+    family: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class TaskRetrying:
+    run_id: str
+    task_id: str
+    family: str
+    attempt: int
+    delay: float
+    error: str
+
+
+@dataclass(frozen=True)
+class TaskWaiting:
+    """The task is held by another worker; this run waits for it."""
+
+    run_id: str
+    task_id: str
+    holder: str
+
+
+@dataclass(frozen=True)
+class TaskFinished:
+    """A task reached its final state in this run (see `result.Status`)."""
+
+    run_id: str
+    task_id: str
+    family: str
+    status: str
+    attempts: int = 0
+    duration: float = 0.0
+    error: str = ""
+    log_path: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    run_id: str
+    result: BuildResult = field(repr=False)
+
+
+Event = RunStarted | TaskStarted | TaskRetrying | TaskWaiting | TaskFinished | RunFinished
+
+
+class Listener(Protocol):
+    """Anything with `on_event`; a listener that raises is logged and ignored."""
+
+    def on_event(self, event: Event) -> None: ...

@@ -1,0 +1,226 @@
+"""Typed task parameters: parsing from strings, normalising values, serialising back.
+
+A parameter never reads the command line or config itself: the CLI and config loader turn
+strings into values with `parse()` and pass them to the task's constructor.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+from typing import Any, Sequence
+
+from .errors import ParameterError
+
+_NO_DEFAULT: Any = object()
+
+
+class Parameter:
+    """A task parameter holding a string; the base of every other parameter type."""
+
+    type_name = "str"
+
+    def __init__(self, default: Any = _NO_DEFAULT, description: str = "") -> None:
+        self.description = description
+        self.name = ""  # set by __set_name__
+        self._default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    # -- defaults ----------------------------------------------------------------------
+    @property
+    def has_default(self) -> bool:
+        return self._default is not _NO_DEFAULT
+
+    @property
+    def default(self) -> Any:
+        return self._default
+
+    # -- conversion --------------------------------------------------------------------
+    def parse(self, text: str) -> Any:
+        """Turn a command-line or config string into a value; ValueError if it is bad."""
+        return text
+
+    def normalize(self, value: Any) -> Any:
+        """Turn a constructor argument into the canonical value (strings are parsed)."""
+        if isinstance(value, str):
+            return self.parse(value)
+        return self._check(value)
+
+    def _check(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+
+    def serialize(self, value: Any) -> str:
+        """The string that `parse()` turns back into `value`; used in task ids."""
+        return str(value)
+
+    def convert(self, task_family: str, value: Any) -> Any:
+        """normalize() with the error named for the user."""
+        try:
+            return self.normalize(value)
+        except (ValueError, TypeError) as exc:
+            raise ParameterError(
+                f"{task_family}: bad value {value!r} for parameter '{self.name}' "
+                f"({self.type_name}): {exc}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class IntParameter(Parameter):
+    """An integer."""
+
+    type_name = "int"
+
+    def parse(self, text: str) -> int:
+        return int(text.strip())
+
+    def _check(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {type(value).__name__}")
+        return value
+
+
+class FloatParameter(Parameter):
+    """A floating-point number."""
+
+    type_name = "float"
+
+    def parse(self, text: str) -> float:
+        return float(text.strip())
+
+    def _check(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {type(value).__name__}")
+        return float(value)
+
+
+class BoolParameter(Parameter):
+    """A boolean; on the command line a flag (`--name` / `--no-name`)."""
+
+    type_name = "bool"
+    _TRUE = {"1", "true", "yes", "on"}
+    _FALSE = {"0", "false", "no", "off"}
+
+    def __init__(self, default: Any = False, description: str = "") -> None:
+        super().__init__(default=default, description=description)
+
+    def parse(self, text: str) -> bool:
+        lowered = text.strip().lower()
+        if lowered in self._TRUE:
+            return True
+        if lowered in self._FALSE:
+            return False
+        raise ValueError("expected true or false")
+
+    def _check(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {type(value).__name__}")
+        return value
+
+
+class DateParameter(Parameter):
+    """A calendar date, written YYYY-MM-DD."""
+
+    type_name = "date"
+
+    def parse(self, text: str) -> _dt.date:
+        try:
+            return _dt.date.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError("expected a date as YYYY-MM-DD") from None
+
+    def _check(self, value: Any) -> _dt.date:
+        if isinstance(value, _dt.datetime):
+            raise ValueError("expected a date, got a datetime")
+        if not isinstance(value, _dt.date):
+            raise ValueError(f"expected a date, got {type(value).__name__}")
+        return value
+
+    def serialize(self, value: Any) -> str:
+        return str(value.isoformat())
+
+
+class DateTimeParameter(Parameter):
+    """A date and time, written YYYY-MM-DDTHH:MM[:SS]."""
+
+    type_name = "datetime"
+
+    def parse(self, text: str) -> _dt.datetime:
+        try:
+            return _dt.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError("expected a date-time as YYYY-MM-DDTHH:MM:SS") from None
+
+    def _check(self, value: Any) -> _dt.datetime:
+        if not isinstance(value, _dt.datetime):
+            raise ValueError(f"expected a datetime, got {type(value).__name__}")
+        return value
+
+    def serialize(self, value: Any) -> str:
+        return str(value.isoformat())
+
+
+class EnumParameter(Parameter):
+    """One member of an `enum.Enum`, given by name."""
+
+    type_name = "enum"
+
+    def __init__(
+        self, enum: type[enum.Enum], default: Any = _NO_DEFAULT, description: str = ""
+    ) -> None:
+        super().__init__(default=default, description=description)
+        self.enum = enum
+        self.type_name = "{" + "|".join(m.name for m in enum) + "}"
+
+    def parse(self, text: str) -> enum.Enum:
+        try:
+            return self.enum[text.strip()]
+        except KeyError:
+            choices = ", ".join(m.name for m in self.enum)
+            raise ValueError(f"expected one of {choices}") from None
+
+    def _check(self, value: Any) -> enum.Enum:
+        if not isinstance(value, self.enum):
+            raise ValueError(f"expected a member of {self.enum.__name__}")
+        return value
+
+    def serialize(self, value: Any) -> str:
+        return str(value.name)
+
+
+class ListParameter(Parameter):
+    """A list of JSON scalars, written as JSON (`["a", "b"]`) or comma-separated (`a,b`).
+
+    Stored as a tuple so that tasks holding it stay hashable.
+    """
+
+    type_name = "list"
+
+    def parse(self, text: str) -> tuple[Any, ...]:
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                loaded = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc.msg}") from None
+            return self._check(loaded)
+        if not stripped:
+            return ()
+        return tuple(part.strip() for part in stripped.split(","))
+
+    def _check(self, value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {type(value).__name__}")
+        for item in value:
+            if isinstance(item, (list, dict, set)):
+                raise ValueError("list items must be scalars")
+        return tuple(value)
+
+    def serialize(self, value: Sequence[Any]) -> str:
+        return json.dumps(list(value), separators=(",", ":"))

@@ -1,0 +1,134 @@
+"""Finding task classes by name in the configured modules, and binding config defaults."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+import sys
+import traceback
+from types import ModuleType
+from typing import Any
+
+from .errors import ConfigError, ParameterError, TaskDefinitionError, UnknownTaskError
+from .task import ExternalTask, Task, WrapperTask
+
+_BASES = (Task, ExternalTask, WrapperTask)
+
+
+class TaskRegistry:
+    """The task classes of a set of modules, looked up by class name or dotted path."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, list[type[Task]]] = {}
+
+    # -- filling -----------------------------------------------------------------------
+    def add(self, cls: type[Task]) -> None:
+        bucket = self.by_name.setdefault(cls.__name__, [])
+        if cls not in bucket:
+            bucket.append(cls)
+
+    def add_module(self, module: ModuleType) -> None:
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Task)
+                and value not in _BASES
+                and value.__module__ == module.__name__
+            ):
+                self.add(value)
+
+    @classmethod
+    def from_modules(cls, names: list[str], root: str | None = None) -> TaskRegistry:
+        """Import each module (a package with all its submodules) and collect its tasks."""
+        if root is not None and root not in sys.path:
+            sys.path.insert(0, root)
+        registry = cls()
+        for name in names:
+            for module in _import_tree(name):
+                registry.add_module(module)
+        return registry
+
+    # -- lookup ------------------------------------------------------------------------
+    def get(self, name: str) -> type[Task]:
+        """The task class called `name` (class name or `package.module.Class`)."""
+        if "." in name:
+            return _import_dotted(name)
+        found = self.by_name.get(name)
+        if not found:
+            suggestions = difflib.get_close_matches(name, list(self.by_name), n=3, cutoff=0.5)
+            if not suggestions:
+                lowered = {n.lower(): n for n in self.by_name}
+                if name.lower() in lowered:
+                    suggestions = [lowered[name.lower()]]
+            hint = f" Did you mean {' or '.join(suggestions)}?" if suggestions else ""
+            known = ", ".join(sorted(self.by_name)) or "none"
+            raise UnknownTaskError(f"unknown task '{name}'.{hint} Known tasks: {known}.")
+        if len(found) > 1:
+            paths = ", ".join(f"{c.__module__}.{c.__name__}" for c in found)
+            raise UnknownTaskError(f"task name '{name}' is ambiguous: use one of {paths}")
+        return found[0]
+
+    def names(self) -> list[str]:
+        return sorted(self.by_name)
+
+    # -- config defaults ---------------------------------------------------------------
+    def apply_defaults(self, tasks: dict[str, dict[str, Any]], label: str = "config") -> None:
+        """Bind `[tasks.FAMILY]` parameter defaults to the task classes, parsed and checked."""
+        for family, values in tasks.items():
+            classes = self.by_name.get(family)
+            if not classes:
+                raise ConfigError(f"{label}: [tasks.{family}] names no known task")
+            for cls in classes:
+                params = {p.name: p for p in cls.parameters()}
+                parsed: dict[str, Any] = {}
+                for key, value in values.items():
+                    param = params.get(key)
+                    if param is None:
+                        raise ConfigError(
+                            f"{label}: [tasks.{family}] {key}: {family} has no parameter "
+                            f"'{key}' (parameters: {', '.join(params) or 'none'})"
+                        )
+                    try:
+                        parsed[key] = param.convert(family, value)
+                    except ParameterError as exc:
+                        raise ConfigError(f"{label}: [tasks.{family}] {key}: {exc}") from None
+                cls._config_defaults = parsed
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ConfigError(f"cannot import task module '{name}': no such module") from None
+        raise _definition_error(name, exc) from exc
+    except Exception as exc:
+        raise _definition_error(name, exc) from exc
+
+
+def _definition_error(name: str, exc: BaseException) -> TaskDefinitionError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return TaskDefinitionError(
+        f"importing task module '{name}' failed{where}: {type(exc).__name__}: {exc}"
+    )
+
+
+def _import_tree(name: str) -> list[ModuleType]:
+    module = _import(name)
+    modules = [module]
+    path = getattr(module, "__path__", None)
+    if path is not None:
+        for info in pkgutil.walk_packages(path, prefix=name + "."):
+            modules.append(_import(info.name))
+    return modules
+
+
+def _import_dotted(name: str) -> type[Task]:
+    module_name, _, class_name = name.rpartition(".")
+    module = _import(module_name)
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise UnknownTaskError(f"'{name}': {module_name} has no task class {class_name}")
+    return cls

@@ -1,0 +1,252 @@
+"""Resolution: from requested tasks and target existence to a plan of steps with reasons.
+
+Pure apart from existence checks: nothing runs and nothing is written. The walk is
+breadth-first so that the existence of a whole level of targets is checked in one batch
+(one round of concurrent requests on object storage). A complete task's requirements are
+not visited (Luigi's rule), so a nightly run over finished data touches only the top.
+Cost is O(tasks + edges).
+"""
+
+from __future__ import annotations
+
+import graphlib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .errors import BatchdepsError, CycleError, TaskDefinitionError
+from .targets import Target, check_exists
+from .task import ExternalTask, Task, WrapperTask, flatten_outputs, flatten_requires
+
+RUN = "run"
+MISSING = "missing"  # an external task whose output does not exist
+
+
+@dataclass(eq=False)
+class Step:
+    """One task the plan will run (or an external input found missing), and why."""
+
+    task: Task
+    kind: str
+    reason: str
+    index: int = -1
+    upstream: list[Step] = field(default_factory=list)
+    downstream: list[Step] = field(default_factory=list)
+    outputs: list[Target] = field(default_factory=list)
+    missing_paths: list[str] = field(default_factory=list)
+
+    @property
+    def task_id(self) -> str:
+        return self.task.task_id
+
+
+@dataclass
+class Plan:
+    """Steps in dependency order; requested tasks that are already complete are listed."""
+
+    requested: list[Task]
+    steps: list[Step]
+    complete: list[Task]
+    forced: frozenset[Task] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def step_for(self, task: Task) -> Step | None:
+        for step in self.steps:
+            if step.task == task:
+                return step
+        return None
+
+    def describe(self) -> list[str]:
+        """One line per step, in order: what runs and why."""
+        lines = []
+        for step in self.steps:
+            verb = "missing input" if step.kind == MISSING else "run"
+            lines.append(f"{verb:13} {step.task_id}  ({step.reason})")
+        return lines
+
+
+def _default_complete(task: Task) -> bool:
+    """True when `task.complete` is the built-in one (so outputs can be checked in batch)."""
+    return type(task).complete is Task.complete or (
+        isinstance(task, ExternalTask) and type(task).complete is ExternalTask.complete
+    )
+
+
+def _is_plain_wrapper(task: Task) -> bool:
+    return isinstance(task, WrapperTask) and type(task).complete is WrapperTask.complete
+
+
+def _missing_reason(missing: list[str]) -> str:
+    if len(missing) == 1:
+        return f"output {missing[0]} missing"
+    more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
+    return f"outputs {', '.join(missing[:2])}{more} missing"
+
+
+def resolve(requested: Iterable[Task], force: bool = False) -> Plan:
+    """Walk back from `requested` and return the plan of what must run.
+
+    Args:
+        requested: the tasks asked for.
+        force: rebuild the requested tasks even if complete (their upstream stays as is).
+
+    Raises:
+        TaskDefinitionError: requires()/output()/complete() raised or returned a wrong type.
+        CycleError: tasks that must run require each other in a cycle.
+        TargetCheckError: existence of a target could not be decided.
+    """
+    roots = list(dict.fromkeys(requested))
+    for task in roots:
+        if not isinstance(task, Task):
+            raise TaskDefinitionError(f"can only build tasks, got {type(task).__name__} {task!r}")
+    forced = frozenset(roots) if force else frozenset()
+
+    # task -> (is complete | None while unknown); requirements of expanded tasks.
+    complete: dict[Task, bool | None] = {}
+    requires: dict[Task, list[Task]] = {}
+    outputs: dict[Task, list[Target]] = {}
+    missing_paths: dict[Task, list[str]] = {}
+    custom_false: set[Task] = set()
+    wrappers: list[Task] = []
+
+    frontier = roots
+    for task in roots:
+        complete[task] = None
+    while frontier:
+        # 1. gather targets of the whole level and check them in one batch.
+        batch: list[Target] = []
+        owners: list[tuple[Task, int, int]] = []
+        for task in frontier:
+            if _is_plain_wrapper(task) and task not in forced:
+                continue
+            if _default_complete(task):
+                targets = flatten_outputs(task)
+                outputs[task] = targets
+                owners.append((task, len(batch), len(batch) + len(targets)))
+                batch.extend(targets)
+        exists = check_exists(batch) if batch else []
+        for task, start, end in owners:
+            targets = outputs[task]
+            missing = [t.url for t, ok in zip(targets, exists[start:end]) if not ok]
+            missing_paths[task] = missing
+            complete[task] = bool(targets) and not missing
+        # 2. decide each task of the level and expand the incomplete ones.
+        next_frontier: list[Task] = []
+        for task in frontier:
+            if task in forced:
+                done = False
+                outputs.setdefault(task, flatten_outputs(task))
+            elif _is_plain_wrapper(task):
+                wrappers.append(task)
+                done = False  # decided once its requirements are known
+            elif task in missing_paths:
+                done = bool(complete[task])
+            else:
+                done = _call_complete(task)
+                if not done:
+                    custom_false.add(task)
+                outputs[task] = flatten_outputs(task)
+            complete[task] = done if not _is_plain_wrapper(task) or task in forced else None
+            if done or isinstance(task, ExternalTask):
+                continue
+            reqs = flatten_requires(task)
+            requires[task] = reqs
+            for req in reqs:
+                if req not in complete:
+                    complete[req] = None
+                    next_frontier.append(req)
+        frontier = next_frontier
+
+    _decide_wrappers(wrappers, requires, complete, forced)
+
+    # 3. the steps: every incomplete task reached, with its reason.
+    steps: dict[Task, Step] = {}
+    for task, done in complete.items():
+        if done:
+            continue
+        if isinstance(task, ExternalTask):
+            paths = missing_paths.get(task) or [t.url for t in outputs.get(task, [])]
+            steps[task] = Step(
+                task, MISSING, f"external input {', '.join(paths) or task.task_id} missing",
+                outputs=outputs.get(task, []), missing_paths=paths,
+            )
+            continue
+        if task in forced:
+            reason = "forced"
+        elif task in custom_false:
+            reason = "complete() returned False"
+        elif _is_plain_wrapper(task) or not outputs.get(task):
+            pending = [r for r in requires.get(task, []) if not complete.get(r)]
+            reason = f"upstream {pending[0].task_id} runs" if pending else "has no outputs"
+            if len(pending) > 1:
+                reason = f"upstream {pending[0].task_id} and {len(pending) - 1} more run"
+        else:
+            reason = _missing_reason(missing_paths.get(task, []))
+        steps[task] = Step(task, RUN, reason, outputs=outputs.get(task, []))
+
+    for task, step in steps.items():
+        for req in requires.get(task, ()):
+            up = steps.get(req)
+            if up is not None and up is not step:
+                step.upstream.append(up)
+                up.downstream.append(step)
+            elif up is step:
+                raise CycleError(f"task {task.task_id} requires itself")
+
+    ordered = _order(steps)
+    for index, step in enumerate(ordered):
+        step.index = index
+    return Plan(
+        requested=roots,
+        steps=ordered,
+        complete=[t for t in roots if complete.get(t)],
+        forced=forced,
+    )
+
+
+def _call_complete(task: Task) -> bool:
+    try:
+        return bool(task.complete())
+    except BatchdepsError:
+        raise
+    except Exception as exc:
+        raise TaskDefinitionError(
+            f"{task.task_id}: complete() raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _decide_wrappers(
+    wrappers: list[Task],
+    requires: dict[Task, list[Task]],
+    complete: dict[Task, bool | None],
+    forced: frozenset[Task],
+) -> None:
+    """A plain WrapperTask is complete when all its requirements are (nested ones too)."""
+    pending = {w for w in wrappers if w not in forced}
+    if not pending:
+        return
+    sorter: graphlib.TopologicalSorter[Task] = graphlib.TopologicalSorter()
+    for wrapper in pending:
+        sorter.add(wrapper, *[r for r in requires.get(wrapper, []) if r in pending])
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise _cycle_error(exc.args[1]) from None
+    for wrapper in order:
+        complete[wrapper] = all(complete.get(r) for r in requires.get(wrapper, []))
+
+
+def _order(steps: dict[Task, Step]) -> list[Step]:
+    sorter: graphlib.TopologicalSorter[Step] = graphlib.TopologicalSorter()
+    for step in steps.values():
+        sorter.add(step, *step.upstream)
+    try:
+        return list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise _cycle_error([s.task for s in exc.args[1]]) from None
+
+
+def _cycle_error(cycle: list[Task]) -> CycleError:
+    names = " -> ".join(t.task_id for t in reversed(cycle))
+    return CycleError(f"dependency cycle: {names}")

@@ -1,0 +1,73 @@
+"""What a build did, per task, and the exit code that follows from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class Status:
+    """Final states of a task in one run."""
+
+    BUILT = "built"                        # run() succeeded here
+    COMPLETE = "complete"                  # already complete before this run
+    BUILT_ELSEWHERE = "built elsewhere"    # another worker built it while we waited
+    FAILED = "failed"                      # run() failed (after all retries)
+    UPSTREAM_FAILED = "upstream failed"    # not run: a requirement failed
+    MISSING_INPUT = "missing input"        # an external task's output does not exist
+    BLOCKED = "blocked by missing input"   # not run: an external input upstream is missing
+    LOCK_TIMEOUT = "lock wait timed out"   # held elsewhere past the wait
+    NOT_RUN = "not run"                    # interrupted before it ran
+
+    OK = frozenset({BUILT, COMPLETE, BUILT_ELSEWHERE})
+
+
+@dataclass
+class TaskResult:
+    task_id: str
+    status: str
+    reason: str = ""
+    attempts: int = 0
+    duration: float = 0.0
+    error: str = ""
+    log_path: str | None = None
+    missing_paths: list[str] = field(default_factory=list)
+    holder: str = ""
+
+
+@dataclass
+class BuildResult:
+    """Per task what happened; `exit_code` follows the contract's table."""
+
+    run_id: str
+    tasks: dict[str, TaskResult] = field(default_factory=dict)
+    requested: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    elapsed: float = 0.0
+
+    def by_status(self, status: str) -> list[TaskResult]:
+        return [r for r in self.tasks.values() if r.status == status]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for result in self.tasks.values():
+            counts[result.status] = counts.get(result.status, 0) + 1
+        return counts
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def exit_code(self) -> int:
+        counts = self.counts()
+        if self.interrupted:
+            return 130
+        if counts.get(Status.FAILED) or counts.get(Status.UPSTREAM_FAILED):
+            return 1
+        if counts.get(Status.MISSING_INPUT) or counts.get(Status.BLOCKED):
+            return 3
+        if counts.get(Status.LOCK_TIMEOUT):
+            return 4
+        if any(self.tasks[t].status not in Status.OK for t in self.requested if t in self.tasks):
+            return 1
+        return 0

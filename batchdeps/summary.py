@@ -1,0 +1,89 @@
+"""Listeners that tell a person what happened: per-task log lines and the final summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO
+
+from .events import Event, RunFinished, TaskFinished, TaskRetrying, TaskStarted, TaskWaiting
+from .result import BuildResult, Status
+
+log = logging.getLogger("batchdeps")
+
+_ORDER = [
+    Status.BUILT, Status.BUILT_ELSEWHERE, Status.COMPLETE, Status.FAILED,
+    Status.UPSTREAM_FAILED, Status.MISSING_INPUT, Status.BLOCKED, Status.LOCK_TIMEOUT,
+    Status.NOT_RUN,
+]
+
+
+class LogListener:
+    """One log line per task start, retry, wait and end."""
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, TaskStarted):
+            if log.isEnabledFor(logging.INFO):
+                attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+                log.info("start %s%s: %s", event.task_id, attempt, event.reason)
+        elif isinstance(event, TaskFinished):
+            if event.status == Status.FAILED:
+                log.error("FAILED %s after %d attempt(s): %s", event.task_id, event.attempts,
+                          event.error)
+            elif event.status in (Status.UPSTREAM_FAILED, Status.BLOCKED, Status.NOT_RUN):
+                log.debug("%s %s", event.status, event.task_id)
+            elif log.isEnabledFor(logging.INFO):
+                log.info("%s %s", event.status, event.task_id)
+        elif isinstance(event, TaskRetrying):
+            log.warning("retry %s in %.1f s after attempt %d failed: %s", event.task_id,
+                        event.delay, event.attempt, event.error)
+        elif isinstance(event, TaskWaiting):
+            log.info("waiting for %s, held by %s", event.task_id, event.holder or "another run")
+
+
+def format_summary(result: BuildResult) -> str:
+    """The end-of-run summary: counts by outcome, then failures and missing inputs."""
+    counts = result.counts()
+    total = sum(counts.values())
+    parts = [f"{counts[s]} {s}" for s in _ORDER if counts.get(s)]
+    lines = [
+        f"batchdeps: {total} task(s): {', '.join(parts) or 'nothing to do'} "
+        f"in {result.elapsed:.2f} s (exit {result.exit_code})"
+    ]
+    failed = result.by_status(Status.FAILED)
+    if failed:
+        lines.append("failed:")
+        for item in failed:
+            extra = f" [{item.attempts} attempt(s)"
+            extra += f", log {item.log_path}]" if item.log_path else "]"
+            lines.append(f"  {item.task_id}: {item.error}{extra}")
+    missing = result.by_status(Status.MISSING_INPUT)
+    if missing:
+        lines.append("missing external inputs:")
+        for item in missing:
+            lines.append(f"  {item.task_id}: {', '.join(item.missing_paths) or item.error}")
+    timeouts = result.by_status(Status.LOCK_TIMEOUT)
+    if timeouts:
+        lines.append("still held elsewhere:")
+        for item in timeouts:
+            lines.append(f"  {item.task_id}: {item.error}")
+    retried = [r for r in result.tasks.values() if r.attempts > 1 and r.status != Status.FAILED]
+    if retried:
+        lines.append("needed retries:")
+        for item in retried:
+            lines.append(f"  {item.task_id}: {item.attempts} attempts")
+    if result.interrupted:
+        lines.append("interrupted: running tasks stopped, locks released")
+    return "\n".join(lines)
+
+
+class SummaryListener:
+    """Prints the summary when the run ends."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, RunFinished):
+            stream = self.stream or sys.stdout
+            print(format_summary(event.result), file=stream, flush=True)

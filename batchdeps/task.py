@@ -1,0 +1,214 @@
+"""The task model: Task, ExternalTask, WrapperTask, their identity and their structures."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Iterator
+
+from .errors import ParameterError, TaskDefinitionError
+from .parameters import Parameter
+
+
+class Task:
+    """A unit of work: parameters, `requires()`, `output()` and `run()`.
+
+    Two tasks of the same family with the same parameter values are equal, hash alike and
+    share one `task_id`, the string `Family(param=value, ...)` used in logs and as lock key.
+    """
+
+    # Options; None means "take the config default, else the built-in default".
+    retries: ClassVar[int | None] = None
+    retry_delay: ClassVar[float | None] = None
+    retry_backoff: ClassVar[float | None] = None
+    max_retry_delay: ClassVar[float | None] = None
+    timeout: ClassVar[float | None] = None
+    resources: ClassVar[dict[str, int]] = {}
+
+    # Filled in per class by __init_subclass__ and by the registry.
+    _params: ClassVar[tuple[Parameter, ...]] = ()
+    _config_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        params: dict[str, Parameter] = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, Parameter):
+                    params[name] = value
+                elif name in params:  # a subclass replaced the parameter with a constant
+                    del params[name]
+        cls._params = tuple(params.values())
+        cls._config_defaults = {}
+
+    @classmethod
+    def family(cls) -> str:
+        """The family name: the class name."""
+        return cls.__name__
+
+    @classmethod
+    def parameters(cls) -> tuple[Parameter, ...]:
+        """The class's parameters in declaration order (inherited ones first)."""
+        return cls._params
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        family = cls.__name__
+        params = cls._params
+        if len(args) > len(params):
+            raise ParameterError(
+                f"{family}: takes {len(params)} parameter(s), {len(args)} given positionally"
+            )
+        for param, value in zip(params, args):
+            if param.name in kwargs:
+                raise ParameterError(f"{family}: parameter '{param.name}' given twice")
+            kwargs[param.name] = value
+        values: list[Any] = []
+        config_defaults = cls._config_defaults
+        for param in params:
+            name = param.name
+            if name in kwargs:
+                value = param.convert(family, kwargs.pop(name))
+            elif name in config_defaults:
+                value = config_defaults[name]
+            elif param.has_default:
+                value = param.convert(family, param.default)
+            else:
+                raise ParameterError(f"{family}: missing value for parameter '{name}'")
+            self.__dict__[name] = value
+            values.append(value)
+        if kwargs:
+            unknown = ", ".join(sorted(kwargs))
+            raise ParameterError(f"{family}: unknown parameter(s) {unknown}")
+        self.param_values = tuple(values)
+        rendered = ", ".join(
+            f"{p.name}={p.serialize(v)}" for p, v in zip(params, values)
+        )
+        self.task_id = f"{family}({rendered})"
+        self._hash = hash(self.task_id)
+
+    # -- identity ----------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Task) and other.task_id == self.task_id
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return self.task_id
+
+    def to_str_params(self) -> dict[str, str]:
+        """Parameter values as the strings the command line would take."""
+        return {p.name: p.serialize(v) for p, v in zip(self._params, self.param_values)}
+
+    # -- what users override -----------------------------------------------------------
+    def requires(self) -> Any:
+        """The tasks this one needs: None, a task, or a list/tuple/dict of tasks."""
+        return []
+
+    def output(self) -> Any:
+        """The targets this task makes: a target, or a list/tuple/dict of targets."""
+        return []
+
+    def run(self) -> None:
+        """Do the work; every output must exist when this returns."""
+        raise NotImplementedError(f"{self.task_id} has no run()")
+
+    def input(self) -> Any:
+        """The outputs of `requires()`, in the same shape."""
+        return map_structure(lambda task: task.output(), self.requires())
+
+    def complete(self) -> bool:
+        """True when every output exists; a task with no outputs is never complete."""
+        outputs = flatten_outputs(self)
+        if not outputs:
+            return False
+        return all(target.exists() for target in outputs)
+
+    def on_success(self) -> None:
+        """Called in the worker after `run()` succeeded and its outputs were verified."""
+
+    def on_failure(self, error: BaseException) -> None:
+        """Called in the worker after an attempt failed."""
+
+
+class ExternalTask(Task):
+    """Data made outside the pipeline: only `output()`; never run."""
+
+    def run(self) -> None:  # pragma: no cover - the runner never calls it
+        raise TaskDefinitionError(f"{self.task_id} is external and cannot be run")
+
+
+class WrapperTask(Task):
+    """Only `requires()`; complete when all its requirements are complete."""
+
+    def complete(self) -> bool:
+        return all(task.complete() for task in flatten_requires(self))
+
+    def run(self) -> None:
+        return None
+
+
+# -- structures ------------------------------------------------------------------------
+def map_structure(func: Callable[[Any], Any], struct: Any) -> Any:
+    """Apply `func` to each leaf of None / leaf / list / tuple / dict, keeping the shape."""
+    if struct is None:
+        return None
+    if isinstance(struct, dict):
+        return {key: map_structure(func, value) for key, value in struct.items()}
+    if isinstance(struct, (list, tuple)):
+        return type(struct)(map_structure(func, value) for value in struct)
+    return func(struct)
+
+
+def _leaves(struct: Any) -> Iterator[Any]:
+    if struct is None:
+        return
+    if isinstance(struct, dict):
+        for value in struct.values():
+            yield from _leaves(value)
+    elif isinstance(struct, (list, tuple)):
+        for value in struct:
+            yield from _leaves(value)
+    else:
+        yield struct
+
+
+def flatten_requires(task: Task) -> list[Task]:
+    """The tasks `task.requires()` returns, as a list; a definition error names the task."""
+    try:
+        struct = task.requires()
+    except Exception as exc:
+        raise TaskDefinitionError(
+            f"{task.task_id}: requires() raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(struct, Task):
+        return [struct]
+    leaves = list(_leaves(struct))
+    for leaf in leaves:
+        if not isinstance(leaf, Task):
+            raise TaskDefinitionError(
+                f"{task.task_id}: requires() must return tasks, "
+                f"got {type(leaf).__name__} {leaf!r}"
+            )
+    return leaves
+
+
+def flatten_outputs(task: Task) -> list[Any]:
+    """The targets `task.output()` returns, as a list; a definition error names the task."""
+    from .targets import Target
+
+    try:
+        struct = task.output()
+    except Exception as exc:
+        raise TaskDefinitionError(
+            f"{task.task_id}: output() raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(struct, Target):
+        return [struct]
+    leaves = list(_leaves(struct))
+    for leaf in leaves:
+        if not isinstance(leaf, Target):
+            raise TaskDefinitionError(
+                f"{task.task_id}: output() must return targets, "
+                f"got {type(leaf).__name__} {leaf!r}"
+            )
+    return leaves
