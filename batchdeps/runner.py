@@ -166,10 +166,13 @@ class Runner:
                 timeout = max(0.0, min(0.5, delayed[0][0] - self.clock()))
             else:
                 timeout = 0.5
-            if not executor.running and not self._ready and not delayed:
-                raise RuntimeError("runner stalled with open steps")  # pragma: no cover
-            for outcome in executor.wait(timeout if executor.running or delayed else 0.0):
+            outcomes = executor.wait(timeout if executor.running or delayed else 0.0)
+            for outcome in outcomes:
                 self._finish(outcome)
+            # The inline executor hands back finished attempts with nothing "running".
+            if not outcomes and not executor.running and not self._ready and not delayed \
+                    and self._open and not self._stop_requested:
+                raise RuntimeError("runner stalled with open steps")  # pragma: no cover
 
     def _begin(self, step: Step) -> None:
         """Take a ready step: missing input, wrapper, lock, resources, re-check, submit."""
