@@ -147,15 +147,16 @@ def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]
     [--lock-url URL] [--config FILE]. `batchdeps run TASK --help` lists TASK's parameters.
     """
     debug = "--debug" in args
-    if task_name is None or task_name in ("-h", "--help") or task_name.startswith("-"):
-        _run_help(ctx, args, debug)
+    if task_name is None or task_name.startswith("-"):
+        wants_help = task_name in ("-h", "--help") or "--help" in args or "-h" in args
+        _run_help(ctx, args, wants_help)
         return
     try:
         from .config import load_config
         from .registry import TaskRegistry
 
         config = load_config(_scan(args, "--config"))
-        registry = TaskRegistry.from_modules(config.modules, root=config.root)
+        registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()])
         cls = registry.get(task_name)
         registry.add(cls)
         registry.apply_defaults(config.tasks, label=config.where())
@@ -176,23 +177,26 @@ def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]
         command.invoke(sub)
 
 
-def _run_help(ctx: click.Context, args: tuple[str, ...], debug: bool) -> None:
-    click.echo(ctx.get_help())
+def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> None:
+    """`batchdeps run --help` (exit 0), or no TASK given (usage error, exit 2)."""
+    if not wants_help:
+        click.echo("batchdeps: error: missing TASK: name the task to build\n", err=True)
+    click.echo(ctx.get_help(), err=not wants_help)
     try:
         from .config import load_config
         from .registry import TaskRegistry
 
         config = load_config(_scan(args, "--config"))
-        registry = TaskRegistry.from_modules(config.modules, root=config.root)
+        registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()])
     except BatchdepsError as exc:
-        click.echo(f"\n(no task list: {exc})")
-        return
-    click.echo("\nTasks:")
+        click.echo(f"\n(no task list: {exc})", err=not wants_help)
+        ctx.exit(0 if wants_help else 2)
+    click.echo("\nTasks:", err=not wants_help)
     for name in registry.names():
         cls = registry.by_name[name][0]
         doc = (cls.__doc__ or "").strip().splitlines()
-        click.echo(f"  {name:24} {doc[0] if doc else ''}")
-    ctx.exit(0 if "--help" in args or "-h" in args else 2)
+        click.echo(f"  {name:24} {doc[0] if doc else ''}", err=not wants_help)
+    ctx.exit(0 if wants_help else 2)
 
 
 def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> None:

@@ -39,10 +39,14 @@ class TaskRegistry:
                 self.add(value)
 
     @classmethod
-    def from_modules(cls, names: list[str], root: str | None = None) -> TaskRegistry:
-        """Import each module (a package with all its submodules) and collect its tasks."""
-        if root is not None and root not in sys.path:
-            sys.path.insert(0, root)
+    def from_modules(cls, names: list[str], roots: list[str] = ()) -> TaskRegistry:  # type: ignore[assignment]
+        """Import each module (a package with all its submodules) and collect its tasks.
+
+        `roots` (the config file's folder, then the current one) are made importable first.
+        """
+        for root in reversed(roots):
+            if root not in sys.path:
+                sys.path.insert(0, root)
         registry = cls()
         for name in names:
             for module in _import_tree(name):
