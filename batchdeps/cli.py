@@ -156,7 +156,8 @@ def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]
         from .registry import TaskRegistry
 
         config = load_config(_scan(args, "--config"))
-        registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()])
+        registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()],
+                                              source=config.where())
         cls = registry.get(task_name)
         registry.add(cls)
         registry.apply_defaults(config.tasks, label=config.where())
@@ -187,7 +188,8 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
         from .registry import TaskRegistry
 
         config = load_config(_scan(args, "--config"))
-        registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()])
+        registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()],
+                                              source=config.where())
     except BatchdepsError as exc:
         click.echo(f"\n(no task list: {exc})", err=not wants_help)
         ctx.exit(0 if wants_help else 2)

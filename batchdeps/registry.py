@@ -39,17 +39,23 @@ class TaskRegistry:
                 self.add(value)
 
     @classmethod
-    def from_modules(cls, names: list[str], roots: list[str] = ()) -> TaskRegistry:  # type: ignore[assignment]
+    def from_modules(cls, names: list[str], roots: list[str] | None = None,
+                     source: str = "config") -> TaskRegistry:
         """Import each module (a package with all its submodules) and collect its tasks.
 
-        `roots` (the config file's folder, then the current one) are made importable first.
+        `roots` (the config file's folder, then the current one) are made importable first;
+        `source` names where the module list came from, for error messages.
         """
-        for root in reversed(roots):
+        for root in reversed(roots or []):
             if root not in sys.path:
                 sys.path.insert(0, root)
         registry = cls()
         for name in names:
-            for module in _import_tree(name):
+            try:
+                modules = _import_tree(name)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (listed in {source} [batchdeps] modules)") from None
+            for module in modules:
                 registry.add_module(module)
         return registry
 
