@@ -6,6 +6,7 @@ class; a traceback is shown only with --debug.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -282,11 +283,15 @@ class _signals_stop:
     def handle(self, signum: int, frame: Any) -> None:
         self.count += 1
         if self.count > 1:
-            for worker in getattr(self.executor, "_workers", []):
+            kill_all = getattr(self.executor, "kill_all", None)
+            if kill_all is not None:
                 try:
-                    worker.process.kill()
-                except Exception:  # noqa: BLE001
+                    kill_all()
+                except Exception:  # noqa: BLE001 - stopping at once matters more
                     pass
+            with contextlib.suppress(Exception):
+                sys.stderr.write("batchdeps: stopped at once (second signal)\n")
+                sys.stderr.flush()
             os._exit(130)
         logging.getLogger("batchdeps").warning(
             "%s: stopping (running tasks are terminated, locks released); again to stop now",

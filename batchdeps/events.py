@@ -40,6 +40,23 @@ class TaskRetrying:
 
 
 @dataclass(frozen=True)
+class AttemptFailed:
+    """One attempt failed (before the runner decides to retry or give up).
+
+    Emitted before `TaskRetrying` / `TaskFinished`, so a listener can complete the
+    attempt's log file (a killed worker could not) before the result points to it.
+    """
+
+    run_id: str
+    task_id: str
+    family: str
+    attempt: int
+    error: str
+    log_path: str | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
 class TaskWaiting:
     """The task is held by another worker; this run waits for it."""
 
@@ -68,7 +85,8 @@ class RunFinished:
     result: BuildResult = field(repr=False)
 
 
-Event = RunStarted | TaskStarted | TaskRetrying | TaskWaiting | TaskFinished | RunFinished
+Event = (RunStarted | TaskStarted | AttemptFailed | TaskRetrying | TaskWaiting | TaskFinished
+         | RunFinished)
 
 
 class Listener(Protocol):

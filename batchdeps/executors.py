@@ -112,8 +112,30 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _own_process_group() -> None:
+    """Lead a process group of its own, so a kill reaches the task's child processes too.
+
+    It also keeps a terminal's Ctrl-C away from workers: the runner decides what it does.
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+
+
+def _signal_group(process: Any, signum: int) -> None:
+    """Send `signum` to a worker's process group, else to the worker alone."""
+    pid = process.pid
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signum)  # the group outlives its leader while the task's children live
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
+
+
 def _worker_main(conn: Any, steps: list[Step], attempt_context: AttemptHook | None) -> None:
     _die_with_parent()
+    _own_process_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what a Ctrl-C does
 
     def on_term(signum: int, frame: Any) -> None:
@@ -173,6 +195,8 @@ class ProcessPoolExecutor:
             daemon=True,
         )
         process.start()
+        with contextlib.suppress(OSError):  # also here: no window where a kill misses the group
+            os.setpgid(process.pid, process.pid)
         child_conn.close()
         return _Worker(process, parent_conn)
 
@@ -242,7 +266,7 @@ class ProcessPoolExecutor:
     def _kill_timed_out(self, worker: _Worker, now: float) -> Outcome:
         index, attempt = worker.index, worker.attempt
         limit = (worker.deadline or now) - worker.started
-        worker.process.kill()
+        _signal_group(worker.process, signal.SIGKILL)
         worker.process.join(5.0)
         self._free(worker)
         self._replace(worker)
@@ -254,15 +278,20 @@ class ProcessPoolExecutor:
         """SIGTERM busy workers, SIGKILL those still alive after `grace` seconds."""
         busy = [w for w in self._workers if w.index is not None]
         for worker in busy:
-            with contextlib.suppress(Exception):
-                worker.process.terminate()
+            _signal_group(worker.process, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for worker in busy:
             worker.process.join(max(0.0, deadline - time.monotonic()))
+            # SIGKILL the group even when the worker is gone: its task may have left children.
+            _signal_group(worker.process, signal.SIGKILL)
             if worker.process.is_alive():
-                worker.process.kill()
                 worker.process.join(1.0)
             self._free(worker)
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker and its children now, without waiting (a second Ctrl-C)."""
+        for worker in self._workers:
+            _signal_group(worker.process, signal.SIGKILL)
 
     def close(self) -> None:
         for worker in self._workers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import random
 import time
 import uuid
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 from .errors import BatchdepsError, LeaseLostError
 from .events import (
-    Event, Listener, RunFinished, RunStarted, TaskFinished, TaskRetrying, TaskStarted,
+    AttemptFailed, Event, Listener, RunFinished, RunStarted, TaskFinished, TaskRetrying, TaskStarted,
     TaskWaiting,
 )
 from .executors import InlineExecutor, Outcome
@@ -50,6 +51,7 @@ class RunOptions:
     task_defaults: dict[str, Any] = field(default_factory=dict)
     log_path_for: Callable[[Step, int], str | None] | None = None
     lock_poll_max: float = 1.0
+    kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL of running attempts on stop
 
 
 @dataclass
@@ -274,7 +276,10 @@ class Runner:
             if outcome.timed_out:
                 for target in step.outputs:
                     target.cleanup_stale()
-        self._hook(step, "on_failure", RuntimeError(tail))
+        log_path = (self.options.log_path_for(step, state.attempts)
+                    if self.options.log_path_for else None)
+        self.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
+                                state.attempts, tail or error, log_path, outcome.timed_out))
         retries = int(self.option(step, "retries"))
         if state.attempts <= retries and not self._stop_requested and not (
             state.lease is not None and state.lease.lost
@@ -288,6 +293,7 @@ class Runner:
             heapq.heappush(self._delayed, (self.clock() + delay, step.index, step))
             return
         self._release(state)
+        self._hook(step, "on_failure", RuntimeError(tail or error))
         self._close(step, Status.FAILED, attempts=state.attempts, error=error, tail=tail)
 
     def _commit(self, step: Step, state: _State, staged: dict[str, str]) -> None:
@@ -350,6 +356,8 @@ class Runner:
         state = self._states[step.index]
         log_path = (self.options.log_path_for(step, attempts)
                     if self.options.log_path_for and attempts else None)
+        if log_path is not None and not os.path.exists(log_path):
+            log_path = None  # per-attempt logs are made only when there is something in them
         self.result.tasks[step.task_id] = TaskResult(
             step.task_id, status, reason=reason or step.reason, attempts=attempts,
             duration=state.duration, error=tail or error, log_path=log_path,
@@ -389,7 +397,7 @@ class Runner:
         """Stopped: kill running attempts, remove their temporary files, free every lock."""
         self.result.interrupted = True
         running = list(getattr(self.executor, "running", {}))
-        self.executor.terminate(grace=5.0)
+        self.executor.terminate(grace=self.options.kill_grace)
         for index in running:
             for target in self.plan.steps[index].outputs:
                 target.cleanup_stale()

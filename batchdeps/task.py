@@ -124,10 +124,17 @@ class Task:
         return all(target.exists() for target in outputs)
 
     def on_success(self) -> None:
-        """Called in the worker after `run()` succeeded and its outputs were verified."""
+        """Called in the runner's process once `run()` succeeded and its outputs are committed.
+
+        An exception raised here is logged and does not change the task's result.
+        """
 
     def on_failure(self, error: BaseException) -> None:
-        """Called in the worker after an attempt failed."""
+        """Called in the runner's process once the task failed for good (retries used up).
+
+        `error` carries the last line of the final attempt's error ("timed out after 5 s",
+        "ValueError: ..."); an exception raised here is logged and changes nothing.
+        """
 
 
 class ExternalTask(Task):
