@@ -123,6 +123,9 @@ class BoolParameter(Parameter):
             raise ValueError(f"expected true or false, got {type(value).__name__}")
         return value
 
+    def serialize(self, value: Any) -> str:
+        return "true" if value else "false"
+
 
 class DateParameter(Parameter):
     """A calendar date, written YYYY-MM-DD."""

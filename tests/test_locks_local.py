@@ -1,0 +1,81 @@
+"""Machine-local locks: exclusive across processes, freed by death, resource slots."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from batchdeps.locks.local import LocalLockProvider
+
+HOLD = textwrap.dedent('''
+    import sys, time
+    from batchdeps.locks.local import LocalLockProvider
+    provider = LocalLockProvider(sys.argv[1])
+    provider.start()
+    lease = provider.try_acquire(sys.argv[2])
+    print("held" if lease else "busy", flush=True)
+    time.sleep(60)
+''')
+
+
+def hold_in_subprocess(lock_dir: Path, key: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(lock_dir), key],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_lock_is_exclusive_across_processes_and_freed_by_kill_9(tmp_path: Path) -> None:
+    provider = LocalLockProvider(str(tmp_path))
+    provider.start()
+    holder = hold_in_subprocess(tmp_path, "Task(x=1)")
+    try:
+        assert provider.try_acquire("Task(x=1)") is None
+        assert str(holder.pid) in provider.holder("Task(x=1)")
+        assert provider.try_acquire("Task(x=2)") is not None  # other keys are free
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    lease = provider.try_acquire("Task(x=1)")
+    assert lease is not None
+    provider.check(lease)
+    provider.close()
+
+
+def test_release_frees_the_key_for_another_process(tmp_path: Path) -> None:
+    provider = LocalLockProvider(str(tmp_path))
+    provider.start()
+    lease = provider.try_acquire("K")
+    assert lease is not None
+    provider.release(lease)
+    provider.release(lease)  # releasing twice is harmless
+    assert list(tmp_path.iterdir()) == []  # the lock file is removed on release
+    other = hold_in_subprocess(tmp_path, "K")  # asserts the other process got it
+    other.kill()
+    other.wait()
+
+
+def test_resource_pool_grants_at_most_its_slots(tmp_path: Path) -> None:
+    provider = LocalLockProvider(str(tmp_path))
+    provider.start()
+    first = provider.try_acquire_resource("warehouse", 2)
+    second = provider.try_acquire_resource("warehouse", 2)
+    assert first is not None and second is not None
+    assert provider.try_acquire_resource("warehouse", 2) is None
+    provider.release(first)
+    assert provider.try_acquire_resource("warehouse", 2) is not None
+    provider.close()
+
+
+def test_same_process_cannot_take_a_held_key_twice(tmp_path: Path) -> None:
+    provider = LocalLockProvider(str(tmp_path))
+    provider.start()
+    assert provider.try_acquire("K") is not None
+    assert provider.try_acquire("K") is None
+    provider.close()
+    assert provider.try_acquire("K") is not None

@@ -1,0 +1,162 @@
+"""The runner through `bd.build`: results per task, staged commits, events, resources."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import batchdeps as bd
+from batchdeps.events import RunFinished, RunStarted, TaskFinished, TaskStarted
+from batchdeps.locks.local import LocalLockProvider
+from batchdeps.result import Status
+
+
+@pytest.fixture
+def locks(tmp_path: Path) -> LocalLockProvider:
+    return LocalLockProvider(str(tmp_path / "locks"))
+
+
+class Write(bd.Task):
+    path = bd.Parameter()
+    fail = bd.BoolParameter(default=False)
+    upstream = bd.Parameter(default="")
+
+    def requires(self):
+        return Write(path=self.upstream) if self.upstream else None
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):
+        handle = self.output().open("w")
+        handle.write("partial")
+        handle.close()  # closed cleanly: staged, not yet visible
+        assert not os.path.exists(self.path)
+        assert self.output().exists()  # ...but visible to the task itself
+        with self.output().open("r") as back:
+            assert back.read() == "partial"
+        if self.fail:
+            raise RuntimeError("boom after writing")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def on_event(self, event: object) -> None:
+        self.events.append(event)
+
+
+def test_build_reports_each_task_and_commits_after_run(tmp_path: Path, locks) -> None:
+    up = str(tmp_path / "up.txt")
+    down = str(tmp_path / "down.txt")
+    recorder = Recorder()
+    result = bd.build([Write(path=down, upstream=up)], locks=locks, listeners=[recorder])
+    assert result.exit_code == 0 and result.ok
+    assert {r.status for r in result.tasks.values()} == {Status.BUILT}
+    assert Path(down).read_text() == "partial"
+    kinds = [type(e).__name__ for e in recorder.events]
+    assert kinds[0] == "RunStarted" and kinds[-1] == "RunFinished"
+    started = [e.task_id for e in recorder.events if isinstance(e, TaskStarted)]
+    assert started == [f"Write(path={up}, fail=false, upstream=)",
+                       f"Write(path={down}, fail=false, upstream={up})"]
+    finished = [e for e in recorder.events if isinstance(e, TaskFinished)]
+    assert [e.status for e in finished] == [Status.BUILT, Status.BUILT]
+    assert isinstance(recorder.events[-1], RunFinished) and recorder.events[-1].result is result
+    assert isinstance(recorder.events[0], RunStarted) and len(recorder.events[0].plan) == 2
+
+
+def test_failed_run_leaves_no_output_even_after_clean_close(tmp_path: Path, locks) -> None:
+    path = tmp_path / "x.txt"
+    result = bd.build(Write(path=str(path), fail=True), locks=locks)
+    assert result.exit_code == 1
+    (only,) = result.tasks.values()
+    assert only.status == Status.FAILED
+    assert "boom after writing" in only.error
+    assert not path.exists()
+    assert list((tmp_path / ".batchdeps-tmp").iterdir()) == []
+
+
+def test_failure_stops_dependents_but_not_independent_tasks(tmp_path: Path, locks) -> None:
+    failing_child = FailingChild(path=str(tmp_path / "fc"), up=str(tmp_path / "fu"))
+    other = Write(path=str(tmp_path / "o2"))
+    result = bd.build([failing_child, other], locks=locks)
+    statuses = {tid: r.status for tid, r in result.tasks.items()}
+    assert statuses[failing_child.task_id] == Status.UPSTREAM_FAILED
+    assert statuses[f"Write(path={tmp_path}/fu, fail=true, upstream=)"] == Status.FAILED
+    assert statuses[other.task_id] == Status.BUILT
+    assert result.exit_code == 1
+
+
+class FailingChild(bd.Task):
+    path = bd.Parameter()
+    up = bd.Parameter()
+
+    def requires(self):
+        return Write(path=self.up, fail=True)
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):  # pragma: no cover - never reached
+        raise AssertionError("must not run")
+
+
+def test_rerun_over_complete_outputs_runs_nothing(tmp_path: Path, locks) -> None:
+    task = Write(path=str(tmp_path / "a"))
+    assert bd.build(task, locks=locks).ok
+    result = bd.build(task, locks=locks)
+    assert [r.status for r in result.tasks.values()] == [Status.COMPLETE]
+
+
+class Counting(bd.Task):
+    path = bd.Parameter()
+    journal = bd.Parameter()
+    resources = {"db": 1}
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):
+        import time
+
+        with open(self.journal, "a") as log:
+            log.write(f"start {time.time()}\n")
+        time.sleep(0.15)
+        with open(self.journal, "a") as log:
+            log.write(f"end {time.time()}\n")
+        with self.output().open("w") as out:
+            out.write("ok")
+
+
+def test_resource_cap_limits_parallel_tasks_across_workers(tmp_path: Path, locks) -> None:
+    journal = tmp_path / "journal"
+    tasks = [Counting(path=str(tmp_path / f"c{i}"), journal=str(journal)) for i in range(4)]
+    config = bd.Config(resources={"db": 1})
+    result = bd.build(tasks, workers=3, locks=locks, config=config)
+    assert result.ok, result.tasks
+    events = [line.split() for line in journal.read_text().splitlines()]
+    running = peak = 0
+    for kind, _ in sorted(events, key=lambda e: float(e[1])):
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 1
+    assert len(events) == 8
+
+
+def test_parallel_workers_overlap_without_resources(tmp_path: Path, locks) -> None:
+    class Free(Counting):
+        resources = {}
+
+    journal = tmp_path / "journal"
+    tasks = [Free(path=str(tmp_path / f"f{i}"), journal=str(journal)) for i in range(4)]
+    result = bd.build(tasks, workers=2, locks=locks)
+    assert result.ok
+    events = [line.split() for line in journal.read_text().splitlines()]
+    running = peak = 0
+    for kind, _ in sorted(events, key=lambda e: float(e[1])):
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
