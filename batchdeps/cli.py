@@ -313,5 +313,10 @@ class _signals_stop:
             signal.signal(signum, handler)
 
 
+from .locks.commands import lock_server_command, locks_command  # noqa: E402
+
+main.add_command(lock_server_command)
+main.add_command(locks_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,310 @@
+"""The lock server client: `HttpLockProvider`, leases over HTTP with heartbeats and fencing.
+
+Uses the standard library's http.client with one persistent connection per thread (the
+runner's thread and the heartbeat thread), so no aiohttp import on the client side.
+A heartbeat thread renews every held lease every ttl/3. A lease is marked lost when the
+server says it is no longer ours, or when no renewal succeeded for a whole TTL (measured
+from when the last successful renewal was sent, which is never later than the server's
+own expiry). Requests that cannot reach the server are retried with backoff for up to
+one TTL; after that the run stops with LockServerUnavailable.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import LeaseLostError, LockAuthError, LockError, LockServerUnavailable
+from . import protocol as p
+from .base import Lease
+
+log = logging.getLogger("batchdeps")
+
+START_RETRY_SECONDS = 1.0
+
+
+@dataclass
+class _Held:
+    """Client-side bookkeeping of one held lease."""
+
+    confirmed_at: float  # monotonic time the last successful grant/renewal was sent
+
+
+def describe_holder(value: Any) -> str:
+    """'host H pid P run R' from a holder JSON object ('' when not one)."""
+    try:
+        return p.Holder.from_json(value).describe()
+    except p.ProtocolError:
+        return ""
+
+
+class HttpLockProvider:
+    """LockProvider backed by a batchdeps lock server."""
+
+    def __init__(self, url: str, token: str = "", ttl: float = 30.0,
+                 run_id: str | None = None, request_timeout: float | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise LockError(f"lock server URL {url!r} must look like http://HOST:PORT "
+                            "or https://HOST:PORT")
+        try:
+            port = parts.port
+        except ValueError:
+            raise LockError(f"lock server URL {url!r} has a bad port") from None
+        self.url = url.rstrip("/")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self.token = token
+        self.ttl = max(p.MIN_TTL, float(ttl))
+        self.me = p.Holder(socket.gethostname()[: p.MAX_HOST_CHARS], os.getpid(),
+                           (run_id or uuid.uuid4().hex[:12])[: p.MAX_RUN_ID_CHARS])
+        self.request_timeout = request_timeout or min(10.0, max(1.0, self.ttl / 3))
+        self._local = threading.local()
+        self._connections: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()  # guards _held and lease flags
+        self._held: dict[Lease, _Held] = {}
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self._unreachable = False  # the last call ran out of retries: do not wait again
+
+    # -- transport ---------------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._https:
+                conn = http.client.HTTPSConnection(self._host, self._port,
+                                                   timeout=self.request_timeout,
+                                                   context=ssl.create_default_context())
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port,
+                                                  timeout=self.request_timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _once(self, route: str, body: Any) -> tuple[int, Any]:
+        method, path = p.ROUTES[route]
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = self._connection()
+        try:
+            conn.request(method, self._prefix + path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException):
+            self._drop_connection()
+            raise
+        if response.getheader("Connection", "").lower() == "close":
+            self._drop_connection()
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {"error": raw[:200].decode("utf-8", "replace")}
+        return response.status, data
+
+    def _call(self, route: str, body: Any = None, retry_for: float | None = None) -> tuple[int, Any]:
+        """One request, retried with backoff while the server is unreachable or busy.
+
+        Raises LockServerUnavailable after `retry_for` seconds (default: one TTL),
+        LockAuthError on 401, LockError on any other 4xx/5xx except 409.
+        """
+        budget = self.ttl if retry_for is None else retry_for
+        deadline = time.monotonic() + budget
+        delay = 0.05
+        while True:
+            try:
+                status, data = self._once(route, body)
+            except (OSError, http.client.HTTPException) as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if status == p.UNAUTHORIZED:
+                    raise LockAuthError(
+                        f"lock server {self.url} refused the token: set BATCHDEPS_LOCK_TOKEN "
+                        "to the token the server was started with")
+                if status in (p.TOO_MANY_REQUESTS, 502, 503, 504):
+                    problem = f"HTTP {status}"
+                elif status >= 400 and status != p.LEASE_LOST:
+                    error = data.get("error", "") if isinstance(data, dict) else ""
+                    raise LockError(f"lock server {self.url} answered {status} to {route}: {error}")
+                else:
+                    self._unreachable = False
+                    return status, data
+            now = time.monotonic()
+            if now >= deadline:
+                self._unreachable = True
+                raise LockServerUnavailable(
+                    f"lock server {self.url} cannot be reached ({problem}; tried for "
+                    f"{budget:g} s); is `batchdeps lock-server` running there?")
+            time.sleep(min(delay * (0.5 + random.random()), max(0.0, deadline - now)))
+            delay = min(delay * 2, 1.0)
+
+    # -- LockProvider --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Check that the server answers and accepts our token; nothing has run yet."""
+        self._call("health", retry_for=START_RETRY_SECONDS)
+
+    def _ensure_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._heartbeat_loop,
+                                               name="batchdeps-lease-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _granted(self, key: str, data: Any, sent_at: float) -> Lease:
+        lease = Lease(key=key, fencing_token=int(data["token"]))
+        with self._lock:
+            self._held[lease] = _Held(sent_at)
+        self._ensure_heartbeat()
+        return lease
+
+    def try_acquire(self, key: str) -> Lease | None:
+        sent_at = time.monotonic()
+        _, data = self._call("acquire", {"key": key, "holder": self.me.to_json(),
+                                         "ttl": self.ttl})
+        if not data.get("granted"):
+            return None
+        return self._granted(key, data, sent_at)
+
+    def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
+        sent_at = time.monotonic()
+        _, data = self._call("acquire_resource", {"name": name, "slots": int(slots),
+                                                  "holder": self.me.to_json(), "ttl": self.ttl})
+        if not data.get("granted"):
+            return None
+        return self._granted(str(data["key"]), data, sent_at)
+
+    def holder(self, key: str) -> str:
+        try:
+            _, data = self._call("holder", {"key": key}, retry_for=min(self.ttl, 5.0))
+        except LockServerUnavailable:
+            return ""
+        return describe_holder(data.get("holder")) if data.get("held") else ""
+
+    def _mark_lost(self, lease: Lease, reason: str) -> None:
+        with self._lock:
+            already = lease.lost
+            lease.lost = True
+            lease.lost_reason = reason
+            self._held.pop(lease, None)
+        if not already:
+            log.warning("lease on %s lost: %s", lease.key, reason)
+
+    def check(self, lease: Lease) -> None:
+        """Ask the server whether `lease` is still ours (and extend it); else raise."""
+        if not lease.lost:
+            with self._lock:
+                held = self._held.get(lease)
+            remaining = (held.confirmed_at + self.ttl - time.monotonic()) if held else 0.0
+            sent_at = time.monotonic()
+            try:
+                status, data = self._call("check", {"key": lease.key,
+                                                    "token": lease.fencing_token,
+                                                    "holder": self.me.to_json()},
+                                          retry_for=max(0.0, remaining))
+            except LockServerUnavailable as exc:
+                self._mark_lost(lease, f"the lock server could not confirm it in time ({exc})")
+            else:
+                if status == p.LEASE_LOST:
+                    self._mark_lost(lease, str(data.get("error", "taken over")))
+                else:
+                    with self._lock:
+                        if lease in self._held:
+                            self._held[lease].confirmed_at = sent_at
+                    return
+        raise LeaseLostError(f"lease on {lease.key} (fencing token {lease.fencing_token}) is "
+                             f"no longer ours: {lease.lost_reason}; its outputs were not "
+                             "committed")
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            held = self._held.pop(lease, None)
+        if held is None:
+            return
+        try:
+            self._call("release", {"key": lease.key, "token": lease.fencing_token,
+                                   "holder": self.me.to_json()},
+                       retry_for=0.0 if self._unreachable else min(self.ttl, 2.0))
+        except LockError as exc:  # the lease frees itself when its TTL runs out
+            log.warning("could not release the lease on %s: %s", lease.key, exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=self.request_timeout + 1)
+        with self._lock:
+            leases = list(self._held)
+        for lease in leases:
+            self.release(lease)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    # -- heartbeat -----------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        interval = self.ttl / 3
+        wait = interval
+        while not self._stop.wait(wait):
+            wait = interval
+            with self._lock:
+                leases = list(self._held)
+            if not leases:
+                continue
+            sent_at = time.monotonic()
+            body = {"holder": self.me.to_json(),
+                    "leases": [{"key": l.key, "token": l.fencing_token} for l in leases]}
+            try:
+                _, data = self._once("renew", body)
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                self._renew_failed(leases, f"{type(exc).__name__}: {exc}")
+                wait = min(interval, 1.0)  # retry sooner while the server is away
+                continue
+            if not isinstance(data, dict) or "renewed" not in data:
+                self._renew_failed(leases, f"unexpected answer {str(data)[:200]}")
+                wait = min(interval, 1.0)
+                continue
+            renewed = {(item["key"], item["token"]) for item in data.get("renewed", [])}
+            lost = {(item["key"], item["token"]): item.get("reason", "")
+                    for item in data.get("lost", [])}
+            for lease in leases:
+                ident = (lease.key, lease.fencing_token)
+                if ident in renewed:
+                    with self._lock:
+                        if lease in self._held:
+                            self._held[lease].confirmed_at = sent_at
+                elif ident in lost:
+                    with self._lock:
+                        still_held = lease in self._held  # not released meanwhile
+                    if still_held:
+                        self._mark_lost(lease, lost[ident] or "refused by the lock server")
+
+    def _renew_failed(self, leases: list[Lease], problem: str) -> None:
+        now = time.monotonic()
+        for lease in leases:
+            with self._lock:
+                held = self._held.get(lease)
+            if held is not None and now - held.confirmed_at >= self.ttl:
+                self._mark_lost(lease, f"no renewal succeeded for {self.ttl:g} s "
+                                       f"(lock server unreachable: {problem})")

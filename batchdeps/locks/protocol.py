@@ -1,0 +1,191 @@
+"""The lock server's wire protocol: routes, request/response shapes, limits, status codes.
+
+This is the one place the protocol is written in code; `docs/lock-api.md` describes the
+same thing for people. Both the server and the client import it; it imports nothing
+heavier than the standard library. Bodies are JSON objects. Every request carries
+`Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+API_PREFIX = "/v1"
+
+#: route name -> (HTTP method, path)
+ROUTES: dict[str, tuple[str, str]] = {
+    "health": ("GET", f"{API_PREFIX}/health"),
+    "acquire": ("POST", f"{API_PREFIX}/acquire"),
+    "acquire_resource": ("POST", f"{API_PREFIX}/acquire-resource"),
+    "renew": ("POST", f"{API_PREFIX}/renew"),
+    "check": ("POST", f"{API_PREFIX}/check"),
+    "release": ("POST", f"{API_PREFIX}/release"),
+    "holder": ("POST", f"{API_PREFIX}/holder"),
+    "leases": ("GET", f"{API_PREFIX}/leases"),
+}
+
+# -- status codes --------------------------------------------------------------------------
+OK = 200                 # done; for acquire also when the key is held elsewhere (granted=false)
+BAD_REQUEST = 400        # malformed JSON, missing field, wrong type, value out of range
+UNAUTHORIZED = 401       # missing or wrong token
+NOT_FOUND = 404          # unknown route
+METHOD_NOT_ALLOWED = 405
+LEASE_LOST = 409         # check/renew of a lease that is no longer the caller's
+TOO_LARGE = 413          # body over MAX_BODY_BYTES
+TOO_MANY_REQUESTS = 429  # over the per-address rate limit; see Retry-After
+SERVER_ERROR = 500       # a bug; the server stays up and its state stays as it was
+
+# -- limits --------------------------------------------------------------------------------
+MAX_BODY_BYTES = 64 * 1024
+MAX_KEY_CHARS = 4096
+MAX_HOST_CHARS = 255
+MAX_RUN_ID_CHARS = 64
+MAX_RESOURCE_SLOTS = 10_000
+MAX_RENEW_LEASES = 10_000
+MIN_TTL = 1.0
+MAX_TTL = 7 * 24 * 3600.0
+RESOURCE_PREFIX = "resource:"
+
+
+class ProtocolError(ValueError):
+    """A request body does not follow the protocol (becomes 400 with this message)."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease: one run of batchdeps on one host."""
+
+    host: str
+    pid: int
+    run_id: str
+
+    def describe(self) -> str:
+        return f"host {self.host} pid {self.pid} run {self.run_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Holder:
+        obj = _object(value, "holder")
+        return cls(
+            host=_text(obj, "host", MAX_HOST_CHARS),
+            pid=_integer(obj, "pid", 0, 2**31 - 1),
+            run_id=_text(obj, "run_id", MAX_RUN_ID_CHARS),
+        )
+
+
+@dataclass(frozen=True)
+class AcquireRequest:
+    key: str
+    holder: Holder
+    ttl: float
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    name: str
+    slots: int
+    holder: Holder
+    ttl: float
+
+
+@dataclass(frozen=True)
+class LeaseRef:
+    """A lease as its holder names it when renewing, checking or releasing."""
+
+    key: str
+    token: int
+    holder: Holder
+
+
+@dataclass(frozen=True)
+class RenewRequest:
+    holder: Holder
+    leases: list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    key: str
+
+
+# -- parsing (server side) -------------------------------------------------------------------
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    return value
+
+
+def _text(obj: dict[str, Any], name: str, limit: int) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(f"field {name!r} must be a non-empty string")
+    if len(value) > limit:
+        raise ProtocolError(f"field {name!r} is longer than {limit} characters")
+    if "\x00" in value:
+        raise ProtocolError(f"field {name!r} contains a NUL character")
+    return value
+
+
+def _integer(obj: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProtocolError(f"field {name!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _ttl(obj: dict[str, Any]) -> float:
+    value = obj.get("ttl")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        MIN_TTL <= value <= MAX_TTL
+    ):
+        raise ProtocolError(f"field 'ttl' must be a number of seconds from {MIN_TTL:g} "
+                            f"to {MAX_TTL:g}")
+    return float(value)
+
+
+def parse_acquire(body: Any) -> AcquireRequest:
+    obj = _object(body, "request body")
+    return AcquireRequest(_text(obj, "key", MAX_KEY_CHARS), Holder.from_json(obj.get("holder")),
+                          _ttl(obj))
+
+
+def parse_resource(body: Any) -> ResourceRequest:
+    obj = _object(body, "request body")
+    return ResourceRequest(
+        _text(obj, "name", MAX_KEY_CHARS - 32),
+        _integer(obj, "slots", 1, MAX_RESOURCE_SLOTS),
+        Holder.from_json(obj.get("holder")),
+        _ttl(obj),
+    )
+
+
+def parse_lease_ref(body: Any) -> LeaseRef:
+    obj = _object(body, "request body")
+    return LeaseRef(_text(obj, "key", MAX_KEY_CHARS), _integer(obj, "token", 1, 2**62),
+                    Holder.from_json(obj.get("holder")))
+
+
+def parse_renew(body: Any) -> RenewRequest:
+    obj = _object(body, "request body")
+    holder = Holder.from_json(obj.get("holder"))
+    items = obj.get("leases")
+    if not isinstance(items, list) or len(items) > MAX_RENEW_LEASES:
+        raise ProtocolError(f"field 'leases' must be a list of at most {MAX_RENEW_LEASES} "
+                            "{key, token} objects")
+    leases = []
+    for item in items:
+        entry = _object(item, "each entry of 'leases'")
+        leases.append((_text(entry, "key", MAX_KEY_CHARS), _integer(entry, "token", 1, 2**62)))
+    return RenewRequest(holder, leases)
+
+
+def parse_key(body: Any) -> KeyRequest:
+    return KeyRequest(_text(_object(body, "request body"), "key", MAX_KEY_CHARS))
+
+
+def resource_key(name: str, slot: int) -> str:
+    """The lease key of slot `slot` of resource pool `name`."""
+    return f"{RESOURCE_PREFIX}{name}:{slot}"
