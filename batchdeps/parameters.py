@@ -188,6 +188,12 @@ class EnumParameter(Parameter):
             choices = ", ".join(m.name for m in self.enum)
             raise ValueError(f"expected one of {choices}") from None
 
+    def normalize(self, value: Any) -> Any:
+        # A member of a `str`-mixin enum is itself a str: take it as a member, not a name.
+        if isinstance(value, self.enum):
+            return value
+        return super().normalize(value)
+
     def _check(self, value: Any) -> enum.Enum:
         if not isinstance(value, self.enum):
             raise ValueError(f"expected a member of {self.enum.__name__}")
