@@ -227,8 +227,11 @@ class ListParameter(Parameter):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"expected a list, got {type(value).__name__}")
         for item in value:
-            if isinstance(item, (list, dict, set)):
-                raise ValueError("list items must be scalars")
+            if item is not None and not isinstance(item, (str, int, float)):
+                raise ValueError(
+                    "list items must be JSON scalars (string, number, true/false, null), "
+                    f"got {type(item).__name__}"
+                )
         return tuple(value)
 
     def serialize(self, value: Sequence[Any]) -> str:
