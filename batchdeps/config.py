@@ -39,7 +39,8 @@ def _int_at_least(minimum: int) -> Check:
 
 def _number_at_least(minimum: float) -> Check:
     def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        # `not value >= minimum` also refuses nan, which TOML allows and every `<` lets by.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
             raise ValueError(f"must be a number >= {minimum:g}")
         return float(value)
 
