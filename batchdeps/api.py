@@ -25,8 +25,12 @@ def lock_url_for(config: Config, lock_url: str | None = None) -> str | None:
     return lock_url or config.lock.get("url") or os.environ.get(LOCK_URL_ENV) or None
 
 
-def make_lock_provider(config: Config, lock_url: str | None = None) -> LockProvider:
-    """The lock server client when a URL is configured, else machine-local locks."""
+def make_lock_provider(config: Config, lock_url: str | None = None,
+                       run_id: str | None = None) -> LockProvider:
+    """The lock server client when a URL is configured, else machine-local locks.
+
+    `run_id` names this run in the lease's holder, so messages match the run's log.
+    """
     url = lock_url_for(config, lock_url)
     if url:
         from .locks.client import HttpLockProvider
@@ -35,6 +39,7 @@ def make_lock_provider(config: Config, lock_url: str | None = None) -> LockProvi
             url,
             token=os.environ.get(LOCK_TOKEN_ENV, ""),
             ttl=float(config.lock.get("ttl", 30)),
+            run_id=run_id,
         )
     return LocalLockProvider(config.batchdeps.get("lock_dir"))
 
@@ -90,7 +95,7 @@ def build(
         resources=dict(config.resources),
         task_defaults=task_defaults_from(config),
     )
-    provider = locks or make_lock_provider(config, lock_url)
+    provider = locks or make_lock_provider(config, lock_url, options.run_id)
     provider.start()
     try:
         executor = make_executor(plan, workers or config.workers, options)

@@ -249,7 +249,7 @@ def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any
         task_defaults=task_defaults_from(config),
     )
     workers = common["workers"] or config.workers
-    provider = make_lock_provider(config, common["lock_url"])
+    provider = make_lock_provider(config, common["lock_url"], options.run_id)
     provider.start()
     try:
         executor = make_executor(plan, workers, options)

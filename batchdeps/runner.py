@@ -54,6 +54,10 @@ class RunOptions:
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL of running attempts on stop
 
 
+#: A task whose lease is lost this often in one run fails instead of waiting again.
+MAX_LEASES_LOST = 3
+
+
 @dataclass
 class _State:
     attempts: int = 0
@@ -63,6 +67,7 @@ class _State:
     polls: int = 0
     contended: bool = False
     duration: float = 0.0
+    leases_lost: int = 0  # times another holder took the lease mid-attempt
 
 
 def retry_delay(attempt: int, delay: float, backoff: float, cap: float,
@@ -194,7 +199,8 @@ class Runner:
                 self._wait_for_lock(step, state)
                 return
             state.lease = lease
-            if (not forced or state.contended) and state.attempts == 0 and self._complete_now(step):
+            if ((not forced or state.contended) and (state.attempts == 0 or state.leases_lost)
+                    and self._complete_now(step)):
                 status = Status.BUILT_ELSEWHERE if state.contended else Status.COMPLETE
                 self._release(state)
                 self._close(step, status, reason="built by another run" if state.contended
@@ -280,6 +286,17 @@ class Runner:
                     if self.options.log_path_for else None)
         self.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
                                 state.attempts, tail or error, log_path, outcome.timed_out))
+        if (state.lease is not None and state.lease.lost and not self._stop_requested
+                and state.leases_lost < MAX_LEASES_LOST):
+            # Not this attempt's fault: wait for the lock like any other contended task,
+            # then re-check; if the new holder built it, nothing runs again.
+            state.leases_lost += 1
+            state.lease = None
+            self._release_resources(state)
+            state.waiting_since = None
+            state.contended = True
+            heapq.heappush(self._delayed, (self.clock(), step.index, step))
+            return
         retries = int(self.option(step, "retries"))
         if state.attempts <= retries and not self._stop_requested and not (
             state.lease is not None and state.lease.lost
