@@ -84,6 +84,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "max_retry_delay": _number_at_least(0),
         "timeout": _number_at_least(0.001),
         "lock_dir": _string,
+        "task_logs": _choice("auto", "always", "off"),
+        "progress": _choice("auto", "off"),
+        "kill_grace": _number_at_least(0),
     },
     "lock": {
         "url": _string,
@@ -94,6 +97,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "on_failure": _string,
         "command": _string,
         "retries": _int_at_least(0),
+        "retry_delay": _number_at_least(0),
         "timeout": _number_at_least(0.001),
     },
 }
