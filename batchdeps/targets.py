@@ -230,8 +230,13 @@ class FileTarget(Target):
         if not isinstance(url, str) or not url:
             raise TypeError(f"FileTarget needs a non-empty URL string, got {url!r}")
         if cls is FileTarget:
-            local = "://" not in url or url.startswith("file://")
-            cls = LocalTarget if local else FsspecTarget
+            if url.startswith("s3://"):
+                from .s3 import S3Target  # s3fs itself is imported only when used
+
+                cls = S3Target
+            else:
+                local = "://" not in url or url.startswith("file://")
+                cls = LocalTarget if local else FsspecTarget
         return super().__new__(cls)
 
 
@@ -383,7 +388,7 @@ class Storage:
 
     def __init__(self, options: dict[str, dict[str, Any]] | None = None) -> None:
         self.options: dict[str, dict[str, Any]] = dict(options or {})
-        self._filesystems: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+        self._filesystems: dict[tuple[int, str, tuple[tuple[str, Any], ...]], Any] = {}
 
     def configure(self, options: dict[str, dict[str, Any]]) -> None:
         self.options = dict(options)
@@ -391,7 +396,8 @@ class Storage:
 
     def filesystem(self, protocol: str, overrides: dict[str, Any]) -> Any:
         merged = {**self.options.get(protocol, {}), **overrides}
-        key = (protocol, tuple(sorted((k, repr(v)) for k, v in merged.items())))
+        # Per process: a forked worker cannot use its parent's event loop or connections.
+        key = (os.getpid(), protocol, tuple(sorted((k, repr(v)) for k, v in merged.items())))
         fs = self._filesystems.get(key)
         if fs is None:
             import fsspec
