@@ -127,12 +127,13 @@ def describe(exc: BaseException) -> str:
                     "ExpiredToken", "InvalidClientTokenId"):
             hint = "the credentials are wrong or expired"
         elif status == 403:
-            hint = ("access denied: check the credentials and the bucket policy (without "
-                    "s3:ListBucket, S3 answers 403 even for a key that does not exist)")
+            hint = ("access denied: the credentials are wrong or lack permission for this "
+                    "bucket (without s3:ListBucket, S3 answers 403 even for a missing key)")
         else:
             hint = ""
-        detail = f"{code or 'error'} (HTTP {status})" + (f": {message}" if message else "")
-        return f"{hint}; {detail}" if hint else detail
+        name = f"HTTP {status}" if not code or code == str(status) else f"{code}, HTTP {status}"
+        detail = f"{name}" + (f" {message}" if message else "")
+        return f"{hint} ({detail})" if hint else detail
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -214,7 +215,7 @@ async def _list_group(fs: Any, bucket: str, prefix: str, keys: list[str],
             status, code = _status_and_code(exc)
             if code == "NoSuchBucket":
                 return {key: False for key in wanted}
-            if status == 403 or code == "AccessDenied":
+            if code == "AccessDenied":  # maybe no s3:ListBucket; HEAD may still be allowed
                 log.debug("cannot list s3://%s/%s (%s); checking keys one by one",
                           bucket, prefix, code)
                 break

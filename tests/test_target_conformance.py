@@ -1,0 +1,196 @@
+"""One conformance suite for targets, run against every backend: local, memory and s3."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+from s3util import keys_under, moto_endpoint, moto_server, multipart_uploads, s3_env  # noqa: F401
+
+import batchdeps as bd
+from batchdeps.errors import TargetCheckError, TargetError
+from batchdeps.targets import Storage, check_exists, staging_scope
+
+
+@dataclass
+class Backend:
+    """How to make targets on one backend, and how to see what it holds underneath."""
+
+    name: str
+    make: Callable[[str], bd.Target]
+    leftovers: Callable[[], list[str]]  # everything stored besides committed outputs
+    broken: Callable[[], bd.Target] | None  # a target whose existence cannot be decided
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
+    if request.param == "local":
+        root = tmp_path / "data"
+
+        def local_leftovers() -> list[str]:
+            found = []
+            for folder, _, files in os.walk(root):
+                found += [os.path.join(folder, f) for f in files if ".batchdeps-tmp" in folder]
+            return found
+
+        def local_broken() -> bd.Target:
+            loop = tmp_path / "loop"
+            if not loop.is_symlink():
+                loop.symlink_to(loop)
+            return bd.FileTarget(str(loop / "x.csv"))  # stat fails with ELOOP, not ENOENT
+
+        return Backend("local", lambda name: bd.FileTarget(str(root / name)), local_leftovers,
+                       local_broken)
+    if request.param == "memory":
+        storage = Storage()
+        prefix = f"memory://conformance-{uuid.uuid4().hex[:8]}"
+
+        def memory_leftovers() -> list[str]:
+            fs = storage.filesystem("memory", {})
+            base = prefix[len("memory://"):]
+            return [p for p in fs.find("/" + base) if ".batchdeps-tmp" in p]
+
+        return Backend("memory", lambda name: bd.FileTarget(f"{prefix}/{name}", storage=storage),
+                       memory_leftovers, None)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    request.getfixturevalue("s3_env")
+    from s3util import new_bucket
+
+    bucket = new_bucket(endpoint)
+    storage = Storage({"s3": {"endpoint_url": endpoint}})
+    spool = tmp_path / "spool"
+    request.getfixturevalue("monkeypatch").setenv("BATCHDEPS_SPOOL_DIR", str(spool))
+    made: set[str] = set()
+
+    def make_s3(name: str) -> bd.Target:
+        made.add(name)
+        return bd.FileTarget(f"s3://{bucket}/{name}", storage=storage)
+
+    def s3_leftovers() -> list[str]:
+        stray = [k for k in keys_under(endpoint, bucket) if ".batchdeps" in k]
+        stray += [u["Key"] for u in multipart_uploads(endpoint, bucket)]
+        stray += os.listdir(spool) if spool.exists() else []
+        return stray
+
+    dead = Storage({"s3": {"endpoint_url": f"http://127.0.0.1:{_closed_port()}"}})
+    return Backend("s3", make_s3, s3_leftovers,
+                   lambda: bd.FileTarget(f"s3://{bucket}/x.csv", storage=dead))
+
+
+def _closed_port() -> int:
+    from s3util import free_port
+
+    return free_port()
+
+
+def test_missing_target_does_not_exist(backend: Backend) -> None:
+    target = backend.make("nothing/here.csv")
+    assert target.exists() is False
+    assert check_exists([target]) == [False]
+
+
+def test_text_round_trip(backend: Backend) -> None:
+    target = backend.make("out/report.txt")
+    with target.open("w") as out:
+        out.write("héllo\nworld\n")
+    assert target.exists()
+    with target.open("r") as src:
+        assert src.read() == "héllo\nworld\n"
+    assert backend.leftovers() == []
+
+
+def test_binary_round_trip(backend: Backend) -> None:
+    payload = bytes(range(256)) * 1000
+    target = backend.make("out/blob.bin")
+    with target.open("wb") as out:
+        out.write(payload)
+    with target.open("rb") as src:
+        assert src.read() == payload
+
+
+def test_overwrite_replaces_content(backend: Backend) -> None:
+    target = backend.make("out/v.txt")
+    for text in ("first", "second"):
+        with target.open("w") as out:
+            out.write(text)
+    with target.open("r") as src:
+        assert src.read() == "second"
+
+
+def test_unfinished_write_is_invisible(backend: Backend) -> None:
+    target = backend.make("out/slow.csv")
+    with target.open("w") as out:
+        out.write("half")
+        assert target.exists() is False
+    assert target.exists() is True
+
+
+def test_write_that_raises_leaves_nothing(backend: Backend) -> None:
+    target = backend.make("out/failed.csv")
+    with pytest.raises(RuntimeError):
+        with target.open("w") as out:
+            out.write("partial")
+            raise RuntimeError("boom")
+    assert target.exists() is False
+    assert backend.leftovers() == []
+
+
+def test_staged_write_commits_only_when_asked(backend: Backend) -> None:
+    target = backend.make("out/staged.csv")
+    with staging_scope() as staging:
+        with target.open("w") as out:
+            out.write("staged")
+        assert target.exists()  # visible to the attempt that wrote it
+        with target.open("r") as src:
+            assert src.read() == "staged"
+        pending = list(staging.pending.values())
+        staging.pending.clear()
+    assert target.exists() is False  # not visible to anyone else yet
+    for write in pending:
+        target.commit_tmp(write.tmp_path)
+    assert target.exists()
+    with target.open("r") as src:
+        assert src.read() == "staged"
+    assert backend.leftovers() == []
+
+
+def test_staged_write_discarded_leaves_nothing(backend: Backend) -> None:
+    target = backend.make("out/discarded.csv")
+    with staging_scope() as staging:
+        with target.open("w") as out:
+            out.write("never")
+        staging.discard()
+    assert target.exists() is False
+    assert backend.leftovers() == []
+
+
+def test_batched_check_agrees_with_single_checks(backend: Backend) -> None:
+    targets = [backend.make(f"many/{i:03d}.csv") for i in range(12)]
+    targets += [backend.make(f"other/{i}.csv") for i in range(3)]
+    for index, target in enumerate(targets):
+        if index % 3 == 0:
+            with target.open("w") as out:
+                out.write(str(index))
+    expected = [index % 3 == 0 for index in range(len(targets))]
+    assert check_exists(targets) == expected
+    assert [t.exists() for t in targets] == expected
+
+
+def test_check_error_is_not_missing(backend: Backend) -> None:
+    if backend.broken is None:
+        pytest.skip(f"{backend.name} has no way to fail an existence check")
+    target = backend.broken()
+    with pytest.raises(TargetCheckError) as caught:
+        target.exists()
+    assert target.url in str(caught.value)
+    with pytest.raises(TargetCheckError):
+        check_exists([target])
+
+
+def test_reading_a_missing_target_is_a_target_error(backend: Backend) -> None:
+    with pytest.raises(TargetError) as caught:
+        backend.make("nope/none.txt").open("r")
+    assert "nope/none.txt" in str(caught.value)
