@@ -51,7 +51,13 @@ def _scan(args: tuple[str, ...], name: str) -> str | None:
 
 def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    if log_format == "json":
+        from .jsonlog import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%H:%M:%S"))
     root = logging.getLogger("batchdeps")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -221,8 +227,8 @@ def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) 
 def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> int:
     from .api import make_executor, make_lock_provider, task_defaults_from
     from .resolver import resolve
+    from .production import default_log_dir, production_setup
     from .runner import Runner, RunOptions
-    from .summary import LogListener, SummaryListener
     from .targets import default_storage
 
     given = {name: value for name, value in values.items() if value is not None}
@@ -249,11 +255,17 @@ def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any
         task_defaults=task_defaults_from(config),
     )
     workers = common["workers"] or config.workers
+    extras = production_setup(
+        config, options,
+        log_format=common["log_format"] or config.batchdeps.get("log_format") or "text",
+        log_level=common["log_level"] or config.batchdeps.get("log_level") or "INFO",
+        default_log_dir=default_log_dir(config), terminal=True, summary=True,
+    )
     provider = make_lock_provider(config, common["lock_url"], options.run_id)
     provider.start()
     try:
-        executor = make_executor(plan, workers, options)
-        runner = Runner(plan, provider, executor, [LogListener(), SummaryListener()], options)
+        executor = make_executor(plan, workers, options, extras.attempt_context)
+        runner = Runner(plan, provider, executor, extras.listeners, options)
         with _signals_stop(runner, executor):
             result = runner.run()
     finally:

@@ -19,26 +19,42 @@ _ORDER = [
 
 
 class LogListener:
-    """One log line per task start, retry, wait and end."""
+    """One log line per task start, retry, wait and end.
+
+    Each record carries `event`, `run_id`, `task_id` and `attempt` as extra attributes, so
+    a structured formatter (`--log-format json`) can print them as fields.
+    """
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, TaskStarted):
             if log.isEnabledFor(logging.INFO):
                 attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-                log.info("start %s%s: %s", event.task_id, attempt, event.reason)
+                log.info("start %s%s: %s", event.task_id, attempt, event.reason,
+                         extra=_fields("task_started", event, attempt=event.attempt))
         elif isinstance(event, TaskFinished):
+            fields = _fields("task_finished", event, attempt=event.attempts,
+                             status=event.status, log_path=event.log_path)
             if event.status == Status.FAILED:
-                log.error("FAILED %s after %d attempt(s): %s", event.task_id, event.attempts,
-                          event.error)
+                where = f" (log {event.log_path})" if event.log_path else ""
+                log.error("FAILED %s after %d attempt(s): %s%s", event.task_id, event.attempts,
+                          event.error, where, extra={**fields, "error": event.error})
             elif event.status in (Status.UPSTREAM_FAILED, Status.BLOCKED, Status.NOT_RUN):
-                log.debug("%s %s", event.status, event.task_id)
+                log.debug("%s %s", event.status, event.task_id, extra=fields)
             elif log.isEnabledFor(logging.INFO):
-                log.info("%s %s", event.status, event.task_id)
+                log.info("%s %s", event.status, event.task_id, extra=fields)
         elif isinstance(event, TaskRetrying):
-            log.warning("retry %s in %.1f s after attempt %d failed: %s", event.task_id,
-                        event.delay, event.attempt, event.error)
+            log.warning("retry %s in %.3g s after attempt %d failed: %s", event.task_id,
+                        event.delay, event.attempt, event.error,
+                        extra=_fields("task_retrying", event, attempt=event.attempt,
+                                      delay=round(event.delay, 3), error=event.error))
         elif isinstance(event, TaskWaiting):
-            log.info("waiting for %s, held by %s", event.task_id, event.holder or "another run")
+            log.info("waiting for %s, held by %s", event.task_id, event.holder or "another run",
+                     extra=_fields("task_waiting", event, holder=event.holder))
+
+
+def _fields(name: str, event: Event, **more: object) -> dict[str, object]:
+    return {"event": name, "run_id": event.run_id,
+            "task_id": getattr(event, "task_id", None), **more}
 
 
 def format_summary(result: BuildResult) -> str:

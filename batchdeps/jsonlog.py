@@ -1,0 +1,79 @@
+"""Machine-readable log lines (`--log-format json`): one JSON object per line.
+
+Every line has `time`, `level`, `event`, `run_id`, `host` and `message`; lines about a task
+add `task_id` and `attempt`, and whatever else the event knows (`status`, `error`,
+`delay`, `log_path`). Lines that are not about an event have `"event": "log"`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import socket
+
+from .events import Event, RunFinished, RunStarted
+from .summary import LogListener
+
+_FIELDS = ("task_id", "attempt", "status", "error", "delay", "log_path", "holder",
+           "exit_code", "counts", "elapsed", "tasks_to_run", "workers")
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line; `run_id` fills in for records that carry none."""
+
+    def __init__(self, run_id: str = "") -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.host = socket.gethostname()
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+            .isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "event": getattr(record, "event", "log"),
+            "run_id": getattr(record, "run_id", None) or self.run_id or None,
+            "host": self.host,
+        }
+        for name in _FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        line["message"] = record.getMessage()
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class JsonLogListener(LogListener):
+    """The per-task lines of LogListener, plus a line when the run starts and ends."""
+
+    def __init__(self, formatter: JsonFormatter | None = None) -> None:
+        self.formatter = formatter
+
+    def on_event(self, event: Event) -> None:
+        log = logging.getLogger("batchdeps")
+        if isinstance(event, RunStarted):
+            if self.formatter is not None:
+                self.formatter.run_id = event.run_id
+            runs = sum(1 for step in event.plan.steps if step.kind == "run")
+            log.info("run started: %d task(s) to run", runs,
+                     extra={"event": "run_started", "run_id": event.run_id,
+                            "tasks_to_run": runs, "workers": event.workers})
+        elif isinstance(event, RunFinished):
+            result = event.result
+            log.info("run finished: exit %d", result.exit_code,
+                     extra={"event": "run_finished", "run_id": event.run_id,
+                            "exit_code": result.exit_code, "counts": result.counts(),
+                            "elapsed": round(result.elapsed, 3)})
+        else:
+            super().on_event(event)
+
+
+def json_handler_formatter() -> JsonFormatter | None:
+    """The JsonFormatter on the `batchdeps` logger's handler, if JSON logging is set up."""
+    for handler in logging.getLogger("batchdeps").handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            return handler.formatter
+    return None

@@ -1,0 +1,85 @@
+"""Assembles what a production run adds around the runner: task logs, progress, JSON lines, alerts.
+
+The command line and `bd.build()` both call `production_setup`; the runner knows none of
+these, it only emits events to the listeners and calls the attempt hook it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import Listener
+from .tasklogs import TaskLogs, task_logs_from
+
+
+@dataclass
+class ProductionSetup:
+    """Listeners (in the order they hear events) and the per-attempt hook of one run."""
+
+    listeners: list[Listener] = field(default_factory=list)
+    task_logs: TaskLogs | None = None
+
+    @property
+    def attempt_context(self) -> Any:
+        return self.task_logs.attempt_context if self.task_logs is not None else None
+
+
+def production_setup(config: Any, options: Any, *, log_format: str = "text",
+                     log_level: str = "INFO", default_log_dir: str | None = None,
+                     terminal: bool = False, summary: bool = False) -> ProductionSetup:
+    """Build the run's listeners and log capture from config, and fill in `options`.
+
+    Args:
+        config: the loaded Config.
+        options: the run's RunOptions; `log_path_for` and `kill_grace` are set here.
+        log_format: "text" or "json" (the batchdeps logger's handler is already set up).
+        log_level: level of the task's own logging captured into its log file.
+        default_log_dir: task log folder when `[batchdeps] log_dir` is not set (None: off).
+        terminal: draw a progress line when stderr is a terminal (the command line).
+        summary: print the end-of-run summary (the command line).
+    """
+    from .notify import notifier_from
+
+    setup = ProductionSetup()
+    logger = logging.getLogger("batchdeps")
+    if terminal or summary:
+        if log_format == "json":
+            from .jsonlog import JsonLogListener, json_handler_formatter
+
+            setup.listeners.append(JsonLogListener(json_handler_formatter()))
+        else:
+            from .summary import LogListener
+
+            setup.listeners.append(LogListener())
+    if terminal:
+        from .progress import progress_for
+
+        progress = progress_for(config, log_format, logger)
+        if progress is not None:
+            setup.listeners.append(progress)
+    level = logging.getLevelName(log_level.upper())
+    task_logs = task_logs_from(config, default_dir=default_log_dir,
+                               level=level if isinstance(level, int) else logging.INFO,
+                               run_id=options.run_id)
+    if task_logs is not None:
+        options.log_path_for = task_logs.path_for
+        setup.task_logs = task_logs
+        setup.listeners.append(task_logs)
+    if "kill_grace" in config.batchdeps:
+        options.kill_grace = float(config.batchdeps["kill_grace"])
+    if summary:
+        from .summary import SummaryListener
+
+        setup.listeners.append(SummaryListener())
+    notifier = notifier_from(config)
+    if notifier is not None:
+        setup.listeners.append(notifier)
+    return setup
+
+
+def default_log_dir(config: Any) -> str:
+    """`logs/` beside the config file (else in the current folder)."""
+    return os.path.join(config.root, "logs")

@@ -1,0 +1,300 @@
+"""Per-attempt task logs: a task's stdout, stderr and logging captured into a file of its own.
+
+Layout: `<log_dir>/<family>/<params>/<attempt>.log`, where `<params>` is the task's
+parameters made safe as one path component (`day=2026-11-24,root=data`).
+
+Capture redirects file descriptors 1 and 2, so output of child processes and C code is
+caught too, into one *scratch* file per process that is truncated and reused for every
+attempt. Only when an attempt wrote something or failed (mode "auto") is the scratch copied
+to the attempt's log file, so a run of many quiet tasks pays a few system calls per attempt
+and no file each; mode "always" keeps a file for every attempt. A worker killed in the middle
+of an attempt (timeout, stop) cannot copy its own scratch file: the runner's process does it
+when it hears of the failed attempt (`AttemptFailed`), and appends the reason to the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import traceback
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from .events import AttemptFailed, Event, RunFinished, RunStarted
+
+if TYPE_CHECKING:
+    from .resolver import Step
+
+MODES = ("auto", "always", "off")
+SCRATCH_DIR = ".scratch"
+_MAX_COMPONENT = 150
+_COPY_CHUNK = 1 << 20
+
+
+def safe_params_component(task_id: str) -> str:
+    """The parameter part of `task_id` as one filesystem-safe path component.
+
+    `Family(a=1, b=x/y)` gives `a=1,b=x%2Fy`; a task without parameters gives `_`. Unsafe
+    characters are percent-encoded; an overlong result is cut and ends in a digest of the
+    full task id, so distinct tasks keep distinct folders.
+    """
+    start = task_id.find("(")
+    params = task_id[start + 1 : -1] if start >= 0 and task_id.endswith(")") else task_id
+    if not params:
+        return "_"
+    safe = quote(params.replace(", ", ","), safe="=,+-_@")
+    if safe.startswith("."):
+        safe = "%2E" + safe[1:]
+    if len(safe) > _MAX_COMPONENT:
+        digest = hashlib.sha1(task_id.encode("utf-8")).hexdigest()[:12]
+        safe = f"{safe[: _MAX_COMPONENT - 13]}-{digest}"
+    return safe
+
+
+class _FdStream:
+    """A text stream that writes straight to file descriptor 2 (wherever it points now)."""
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "replace")
+        while data:
+            written = os.write(2, data)
+            data = data[written:]
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed or odd stream must not fail the task
+                pass
+
+
+class TaskLogs:
+    """Captures each attempt into its log file; also a listener of the runner's events.
+
+    Args:
+        log_dir: root folder of the logs (made when the first log is written).
+        mode: "auto" (a file when the attempt wrote something or failed), "always", "off".
+        level: lowest level of the task's `logging` records that go into its log.
+        run_id: the run's id, written in each log's first line (also taken from RunStarted).
+    """
+
+    def __init__(self, log_dir: str, mode: str = "auto", level: int = logging.INFO,
+                 run_id: str = "") -> None:
+        if mode not in MODES:
+            raise ValueError(f"task log mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.log_dir = os.path.abspath(log_dir)
+        self.mode = mode
+        self.level = level
+        self.run_id = run_id
+        self.host = socket.gethostname()
+        self._pid = -1
+        self._scratch_fd = -1
+        self._saved_fds = (-1, -1)
+        self._handler: logging.Handler | None = None
+
+    # -- paths ------------------------------------------------------------------------
+    def path(self, family: str, task_id: str, attempt: int) -> str:
+        return os.path.join(self.log_dir, family, safe_params_component(task_id),
+                            f"{attempt}.log")
+
+    def path_for(self, step: Step, attempt: int) -> str | None:
+        """The log file of one attempt (for `RunOptions.log_path_for`)."""
+        if self.mode == "off":
+            return None
+        return self.path(step.task.family(), step.task_id, attempt)
+
+    def _scratch_dir(self) -> str:
+        return os.path.join(self.log_dir, SCRATCH_DIR, self.run_id or "run")
+
+    # -- capture (runs where the attempt runs: a forked worker or this process) ----------
+    def attempt_context(self, step: Step, attempt: int, log_path: str | None) -> Any:
+        """A context manager around one attempt's `run()` (the executors' hook)."""
+        if self.mode == "off" or log_path is None:
+            return None
+        return _Capture(self, step.task_id, attempt, log_path)
+
+    def _prepare_process(self) -> int:
+        """Open this process's scratch file and keep its original fds 1 and 2 (once)."""
+        pid = os.getpid()
+        if self._pid != pid:
+            directory = self._scratch_dir()
+            os.makedirs(directory, exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+            self._scratch_fd = os.open(os.path.join(directory, f"{pid}.log"), flags, 0o644)
+            self._saved_fds = (os.dup(1), os.dup(2))
+            for fd in self._saved_fds:
+                os.set_inheritable(fd, False)
+            handler = logging.StreamHandler(_FdStream())  # type: ignore[arg-type]
+            handler.setLevel(self.level)
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+            self._handler = handler
+            root = logging.getLogger()
+            if root.getEffectiveLevel() > self.level:
+                root.setLevel(self.level)  # once per process: setLevel clears logging's caches
+            self._pid = pid
+        return self._scratch_fd
+
+    def header(self, task_id: str, attempt: int) -> str:
+        return f"# {task_id} attempt {attempt} of run {self.run_id} on {self.host}"
+
+    # -- the listener side (the runner's process) ----------------------------------------
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.run_id = self.run_id or event.run_id
+        elif isinstance(event, AttemptFailed) and event.log_path and self.mode != "off":
+            self._note_failure(event)
+        elif isinstance(event, RunFinished):
+            self._close_scratch()
+
+    def _note_failure(self, event: AttemptFailed) -> None:
+        """Make sure a failed attempt's log exists, holds what it wrote, and says why."""
+        path = event.log_path
+        assert path is not None
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            scratch = self._find_scratch(event.task_id, event.attempt)
+            if scratch is not None:
+                shutil.copyfile(scratch, path)
+            else:
+                with open(path, "w", encoding="utf-8") as log_file:
+                    log_file.write(self.header(event.task_id, event.attempt) + "\n")
+        with open(path, "a", encoding="utf-8") as log_file:
+            log_file.write(f"# attempt {event.attempt} failed: {event.error}\n")
+
+    def _find_scratch(self, task_id: str, attempt: int) -> str | None:
+        """The scratch file a killed worker left for this attempt, if any."""
+        prefix = (self.header(task_id, attempt) + ",").encode("utf-8")
+        directory = self._scratch_dir()
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return None
+        for name in names:
+            candidate = os.path.join(directory, name)
+            try:
+                with open(candidate, "rb") as handle:
+                    if handle.read(len(prefix)) == prefix:
+                        return candidate
+            except OSError:
+                continue
+        return None
+
+    def _close_scratch(self) -> None:
+        if self._pid == os.getpid():
+            for fd in (self._scratch_fd, *self._saved_fds):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._pid = -1
+        directory = self._scratch_dir()
+        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(directory))  # only when no other run uses it
+        except OSError:
+            pass
+
+
+class _Capture:
+    """Redirects fds 1 and 2 and the root logger into the scratch file for one attempt."""
+
+    __slots__ = ("logs", "task_id", "attempt", "log_path", "header_size")
+
+    def __init__(self, logs: TaskLogs, task_id: str, attempt: int, log_path: str) -> None:
+        self.logs = logs
+        self.task_id = task_id
+        self.attempt = attempt
+        self.log_path = log_path
+        self.header_size = 0
+
+    def __enter__(self) -> _Capture:
+        logs = self.logs
+        fd = logs._prepare_process()
+        _flush_std_streams()
+        os.ftruncate(fd, 0)
+        started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        header = (f"{logs.header(self.task_id, self.attempt)}, pid {os.getpid()}, "
+                  f"started {started}\n").encode("utf-8")
+        os.write(fd, header)
+        self.header_size = len(header)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        if logs._handler is not None:
+            logging.getLogger().addHandler(logs._handler)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        logs = self.logs
+        fd = logs._scratch_fd
+        try:
+            if exc is not None:
+                if isinstance(exc, Exception):
+                    text = "".join(traceback.format_exception(exc_type, exc, tb))
+                else:
+                    text = f"# interrupted ({exc_type.__name__})\n"
+                _flush_std_streams()
+                os.write(fd, text.encode("utf-8", "replace"))
+        finally:
+            self._restore()
+        size = os.fstat(fd).st_size
+        if size > self.header_size or exc is not None or logs.mode == "always":
+            self._copy_out(fd, size)
+
+    def _restore(self) -> None:
+        """Put fds 1 and 2 back; signals wait meanwhile so a stop cannot land half-way."""
+        logs = self.logs
+        if logs._handler is not None:
+            logging.getLogger().removeHandler(logs._handler)
+        _flush_std_streams()
+        blocked = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            os.dup2(logs._saved_fds[0], 1)
+            os.dup2(logs._saved_fds[1], 2)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _copy_out(self, fd: int, size: int) -> None:
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        out = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            offset = 0
+            while offset < size:
+                chunk = os.pread(fd, min(_COPY_CHUNK, size - offset), offset)
+                if not chunk:
+                    break
+                os.write(out, chunk)
+                offset += len(chunk)
+        finally:
+            os.close(out)
+
+
+def task_logs_from(config: Any, *, default_dir: str | None, level: int = logging.INFO,
+                   run_id: str = "") -> TaskLogs | None:
+    """TaskLogs from `[batchdeps] log_dir` / `task_logs`; None when logs are off.
+
+    `default_dir` applies when the config names no `log_dir` (the command line passes
+    `<config folder>/logs`; `bd.build()` passes None: no logs unless configured).
+    """
+    settings = config.batchdeps
+    mode = settings.get("task_logs", "auto")
+    log_dir = settings.get("log_dir")
+    if log_dir is not None and not os.path.isabs(log_dir):
+        log_dir = os.path.join(config.root, log_dir)
+    log_dir = log_dir or default_dir
+    if mode == "off" or not log_dir:
+        return None
+    return TaskLogs(log_dir, mode, level=level, run_id=run_id)
