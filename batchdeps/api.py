@@ -72,6 +72,7 @@ def build(
     lock_url: str | None = None,
     wait_timeout: float | None = None,
     options: RunOptions | None = None,
+    log_dir: str | None = None,
 ) -> BuildResult:
     """Build `tasks` and what they need; returns what happened per task.
 
@@ -85,6 +86,9 @@ def build(
         lock_url: a lock server URL, over the config's.
         wait_timeout: seconds to wait for a task held elsewhere (default: as long as it takes).
         options: full RunOptions, when more control is needed.
+        log_dir: capture each attempt's output into `<log_dir>/<family>/<params>/<n>.log`
+            (default: `[batchdeps] log_dir`; neither: output is not captured). `[notify]`
+            alerts in `config` are sent as by the command line.
     """
     config = config or Config()
     requested = [tasks] if isinstance(tasks, Task) else list(tasks)
@@ -95,10 +99,13 @@ def build(
         resources=dict(config.resources),
         task_defaults=task_defaults_from(config),
     )
+    from .production import production_setup
+
+    extras = production_setup(config, options, log_dir=log_dir)
     provider = locks or make_lock_provider(config, lock_url, options.run_id)
     provider.start()
     try:
-        executor = make_executor(plan, workers or config.workers, options)
-        return Runner(plan, provider, executor, listeners, options).run()
+        executor = make_executor(plan, workers or config.workers, options, extras.attempt_context)
+        return Runner(plan, provider, executor, [*extras.listeners, *listeners], options).run()
     finally:
         provider.close()

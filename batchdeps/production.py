@@ -29,7 +29,8 @@ class ProductionSetup:
 
 def production_setup(config: Any, options: Any, *, log_format: str = "text",
                      log_level: str = "INFO", default_log_dir: str | None = None,
-                     terminal: bool = False, summary: bool = False) -> ProductionSetup:
+                     terminal: bool = False, summary: bool = False,
+                     log_dir: str | None = None) -> ProductionSetup:
     """Build the run's listeners and log capture from config, and fill in `options`.
 
     Args:
@@ -40,6 +41,7 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
         default_log_dir: task log folder when `[batchdeps] log_dir` is not set (None: off).
         terminal: draw a progress line when stderr is a terminal (the command line).
         summary: print the end-of-run summary (the command line).
+        log_dir: task log folder over `[batchdeps] log_dir` (`bd.build(log_dir=...)`).
     """
     from .notify import notifier_from
 
@@ -63,7 +65,7 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
     level = logging.getLevelName(log_level.upper())
     task_logs = task_logs_from(config, default_dir=default_log_dir,
                                level=level if isinstance(level, int) else logging.INFO,
-                               run_id=options.run_id)
+                               run_id=options.run_id, log_dir=log_dir)
     if task_logs is not None:
         options.log_path_for = task_logs.path_for
         setup.task_logs = task_logs

@@ -283,15 +283,16 @@ class _Capture:
 
 
 def task_logs_from(config: Any, *, default_dir: str | None, level: int = logging.INFO,
-                   run_id: str = "") -> TaskLogs | None:
+                   run_id: str = "", log_dir: str | None = None) -> TaskLogs | None:
     """TaskLogs from `[batchdeps] log_dir` / `task_logs`; None when logs are off.
 
     `default_dir` applies when the config names no `log_dir` (the command line passes
-    `<config folder>/logs`; `bd.build()` passes None: no logs unless configured).
+    `<config folder>/logs`; `bd.build()` passes None: no logs unless configured); an
+    explicit `log_dir` wins over both.
     """
     settings = config.batchdeps
     mode = settings.get("task_logs", "auto")
-    log_dir = settings.get("log_dir")
+    log_dir = log_dir or settings.get("log_dir")
     if log_dir is not None and not os.path.isabs(log_dir):
         log_dir = os.path.join(config.root, log_dir)
     log_dir = log_dir or default_dir
