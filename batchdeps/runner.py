@@ -290,6 +290,7 @@ class Runner:
                 and state.leases_lost < MAX_LEASES_LOST):
             # Not this attempt's fault: wait for the lock like any other contended task,
             # then re-check; if the new holder built it, nothing runs again.
+            log.warning("%s: %s; waiting for the lock again", step.task_id, tail or error)
             state.leases_lost += 1
             state.lease = None
             self._release_resources(state)

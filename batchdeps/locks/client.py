@@ -233,9 +233,9 @@ class HttpLockProvider:
                         if lease in self._held:
                             self._held[lease].confirmed_at = sent_at
                     return
-        raise LeaseLostError(f"lease on {lease.key} (fencing token {lease.fencing_token}) is "
-                             f"no longer ours: {lease.lost_reason}; its outputs were not "
-                             "committed")
+        raise LeaseLostError(f"lease on {lease.key} lost (fencing token "
+                             f"{lease.fencing_token}): {lease.lost_reason}; its outputs were "
+                             "not committed")
 
     def release(self, lease: Lease) -> None:
         with self._lock:

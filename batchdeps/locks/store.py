@@ -141,11 +141,14 @@ class LeaseStore:
 
     def _mine(self, key: str, token: int, holder: Holder) -> tuple:  # type: ignore[type-arg]
         row = self._row(key)
-        if row is None or row[7] != 1:
-            raise LeaseLost(f"{key} is not held by anyone")
+        if row is None:
+            raise LeaseLost(f"{key} was never granted")
         if row[1] != token or Holder(row[2], row[3], row[4]) != holder:
-            raise LeaseLost(f"{key} was granted again (token {row[1]}) to "
-                            f"{Holder(row[2], row[3], row[4]).describe()}")
+            now_held = (f"held by {Holder(row[2], row[3], row[4]).describe()}" if row[7] == 1
+                        else "released since")
+            raise LeaseLost(f"{key} was granted again (token {row[1]}, {now_held})")
+        if row[7] != 1:
+            raise LeaseLost(f"{key} was released or expired")
         if not self._live(row):
             self._release_row(key)
             raise LeaseLost(f"{key} expired before it was renewed")
