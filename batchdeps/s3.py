@@ -51,6 +51,8 @@ UPLOAD_CONCURRENCY = 4
 CHECK_CONCURRENCY = 32
 #: Groups of at least this many keys under one prefix are checked by listing the prefix.
 LIST_MIN_KEYS = 4
+#: Keys per listing page (S3 returns at most 1,000).
+LIST_PAGE_SIZE = 1000
 #: Attempts per request (the first included) on throttling, 5xx and connection errors.
 MAX_ATTEMPTS = 5
 RETRY_BASE_DELAY = 0.1
@@ -77,6 +79,9 @@ def s3_options(options: dict[str, Any]) -> dict[str, Any]:
     config_kwargs = dict(DEFAULT_CONFIG_KWARGS)
     config_kwargs.update(merged.get("config_kwargs") or {})
     merged["config_kwargs"] = config_kwargs
+    # Storage keeps its own instances; fsspec's shared cache would hand a target another
+    # Storage's session (and credentials).
+    merged.setdefault("skip_instance_cache", True)
     return merged
 
 
@@ -200,8 +205,9 @@ async def _list_group(fs: Any, bucket: str, prefix: str, keys: list[str],
     """
     wanted = sorted(set(keys))
     found: dict[str, bool] = {}
-    budget = 2 + len(wanted) // 50
-    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+    budget = 2 + len(wanted) * 20 // LIST_PAGE_SIZE
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/",
+                               "MaxKeys": LIST_PAGE_SIZE}
     if len(wanted[0]) > len(prefix) + 1:
         request["StartAfter"] = wanted[0][:-1]
     position = 0

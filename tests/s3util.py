@@ -162,7 +162,7 @@ class FaultProxy:
         if fault is None:
             self._pipe(conn)
             return
-        _read_request(conn)
+        method = _read_request(conn)
         if fault == "reset":
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             conn.close()
@@ -171,6 +171,8 @@ class FaultProxy:
             "ServiceUnavailable", "503 Service Unavailable")
         body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
                 f"<Message>injected {fault}</Message></Error>").encode()
+        if method == "HEAD":  # an answer to HEAD has no body, so S3 sends only the status
+            body = b""
         head = (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
         try:
@@ -205,28 +207,35 @@ class FaultProxy:
         self.listener.close()
 
 
-def _read_request(conn: socket.socket) -> None:
-    """Read one HTTP request (headers and a Content-Length body) so the client is not cut off."""
+def _read_request(conn: socket.socket) -> str:
+    """Read one HTTP request (headers, and a body unless the client waits for 100-continue)
+    so that the client is not cut off while sending; returns its method."""
     conn.settimeout(5)
     data = b""
     try:
         while b"\r\n\r\n" not in data:
             chunk = conn.recv(65536)
             if not chunk:
-                return
+                return ""
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        method = lines[0].split(b" ")[0].decode()
         length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"expect":
+                return method
+            if name.strip().lower() == b"content-length":
+                length = int(value)
         while len(rest) < length:
             chunk = conn.recv(65536)
             if not chunk:
-                return
+                break
             rest += chunk
+        return method
     except OSError:
-        return
+        return ""
 
 
 def wait_until(predicate: Any, timeout: float = 10.0) -> bool:

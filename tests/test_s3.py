@@ -1,0 +1,301 @@
+"""S3 targets against a real moto server: config, checks, batching, retries, uploads, imports."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from s3util import (  # noqa: F401 - fixtures
+    FAKE_CREDENTIALS, FaultProxy, MotoServer, boto_client, bucket, free_port, keys_under,
+    moto_endpoint, moto_server, multipart_uploads, s3_env, s3_storage, wait_until,
+)
+
+import batchdeps as bd
+from batchdeps import s3
+from batchdeps.config import parse_config
+from batchdeps.errors import TargetCheckError, TargetError
+from batchdeps.targets import Storage, check_exists
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _own_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    spool = tmp_path / "spool"
+    monkeypatch.setenv("BATCHDEPS_SPOOL_DIR", str(spool))
+    return spool
+
+
+# -- config ----------------------------------------------------------------------------
+def test_storage_options_come_from_config_with_env(bucket: str, moto_endpoint: str) -> None:
+    config = parse_config(
+        {"storage": {"s3": {"endpoint_url": "${MY_ENDPOINT}", "key": "${MY_KEY}",
+                            "secret": "testing", "config_kwargs": {"read_timeout": 7}}}},
+        environ={"MY_ENDPOINT": moto_endpoint, "MY_KEY": "testing"},
+    )
+    storage = Storage(config.storage)
+    target = bd.FileTarget(f"s3://{bucket}/cfg/x.txt", storage=storage)
+    with target.open("w") as out:
+        out.write("configured")
+    assert keys_under(moto_endpoint, bucket) == ["cfg/x.txt"]
+    fs = target.fs  # type: ignore[attr-defined]
+    assert fs.config_kwargs["read_timeout"] == 7  # the config's value wins
+    assert fs.config_kwargs["retries"] == s3.DEFAULT_CONFIG_KWARGS["retries"]  # ours fill in
+
+
+def test_credentials_come_from_the_standard_chain_when_config_has_none(
+    bucket: str, moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = x\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    target = bd.FileTarget(f"s3://{bucket}/chain.txt",
+                           storage=Storage({"s3": {"endpoint_url": moto_endpoint}}))
+    with target.open("w") as out:
+        out.write("from the shared credentials file")
+    assert target.exists()
+
+
+def test_no_credentials_is_a_check_error_naming_the_url(
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    target = bd.FileTarget("s3://any/key.csv",
+                           storage=Storage({"s3": {"endpoint_url": moto_endpoint}}))
+    with pytest.raises(TargetCheckError, match=r"s3://any/key\.csv: no AWS credentials"):
+        target.exists()
+
+
+def test_a_bucket_without_key_is_rejected() -> None:
+    with pytest.raises(TargetError, match="s3://bucket/key"):
+        bd.FileTarget("s3://only-bucket")
+
+
+# -- checks ------------------------------------------------------------------------------
+def test_object_made_a_moment_ago_by_another_client_is_seen(
+    bucket: str, moto_endpoint: str, s3_storage: Storage
+) -> None:
+    targets = [bd.FileTarget(f"s3://{bucket}/fresh/{i}.csv", storage=s3_storage)
+               for i in range(10)]
+    assert check_exists(targets) == [False] * 10  # warms any cache there might be
+    assert targets[3].exists() is False
+    boto_client(moto_endpoint).put_object(Bucket=bucket, Key="fresh/3.csv", Body=b"new")
+    assert check_exists(targets) == [i == 3 for i in range(10)]  # the listing path
+    assert targets[3].exists() is True  # the HEAD path
+    assert check_exists(targets[3:5]) == [True, False]  # small groups: HEADs
+
+
+def test_batched_check_pages_through_listings_and_falls_back_to_heads(
+    bucket: str, moto_endpoint: str, s3_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = boto_client(moto_endpoint)
+    for i in range(60):
+        if i % 4:
+            client.put_object(Bucket=bucket, Key=f"p/{i:03d}", Body=b"1")
+        client.put_object(Bucket=bucket, Key=f"p/{i:03d}-noise", Body=b"1")
+    client.put_object(Bucket=bucket, Key="p/sub/deep", Body=b"1")
+    monkeypatch.setattr(s3, "LIST_PAGE_SIZE", 7)  # many pages, and a page budget that runs out
+    wanted = list(range(0, 60, 2)) + [75, 99]
+    targets = [bd.FileTarget(f"s3://{bucket}/p/{i:03d}", storage=s3_storage) for i in wanted]
+    expected = [i < 60 and i % 4 != 0 for i in wanted]
+    assert check_exists(targets) == expected
+    assert [t.exists() for t in targets] == expected
+
+
+def test_unreachable_endpoint_is_an_error_not_missing(bucket: str) -> None:
+    dead = Storage({"s3": {"endpoint_url": f"http://127.0.0.1:{free_port()}"}})
+    targets = [bd.FileTarget(f"s3://{bucket}/x/{i}.csv", storage=dead) for i in range(6)]
+    with pytest.raises(TargetCheckError, match="cannot reach the S3 endpoint") as caught:
+        check_exists(targets)
+    assert f"s3://{bucket}/x/" in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Any:
+    server = MotoServer({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # every request is checked
+    yield server
+    server.stop()
+
+
+def test_wrong_credentials_are_an_error_not_missing(s3_env: dict[str, str],
+                                                    auth_server: MotoServer) -> None:
+    storage = Storage({"s3": {"endpoint_url": auth_server.endpoint, "key": "AKIAWRONG",
+                              "secret": "wrong"}})
+    single = bd.FileTarget("s3://data/report.csv", storage=storage)
+    with pytest.raises(TargetCheckError, match=r"s3://data/report\.csv: access denied"):
+        single.exists()
+    many = [bd.FileTarget(f"s3://data/day/{i}.csv", storage=storage) for i in range(5)]
+    with pytest.raises(TargetCheckError, match="credentials are wrong"):
+        check_exists(many)
+
+
+# -- transient errors --------------------------------------------------------------------
+def test_throttling_5xx_and_resets_are_retried_and_logged(
+    bucket: str, moto_server: MotoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    boto_client(moto_server.endpoint).put_object(Bucket=bucket, Key="t/x", Body=b"1")
+    proxy = FaultProxy(moto_server.port, ["503", "slowdown", "reset"])
+    try:
+        storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
+        with caplog.at_level(logging.WARNING, logger="batchdeps.s3"):
+            assert bd.FileTarget(f"s3://{bucket}/t/x", storage=storage).exists() is True
+    finally:
+        proxy.stop()
+    assert proxy.served == 3
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) >= 2  # a reset of a fresh connection may be retried once by aiohttp
+    assert all("HTTP 503" in message for message in retries[:2])
+    assert s3.is_transient(ConnectionResetError())
+
+
+def test_retries_are_bounded_then_an_error(bucket: str, moto_server: MotoServer) -> None:
+    proxy = FaultProxy(moto_server.port, ["503"] * 50)
+    try:
+        storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
+        with pytest.raises(TargetCheckError, match="HTTP 503"):
+            bd.FileTarget(f"s3://{bucket}/t/y", storage=storage).exists()
+    finally:
+        proxy.stop()
+    assert proxy.served == s3.MAX_ATTEMPTS
+
+
+# -- uploads -----------------------------------------------------------------------------
+def test_multipart_output_of_21_mb_round_trips(bucket: str, moto_endpoint: str,
+                                               s3_storage: Storage, _own_spool: Path) -> None:
+    payload = os.urandom(21 * 2**20)
+    target = bd.FileTarget(f"s3://{bucket}/big/blob.bin", storage=s3_storage)
+    with target.open("wb") as out:
+        for start in range(0, len(payload), 2**20):
+            out.write(payload[start:start + 2**20])
+    head = boto_client(moto_endpoint).head_object(Bucket=bucket, Key="big/blob.bin")
+    assert head["ContentLength"] == len(payload)
+    assert head["ETag"].endswith('-3"')  # three parts: it really was a multipart upload
+    with target.open("rb") as src:
+        assert src.read() == payload
+    assert multipart_uploads(moto_endpoint, bucket) == []
+    assert os.listdir(_own_spool) == []
+
+
+WRITER = """
+import os, sys, time
+import batchdeps as bd
+from batchdeps.targets import Storage
+storage = Storage({"s3": {"endpoint_url": os.environ["S3_ENDPOINT"]}})
+target = bd.FileTarget(sys.argv[1], storage=storage)
+with target.open("wb") as out:
+    for _ in range(int(sys.argv[2])):
+        out.write(os.urandom(2**20))
+print("closed", flush=True)
+"""
+
+
+def _start_writer(url: str, megabytes: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WRITER, url, str(megabytes)],
+                            env={**os.environ, **env}, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def test_interrupt_during_multipart_upload_aborts_it(bucket: str, moto_endpoint: str,
+                                                     s3_env: dict[str, str]) -> None:
+    writer = _start_writer(f"s3://{bucket}/big/interrupted.bin", 120, s3_env)
+    try:
+        assert wait_until(lambda: multipart_uploads(moto_endpoint, bucket), timeout=60)
+        writer.send_signal(signal.SIGINT)
+        writer.wait(30)
+    finally:
+        writer.kill()
+    assert writer.returncode != 0
+    assert keys_under(moto_endpoint, bucket) == []
+    assert multipart_uploads(moto_endpoint, bucket) == []
+
+
+def test_upload_left_by_a_killed_writer_is_aborted_by_the_next_attempt(
+    bucket: str, moto_endpoint: str, s3_env: dict[str, str], s3_storage: Storage,
+    _own_spool: Path,
+) -> None:
+    url = f"s3://{bucket}/big/killed.bin"
+    writer = _start_writer(url, 120, s3_env)
+    try:
+        assert wait_until(lambda: multipart_uploads(moto_endpoint, bucket), timeout=60)
+        writer.kill()  # SIGKILL: nothing in the writer can clean up
+        writer.wait(10)
+    finally:
+        writer.kill()
+    assert keys_under(moto_endpoint, bucket) == []  # no object: it was never completed
+    assert len(multipart_uploads(moto_endpoint, bucket)) == 1
+    bd.FileTarget(url, storage=s3_storage).cleanup_stale()  # what the runner does first
+    assert multipart_uploads(moto_endpoint, bucket) == []
+    assert os.listdir(_own_spool) == []
+
+
+def test_failed_upload_leaves_no_object_and_removes_its_spool(
+    bucket: str, moto_server: MotoServer, _own_spool: Path
+) -> None:
+    proxy = FaultProxy(moto_server.port, ["reset"] * 100)
+    try:
+        storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
+        target = bd.FileTarget(f"s3://{bucket}/u/x.csv", storage=storage)
+        with pytest.raises(TargetError, match=rf"cannot upload s3://{bucket}/u/x\.csv"):
+            with target.open("w") as out:
+                out.write("never arrives")
+    finally:
+        proxy.stop()
+    assert proxy.served <= 2 * s3.MAX_ATTEMPTS  # bounded: it gave up
+    assert keys_under(moto_server.endpoint, bucket) == []
+    assert os.listdir(_own_spool) == []
+
+
+# -- imports -----------------------------------------------------------------------------
+def test_importing_batchdeps_and_its_cli_does_not_import_s3fs_or_botocore() -> None:
+    code = textwrap.dedent("""
+        import sys, batchdeps, batchdeps.cli, batchdeps.api, batchdeps.runner
+        t = batchdeps.FileTarget("data/x.csv"); t.exists()
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in
+                       ("s3fs", "botocore", "aiobotocore", "aiohttp", "fsspec", "boto3"))
+        print(heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+def test_local_only_run_does_not_import_s3fs_or_botocore(tmp_path: Path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "__init__.py").write_text(textwrap.dedent("""
+        import batchdeps as bd
+
+        class Local(bd.Task):
+            def output(self):
+                return bd.FileTarget("out/local.txt")
+
+            def run(self):
+                with self.output().open("w") as out:
+                    out.write("local")
+    """))
+    env = {**os.environ, "BATCHDEPS_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("BATCHDEPS_CONFIG", None)
+    importing = [sys.executable, "-X", "importtime", "-c",
+                 "import sys; from batchdeps.cli import main; sys.argv[0] = 'batchdeps'; main()"]
+    for args in (["--help"], ["run", "Local"], ["run", "Local"]):
+        done = subprocess.run(importing + args, cwd=tmp_path, env=env, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {line.split("|")[-1].strip().split(".")[0]
+                    for line in done.stderr.splitlines() if line.startswith("import time:")}
+        assert "batchdeps" in imported
+        assert not imported & {"s3fs", "botocore", "aiobotocore", "aiohttp", "fsspec"}, args
+    assert (tmp_path / "out" / "local.txt").read_text() == "local"
