@@ -1,0 +1,159 @@
+"""The lock server process over raw HTTP: routes, status codes, token, limits, restarts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from lockutil import BATCHDEPS, TOKEN, LockServer, lock_server  # noqa: F401 - fixture
+
+A = {"host": "host-a", "pid": 1, "run_id": "run-a"}
+B = {"host": "host-b", "pid": 2, "run_id": "run-b"}
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockServer]:
+    server = LockServer(tmp_path_factory.mktemp("shared") / "locks.db").start()
+    yield server
+    server.stop()
+
+
+def _acquire(server: LockServer, key: str, holder: dict, ttl: float = 30) -> dict:
+    status, body = server.request("POST", "/v1/acquire", {"key": key, "holder": holder,
+                                                          "ttl": ttl})
+    assert status == 200, body
+    return body
+
+
+def test_acquire_check_release_and_fencing(lock_server: LockServer) -> None:
+    first = _acquire(lock_server, "T(x=1)", A)
+    assert first["granted"] is True and first["token"] == 1
+    refused = _acquire(lock_server, "T(x=1)", B)
+    assert refused["granted"] is False and refused["holder"] == A and "token" not in refused
+    ref = {"key": "T(x=1)", "token": 1, "holder": A}
+    assert lock_server.request("POST", "/v1/check", ref)[0] == 200
+    assert lock_server.request("POST", "/v1/check", {**ref, "holder": B})[0] == 409
+    assert lock_server.request("POST", "/v1/release", {**ref, "token": 2})[1] == {
+        "released": False}
+    assert lock_server.request("POST", "/v1/release", ref)[1] == {"released": True}
+    assert lock_server.request("POST", "/v1/check", ref)[0] == 409
+    second = _acquire(lock_server, "T(x=1)", B)
+    assert second["granted"] is True and second["token"] == 2
+
+
+def test_renew_reports_renewed_and_lost_leases(lock_server: LockServer) -> None:
+    _acquire(lock_server, "K1", A)
+    status, body = lock_server.request("POST", "/v1/renew", {
+        "holder": A, "leases": [{"key": "K1", "token": 1}, {"key": "K2", "token": 1}]})
+    assert status == 200
+    assert [item["key"] for item in body["renewed"]] == ["K1"]
+    assert [item["key"] for item in body["lost"]] == ["K2"]
+
+
+def test_wrong_or_missing_token_gets_401_and_changes_nothing(lock_server: LockServer) -> None:
+    body = {"key": "T", "holder": A, "ttl": 30}
+    assert lock_server.request("POST", "/v1/acquire", body, token="wrong")[0] == 401
+    assert lock_server.request("POST", "/v1/acquire", body, token="")[0] == 401
+    assert lock_server.request("GET", "/v1/leases", token=TOKEN[:-1])[0] == 401
+    status, listing = lock_server.request("GET", "/v1/leases")
+    assert status == 200 and listing == {"leases": []}
+
+
+@pytest.mark.parametrize("raw, content_type, status", [
+    (b"{not json", "application/json", 400),
+    (b"[]", "application/json", 400),
+    (b'{"key": "T", "holder": {"host": "h", "pid": -1, "run_id": "r"}, "ttl": 30}',
+     "application/json", 400),
+    (b'{"key": "T", "holder": {"host": "h", "pid": 1, "run_id": "r"}, "ttl": 0.1}',
+     "application/json", 400),
+    (b'{"key": "", "holder": {"host": "h", "pid": 1, "run_id": "r"}, "ttl": 30}',
+     "application/json", 400),
+    (b"key=T", "application/x-www-form-urlencoded", 400),
+    (b"\xff\xfe", "application/json", 400),
+    (b"[" * 100_000, "application/json", 413),
+])
+def test_malformed_requests_get_4xx_and_change_nothing(
+        shared_server: LockServer, raw: bytes, content_type: str, status: int) -> None:
+    got, body = shared_server.request("POST", "/v1/acquire", raw=raw,
+                                      headers={"Content-Type": content_type})
+    assert got == status, body
+    assert isinstance(body, dict) and body["error"]
+    assert shared_server.request("GET", "/v1/leases")[1] == {"leases": []}
+    assert shared_server.alive()
+
+
+def test_unknown_route_and_wrong_method(lock_server: LockServer) -> None:
+    assert lock_server.request("GET", "/v1/nothing")[0] == 404
+    assert lock_server.request("GET", "/v1/acquire")[0] == 405
+
+
+def test_kill_9_and_restart_keeps_leases_and_tokens(lock_server: LockServer) -> None:
+    _acquire(lock_server, "T", A)
+    _acquire(lock_server, "U", A)
+    lock_server.request("POST", "/v1/release", {"key": "U", "token": 1, "holder": A})
+    lock_server.kill9()
+    lock_server.start(port=lock_server.port)
+    status, body = lock_server.request("POST", "/v1/holder", {"key": "T"})
+    assert status == 200 and body["held"] and body["holder"] == A and body["token"] == 1
+    assert _acquire(lock_server, "T", B)["granted"] is False
+    assert lock_server.request("POST", "/v1/check", {"key": "T", "token": 1,
+                                                     "holder": A})[0] == 200
+    assert _acquire(lock_server, "U", B)["token"] == 2  # never reuses a token
+
+
+def test_rate_limit_answers_429(tmp_path: Path) -> None:
+    server = LockServer(tmp_path / "locks.db", extra=["--rate-limit", "5"]).start()
+    try:
+        statuses = [server.request("GET", "/v1/health")[0] for _ in range(30)]
+        assert 429 in statuses and statuses[0] == 200
+        assert server.alive()
+    finally:
+        server.stop()
+
+
+def test_refuses_a_non_loopback_address_without_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BATCHDEPS_LOCK_TOKEN"}
+    done = subprocess.run([BATCHDEPS, "lock-server", "--host", "0.0.0.0", "--port", "0",
+                           "--db", str(tmp_path / "l.db")], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2
+    assert "without a token" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_database_path_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run([BATCHDEPS, "lock-server", "--port", "0", "--db",
+                           str(tmp_path / "missing" / "dir" / "l.db")],
+                          env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "lease database" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_server_with_client_that_trusts_its_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = LockServer(tmp_path / "locks.db", extra=["--cert", str(cert), "--key",
+                                                      str(key)]).start()
+    try:
+        assert server.url.startswith("https://")
+        script = ("from batchdeps.locks.client import HttpLockProvider\n"
+                  f"p = HttpLockProvider({server.url!r}, token={TOKEN!r}, ttl=5)\n"
+                  "p.start(); lease = p.try_acquire('T'); p.check(lease); print(lease.fencing_token)\n"
+                  "p.close()\n")
+        env = {**os.environ, "SSL_CERT_FILE": str(cert)}
+        done = subprocess.run([os.sys.executable, "-c", script], env=env,  # type: ignore[attr-defined]
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr
+        with socket.create_connection(("127.0.0.1", server.port)) as plain:
+            plain.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert not plain.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()
