@@ -43,7 +43,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="last day to write (YYYY-MM-DD)")
     parser.add_argument("--days", type=int, default=7, help="how many days to write")
     parser.add_argument("--lines", type=int, default=2000, help="log lines per day")
+    parser.add_argument("--config", default=None,
+                        help="config file whose [storage.*] options apply (default: as batchdeps)")
     args = parser.parse_args(argv)
+    if "://" in args.root:  # storage options (endpoint, credentials) come from the config
+        from batchdeps.targets import default_storage
+
+        default_storage.configure(bd.load_config(args.config).storage)
     for offset in range(args.days):
         print(write_day(args.root, args.end - dt.timedelta(days=offset), args.lines))
 
