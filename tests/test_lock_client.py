@@ -1,0 +1,154 @@
+"""HttpLockProvider against a real lock-server process: heartbeats, loss, restarts, errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from batchdeps.errors import LeaseLostError, LockAuthError, LockServerUnavailable
+from batchdeps.locks.client import HttpLockProvider
+from lockutil import TOKEN, LockServer, lock_server, wait_for  # noqa: F401 - fixture
+
+
+def _provider(server: LockServer, ttl: float = 5, run_id: str | None = None,
+              token: str = TOKEN) -> HttpLockProvider:
+    provider = HttpLockProvider(server.url, token=token, ttl=ttl, run_id=run_id)
+    provider.start()
+    return provider
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_start_against_a_down_server_raises_unavailable_naming_the_url() -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(LockServerUnavailable, match="cannot be reached") as info:
+        HttpLockProvider(url, token=TOKEN, ttl=5).start()
+    assert url in str(info.value)
+
+
+def test_start_with_a_wrong_token_raises_auth_error(lock_server: LockServer) -> None:
+    with pytest.raises(LockAuthError, match="BATCHDEPS_LOCK_TOKEN"):
+        _provider(lock_server, token="wrong")
+
+
+def test_holder_names_host_pid_and_run(lock_server: LockServer) -> None:
+    first, second = _provider(lock_server, run_id="r-one"), _provider(lock_server)
+    try:
+        assert first.try_acquire("T(x=1)") is not None
+        assert second.try_acquire("T(x=1)") is None
+        assert second.holder("T(x=1)") == (
+            f"host {socket.gethostname()} pid {os.getpid()} run r-one")
+        assert second.holder("free") == ""
+    finally:
+        first.close()
+        second.close()
+
+
+def test_heartbeat_keeps_a_lease_past_its_ttl(lock_server: LockServer) -> None:
+    owner, other = _provider(lock_server, ttl=1), _provider(lock_server, ttl=1)
+    try:
+        lease = owner.try_acquire("T")
+        assert lease is not None
+        time.sleep(2.5)
+        assert other.try_acquire("T") is None
+        owner.check(lease)
+        assert not lease.lost
+    finally:
+        owner.close()
+        other.close()
+
+
+def test_close_releases_every_lease(lock_server: LockServer) -> None:
+    owner, other = _provider(lock_server), _provider(lock_server)
+    try:
+        assert owner.try_acquire("T") is not None
+        assert owner.try_acquire_resource("pool", 1) is not None
+        owner.close()
+        assert other.try_acquire("T") is not None
+        assert other.try_acquire_resource("pool", 1) is not None
+    finally:
+        other.close()
+
+
+def test_resource_slots_are_capped_across_providers(lock_server: LockServer) -> None:
+    one, two = _provider(lock_server), _provider(lock_server)
+    try:
+        first = one.try_acquire_resource("warehouse", 2)
+        second = two.try_acquire_resource("warehouse", 2)
+        assert first is not None and second is not None and first.key != second.key
+        assert one.try_acquire_resource("warehouse", 2) is None
+        one.release(first)
+        assert two.try_acquire_resource("warehouse", 2) is not None
+    finally:
+        one.close()
+        two.close()
+
+
+def test_connection_is_reused_between_requests(lock_server: LockServer) -> None:
+    provider = _provider(lock_server)
+    try:
+        provider.try_acquire("T0")
+        local = provider._local.conn.sock.getsockname()
+        for index in range(1, 30):
+            provider.release(provider.try_acquire(f"T{index}"))  # type: ignore[arg-type]
+        assert provider._local.conn.sock.getsockname() == local
+    finally:
+        provider.close()
+
+
+def test_server_gone_mid_run_loses_the_lease_after_one_ttl_then_stops(
+        lock_server: LockServer) -> None:
+    provider = _provider(lock_server, ttl=1)
+    try:
+        lease = provider.try_acquire("T")
+        assert lease is not None
+        lock_server.kill9()
+        wait_for(lambda: lease.lost, timeout=10, what="the lease to be marked lost")
+        assert "unreachable" in lease.lost_reason
+        with pytest.raises(LeaseLostError, match="not committed"):
+            provider.check(lease)
+        started = time.monotonic()
+        with pytest.raises(LockServerUnavailable):
+            provider.try_acquire("U")
+        assert time.monotonic() - started >= 0.9  # it retried for about one TTL first
+    finally:
+        provider.close()
+
+
+def test_server_restart_within_the_ttl_keeps_the_lease(lock_server: LockServer) -> None:
+    provider = _provider(lock_server, ttl=3)
+    try:
+        lease = provider.try_acquire("T")
+        assert lease is not None
+        lock_server.kill9()
+        lock_server.start(port=lock_server.port)
+        time.sleep(3.5)  # longer than the lease: only renewals after the restart keep it
+        provider.check(lease)
+        assert not lease.lost
+    finally:
+        provider.close()
+
+
+def test_check_refuses_a_lease_granted_to_someone_else(lock_server: LockServer) -> None:
+    owner, thief = _provider(lock_server, ttl=1), _provider(lock_server, ttl=1)
+    try:
+        lease = owner.try_acquire("T")
+        assert lease is not None
+        owner._stop.set()  # the heartbeat stops, as in a paused process
+        assert owner._heartbeat is not None
+        owner._heartbeat.join()
+        taken = wait_for(lambda: thief.try_acquire("T"), timeout=10, what="the lease to expire")
+        assert taken.fencing_token == lease.fencing_token + 1
+        with pytest.raises(LeaseLostError, match="granted again"):
+            owner.check(lease)
+        assert lease.lost
+    finally:
+        owner.close()
+        thief.close()
