@@ -11,17 +11,49 @@
 
 from __future__ import annotations
 
-from .api import build
-from .config import Config, load_config
-from .errors import BatchdepsError
-from .parameters import (
-    BoolParameter, DateParameter, DateTimeParameter, EnumParameter, FloatParameter,
-    IntParameter, ListParameter, Parameter,
-)
-from .resolver import Plan, resolve
-from .result import BuildResult, Status, TaskResult
-from .targets import FileTarget, Storage, Target
-from .task import ExternalTask, Task, WrapperTask
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562), so that `batchdeps --help` and the lock
+# server do not pay for the task model, runner and config loader they do not need.
+_EXPORTS = {
+    "build": "api", "Config": "config", "load_config": "config", "BatchdepsError": "errors",
+    "BoolParameter": "parameters", "DateParameter": "parameters",
+    "DateTimeParameter": "parameters", "EnumParameter": "parameters",
+    "FloatParameter": "parameters", "IntParameter": "parameters",
+    "ListParameter": "parameters", "Parameter": "parameters", "Plan": "resolver",
+    "resolve": "resolver", "BuildResult": "result", "Status": "result",
+    "TaskResult": "result", "FileTarget": "targets", "Storage": "targets",
+    "Target": "targets", "ExternalTask": "task", "Task": "task", "WrapperTask": "task",
+}
+
+if TYPE_CHECKING:
+    from .api import build
+    from .config import Config, load_config
+    from .errors import BatchdepsError
+    from .parameters import (
+        BoolParameter, DateParameter, DateTimeParameter, EnumParameter, FloatParameter,
+        IntParameter, ListParameter, Parameter,
+    )
+    from .resolver import Plan, resolve
+    from .result import BuildResult, Status, TaskResult
+    from .targets import FileTarget, Storage, Target
+    from .task import ExternalTask, Task, WrapperTask
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchdeps' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __version__ = "0.1.0"
 

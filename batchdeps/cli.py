@@ -7,7 +7,6 @@ class; a traceback is shown only with --debug.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -50,6 +49,8 @@ def _scan(args: tuple[str, ...], name: str) -> str | None:
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:
+    import logging  # here, not at the top: `batchdeps --help` does not need it
+
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         from .jsonlog import JsonFormatter
@@ -305,6 +306,8 @@ class _signals_stop:
                 sys.stderr.write("batchdeps: stopped at once (second signal)\n")
                 sys.stderr.flush()
             os._exit(130)
+        import logging
+
         logging.getLogger("batchdeps").warning(
             "%s: stopping (running tasks are terminated, locks released); again to stop now",
             signal.Signals(signum).name,
