@@ -126,6 +126,10 @@ def _text(obj: dict[str, Any], name: str, limit: int) -> str:
         raise ProtocolError(f"field {name!r} is longer than {limit} characters")
     if "\x00" in value:
         raise ProtocolError(f"field {name!r} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(f"field {name!r} is not valid Unicode (lone surrogate)") from None
     return value
 
 
