@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
+import re
 from typing import Any, Sequence
 
 from .errors import ParameterError
 
 _NO_DEFAULT: Any = object()
+_AMBIGUOUS = re.compile(r'[,=()"]')
 
 
 class Parameter:
@@ -55,11 +57,26 @@ class Parameter:
         return value
 
     def serialize(self, value: Any) -> str:
-        """The string that `parse()` turns back into `value`; used in task ids."""
+        """The string that `parse()` turns back into `value`."""
         return str(value)
 
+    def render(self, value: Any) -> str:
+        """The value as written in a task id: serialized, quoted where it could be ambiguous.
+
+        Only free text can hold the characters that separate parameters in a task id, so a
+        string holding any of `,=()"` or surrounding spaces is JSON-quoted; `None` is `None`.
+        """
+        if value is None:
+            return "None"
+        text = self.serialize(value)
+        if type(self) is Parameter and (_AMBIGUOUS.search(text) or text != text.strip()):
+            return json.dumps(text)
+        return text
+
     def convert(self, task_family: str, value: Any) -> Any:
-        """normalize() with the error named for the user."""
+        """normalize() with the error named for the user; None is allowed if the default is."""
+        if value is None and self._default is None:
+            return None
         try:
             return self.normalize(value)
         except (ValueError, TypeError) as exc:

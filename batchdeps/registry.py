@@ -84,7 +84,14 @@ class TaskRegistry:
 
     # -- config defaults ---------------------------------------------------------------
     def apply_defaults(self, tasks: dict[str, dict[str, Any]], label: str = "config") -> None:
-        """Bind `[tasks.FAMILY]` parameter defaults to the task classes, parsed and checked."""
+        """Bind `[tasks.FAMILY]` parameter defaults to the task classes, parsed and checked.
+
+        Every class of this registry first loses defaults a previous config bound to it, so
+        two builds in one process with different configs do not leak into each other.
+        """
+        for classes in self.by_name.values():
+            for cls in classes:
+                cls._config_defaults = {}
         for family, values in tasks.items():
             classes = self.by_name.get(family)
             if not classes:

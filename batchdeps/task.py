@@ -80,7 +80,7 @@ class Task:
             raise ParameterError(f"{family}: unknown parameter(s) {unknown}")
         self.param_values = tuple(values)
         rendered = ", ".join(
-            f"{p.name}={p.serialize(v)}" for p, v in zip(params, values)
+            f"{p.name}={p.render(v)}" for p, v in zip(params, values)
         )
         self.task_id = f"{family}({rendered})"
         self._hash = hash(self.task_id)

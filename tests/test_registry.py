@@ -269,3 +269,15 @@ def test_apply_defaults_rejects_bad_value_naming_key_and_type(
     message = str(info.value)
     assert message.startswith(f"c.toml: [tasks.Clean] {key}: Clean: bad value {value!r}")
     assert f"parameter '{key}' ({type_name})" in message
+
+
+def test_applying_a_second_config_drops_defaults_of_the_first() -> None:
+    class Fresh(bd.Task):
+        n = bd.IntParameter(default=1)
+
+    registry = TaskRegistry()
+    registry.add(Fresh)
+    registry.apply_defaults({"Fresh": {"n": "5"}})
+    assert Fresh().n == 5
+    registry.apply_defaults({})
+    assert Fresh().n == 1

@@ -401,3 +401,29 @@ def test_wrapper_task_run_does_nothing_and_task_run_must_be_overridden() -> None
     assert Group(paths=[]).run() is None
     with pytest.raises(NotImplementedError, match=r"Made\(path=p\) has no run\(\)"):
         Made(path="p").run()
+
+
+# -- task ids stay unambiguous; optional parameters ------------------------------------
+class Pair(bd.Task):
+    a = bd.Parameter()
+    b = bd.Parameter()
+
+
+def test_task_id_quotes_free_text_that_could_be_read_two_ways() -> None:
+    one = Pair(a="1, b=2", b="3")
+    two = Pair(a="1", b="2, b=3")
+    assert one != two and one.task_id != two.task_id
+    assert one.task_id == 'Pair(a="1, b=2", b=3)'
+    assert Pair(a="plain", b="x-y_z/1.csv").task_id == "Pair(a=plain, b=x-y_z/1.csv)"
+
+
+class Optional(bd.Task):
+    label = bd.Parameter(default=None)
+    flag = bd.BoolParameter(default=None)
+
+
+def test_parameter_with_default_none_is_optional() -> None:
+    task = Optional()
+    assert task.label is None and task.flag is None
+    assert task.task_id == "Optional(label=None, flag=None)"
+    assert Optional(label="x").label == "x"
