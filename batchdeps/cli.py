@@ -88,8 +88,8 @@ class _TaskParamType(click.ParamType):
             self.fail(f"{value!r} is not a valid {self.param.type_name}: {exc}", param, ctx)
 
 
-def _task_options(cls: type) -> list[click.Option]:
-    options = []
+def _task_options(cls: type) -> list[click.Parameter]:
+    options: list[click.Parameter] = []
     taken = set()
     for param in cls.parameters():  # type: ignore[attr-defined]
         flag = "--" + param.name.replace("_", "-")
@@ -120,7 +120,7 @@ def _task_options(cls: type) -> list[click.Option]:
     return options
 
 
-def _common_options() -> list[click.Option]:
+def _common_options() -> list[click.Parameter]:
     return [
         click.Option(["--workers"], type=click.IntRange(min=1), default=None,
                      help="Attempts run in parallel (default: [batchdeps] workers, else 1)."),

@@ -89,8 +89,8 @@ class TaskRegistry:
         Every class of this registry first loses defaults a previous config bound to it, so
         two builds in one process with different configs do not leak into each other.
         """
-        for classes in self.by_name.values():
-            for cls in classes:
+        for bound in self.by_name.values():
+            for cls in bound:
                 cls._config_defaults = {}
         for family, values in tasks.items():
             classes = self.by_name.get(family)

@@ -162,8 +162,8 @@ def resolve(requested: Iterable[Task], force: bool = False) -> Plan:
 
     # 3. the steps: every incomplete task reached, with its reason.
     steps: dict[Task, Step] = {}
-    for task, done in complete.items():
-        if done:
+    for task, decided in complete.items():
+        if decided:
             continue
         if isinstance(task, ExternalTask):
             paths = missing_paths.get(task) or [t.url for t in outputs.get(task, [])]
