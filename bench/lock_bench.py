@@ -1,0 +1,139 @@
+"""Lock server benchmark: acquire+release round trips per second, and locking cost per task.
+
+Run by itself: `python bench/lock_bench.py [--seconds 5] [--tasks 10000]`. It starts a real
+`batchdeps lock-server` on 127.0.0.1 (free port, temp database, rate limit off) and prints:
+
+- round trips/s of acquire + release on loopback with 1 and 16 concurrent clients (each
+  client is its own process with its own persistent connection);
+- the wall time of a run of N independent trivial tasks with no locks, machine-local
+  flock() locks and the lock server, and the overhead per task that each lock adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import batchdeps as bd
+from batchdeps.locks.base import Lease
+from batchdeps.locks.client import HttpLockProvider
+from batchdeps.locks.local import LocalLockProvider
+
+TOKEN = "bench-token"
+
+
+def start_server(folder: str) -> tuple[subprocess.Popen[str], str]:
+    exe = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
+    proc = subprocess.Popen(
+        [exe, "lock-server", "--port", "0", "--db", os.path.join(folder, "locks.db"),
+         "--rate-limit", "0"],
+        env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN}, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        raise SystemExit(f"lock server did not start: {line!r}")
+    return proc, line.split()[2]
+
+
+def _client(url: str, seconds: float, start_at: float, index: int, out: Any) -> None:
+    provider = HttpLockProvider(url, token=TOKEN, ttl=30)
+    provider.start()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    done = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        lease = provider.try_acquire(f"Bench(client={index}, n={done})")
+        assert lease is not None
+        provider.release(lease)
+        done += 1
+    provider.close()
+    out.put(done)
+
+
+def round_trips(url: str, clients: int, seconds: float) -> float:
+    """Acquire+release pairs per second over all clients."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    start_at = time.time() + 0.5
+    procs = [ctx.Process(target=_client, args=(url, seconds, start_at, i, out))
+             for i in range(clients)]
+    for proc in procs:
+        proc.start()
+    total = sum(out.get() for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / seconds
+
+
+class NoLocks:
+    """A provider that grants everything: the baseline without any locking."""
+
+    def start(self) -> None: ...
+    def try_acquire(self, key: str) -> Lease | None: return Lease(key)
+    def try_acquire_resource(self, name: str, slots: int) -> Lease | None: return Lease(name)
+    def holder(self, key: str) -> str: return ""
+    def check(self, lease: Lease) -> None: ...
+    def release(self, lease: Lease) -> None: ...
+    def close(self) -> None: ...
+
+
+class Touch(bd.Task):
+    """A trivial task: write one small file."""
+
+    n = bd.IntParameter()
+    folder = bd.Parameter()
+
+    def output(self) -> bd.FileTarget:
+        return bd.FileTarget(os.path.join(self.folder, f"{self.n}.txt"))
+
+    def run(self) -> None:
+        with self.output().open("w") as out:
+            out.write("x")
+
+
+def timed_run(tasks: int, provider: Any, folder: str) -> float:
+    out = tempfile.mkdtemp(dir=folder)
+    requested = [Touch(n=n, folder=out) for n in range(tasks)]
+    started = time.perf_counter()
+    result = bd.build(requested, workers=1, locks=provider)
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 0, result.counts()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--tasks", type=int, default=10_000)
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix="lock-bench-")
+    server, url = start_server(folder)
+    try:
+        print(f"lock server at {url}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+        for clients in (1, 16):
+            rate = round_trips(url, clients, args.seconds)
+            print(f"acquire+release round trips/s, {clients:2d} client(s): {rate:9.0f}")
+        baseline = timed_run(args.tasks, NoLocks(), folder)
+        local = timed_run(args.tasks, LocalLockProvider(os.path.join(folder, "flock")), folder)
+        remote = timed_run(args.tasks, HttpLockProvider(url, token=TOKEN, ttl=30), folder)
+        print(f"{args.tasks} tasks, 1 worker: no locks {baseline:.2f} s, local locks "
+              f"{local:.2f} s, lock server {remote:.2f} s")
+        for name, value in (("local locks", local), ("lock server", remote)):
+            print(f"locking overhead per task, {name}: "
+                  f"{(value - baseline) / args.tasks * 1e6:8.0f} us")
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
