@@ -1,5 +1,7 @@
 """S3 targets against a real moto server: config, checks, batching, retries, uploads, imports."""
 
+# ruff: noqa: F811  (pytest fixtures are imported from s3util by name)
+
 from __future__ import annotations
 
 import logging
@@ -8,14 +10,24 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from s3util import (  # noqa: F401 - fixtures
-    FAKE_CREDENTIALS, FaultProxy, MotoServer, boto_client, bucket, free_port, keys_under,
-    moto_endpoint, moto_server, multipart_uploads, s3_env, s3_storage, wait_until,
+    FAKE_CREDENTIALS,
+    FaultProxy,
+    MotoServer,
+    boto_client,
+    bucket,
+    free_port,
+    keys_under,
+    moto_endpoint,
+    moto_server,
+    multipart_uploads,
+    s3_env,
+    s3_storage,
+    wait_until,
 )
 
 import batchdeps as bd
@@ -249,9 +261,9 @@ def test_failed_upload_leaves_no_object_and_removes_its_spool(
     try:
         storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
         target = bd.FileTarget(f"s3://{bucket}/u/x.csv", storage=storage)
-        with pytest.raises(TargetError, match=rf"cannot upload s3://{bucket}/u/x\.csv"):
-            with target.open("w") as out:
-                out.write("never arrives")
+        with pytest.raises(TargetError, match=rf"cannot upload s3://{bucket}/u/x\.csv"), \
+                target.open("w") as out:
+            out.write("never arrives")
     finally:
         proxy.stop()
     assert proxy.served <= 2 * s3.MAX_ATTEMPTS  # bounded: it gave up
@@ -291,7 +303,7 @@ def test_local_only_run_does_not_import_s3fs_or_botocore(tmp_path: Path) -> None
     importing = [sys.executable, "-X", "importtime", "-c",
                  "import sys; from batchdeps.cli import main; sys.argv[0] = 'batchdeps'; main()"]
     for args in (["--help"], ["run", "Local"], ["run", "Local"]):
-        done = subprocess.run(importing + args, cwd=tmp_path, env=env, capture_output=True,
+        done = subprocess.run(importing + args, cwd=tmp_path, env=env, capture_output=True, check=False,
                               text=True)
         assert done.returncode == 0, done.stderr[-2000:]
         imported = {line.split("|")[-1].strip().split(".")[0]

@@ -1,5 +1,7 @@
 """`batchdeps run` against a real S3 endpoint (moto's server): the example pipeline and faults."""
 
+# ruff: noqa: F811  (pytest fixtures are imported from s3util by name)
+
 from __future__ import annotations
 
 import os
@@ -14,8 +16,16 @@ from typing import Any
 import pytest
 from conftest import BATCHDEPS
 from s3util import (  # noqa: F401 - fixtures
-    FAKE_CREDENTIALS, MotoServer, boto_client, free_port, keys_under, moto_endpoint,
-    moto_server, multipart_uploads, new_bucket, wait_until,
+    FAKE_CREDENTIALS,
+    MotoServer,
+    boto_client,
+    free_port,
+    keys_under,
+    moto_endpoint,
+    moto_server,
+    multipart_uploads,
+    new_bucket,
+    wait_until,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +99,7 @@ class S3Project:
         }
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([BATCHDEPS, "run", *args], cwd=self.root, text=True,
+        return subprocess.run([BATCHDEPS, "run", *args], cwd=self.root, text=True, check=False,
                               capture_output=True, env={**self.env, **env}, timeout=120)
 
     def seed(self) -> None:
@@ -233,6 +243,6 @@ def test_missing_credentials_are_an_error(project: S3Project) -> None:
            "AWS_CONFIG_FILE": str(project.root / "none")}
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         env.pop(name)
-    done = subprocess.run([BATCHDEPS, "run", "WeeklyReport"], cwd=project.root, text=True,
+    done = subprocess.run([BATCHDEPS, "run", "WeeklyReport"], cwd=project.root, text=True, check=False,
                           capture_output=True, env=env, timeout=120)
     _assert_clean_error(done, "s3://", "no AWS credentials")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from s3util import keys_under, moto_endpoint, moto_server, multipart_uploads, s3_env  # noqa: F401
@@ -130,10 +131,9 @@ def test_unfinished_write_is_invisible(backend: Backend) -> None:
 
 def test_write_that_raises_leaves_nothing(backend: Backend) -> None:
     target = backend.make("out/failed.csv")
-    with pytest.raises(RuntimeError):
-        with target.open("w") as out:
-            out.write("partial")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), target.open("w") as out:
+        out.write("partial")
+        raise RuntimeError("boom")
     assert target.exists() is False
     assert backend.leftovers() == []
 
