@@ -57,11 +57,16 @@ class LocalLockProvider:
                 os.close(fd)
                 return None
             try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                status = os.fstat(fd)
+                same = status.st_ino == os.stat(path).st_ino
             except FileNotFoundError:
                 same = False
             if same:
-                os.ftruncate(fd, 0)
+                # Only a file a crashed holder left behind has text to clear. Truncating a
+                # fresh, empty one would cost a disk write per task: ext4 flushes a
+                # truncated file's data when it is closed (auto_da_alloc).
+                if status.st_size:
+                    os.ftruncate(fd, 0)
                 os.write(fd, f"{self._me} {key}\n".encode())
                 lease = Lease(key=key, handle=(fd, path))
                 self._held.add(lease)
