@@ -48,10 +48,20 @@ def _scan(args: tuple[str, ...], name: str) -> str | None:
     return None
 
 
+def _own_stderr() -> Any:
+    """A stream on a copy of fd 2, so batchdeps' own lines (a stop warning that lands while
+    a task runs inline) stay on the terminal while the task's fd 2 goes to its log file."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1,
+                         encoding=sys.stderr.encoding, errors="backslashreplace")
+    except (AttributeError, OSError, ValueError):  # no real fd 2 (an embedding, a test runner)
+        return sys.stderr
+
+
 def setup_logging(level: str, log_format: str = "text") -> None:
     import logging  # here, not at the top: `batchdeps --help` does not need it
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_own_stderr())
     if log_format == "json":
         from .jsonlog import JsonFormatter
 
@@ -294,6 +304,8 @@ class _signals_stop:
         self.previous: dict[int, Any] = {}
 
     def handle(self, signum: int, frame: Any) -> None:
+        import logging
+
         self.count += 1
         if self.count > 1:
             kill_all = getattr(self.executor, "kill_all", None)
@@ -303,11 +315,8 @@ class _signals_stop:
                 except Exception:  # noqa: BLE001 - stopping at once matters more
                     pass
             with contextlib.suppress(Exception):
-                sys.stderr.write("batchdeps: stopped at once (second signal)\n")
-                sys.stderr.flush()
+                logging.getLogger("batchdeps").error("stopped at once (second signal)")
             os._exit(130)
-        import logging
-
         logging.getLogger("batchdeps").warning(
             "%s: stopping (running tasks are terminated, locks released); again to stop now",
             signal.Signals(signum).name,

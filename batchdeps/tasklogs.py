@@ -103,6 +103,8 @@ class TaskLogs:
         self._scratch_fd = -1
         self._saved_fds = (-1, -1)
         self._handler: logging.Handler | None = None
+        self._fd_streams: tuple[Any, Any] = (None, None)
+        self._saved_streams: tuple[Any, Any] = (None, None)
 
     # -- paths ------------------------------------------------------------------------
     def path(self, family: str, task_id: str, attempt: int) -> str:
@@ -141,6 +143,12 @@ class TaskLogs:
             handler.setFormatter(logging.Formatter(
                 "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
             self._handler = handler
+            # print() goes to sys.stdout, which need not be fd 1 (a notebook, a test
+            # runner): during an attempt sys.stdout/err are text streams on fds 1 and 2.
+            self._fd_streams = (
+                open(1, "w", buffering=1, closefd=False, errors="backslashreplace"),
+                open(2, "w", buffering=1, closefd=False, errors="backslashreplace"),
+            )
             root = logging.getLogger()
             if root.getEffectiveLevel() > self.level:
                 root.setLevel(self.level)  # once per process: setLevel clears logging's caches
@@ -232,6 +240,8 @@ class _Capture:
         self.header_size = len(header)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        logs._saved_streams = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = logs._fd_streams
         if logs._handler is not None:
             logging.getLogger().addHandler(logs._handler)
         return self
@@ -259,6 +269,9 @@ class _Capture:
         if logs._handler is not None:
             logging.getLogger().removeHandler(logs._handler)
         _flush_std_streams()
+        if logs._saved_streams[0] is not None:
+            sys.stdout, sys.stderr = logs._saved_streams
+            logs._saved_streams = (None, None)
         blocked = {signal.SIGINT, signal.SIGTERM}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
