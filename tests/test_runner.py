@@ -160,3 +160,36 @@ def test_parallel_workers_overlap_without_resources(tmp_path: Path, locks) -> No
         running += 1 if kind == "start" else -1
         peak = max(peak, running)
     assert peak == 2
+
+
+class Dies(bd.Task):
+    path = bd.Parameter()
+    how = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):
+        import signal
+
+        with self.output().open("w") as out:
+            out.write("half")
+            out.flush()
+            if self.how == "exit":
+                os._exit(3)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("how,expected", [("exit", "exit code 3"), ("kill", "killed by signal 9")])
+def test_worker_process_that_dies_fails_its_task_only(tmp_path: Path, locks, how: str,
+                                                      expected: str) -> None:
+    dying = Dies(path=str(tmp_path / "dies"), how=how)
+    fine = [Write(path=str(tmp_path / f"ok{i}")) for i in range(3)]
+    result = bd.build([dying, *fine], workers=2, locks=locks)
+    assert result.tasks[dying.task_id].status == Status.FAILED
+    assert f"worker process died ({expected})" in result.tasks[dying.task_id].error
+    assert all(result.tasks[t.task_id].status == Status.BUILT for t in fine)
+    assert not (tmp_path / "dies").exists()
+    # the next attempt (a rerun) removes what the dead worker left in the temporary folder
+    bd.build(Write(path=str(tmp_path / "dies")), locks=locks)
+    assert [p.name for p in (tmp_path / ".batchdeps-tmp").iterdir()] == []
