@@ -1,0 +1,133 @@
+"""Per-attempt task logs through the real command: contents, layout, laziness, modes."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchdeps.tasklogs import safe_params_component
+
+sys.path.insert(0, os.path.dirname(__file__))
+from produtil import add_prod_pipeline, all_files  # noqa: E402
+
+FLAKY_DIR = "logs/Flaky/name=f,fails=9"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_each_attempt_log_holds_stdout_stderr_logging_child_output_and_error(
+        project: Any, workers: str) -> None:
+    add_prod_pipeline(project)
+    done = project.run("run", "Flaky", "--fails", "9", "--workers", workers)
+    assert done.returncode == 1
+    logs = project.root / FLAKY_DIR
+    assert sorted(p.name for p in logs.iterdir()) == ["1.log", "2.log", "3.log", "4.log"]
+    for n in (1, 2, 3, 4):
+        text = (logs / f"{n}.log").read_text()
+        assert text.startswith(f"# Flaky(name=f, fails=9) attempt {n} of run ")
+        for line in (f"stdout of attempt {n}", f"stderr of attempt {n}",
+                     f"INFO prod.flaky: logging of attempt {n}", f"child process output {n}",
+                     f"RuntimeError: failure number {n}"):
+            assert line in text, (n, line, text)
+        assert text.endswith(f"# attempt {n} failed: RuntimeError: failure number {n}\n")
+    # the task's words went to its log, not to the terminal; the summary points at the log
+    assert "stdout of attempt" not in done.stdout + done.stderr
+    assert f"log {project.root / FLAKY_DIR / '4.log'}]" in done.stdout
+    assert f"(log {project.root / FLAKY_DIR / '4.log'})" in done.stderr
+
+
+def test_batchdeps_own_lines_stay_on_the_terminal_after_an_inline_attempt(project: Any) -> None:
+    add_prod_pipeline(project)
+    done = project.run("run", "Flaky", "--fails", "1")
+    assert done.returncode == 0
+    assert "built Flaky(name=f, fails=1)" in done.stderr  # fd 2 was given back
+    assert "batchdeps: 1 task(s): 1 built" in done.stdout  # fd 1 too
+    for log in (project.root / "logs").rglob("*.log"):
+        assert "built Flaky" not in log.read_text()
+        assert "task(s):" not in log.read_text()
+
+
+def test_a_quiet_successful_attempt_makes_no_log_file(project: Any) -> None:
+    add_prod_pipeline(project)
+    done = project.run("run", "Quiet")
+    assert done.returncode == 0
+    assert all_files(project.root / "logs") == []  # nor a scratch file left behind
+
+
+def test_task_logs_always_keeps_a_file_for_every_attempt(project: Any) -> None:
+    add_prod_pipeline(project, 'task_logs = "always"\n')
+    done = project.run("run", "Quiet")
+    assert done.returncode == 0
+    assert all_files(project.root / "logs") == ["Quiet/n=0/1.log"]
+    text = (project.root / "logs/Quiet/n=0/1.log").read_text()
+    assert text.startswith("# Quiet(n=0) attempt 1 of run ")
+
+
+def test_task_logs_off_leaves_output_on_the_terminal(project: Any) -> None:
+    add_prod_pipeline(project, 'task_logs = "off"\n')
+    done = project.run("run", "Flaky", "--fails", "1")
+    assert done.returncode == 0
+    assert "stdout of attempt 1" in done.stdout
+    assert "stderr of attempt 2" in done.stderr
+    assert not (project.root / "logs").exists()
+
+
+def test_log_dir_from_config_is_relative_to_the_config_file(project: Any, tmp_path: Path) -> None:
+    add_prod_pipeline(project, 'log_dir = "var/task-logs"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    import subprocess
+
+    done = subprocess.run(project.command("run", "Flaky", "--fails", "1", "--config",
+                                          str(project.root / "config.toml")),
+                          cwd=elsewhere, env=project.env, text=True, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert all_files(project.root / "var/task-logs") == ["Flaky/name=f,fails=1/1.log",
+                                                         "Flaky/name=f,fails=1/2.log"]
+
+
+def test_timed_out_attempt_log_keeps_what_it_wrote_and_says_why(project: Any) -> None:
+    add_prod_pipeline(project)
+    done = project.run("run", "TimesOut", SLEEP="30")
+    assert done.returncode == 1
+    text = (project.root / "logs/TimesOut/_/1.log").read_text()
+    assert text.startswith("# TimesOut() attempt 1 of run ")
+    assert "half written, now sleeping" in text
+    assert text.endswith("# attempt 1 failed: timed out after 1 s\n")
+    assert all_files(project.root / "logs") == ["TimesOut/_/1.log"]  # scratch files removed
+
+
+def test_an_interrupted_attempt_is_logged(project: Any) -> None:
+    import signal
+
+    from produtil import journal_events, wait_for
+
+    add_prod_pipeline(project)
+    process = project.popen("run", "Slow", "--workers", "2", SLEEP="30")
+    wait_for(lambda: bool(journal_events(project, "sleeping")), 30, "the task to start")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    text = (project.root / "logs/Slow/_/1.log").read_text()
+    assert "half written, now sleeping" in text and "# interrupted" in text
+
+
+def test_params_component_is_one_safe_distinct_path_part() -> None:
+    ids = ["Load(path=a/b, when=2026-11-24T00:00:00)", "Load(path=a_b, when=x)",
+           "Load(path=../.., when=x)", "Load(path=" + "x" * 400 + ")",
+           "Load(path=" + "x" * 400 + "y)", "Load()", "Load(path=.hidden)",
+           "Load(path=sp ace, q=%2F)"]
+    parts = [safe_params_component(task_id) for task_id in ids]
+    assert len(set(parts)) == len(parts)
+    for part in parts:
+        assert "/" not in part and "\0" not in part and " " not in part
+        assert part not in (".", "..") and not part.startswith(".")
+        assert 0 < len(part) <= 150
+        assert re.fullmatch(r"[A-Za-z0-9=,+\-_@%.]+", part), part
+    assert parts[0] == "path=a%2Fb,when=2026-11-24T00%3A00%3A00"
+    assert parts[5] == "_"
