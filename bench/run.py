@@ -290,18 +290,21 @@ def case_memory(bench: Bench) -> None:
         bench.rows.append(row)
 
 
-def case_optional(bench: Bench, name: str, module: str) -> None:
-    """Cases built on pieces that land separately (lock server, S3): run if present."""
-    path = HERE / f"{module}.py"
-    if not path.exists():
-        print(f"[{name}] skipped: bench/{module}.py is not there yet", flush=True)
-        bench.rows.append(Row(name, f"{name}: not measured", Series(),
-                              note=f"bench/{module}.py not available in this checkout"))
-        return
-    import importlib
+def case_locks(bench: Bench) -> None:
+    """Case 4: the lock server against luigid (bench/remote_cases.py)."""
+    import remote_cases
 
-    loaded = importlib.import_module(module)
-    for row in loaded.bench_rows(bench, Row):
+    sizes = [1_000] if bench.args.quick else [1_000, 10_000]
+    for row in remote_cases.case_locks(bench, Row, interleave, sizes, luigi_size=1_000):
+        bench.rows.append(row)
+        _report_progress(row)
+
+
+def case_s3(bench: Bench) -> None:
+    """Case 5: the completeness check of 2,000 S3 objects on moto's server."""
+    import remote_cases
+
+    for row in remote_cases.case_s3(bench, Row, interleave, 200 if bench.args.quick else 2_000):
         bench.rows.append(row)
         _report_progress(row)
 
@@ -479,9 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         if "workers" in cases:
             case_workers(bench, 40 if args.quick else 200)
         if "locks" in cases:
-            case_optional(bench, "locks", "lock_bench")
+            case_locks(bench)
         if "s3" in cases:
-            case_optional(bench, "s3", "s3_bench")
+            case_s3(bench)
         if "startup" in cases:
             case_startup(bench)
         if "memory" in cases:

@@ -99,3 +99,26 @@ class AllSleepers(bd.WrapperTask):
 
     def requires(self) -> list[Sleeper]:
         return [Sleeper(n=i, ms=self.ms, root=self.root) for i in range(self.size)]
+
+
+class S3Part(bd.Task):
+    """One object under `prefix` (an s3:// URL); the S3 case only checks that it exists."""
+
+    n = bd.IntParameter()
+    prefix = bd.Parameter()
+
+    def output(self) -> bd.Target:
+        return bd.FileTarget(f"{self.prefix}/part-{self.n:05d}.csv")
+
+    def run(self) -> None:
+        _write(self.output(), f"{self.n}\n")
+
+
+class AllS3Parts(bd.WrapperTask):
+    """A wrapper over `size` S3 objects."""
+
+    size = bd.IntParameter()
+    prefix = bd.Parameter()
+
+    def requires(self) -> list[S3Part]:
+        return [S3Part(n=i, prefix=self.prefix) for i in range(self.size)]

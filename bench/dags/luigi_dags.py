@@ -86,3 +86,39 @@ class AllSleepers(luigi.WrapperTask):
 
     def requires(self):
         return [Sleeper(n=i, ms=self.ms, root=self.root) for i in range(self.size)]
+
+
+def _s3_client():
+    from luigi.contrib.s3 import S3Client
+
+    return S3Client(endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1")
+
+
+class S3Part(luigi.Task):
+    n = luigi.IntParameter()
+    prefix = luigi.Parameter()
+
+    def output(self):
+        from luigi.contrib.s3 import S3Target
+
+        return S3Target(f"{self.prefix}/part-{self.n:05d}.csv", client=_client())
+
+    def run(self):
+        _write(self.output(), f"{self.n}\n")
+
+
+_CLIENT = []
+
+
+def _client():
+    if not _CLIENT:
+        _CLIENT.append(_s3_client())
+    return _CLIENT[0]
+
+
+class AllS3Parts(luigi.WrapperTask):
+    size = luigi.IntParameter()
+    prefix = luigi.Parameter()
+
+    def requires(self):
+        return [S3Part(n=i, prefix=self.prefix) for i in range(self.size)]
