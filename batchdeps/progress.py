@@ -134,9 +134,10 @@ class ProgressListener:
             return written
 
     def attach(self, logger: logging.Logger) -> None:
-        """Route the logger's terminal handlers through `write_above`."""
+        """Route the logger's stream handlers through `write_above`."""
         for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream is self.stream:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler.stream, _AboveProgress):
                 handler.setStream(_AboveProgress(self, handler.stream))  # type: ignore[arg-type]
 
 
@@ -168,8 +169,14 @@ def is_terminal(stream: IO[str]) -> bool:
 
 def progress_for(config: Any, log_format: str, logger: logging.Logger,
                  stream: IO[str] | None = None) -> ProgressListener | None:
-    """A ProgressListener attached to `logger` when stderr is a terminal, else None."""
-    stream = stream or sys.stderr
+    """A ProgressListener attached to `logger` when its stream is a terminal, else None.
+
+    The line is drawn on the stream of the logger's first stream handler (batchdeps' own
+    copy of stderr), so it and the log lines share one stream and one lock.
+    """
+    if stream is None:
+        handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+        stream = handlers[0].stream if handlers else sys.stderr
     if config.batchdeps.get("progress", "auto") == "off" or log_format == "json":
         return None
     if not is_terminal(stream):
