@@ -47,6 +47,8 @@ class ProgressListener:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._pid = os.getpid()
+        self._drawn_at = float("-inf")
+        self.min_gap = 0.1  # seconds between redraws caused by events (many tasks, one line)
 
     # -- counting -----------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
@@ -68,10 +70,11 @@ class ProgressListener:
                 else:
                     self.skipped += 1
             elif isinstance(event, RunFinished):
+                self.draw(final=True)  # the last state stays on screen, above the summary
                 self._stop.set()
-                self._clear()
                 return
-            self.draw()
+            if self.clock() - self._drawn_at >= self.min_gap:
+                self.draw()
 
     def line(self) -> str:
         """The progress line as text (no terminal control characters)."""
@@ -88,25 +91,17 @@ class ProgressListener:
         return f"batchdeps: {', '.join(parts)} | {_clock_text(elapsed)} elapsed, {left} left"
 
     # -- drawing ------------------------------------------------------------------------
-    def draw(self) -> None:
+    def draw(self, final: bool = False) -> None:
         with self.lock:
             if self._stop.is_set():
                 return
             try:
-                self.stream.write(_CLEAR + self.line())
+                self.stream.write(_CLEAR + self.line() + ("\n" if final else ""))
                 self.stream.flush()
             except (OSError, ValueError):
                 return
-            self._shown = True
-
-    def _clear(self) -> None:
-        if self._shown:
-            try:
-                self.stream.write(_CLEAR)
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
-            self._shown = False
+            self._shown = not final
+            self._drawn_at = self.clock()
 
     def _start_ticker(self) -> None:
         if self._ticker is not None:
@@ -124,14 +119,13 @@ class ProgressListener:
         if os.getpid() != self._pid:  # a forked worker: its lock copy may be held forever
             return stream.write(text)
         with self.lock:
-            shown = self._shown
-            if shown:
-                self._clear()
-            written = stream.write(text)
+            if not self._shown:
+                return stream.write(text)
+            tail = self.line() if text.endswith("\n") else ""
+            stream.write(_CLEAR + text + tail)  # one write: the line never flickers apart
             stream.flush()
-            if shown and text.endswith("\n"):
-                self.draw()
-            return written
+            self._shown = bool(tail)
+            return len(text)
 
     def attach(self, logger: logging.Logger) -> None:
         """Route the logger's stream handlers through `write_above`."""
