@@ -195,8 +195,9 @@ class ProcessPoolExecutor:
             daemon=True,
         )
         process.start()
-        with contextlib.suppress(OSError):  # also here: no window where a kill misses the group
-            os.setpgid(process.pid, process.pid)
+        if process.pid is not None:  # also here: no window where a kill misses the group
+            with contextlib.suppress(OSError):
+                os.setpgid(process.pid, process.pid)
         child_conn.close()
         return _Worker(process, parent_conn)
 

@@ -15,7 +15,8 @@ import os
 import random
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .events import Event, RunFinished
@@ -71,7 +72,8 @@ def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any
     ]
     pipeline = ", ".join(result.requested)
     status = _headline(result)
-    text = f"batchdeps: {pipeline} {status} on {host} (exit {result.exit_code}, run {result.run_id})"
+    text = (f"batchdeps: {pipeline} {status} on {host} "
+            f"(exit {result.exit_code}, run {result.run_id})")
     if failed:
         text += "; failed: " + "; ".join(f"{f['task_id']}: {f['error']}" for f in failed[:10])
         if len(failed) > 10:
@@ -134,7 +136,7 @@ class Notifier:
         for attempt in range(1, attempts + 1):
             try:
                 send()
-            except Exception as exc:  # noqa: BLE001 - an alert must never break the run
+            except Exception as exc:
                 retry = getattr(exc, "retry", True)
                 if attempt >= attempts or not retry:
                     log.error("alert via %s failed after %d attempt(s): %s", what, attempt, exc,
@@ -185,7 +187,7 @@ class Notifier:
         })
         try:
             done = subprocess.run(command, shell=True, input=body, cwd=self.cwd, env=env,
-                                  timeout=self.timeout, capture_output=True)
+                                  check=False, timeout=self.timeout, capture_output=True)
         except subprocess.TimeoutExpired:
             raise DeliveryError(f"timed out after {self.timeout:g} s") from None
         except OSError as exc:

@@ -12,7 +12,8 @@ import os
 import sys
 import threading
 import time
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from .events import Event, RunFinished, RunStarted, TaskFinished, TaskRetrying, TaskStarted
 from .result import Status

@@ -219,7 +219,7 @@ class TaskLogs:
 class _Capture:
     """Redirects fds 1 and 2 and the root logger into the scratch file for one attempt."""
 
-    __slots__ = ("logs", "task_id", "attempt", "log_path", "header_size")
+    __slots__ = ("attempt", "header_size", "log_path", "logs", "task_id")
 
     def __init__(self, logs: TaskLogs, task_id: str, attempt: int, log_path: str) -> None:
         self.logs = logs
@@ -235,7 +235,7 @@ class _Capture:
         os.ftruncate(fd, 0)
         started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
         header = (f"{logs.header(self.task_id, self.attempt)}, pid {os.getpid()}, "
-                  f"started {started}\n").encode("utf-8")
+                  f"started {started}\n").encode()
         os.write(fd, header)
         self.header_size = len(header)
         os.dup2(fd, 1)

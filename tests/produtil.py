@@ -6,9 +6,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Every run() appends "event<TAB>task_id<TAB>pid" lines to $JOURNAL (see conftest's demo).
 PROD_PIPELINE = '''
@@ -213,7 +214,7 @@ class WebhookServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 outer.paths.append(self.path)

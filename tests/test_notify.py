@@ -13,7 +13,7 @@ from batchdeps.notify import Notifier, alert_payload, redact_url
 from batchdeps.result import BuildResult, Status, TaskResult
 
 sys.path.insert(0, os.path.dirname(__file__))
-from produtil import WebhookServer, add_prod_pipeline, closed_port  # noqa: E402
+from produtil import WebhookServer, add_prod_pipeline, closed_port
 
 FAST = "retries = {retries}\nretry_delay = 0.01\ntimeout = 5\n"
 

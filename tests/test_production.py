@@ -19,8 +19,12 @@ from batchdeps.events import AttemptFailed, RunFinished, TaskFinished, TaskRetry
 from batchdeps.runner import retry_delay
 
 sys.path.insert(0, os.path.dirname(__file__))
-from produtil import (  # noqa: E402
-    add_prod_pipeline, all_files, journal_events, pid_gone, wait_for,
+from produtil import (
+    add_prod_pipeline,
+    all_files,
+    journal_events,
+    pid_gone,
+    wait_for,
 )
 
 FLAKY = "Flaky(name=f, fails={})"
