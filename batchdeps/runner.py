@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable
 
 from .errors import BatchdepsError, LeaseLostError
 from .events import (
-    AttemptFailed, Event, Listener, RunFinished, RunStarted, TaskFinished, TaskRetrying, TaskStarted,
-    TaskWaiting,
+    AttemptFailed, Event, Listener, RunFinished, RunStarted, TaskFinished, TaskRetrying,
+    TaskStarted, TaskWaiting,
 )
 from .executors import InlineExecutor, Outcome
 from .locks.base import Lease, LockProvider
@@ -68,6 +68,7 @@ class _State:
     contended: bool = False
     duration: float = 0.0
     leases_lost: int = 0  # times another holder took the lease mid-attempt
+    log_path: str | None = None  # the current attempt's log file (made only if needed)
 
 
 def retry_delay(attempt: int, delay: float, backoff: float, cap: float,
@@ -212,6 +213,7 @@ class Runner:
         for target in step.outputs:
             target.cleanup_stale()
         log_path = self.options.log_path_for(step, state.attempts) if self.options.log_path_for else None
+        state.log_path = log_path
         self.emit(TaskStarted(self.options.run_id, task.task_id, task.family(), state.attempts,
                               step.reason))
         self.executor.submit(step, state.attempts, log_path, self.option(step, "timeout"))
@@ -282,8 +284,7 @@ class Runner:
             if outcome.timed_out:
                 for target in step.outputs:
                     target.cleanup_stale()
-        log_path = (self.options.log_path_for(step, state.attempts)
-                    if self.options.log_path_for else None)
+        log_path = state.log_path
         self.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
                                 state.attempts, tail or error, log_path, outcome.timed_out))
         if (state.lease is not None and state.lease.lost and not self._stop_requested
@@ -372,8 +373,7 @@ class Runner:
                tail: str = "", reason: str = "", missing_paths: list[str] | None = None,
                holder: str = "") -> None:
         state = self._states[step.index]
-        log_path = (self.options.log_path_for(step, attempts)
-                    if self.options.log_path_for and attempts else None)
+        log_path = state.log_path if attempts else None
         if log_path is not None and not os.path.exists(log_path):
             log_path = None  # per-attempt logs are made only when there is something in them
         self.result.tasks[step.task_id] = TaskResult(
