@@ -152,6 +152,36 @@ def describe(exc: BaseException) -> str:
 
 
 # -- requests --------------------------------------------------------------------------
+_s3fs_hooked = False
+
+
+def _retry_s3fs_reads() -> None:
+    """Make s3fs retry throttling and 5xx answers on reads, and log each retry.
+
+    Reads go through s3fs, which retries only a few error types by itself; since botocore's
+    own retries are switched off (see `DEFAULT_CONFIG_KWARGS`), a 503 on an input would
+    otherwise fail the task at once. s3fs's hook is process-wide: a handler set before is
+    kept and asked first.
+    """
+    global _s3fs_hooked
+    if _s3fs_hooked:
+        return
+    import s3fs.core
+
+    previous = s3fs.core.CUSTOM_ERROR_HANDLER
+
+    def should_retry(exc: Exception) -> bool:
+        if previous(exc):
+            return True
+        if is_transient(exc):
+            log.warning("S3 read failed (%s); s3fs retries it", describe(exc))
+            return True
+        return False
+
+    s3fs.core.set_custom_error_handler(should_retry)
+    _s3fs_hooked = True
+
+
 async def _call(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
     """One S3 API call, retried with backoff on transient errors."""
     await fs.set_session()
@@ -387,7 +417,9 @@ class S3Target(FsspecTarget):
     @property
     def fs(self) -> Any:
         merged = {**self._storage.options.get("s3", {}), **self._options}
-        return self._storage.filesystem("s3", s3_options(merged))
+        fs = self._storage.filesystem("s3", s3_options(merged))
+        _retry_s3fs_reads()
+        return fs
 
     def _filesystem_for_check(self) -> Any:
         try:

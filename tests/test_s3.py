@@ -185,6 +185,30 @@ def test_retries_are_bounded_then_an_error(bucket: str, moto_server: MotoServer)
     assert proxy.served == s3.MAX_ATTEMPTS
 
 
+def test_reads_retry_throttling_and_5xx_within_a_bound_and_log_it(
+    bucket: str, moto_server: MotoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    boto_client(moto_server.endpoint).put_object(Bucket=bucket, Key="r/in.csv", Body=b"input")
+    proxy = FaultProxy(moto_server.port, ["503", "slowdown", "503"])
+    try:
+        storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
+        with caplog.at_level(logging.WARNING, logger="batchdeps.s3"), \
+                bd.FileTarget(f"s3://{bucket}/r/in.csv", storage=storage).open("rb") as src:
+            assert src.read() == b"input"
+    finally:
+        proxy.stop()
+    assert proxy.served == 3
+    assert len([r for r in caplog.records if "retries it" in r.getMessage()]) == 3
+    proxy = FaultProxy(moto_server.port, ["503"] * 50)
+    try:
+        storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
+        with pytest.raises(TargetError, match="HTTP 503"):
+            bd.FileTarget(f"s3://{bucket}/r/in.csv", storage=storage).open("rb")
+    finally:
+        proxy.stop()
+    assert 1 < proxy.served <= 2 * s3.MAX_ATTEMPTS  # retried, then gave up
+
+
 # -- uploads -----------------------------------------------------------------------------
 def test_multipart_output_of_21_mb_round_trips(bucket: str, moto_endpoint: str,
                                                s3_storage: Storage, _own_spool: Path) -> None:
