@@ -111,6 +111,19 @@ def test_object_made_a_moment_ago_by_another_client_is_seen(
     assert check_exists(targets[3:5]) == [True, False]  # small groups: HEADs
 
 
+def _count_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the S3 API method of every request batchdeps makes (they still reach S3)."""
+    methods: list[str] = []
+    real_call = s3._call
+
+    async def counting(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
+        methods.append(method)
+        return await real_call(fs, method, url, **kwargs)
+
+    monkeypatch.setattr(s3, "_call", counting)
+    return methods
+
+
 def test_batched_check_pages_through_listings_and_falls_back_to_heads(
     bucket: str, moto_endpoint: str, s3_storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,14 +131,47 @@ def test_batched_check_pages_through_listings_and_falls_back_to_heads(
     for i in range(60):
         if i % 4:
             client.put_object(Bucket=bucket, Key=f"p/{i:03d}", Body=b"1")
-        client.put_object(Bucket=bucket, Key=f"p/{i:03d}-noise", Body=b"1")
+        for noise in range(3):
+            client.put_object(Bucket=bucket, Key=f"p/{i:03d}-noise{noise}", Body=b"1")
     client.put_object(Bucket=bucket, Key="p/sub/deep", Body=b"1")
-    monkeypatch.setattr(s3, "LIST_PAGE_SIZE", 7)  # many pages, and a page budget that runs out
+    monkeypatch.setattr(s3, "LIST_PAGE_SIZE", 7)  # many pages
+    methods = _count_requests(monkeypatch)
+    # Dense: every wanted key is found by paging through the listing.
     wanted = list(range(0, 60, 2)) + [75, 99]
     targets = [bd.FileTarget(f"s3://{bucket}/p/{i:03d}", storage=s3_storage) for i in wanted]
     expected = [i < 60 and i % 4 != 0 for i in wanted]
     assert check_exists(targets) == expected
+    assert methods.count("list_objects_v2") > 3 and "head_object" not in methods
     assert [t.exists() for t in targets] == expected
+    # Sparse: a few keys far apart use up the page budget; the rest are checked by HEAD.
+    methods.clear()
+    wanted = [1, 20, 41, 59, 75]
+    targets = [bd.FileTarget(f"s3://{bucket}/p/{i:03d}", storage=s3_storage) for i in wanted]
+    assert check_exists(targets) == [True, False, True, True, False]
+    assert "list_objects_v2" in methods and "head_object" in methods
+
+
+def test_batched_check_keeps_keys_that_share_a_prefix_and_odd_characters_apart(
+    bucket: str, moto_endpoint: str, s3_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = boto_client(moto_endpoint)
+    odd = ["a b", "a+b", "a%20b", "a&b", "<x>", "é", "日本.csv", "a#b", "a?b", "1.", "1-"]
+    present = [f"w/{i}" for i in range(0, 1100) if i % 7] + [f"w/{name}" for name in odd[::2]]
+    present += ["w/1/deep", "w/10/deep"]  # "folders" named like wanted keys are not objects
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=b""), present))
+    methods = _count_requests(monkeypatch)
+    # 1,200 wanted keys under one prefix: more than one 1,000-key page, listed in slices;
+    # "w/1", "w/10", "w/100" and "w/1000" sort next to each other and must not be confused.
+    wanted = [f"w/{i}" for i in range(1200)] + [f"w/{name}" for name in odd]
+    targets = [bd.FileTarget(f"s3://{bucket}/{key}", storage=s3_storage) for key in wanted]
+    expected = [key in set(present) for key in wanted]
+    assert check_exists(targets) == expected
+    assert "head_object" not in methods and methods.count("list_objects_v2") >= 2
+    assert [t.exists() for t in targets[:20] + targets[-len(odd):]] == \
+        expected[:20] + expected[-len(odd):]
 
 
 def test_unreachable_endpoint_is_an_error_not_missing(bucket: str) -> None:
