@@ -85,8 +85,12 @@ _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
 def s3_options(options: dict[str, Any]) -> dict[str, Any]:
     """Storage options with batchdeps' retry and timeout defaults filled in."""
     merged = dict(options)
+    given = merged.get("config_kwargs") or {}
+    if not isinstance(given, dict):
+        raise TargetError(f"cannot use storage 's3': config_kwargs must be a table of botocore "
+                          f"Config options, got {given!r}")
     config_kwargs = dict(DEFAULT_CONFIG_KWARGS)
-    config_kwargs.update(merged.get("config_kwargs") or {})
+    config_kwargs.update(given)
     merged["config_kwargs"] = config_kwargs
     # Storage keeps its own instances; fsspec's shared cache would hand a target another
     # Storage's session (and credentials).

@@ -92,6 +92,14 @@ def test_no_credentials_is_a_check_error_naming_the_url(
         target.exists()
 
 
+def test_config_kwargs_that_is_not_a_table_is_a_clear_check_error() -> None:
+    storage = Storage({"s3": {"endpoint_url": "http://127.0.0.1:9", "config_kwargs": "x"}})
+    with pytest.raises(TargetCheckError, match=r"s3://b/k\.csv: .*config_kwargs must be a table"):
+        bd.FileTarget("s3://b/k.csv", storage=storage).exists()
+    with pytest.raises(TargetCheckError, match="config_kwargs must be a table"):
+        check_exists([bd.FileTarget(f"s3://b/{i}.csv", storage=storage) for i in range(5)])
+
+
 def test_a_bucket_without_key_is_rejected() -> None:
     with pytest.raises(TargetError, match="s3://bucket/key"):
         bd.FileTarget("s3://only-bucket")
