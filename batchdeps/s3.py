@@ -72,6 +72,8 @@ DEFAULT_CONFIG_KWARGS: dict[str, Any] = {
     "retries": {"mode": "standard", "total_max_attempts": 1},
     "connect_timeout": 5,
     "read_timeout": 60,
+    # botocore's pool defaults to 10 connections, which would cap CHECK_CONCURRENCY at 10.
+    "max_pool_connections": CHECK_CONCURRENCY,
 }
 
 _THROTTLE_CODES = frozenset({
