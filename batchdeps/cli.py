@@ -273,12 +273,15 @@ def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any
         default_log_dir=default_log_dir(config), terminal=True, summary=True,
     )
     provider = make_lock_provider(config, common["lock_url"], options.run_id)
-    provider.start()
     try:
+        provider.start()
         executor = make_executor(plan, workers, options, extras.attempt_context)
         runner = Runner(plan, provider, executor, extras.listeners, options)
         with _signals_stop(runner, executor):
             result = runner.run()
+    except BatchdepsError as exc:  # e.g. the lock server is down: no result, still an alert
+        extras.alert_error(exc, options.run_id, [task.task_id])
+        raise
     finally:
         provider.close()
     return result.exit_code

@@ -120,7 +120,20 @@ class Notifier:
 
     def notify(self, result: BuildResult) -> None:
         """Send the alert by every configured way; log, never raise."""
+        self._send(alert_payload(result))
+
+    def notify_error(self, error: BaseException, run_id: str, requested: list[str]) -> None:
+        """Alert about an error that ended the run without a result (lock server down, ...)."""
+        exit_code = int(getattr(error, "exit_code", 1))
+        result = BuildResult(run_id, requested=list(requested))
         payload = alert_payload(result)
+        message = str(error) or type(error).__name__
+        payload.update(status="error", exit_code=exit_code, error=message,
+                       text=f"batchdeps: {payload['pipeline']} stopped by an error on "
+                            f"{payload['host']} (exit {exit_code}, run {run_id}): {message}")
+        self._send(payload)
+
+    def _send(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, default=str).encode("utf-8")
         if self.webhook_url:
             url = self.webhook_url

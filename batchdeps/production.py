@@ -21,6 +21,12 @@ class ProductionSetup:
 
     listeners: list[Listener] = field(default_factory=list)
     task_logs: TaskLogs | None = None
+    notifier: Any = None
+
+    def alert_error(self, error: BaseException, run_id: str, requested: list[str]) -> None:
+        """Alert about an error that stopped the run before it could finish (no result)."""
+        if self.notifier is not None:
+            self.notifier.notify_error(error, run_id, requested)
 
     @property
     def attempt_context(self) -> Any:
@@ -66,6 +72,15 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
     task_logs = task_logs_from(config, default_dir=default_log_dir,
                                level=level if isinstance(level, int) else logging.INFO,
                                run_id=options.run_id, log_dir=log_dir)
+    if task_logs is not None and not _writable(task_logs.log_dir):
+        where = task_logs.log_dir
+        if log_dir or "log_dir" in config.batchdeps:
+            from .errors import ConfigError
+
+            raise ConfigError(f"{config.where()}: [batchdeps] log_dir {where}: cannot create "
+                              "or write that folder; fix it or set task_logs = \"off\"")
+        logger.warning("task logs are off: cannot write %s; set [batchdeps] log_dir", where)
+        task_logs = None
     if task_logs is not None:
         options.log_path_for = task_logs.path_for
         setup.task_logs = task_logs
@@ -78,8 +93,17 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
         setup.listeners.append(SummaryListener())
     notifier = notifier_from(config)
     if notifier is not None:
+        setup.notifier = notifier
         setup.listeners.append(notifier)
     return setup
+
+
+def _writable(folder: str) -> bool:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def default_log_dir(config: Any) -> str:

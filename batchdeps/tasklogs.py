@@ -229,8 +229,16 @@ class _Capture:
         self.header_size = 0
 
     def __enter__(self) -> _Capture:
+        fd = self.logs._prepare_process()
+        try:
+            self._redirect(fd)
+        except BaseException:  # a stop signal can land half-way: never leave fds pointed away
+            self._restore()
+            raise
+        return self
+
+    def _redirect(self, fd: int) -> None:
         logs = self.logs
-        fd = logs._prepare_process()
         _flush_std_streams()
         os.ftruncate(fd, 0)
         started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -244,7 +252,6 @@ class _Capture:
         sys.stdout, sys.stderr = logs._fd_streams
         if logs._handler is not None:
             logging.getLogger().addHandler(logs._handler)
-        return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         logs = self.logs

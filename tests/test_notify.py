@@ -155,3 +155,18 @@ def test_payload_and_redaction() -> None:
     assert payload["failed"] == [] and payload["host"] == "h1"
     assert redact_url("https://hooks.example.com:8443/services/T0/B0/SECRET?x=1") == \
         "https://hooks.example.com:8443/..."
+
+
+def test_run_stopped_by_an_error_is_alerted_with_the_error(project: Any) -> None:
+    with WebhookServer() as server:
+        add_prod_pipeline(project, notify_config(server.url))
+        port = closed_port()
+        done = project.run("run", "Quiet", "--lock-url", f"http://127.0.0.1:{port}",
+                           timeout=120)
+    assert done.returncode not in (0, 2)
+    assert "Traceback" not in done.stderr
+    assert len(server.received) == 1
+    alert = server.received[0]["json"]
+    assert alert["status"] == "error" and alert["exit_code"] == done.returncode
+    assert alert["pipeline"] == "Quiet(n=0)"
+    assert str(port) in alert["error"] or "lock server" in alert["error"]

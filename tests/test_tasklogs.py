@@ -132,3 +132,12 @@ def test_params_component_is_one_safe_distinct_path_part() -> None:
         assert re.fullmatch(r"[A-Za-z0-9=,+\-_@%.]+", part), part
     assert parts[0] == "path=a%2Fb,when=2026-11-24T00%3A00%3A00"
     assert parts[5] == "_"
+
+
+def test_log_dir_that_cannot_be_written_is_a_config_error(project: Any) -> None:
+    add_prod_pipeline(project, 'log_dir = "config.toml/logs"\n')  # under a file: impossible
+    done = project.run("run", "Quiet")
+    assert done.returncode == 2
+    assert "[batchdeps] log_dir" in done.stderr and "cannot create or write" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (project.root / "out").exists()  # nothing ran
