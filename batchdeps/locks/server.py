@@ -70,6 +70,34 @@ class RateLimiter:
         return True
 
 
+class GroupSync:
+    """Makes grants durable before they are announced, with one fsync for all that piled up.
+
+    While one fsync runs in a thread the event loop keeps serving; the grants committed
+    meanwhile wait for the next fsync together.
+    """
+
+    def __init__(self, store: LeaseStore) -> None:
+        self.store = store
+        self.synced = 0  # store.grants covered by a finished fsync
+        self._running: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        target = self.store.grants
+        while self.synced < target:
+            if self._running is None:
+                self._running = asyncio.ensure_future(self._sync())
+            await asyncio.shield(self._running)
+
+    async def _sync(self) -> None:
+        upto = self.store.grants
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.sync)
+            self.synced = max(self.synced, upto)
+        finally:
+            self._running = None
+
+
 class LockServer:
     """Routes of the lock protocol over one LeaseStore."""
 
@@ -77,6 +105,7 @@ class LockServer:
         self.store = store
         self.token = token.encode()
         self.limiter = RateLimiter(rate, max(rate, 1.0))
+        self.durable = GroupSync(store)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=p.MAX_BODY_BYTES,
@@ -132,6 +161,8 @@ class LockServer:
         req = p.parse_acquire(await self._body(request))
         granted, lease = self.store.acquire(req.key, req.holder, req.ttl)
         assert lease is not None
+        if granted:
+            await self.durable.wait()
         body = _lease_json(lease, time.time())
         body["granted"] = granted
         if not granted:
@@ -143,6 +174,7 @@ class LockServer:
         lease = self.store.acquire_resource(req.name, req.slots, req.holder, req.ttl)
         if lease is None:
             return web.json_response({"granted": False, "name": req.name})
+        await self.durable.wait()
         body = _lease_json(lease, time.time())
         body["granted"] = True
         return web.json_response(body)
