@@ -252,3 +252,27 @@ def test_a_listener_that_raises_changes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert isinstance(recorder.events[-1], RunFinished)
     assert (tmp_path / "twice.txt").read_text() == "ok\n"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_releases_lock_server_leases_at_once(project: Any, tmp_path: Path,
+                                                     workers: str) -> None:
+    from lockutil import TOKEN, LockServer
+
+    server = LockServer(tmp_path / "locks.db").start()
+    try:
+        # a lease left behind would hold the task for 60 s; the rerun waits only 5 s
+        add_prod_pipeline(project, f'\n[lock]\nurl = "{server.url}"\nttl = 60\n')
+        env = {"BATCHDEPS_LOCK_TOKEN": TOKEN, "SLEEP": "30"}
+        process = project.popen("run", "Slow", "--workers", workers, **env)
+        wait_for(lambda: bool(journal_events(project, "sleeping")), 30, "the task to start")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 130, out + err
+        assert all_files(project.root / "out") == []
+        again = project.run("run", "Slow", "--workers", workers, "--wait-timeout", "5",
+                            **{**env, "SLEEP": "0"})
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "built Slow()" in again.stderr
+    finally:
+        server.stop()
