@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 MODES = ("auto", "always", "off")
 SCRATCH_DIR = ".scratch"
+SCRATCH_MAX_AGE = 24 * 3600.0  # a scratch folder untouched this long belongs to a dead run
 _MAX_COMPONENT = 150
 _COPY_CHUNK = 1 << 20
 
@@ -162,6 +164,7 @@ class TaskLogs:
     def on_event(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.run_id = self.run_id or event.run_id
+            self._remove_abandoned_scratch()
         elif isinstance(event, AttemptFailed) and event.log_path and self.mode != "off":
             self._note_failure(event)
         elif isinstance(event, RunFinished):
@@ -199,6 +202,24 @@ class TaskLogs:
             except OSError:
                 continue
         return None
+
+    def _remove_abandoned_scratch(self, max_age: float = SCRATCH_MAX_AGE) -> None:
+        """Remove scratch folders of runs killed with -9 (untouched for `max_age` s)."""
+        root = os.path.join(self.log_dir, SCRATCH_DIR)
+        try:
+            runs = os.listdir(root)
+        except OSError:
+            return
+        now = time.time()
+        for run in runs:
+            folder = os.path.join(root, run)
+            try:
+                newest = max([os.stat(folder).st_mtime] + [
+                    entry.stat().st_mtime for entry in os.scandir(folder)])
+            except OSError:
+                continue
+            if now - newest > max_age:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _close_scratch(self) -> None:
         if self._pid == os.getpid():

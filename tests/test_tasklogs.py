@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,20 @@ def test_log_dir_that_cannot_be_written_is_a_config_error(project: Any) -> None:
     assert "[batchdeps] log_dir" in done.stderr and "cannot create or write" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (project.root / "out").exists()  # nothing ran
+
+
+def test_scratch_left_by_a_killed_run_is_removed_a_day_later(project: Any) -> None:
+    add_prod_pipeline(project)
+    dead = project.root / "logs/.scratch/deadbeef0000"
+    dead.mkdir(parents=True)
+    (dead / "123.log").write_text("# X() attempt 1 of run deadbeef0000 on h, pid 123\n")
+    recent = project.root / "logs/.scratch/cafe00000000"
+    recent.mkdir()
+    (recent / "456.log").write_text("# Y() attempt 1 of run cafe00000000 on h, pid 456\n")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for path in (dead / "123.log", dead):
+        os.utime(path, (two_days_ago, two_days_ago))
+    done = project.run("run", "Quiet")
+    assert done.returncode == 0
+    assert not dead.exists()
+    assert (recent / "456.log").exists()  # may belong to a run still going
