@@ -104,13 +104,14 @@ def test_timed_out_attempt_log_keeps_what_it_wrote_and_says_why(project: Any) ->
     assert all_files(project.root / "logs") == ["TimesOut/_/1.log"]  # scratch files removed
 
 
-def test_an_interrupted_attempt_is_logged(project: Any) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_interrupted_attempt_is_logged(project: Any, workers: str) -> None:
     import signal
 
     from produtil import journal_events, wait_for
 
     add_prod_pipeline(project)
-    process = project.popen("run", "Slow", "--workers", "2", SLEEP="30")
+    process = project.popen("run", "Slow", "--workers", workers, SLEEP="30")
     wait_for(lambda: bool(journal_events(project, "sleeping")), 30, "the task to start")
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
