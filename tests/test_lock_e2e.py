@@ -161,3 +161,15 @@ def test_resource_pool_caps_concurrency_across_runners(lock_project: LockProject
         peak = max(peak, running)
     assert peak <= 2
     assert not holder_json(lock_project.server)("resource:warehouse:0")["held"]
+
+
+def test_server_gone_for_good_mid_run_stops_the_run_without_committing(
+        lock_project: LockProject) -> None:
+    running = lock_project.start("Slow", "--workers", "2", SLEEP_SLOW="3")
+    wait_for(lambda: _started(lock_project, "Slow()"), what="the run to start Slow")
+    lock_project.server.kill9()
+    code, text = _finish([running])[0]
+    assert code == 1, text
+    assert "lost" in text and "cannot be reached" in text, text
+    assert "Traceback" not in text
+    assert not (lock_project.root / "out" / "slow.txt").exists()
