@@ -9,6 +9,7 @@ Cost is O(tasks + edges).
 
 from __future__ import annotations
 
+import gc
 import graphlib
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -96,6 +97,19 @@ def resolve(requested: Iterable[Task], force: bool = False) -> Plan:
         CycleError: tasks that must run require each other in a cycle.
         TargetCheckError: existence of a target could not be decided.
     """
+    # The walk allocates several objects per task and frees almost none, which makes the
+    # cyclic garbage collector rescan every object so far again and again: half the time
+    # at 100,000 tasks. Nothing made here is cyclic garbage, so it waits until the end.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _resolve(requested, force)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _resolve(requested: Iterable[Task], force: bool) -> Plan:
     roots = list(dict.fromkeys(requested))
     for task in roots:
         if not isinstance(task, Task):
