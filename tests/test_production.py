@@ -209,7 +209,7 @@ class _TwiceFlaky(bd.Task):
         return bd.FileTarget(f"{self.folder}/twice.txt")
 
     def run(self) -> None:
-        counter = Path(self.folder) / "attempts"
+        counter = Path(str(self.folder)) / "attempts"
         n = int(counter.read_text()) + 1 if counter.exists() else 1
         counter.write_text(str(n))
         print(f"attempt {n} says hello")
