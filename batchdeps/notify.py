@@ -9,10 +9,12 @@ interrupted). A delivery that keeps failing is logged; it never changes the exit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -199,16 +201,24 @@ class Notifier:
             "BATCHDEPS_TEXT": str(payload["text"]),
         })
         try:
-            done = subprocess.run(command, shell=True, input=body, cwd=self.cwd, env=env,
-                                  check=False, timeout=self.timeout, capture_output=True)
-        except subprocess.TimeoutExpired:
-            raise DeliveryError(f"timed out after {self.timeout:g} s") from None
+            # a session of its own: on timeout the whole group goes, so a child that keeps
+            # the pipes open cannot keep the run waiting
+            process = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       cwd=self.cwd, env=env, start_new_session=True)
         except OSError as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
-        if done.returncode != 0:
-            err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        try:
+            _, stderr = process.communicate(body, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise DeliveryError(f"timed out after {self.timeout:g} s") from None
+        if process.returncode != 0:
+            err = stderr.decode("utf-8", "replace").strip().splitlines()
             detail = f": {err[-1]}" if err else ""
-            raise DeliveryError(f"exit code {done.returncode}{detail}")
+            raise DeliveryError(f"exit code {process.returncode}{detail}")
 
 
 def notifier_from(config: Any) -> Notifier | None:

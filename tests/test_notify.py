@@ -170,3 +170,16 @@ def test_run_stopped_by_an_error_is_alerted_with_the_error(project: Any) -> None
     assert alert["status"] == "error" and alert["exit_code"] == done.returncode
     assert alert["pipeline"] == "Quiet(n=0)"
     assert str(port) in alert["error"] or "lock server" in alert["error"]
+
+
+def test_command_that_hangs_is_killed_after_its_timeout(project: Any) -> None:
+    # the shell's child keeps the pipes open: only killing the group ends it
+    add_prod_pipeline(project, "\n[notify]\ncommand = \"sleep 60 & echo $! > alert.pid; wait\"\n"
+                      "retries = 0\ntimeout = 1\n")
+    done = project.run("run", "Flaky", "--fails", "9", timeout=40)
+    assert done.returncode == 1
+    assert "failed after 1 attempt(s): timed out after 1 s" in done.stderr
+    from produtil import pid_gone, wait_for
+
+    child = int((project.root / "alert.pid").read_text())
+    wait_for(lambda: pid_gone(child), 10, "the alert command's child to die")
