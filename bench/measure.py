@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import time
@@ -20,29 +21,45 @@ class Sample:
     cpu_seconds: float = 0.0  # user + system time of the process
 
 
+#: GNU time reports the child's own peak memory. The peak that wait4() reports for a
+#: child of this process is at least this process's own peak: Linux carries the parent's
+#: high-water mark into a forked child across exec.
+GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
+
+
 def run_process(argv: list[str], cwd: str, env: dict[str, str], log_path: str,
                 timeout: float | None = None) -> Sample:
     """Run `argv` to the end; its stdout and stderr go to `log_path` (as under cron)."""
+    rss_file = log_path + ".rss"
+    if GNU_TIME:
+        argv = [GNU_TIME, "-q", "-f", "%M", "-o", rss_file, *argv]
     with open(log_path, "ab") as log:
         started = time.perf_counter()
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=log,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = None if timeout is None else started + timeout
+        timed_out = False
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
             if deadline is not None and time.perf_counter() > deadline:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 pid, status, usage = os.wait4(process.pid, 0)
-                process.returncode = -9
-                return Sample(time.perf_counter() - started, -9, usage.ru_maxrss / 1024, True,
-                              usage.ru_utime + usage.ru_stime)
+                timed_out = True
+                break
             time.sleep(0.002)
         elapsed = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
+    code = -9 if timed_out else os.waitstatus_to_exitcode(status)
     process.returncode = code
-    return Sample(elapsed, code, usage.ru_maxrss / 1024, False, usage.ru_utime + usage.ru_stime)
+    peak = usage.ru_maxrss / 1024
+    if GNU_TIME:
+        try:
+            with open(rss_file) as handle:
+                peak = int(handle.read().split()[-1]) / 1024
+        except (OSError, ValueError, IndexError):
+            pass
+    return Sample(elapsed, code, peak, timed_out, usage.ru_utime + usage.ru_stime)
 
 
 @dataclass

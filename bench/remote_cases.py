@@ -71,6 +71,39 @@ def _stop(process: subprocess.Popen[Any]) -> None:
         process.wait()
 
 
+def _lock_runners(bench: Any, size: int, url: str,
+                  luigid_port: int | None) -> dict[str, Any]:
+    """One fresh tree build each call: through the lock server, local locks, luigid."""
+
+    def one(make: Any, env: dict[str, str] | None = None) -> Sample:
+        root = bench.fresh("locked")
+        saved = bench.env
+        if env:
+            bench.env = {**saved, **env}
+        try:
+            sample = bench.run(make(root))
+        finally:
+            bench.env = saved
+        made = sum(1 for entry in os.scandir(root / "tree") if entry.is_file())
+        if sample.code == 0 and made != size:
+            raise SystemExit(f"lock-server build of {size} made the wrong files")
+        shutil.rmtree(root, ignore_errors=True)
+        return sample
+
+    def args(root: Path) -> list[str]:
+        return ["--size", str(size), "--root", str(root)]
+
+    server_env = {"BATCHDEPS_LOCK_TOKEN": LOCK_TOKEN}
+    return {
+        "server": lambda: one(lambda r: bench.batchdeps(
+            "TreeNode", *args(r), "--lock-url", url), server_env),
+        "local": lambda: one(lambda r: bench.batchdeps("TreeNode", *args(r))),
+        "luigi": lambda: one(lambda r: bench.luigi(
+            "TreeNode", *args(r), "--scheduler-host", "127.0.0.1",
+            "--scheduler-port", str(luigid_port), local=False)),
+    }
+
+
 def case_locks(bench: Any, row_type: Any, interleave: Any, sizes: list[int],
                luigi_size: int) -> list[Any]:
     """A tree build through the lock server, beside the same build with local locks,
@@ -82,35 +115,11 @@ def case_locks(bench: Any, row_type: Any, interleave: Any, sizes: list[int],
         luigid, luigid_port = start_luigid(bench)
     try:
         for size in sizes:
-            def one(make: Any, env: dict[str, str] | None = None) -> Sample:
-                root = bench.fresh("locked")
-                saved = bench.env
-                if env:
-                    bench.env = {**saved, **env}
-                try:
-                    sample = bench.run(make(root))
-                finally:
-                    bench.env = saved
-                made = sum(1 for entry in os.scandir(root / "tree") if entry.is_file())
-                if sample.code == 0 and made != size:
-                    raise SystemExit(f"lock-server build of {size} made the wrong files")
-                shutil.rmtree(root, ignore_errors=True)
-                return sample
-
-            args = lambda r: ["--size", str(size), "--root", str(r)]  # noqa: E731
-            server_env = {"BATCHDEPS_LOCK_TOKEN": LOCK_TOKEN}
             with_luigi = luigid is not None and size <= luigi_size
             reps = bench.args.reps if size <= 10_000 else 1
             series = interleave(
                 {"server": reps, "local": reps, "luigi": reps if with_luigi else 0},
-                {
-                    "server": lambda: one(lambda r: bench.batchdeps(
-                        "TreeNode", *args(r), "--lock-url", url), server_env),
-                    "local": lambda: one(lambda r: bench.batchdeps("TreeNode", *args(r))),
-                    "luigi": lambda: one(lambda r: bench.luigi(
-                        "TreeNode", *args(r), "--scheduler-host", "127.0.0.1",
-                        "--scheduler-port", str(luigid_port), local=False)),
-                },
+                _lock_runners(bench, size, url, luigid_port),
             )
             server_s, local_s = series["server"], series["local"]
             row = row_type("locks", f"build all, tree of {size:,}, lock server / luigid",
@@ -139,8 +148,9 @@ def case_s3(bench: Any, row_type: Any, interleave: Any, count: int) -> list[Any]
 
     moto, endpoint = s3_bench.start_moto()
     try:
-        import boto3
         from concurrent.futures import ThreadPoolExecutor
+
+        import boto3
 
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                               aws_access_key_id="bench", aws_secret_access_key="bench")

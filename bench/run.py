@@ -20,14 +20,15 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import Sample, Series, run_process  # noqa: E402
+from measure import Sample, Series, run_process
 
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
@@ -126,7 +127,6 @@ def interleave(reps: dict[str, int], runners: dict[str, Callable[[], Sample]]) -
 # -- cases ---------------------------------------------------------------------------------
 def case_build(bench: Bench, shape: str, sizes: list[int]) -> None:
     """Build everything: a 10-ary tree or a chain of N tasks, from nothing."""
-    task, folder = ("TreeNode", "tree") if shape == "tree" else ("ChainLink", "chain")
     limit = bench.args.luigi_limit
     last_luigi: tuple[int, float] | None = None
     for size in sizes:
@@ -142,30 +142,8 @@ def case_build(bench: Bench, shape: str, sizes: list[int]) -> None:
         if shape == "chain" and size > 10_000 and luigi_reps:
             luigi_reps, note = 0, "Luigi skipped: a chain this long exceeds its limits"
 
-        def args_for(root: Path) -> list[str]:
-            if shape == "tree":
-                return ["--size", str(size), "--root", str(root)]
-            return ["--n", str(size - 1), "--root", str(root)]
-
-        def one(tool: str, make: Callable[[Path], list[str]], timeout: float | None = None) -> Sample:
-            root = bench.fresh(f"{shape}-{tool}")
-            sample = bench.run(make(root), timeout)
-            target = root / folder if tool != "floor" else root
-            if sample.code == 0 and not sample.timed_out and _count_files(target) != size:
-                raise SystemExit(f"{tool} {shape} {size}: {_count_files(target)} files, "
-                                 f"expected {size}; see {bench.log}")
-            _remove(root)
-            return sample
-
-        series = interleave(
-            {"batchdeps": reps, "luigi": luigi_reps, "floor": reps},
-            {
-                "batchdeps": lambda: one("batchdeps", lambda r: bench.batchdeps(task, *args_for(r))),
-                "luigi": lambda: one("luigi", lambda r: bench.luigi(task, *args_for(r)),
-                                     timeout=limit * 1.5),
-                "floor": lambda: one("floor", lambda r: bench.floor("write", size, r)),
-            },
-        )
+        series = interleave({"batchdeps": reps, "luigi": luigi_reps, "floor": reps},
+                            _build_runners(bench, shape, size))
         luigi_series = series["luigi"] if luigi_reps else None
         if luigi_series is not None and luigi_series.median is not None:
             last_luigi = (size, luigi_series.median)
@@ -183,6 +161,33 @@ def case_build(bench: Bench, shape: str, sizes: list[int]) -> None:
         _report_progress(row)
 
 
+def _build_runners(bench: Bench, shape: str, size: int) -> dict[str, Callable[[], Sample]]:
+    """One fresh build each call, checked for all `size` files, then removed."""
+    task, folder = ("TreeNode", "tree") if shape == "tree" else ("ChainLink", "chain")
+
+    def args_for(root: Path) -> list[str]:
+        if shape == "tree":
+            return ["--size", str(size), "--root", str(root)]
+        return ["--n", str(size - 1), "--root", str(root)]
+
+    def one(tool: str, make: Callable[[Path], list[str]], timeout: float | None = None) -> Sample:
+        root = bench.fresh(f"{shape}-{tool}")
+        sample = bench.run(make(root), timeout)
+        target = root / folder if tool != "floor" else root
+        if sample.code == 0 and not sample.timed_out and _count_files(target) != size:
+            raise SystemExit(f"{tool} {shape} {size}: {_count_files(target)} files, "
+                             f"expected {size}; see {bench.log}")
+        _remove(root)
+        return sample
+
+    return {
+        "batchdeps": lambda: one("batchdeps", lambda r: bench.batchdeps(task, *args_for(r))),
+        "luigi": lambda: one("luigi", lambda r: bench.luigi(task, *args_for(r)),
+                             timeout=bench.args.luigi_limit * 1.5),
+        "floor": lambda: one("floor", lambda r: bench.floor("write", size, r)),
+    }
+
+
 def _build_quiet(bench: Bench) -> Sample:
     root = bench.fresh("tree-quiet")
     sample = bench.run(bench.batchdeps("TreeNode", "--size", "10000", "--root", str(root),
@@ -197,21 +202,25 @@ def case_nothing_to_do(bench: Bench, sizes: list[int]) -> None:
         root = bench.fresh("leaves")
         run_process(bench.floor("write", size, root / "leaves"), str(bench.workspace),
                     bench.env, bench.log)
-        args = ["--size", str(size), "--root", str(root)]
         reps = bench.args.reps
         series = interleave(
             {"batchdeps": reps, "luigi": 0 if bench.args.no_luigi else reps, "floor": reps},
-            {
-                "batchdeps": lambda: bench.run(bench.batchdeps("AllLeaves", *args)),
-                "luigi": lambda: bench.run(bench.luigi("AllLeaves", *args)),
-                "floor": lambda: bench.run(bench.floor("check", size, root / "leaves")),
-            },
+            _noop_runners(bench, size, root),
         )
         _remove(root)
         row = Row("noop", f"nothing to do, wrapper over {size:,}", series["batchdeps"],
                   None if bench.args.no_luigi else series["luigi"], series["floor"])
         bench.rows.append(row)
         _report_progress(row)
+
+
+def _noop_runners(bench: Bench, size: int, root: Path) -> dict[str, Callable[[], Sample]]:
+    args = ["--size", str(size), "--root", str(root)]
+    return {
+        "batchdeps": lambda: bench.run(bench.batchdeps("AllLeaves", *args)),
+        "luigi": lambda: bench.run(bench.luigi("AllLeaves", *args)),
+        "floor": lambda: bench.run(bench.floor("check", size, root / "leaves")),
+    }
 
 
 def case_workers(bench: Bench, count: int, ms: int = 50, workers: int = 4) -> None:
@@ -223,7 +232,7 @@ def case_workers(bench: Bench, count: int, ms: int = 50, workers: int = 4) -> No
         _remove(root)
         return sample
 
-    args = lambda r: ["--size", str(count), "--ms", str(ms), "--root", str(r),  # noqa: E731
+    args = lambda r: ["--size", str(count), "--ms", str(ms), "--root", str(r),
                       "--workers", str(workers)]
     reps = bench.args.reps
     series = interleave(
