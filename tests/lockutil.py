@@ -1,10 +1,12 @@
 """Helpers for the lock-server tests: a real server process, a pipeline, real runs.
 
-Import the fixtures into a test module with `from lockutil import lock_server, lock_project`.
+A test module gets the fixtures with `pytest_plugins = ["lockutil"]`.
 """
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import json
 import os
 import shutil
@@ -14,10 +16,9 @@ import sys
 import textwrap
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import http.client
+from typing import Any
 
 import pytest
 
@@ -220,7 +221,7 @@ class LockProject:
 
     def run(self, *args: str, timeout: float = 60, **env: str) -> tuple[int, str]:
         """`batchdeps run ARGS` to the end: (exit code, stdout + stderr)."""
-        done = subprocess.run([BATCHDEPS, "run", *args], cwd=self.root, env=self.env(**env),
+        done = subprocess.run(check=False, args=[BATCHDEPS, "run", *args], cwd=self.root, env=self.env(**env),
                               capture_output=True, text=True, timeout=timeout)
         return done.returncode, done.stdout + done.stderr
 
@@ -254,7 +255,7 @@ class LockProject:
     def assert_no_overlap(self) -> None:
         for task_id, spans in self.intervals().items():
             spans.sort()
-            for (_, end, pid), (start, _, other) in zip(spans, spans[1:]):
+            for (_, end, pid), (start, _, other) in itertools.pairwise(spans):
                 assert start >= end, f"{task_id} ran in {pid} and {other} at the same time"
 
 

@@ -8,9 +8,14 @@ import time
 
 import pytest
 
+pytest.register_assert_rewrite("lockutil")  # before the import below
+
+from lockutil import TOKEN, LockServer, wait_for
+
 from batchdeps.errors import LeaseLostError, LockAuthError, LockServerUnavailable
 from batchdeps.locks.client import HttpLockProvider
-from lockutil import TOKEN, LockServer, lock_server, wait_for  # noqa: F401 - fixture
+
+pytest_plugins = ["lockutil"]  # fixture: lock_server
 
 
 def _provider(server: LockServer, ttl: float = 5, run_id: str | None = None,

@@ -7,9 +7,13 @@ import signal
 import subprocess
 import time
 
-from lockutil import (  # noqa: F401 - fixtures
-    BATCHDEPS, LockProject, holder_json, lock_project, lock_server, wait_for,
-)
+import pytest
+
+pytest.register_assert_rewrite("lockutil")  # before the import below
+
+from lockutil import BATCHDEPS, LockProject, holder_json, wait_for
+
+pytest_plugins = ["lockutil"]  # fixtures: lock_server, lock_project
 
 TOP_TASKS = 4 * 3 + 4 + 1  # leaves, mids, top
 
@@ -130,7 +134,7 @@ def test_wait_timeout_from_flag_and_config_exits_4_naming_the_holder(
         assert code == 4, text
         assert f"pid {holder.pid}" in text and "Slow()" in text, text
 
-        listing = subprocess.run([BATCHDEPS, "locks"], cwd=lock_project.root,
+        listing = subprocess.run(check=False, args=[BATCHDEPS, "locks"], cwd=lock_project.root,
                                  env=lock_project.env(), capture_output=True, text=True)
         assert listing.returncode == 0, listing.stderr
         assert "Slow()" in listing.stdout and f"pid {holder.pid}" in listing.stdout

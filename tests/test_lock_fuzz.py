@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+pytest.register_assert_rewrite("lockutil")  # before the import below
 
 from lockutil import TOKEN, LockServer
 

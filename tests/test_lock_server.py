@@ -6,12 +6,17 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from lockutil import BATCHDEPS, TOKEN, LockServer, lock_server  # noqa: F401 - fixture
+pytest.register_assert_rewrite("lockutil")  # before the import below
+
+from lockutil import BATCHDEPS, TOKEN, LockServer
+
+pytest_plugins = ["lockutil"]  # fixture: lock_server
 
 A = {"host": "host-a", "pid": 1, "run_id": "run-a"}
 B = {"host": "host-b", "pid": 2, "run_id": "run-b"}
@@ -119,7 +124,7 @@ def test_rate_limit_answers_429(tmp_path: Path) -> None:
 
 def test_refuses_a_non_loopback_address_without_a_token(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "BATCHDEPS_LOCK_TOKEN"}
-    done = subprocess.run([BATCHDEPS, "lock-server", "--host", "0.0.0.0", "--port", "0",
+    done = subprocess.run(check=False, args=[BATCHDEPS, "lock-server", "--host", "0.0.0.0", "--port", "0",
                            "--db", str(tmp_path / "l.db")], env=env, capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 2
@@ -127,7 +132,7 @@ def test_refuses_a_non_loopback_address_without_a_token(tmp_path: Path) -> None:
 
 
 def test_bad_database_path_is_a_clear_error(tmp_path: Path) -> None:
-    done = subprocess.run([BATCHDEPS, "lock-server", "--port", "0", "--db",
+    done = subprocess.run(check=False, args=[BATCHDEPS, "lock-server", "--port", "0", "--db",
                            str(tmp_path / "missing" / "dir" / "l.db")],
                           env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN},
                           capture_output=True, text=True, timeout=30)
@@ -137,7 +142,7 @@ def test_bad_database_path_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_tls_server_with_client_that_trusts_its_certificate(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+    subprocess.run(args=["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     server = LockServer(tmp_path / "locks.db", extra=["--cert", str(cert), "--key",
@@ -149,7 +154,7 @@ def test_tls_server_with_client_that_trusts_its_certificate(tmp_path: Path) -> N
                   "p.start(); lease = p.try_acquire('T'); p.check(lease); print(lease.fencing_token)\n"
                   "p.close()\n")
         env = {**os.environ, "SSL_CERT_FILE": str(cert)}
-        done = subprocess.run([os.sys.executable, "-c", script], env=env,  # type: ignore[attr-defined]
+        done = subprocess.run(check=False, args=[sys.executable, "-c", script], env=env,
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr
         with socket.create_connection(("127.0.0.1", server.port)) as plain:

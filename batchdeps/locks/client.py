@@ -67,6 +67,9 @@ class HttpLockProvider:
         self._host = parts.hostname
         self._port = port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
+        if any(not 32 < ord(char) < 127 for char in token):
+            raise LockError("BATCHDEPS_LOCK_TOKEN may hold only printable ASCII characters "
+                            "without spaces (it is sent in an HTTP header)")
         self.token = token
         self.ttl = max(p.MIN_TTL, float(ttl))
         self.me = p.Holder(socket.gethostname()[: p.MAX_HOST_CHARS], os.getpid(),

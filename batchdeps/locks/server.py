@@ -17,7 +17,8 @@ import signal
 import socket
 import ssl
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -244,7 +245,7 @@ def serve(host: str, port: int, db: str, token: str, cert: str | None = None,
             raise UsageError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from None
     try:
         store = LeaseStore(db)
-    except Exception as exc:  # sqlite3.Error, OSError
+    except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: one clear message
         raise UsageError(f"cannot open the lease database {db}: {exc}") from None
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
@@ -266,6 +267,8 @@ async def _serve(server: LockServer, sock: socket.socket,
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"listening on {scheme}://{shown}:{bound_port} "
           f"({len(server.store.live())} live leases loaded from {server.store.path})", flush=True)
+    if not server.token:
+        log.warning("no BATCHDEPS_LOCK_TOKEN set: every request is accepted (loopback only)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

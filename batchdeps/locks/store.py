@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .protocol import Holder, resource_key
 
@@ -111,7 +111,7 @@ class LeaseStore:
     def get(self, key: str) -> LeaseRow | None:
         """The live lease on `key`, or None when it is free or expired."""
         row = self._row(key)
-        return self._lease(row) if self._live(row) else None
+        return self._lease(row) if row is not None and self._live(row) else None
 
     def live(self) -> list[LeaseRow]:
         """Every live lease, oldest grant first."""
