@@ -13,7 +13,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "lock-api.md"
 def test_route_table_matches_the_code() -> None:
     text = DOC.read_text()
     documented = {name: (method, path) for name, method, path in
-                  re.findall(r"^\| (\w+) \| `(GET|POST|PUT|DELETE) (/\S+)` \|", text, re.M)}
+                  re.findall(r"^\| (\w+) \| `(GET|POST|PUT|DELETE) (/\S+)` \|", text,
+                             re.MULTILINE)}
     assert documented == protocol.ROUTES
     for method, path in protocol.ROUTES.values():
         assert f"### `{method} {path}`" in text
@@ -21,7 +22,7 @@ def test_route_table_matches_the_code() -> None:
 
 def test_every_status_code_is_documented() -> None:
     text = DOC.read_text()
-    documented = {int(code) for code in re.findall(r"^\| (\d{3}) \|", text, re.M)}
+    documented = {int(code) for code in re.findall(r"^\| (\d{3}) \|", text, re.MULTILINE)}
     in_code = {value for name, value in vars(protocol).items()
                if name.isupper() and not name.startswith(("MAX_", "MIN_"))
                and isinstance(value, int) and 100 <= value <= 599}
