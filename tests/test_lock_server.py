@@ -131,6 +131,14 @@ def test_refuses_a_non_loopback_address_without_a_token(tmp_path: Path) -> None:
     assert "without a token" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_second_server_on_the_same_database_is_refused(lock_server: LockServer) -> None:
+    done = subprocess.run([BATCHDEPS, "lock-server", "--port", "0", "--db", str(lock_server.db)],
+                          env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN}, check=False,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "already using" in done.stderr
+    assert lock_server.alive()
+
+
 def test_bad_database_path_is_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run(check=False, args=[BATCHDEPS, "lock-server", "--port", "0", "--db",
                            str(tmp_path / "missing" / "dir" / "l.db")],

@@ -228,6 +228,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_DB_LOCKS: list[int] = []  # kept open for the life of the process
+
+
+def _lock_database(db: str) -> None:
+    """One server per database: two would each think they alone grant leases."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(db + ".server-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot open the lease database {db}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"another lock server is already using {db}; run one server per "
+                         "database") from None
+    _DB_LOCKS.append(fd)
+
+
 def serve(host: str, port: int, db: str, token: str, cert: str | None = None,
           key: str | None = None, rate: float = 2000.0) -> None:
     """Run the server until SIGINT/SIGTERM; prints `listening on URL` once bound."""
@@ -243,6 +264,7 @@ def serve(host: str, port: int, db: str, token: str, cert: str | None = None,
             ssl_context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from None
+    _lock_database(db)
     try:
         store = LeaseStore(db)
     except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: one clear message
