@@ -220,10 +220,17 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
     ctx.exit(0 if wants_help else 2)
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> None:
     debug = bool(common["debug"])
     setup_logging((common["log_level"] or config.batchdeps.get("log_level") or "INFO").upper(),
                   common["log_format"] or config.batchdeps.get("log_format") or "text")
+    # Until the runner takes over (resolution can take a while), SIGTERM is a Ctrl-C too:
+    # nothing is locked or written yet, and the exit code is still 130.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         code = _build(cls, values, common, config)
     except BatchdepsError as exc:

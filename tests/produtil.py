@@ -150,6 +150,22 @@ class Hooked(bd.Task):
         journal(f"on_failure {error}", self)
 
 
+class SlowToResolve(bd.Task):
+    """Its requires() takes $SLEEP seconds: a stand-in for resolving a huge graph."""
+
+    def requires(self):
+        with open("resolving", "w") as handle:
+            handle.write("yes")
+        time.sleep(float(os.environ.get("SLEEP", "30")))
+        return []
+
+    def output(self):
+        return bd.FileTarget("out/slow-to-resolve.txt")
+
+    def run(self):
+        journal("start", self)
+
+
 class Pair(bd.WrapperTask):
     """Two quiet tasks and one slow one, to watch progress."""
 

@@ -276,3 +276,28 @@ def test_sigterm_releases_lock_server_leases_at_once(project: Any, tmp_path: Pat
         assert "built Slow()" in again.stderr
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_resolution_exits_130(project: Any, signum: int) -> None:
+    add_prod_pipeline(project)
+    process = project.popen("run", "SlowToResolve", SLEEP="30")
+    wait_for(lambda: (project.root / "resolving").exists(), 30, "resolution to start")
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not journal_events(project, "start")
+
+
+def test_kill_grace_then_sigkill_stops_a_task_that_ignores_sigterm(project: Any) -> None:
+    add_prod_pipeline(project, "kill_grace = 1\n")
+    process = project.popen("run", "Stubborn", "--workers", "2")
+    wait_for(lambda: bool(journal_events(project, "sleeping")), 30, "the task to start")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)  # the task alone would sleep 60 s
+    assert process.returncode == 130, out + err
+    assert journal_events(project, "ignored")  # it did get SIGTERM first
+    task_pid = int((project.root / "stubborn.pid").read_text())
+    wait_for(lambda: pid_gone(task_pid), 10, "the task's process to die")
+    assert all_files(project.root / "out") == []
