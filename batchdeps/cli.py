@@ -29,14 +29,17 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
 
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     if isinstance(exc, BatchdepsError):
-        click.echo(f"batchdeps: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    click.echo(
-        f"batchdeps: internal error: {type(exc).__name__}: {exc} "
-        "(run again with --debug for the traceback)",
-        err=True,
-    )
-    sys.exit(1)
+        message, code = f"batchdeps: error: {exc}", exc.exit_code
+    else:
+        message, code = (f"batchdeps: internal error: {type(exc).__name__}: {exc} "
+                         "(run again with --debug for the traceback)"), 1
+    if "batchdeps.jsonlog" in sys.modules:  # --log-format json: the error as a JSON line too
+        from .jsonlog import log_error_line
+
+        if log_error_line(message, code):
+            sys.exit(code)
+    click.echo(message, err=True)
+    sys.exit(code)
 
 
 def _scan(args: tuple[str, ...], name: str) -> str | None:

@@ -50,6 +50,7 @@ class JsonLogListener(LogListener):
     """The per-task lines of LogListener, plus a line when the run starts and ends."""
 
     def __init__(self, formatter: JsonFormatter | None = None) -> None:
+        super().__init__()
         self.formatter = formatter
 
     def on_event(self, event: Event) -> None:
@@ -77,3 +78,12 @@ def json_handler_formatter() -> JsonFormatter | None:
         if isinstance(handler.formatter, JsonFormatter):
             return handler.formatter
     return None
+
+
+def log_error_line(message: str, exit_code: int) -> bool:
+    """Log an error that ends the command as a JSON line; False when JSON logging is off."""
+    if json_handler_formatter() is None:
+        return False
+    logging.getLogger("batchdeps").error(message, extra={"event": "error",
+                                                         "exit_code": exit_code})
+    return True

@@ -57,7 +57,10 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
         if log_format == "json":
             from .jsonlog import JsonLogListener, json_handler_formatter
 
-            setup.listeners.append(JsonLogListener(json_handler_formatter()))
+            formatter = json_handler_formatter()
+            if formatter is not None:
+                formatter.run_id = options.run_id  # also on lines before the run starts
+            setup.listeners.append(JsonLogListener(formatter))
         else:
             from .summary import LogListener
 

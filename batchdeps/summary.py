@@ -6,7 +6,9 @@ import logging
 import sys
 from typing import IO
 
-from .events import Event, RunFinished, TaskFinished, TaskRetrying, TaskStarted, TaskWaiting
+from .events import (
+    AttemptFailed, Event, RunFinished, TaskFinished, TaskRetrying, TaskStarted, TaskWaiting,
+)
 from .result import BuildResult, Status
 
 log = logging.getLogger("batchdeps")
@@ -25,8 +27,14 @@ class LogListener:
     a structured formatter (`--log-format json`) can print them as fields.
     """
 
+    def __init__(self) -> None:
+        self._failed_log: dict[str, str] = {}  # task id -> log of its last failed attempt
+
     def on_event(self, event: Event) -> None:
-        if isinstance(event, TaskStarted):
+        if isinstance(event, AttemptFailed):
+            if event.log_path:
+                self._failed_log[event.task_id] = event.log_path
+        elif isinstance(event, TaskStarted):
             if log.isEnabledFor(logging.INFO):
                 attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
                 log.info("start %s%s: %s", event.task_id, attempt, event.reason,
@@ -43,10 +51,13 @@ class LogListener:
             elif log.isEnabledFor(logging.INFO):
                 log.info("%s %s", event.status, event.task_id, extra=fields)
         elif isinstance(event, TaskRetrying):
-            log.warning("retry %s in %.3g s after attempt %d failed: %s", event.task_id,
-                        event.delay, event.attempt, event.error,
+            log_path = self._failed_log.pop(event.task_id, None)
+            where = f" (log {log_path})" if log_path else ""
+            log.warning("retry %s in %.3g s after attempt %d failed: %s%s", event.task_id,
+                        event.delay, event.attempt, event.error, where,
                         extra=_fields("task_retrying", event, attempt=event.attempt,
-                                      delay=round(event.delay, 3), error=event.error))
+                                      delay=round(event.delay, 3), error=event.error,
+                                      log_path=log_path))
         elif isinstance(event, TaskWaiting):
             log.info("waiting for %s, held by %s", event.task_id, event.holder or "another run",
                      extra=_fields("task_waiting", event, holder=event.holder))

@@ -53,6 +53,7 @@ def test_failing_task_is_retried_until_it_succeeds(project: Any) -> None:
     assert f"start {task_id} (attempt 3)" in done.stderr
     assert "after attempt 1 failed: RuntimeError: failure number 1" in done.stderr
     assert "after attempt 2 failed: RuntimeError: failure number 2" in done.stderr
+    assert f"(log {project.root / 'logs/Flaky/name=f,fails=2/1.log'})" in done.stderr
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -301,3 +302,14 @@ def test_kill_grace_then_sigkill_stops_a_task_that_ignores_sigterm(project: Any)
     task_pid = int((project.root / "stubborn.pid").read_text())
     wait_for(lambda: pid_gone(task_pid), 10, "the task's process to die")
     assert all_files(project.root / "out") == []
+
+
+def test_an_error_that_ends_the_command_is_a_json_line_too(project: Any) -> None:
+    add_prod_pipeline(project)
+    done = project.run("run", "Quiet", "--log-format", "json", "--lock-url",
+                       "http://127.0.0.1:1")
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    error = lines[-1]
+    assert error["event"] == "error" and error["exit_code"] == 1
+    assert error["run_id"] and "lock server" in error["message"]
