@@ -110,6 +110,12 @@ class TimesOut(Slow):
         super().run()
 
 
+class TimesOutTwice(TimesOut):
+    """TimesOut, with one retry."""
+    retries = 1
+    retry_delay = 0.01
+
+
 class Stubborn(Slow):
     """Ignores the first stop: swallows KeyboardInterrupt and keeps sleeping."""
 

@@ -109,6 +109,19 @@ def test_timeout_kills_the_attempt_and_its_children_and_leaves_no_output(project
     assert (project.root / "out/timesout.txt").read_text() == "partial\ndone\n"
 
 
+def test_a_timed_out_attempt_is_retried_like_a_failure(project: Any) -> None:
+    add_prod_pipeline(project)
+    done = project.run("run", "TimesOutTwice", SLEEP="30")
+    assert done.returncode == 1
+    assert len(journal_events(project, "start")) == 2
+    assert "TimesOutTwice(): timed out after 1 s [2 attempt(s)" in done.stdout
+    assert "after attempt 1 failed: timed out after 1 s" in done.stderr
+    for n in (1, 2):
+        log = project.root / f"logs/TimesOutTwice/_/{n}.log"
+        assert log.read_text().endswith(f"# attempt {n} failed: timed out after 1 s\n")
+    assert all_files(project.root / "out") == []
+
+
 # -- signals ------------------------------------------------------------------------------
 @pytest.mark.parametrize("workers", ["1", "2"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
