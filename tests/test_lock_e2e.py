@@ -32,6 +32,7 @@ def _started(project: LockProject, task_id: str) -> bool:
 
 def test_three_runners_with_two_workers_run_every_task_exactly_once(
         lock_project: LockProject) -> None:
+    lock_project.write_config(ttl=10)  # a loaded machine must not make leases lapse here
     procs = [lock_project.start("Top", "--workers", "2", SLEEP_LEAF="0.1", SLEEP_MID="0.05")
              for _ in range(3)]
     for code, text in _finish(procs):
@@ -90,7 +91,7 @@ def test_sigstopped_holder_resumed_after_its_lease_cannot_commit(
 
 def test_kill_9_of_the_server_mid_run_then_restart_runs_nothing_twice(
         lock_project: LockProject) -> None:
-    lock_project.write_config(ttl=5)
+    lock_project.write_config(ttl=8)
     server = lock_project.server
     procs = [lock_project.start("Top", "--workers", "2", SLEEP_LEAF="0.3") for _ in range(3)]
     wait_for(lambda: len(lock_project.starts()) >= 3, what="some tasks to start")
@@ -150,7 +151,7 @@ def test_wait_timeout_from_flag_and_config_exits_4_naming_the_holder(
 
 
 def test_resource_pool_caps_concurrency_across_runners(lock_project: LockProject) -> None:
-    lock_project.write_config(extra="\n[resources]\nwarehouse = 2\n")
+    lock_project.write_config(ttl=10, extra="\n[resources]\nwarehouse = 2\n")
     procs = [lock_project.start("AllPooled", "--workers", "3", SLEEP_POOLED="0.4")
              for _ in range(2)]
     for code, text in _finish(procs):
