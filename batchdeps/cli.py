@@ -196,7 +196,9 @@ def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]
         help=(cls.__doc__ or f"Build {task_name}.").strip(),
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    with command.make_context(f"{ctx.info_name} {task_name}", list(args), parent=ctx) as sub:
+    # No parent context: click would put `run`'s own "[TASK_NAME] [ARGS]..." into the usage
+    # and "Try ... --help" lines, which then name a command that does not work.
+    with command.make_context(f"{ctx.command_path} {task_name}", list(args)) as sub:
         command.invoke(sub)
 
 
