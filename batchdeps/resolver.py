@@ -114,7 +114,7 @@ def _resolve(requested: Iterable[Task], force: bool) -> Plan:
     for task in roots:
         if not isinstance(task, Task):
             raise TaskDefinitionError(f"can only build tasks, got {type(task).__name__} {task!r}")
-    forced = frozenset(roots) if force else frozenset()
+    forced = frozenset(_forced_tasks(roots)) if force else frozenset()
 
     # task -> (is complete | None while unknown); requirements of expanded tasks.
     complete: dict[Task, bool | None] = {}
@@ -217,6 +217,28 @@ def _resolve(requested: Iterable[Task], force: bool) -> Plan:
         complete=[t for t in roots if complete.get(t)],
         forced=forced,
     )
+
+
+def _forced_tasks(roots: list[Task]) -> list[Task]:
+    """What --force rebuilds: each requested task; for a plain WrapperTask, what it wraps.
+
+    A wrapper has no outputs of its own, so forcing only it would run nothing and report it
+    built; forcing a wrapper rebuilds the tasks it requires (through nested wrappers), and
+    their own upstream stays as it is.
+    """
+    forced: list[Task] = []
+    seen: set[Task] = set()
+    stack = list(reversed(roots))
+    while stack:
+        task = stack.pop()
+        if task in seen:
+            continue
+        seen.add(task)
+        if _is_plain_wrapper(task):
+            stack.extend(reversed(flatten_requires(task)))
+        elif not isinstance(task, ExternalTask):
+            forced.append(task)
+    return forced
 
 
 def _call_complete(task: Task) -> bool:

@@ -128,6 +128,15 @@ def test_force_rebuilds_named_task_only(project: Project) -> None:
     assert len(project.runs()) == 5
 
 
+def test_force_on_wrapper_rebuilds_the_wrapped_tasks(project: Project) -> None:
+    assert project.run("run", "Many", "--n", "2").returncode == 0
+    result = project.run("run", "Many", "--n", "2", "--force")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert Counter(project.runs()) == {"Leaf(i=0)": 2, "Leaf(i=1)": 2}
+    external = project.run("run", "Source", "--force")  # present, never run: complete
+    assert external.returncode == 0, external.stdout + external.stderr
+
+
 def test_parameters_from_command_line_and_config(project: Project) -> None:
     result = project.run("run", "D", "--day", "2026-11-20", "--count", "7")
     assert result.returncode == 0, result.stderr

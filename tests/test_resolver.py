@@ -140,6 +140,23 @@ def test_wrapper_complete_when_all_requirements_complete(tmp_path: Path) -> None
     assert [t.family() for t in plan.complete] == ["WrapWrap"]
 
 
+def test_force_on_wrapper_rebuilds_what_it_wraps_through_nested_wrappers(tmp_path: Path) -> None:
+    for name in "ab":
+        (tmp_path / name).write_text("x")
+    plan = resolve([WrapWrap(root=str(tmp_path))], force=True)
+    reasons = {step.task.family() + ":" + getattr(step.task, "name", ""): step.reason
+               for step in plan.steps}
+    assert reasons["Node:a"] == "forced" and reasons["Node:b"] == "forced"
+    assert reasons["Wrap:"].startswith("upstream ") and reasons["WrapWrap:"].startswith("upstream ")
+    assert len(plan.steps) == 4  # the forced nodes' own upstream is not rebuilt
+
+
+def test_force_on_present_external_task_is_complete_not_missing(tmp_path: Path) -> None:
+    (tmp_path / "x.in").write_text("x")
+    plan = resolve([Ext(path=str(tmp_path / "x.in"))], force=True)
+    assert plan.steps == [] and len(plan.complete) == 1
+
+
 class CustomComplete(bd.Task):
     done = bd.BoolParameter()
 
