@@ -102,19 +102,37 @@ _staging: contextvars.ContextVar[Staging | None] = contextvars.ContextVar(
 )
 
 
+#: Scopes open in this process. Threads that run() starts (a pool of uploads) do not inherit
+#: context variables, so their writes would bypass staging and stay behind when run() raises.
+_open_scopes: list[Staging] = []
+
+
 @contextlib.contextmanager
 def staging_scope() -> Iterator[Staging]:
     """Hold back commits of writes closed inside the block (the runner uses this)."""
     staging = Staging()
     token = _staging.set(staging)
+    _open_scopes.append(staging)
     try:
         yield staging
     finally:
+        _open_scopes.remove(staging)
         _staging.reset(token)
 
 
 def current_staging() -> Staging | None:
-    return _staging.get()
+    """This context's scope; in a thread without one, the only scope open in this process.
+
+    One attempt at a time runs in the runner's process and in each forked worker, so a
+    thread a task started writes into that attempt's scope. With several scopes open at
+    once (builds from several threads of one program) a thread is not guessed into one.
+    """
+    staging = _staging.get()
+    if staging is None:
+        scopes = _open_scopes[:]
+        if len(scopes) == 1:
+            return scopes[0]
+    return staging
 
 
 class PendingWrite:

@@ -193,3 +193,40 @@ def test_worker_process_that_dies_fails_its_task_only(tmp_path: Path, locks, how
     # the next attempt (a rerun) removes what the dead worker left in the temporary folder
     bd.build(Write(path=str(tmp_path / "dies")), locks=locks)
     assert [p.name for p in (tmp_path / ".batchdeps-tmp").iterdir()] == []
+
+
+class WritesFromThreads(bd.Task):
+    """Writes both outputs from a thread pool (threads do not inherit context variables)."""
+
+    root = bd.Parameter()
+    fail = bd.BoolParameter(default=False)
+
+    def output(self):
+        return {"a": bd.FileTarget(f"{self.root}/a"), "b": bd.FileTarget(f"{self.root}/b")}
+
+    def run(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        def write(target):
+            with target.open("w") as out:
+                out.write("from a thread")
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(write, self.output().values()))
+        if self.fail:
+            raise RuntimeError("failed after the threads wrote")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_writes_from_threads_run_starts_are_staged_too(tmp_path: Path, locks,
+                                                        workers: int) -> None:
+    failing = WritesFromThreads(root=str(tmp_path), fail=True)
+    result = bd.build(failing, workers=workers, locks=locks)
+    assert result.tasks[failing.task_id].status == Status.FAILED
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == []
+    assert list((tmp_path / ".batchdeps-tmp").iterdir()) == []
+    # so the rerun is not fooled into "complete", and a good run commits both
+    good = WritesFromThreads(root=str(tmp_path))
+    result = bd.build(good, workers=workers, locks=locks)
+    assert result.tasks[good.task_id].status == Status.BUILT
+    assert (tmp_path / "a").read_text() == (tmp_path / "b").read_text() == "from a thread"
