@@ -200,8 +200,19 @@ class Runner:
                 self._wait_for_lock(step, state)
                 return
             state.lease = lease
-            if ((not forced or state.contended) and (state.attempts == 0 or state.leases_lost)
-                    and self._complete_now(step)):
+            try:
+                done_now = ((not forced or state.contended)
+                            and (state.attempts == 0 or state.leases_lost)
+                            and self._complete_now(step))
+            except BatchdepsError:
+                raise  # a check that cannot decide (storage down) stops the run, as before
+            except Exception as exc:  # a complete() of the user's that raised: this task fails
+                self._release(state)
+                message = f"checking completeness after taking the lock failed: " \
+                          f"{type(exc).__name__}: {exc}"
+                self._close(step, Status.FAILED, error=message, tail=message.splitlines()[-1])
+                return
+            if done_now:
                 status = Status.BUILT_ELSEWHERE if state.contended else Status.COMPLETE
                 self._release(state)
                 self._close(step, status, reason="built by another run" if state.contended

@@ -230,3 +230,33 @@ def test_writes_from_threads_run_starts_are_staged_too(tmp_path: Path, locks,
     result = bd.build(good, workers=workers, locks=locks)
     assert result.tasks[good.task_id].status == Status.BUILT
     assert (tmp_path / "a").read_text() == (tmp_path / "b").read_text() == "from a thread"
+
+
+class CompleteRaisesOnRecheck(bd.Task):
+    """complete() answers False during resolution, then raises when re-checked under lock."""
+
+    path = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def complete(self):
+        calls = getattr(type(self), "calls", 0) + 1
+        type(self).calls = calls
+        if calls > 1:
+            raise ConnectionError("database went away")
+        return False
+
+    def run(self):  # pragma: no cover - never reached
+        raise AssertionError("must not run")
+
+
+def test_complete_that_raises_under_lock_fails_that_task_only(tmp_path: Path, locks) -> None:
+    flaky = CompleteRaisesOnRecheck(path=str(tmp_path / "flaky"))
+    other = Write(path=str(tmp_path / "other"))
+    result = bd.build([flaky, other], locks=locks)
+    assert result.tasks[flaky.task_id].status == Status.FAILED
+    assert "ConnectionError: database went away" in result.tasks[flaky.task_id].error
+    assert result.tasks[other.task_id].status == Status.BUILT
+    assert result.exit_code == 1
+    assert os.listdir(tmp_path / "locks") == []  # its lock was released
