@@ -245,3 +245,67 @@ def test_kill_9_mid_task_then_rerun_builds_only_missing(project: Project, worker
     assert Counter(project.runs())["A(day=2026-11-24)"] == 1
     assert project.files() == ["a-2026-11-24.txt", "b-2026-11-24.txt", "c-2026-11-24.txt",
                                "d-2026-11-24.txt"]
+
+
+TYPED_PIPELINE = '''
+import enum
+
+import batchdeps as bd
+from pipelines.demo import journal
+
+
+class Colour(enum.Enum):
+    red = 1
+    green = 2
+
+
+class Typed(bd.Task):
+    """A parameter of every type."""
+    day_count = bd.IntParameter(default=1)
+    flag = bd.BoolParameter(description="a flag")
+    on = bd.BoolParameter(default=True)
+    colour = bd.EnumParameter(Colour, default=Colour.red)
+    items = bd.ListParameter(default=["a"])
+    when = bd.DateTimeParameter(default="2026-01-01T00:00")
+    ratio = bd.FloatParameter(default=0.5)
+
+    def output(self):
+        return bd.FileTarget("out/typed-" + str(abs(hash(self.task_id))))
+
+    def run(self):
+        journal("start", self)
+        with self.output().open("w") as out:
+            out.write(self.task_id)
+'''
+
+
+def test_every_parameter_type_from_command_line_and_config(project: Project) -> None:
+    project.write("pipelines/typed.py", TYPED_PIPELINE)
+    result = project.run("run", "Typed", "--day-count", "3", "--flag", "--no-on", "--colour",
+                         "green", "--items", "x,y", "--when", "2026-02-03T04:05", "--ratio", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert project.runs()[-1] == ('Typed(day_count=3, flag=true, on=false, colour=green, '
+                                  'items=["x","y"], when=2026-02-03T04:05:00, ratio=2.0)')
+    project.write("config.toml", """
+        [batchdeps]
+        modules = ["pipelines"]
+        [tasks.Typed]
+        day_count = 4
+        flag = true
+        on = "no"
+        colour = "green"
+        items = ["p", 3]
+        when = 2026-02-03T04:05:00
+        ratio = 3
+    """)
+    result = project.run("run", "Typed")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert project.runs()[-1] == ('Typed(day_count=4, flag=true, on=false, colour=green, '
+                                  'items=["p",3], when=2026-02-03T04:05:00, ratio=3.0)')
+    # a flag left off the command line keeps the config's value; --no-flag / --on override it
+    result = project.run("run", "Typed", "--no-flag", "--on", "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Typed(day_count=4, flag=false, on=true, colour=green" in result.stdout
+    bad = project.run("run", "Typed", "--colour", "blue")
+    assert bad.returncode == 2 and "expected one of red, green" in bad.stderr
+    assert "Traceback" not in bad.stderr
