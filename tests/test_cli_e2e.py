@@ -309,3 +309,23 @@ def test_every_parameter_type_from_command_line_and_config(project: Project) -> 
     bad = project.run("run", "Typed", "--colour", "blue")
     assert bad.returncode == 2 and "expected one of red, green" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_waiting_run_takes_over_when_the_holder_is_killed(project: Project) -> None:
+    import subprocess
+
+    holder = project.popen("run", "Other", SLEEP_OTHER="30")
+    log = (project.root / "waiter.log").open("w")
+    try:
+        wait_for(lambda: "Other()" in project.runs("sleeping"), what="holder to start")
+        waiter = subprocess.Popen(project.command("run", "Other"), cwd=project.root,
+                                  env=project.env, stdout=log, stderr=log, text=True)
+        wait_for(lambda: "waiting for Other()" in (project.root / "waiter.log").read_text(),
+                 what="second run to wait")
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # its lock dies with it
+        holder.wait()
+        log.close()
+    assert waiter.wait(60) == 0, (project.root / "waiter.log").read_text()
+    assert project.runs() == ["Other()", "Other()"] and project.runs("end") == ["Other()"]
+    assert project.files() == ["other.txt"]
