@@ -68,6 +68,8 @@ class _State:
     contended: bool = False
     duration: float = 0.0
     leases_lost: int = 0  # times another holder took the lease mid-attempt
+    fresh_lease: bool = False  # lease just taken: completeness must be checked again
+    prefetch_missed: bool = False  # a batched acquire found the task held elsewhere
     log_path: str | None = None  # the current attempt's log file (made only if needed)
 
 
@@ -161,6 +163,8 @@ class Runner:
             while delayed and delayed[0][0] <= now:
                 self._ready.append(heapq.heappop(delayed)[2])
             polled = 0
+            self._prefetch_leases(64 if isinstance(executor, InlineExecutor)
+                                  else executor.free_slots())
             while self._ready and not self._stop_requested and executor.free_slots() > 0:
                 self._begin(self._ready.popleft())
                 polled += 1
@@ -182,6 +186,38 @@ class Runner:
                     and self._open and not self._stop_requested:
                 raise RuntimeError("runner stalled with open steps")  # pragma: no cover
 
+    def _needs_lease(self, step: Step) -> bool:
+        task = step.task
+        return step.kind != MISSING and (
+            not isinstance(task, WrapperTask) or task in self.plan.forced)
+
+    def _prefetch_leases(self, limit: int) -> None:
+        """Take the leases of the next `limit` ready steps in one round trip.
+
+        Only the steps about to start are covered, so a run never sits on leases of work
+        it will not start soon (another machine may take that work meanwhile).
+        """
+        acquire_many = getattr(self.locks, "try_acquire_many", None)
+        if acquire_many is None or limit < 2:
+            return
+        batch: list[Step] = []
+        for step in self._ready:
+            if len(batch) >= limit:
+                break
+            state = self._states[step.index]
+            if state.lease is None and not state.prefetch_missed and self._needs_lease(step):
+                batch.append(step)
+        if len(batch) < 2:
+            return
+        leases = acquire_many([step.task_id for step in batch])
+        for step, lease in zip(batch, leases):
+            state = self._states[step.index]
+            if lease is None:
+                state.prefetch_missed = True
+            else:
+                state.lease = lease
+                state.fresh_lease = True
+
     def _begin(self, step: Step) -> None:
         """Take a ready step: missing input, wrapper, lock, resources, re-check, submit."""
         state = self._states[step.index]
@@ -195,11 +231,18 @@ class Runner:
             self._close(step, Status.BUILT)
             return
         if state.lease is None:
-            lease = self.locks.try_acquire(task.task_id)
+            if state.prefetch_missed:
+                state.prefetch_missed = False
+                lease = None
+            else:
+                lease = self.locks.try_acquire(task.task_id)
             if lease is None:
                 self._wait_for_lock(step, state)
                 return
             state.lease = lease
+            state.fresh_lease = True
+        if state.fresh_lease:
+            state.fresh_lease = False
             try:
                 done_now = ((not forced or state.contended)
                             and (state.attempts == 0 or state.leases_lost)

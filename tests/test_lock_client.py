@@ -157,3 +157,66 @@ def test_check_refuses_a_lease_granted_to_someone_else(lock_server: LockServer) 
     finally:
         owner.close()
         thief.close()
+
+
+# -- batching: acquire-many, queued releases, the local fence check ------------------------
+def test_acquire_many_grants_free_keys_and_reports_held_ones(lock_server: LockServer) -> None:
+    first, second = _provider(lock_server), _provider(lock_server)
+    try:
+        assert first.try_acquire("B(x=2)") is not None
+        leases = second.try_acquire_many(["B(x=1)", "B(x=2)", "B(x=3)"])
+        assert [lease is not None for lease in leases] == [True, False, True]
+        assert leases[0] is not None and leases[0].fencing_token >= 1
+        assert first.try_acquire_many(["B(x=1)", "B(x=3)"]) == [None, None]
+        many = [f"M(i={i})" for i in range(600)]  # more than one request's worth
+        granted = second.try_acquire_many(many)
+        assert all(lease is not None for lease in granted)
+        assert first.try_acquire(many[-1]) is None
+    finally:
+        first.close()
+        second.close()
+
+
+def test_released_leases_reach_the_server_soon_in_one_batch(lock_server: LockServer) -> None:
+    owner, other = _provider(lock_server), _provider(lock_server)
+    try:
+        leases = owner.try_acquire_many([f"R(i={i})" for i in range(5)])
+        for lease in leases:
+            assert lease is not None
+            owner.release(lease)
+        # queued, then sent by the background thread within a moment
+        wait_for(lambda: all(other.try_acquire(f"R(i={i})") is not None for i in range(5)),
+                 timeout=5, what="queued releases to reach the server")
+    finally:
+        owner.close()
+        other.close()
+
+
+def test_queued_release_never_undoes_a_new_grant_of_the_same_key(lock_server: LockServer) -> None:
+    owner, other = _provider(lock_server), _provider(lock_server)
+    try:
+        lease = owner.try_acquire("Q()")
+        assert lease is not None
+        owner.release(lease)
+        again = owner.try_acquire_many(["Q()", "Q2()"])  # flushes the queued release first
+        assert again[0] is not None
+        time.sleep(0.2)  # longer than the release batch window
+        assert other.try_acquire("Q()") is None  # still ours
+        owner.check(again[0])
+    finally:
+        owner.close()
+        other.close()
+
+
+def test_fresh_lease_passes_check_without_asking_stale_one_asks(lock_server: LockServer) -> None:
+    owner = _provider(lock_server, ttl=2)
+    try:
+        lease = owner.try_acquire("F()")
+        assert lease is not None
+        lock_server.stop()  # a fresh lease is ours without a round trip
+        owner.check(lease)
+        time.sleep(1.2)  # now older than half its TTL: the server must confirm it
+        with pytest.raises(LeaseLostError, match="lost"):
+            owner.check(lease)
+    finally:
+        owner.close()

@@ -170,3 +170,38 @@ def test_tls_server_with_client_that_trusts_its_certificate(tmp_path: Path) -> N
             assert not plain.recv(100).startswith(b"HTTP/1.1 200")
     finally:
         server.stop()
+
+
+def test_acquire_many_and_release_many_routes(lock_server) -> None:
+    import json as _json
+    import urllib.request
+
+    def post(route: str, body: object) -> tuple[int, object]:
+        request = urllib.request.Request(
+            lock_server.url + route, data=_json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, _json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _json.loads(exc.read())
+
+    me = {"host": "h", "pid": 1, "run_id": "r"}
+    you = {"host": "h", "pid": 2, "run_id": "s"}
+    status, body = post("/v1/acquire-many", {"keys": ["a", "b"], "holder": me, "ttl": 30})
+    assert status == 200
+    assert [r["granted"] for r in body["results"]] == [True, True]
+    tokens = [r["token"] for r in body["results"]]
+    status, body = post("/v1/acquire-many", {"keys": ["b", "c"], "holder": you, "ttl": 30})
+    assert [r["granted"] for r in body["results"]] == [False, True]
+    assert "token" not in body["results"][0]
+    status, body = post("/v1/release-many", {"holder": me, "leases": [
+        {"key": "a", "token": tokens[0]}, {"key": "b", "token": tokens[1] + 5}]})
+    assert status == 200 and body["released"] == [True, False]
+    for bad in ({"keys": [], "holder": me, "ttl": 30},
+                {"keys": ["x", "x"], "holder": me, "ttl": 30},
+                {"keys": ["k"] * 0 + [f"k{i}" for i in range(257)], "holder": me, "ttl": 30},
+                {"keys": [1], "holder": me, "ttl": 30}):
+        status, body = post("/v1/acquire-many", bad)
+        assert status == 400, bad
+        assert "error" in body

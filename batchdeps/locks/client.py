@@ -32,6 +32,12 @@ from .base import Lease
 log = logging.getLogger("batchdeps")
 
 START_RETRY_SECONDS = 1.0
+#: A lease confirmed by the server less than this part of its TTL ago passes `check()`
+#: without a round trip: the server cannot have granted it to anyone else yet, since its
+#: expiry is at least `confirmed_at + ttl` (confirmed_at is when the request was *sent*).
+LOCAL_CHECK_FRACTION = 0.5
+#: Released task leases wait this long for company, then go in one release-many request.
+RELEASE_BATCH_WINDOW = 0.02
 
 
 @dataclass
@@ -82,6 +88,9 @@ class HttpLockProvider:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._unreachable = False  # the last call ran out of retries: do not wait again
+        self._to_release: list[Lease] = []  # task leases given back, not yet sent
+        self._release_wanted = threading.Event()
+        self._releaser: threading.Thread | None = None
 
     # -- transport ---------------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
@@ -190,6 +199,26 @@ class HttpLockProvider:
             return None
         return self._granted(key, data, sent_at)
 
+    def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
+        """`try_acquire` for many keys, in one request per MAX_BATCH_KEYS keys."""
+        with self._lock:
+            queued = {lease.key for lease in self._to_release}
+        if queued.intersection(keys):
+            self._flush_releases()  # a queued release must not undo a new grant
+        results: list[Lease | None] = []
+        for start in range(0, len(keys), p.MAX_BATCH_KEYS):
+            chunk = keys[start:start + p.MAX_BATCH_KEYS]
+            sent_at = time.monotonic()
+            _, data = self._call("acquire_many", {"keys": chunk, "holder": self.me.to_json(),
+                                                  "ttl": self.ttl})
+            answers = data.get("results") if isinstance(data, dict) else None
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise LockError(f"lock server {self.url} gave a malformed acquire-many answer")
+            for key, answer in zip(chunk, answers):
+                granted = isinstance(answer, dict) and answer.get("granted")
+                results.append(self._granted(key, answer, sent_at) if granted else None)
+        return results
+
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
         sent_at = time.monotonic()
         _, data = self._call("acquire_resource", {"name": name, "slots": int(slots),
@@ -215,11 +244,18 @@ class HttpLockProvider:
             log.warning("lease on %s lost: %s", lease.key, reason)
 
     def check(self, lease: Lease) -> None:
-        """Ask the server whether `lease` is still ours (and extend it); else raise."""
+        """Raise LeaseLostError unless `lease` is still ours.
+
+        A lease confirmed within the last LOCAL_CHECK_FRACTION of its TTL is ours without
+        asking; an older one (a worker paused past its lease, a slow attempt) is checked
+        with the server, which also extends it.
+        """
         if not lease.lost:
             with self._lock:
                 held = self._held.get(lease)
             remaining = (held.confirmed_at + self.ttl - time.monotonic()) if held else 0.0
+            if remaining > self.ttl * (1 - LOCAL_CHECK_FRACTION):
+                return
             sent_at = time.monotonic()
             try:
                 status, data = self._call("check", {"key": lease.key,
@@ -241,9 +277,23 @@ class HttpLockProvider:
                              "not committed")
 
     def release(self, lease: Lease) -> None:
+        """Give `lease` back. Task leases are queued and sent together a moment later by a
+        background thread; resource slots, which this run may want again at once, now."""
         with self._lock:
             held = self._held.pop(lease, None)
+            if held is not None and not lease.key.startswith(p.RESOURCE_PREFIX):
+                self._to_release.append(lease)
+                queued = True
+            else:
+                queued = False
         if held is None:
+            return
+        if queued:
+            if self._releaser is None and not self._stop.is_set():
+                self._releaser = threading.Thread(target=self._release_loop,
+                                                  name="batchdeps-lease-release", daemon=True)
+                self._releaser.start()
+            self._release_wanted.set()
             return
         try:
             self._call("release", {"key": lease.key, "token": lease.fencing_token,
@@ -252,14 +302,42 @@ class HttpLockProvider:
         except LockError as exc:  # the lease frees itself when its TTL runs out
             log.warning("could not release the lease on %s: %s", lease.key, exc)
 
+    def _release_loop(self) -> None:
+        while not self._stop.is_set():
+            self._release_wanted.wait()
+            if self._stop.is_set():
+                return
+            time.sleep(RELEASE_BATCH_WINDOW)
+            self._release_wanted.clear()
+            self._flush_releases()
+
+    def _flush_releases(self) -> None:
+        """Send every queued release; a lease that cannot be released frees by its TTL."""
+        with self._lock:
+            leases, self._to_release = self._to_release, []
+        for start in range(0, len(leases), p.MAX_BATCH_KEYS):
+            chunk = leases[start:start + p.MAX_BATCH_KEYS]
+            body = {"holder": self.me.to_json(),
+                    "leases": [{"key": l.key, "token": l.fencing_token} for l in chunk]}
+            try:
+                self._call("release_many", body,
+                           retry_for=0.0 if self._unreachable else min(self.ttl, 2.0))
+            except LockError as exc:
+                log.warning("could not release %d lease(s) (%s ...): %s", len(chunk),
+                            chunk[0].key, exc)
+
     def close(self) -> None:
         self._stop.set()
+        self._release_wanted.set()
+        if self._releaser is not None:
+            self._releaser.join(timeout=self.request_timeout + 1)
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=self.request_timeout + 1)
         with self._lock:
             leases = list(self._held)
         for lease in leases:
             self.release(lease)
+        self._flush_releases()
         with self._lock:
             for conn in self._connections:
                 conn.close()

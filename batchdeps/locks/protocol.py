@@ -17,10 +17,12 @@ API_PREFIX = "/v1"
 ROUTES: dict[str, tuple[str, str]] = {
     "health": ("GET", f"{API_PREFIX}/health"),
     "acquire": ("POST", f"{API_PREFIX}/acquire"),
+    "acquire_many": ("POST", f"{API_PREFIX}/acquire-many"),
     "acquire_resource": ("POST", f"{API_PREFIX}/acquire-resource"),
     "renew": ("POST", f"{API_PREFIX}/renew"),
     "check": ("POST", f"{API_PREFIX}/check"),
     "release": ("POST", f"{API_PREFIX}/release"),
+    "release_many": ("POST", f"{API_PREFIX}/release-many"),
     "holder": ("POST", f"{API_PREFIX}/holder"),
     "leases": ("GET", f"{API_PREFIX}/leases"),
 }
@@ -43,6 +45,7 @@ MAX_HOST_CHARS = 255
 MAX_RUN_ID_CHARS = 64
 MAX_RESOURCE_SLOTS = 10_000
 MAX_RENEW_LEASES = 10_000
+MAX_BATCH_KEYS = 256     # keys per acquire-many / leases per release-many request
 MIN_TTL = 1.0
 MAX_TTL = 7 * 24 * 3600.0
 RESOURCE_PREFIX = "resource:"
@@ -104,6 +107,13 @@ class LeaseRef:
 class RenewRequest:
     holder: Holder
     leases: list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class AcquireManyRequest:
+    keys: list[str]
+    holder: Holder
+    ttl: float
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,25 @@ def parse_renew(body: Any) -> RenewRequest:
         entry = _object(item, "each entry of 'leases'")
         leases.append((_text(entry, "key", MAX_KEY_CHARS), _integer(entry, "token", 1, 2**62)))
     return RenewRequest(holder, leases)
+
+
+def parse_acquire_many(body: Any) -> AcquireManyRequest:
+    obj = _object(body, "request body")
+    items = obj.get("keys")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_KEYS:
+        raise ProtocolError(f"field 'keys' must be a list of 1 to {MAX_BATCH_KEYS} keys")
+    keys = [_text({"key": item}, "key", MAX_KEY_CHARS) for item in items]
+    if len(set(keys)) != len(keys):
+        raise ProtocolError("field 'keys' must not repeat a key")
+    return AcquireManyRequest(keys, Holder.from_json(obj.get("holder")), _ttl(obj))
+
+
+def parse_release_many(body: Any) -> RenewRequest:
+    """Same shape as renew: `{"holder": holder, "leases": [{"key", "token"}, ...]}`."""
+    request = parse_renew(body)
+    if len(request.leases) > MAX_BATCH_KEYS:
+        raise ProtocolError(f"field 'leases' must hold at most {MAX_BATCH_KEYS} entries")
+    return request
 
 
 def parse_key(body: Any) -> KeyRequest:

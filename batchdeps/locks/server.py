@@ -113,9 +113,10 @@ class LockServer:
                               middlewares=[self._guard])
         handlers: dict[str, Handler] = {
             "health": self.health, "acquire": self.acquire,
+            "acquire_many": self.acquire_many,
             "acquire_resource": self.acquire_resource, "renew": self.renew,
-            "check": self.check, "release": self.release, "holder": self.holder,
-            "leases": self.leases,
+            "check": self.check, "release": self.release, "release_many": self.release_many,
+            "holder": self.holder, "leases": self.leases,
         }
         for name, (method, path) in p.ROUTES.items():
             app.router.add_route(method, path, handlers[name])
@@ -170,6 +171,25 @@ class LockServer:
             del body["token"]
         return web.json_response(body)
 
+    async def acquire_many(self, request: web.Request) -> web.Response:
+        req = p.parse_acquire_many(await self._body(request))
+        results: list[dict[str, Any]] = []
+        any_granted = False
+        now = time.time()
+        for key in req.keys:
+            granted, lease = self.store.acquire(key, req.holder, req.ttl)
+            assert lease is not None
+            body = _lease_json(lease, now)
+            body["granted"] = granted
+            if granted:
+                any_granted = True
+            else:
+                del body["token"]
+            results.append(body)
+        if any_granted:
+            await self.durable.wait()  # one fsync for the whole batch
+        return web.json_response({"results": results})
+
     async def acquire_resource(self, request: web.Request) -> web.Response:
         req = p.parse_resource(await self._body(request))
         lease = self.store.acquire_resource(req.name, req.slots, req.holder, req.ttl)
@@ -204,6 +224,11 @@ class LockServer:
     async def release(self, request: web.Request) -> web.Response:
         ref = p.parse_lease_ref(await self._body(request))
         return web.json_response({"released": self.store.release(ref.key, ref.token, ref.holder)})
+
+    async def release_many(self, request: web.Request) -> web.Response:
+        req = p.parse_release_many(await self._body(request))
+        return web.json_response({"released": [
+            self.store.release(key, token, req.holder) for key, token in req.leases]})
 
     async def holder(self, request: web.Request) -> web.Response:
         req = p.parse_key(await self._body(request))
