@@ -54,6 +54,7 @@ def _client(url: str, seconds: float, start_at: float, index: int, out: Any) -> 
         lease = provider.try_acquire(f"Bench(client={index}, n={done})")
         assert lease is not None
         provider.release(lease)
+        provider.flush_releases()  # each pair is two round trips, not a queued release
         done += 1
     provider.close()
     out.put(done)

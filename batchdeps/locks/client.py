@@ -204,7 +204,7 @@ class HttpLockProvider:
         with self._lock:
             queued = {lease.key for lease in self._to_release}
         if queued.intersection(keys):
-            self._flush_releases()  # a queued release must not undo a new grant
+            self.flush_releases()  # a queued release must not undo a new grant
         results: list[Lease | None] = []
         for start in range(0, len(keys), p.MAX_BATCH_KEYS):
             chunk = keys[start:start + p.MAX_BATCH_KEYS]
@@ -309,9 +309,9 @@ class HttpLockProvider:
                 return
             time.sleep(RELEASE_BATCH_WINDOW)
             self._release_wanted.clear()
-            self._flush_releases()
+            self.flush_releases()
 
-    def _flush_releases(self) -> None:
+    def flush_releases(self) -> None:
         """Send every queued release; a lease that cannot be released frees by its TTL."""
         with self._lock:
             leases, self._to_release = self._to_release, []
@@ -337,7 +337,7 @@ class HttpLockProvider:
             leases = list(self._held)
         for lease in leases:
             self.release(lease)
-        self._flush_releases()
+        self.flush_releases()
         with self._lock:
             for conn in self._connections:
                 conn.close()
