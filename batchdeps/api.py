@@ -61,6 +61,28 @@ def task_defaults_from(config: Config) -> dict[str, Any]:
     return {k: config.batchdeps[k] for k in OPTION_DEFAULTS if k in config.batchdeps}
 
 
+def bind_task_defaults(config: Config, requested: list[Task]) -> None:
+    """Apply `[tasks.FAMILY]` defaults, as the command line does, to the task classes of the
+    configured modules (when the config came from a file) and to every task class loaded.
+
+    The defaults become visible to tasks constructed from now on; the requested tasks were
+    constructed by the caller, with the caller's values, and stay as they are.
+    """
+    from .registry import TaskRegistry
+
+    registry = TaskRegistry.from_modules(config.modules if config.path else [],
+                                         roots=[config.root], source=config.where())
+    pending: list[type[Task]] = [type(task) for task in requested] + Task.__subclasses__()
+    seen: set[type[Task]] = set()
+    while pending:  # every task class loaded so far: those requires() will build
+        cls = pending.pop()
+        if cls not in seen:
+            seen.add(cls)
+            registry.add(cls)
+            pending.extend(cls.__subclasses__())
+    registry.apply_defaults(config.tasks, label=config.where())
+
+
 def build(
     tasks: Task | Iterable[Task],
     workers: int | None = None,
@@ -92,6 +114,7 @@ def build(
     """
     config = config or Config()
     requested = [tasks] if isinstance(tasks, Task) else list(tasks)
+    bind_task_defaults(config, requested)
     default_storage.configure(config.storage)
     plan = resolve(requested, force=force)
     options = options or RunOptions(

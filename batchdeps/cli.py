@@ -21,6 +21,8 @@ COMMON_OPTION_NAMES = {
     "workers", "dry_run", "force", "lock_url", "config", "log_level", "log_format", "debug",
     "wait_timeout",
 }
+#: Parameter names a task may not use: they would shadow an option of `batchdeps run`.
+RESERVED_PARAMETER_NAMES = COMMON_OPTION_NAMES | {"help"}
 
 
 def _fail(exc: BaseException, debug: bool) -> NoReturn:
@@ -123,7 +125,7 @@ def _task_options(cls: type) -> list[click.Parameter]:
             option = click.Option([flag, param.name], type=_TaskParamType(param), default=None,
                                   help=help_text, metavar=param.type_name.upper())
         options.append(option)
-    clash = taken & COMMON_OPTION_NAMES
+    clash = taken & RESERVED_PARAMETER_NAMES
     if clash:
         from .errors import TaskDefinitionError
 

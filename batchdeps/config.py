@@ -133,6 +133,8 @@ class Config:
 def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> str | None:
     """--config, else $BATCHDEPS_CONFIG, else ./config.toml if present, else None."""
     if explicit:
+        if os.path.isdir(explicit):
+            raise ConfigError(f"config file {explicit} is a folder, not a file")
         if not os.path.isfile(explicit):
             raise ConfigError(f"config file {explicit} does not exist")
         return explicit

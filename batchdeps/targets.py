@@ -18,7 +18,7 @@ import os
 import secrets
 from typing import IO, Any, Iterable, Iterator
 
-from .errors import TargetCheckError, TargetError
+from .errors import ConfigError, TargetCheckError, TargetError, TaskDefinitionError
 
 TMP_DIR_NAME = ".batchdeps-tmp"
 
@@ -421,9 +421,18 @@ class Storage:
             import fsspec
 
             try:
-                fs = fsspec.filesystem(protocol, **merged)
-            except (ValueError, ImportError, TypeError) as exc:
+                cls = fsspec.get_filesystem_class(protocol)
+            except ValueError:
+                raise TaskDefinitionError(
+                    f"unknown storage protocol '{protocol}://' in a target URL (known: "
+                    f"{', '.join(sorted(fsspec.available_protocols())[:12])}, ...)") from None
+            except ImportError as exc:
                 raise TargetError(f"cannot use storage '{protocol}': {exc}") from exc
+            try:
+                fs = cls(**merged)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"[storage.{protocol}]: options not accepted by the "
+                                  f"'{protocol}' filesystem: {exc}") from exc
             self._filesystems[key] = fs
         return fs
 

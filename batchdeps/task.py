@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import GeneratorType
 from typing import Any, Callable, ClassVar, Iterator
 
 from .errors import ParameterError, TaskDefinitionError
@@ -155,14 +156,24 @@ class WrapperTask(Task):
 
 
 # -- structures ------------------------------------------------------------------------
+def _is_sequence(struct: Any) -> bool:
+    """Lists and tuples, and (as in Luigi) generators and sets, which become lists."""
+    return isinstance(struct, (list, tuple, set, frozenset, GeneratorType, map, filter))
+
+
 def map_structure(func: Callable[[Any], Any], struct: Any) -> Any:
-    """Apply `func` to each leaf of None / leaf / list / tuple / dict, keeping the shape."""
+    """Apply `func` to each leaf of None / leaf / list / tuple / dict, keeping the shape.
+
+    A generator or set (a `requires()` written with `yield`) comes back as a list.
+    """
     if struct is None:
         return None
     if isinstance(struct, dict):
         return {key: map_structure(func, value) for key, value in struct.items()}
-    if isinstance(struct, (list, tuple)):
-        return type(struct)(map_structure(func, value) for value in struct)
+    if isinstance(struct, tuple):
+        return tuple(map_structure(func, value) for value in struct)
+    if _is_sequence(struct):
+        return [map_structure(func, value) for value in struct]
     return func(struct)
 
 
@@ -172,7 +183,7 @@ def _leaves(struct: Any) -> Iterator[Any]:
     if isinstance(struct, dict):
         for value in struct.values():
             yield from _leaves(value)
-    elif isinstance(struct, (list, tuple)):
+    elif _is_sequence(struct):
         for value in struct:
             yield from _leaves(value)
     else:

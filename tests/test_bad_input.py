@@ -144,3 +144,29 @@ def test_bad_config_exits_2(project: Project, text: str, needles: list[str]) -> 
     assert_usage_error(project.run("run", "D"), "config.toml", *needles)
     assert project.runs() == []
     assert not (project.root / "out").exists()
+
+
+def test_unknown_storage_protocol_is_a_definition_error(project: Project) -> None:
+    project.write("pipelines/odd.py", """
+        import batchdeps as bd
+
+        class Odd(bd.Task):
+            def output(self):
+                return bd.FileTarget("nosuchproto://bucket/x")
+    """)
+    assert_usage_error(project.run("run", "Odd"), "unknown storage protocol 'nosuchproto://'")
+
+
+def test_parameter_named_help_is_a_definition_error(project: Project) -> None:
+    project.write("pipelines/helpful.py", """
+        import batchdeps as bd
+
+        class Helpful(bd.Task):
+            help = bd.Parameter(default="x")
+    """)
+    assert_usage_error(project.run("run", "Helpful"), "help", "clash with options")
+
+
+def test_config_path_that_is_a_folder(project: Project) -> None:
+    (project.root / "conf.d").mkdir()
+    assert_usage_error(project.run("run", "D", "--config", "conf.d"), "is a folder, not a file")

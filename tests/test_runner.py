@@ -260,3 +260,39 @@ def test_complete_that_raises_under_lock_fails_that_task_only(tmp_path: Path, lo
     assert result.tasks[other.task_id].status == Status.BUILT
     assert result.exit_code == 1
     assert os.listdir(tmp_path / "locks") == []  # its lock was released
+
+
+class Needs(bd.Task):
+    path = bd.Parameter()
+
+    def requires(self):
+        return Leafy(path=self.path + ".leaf")
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):
+        with self.input().open("r") as src, self.output().open("w") as out:
+            out.write(src.read())
+
+
+class Leafy(bd.Task):
+    path = bd.Parameter()
+    text = bd.Parameter(default="built-in default")
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write(self.text)
+
+
+def test_build_applies_task_defaults_from_config_to_tasks_made_in_requires(
+        tmp_path: Path, locks) -> None:
+    config = bd.Config(root=str(tmp_path), tasks={"Leafy": {"text": "from config"}})
+    result = bd.build(Needs(path=str(tmp_path / "n")), config=config, locks=locks)
+    assert result.ok
+    assert (tmp_path / "n").read_text() == "from config"
+    bd.build(Needs(path=str(tmp_path / "m")), locks=locks)  # no config: built-in default again
+    assert (tmp_path / "m").read_text() == "built-in default"

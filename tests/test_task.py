@@ -427,3 +427,19 @@ def test_parameter_with_default_none_is_optional() -> None:
     assert task.label is None and task.flag is None
     assert task.task_id == "Optional(label=None, flag=None)"
     assert Optional(label="x").label == "x"
+
+
+class Gen(bd.Task):
+    """requires() written with `yield`, as many Luigi pipelines do."""
+
+    def requires(self):
+        yield Pair(a="1", b="2")
+        yield Pair(a="3", b="4")
+
+
+def test_generator_requires_is_accepted_and_input_is_a_list() -> None:
+    from batchdeps.task import flatten_requires
+
+    task = Gen()
+    assert flatten_requires(task) == [Pair(a="1", b="2"), Pair(a="3", b="4")]
+    assert task.input() == [[], []]
