@@ -88,7 +88,15 @@ class Bench:
 
     def run(self, argv: list[str], timeout: float | None = None) -> Sample:
         os.sync()  # let earlier writes settle so that no run pays for another's
-        return run_process(argv, str(self.workspace), self.env, self.log, timeout)
+        offset = os.path.getsize(self.log) if os.path.exists(self.log) else 0
+        sample = run_process(argv, str(self.workspace), self.env, self.log, timeout)
+        if sample.code != 0:  # say why: the workspace (and its log) goes at the end
+            with open(self.log, "rb") as log:
+                log.seek(offset)
+                tail = log.read().decode("utf-8", "replace").splitlines()[-15:]
+            print(f"  exit {sample.code} after {sample.seconds:.2f} s: {' '.join(argv)}",
+                  *(f"    {line}" for line in tail), sep="\n", flush=True)
+        return sample
 
     def fresh(self, name: str) -> Path:
         self._serial += 1
@@ -294,7 +302,8 @@ def case_memory(bench: Bench) -> None:
         luigi_rows = [r for r in rows if r.luigi is not None and r.luigi.median is not None]
         row = Row("memory", f"peak memory, {largest.label.split(', ')[1]}", largest.batchdeps,
                   luigi_rows[-1].luigi if luigi_rows else None,
-                  note=f"Luigi at its largest size: {luigi_rows[-1].label.split(', ')[1]}"
+                  note=f"Luigi's figure is at its largest size, "
+                  f"{luigi_rows[-1].label.split(', ')[1]}"
                   if luigi_rows and luigi_rows[-1] is not largest else "")
         bench.rows.append(row)
 
@@ -311,8 +320,13 @@ def case_locks(bench: Bench) -> None:
 
 def case_s3(bench: Bench) -> None:
     """Case 5: the completeness check of 2,000 S3 objects on moto's server."""
+    import importlib.util
+
     import remote_cases
 
+    if not all(importlib.util.find_spec(name) for name in ("moto", "boto3")):
+        print("[s3] skipped: moto and boto3 are needed (pip install -e '.[test]')", flush=True)
+        return
     for row in remote_cases.case_s3(bench, Row, interleave, 200 if bench.args.quick else 2_000):
         bench.rows.append(row)
         _report_progress(row)
@@ -375,9 +389,11 @@ def render_table(bench: Bench) -> str:
         bd, lu = row.batchdeps, row.luigi
         fl = row.floor
         if row.case == "memory":
+            same_size = lu is not None and not row.note  # the note names Luigi's other size
             cells = [f"{bd.peak_mib:,.0f} MiB" if bd.peak_mib else "–",
                      f"{lu.peak_mib:,.0f} MiB" if lu and lu.peak_mib else "–",
-                     _x(lu.peak_mib / bd.peak_mib) if lu and lu.peak_mib and bd.peak_mib else "–",
+                     _x(lu.peak_mib / bd.peak_mib)
+                     if same_size and lu and lu.peak_mib and bd.peak_mib else "–",
                      "–", "–"]
         else:
             ratio = lu.median / bd.median if lu and lu.median and bd.median else None
@@ -432,7 +448,7 @@ interleaved in the same session on the same DAGs, both tools with their default 
 Reproduce (Luigi comes with the `bench` extra, `pip install -e '.[bench]'`):
 
 ```
-python bench/run.py            # full figures, rewrites this file (about 30 minutes)
+python bench/run.py            # full figures, rewrites this file (about 20 minutes)
 python bench/run.py --quick    # smoke run at small sizes (about a minute)
 ```
 """
