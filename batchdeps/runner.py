@@ -230,6 +230,19 @@ class Runner:
         if isinstance(task, WrapperTask) and not forced:
             self._close(step, Status.BUILT)
             return
+        if state.lease is not None and (not state.fresh_lease or state.lease.lost):
+            # Held since an earlier attempt or a wait for resources: it may have run out
+            # meanwhile (a pause, a server outage), and another worker may run the task now.
+            try:
+                self.locks.check(state.lease)
+            except LeaseLostError as exc:
+                log.warning("%s: lease lost before the next attempt (%s); waiting for the "
+                            "lock again", step.task_id, state.lease.lost_reason or exc)
+                state.leases_lost += 1
+                state.lease = None
+                self._release_resources(state)
+                state.waiting_since = None
+                state.contended = True
         if state.lease is None:
             if state.prefetch_missed:
                 state.prefetch_missed = False

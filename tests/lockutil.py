@@ -88,6 +88,25 @@ class Slow(Step):
         return bd.FileTarget("out/slow.txt")
 
 
+class Flaky(Step):
+    """Fails its first attempt ever (a marker file says so), then builds; one retry."""
+
+    retries = 1
+    retry_delay = float(os.environ.get("FLAKY_RETRY_DELAY", "1"))
+
+    def output(self):
+        return bd.FileTarget("out/flaky.txt")
+
+    def run(self):
+        marker = "out/flaky-failed-once"
+        if not os.path.exists(marker):
+            os.makedirs("out", exist_ok=True)
+            open(marker, "w").close()
+            journal("fail", self)
+            raise RuntimeError("first attempt fails")
+        super().run()
+
+
 class Pooled(Step):
     n = bd.IntParameter()
     resources = {"warehouse": 1}

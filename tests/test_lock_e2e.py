@@ -178,3 +178,24 @@ def test_server_gone_for_good_mid_run_stops_the_run_without_committing(
     assert "lost" in text and "cannot be reached" in text, text
     assert "Traceback" not in text
     assert not (lock_project.root / "out" / "slow.txt").exists()
+
+
+def test_lease_lost_during_a_retry_delay_is_not_used_for_the_retry(
+        lock_project: LockProject) -> None:
+    """A run paused past its lease between two attempts must not start the retry on the
+    lost lease while the new holder runs the task."""
+    paused = lock_project.start("Flaky", FLAKY_RETRY_DELAY="6", SLEEP_FLAKY="0")
+    wait_for(lambda: any(event == "fail" for event, *_ in lock_project.events()),
+             what="the first attempt to fail")
+    os.killpg(paused.pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.0 + 1.0)  # past the 2 s lease; the retry is due 3 to 6 s after the failure
+        taker = lock_project.start("Flaky", SLEEP_FLAKY="4")
+        wait_for(lambda: _started(lock_project, "Flaky()"), what="the second run to start Flaky")
+    finally:
+        os.killpg(paused.pid, signal.SIGCONT)
+    for code, text in _finish([paused, taker]):
+        assert code == 0, text
+    lock_project.assert_no_overlap()
+    assert lock_project.starts() == {"Flaky()": 1}  # the taker's; the failed one journals "fail"
+    assert f"by {taker.pid}" in (lock_project.root / "out" / "flaky.txt").read_text()
