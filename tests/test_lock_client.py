@@ -220,3 +220,26 @@ def test_fresh_lease_passes_check_without_asking_stale_one_asks(lock_server: Loc
             owner.check(lease)
     finally:
         owner.close()
+
+
+def test_long_task_ids_fill_many_bodies_without_going_over_the_size_limit(
+        lock_server: LockServer) -> None:
+    """64 keys of 1,100 characters are more than one 64 KiB body: acquire-many, the
+    heartbeat's renew and release-many each split them instead of getting 413."""
+    owner, other = _provider(lock_server, ttl=1), _provider(lock_server, ttl=1)
+    keys = [f"Long(i={i}, days=[{'2026-11-24, ' * 92}])" for i in range(64)]
+    assert all(len(key) > 1_100 for key in keys)
+    try:
+        leases = owner.try_acquire_many(keys)
+        assert all(lease is not None for lease in leases)
+        time.sleep(2.5)  # past the 1 s TTL: only renewals keep them
+        assert not any(lease.lost for lease in leases if lease is not None)
+        assert other.try_acquire_many(keys) == [None] * len(keys)
+        for lease in leases:
+            assert lease is not None
+            owner.release(lease)
+        owner.flush_releases()
+        assert all(lease is not None for lease in other.try_acquire_many(keys))
+    finally:
+        owner.close()
+        other.close()

@@ -21,8 +21,9 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import LeaseLostError, LockAuthError, LockError, LockServerUnavailable
@@ -38,6 +39,27 @@ START_RETRY_SECONDS = 1.0
 LOCAL_CHECK_FRACTION = 0.5
 #: Released task leases wait this long for company, then go in one release-many request.
 RELEASE_BATCH_WINDOW = 0.02
+#: Room in a request body for everything but the batched keys (holder, field names).
+BODY_OVERHEAD_BYTES = 4096
+
+T = TypeVar("T")
+
+
+def batches(items: list[T], key_of: Callable[[T], str]) -> Iterator[list[T]]:
+    """`items` in order, cut so that no batch has more than MAX_BATCH_KEYS entries and
+    its request body stays under MAX_BODY_BYTES (long task ids fill a body quickly)."""
+    budget = p.MAX_BODY_BYTES - BODY_OVERHEAD_BYTES
+    batch: list[T] = []
+    used = 0
+    for item in items:
+        size = len(json.dumps(key_of(item))) + 32  # the key as sent, its token and commas
+        if batch and (len(batch) >= p.MAX_BATCH_KEYS or used + size > budget):
+            yield batch
+            batch, used = [], 0
+        batch.append(item)
+        used += size
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -45,6 +67,10 @@ class _Held:
     """Client-side bookkeeping of one held lease."""
 
     confirmed_at: float  # monotonic time the last successful grant/renewal was sent
+
+
+def _key(lease: Lease) -> str:
+    return lease.key
 
 
 def describe_holder(value: Any) -> str:
@@ -206,8 +232,7 @@ class HttpLockProvider:
         if queued.intersection(keys):
             self.flush_releases()  # a queued release must not undo a new grant
         results: list[Lease | None] = []
-        for start in range(0, len(keys), p.MAX_BATCH_KEYS):
-            chunk = keys[start:start + p.MAX_BATCH_KEYS]
+        for chunk in batches(keys, str):
             sent_at = time.monotonic()
             _, data = self._call("acquire_many", {"keys": chunk, "holder": self.me.to_json(),
                                                   "ttl": self.ttl})
@@ -315,8 +340,7 @@ class HttpLockProvider:
         """Send every queued release; a lease that cannot be released frees by its TTL."""
         with self._lock:
             leases, self._to_release = self._to_release, []
-        for start in range(0, len(leases), p.MAX_BATCH_KEYS):
-            chunk = leases[start:start + p.MAX_BATCH_KEYS]
+        for chunk in batches(leases, _key):
             body = {"holder": self.me.to_json(),
                     "leases": [{"key": l.key, "token": l.fencing_token} for l in chunk]}
             try:
@@ -350,36 +374,39 @@ class HttpLockProvider:
         while not self._stop.wait(wait):
             wait = interval
             with self._lock:
-                leases = list(self._held)
-            if not leases:
-                continue
-            sent_at = time.monotonic()
-            body = {"holder": self.me.to_json(),
-                    "leases": [{"key": l.key, "token": l.fencing_token} for l in leases]}
-            try:
-                _, data = self._once("renew", body)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                self._renew_failed(leases, f"{type(exc).__name__}: {exc}")
-                wait = min(interval, 1.0)  # retry sooner while the server is away
-                continue
-            if not isinstance(data, dict) or "renewed" not in data:
-                self._renew_failed(leases, f"unexpected answer {str(data)[:200]}")
-                wait = min(interval, 1.0)
-                continue
-            renewed = {(item["key"], item["token"]) for item in data.get("renewed", [])}
-            lost = {(item["key"], item["token"]): item.get("reason", "")
-                    for item in data.get("lost", [])}
-            for lease in leases:
-                ident = (lease.key, lease.fencing_token)
-                if ident in renewed:
-                    with self._lock:
-                        if lease in self._held:
-                            self._held[lease].confirmed_at = sent_at
-                elif ident in lost:
-                    with self._lock:
-                        still_held = lease in self._held  # not released meanwhile
-                    if still_held:
-                        self._mark_lost(lease, lost[ident] or "refused by the lock server")
+                held = list(self._held)
+            for leases in batches(held, _key):
+                if not self._renew(leases):
+                    wait = min(interval, 1.0)  # retry sooner while the server is away
+
+    def _renew(self, leases: list[Lease]) -> bool:
+        """One renew request for `leases`; False when it failed (they may then be lost)."""
+        sent_at = time.monotonic()
+        body = {"holder": self.me.to_json(),
+                "leases": [{"key": l.key, "token": l.fencing_token} for l in leases]}
+        try:
+            _, data = self._once("renew", body)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            self._renew_failed(leases, f"{type(exc).__name__}: {exc}")
+            return False
+        if not isinstance(data, dict) or "renewed" not in data:
+            self._renew_failed(leases, f"unexpected answer {str(data)[:200]}")
+            return False
+        renewed = {(item["key"], item["token"]) for item in data.get("renewed", [])}
+        lost = {(item["key"], item["token"]): item.get("reason", "")
+                for item in data.get("lost", [])}
+        for lease in leases:
+            ident = (lease.key, lease.fencing_token)
+            if ident in renewed:
+                with self._lock:
+                    if lease in self._held:
+                        self._held[lease].confirmed_at = sent_at
+            elif ident in lost:
+                with self._lock:
+                    still_held = lease in self._held  # not released meanwhile
+                if still_held:
+                    self._mark_lost(lease, lost[ident] or "refused by the lock server")
+        return True
 
     def _renew_failed(self, leases: list[Lease], problem: str) -> None:
         now = time.monotonic()
