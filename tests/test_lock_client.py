@@ -243,3 +243,26 @@ def test_long_task_ids_fill_many_bodies_without_going_over_the_size_limit(
     finally:
         owner.close()
         other.close()
+
+
+@pytest.mark.parametrize("how", ["one", "many"])
+def test_taking_a_key_again_right_after_releasing_it_keeps_it(lock_server: LockServer,
+                                                              how: str) -> None:
+    """The server answers a same-holder acquire with the same token, so a queued release
+    sent after it, or one on its way meanwhile, would free the new grant for another run."""
+    owner = _provider(lock_server)
+    try:
+        for round_ in range(24):
+            key = f"Again(n={round_})"
+            first = owner.try_acquire(key)
+            assert first is not None
+            owner.release(first)
+            time.sleep(round_ * 0.002)  # before, during and after the release batch is sent
+            again = (owner.try_acquire(key) if how == "one"
+                     else owner.try_acquire_many([key, f"Other(n={round_})"])[0])
+            assert again is not None
+            time.sleep(0.06)  # longer than the release batch window
+            _, held = lock_server.request("POST", "/v1/holder", {"key": key})
+            assert held["held"] and held["token"] == again.fencing_token, (round_, held)
+    finally:
+        owner.close()

@@ -115,6 +115,7 @@ class HttpLockProvider:
         self._heartbeat: threading.Thread | None = None
         self._unreachable = False  # the last call ran out of retries: do not wait again
         self._to_release: list[Lease] = []  # task leases given back, not yet sent
+        self._sending = threading.Lock()  # held while a batch of releases is taken and sent
         self._release_wanted = threading.Event()
         self._releaser: threading.Thread | None = None
 
@@ -217,7 +218,20 @@ class HttpLockProvider:
         self._ensure_heartbeat()
         return lease
 
+    def _settle_releases(self, keys: list[str]) -> None:
+        """Send the queued releases now if one is for `keys`, or wait for a batch on its way.
+
+        The server answers an acquire by the same holder with the same token, so a release
+        of an earlier grant that reached it after the new acquire would free the new grant.
+        """
+        wanted = set(keys)
+        with self._lock:
+            queued = any(lease.key in wanted for lease in self._to_release)
+        if queued or self._sending.locked():
+            self.flush_releases()  # takes `_sending`: a batch on its way has then arrived
+
     def try_acquire(self, key: str) -> Lease | None:
+        self._settle_releases([key])
         sent_at = time.monotonic()
         _, data = self._call("acquire", {"key": key, "holder": self.me.to_json(),
                                          "ttl": self.ttl})
@@ -227,10 +241,7 @@ class HttpLockProvider:
 
     def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
         """`try_acquire` for many keys, in one request per MAX_BATCH_KEYS keys."""
-        with self._lock:
-            queued = {lease.key for lease in self._to_release}
-        if queued.intersection(keys):
-            self.flush_releases()  # a queued release must not undo a new grant
+        self._settle_releases(keys)
         results: list[Lease | None] = []
         for chunk in batches(keys, str):
             sent_at = time.monotonic()
@@ -338,6 +349,10 @@ class HttpLockProvider:
 
     def flush_releases(self) -> None:
         """Send every queued release; a lease that cannot be released frees by its TTL."""
+        with self._sending:
+            self._send_releases()
+
+    def _send_releases(self) -> None:
         with self._lock:
             leases, self._to_release = self._to_release, []
         for chunk in batches(leases, _key):
