@@ -18,8 +18,9 @@ pytest.register_assert_rewrite("lockutil")  # before the import below
 from lockutil import TOKEN, LockServer
 
 SENTINEL = {"host": "sentinel-host", "pid": 4242, "run_id": "sentinel-run"}
-ROUTES = ["/v1/health", "/v1/acquire", "/v1/acquire-resource", "/v1/renew", "/v1/check",
-          "/v1/release", "/v1/holder", "/v1/leases"]
+ROUTES = ["/v1/health", "/v1/acquire", "/v1/acquire-many", "/v1/acquire-resource",
+          "/v1/renew", "/v1/check", "/v1/release", "/v1/release-many", "/v1/holder",
+          "/v1/leases"]
 ALLOWED = {200, 400, 401, 404, 405, 409, 413}
 
 FUZZ = settings(max_examples=120, deadline=None,
@@ -73,6 +74,7 @@ holders = plausible_holders | st.fixed_dictionaries({
 })
 near_valid = st.fixed_dictionaries({}, optional={
     "key": hostile_text | st.sampled_from(["Sentinel()", "resource:x:0"]) | json_values,
+    "keys": st.lists(hostile_text | st.just("Sentinel()"), max_size=4) | json_values,
     "name": st.text(max_size=20) | json_values,
     "slots": st.integers(min_value=-3, max_value=20_000) | json_values,
     "token": st.integers(min_value=-3, max_value=2**63) | json_values,
@@ -126,7 +128,8 @@ small_holders = st.sampled_from([
     {"host": "h1", "pid": 1, "run_id": "a"}, {"host": "h1", "pid": 1, "run_id": "b"},
     {"host": "h2", "pid": 7, "run_id": "a"},
 ])
-operations = st.lists(st.tuples(st.sampled_from(["acquire", "release", "check"]),
+operations = st.lists(st.tuples(st.sampled_from(["acquire", "acquire_many", "release",
+                                                 "release_many", "check"]),
                                 st.sampled_from(["K1", "K2"]), small_holders,
                                 st.integers(min_value=1, max_value=4)), max_size=25)
 
@@ -142,9 +145,14 @@ def test_valid_operations_match_a_simple_lease_model(server: LockServer,
     for op, name, holder, token in ops:
         key = f"{prefix}:{name}"
         current, last = model.get(key, (None, 0))
-        if op == "acquire":
-            status, body = server.request("POST", "/v1/acquire",
-                                          {"key": key, "holder": holder, "ttl": 3600})
+        if op in ("acquire", "acquire_many"):
+            if op == "acquire":
+                status, body = server.request("POST", "/v1/acquire",
+                                              {"key": key, "holder": holder, "ttl": 3600})
+            else:
+                status, answer = server.request("POST", "/v1/acquire-many",
+                                                {"keys": [key], "holder": holder, "ttl": 3600})
+                body = answer["results"][0] if status == 200 else answer
             assert status == 200
             if current is None:
                 assert body["granted"] and body["token"] == last + 1
@@ -159,9 +167,13 @@ def test_valid_operations_match_a_simple_lease_model(server: LockServer,
             if op == "release":
                 status, body = server.request("POST", "/v1/release", ref)
                 assert status == 200 and body["released"] is mine
-                if mine:
-                    model[key] = (None, last)
-            else:
+            elif op == "release_many":
+                status, body = server.request("POST", "/v1/release-many", {
+                    "holder": holder, "leases": [{"key": key, "token": token}]})
+                assert status == 200 and body["released"] == [mine]
+            if op in ("release", "release_many") and mine:
+                model[key] = (None, last)
+            if op == "check":
                 status, body = server.request("POST", "/v1/check", ref)
                 assert status == (200 if mine else 409)
     _consistent(server)
@@ -170,6 +182,8 @@ def test_valid_operations_match_a_simple_lease_model(server: LockServer,
 def _valid_body(route: str, holder: dict[str, Any]) -> dict[str, Any]:
     return {
         "/v1/acquire": {"key": "Fuzz()", "holder": holder, "ttl": 2},
+        "/v1/acquire-many": {"keys": ["Fuzz()", "Fuzz2()"], "holder": holder, "ttl": 2},
+        "/v1/release-many": {"holder": holder, "leases": [{"key": "Fuzz()", "token": 1}]},
         "/v1/acquire-resource": {"name": "fuzzpool", "slots": 2, "holder": holder, "ttl": 2},
         "/v1/check": {"key": "Fuzz()", "token": 1, "holder": holder},
         "/v1/release": {"key": "Fuzz()", "token": 1, "holder": holder},
@@ -179,10 +193,11 @@ def _valid_body(route: str, holder: dict[str, Any]) -> dict[str, Any]:
 
 
 @FUZZ
-@given(route=st.sampled_from(["/v1/acquire", "/v1/acquire-resource", "/v1/check",
-                              "/v1/release", "/v1/holder", "/v1/renew"]),
-       holder=plausible_holders, field=st.sampled_from(["key", "name", "slots", "token", "ttl",
-                                                        "holder", "leases", None]),
+@given(route=st.sampled_from(["/v1/acquire", "/v1/acquire-many", "/v1/acquire-resource",
+                              "/v1/check", "/v1/release", "/v1/release-many", "/v1/holder",
+                              "/v1/renew"]),
+       holder=plausible_holders, field=st.sampled_from(["key", "keys", "name", "slots", "token",
+                                                        "ttl", "holder", "leases", None]),
        value=hostile_text | json_values | plausible_holders)
 def test_one_hostile_field_in_an_otherwise_valid_request(
         server: LockServer, route: str, holder: dict[str, Any], field: str | None,
