@@ -99,3 +99,22 @@ class Series:
                      for s in self.samples],
             "note": self.note,
         }
+
+
+def paired_ratio(numerator: Series, denominator: Series) -> float | None:
+    """Median of run-by-run ratios. Runs with the same index ran back to back, so a slow
+    phase of the shared disk lands on both sides of each ratio."""
+    ratios = [a.seconds / b.seconds for a, b in zip(numerator.samples, denominator.samples)
+              if a.code == 0 and b.code == 0 and not a.timed_out and b.seconds > 0]
+    return statistics.median(ratios) if ratios else None
+
+
+def series_from_json(data: dict[str, object] | None) -> Series | None:
+    """A Series back from `Series.to_json()` output."""
+    if data is None:
+        return None
+    series = Series(note=str(data.get("note", "")))
+    for run in data["runs"]:  # type: ignore[attr-defined]
+        seconds, cpu, code, peak = run
+        series.add(Sample(seconds, code, peak, code == -9, cpu))
+    return series

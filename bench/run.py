@@ -28,7 +28,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import Sample, Series, run_process
+from measure import Sample, Series, paired_ratio, run_process, series_from_json
 
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
@@ -344,7 +344,7 @@ def judge(bench: Bench) -> None:
             row = _find(bench, f"build all, {shape} of {size:,}")
             if row is None or row.batchdeps.median is None or row.floor is None:
                 continue
-            ratio = row.batchdeps.median / (row.floor.median or float("nan"))
+            ratio = paired_ratio(row.batchdeps, row.floor) or float("nan")
             goals, met = ["<= 2x floor"], ratio <= 2
             if size == 10_000 and shape == "tree" and row.luigi and row.luigi.median:
                 goals.append(">= 100x faster than Luigi")
@@ -400,7 +400,7 @@ def render_table(bench: Bench) -> str:
             luigi_cell = _s(lu.median) if lu and lu.median else (
                 "did not finish" if lu and lu.samples else "–")
             cells = [_s(bd.median), luigi_cell, _x(ratio), _s(fl.median if fl else None),
-                     _x(bd.median / fl.median if fl and fl.median and bd.median else None)]
+                     _x(paired_ratio(bd, fl) if fl else None)]
         mark = "" if row.met is None else (" ✓" if row.met else " ✗")
         goal = f"{row.goal}{mark}" if row.goal else ""
         lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {goal} |")
@@ -454,8 +454,8 @@ python bench/run.py --quick    # smoke run at small sizes (about a minute)
 """
 
 
-def write_doc(bench: Bench, path: Path, notes: str) -> None:
-    info = machine()
+def write_doc(bench: Bench, path: Path, notes: str, info: dict[str, str] | None = None) -> None:
+    info = info or machine()
     text = DOC_HEAD + f"""
 ## Latest figures
 
@@ -467,6 +467,28 @@ measured {info['date']}{' (quick run)' if bench.args.quick else ''}.
     if notes:
         text += "\n" + notes.strip() + "\n"
     path.write_text(text)
+
+
+def _report_from_json(path: Path, doc: str | None) -> int:
+    """Judge and render a saved run again (after a change to the notes or the report)."""
+    import types
+
+    saved = json.loads(path.read_text())
+    rows = []
+    for item in saved["rows"]:
+        extra = {k: v for k, v in item.items() if k in ("ideal_s", "local_locks_s")}
+        rows.append(Row(item["case"], item["label"], series_from_json(item["batchdeps"]) or Series(),
+                        series_from_json(item["luigi"]), series_from_json(item["floor"]),
+                        goal=item["goal"], met=item["met"], note=item["note"], extra=extra))
+    bench = types.SimpleNamespace(rows=rows, args=types.SimpleNamespace(quick=saved["quick"]))
+    judge(bench)  # type: ignore[arg-type]
+    print(render_table(bench))  # type: ignore[arg-type]
+    target = Path(doc or REPO / "docs" / "benchmarks.md")
+    notes_path = HERE / "notes.md"
+    write_doc(bench, target, notes_path.read_text() if notes_path.exists() else "",  # type: ignore[arg-type]
+              saved["machine"])
+    print(f"\nwrote {os.path.relpath(target)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -482,7 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", default=None,
                         help="write the report here (default: docs/benchmarks.md on a full run)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    parser.add_argument("--from-json", default=None, metavar="FILE",
+                        help="measure nothing: write the report from a saved results file")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return _report_from_json(Path(args.from_json), args.doc)
     if args.reps is None:
         args.reps = 2 if args.quick else 3
     if not args.no_luigi:
