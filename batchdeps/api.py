@@ -131,4 +131,5 @@ def build(
         executor = make_executor(plan, workers or config.workers, options, extras.attempt_context)
         return Runner(plan, provider, executor, [*extras.listeners, *listeners], options).run()
     finally:
-        provider.close()
+        if locks is None:  # a provider the caller passed stays the caller's to close
+            provider.close()

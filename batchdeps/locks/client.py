@@ -33,6 +33,19 @@ from .base import Lease
 log = logging.getLogger("batchdeps")
 
 START_RETRY_SECONDS = 1.0
+
+
+def lease_clock() -> float:
+    """Seconds on a clock that keeps counting while the machine is suspended.
+
+    Lease ages are measured on it: `time.monotonic()` stops during a suspend on Linux, so
+    a resumed client would think its lease younger than the server (which kept running)
+    knows it to be, and could pass the local fence check on a lease already gone.
+    """
+    return time.clock_gettime(_BOOTTIME)
+
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 #: A lease confirmed by the server less than this part of its TTL ago passes `check()`
 #: without a round trip: the server cannot have granted it to anyone else yet, since its
 #: expiry is at least `confirmed_at + ttl` (confirmed_at is when the request was *sent*).
@@ -66,7 +79,7 @@ def batches(items: list[T], key_of: Callable[[T], str]) -> Iterator[list[T]]:
 class _Held:
     """Client-side bookkeeping of one held lease."""
 
-    confirmed_at: float  # monotonic time the last successful grant/renewal was sent
+    confirmed_at: float  # lease_clock() time the last successful grant/renewal was sent
 
 
 def _key(lease: Lease) -> str:
@@ -232,7 +245,7 @@ class HttpLockProvider:
 
     def try_acquire(self, key: str) -> Lease | None:
         self._settle_releases([key])
-        sent_at = time.monotonic()
+        sent_at = lease_clock()
         _, data = self._call("acquire", {"key": key, "holder": self.me.to_json(),
                                          "ttl": self.ttl})
         if not data.get("granted"):
@@ -244,7 +257,7 @@ class HttpLockProvider:
         self._settle_releases(keys)
         results: list[Lease | None] = []
         for chunk in batches(keys, str):
-            sent_at = time.monotonic()
+            sent_at = lease_clock()
             _, data = self._call("acquire_many", {"keys": chunk, "holder": self.me.to_json(),
                                                   "ttl": self.ttl})
             answers = data.get("results") if isinstance(data, dict) else None
@@ -256,7 +269,7 @@ class HttpLockProvider:
         return results
 
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
-        sent_at = time.monotonic()
+        sent_at = lease_clock()
         _, data = self._call("acquire_resource", {"name": name, "slots": int(slots),
                                                   "holder": self.me.to_json(), "ttl": self.ttl})
         if not data.get("granted"):
@@ -289,10 +302,10 @@ class HttpLockProvider:
         if not lease.lost:
             with self._lock:
                 held = self._held.get(lease)
-            remaining = (held.confirmed_at + self.ttl - time.monotonic()) if held else 0.0
+            remaining = (held.confirmed_at + self.ttl - lease_clock()) if held else 0.0
             if remaining > self.ttl * (1 - LOCAL_CHECK_FRACTION):
                 return
-            sent_at = time.monotonic()
+            sent_at = lease_clock()
             try:
                 status, data = self._call("check", {"key": lease.key,
                                                     "token": lease.fencing_token,
@@ -396,7 +409,7 @@ class HttpLockProvider:
 
     def _renew(self, leases: list[Lease]) -> bool:
         """One renew request for `leases`; False when it failed (they may then be lost)."""
-        sent_at = time.monotonic()
+        sent_at = lease_clock()
         body = {"holder": self.me.to_json(),
                 "leases": [{"key": l.key, "token": l.fencing_token} for l in leases]}
         try:
@@ -424,7 +437,7 @@ class HttpLockProvider:
         return True
 
     def _renew_failed(self, leases: list[Lease], problem: str) -> None:
-        now = time.monotonic()
+        now = lease_clock()
         for lease in leases:
             with self._lock:
                 held = self._held.get(lease)
