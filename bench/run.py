@@ -345,18 +345,18 @@ def judge(bench: Bench) -> None:
             if row is None or row.batchdeps.median is None or row.floor is None:
                 continue
             ratio = paired_ratio(row.batchdeps, row.floor) or float("nan")
-            goals, met = ["<= 2x floor"], ratio <= 2
+            goals = [(f"<= 2x floor (is {ratio:.2f}x)", ratio <= 2)]
             if size == 10_000 and shape == "tree" and row.luigi and row.luigi.median:
-                goals.append(">= 100x faster than Luigi")
-                met = met and row.luigi.median / row.batchdeps.median >= 100
+                faster = row.luigi.median / row.batchdeps.median
+                goals.append((f">= 100x faster than Luigi (is {faster:.0f}x)", faster >= 100))
             if size == 100_000:
                 small = _find(bench, f"build all, {shape} of 10,000")
                 if small and small.batchdeps.median:
                     growth = row.batchdeps.median / small.batchdeps.median
                     row.extra["growth_from_10k"] = growth
-                    goals.append(f"10k->100k growth <= 12 (is {growth:.1f})")
-                    met = met and growth <= 12
-            row.goal, row.met = ", ".join(goals), met
+                    goals.append((f"10k -> 100k growth <= 12 (is {growth:.1f})", growth <= 12))
+            row.goal = ", ".join(f"{text} {'✓' if ok else '✗'}" for text, ok in goals)
+            row.met = all(ok for _, ok in goals)
     for row in bench.rows:
         med = row.batchdeps.median
         if row.case == "memory" and row.batchdeps.peak_mib is not None and "100,000" in row.label:
@@ -382,7 +382,8 @@ def _x(value: float | None) -> str:
 
 def render_table(bench: Bench) -> str:
     lines = [
-        "| case | batchdeps | Luigi | Luigi / batchdeps | floor | batchdeps / floor | goal |",
+        ("| case | batchdeps | Luigi | Luigi / batchdeps | floor | batchdeps / floor, paired "
+         "| goal |"),
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in bench.rows:
@@ -401,7 +402,8 @@ def render_table(bench: Bench) -> str:
                 "did not finish" if lu and lu.samples else "–")
             cells = [_s(bd.median), luigi_cell, _x(ratio), _s(fl.median if fl else None),
                      _x(paired_ratio(bd, fl) if fl else None)]
-        mark = "" if row.met is None else (" ✓" if row.met else " ✗")
+        marked = row.goal.endswith(("✓", "✗"))
+        mark = "" if row.met is None or marked else (" ✓" if row.met else " ✗")
         goal = f"{row.goal}{mark}" if row.goal else ""
         lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {goal} |")
     notes = [f"- {row.label}: {row.note}" for row in bench.rows if row.note]
@@ -497,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="repetitions per figure")
     parser.add_argument("--cases", default="build,noop,workers,startup,locks,s3,memory",
                         help="comma-separated cases to run")
-    parser.add_argument("--luigi-limit", type=float, default=600.0,
+    parser.add_argument("--luigi-limit", type=float, default=900.0,
                         help="skip Luigi at sizes predicted to take longer (seconds)")
     parser.add_argument("--no-luigi", action="store_true", help="measure batchdeps only")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.json"))
