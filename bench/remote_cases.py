@@ -58,7 +58,11 @@ def start_luigid(bench: Any) -> tuple[subprocess.Popen[bytes], int]:
          str(port), "--logdir", str(bench.workspace / "luigid"),
          "--state-path", str(bench.workspace / "luigid" / "state.pickle")],
         env=bench.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_port(port)
+    try:
+        _wait_for_port(port)
+    except BaseException:
+        _stop(process)
+        raise
     return process, port
 
 
@@ -111,9 +115,9 @@ def case_locks(bench: Any, row_type: Any, interleave: Any, sizes: list[int],
     rows = []
     server, url = start_lock_server(bench)
     luigid = luigid_port = None
-    if not bench.args.no_luigi:
-        luigid, luigid_port = start_luigid(bench)
     try:
+        if not bench.args.no_luigi:
+            luigid, luigid_port = start_luigid(bench)
         for size in sizes:
             with_luigi = luigid is not None and size <= luigi_size
             reps = bench.args.reps if size <= 10_000 else 1
