@@ -30,6 +30,17 @@ def hold_in_subprocess(lock_dir: Path, key: str) -> subprocess.Popen[str]:
     return proc
 
 
+def probe(lock_dir: Path, key: str) -> str:
+    """'held' or 'busy': what another process gets when it tries `key` now."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(lock_dir), key],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    answer = proc.stdout.readline().strip()
+    proc.kill()
+    proc.wait()
+    return answer
+
+
 def test_lock_is_exclusive_across_processes_and_freed_by_kill_9(tmp_path: Path) -> None:
     provider = LocalLockProvider(str(tmp_path))
     provider.start()
@@ -54,7 +65,7 @@ def test_release_frees_the_key_for_another_process(tmp_path: Path) -> None:
     assert lease is not None
     provider.release(lease)
     provider.release(lease)  # releasing twice is harmless
-    assert list(tmp_path.iterdir()) == []  # the lock file is removed on release
+    assert [p.name for p in tmp_path.iterdir()] == ["locks"]  # one file, whatever the keys
     other = hold_in_subprocess(tmp_path, "K")  # asserts the other process got it
     other.kill()
     other.wait()
@@ -79,3 +90,27 @@ def test_same_process_cannot_take_a_held_key_twice(tmp_path: Path) -> None:
     assert provider.try_acquire("K") is None
     provider.close()
     assert provider.try_acquire("K") is not None
+
+
+def test_two_providers_in_one_process_exclude_each_other_and_close_keeps_the_other(
+        tmp_path: Path) -> None:
+    first, second = LocalLockProvider(str(tmp_path)), LocalLockProvider(str(tmp_path))
+    first.start()
+    second.start()
+    lease = first.try_acquire("K")
+    assert lease is not None
+    assert second.try_acquire("K") is None
+    assert "this run" in second.holder("K")
+    other = second.try_acquire("L")
+    assert other is not None
+    first.close()  # releases K only: L stays held by `second`
+    assert second.try_acquire("K") is not None
+    assert probe(tmp_path, "L") == "busy"  # another process cannot take it
+    second.close()
+    assert probe(tmp_path, "L") == "held"
+
+
+def test_holder_of_a_free_key_is_empty(tmp_path: Path) -> None:
+    provider = LocalLockProvider(str(tmp_path))
+    provider.start()
+    assert provider.holder("nobody") == ""

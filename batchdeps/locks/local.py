@@ -1,23 +1,34 @@
-"""Machine-local locks: one flock()ed file per task id in a folder shared by all runs.
+"""Machine-local locks: POSIX record locks on one file shared by every run on the machine.
 
-The kernel drops a flock when its process dies, so a crashed run never leaves a task
-locked. Lock files are removed on release; a taker re-checks after flock() that the file
-it locked is still the one at the path (the usual unlink race).
+A task's lease is a write lock on one byte of `<lock dir>/locks`, at an offset drawn from a
+64-bit hash of its task id. Taking and giving it back are one fcntl() call each: no file is
+created or removed per task. The kernel drops a process's record locks when it dies, so a
+crashed run never leaves a task locked, and locks are not inherited by forked workers.
+
+Record locks belong to a process, not to a file descriptor, and never conflict within one
+process; an in-process table therefore keeps two holders in one process apart, and the
+lock file stays open for the life of the process (closing any descriptor of it would drop
+every lock the process holds on it).
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 import socket
+import struct
 import tempfile
+import threading
 
 from ..errors import LeaseLostError, LockError
 from .base import Lease
 
 LOCK_DIR_ENV = "BATCHDEPS_LOCK_DIR"
+LOCK_FILE_NAME = "locks"
+_OFFSET_MASK = (1 << 62) - 1  # stays inside a signed 64-bit off_t
+_FLOCK = "hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid (Linux, 64-bit)
 
 
 def default_lock_dir() -> str:
@@ -27,70 +38,101 @@ def default_lock_dir() -> str:
     )
 
 
+def key_offset(key: str) -> int:
+    """The byte of the lock file that stands for `key`."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & _OFFSET_MASK
+
+
+class _ProcessTable:
+    """This process's open lock files and the bytes it holds in them."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.files: dict[str, int] = {}
+        self.held: set[tuple[str, int]] = set()
+        self.mutex = threading.Lock()
+
+
+_table = _ProcessTable()
+
+
+def _process_table() -> _ProcessTable:
+    global _table
+    if _table.pid != os.getpid():  # a forked child holds none of its parent's locks
+        _table = _ProcessTable()
+    return _table
+
+
 class LocalLockProvider:
-    """Task leases as flock()ed files; resource slots as a small set of such files."""
+    """Task leases and resource slots as record locks on one shared file."""
 
     def __init__(self, lock_dir: str | None = None) -> None:
         self.lock_dir = lock_dir or default_lock_dir()
+        self.path = os.path.join(self.lock_dir, LOCK_FILE_NAME)
         self._held: set[Lease] = set()
-        self._me = f"{socket.gethostname()}:{os.getpid()}"
+        self._host = socket.gethostname()
 
     def start(self) -> None:
         try:
             os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
+            self._fd()
         except OSError as exc:
-            raise LockError(f"cannot create lock folder {self.lock_dir}: {exc.strerror}") from exc
+            raise LockError(f"cannot use lock folder {self.lock_dir}: {exc.strerror}") from exc
 
-    def _path(self, key: str) -> str:
-        digest = hashlib.sha1(key.encode()).hexdigest()[:24]
-        return os.path.join(self.lock_dir, digest + ".lock")
+    def _fd(self) -> int:
+        table = _process_table()
+        with table.mutex:
+            fd = table.files.get(self.path)
+            if fd is None:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                table.files[self.path] = fd
+        return fd
 
-    def _try_lock(self, path: str, key: str) -> Lease | None:
-        while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise LockError(f"cannot open lock file {path}: {exc.strerror}") from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+    def _try_lock(self, key: str) -> Lease | None:
+        offset = key_offset(key)
+        table = _process_table()
+        slot = (self.path, offset)
+        with table.mutex:
+            if slot in table.held:
                 return None
-            try:
-                status = os.fstat(fd)
-                same = status.st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                # Only a file a crashed holder left behind has text to clear. Truncating a
-                # fresh, empty one would cost a disk write per task: ext4 flushes a
-                # truncated file's data when it is closed (auto_da_alloc).
-                if status.st_size:
-                    os.ftruncate(fd, 0)
-                os.write(fd, f"{self._me} {key}\n".encode())
-                lease = Lease(key=key, handle=(fd, path))
-                self._held.add(lease)
-                return lease
-            os.close(fd)  # the holder released and removed it between open and flock
+            table.held.add(slot)
+        try:
+            fcntl.lockf(self._fd(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError as exc:
+            with table.mutex:
+                table.held.discard(slot)
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return None
+            raise LockError(f"cannot lock {key} in {self.path}: {exc.strerror}") from exc
+        lease = Lease(key=key, handle=offset)
+        self._held.add(lease)
+        return lease
 
     def try_acquire(self, key: str) -> Lease | None:
-        return self._try_lock(self._path(key), key)
+        return self._try_lock(key)
 
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
         for slot in range(slots):
-            key = f"resource:{name}:{slot}"
-            lease = self._try_lock(self._path(key), key)
+            lease = self._try_lock(f"resource:{name}:{slot}")
             if lease is not None:
                 return lease
         return None
 
     def holder(self, key: str) -> str:
+        """'process PID on HOST' of the process holding `key` ('' when free or unknown)."""
+        offset = key_offset(key)
+        if (self.path, offset) in _process_table().held:
+            return f"process {os.getpid()} on {self._host} (this run)"
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
         try:
-            with open(self._path(key)) as handle:
-                text = handle.read().strip()
+            answer = fcntl.fcntl(self._fd(), fcntl.F_GETLK, query)
         except OSError:
             return ""
-        return f"process {text.split(' ', 1)[0]}" if text else ""
+        lock_type, _, _, _, pid = struct.unpack(_FLOCK, answer)
+        if lock_type == fcntl.F_UNLCK or pid <= 0:
+            return ""
+        return f"process {pid} on {self._host}"
 
     def check(self, lease: Lease) -> None:
         if lease not in self._held:
@@ -100,11 +142,12 @@ class LocalLockProvider:
         if lease not in self._held:
             return
         self._held.discard(lease)
-        fd, path = lease.handle
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        table = _process_table()
+        try:
+            fcntl.lockf(self._fd(), fcntl.LOCK_UN, 1, lease.handle)
+        finally:
+            with table.mutex:
+                table.held.discard((self.path, lease.handle))
 
     def close(self) -> None:
         for lease in list(self._held):
