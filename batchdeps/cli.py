@@ -67,6 +67,7 @@ def _own_stderr() -> Any:
 def setup_logging(level: str, log_format: str = "text") -> None:
     import logging  # here, not at the top: `batchdeps --help` does not need it
 
+    logging.logProcesses = False  # no getpid() system call per record; no format uses it
     handler = logging.StreamHandler(_own_stderr())
     if log_format == "json":
         from .jsonlog import JsonFormatter

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from .procinfo import current_pid
 from .events import Event, RunFinished, RunStarted, TaskFinished, TaskRetrying, TaskStarted
 from .result import Status
 
@@ -117,7 +118,7 @@ class ProgressListener:
 
     def write_above(self, stream: IO[str], text: str) -> int:
         """Write `text` (a log line) so that the progress line stays below it."""
-        if os.getpid() != self._pid:  # a forked worker: its lock copy may be held forever
+        if current_pid() != self._pid:  # a forked worker: its lock copy may be held forever
             return stream.write(text)
         with self.lock:
             if not self._shown:

@@ -26,7 +26,7 @@ from .executors import InlineExecutor, Outcome
 from .locks.base import Lease, LockProvider
 from .resolver import MISSING, Plan, Step
 from .result import BuildResult, Status, TaskResult
-from .targets import FileTarget, Target, check_exists
+from .targets import FileTarget, Target, check_exists, forget_stale_files
 from .task import Task, WrapperTask
 
 log = logging.getLogger("batchdeps")
@@ -127,6 +127,7 @@ class Runner:
 
     def run(self) -> BuildResult:
         started = self.clock()
+        forget_stale_files()
         result = self.result
         result.requested = [t.task_id for t in self.plan.requested]
         for task in self.plan.complete:
@@ -277,8 +278,8 @@ class Runner:
         if not self._take_resources(step, state):
             return
         state.attempts += 1
-        for target in step.outputs:
-            target.cleanup_stale()
+        for target in step.outputs:  # after a failed attempt, look again: it may have left some
+            target.cleanup_stale(fresh=state.attempts > 1)
         log_path = self.options.log_path_for(step, state.attempts) if self.options.log_path_for else None
         state.log_path = log_path
         self.emit(TaskStarted(self.options.run_id, task.task_id, task.family(), state.attempts,
@@ -350,7 +351,7 @@ class Runner:
             self._discard(step, outcome.staged)
             if outcome.timed_out:
                 for target in step.outputs:
-                    target.cleanup_stale()
+                    target.cleanup_stale(fresh=True)
         log_path = state.log_path
         self.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
                                 state.attempts, tail or error, log_path, outcome.timed_out))
@@ -485,7 +486,7 @@ class Runner:
         self.executor.terminate(grace=self.options.kill_grace)
         for index in running:
             for target in self.plan.steps[index].outputs:
-                target.cleanup_stale()
+                target.cleanup_stale(fresh=True)
         for state in self._states.values():
             self._release(state)
         for step in self.plan.steps:

@@ -500,7 +500,7 @@ class S3Target(FsspecTarget):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_path)
 
-    def cleanup_stale(self) -> None:
+    def cleanup_stale(self, fresh: bool = False) -> None:
         """Drop spool files of crashed writers and abort their unfinished uploads."""
         prefix = _spool_prefix(self.url)
         directory = spool_dir()

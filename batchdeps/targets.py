@@ -18,9 +18,11 @@ import os
 import secrets
 from typing import IO, Any, Iterable, Iterator
 
+from .procinfo import current_pid
 from .errors import ConfigError, TargetCheckError, TargetError, TaskDefinitionError
 
 TMP_DIR_NAME = ".batchdeps-tmp"
+WRITE_BUFFER = 64 * 1024
 
 
 class Target:
@@ -34,8 +36,13 @@ class Target:
     def open(self, mode: str = "r") -> IO[Any]:
         raise NotImplementedError
 
-    def cleanup_stale(self) -> None:
-        """Remove temporary files that a crashed writer of this target left behind."""
+    def cleanup_stale(self, fresh: bool = False) -> None:
+        """Remove temporary files that a crashed writer of this target left behind.
+
+        Called by the runner, holding the task's lock, before an attempt. `fresh` asks for
+        a new look at the store; otherwise what was found when this run first looked may
+        be used (stale files come from runs before this one).
+        """
 
     def commit_tmp(self, tmp_path: str) -> None:
         """Move a finished temporary file into place, atomically."""
@@ -222,7 +229,7 @@ _PROCESS_TAG = ""
 
 def _tmp_suffix() -> str:
     global _PROCESS_TAG
-    pid = os.getpid()
+    pid = current_pid()
     if not _PROCESS_TAG.startswith(f"{pid}."):
         _PROCESS_TAG = f"{pid}.{secrets.token_hex(3)}"
     return f"{_PROCESS_TAG}.{next(_counter)}"
@@ -267,7 +274,7 @@ class LocalTarget(FileTarget):
 
     def __init__(self, url: str, *, storage: Storage | None = None, **storage_options: Any) -> None:
         path = url[len("file://") :] if url.startswith("file://") else url
-        self.path = os.path.abspath(path)
+        self.path = path  # relative paths stay relative: no getcwd() per target
         self.url = url
 
     def exists(self) -> bool:
@@ -302,12 +309,13 @@ class LocalTarget(FileTarget):
                 raise TargetError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
             _made_dirs.add(tmp_dir)
         tmp_path = os.path.join(tmp_dir, f"{base}.{_tmp_suffix()}")
+        # An explicit buffer size spares open() its isatty() and block-size probes.
         try:
-            handle = open(tmp_path, mode)
+            handle = open(tmp_path, mode, buffering=WRITE_BUFFER)
         except FileNotFoundError:  # the folder was removed since we made it
             _made_dirs.discard(tmp_dir)
             os.makedirs(tmp_dir, exist_ok=True)
-            handle = open(tmp_path, mode)
+            handle = open(tmp_path, mode, buffering=WRITE_BUFFER)
         return _AtomicFile(handle, PendingWrite(self, tmp_path))  # type: ignore[return-value]
 
     def commit_tmp(self, tmp_path: str) -> None:
@@ -320,18 +328,42 @@ class LocalTarget(FileTarget):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_path)
 
-    def cleanup_stale(self) -> None:
+    def cleanup_stale(self, fresh: bool = False) -> None:
         directory, base = os.path.split(self.path)
         tmp_dir = os.path.join(directory, TMP_DIR_NAME)
-        try:
-            entries = os.listdir(tmp_dir)
-        except OSError:
-            return
-        prefix = base + "."
+        if fresh:
+            entries = _stale_by_base(tmp_dir).get(base, [])
+        else:  # one listing per folder per run, not one per task
+            index = _stale_index.get(tmp_dir)
+            if index is None:
+                index = _stale_index[tmp_dir] = _stale_by_base(tmp_dir)
+            entries = index.pop(base, [])
         for entry in entries:
-            if entry.startswith(prefix) and entry[len(prefix) :].count(".") == 2:
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(tmp_dir, entry))
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(tmp_dir, entry))
+
+
+#: temporary folder -> target name -> leftover temporary files, as first seen in this run
+_stale_index: dict[str, dict[str, list[str]]] = {}
+
+
+def forget_stale_files() -> None:
+    """Start a new run: look at the temporary folders afresh."""
+    _stale_index.clear()
+
+
+def _stale_by_base(tmp_dir: str) -> dict[str, list[str]]:
+    """The temporary files in `tmp_dir`, by the name of the target they were written for."""
+    try:
+        entries = os.listdir(tmp_dir)
+    except OSError:
+        return {}
+    index: dict[str, list[str]] = {}
+    for entry in entries:
+        parts = entry.rsplit(".", 3)  # <name>.<pid>.<random>.<n>
+        if len(parts) == 4:
+            index.setdefault(parts[0], []).append(entry)
+    return index
 
 
 # -- any fsspec filesystem -------------------------------------------------------------

@@ -27,6 +27,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from .procinfo import current_pid
 from .events import AttemptFailed, Event, RunFinished, RunStarted
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ class TaskLogs:
 
     def _prepare_process(self) -> int:
         """Open this process's scratch file and keep its original fds 1 and 2 (once)."""
-        pid = os.getpid()
+        pid = current_pid()
         if self._pid != pid:
             directory = self._scratch_dir()
             os.makedirs(directory, exist_ok=True)
@@ -222,7 +223,7 @@ class TaskLogs:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _close_scratch(self) -> None:
-        if self._pid == os.getpid():
+        if self._pid == current_pid():
             for fd in (self._scratch_fd, *self._saved_fds):
                 try:
                     os.close(fd)
@@ -263,7 +264,7 @@ class _Capture:
         _flush_std_streams()
         os.ftruncate(fd, 0)
         started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-        header = (f"{logs.header(self.task_id, self.attempt)}, pid {os.getpid()}, "
+        header = (f"{logs.header(self.task_id, self.attempt)}, pid {current_pid()}, "
                   f"started {started}\n").encode()
         os.write(fd, header)
         self.header_size = len(header)

@@ -22,6 +22,7 @@ import struct
 import tempfile
 import threading
 
+from ..procinfo import current_pid
 from ..errors import LeaseLostError, LockError
 from .base import Lease
 
@@ -59,7 +60,7 @@ _table = _ProcessTable()
 
 def _process_table() -> _ProcessTable:
     global _table
-    if _table.pid != os.getpid():  # a forked child holds none of its parent's locks
+    if _table.pid != current_pid():  # a forked child holds none of its parent's locks
         _table = _ProcessTable()
     return _table
 

@@ -1,0 +1,24 @@
+"""The current process id, without a system call each time it is asked for.
+
+`os.getpid()` is a real system call on Linux; the runner and the targets ask for it on every
+task. The cached value is refreshed in every child right after a fork.
+"""
+
+from __future__ import annotations
+
+import os
+
+_pid = os.getpid()
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def current_pid() -> int:
+    """This process's id (correct in forked children too)."""
+    return _pid
