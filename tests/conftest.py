@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from journal import JOURNAL_FUNCTION
 
 BATCHDEPS = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
 
@@ -24,13 +25,7 @@ import time
 import batchdeps as bd
 
 
-def journal(event, task):
-    line = f"{event}\\t{task.task_id}\\t{os.getpid()}\\t{time.time():.6f}\\n"
-    fd = os.open(os.environ["JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+''' + JOURNAL_FUNCTION + '''
 
 
 class Base(bd.Task):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from journal import JOURNAL_FUNCTION
 
 BATCHDEPS = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
 TOKEN = "test-token-3f9a"
@@ -35,13 +36,7 @@ import time
 import batchdeps as bd
 
 
-def journal(event, task):
-    line = f"{event}\\t{task.task_id}\\t{os.getpid()}\\t{time.time():.6f}\\n"
-    fd = os.open(os.environ["JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+''' + JOURNAL_FUNCTION + '''
 
 
 class Step(bd.Task):

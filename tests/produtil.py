@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from journal import JOURNAL_FUNCTION
+
 # Every run() appends "event<TAB>task_id<TAB>pid" lines to $JOURNAL (see conftest's demo).
 PROD_PIPELINE = '''
 """Production-run test tasks: retries, timeouts, signals, output capture, hooks."""
@@ -23,13 +25,7 @@ import time
 import batchdeps as bd
 
 
-def journal(event, task):
-    line = f"{event}\\t{task.task_id}\\t{os.getpid()}\\n"
-    fd = os.open(os.environ["JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+''' + JOURNAL_FUNCTION + '''
 
 
 def starts(task):

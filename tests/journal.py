@@ -1,0 +1,18 @@
+"""The run journal of the test pipelines: every run() appends a line that tests count.
+
+A line is `event<TAB>task_id<TAB>pid<TAB>unix time`, appended with O_APPEND so that lines of
+concurrent processes never interleave. Pipelines written by the tests paste
+`JOURNAL_FUNCTION` into their source (they need `import os` and `import time`).
+"""
+
+from __future__ import annotations
+
+JOURNAL_FUNCTION = '''
+def journal(event, task):
+    line = f"{event}\\t{task.task_id}\\t{os.getpid()}\\t{time.time():.6f}\\n"
+    fd = os.open(os.environ["JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+'''
