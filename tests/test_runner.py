@@ -131,19 +131,25 @@ class Counting(bd.Task):
             out.write("ok")
 
 
+def peak_running(journal: Path) -> tuple[int, int]:
+    """The most tasks running at once in a journal of "start/end TIME" lines, and its lines."""
+    events = [line.split() for line in journal.read_text().splitlines()]
+    running = peak = 0
+    for kind, _ in sorted(events, key=lambda e: float(e[1])):
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    return peak, len(events)
+
+
 def test_resource_cap_limits_parallel_tasks_across_workers(tmp_path: Path, locks) -> None:
     journal = tmp_path / "journal"
     tasks = [Counting(path=str(tmp_path / f"c{i}"), journal=str(journal)) for i in range(4)]
     config = bd.Config(resources={"db": 1})
     result = bd.build(tasks, workers=3, locks=locks, config=config)
     assert result.ok, result.tasks
-    events = [line.split() for line in journal.read_text().splitlines()]
-    running = peak = 0
-    for kind, _ in sorted(events, key=lambda e: float(e[1])):
-        running += 1 if kind == "start" else -1
-        peak = max(peak, running)
+    peak, events = peak_running(journal)
     assert peak == 1
-    assert len(events) == 8
+    assert events == 8
 
 
 def test_parallel_workers_overlap_without_resources(tmp_path: Path, locks) -> None:
@@ -154,11 +160,7 @@ def test_parallel_workers_overlap_without_resources(tmp_path: Path, locks) -> No
     tasks = [Free(path=str(tmp_path / f"f{i}"), journal=str(journal)) for i in range(4)]
     result = bd.build(tasks, workers=2, locks=locks)
     assert result.ok
-    events = [line.split() for line in journal.read_text().splitlines()]
-    running = peak = 0
-    for kind, _ in sorted(events, key=lambda e: float(e[1])):
-        running += 1 if kind == "start" else -1
-        peak = max(peak, running)
+    peak, _ = peak_running(journal)
     assert peak == 2
 
 
