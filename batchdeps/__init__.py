@@ -31,8 +31,14 @@ if TYPE_CHECKING:
     from .config import Config, load_config
     from .errors import BatchdepsError
     from .parameters import (
-        BoolParameter, DateParameter, DateTimeParameter, EnumParameter, FloatParameter,
-        IntParameter, ListParameter, Parameter,
+        BoolParameter,
+        DateParameter,
+        DateTimeParameter,
+        EnumParameter,
+        FloatParameter,
+        IntParameter,
+        ListParameter,
+        Parameter,
     )
     from .resolver import Plan, resolve
     from .result import BuildResult, Status, TaskResult

@@ -253,8 +253,8 @@ def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) 
 
 def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> int:
     from .api import make_executor, make_lock_provider, task_defaults_from
-    from .resolver import resolve
     from .production import default_log_dir, production_setup
+    from .resolver import resolve
     from .runner import Runner, RunOptions
     from .targets import default_storage
 
@@ -354,12 +354,12 @@ class _signals_stop:
             self.previous[signum] = signal.signal(signum, self.handle)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
 
-from .locks.commands import lock_server_command, locks_command  # noqa: E402
+from .locks.commands import lock_server_command, locks_command
 
 main.add_command(lock_server_command)
 main.add_command(locks_command)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .result import BuildResult
     from .resolver import Plan
+    from .result import BuildResult
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import datetime as _dt
 import enum
 import json
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import ParameterError
 

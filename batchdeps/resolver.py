@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gc
 import graphlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .errors import BatchdepsError, CycleError, TaskDefinitionError
 from .targets import Target, check_exists

@@ -14,13 +14,21 @@ import random
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .errors import BatchdepsError, LeaseLostError
 from .events import (
-    AttemptFailed, Event, Listener, RunFinished, RunStarted, TaskFinished, TaskRetrying,
-    TaskStarted, TaskWaiting,
+    AttemptFailed,
+    Event,
+    Listener,
+    RunFinished,
+    RunStarted,
+    TaskFinished,
+    TaskRetrying,
+    TaskStarted,
+    TaskWaiting,
 )
 from .executors import InlineExecutor, Outcome
 from .locks.base import Lease, LockProvider

@@ -7,7 +7,13 @@ import sys
 from typing import IO
 
 from .events import (
-    AttemptFailed, Event, RunFinished, TaskFinished, TaskRetrying, TaskStarted, TaskWaiting,
+    AttemptFailed,
+    Event,
+    RunFinished,
+    TaskFinished,
+    TaskRetrying,
+    TaskStarted,
+    TaskWaiting,
 )
 from .result import BuildResult, Status
 

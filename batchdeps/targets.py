@@ -16,10 +16,11 @@ import contextvars
 import itertools
 import os
 import secrets
-from typing import IO, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
-from .procinfo import current_pid
 from .errors import ConfigError, TargetCheckError, TargetError, TaskDefinitionError
+from .procinfo import current_pid
 
 TMP_DIR_NAME = ".batchdeps-tmp"
 WRITE_BUFFER = 64 * 1024
@@ -273,7 +274,7 @@ class LocalTarget(FileTarget):
     """A file on the local disk, handled with `os` directly."""
 
     def __init__(self, url: str, *, storage: Storage | None = None, **storage_options: Any) -> None:
-        path = url[len("file://") :] if url.startswith("file://") else url
+        path = url.removeprefix("file://")
         self.path = path  # relative paths stay relative: no getcwd() per target
         self.url = url
 

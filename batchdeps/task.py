@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from types import GeneratorType
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from .errors import ParameterError, TaskDefinitionError
 from .parameters import Parameter

@@ -18,4 +18,4 @@ def __getattr__(name: str) -> Any:
         return LocalLockProvider
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["Lease", "LockProvider", "LocalLockProvider"]
+__all__ = ["Lease", "LocalLockProvider", "LockProvider"]

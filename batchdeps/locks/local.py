@@ -22,8 +22,8 @@ import struct
 import tempfile
 import threading
 
-from ..procinfo import current_pid
 from ..errors import LeaseLostError, LockError
+from ..procinfo import current_pid
 from .base import Lease
 
 LOCK_DIR_ENV = "BATCHDEPS_LOCK_DIR"
