@@ -21,8 +21,8 @@ _EXPORTS = {
     "DateTimeParameter": "parameters", "EnumParameter": "parameters",
     "FloatParameter": "parameters", "IntParameter": "parameters",
     "ListParameter": "parameters", "Parameter": "parameters", "Plan": "resolver",
-    "resolve": "resolver", "BuildResult": "result", "Status": "result",
-    "TaskResult": "result", "FileTarget": "targets", "Storage": "targets",
+    "resolve": "resolver", "BuildResult": "report.result", "Status": "report.result",
+    "TaskResult": "report.result", "FileTarget": "targets", "Storage": "targets",
     "Target": "targets", "ExternalTask": "task", "Task": "task", "WrapperTask": "task",
 }
 
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
         ListParameter,
         Parameter,
     )
+    from .report.result import BuildResult, Status, TaskResult
     from .resolver import Plan, resolve
-    from .result import BuildResult, Status, TaskResult
     from .targets import FileTarget, Storage, Target
     from .task import ExternalTask, Task, WrapperTask
 

@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from .config import Config
-from .events import Listener
-from .executors import InlineExecutor, ProcessPoolExecutor
 from .locks.base import LockProvider
 from .locks.local import LocalLockProvider
+from .report.events import Listener
+from .report.result import BuildResult
 from .resolver import Plan, resolve
-from .result import BuildResult
-from .runner import OPTION_DEFAULTS, Runner, RunOptions
+from .run.executors import InlineExecutor, ProcessPoolExecutor
+from .run.runner import OPTION_DEFAULTS, Runner, RunOptions
 from .targets import default_storage
 from .task import Task
 
@@ -123,7 +123,7 @@ def build(
         resources=dict(config.resources),
         task_defaults=task_defaults_from(config),
     )
-    from .production import production_setup
+    from .run.production import production_setup
 
     extras = production_setup(config, options, log_dir=log_dir)
     provider = locks or make_lock_provider(config, lock_url, options.run_id)

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from batchdeps.notify import Notifier, alert_payload, redact_url
-from batchdeps.result import BuildResult, Status, TaskResult
+from batchdeps.report.notify import Notifier, alert_payload, redact_url
+from batchdeps.report.result import BuildResult, Status, TaskResult
 
 sys.path.insert(0, os.path.dirname(__file__))
 from produtil import WebhookServer, add_prod_pipeline, closed_port

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import batchdeps as bd
-from batchdeps.events import AttemptFailed, RunFinished, TaskFinished, TaskRetrying, TaskStarted
-from batchdeps.runner import retry_delay
+from batchdeps.report.events import AttemptFailed, RunFinished, TaskFinished, TaskRetrying, TaskStarted
+from batchdeps.run.runner import retry_delay
 
 sys.path.insert(0, os.path.dirname(__file__))
 from produtil import (

@@ -11,8 +11,8 @@ import sys
 import time
 from typing import Any
 
-from batchdeps.events import RunStarted, TaskFinished, TaskStarted
-from batchdeps.progress import ProgressListener
+from batchdeps.report.events import RunStarted, TaskFinished, TaskStarted
+from batchdeps.report.progress import ProgressListener
 from batchdeps.resolver import resolve
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -1,4 +1,4 @@
-"""Unit tests of batchdeps.result and batchdeps.summary: exit codes and the end summary."""
+"""Unit tests of batchdeps.report.result and batchdeps.report.summary: exit codes and the end summary."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import itertools
 import pytest
 
 from batchdeps.errors import Interrupted, LockWaitTimeout, MissingInputError
-from batchdeps.events import RunFinished, TaskStarted
-from batchdeps.result import BuildResult, Status, TaskResult
-from batchdeps.summary import SummaryListener, format_summary
+from batchdeps.report.events import RunFinished, TaskStarted
+from batchdeps.report.result import BuildResult, Status, TaskResult
+from batchdeps.report.summary import SummaryListener, format_summary
 
 ALL_STATUSES = [
     Status.BUILT, Status.COMPLETE, Status.BUILT_ELSEWHERE, Status.FAILED,

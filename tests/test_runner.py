@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import batchdeps as bd
-from batchdeps.events import RunFinished, RunStarted, TaskFinished, TaskStarted
+from batchdeps.report.events import RunFinished, RunStarted, TaskFinished, TaskStarted
 from batchdeps.locks.local import LocalLockProvider
-from batchdeps.result import Status
+from batchdeps.report.result import Status
 
 
 @pytest.fixture

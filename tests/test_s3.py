@@ -31,7 +31,7 @@ from s3util import (  # noqa: F401 - fixtures
 )
 
 import batchdeps as bd
-from batchdeps import s3
+from batchdeps.targets import s3
 from batchdeps.config import parse_config
 from batchdeps.errors import TargetCheckError, TargetError
 from batchdeps.targets import Storage, check_exists
@@ -217,7 +217,7 @@ def test_throttling_5xx_and_resets_are_retried_and_logged(
     proxy = FaultProxy(moto_server.port, ["503", "slowdown", "reset"])
     try:
         storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
-        with caplog.at_level(logging.WARNING, logger="batchdeps.s3"):
+        with caplog.at_level(logging.WARNING, logger="batchdeps.targets.s3"):
             assert bd.FileTarget(f"s3://{bucket}/t/x", storage=storage).exists() is True
     finally:
         proxy.stop()
@@ -246,7 +246,7 @@ def test_reads_retry_throttling_and_5xx_within_a_bound_and_log_it(
     proxy = FaultProxy(moto_server.port, ["503", "slowdown", "503"])
     try:
         storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
-        with caplog.at_level(logging.WARNING, logger="batchdeps.s3"), \
+        with caplog.at_level(logging.WARNING, logger="batchdeps.targets.s3"), \
                 bd.FileTarget(f"s3://{bucket}/r/in.csv", storage=storage).open("rb") as src:
             assert src.read() == b"input"
     finally:
@@ -352,7 +352,7 @@ def test_failed_upload_leaves_no_object_and_removes_its_spool(
 # -- imports -----------------------------------------------------------------------------
 def test_importing_batchdeps_and_its_cli_does_not_import_s3fs_or_botocore() -> None:
     code = textwrap.dedent("""
-        import sys, batchdeps, batchdeps.cli, batchdeps.api, batchdeps.runner
+        import sys, batchdeps, batchdeps.cli, batchdeps.api, batchdeps.run.runner
         t = batchdeps.FileTarget("data/x.csv"); t.exists()
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in
                        ("s3fs", "botocore", "aiobotocore", "aiohttp", "fsspec", "boto3"))

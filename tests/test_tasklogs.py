@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batchdeps.tasklogs import safe_params_component
+from batchdeps.report.tasklogs import safe_params_component
 
 sys.path.insert(0, os.path.dirname(__file__))
 from produtil import add_prod_pipeline, all_files

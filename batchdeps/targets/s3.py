@@ -34,19 +34,12 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import IO, Any, TypeVar
 
-from .errors import TargetCheckError, TargetError
-from .targets import (
-    FsspecTarget,
-    PendingWrite,
-    Storage,
-    Target,
-    _AtomicFile,
-    _check_mode,
-    _tmp_suffix,
-    current_staging,
-)
+from ..errors import TargetCheckError, TargetError
+from .base import Storage, Target
+from .fsspec import FsspecTarget
+from .staging import PendingWrite, _AtomicFile, _check_mode, _tmp_suffix, current_staging
 
-log = logging.getLogger("batchdeps.s3")
+log = logging.getLogger("batchdeps.targets.s3")
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from ..procinfo import current_pid
 from .events import Event, RunFinished, RunStarted, TaskFinished, TaskRetrying, TaskStarted
-from .procinfo import current_pid
 from .result import Status
 
 _CLEAR = "\r\x1b[K"

@@ -27,11 +27,11 @@ import traceback
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ..procinfo import current_pid
 from .events import AttemptFailed, Event, RunFinished, RunStarted
-from .procinfo import current_pid
 
 if TYPE_CHECKING:
-    from .resolver import Step
+    from ..resolver import Step
 
 MODES = ("auto", "always", "off")
 SCRATCH_DIR = ".scratch"

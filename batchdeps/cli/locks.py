@@ -38,7 +38,7 @@ def lock_server_command(host: str, port: int, db: str, cert: str | None,
     """Run the central lock server (token from $BATCHDEPS_LOCK_TOKEN)."""
     import logging
 
-    from .server import serve
+    from ..locks.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -66,7 +66,7 @@ def locks_command(lock_url: str | None, config_path: str | None, as_json: bool) 
     from ..api import lock_url_for
     from ..config import load_config
     from ..errors import UsageError
-    from .client import HttpLockProvider, describe_holder
+    from ..locks.client import HttpLockProvider, describe_holder
 
     try:
         config = load_config(config_path)

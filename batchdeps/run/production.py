@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import Listener
-from .tasklogs import TaskLogs, task_logs_from
+from ..report.events import Listener
+from ..report.tasklogs import TaskLogs, task_logs_from
 
 
 @dataclass
@@ -49,24 +49,24 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
         summary: print the end-of-run summary (the command line).
         log_dir: task log folder over `[batchdeps] log_dir` (`bd.build(log_dir=...)`).
     """
-    from .notify import notifier_from
+    from ..report.notify import notifier_from
 
     setup = ProductionSetup()
     logger = logging.getLogger("batchdeps")
     if terminal or summary:
         if log_format == "json":
-            from .jsonlog import JsonLogListener, json_handler_formatter
+            from ..report.jsonlog import JsonLogListener, json_handler_formatter
 
             formatter = json_handler_formatter()
             if formatter is not None:
                 formatter.run_id = options.run_id  # also on lines before the run starts
             setup.listeners.append(JsonLogListener(formatter))
         else:
-            from .summary import LogListener
+            from ..report.summary import LogListener
 
             setup.listeners.append(LogListener())
     if terminal:
-        from .progress import progress_for
+        from ..report.progress import progress_for
 
         progress = progress_for(config, log_format, logger)
         if progress is not None:
@@ -78,7 +78,7 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
     if task_logs is not None and not _writable(task_logs.log_dir):
         where = task_logs.log_dir
         if log_dir or "log_dir" in config.batchdeps:
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError(f"{config.where()}: [batchdeps] log_dir {where}: cannot create "
                               "or write that folder; fix it or set task_logs = \"off\"")
@@ -91,7 +91,7 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
     if "kill_grace" in config.batchdeps:
         options.kill_grace = float(config.batchdeps["kill_grace"])
     if summary:
-        from .summary import SummaryListener
+        from ..report.summary import SummaryListener
 
         setup.listeners.append(SummaryListener())
     notifier = notifier_from(config)

@@ -145,7 +145,7 @@ class Notifier:
             self._deliver(f"command `{command}`", lambda: self._run(command, body, payload))
 
     def _deliver(self, what: str, send: Callable[[], None]) -> bool:
-        from .runner import retry_delay
+        from ..run.runner import retry_delay
 
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
@@ -229,7 +229,7 @@ def notifier_from(config: Any) -> Notifier | None:
     if not url and not command:
         return None
     if url and urlsplit(url).scheme not in ("http", "https"):
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"{config.where()}: [notify] on_failure must be an http:// or "
                           f"https:// URL, got {redact_url(url)!r}")

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BatchdepsError, LeaseLostError
-from .events import (
+from ..errors import BatchdepsError, LeaseLostError
+from ..locks.base import Lease, LockProvider
+from ..report.events import (
     AttemptFailed,
     Event,
     Listener,
@@ -30,12 +31,11 @@ from .events import (
     TaskStarted,
     TaskWaiting,
 )
+from ..report.result import BuildResult, Status, TaskResult
+from ..resolver import MISSING, Plan, Step
+from ..targets import FileTarget, Target, check_exists, forget_stale_files
+from ..task import Task, WrapperTask
 from .executors import InlineExecutor, Outcome
-from .locks.base import Lease, LockProvider
-from .resolver import MISSING, Plan, Step
-from .result import BuildResult, Status, TaskResult
-from .targets import FileTarget, Target, check_exists, forget_stale_files
-from .task import Task, WrapperTask
 
 log = logging.getLogger("batchdeps")
 

@@ -1,8 +1,4 @@
-"""The `batchdeps` command line: `run` with per-task options, and the lock-server commands.
-
-Errors batchdeps raises on purpose become one clear paragraph and the exit code of their
-class; a traceback is shown only with --debug.
-"""
+"""`batchdeps run TASK [--PARAM VALUE ...]`: options made from the task's parameters, then a build."""
 
 from __future__ import annotations
 
@@ -11,11 +7,12 @@ import gc
 import os
 import signal
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from .errors import BatchdepsError, ParameterError, UsageError
+from ..errors import BatchdepsError, ParameterError, UsageError
+from .common import fail, scan, setup_logging
 
 COMMON_OPTION_NAMES = {
     "workers", "dry_run", "force", "lock_url", "config", "log_level", "log_format", "debug",
@@ -23,69 +20,6 @@ COMMON_OPTION_NAMES = {
 }
 #: Parameter names a task may not use: they would shadow an option of `batchdeps run`.
 RESERVED_PARAMETER_NAMES = COMMON_OPTION_NAMES | {"help"}
-
-
-def _fail(exc: BaseException, debug: bool) -> NoReturn:
-    if debug:
-        import traceback
-
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
-    if isinstance(exc, BatchdepsError):
-        message, code = f"batchdeps: error: {exc}", exc.exit_code
-    else:
-        message, code = (f"batchdeps: internal error: {type(exc).__name__}: {exc} "
-                         "(run again with --debug for the traceback)"), 1
-    if "batchdeps.jsonlog" in sys.modules:  # --log-format json: the error as a JSON line too
-        from .jsonlog import log_error_line
-
-        if log_error_line(message, code):
-            sys.exit(code)
-    click.echo(message, err=True)
-    sys.exit(code)
-
-
-def _scan(args: tuple[str, ...], name: str) -> str | None:
-    """The value of option `name` in raw args (`--name V` or `--name=V`), if present."""
-    for position, arg in enumerate(args):
-        if arg == name and position + 1 < len(args):
-            return args[position + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _own_stderr() -> Any:
-    """A stream on a copy of fd 2, so batchdeps' own lines (a stop warning that lands while
-    a task runs inline) stay on the terminal while the task's fd 2 goes to its log file."""
-    try:
-        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1,
-                         encoding=sys.stderr.encoding, errors="backslashreplace")
-    except (AttributeError, OSError, ValueError):  # no real fd 2 (an embedding, a test runner)
-        return sys.stderr
-
-
-def setup_logging(level: str, log_format: str = "text") -> None:
-    import logging  # here, not at the top: `batchdeps --help` does not need it
-
-    logging.logProcesses = False  # no getpid() system call per record; no format uses it
-    handler = logging.StreamHandler(_own_stderr())
-    if log_format == "json":
-        from .jsonlog import JsonFormatter
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%H:%M:%S"))
-    root = logging.getLogger("batchdeps")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="batchdeps")
-def main() -> None:
-    """batchdeps: build only the outputs that are missing, in dependency order."""
 
 
 # -- run ---------------------------------------------------------------------------------
@@ -128,7 +62,7 @@ def _task_options(cls: type) -> list[click.Parameter]:
         options.append(option)
     clash = taken & RESERVED_PARAMETER_NAMES
     if clash:
-        from .errors import TaskDefinitionError
+        from ..errors import TaskDefinitionError
 
         raise TaskDefinitionError(
             f"{cls.__name__}: parameter name(s) {', '.join(sorted(clash))} clash with "
@@ -157,7 +91,7 @@ def _common_options() -> list[click.Parameter]:
     ]
 
 
-@main.command(
+@click.command(
     "run",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                       "help_option_names": []},
@@ -177,10 +111,10 @@ def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]
         _run_help(ctx, args, wants_help)
         return
     try:
-        from .config import load_config
-        from .registry import TaskRegistry
+        from ..config import load_config
+        from ..registry import TaskRegistry
 
-        config = load_config(_scan(args, "--config"))
+        config = load_config(scan(args, "--config"))
         registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()],
                                               source=config.where())
         cls = registry.get(task_name)
@@ -188,7 +122,7 @@ def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]
         registry.apply_defaults(config.tasks, label=config.where())
         task_options = _task_options(cls)
     except BatchdepsError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
 
     def callback(**values: Any) -> None:
         common = {name: values.pop(name) for name in COMMON_OPTION_NAMES}
@@ -211,10 +145,10 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
         click.echo("batchdeps: error: missing TASK: name the task to build\n", err=True)
     click.echo(ctx.get_help(), err=not wants_help)
     try:
-        from .config import load_config
-        from .registry import TaskRegistry
+        from ..config import load_config
+        from ..registry import TaskRegistry
 
-        config = load_config(_scan(args, "--config"))
+        config = load_config(scan(args, "--config"))
         registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()],
                                               source=config.where())
     except BatchdepsError as exc:
@@ -242,21 +176,21 @@ def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) 
     try:
         code = _build(cls, values, common, config)
     except BatchdepsError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
     except KeyboardInterrupt:
         click.echo("batchdeps: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a clear message
-        _fail(exc, debug)
+        fail(exc, debug)
     sys.exit(code)
 
 
 def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> int:
-    from .api import make_executor, make_lock_provider, task_defaults_from
-    from .production import default_log_dir, production_setup
-    from .resolver import resolve
-    from .runner import Runner, RunOptions
-    from .targets import default_storage
+    from ..api import make_executor, make_lock_provider, task_defaults_from
+    from ..resolver import resolve
+    from ..run.production import default_log_dir, production_setup
+    from ..run.runner import Runner, RunOptions
+    from ..targets import default_storage
 
     given = {name: value for name, value in values.items() if value is not None}
     for param in cls.parameters():
@@ -344,7 +278,7 @@ class _signals_stop:
             signal.Signals(signum).name,
         )
         self.runner.stop()
-        from .executors import InlineExecutor
+        from ..run.executors import InlineExecutor
 
         if isinstance(self.executor, InlineExecutor) and self.executor.running:
             raise KeyboardInterrupt
@@ -357,12 +291,3 @@ class _signals_stop:
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
-
-
-from .locks.commands import lock_server_command, locks_command
-
-main.add_command(lock_server_command)
-main.add_command(locks_command)
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .targets import staging_scope
+from ..targets import staging_scope
 
 if TYPE_CHECKING:
-    from .resolver import Step
+    from ..resolver import Step
 
 AttemptHook = Callable[["Step", int, str | None], Any]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .resolver import Plan
+    from ..resolver import Plan
     from .result import BuildResult
 
 

@@ -1,0 +1,31 @@
+"""The `batchdeps` command line: one group, one module per command family.
+
+    common.py   the error handler, logging set-up
+    run.py      batchdeps run
+    locks.py    batchdeps lock-server, batchdeps locks
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="batchdeps")
+def main() -> None:
+    """batchdeps: build only the outputs that are missing, in dependency order."""
+
+
+def _register() -> None:
+    from .locks import lock_server_command, locks_command
+    from .run import run_command
+
+    main.add_command(run_command)
+    main.add_command(lock_server_command)
+    main.add_command(locks_command)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

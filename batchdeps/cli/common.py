@@ -1,0 +1,72 @@
+"""What every command shares: one error handler, raw-option scanning, logging set-up.
+
+Errors batchdeps raises on purpose become one clear paragraph and the exit code of their
+class; a traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from ..errors import BatchdepsError
+
+
+def fail(exc: BaseException, debug: bool) -> NoReturn:
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if isinstance(exc, BatchdepsError):
+        message, code = f"batchdeps: error: {exc}", exc.exit_code
+    else:
+        message, code = (f"batchdeps: internal error: {type(exc).__name__}: {exc} "
+                         "(run again with --debug for the traceback)"), 1
+    if "batchdeps.report.jsonlog" in sys.modules:  # --log-format json: the error as a JSON line too
+        from ..report.jsonlog import log_error_line
+
+        if log_error_line(message, code):
+            sys.exit(code)
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def scan(args: tuple[str, ...], name: str) -> str | None:
+    """The value of option `name` in raw args (`--name V` or `--name=V`), if present."""
+    for position, arg in enumerate(args):
+        if arg == name and position + 1 < len(args):
+            return args[position + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _own_stderr() -> Any:
+    """A stream on a copy of fd 2, so batchdeps' own lines (a stop warning that lands while
+    a task runs inline) stay on the terminal while the task's fd 2 goes to its log file."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1,
+                         encoding=sys.stderr.encoding, errors="backslashreplace")
+    except (AttributeError, OSError, ValueError):  # no real fd 2 (an embedding, a test runner)
+        return sys.stderr
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    import logging  # here, not at the top: `batchdeps --help` does not need it
+
+    logging.logProcesses = False  # no getpid() system call per record; no format uses it
+    handler = logging.StreamHandler(_own_stderr())
+    if log_format == "json":
+        from ..report.jsonlog import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%H:%M:%S"))
+    root = logging.getLogger("batchdeps")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,1 @@
+"""What a run tells: events, results, summary, progress, JSON lines, alerts and task logs."""

@@ -1,0 +1,28 @@
+"""File targets on any fsspec filesystem, with honest existence checks and atomic writes.
+
+    base.py      Target, FileTarget and the protocol registry, Storage, check_exists
+    staging.py   temporary files, the staging scope, PendingWrite
+    local.py     plain paths and file://, through os
+    fsspec.py    any other fsspec protocol
+    s3.py        s3://, with batched checks and multipart uploads (imports s3fs when used)
+"""
+
+from __future__ import annotations
+
+from .base import (
+    FileTarget,
+    Storage,
+    Target,
+    check_exists,
+    default_storage,
+    register_protocol,
+    target_class,
+)
+from .local import LocalTarget, forget_stale_files
+from .staging import TMP_DIR_NAME, PendingWrite, Staging, current_staging, staging_scope
+
+__all__ = [
+    "TMP_DIR_NAME", "FileTarget", "LocalTarget", "PendingWrite", "Staging", "Storage", "Target",
+    "check_exists", "current_staging", "default_storage", "forget_stale_files",
+    "register_protocol", "staging_scope", "target_class",
+]
