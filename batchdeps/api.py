@@ -12,7 +12,7 @@ from .locks.local import LocalLockProvider
 from .report.events import Listener
 from .report.result import BuildResult
 from .resolver import Plan, resolve
-from .run.executors import InlineExecutor, ProcessPoolExecutor
+from .run.executors import Executor, ForkedExecutor, InlineExecutor
 from .run.runner import OPTION_DEFAULTS, Runner, RunOptions
 from .targets import default_storage
 from .task import Task
@@ -46,7 +46,7 @@ def make_lock_provider(config: Config, lock_url: str | None = None,
 
 
 def make_executor(plan: Plan, workers: int, runner_options: RunOptions,
-                  attempt_context: Any = None) -> Any:
+                  attempt_context: Any = None) -> Executor:
     """Inline for one worker; forked workers for several, or when a task has a timeout."""
     defaults = {**OPTION_DEFAULTS, **runner_options.task_defaults}
     needs_process = workers > 1 or any(
@@ -54,7 +54,7 @@ def make_executor(plan: Plan, workers: int, runner_options: RunOptions,
         for step in plan.steps
     )
     if needs_process:
-        return ProcessPoolExecutor(max(1, workers), attempt_context)
+        return ForkedExecutor(max(1, workers), attempt_context)
     return InlineExecutor(attempt_context)
 
 

@@ -264,12 +264,8 @@ class _signals_stop:
 
         self.count += 1
         if self.count > 1:
-            kill_all = getattr(self.executor, "kill_all", None)
-            if kill_all is not None:
-                try:
-                    kill_all()
-                except Exception:  # noqa: BLE001 - stopping at once matters more
-                    pass
+            with contextlib.suppress(Exception):  # stopping at once matters more
+                self.executor.kill_all()
             with contextlib.suppress(Exception):
                 logging.getLogger("batchdeps").error("stopped at once (second signal)")
             os._exit(130)
@@ -278,10 +274,8 @@ class _signals_stop:
             signal.Signals(signum).name,
         )
         self.runner.stop()
-        from ..run.executors import InlineExecutor
-
-        if isinstance(self.executor, InlineExecutor) and self.executor.running:
-            raise KeyboardInterrupt
+        if self.executor.inline and self.executor.running:
+            raise KeyboardInterrupt  # the attempt runs in this thread: unwind it
 
     def __enter__(self) -> _signals_stop:
         for signum in (signal.SIGINT, signal.SIGTERM):

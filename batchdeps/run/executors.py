@@ -1,9 +1,11 @@
 """Where a task attempt's `run()` executes: inline in this process, or in forked workers.
 
-An attempt runs inside a staging scope; its closed writes come back to the runner as
-{url: temporary path}, and the runner commits them after checking outputs and the lease.
-Forked workers are used when `workers > 1` or a task has a timeout (only a process can be
-killed); they are forked after resolution, so a step travels as its index in the plan.
+`Executor` is the interface the runner and the command line use; `InlineExecutor` and
+`ForkedExecutor` implement it. An attempt runs inside a staging scope; its closed writes
+come back to the runner as {url: temporary path}, and the runner commits them after
+checking outputs and the lease. Forked workers are used when `workers > 1` or a task has a
+timeout (only a process can be killed); they are forked after resolution, so a step
+travels as its index in the plan.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..targets import staging_scope
 
@@ -23,6 +25,42 @@ if TYPE_CHECKING:
     from ..resolver import Step
 
 AttemptHook = Callable[["Step", int, str | None], Any]
+
+
+class Executor(Protocol):
+    """Runs attempts of a plan's steps; every call the runner and the command line make."""
+
+    #: Step index -> monotonic time its attempt started, for attempts not yet handed back.
+    running: dict[int, float]
+    #: True when `submit()` runs the attempt in the calling thread and returns when it ends;
+    #: a stop signal must then interrupt that thread (the command line raises
+    #: KeyboardInterrupt in its handler).
+    inline: bool
+
+    def start(self, steps: list[Step]) -> None:
+        """Prepare to run attempts of `steps` (a step is then named by its index)."""
+
+    def free_slots(self) -> int:
+        """How many attempts `submit()` can take now."""
+
+    def prefetch_limit(self) -> int:
+        """How many ready steps' leases the runner may take ahead, in one batch."""
+
+    def submit(self, step: Step, attempt: int, log_path: str | None = None,
+               timeout: float | None = None) -> None:
+        """Start attempt number `attempt` of `step` (its output captured into `log_path`)."""
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        """Attempts that ended, waiting up to `timeout` seconds for one if none has."""
+
+    def terminate(self, grace: float) -> None:
+        """Stop running attempts: SIGTERM their processes, SIGKILL after `grace` seconds."""
+
+    def kill_all(self) -> None:
+        """SIGKILL every process the attempts started, now, without waiting."""
+
+    def close(self) -> None:
+        """Release the executor's processes; no attempt is running."""
 
 
 @dataclass
@@ -72,6 +110,8 @@ def execute(step: Step, attempt: int, log_path: str | None = None,
 class InlineExecutor:
     """Runs each attempt at once, in this process: the fastest path for one worker."""
 
+    inline = True
+
     def __init__(self, attempt_context: AttemptHook | None = None) -> None:
         self._done: list[Outcome] = []
         self._attempt_context = attempt_context
@@ -82,6 +122,10 @@ class InlineExecutor:
 
     def free_slots(self) -> int:
         return 1
+
+    def prefetch_limit(self) -> int:
+        # Attempts follow each other at once: a batch of leases saves a round trip each.
+        return 64
 
     def submit(self, step: Step, attempt: int, log_path: str | None = None,
                timeout: float | None = None) -> None:
@@ -99,6 +143,9 @@ class InlineExecutor:
 
     def terminate(self, grace: float) -> None:
         self.running.clear()
+
+    def kill_all(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -171,8 +218,10 @@ class _Worker:
         self.deadline: float | None = None
 
 
-class ProcessPoolExecutor:
+class ForkedExecutor:
     """A fixed set of forked worker processes; a timed-out attempt's worker is killed."""
+
+    inline = False
 
     def __init__(self, workers: int, attempt_context: AttemptHook | None = None) -> None:
         import multiprocessing
@@ -204,6 +253,9 @@ class ProcessPoolExecutor:
 
     def free_slots(self) -> int:
         return sum(1 for w in self._workers if w.index is None)
+
+    def prefetch_limit(self) -> int:
+        return self.free_slots()
 
     def submit(self, step: Step, attempt: int, log_path: str | None = None,
                timeout: float | None = None) -> None:

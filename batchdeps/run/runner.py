@@ -35,7 +35,7 @@ from ..report.result import BuildResult, Status, TaskResult
 from ..resolver import MISSING, Plan, Step
 from ..targets import FileTarget, Target, check_exists, forget_stale_files
 from ..task import Task, WrapperTask
-from .executors import InlineExecutor, Outcome
+from .executors import Executor, InlineExecutor, Outcome
 
 log = logging.getLogger("batchdeps")
 
@@ -99,7 +99,7 @@ class Runner:
         self,
         plan: Plan,
         locks: LockProvider,
-        executor: Any | None = None,
+        executor: Executor | None = None,
         listeners: Iterable[Listener] = (),
         options: RunOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -107,7 +107,7 @@ class Runner:
     ) -> None:
         self.plan = plan
         self.locks = locks
-        self.executor = executor if executor is not None else InlineExecutor()
+        self.executor: Executor = executor if executor is not None else InlineExecutor()
         self.listeners = list(listeners)
         self.options = options or RunOptions()
         self.clock = clock
@@ -172,8 +172,7 @@ class Runner:
             while delayed and delayed[0][0] <= now:
                 self._ready.append(heapq.heappop(delayed)[2])
             polled = 0
-            self._prefetch_leases(64 if isinstance(executor, InlineExecutor)
-                                  else executor.free_slots())
+            self._prefetch_leases(executor.prefetch_limit())
             while self._ready and not self._stop_requested and executor.free_slots() > 0:
                 self._begin(self._ready.popleft())
                 polled += 1
@@ -490,7 +489,7 @@ class Runner:
     def _wind_down(self) -> None:
         """Stopped: kill running attempts, remove their temporary files, free every lock."""
         self.result.interrupted = True
-        running = list(getattr(self.executor, "running", {}))
+        running = list(self.executor.running)
         self.executor.terminate(grace=self.options.kill_grace)
         for index in running:
             for target in self.plan.steps[index].outputs:
