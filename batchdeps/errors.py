@@ -1,4 +1,4 @@
-"""The exception tree of batchdeps; each class knows the exit code of `batchdeps run`.
+"""The exception tree of batchdeps, and the exit codes of `batchdeps run`, named once.
 
     BatchdepsError                      1  root; anything batchdeps raises on purpose
     ├── UsageError                      2  bad command line
@@ -13,21 +13,35 @@
     │   ├── LockServerUnavailable       1  the lock server cannot be reached
     │   ├── LockAuthError               1  the lock server refused the token
     │   └── LeaseLostError              1  a held lease expired or was taken over
-    ├── LockWaitTimeout                 4  another holder kept a task past the wait
-    ├── MissingInputError               3  an external input does not exist
-    └── Interrupted                   130  SIGINT / SIGTERM
+    └── DeliveryError                   1  one delivery of an alert failed (logged, retried)
 
-A failing `run()` is not an exception that unwinds a run: the runner records it as a
-result (exit code 1 comes from the result, not from this tree).
+What a run ends with is a result, not an exception: a failing `run()` (1), a missing
+external input (3), a wait for a task held elsewhere that ran out (4) and an interrupted
+run (130) are recorded per task by the runner, and `BuildResult.exit_code` turns them into
+an `ExitCode`. An exception from this tree stops a run before or while it runs; the
+command line prints it as one paragraph and exits with the class's `exit_code`.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of `batchdeps run` (the contract's table); cron relies on them."""
+
+    OK = 0                   # every requested task is complete
+    FAILED = 1               # at least one task failed, or an error stopped the run
+    USAGE = 2                # bad usage, config or task definition: nothing ran
+    MISSING_INPUT = 3        # an external input is missing
+    LOCK_WAIT_TIMEOUT = 4    # a needed task was still held elsewhere when the wait ran out
+    INTERRUPTED = 130        # SIGINT / SIGTERM
 
 
 class BatchdepsError(Exception):
     """Root of every error batchdeps raises on purpose."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.FAILED
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -40,7 +54,7 @@ class BatchdepsError(Exception):
 class UsageError(BatchdepsError):
     """The command line is wrong."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class UnknownTaskError(UsageError):
@@ -50,13 +64,13 @@ class UnknownTaskError(UsageError):
 class ConfigError(BatchdepsError):
     """The config file, one of its keys or values, or an ${ENV} reference is wrong."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class TaskDefinitionError(BatchdepsError):
     """A Task class or instance is defined wrongly (requires/output/parameters)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ParameterError(TaskDefinitionError):
@@ -91,19 +105,13 @@ class LeaseLostError(LockError):
     """A lease this worker held has expired or been granted to another holder."""
 
 
-class LockWaitTimeout(BatchdepsError):
-    """A needed task was still held by another worker when the wait ran out."""
+class DeliveryError(BatchdepsError):
+    """One delivery of an alert failed; `retry` says whether another attempt may help.
 
-    exit_code = 4
+    Never leaves the notifier: a delivery that keeps failing is logged, and the run's exit
+    code stays what the run made it.
+    """
 
-
-class MissingInputError(BatchdepsError):
-    """An external input does not exist."""
-
-    exit_code = 3
-
-
-class Interrupted(BatchdepsError):
-    """The run was stopped by SIGINT or SIGTERM."""
-
-    exit_code = 130
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry

@@ -16,7 +16,7 @@ import pytest
 
 import batchdeps as bd
 from batchdeps.report.events import AttemptFailed, RunFinished, TaskFinished, TaskRetrying, TaskStarted
-from batchdeps.run.runner import retry_delay
+from batchdeps.backoff import retry_delay
 
 sys.path.insert(0, os.path.dirname(__file__))
 from produtil import (

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from batchdeps.errors import Interrupted, LockWaitTimeout, MissingInputError
+from batchdeps.errors import ExitCode
 from batchdeps.report.events import RunFinished, TaskStarted
 from batchdeps.report.result import BuildResult, Status, TaskResult
 from batchdeps.report.summary import SummaryListener, format_summary
@@ -70,12 +70,14 @@ def test_interrupted_run_exits_130_over_everything(statuses: tuple[str, ...]) ->
     assert result.exit_code == 130
 
 
-def test_exit_codes_agree_with_the_error_tree() -> None:
-    assert of(Status.MISSING_INPUT).exit_code == MissingInputError.exit_code
-    assert of(Status.LOCK_TIMEOUT).exit_code == LockWaitTimeout.exit_code
+def test_exit_codes_are_the_named_exit_codes() -> None:
+    assert of(Status.BUILT).exit_code is ExitCode.OK
+    assert of(Status.FAILED).exit_code is ExitCode.FAILED
+    assert of(Status.MISSING_INPUT).exit_code is ExitCode.MISSING_INPUT
+    assert of(Status.LOCK_TIMEOUT).exit_code is ExitCode.LOCK_WAIT_TIMEOUT
     interrupted = of()
     interrupted.interrupted = True
-    assert interrupted.exit_code == Interrupted.exit_code
+    assert interrupted.exit_code is ExitCode.INTERRUPTED
 
 
 def test_requested_task_that_did_not_finish_well_is_exit_1() -> None:

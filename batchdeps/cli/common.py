@@ -12,10 +12,11 @@ from typing import Any, NoReturn
 
 import click
 
-from ..errors import BatchdepsError
+from ..errors import BatchdepsError, ExitCode
 
 
-def fail(exc: BaseException, debug: bool) -> NoReturn:
+def fail(exc: BaseException, debug: bool = False) -> NoReturn:
+    """Print `exc` as one paragraph (a traceback only with `debug`) and exit with its code."""
     if debug:
         import traceback
 
@@ -24,7 +25,7 @@ def fail(exc: BaseException, debug: bool) -> NoReturn:
         message, code = f"batchdeps: error: {exc}", exc.exit_code
     else:
         message, code = (f"batchdeps: internal error: {type(exc).__name__}: {exc} "
-                         "(run again with --debug for the traceback)"), 1
+                         "(run again with --debug for the traceback)"), ExitCode.FAILED
     if "batchdeps.report.jsonlog" in sys.modules:  # --log-format json: the error as a JSON line too
         from ..report.jsonlog import log_error_line
 

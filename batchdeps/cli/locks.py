@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
 from ..errors import BatchdepsError
+from .common import fail
 
 LOCK_TOKEN_ENV = "BATCHDEPS_LOCK_TOKEN"
-
-
-def _fail(exc: BatchdepsError) -> None:
-    click.echo(f"batchdeps: error: {exc}", err=True)
-    sys.exit(exc.exit_code)
 
 
 @click.command("lock-server")
@@ -44,7 +39,7 @@ def lock_server_command(host: str, port: int, db: str, cert: str | None,
     try:
         serve(host, port, db, os.environ.get(LOCK_TOKEN_ENV, ""), cert, key_file, rate_limit)
     except BatchdepsError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _duration(seconds: float) -> str:
@@ -81,7 +76,7 @@ def locks_command(lock_url: str | None, config_path: str | None, as_json: bool) 
         finally:
             client.close()
     except BatchdepsError as exc:
-        _fail(exc)
+        fail(exc)
         return
     leases = data.get("leases", [])
     if as_json:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import BatchdepsError, ParameterError, UsageError
+from ..errors import BatchdepsError, ExitCode, ParameterError, UsageError
 from .common import fail, scan, setup_logging
 
 COMMON_OPTION_NAMES = {
@@ -153,13 +153,13 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
                                               source=config.where())
     except BatchdepsError as exc:
         click.echo(f"\n(no task list: {exc})", err=not wants_help)
-        ctx.exit(0 if wants_help else 2)
+        ctx.exit(ExitCode.OK if wants_help else ExitCode.USAGE)
     click.echo("\nTasks:", err=not wants_help)
     for name in registry.names():
         cls = registry.by_name[name][0]
         doc = (cls.__doc__ or "").strip().splitlines()
         click.echo(f"  {name:24} {doc[0] if doc else ''}", err=not wants_help)
-    ctx.exit(0 if wants_help else 2)
+    ctx.exit(ExitCode.OK if wants_help else ExitCode.USAGE)
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
@@ -171,7 +171,7 @@ def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) 
     setup_logging((common["log_level"] or config.batchdeps.get("log_level") or "INFO").upper(),
                   common["log_format"] or config.batchdeps.get("log_format") or "text")
     # Until the runner takes over (resolution can take a while), SIGTERM is a Ctrl-C too:
-    # nothing is locked or written yet, and the exit code is still 130.
+    # nothing is locked or written yet, and the exit code is still ExitCode.INTERRUPTED.
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         code = _build(cls, values, common, config)
@@ -179,7 +179,7 @@ def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) 
         fail(exc, debug)
     except KeyboardInterrupt:
         click.echo("batchdeps: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a clear message
         fail(exc, debug)
     sys.exit(code)
@@ -211,7 +211,7 @@ def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any
     gc.freeze()
     if common["dry_run"]:
         _print_plan(plan)
-        return 0
+        return ExitCode.OK
     wait_timeout = common["wait_timeout"]
     options = RunOptions(
         wait_timeout=wait_timeout if wait_timeout is not None else config.lock.get("wait_timeout"),
@@ -268,7 +268,7 @@ class _signals_stop:
                 self.executor.kill_all()
             with contextlib.suppress(Exception):
                 logging.getLogger("batchdeps").error("stopped at once (second signal)")
-            os._exit(130)
+            os._exit(ExitCode.INTERRUPTED)
         logging.getLogger("batchdeps").warning(
             "%s: stopping (running tasks are terminated, locks released); again to stop now",
             signal.Signals(signum).name,

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..backoff import Backoff
+from ..errors import DeliveryError, ExitCode
 from .events import Event, RunFinished
 from .result import BuildResult, Status
 
@@ -30,14 +32,6 @@ DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_TIMEOUT = 10.0
 MAX_RETRY_DELAY = 60.0
-
-
-class DeliveryError(Exception):
-    """One delivery attempt failed; `retry` says whether another attempt may help."""
-
-    def __init__(self, message: str, retry: bool = True) -> None:
-        super().__init__(message)
-        self.retry = retry
 
 
 def redact_url(url: str) -> str:
@@ -52,13 +46,13 @@ def _headline(result: BuildResult) -> str:
     code = result.exit_code
     if result.interrupted:
         return "interrupted"
-    if code == 1:
+    if code == ExitCode.FAILED:
         return "failed"
-    if code == 3:
+    if code == ExitCode.MISSING_INPUT:
         return "missing input"
-    if code == 4:
+    if code == ExitCode.LOCK_WAIT_TIMEOUT:
         return "lock wait timed out"
-    return f"exit {code}"
+    return f"exit {int(code)}"
 
 
 def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any]:
@@ -75,7 +69,7 @@ def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any
     pipeline = ", ".join(result.requested)
     status = _headline(result)
     text = (f"batchdeps: {pipeline} {status} on {host} "
-            f"(exit {result.exit_code}, run {result.run_id})")
+            f"(exit {int(result.exit_code)}, run {result.run_id})")
     if failed:
         text += "; failed: " + "; ".join(f"{f['task_id']}: {f['error']}" for f in failed[:10])
         if len(failed) > 10:
@@ -86,7 +80,7 @@ def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any
         "pipeline": pipeline,
         "requested": list(result.requested),
         "status": status,
-        "exit_code": result.exit_code,
+        "exit_code": int(result.exit_code),
         "run_id": result.run_id,
         "host": host,
         "elapsed": round(result.elapsed, 3),
@@ -117,7 +111,7 @@ class Notifier:
         self.delivered: list[str] = []  # what went out, for callers that want to know
 
     def on_event(self, event: Event) -> None:
-        if isinstance(event, RunFinished) and event.result.exit_code != 0:
+        if isinstance(event, RunFinished) and event.result.exit_code != ExitCode.OK:
             self.notify(event.result)
 
     def notify(self, result: BuildResult) -> None:
@@ -126,7 +120,7 @@ class Notifier:
 
     def notify_error(self, error: BaseException, run_id: str, requested: list[str]) -> None:
         """Alert about an error that ended the run without a result (lock server down, ...)."""
-        exit_code = int(getattr(error, "exit_code", 1))
+        exit_code = int(getattr(error, "exit_code", ExitCode.FAILED))
         result = BuildResult(run_id, requested=list(requested))
         payload = alert_payload(result)
         message = str(error) or type(error).__name__
@@ -145,8 +139,7 @@ class Notifier:
             self._deliver(f"command `{command}`", lambda: self._run(command, body, payload))
 
     def _deliver(self, what: str, send: Callable[[], None]) -> bool:
-        from ..run.runner import retry_delay
-
+        backoff = Backoff(self.retry_delay, 2.0, MAX_RETRY_DELAY)
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             try:
@@ -157,7 +150,7 @@ class Notifier:
                     log.error("alert via %s failed after %d attempt(s): %s", what, attempt, exc,
                               extra={"event": "alert_failed"})
                     return False
-                delay = retry_delay(attempt, self.retry_delay, 2.0, MAX_RETRY_DELAY, self.rand)
+                delay = backoff.delay(attempt, self.rand)
                 log.warning("alert via %s failed (attempt %d of %d): %s; retrying in %.3g s",
                             what, attempt, attempts, exc, delay,
                             extra={"event": "alert_retrying"})

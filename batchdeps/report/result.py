@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ExitCode
+
 
 class Status:
     """Final states of a task in one run."""
@@ -55,19 +57,19 @@ class BuildResult:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0
+        return self.exit_code == ExitCode.OK
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         counts = self.counts()
         if self.interrupted:
-            return 130
+            return ExitCode.INTERRUPTED
         if counts.get(Status.FAILED) or counts.get(Status.UPSTREAM_FAILED):
-            return 1
+            return ExitCode.FAILED
         if counts.get(Status.MISSING_INPUT) or counts.get(Status.BLOCKED):
-            return 3
+            return ExitCode.MISSING_INPUT
         if counts.get(Status.LOCK_TIMEOUT):
-            return 4
+            return ExitCode.LOCK_WAIT_TIMEOUT
         if any(self.tasks[t].status not in Status.OK for t in self.requested if t in self.tasks):
-            return 1
-        return 0
+            return ExitCode.FAILED
+        return ExitCode.OK

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backoff import Backoff, retry_delay
 from ..errors import BatchdepsError, LeaseLostError
 from ..locks.base import Lease, LockProvider
 from ..report.events import (
@@ -81,15 +82,10 @@ class _State:
     log_path: str | None = None  # the current attempt's log file (made only if needed)
 
 
-def retry_delay(attempt: int, delay: float, backoff: float, cap: float,
-                rand: Callable[[], float] = random.random) -> float:
-    """Seconds before retry number `attempt` (1-based): exponential, capped, with jitter.
-
-    The jitter draws uniformly from the upper half of the exponential delay ("equal
-    jitter"), so retries of many tasks spread out but never come sooner than half the delay.
-    """
-    base = min(cap, delay * backoff ** (attempt - 1))
-    return base / 2 + rand() * base / 2
+#: Polling for a task held elsewhere, and for a free resource slot (capped by
+#: `RunOptions.lock_poll_max`); no jitter: the holder's release is not a crowd.
+LOCK_POLL = Backoff(first=0.03, factor=1.5, jitter=0.0)
+RESOURCE_POLL = Backoff(first=0.015, factor=1.5, jitter=0.0)
 
 
 class Runner:
@@ -150,11 +146,11 @@ class Runner:
         try:
             self.executor.start(self.plan.steps)
             self._loop()
-        except (KeyboardInterrupt, BatchdepsError) as exc:
-            if isinstance(exc, BatchdepsError) and exc.exit_code != 130:
-                self._wind_down()
-                raise
+        except KeyboardInterrupt:
             self._stop_requested = True
+        except BatchdepsError:
+            self._wind_down()
+            raise
         finally:
             if self._stop_requested:
                 self._wind_down()
@@ -307,7 +303,7 @@ class Runner:
                         error=f"still held by {holder} after waiting {wait_timeout:g} s")
             return
         state.polls += 1
-        delay = min(self.options.lock_poll_max, 0.02 * 1.5 ** min(state.polls, 20))
+        delay = min(self.options.lock_poll_max, LOCK_POLL.delay(state.polls))
         if wait_timeout is not None:
             delay = min(delay, max(0.0, state.waiting_since + wait_timeout - now))
         heapq.heappush(self._delayed, (now + delay, step.index, step))
@@ -326,7 +322,7 @@ class Runner:
                         self.locks.release(held)
                     state.resource_leases.clear()
                     state.polls += 1
-                    delay = min(self.options.lock_poll_max, 0.01 * 1.5 ** min(state.polls, 20))
+                    delay = min(self.options.lock_poll_max, RESOURCE_POLL.delay(state.polls))
                     heapq.heappush(self._delayed, (self.clock() + delay, step.index, step))
                     return False
                 state.resource_leases.append(lease)
