@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from conftest import Project
+from support.project import Project
 
 BROKEN_TASKS = '''
 import batchdeps as bd

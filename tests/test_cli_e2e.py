@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections import Counter
 
 import pytest
-
-from conftest import Project
+from support.project import Project
+from support.waiting import wait_for
 
 DIAMOND = ["A(day=2026-11-24)", "B(day=2026-11-24)", "C(day=2026-11-24)",
            "D(day=2026-11-24, count=3)"]
 
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_build_then_rerun_runs_nothing(project: Project) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import BATCHDEPS
+from support.project import BATCHDEPS
 
 REPO = Path(__file__).resolve().parent.parent
 

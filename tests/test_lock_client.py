@@ -10,12 +10,13 @@ import pytest
 
 pytest.register_assert_rewrite("lockutil")  # before the import below
 
-from lockutil import TOKEN, LockServer, wait_for
+from support.lockutil import TOKEN, LockServer
+from support.waiting import wait_for
 
 from batchdeps.errors import LeaseLostError, LockAuthError, LockServerUnavailable
 from batchdeps.locks.client import HttpLockProvider
 
-pytest_plugins = ["lockutil"]  # fixture: lock_server
+pytest_plugins = ["support.lockutil"]  # fixture: lock_server
 
 
 def _provider(server: LockServer, ttl: float = 5, run_id: str | None = None,

@@ -11,9 +11,10 @@ import pytest
 
 pytest.register_assert_rewrite("lockutil")  # before the import below
 
-from lockutil import BATCHDEPS, LockProject, holder_json, wait_for
+from support.lockutil import BATCHDEPS, LockProject, holder_json
+from support.waiting import wait_for
 
-pytest_plugins = ["lockutil"]  # fixtures: lock_server, lock_project
+pytest_plugins = ["support.lockutil"]  # fixtures: lock_server, lock_project
 
 TOP_TASKS = 4 * 3 + 4 + 1  # leaves, mids, top
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 pytest.register_assert_rewrite("lockutil")  # before the import below
 
-from lockutil import TOKEN, LockServer
+from support.lockutil import TOKEN, LockServer
 
 SENTINEL = {"host": "sentinel-host", "pid": 4242, "run_id": "sentinel-run"}
 ROUTES = ["/v1/health", "/v1/acquire", "/v1/acquire-many", "/v1/acquire-resource",

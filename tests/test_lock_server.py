@@ -14,9 +14,9 @@ import pytest
 
 pytest.register_assert_rewrite("lockutil")  # before the import below
 
-from lockutil import BATCHDEPS, TOKEN, LockServer
+from support.lockutil import BATCHDEPS, TOKEN, LockServer
 
-pytest_plugins = ["lockutil"]  # fixture: lock_server
+pytest_plugins = ["support.lockutil"]  # fixture: lock_server
 
 A = {"host": "host-a", "pid": 1, "run_id": "run-a"}
 B = {"host": "host-b", "pid": 2, "run_id": "run-b"}

@@ -13,7 +13,7 @@ from batchdeps.report.notify import Notifier, alert_payload, redact_url
 from batchdeps.report.result import BuildResult, Status, TaskResult
 
 sys.path.insert(0, os.path.dirname(__file__))
-from produtil import WebhookServer, add_prod_pipeline, closed_port
+from support.produtil import WebhookServer, add_prod_pipeline, closed_port
 
 FAST = "retries = {retries}\nretry_delay = 0.01\ntimeout = 5\n"
 
@@ -179,7 +179,8 @@ def test_command_that_hangs_is_killed_after_its_timeout(project: Any) -> None:
     done = project.run("run", "Flaky", "--fails", "9", timeout=40)
     assert done.returncode == 1
     assert "failed after 1 attempt(s): timed out after 1 s" in done.stderr
-    from produtil import pid_gone, wait_for
+    from support.produtil import pid_gone
+    from support.waiting import wait_for
 
     child = int((project.root / "alert.pid").read_text())
     wait_for(lambda: pid_gone(child), 10, "the alert command's child to die")

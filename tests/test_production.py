@@ -15,17 +15,18 @@ from typing import Any
 import pytest
 
 import batchdeps as bd
-from batchdeps.report.events import AttemptFailed, RunFinished, TaskFinished, TaskRetrying, TaskStarted
 from batchdeps.backoff import retry_delay
+from batchdeps.report.events import (
+    AttemptFailed,
+    RunFinished,
+    TaskFinished,
+    TaskRetrying,
+    TaskStarted,
+)
 
 sys.path.insert(0, os.path.dirname(__file__))
-from produtil import (
-    add_prod_pipeline,
-    all_files,
-    journal_events,
-    pid_gone,
-    wait_for,
-)
+from support.produtil import add_prod_pipeline, all_files, journal_events, pid_gone
+from support.waiting import wait_for
 
 FLAKY = "Flaky(name=f, fails={})"
 
@@ -271,7 +272,7 @@ def test_a_listener_that_raises_changes_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_releases_lock_server_leases_at_once(project: Any, tmp_path: Path,
                                                      workers: str) -> None:
-    from lockutil import TOKEN, LockServer
+    from support.lockutil import TOKEN, LockServer
 
     server = LockServer(tmp_path / "locks.db").start()
     try:

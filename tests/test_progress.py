@@ -16,7 +16,7 @@ from batchdeps.report.progress import ProgressListener
 from batchdeps.resolver import resolve
 
 sys.path.insert(0, os.path.dirname(__file__))
-from produtil import add_prod_pipeline
+from support.produtil import add_prod_pipeline
 
 CLEAR = "\r\x1b[K"
 LINE = re.compile(r"batchdeps: (\d+)/(\d+) done, (\d+) running, (\d+) pending, (\d+) failed"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import batchdeps as bd
-from batchdeps.report.events import RunFinished, RunStarted, TaskFinished, TaskStarted
 from batchdeps.locks.local import LocalLockProvider
+from batchdeps.report.events import RunFinished, RunStarted, TaskFinished, TaskStarted
 from batchdeps.report.result import Status
 
 

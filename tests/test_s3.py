@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3util import (  # noqa: F401 - fixtures
+from support.s3util import (  # noqa: F401 - fixtures
     FAKE_CREDENTIALS,
     FaultProxy,
     MotoServer,
@@ -27,14 +27,13 @@ from s3util import (  # noqa: F401 - fixtures
     multipart_uploads,
     s3_env,
     s3_storage,
-    wait_until,
 )
+from support.waiting import wait_for
 
 import batchdeps as bd
-from batchdeps.targets import s3
 from batchdeps.config import parse_config
 from batchdeps.errors import TargetCheckError, TargetError
-from batchdeps.targets import Storage, check_exists
+from batchdeps.targets import Storage, check_exists, s3
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -303,7 +302,7 @@ def test_interrupt_during_multipart_upload_aborts_it(bucket: str, moto_endpoint:
                                                      s3_env: dict[str, str]) -> None:
     writer = _start_writer(f"s3://{bucket}/big/interrupted.bin", 120, s3_env)
     try:
-        assert wait_until(lambda: multipart_uploads(moto_endpoint, bucket), timeout=60)
+        assert wait_for(lambda: multipart_uploads(moto_endpoint, bucket), timeout=60)
         writer.send_signal(signal.SIGINT)
         writer.wait(30)
     finally:
@@ -320,7 +319,7 @@ def test_upload_left_by_a_killed_writer_is_aborted_by_the_next_attempt(
     url = f"s3://{bucket}/big/killed.bin"
     writer = _start_writer(url, 120, s3_env)
     try:
-        assert wait_until(lambda: multipart_uploads(moto_endpoint, bucket), timeout=60)
+        assert wait_for(lambda: multipart_uploads(moto_endpoint, bucket), timeout=60)
         writer.kill()  # SIGKILL: nothing in the writer can clean up
         writer.wait(10)
     finally:

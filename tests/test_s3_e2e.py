@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BATCHDEPS
-from s3util import (  # noqa: F401 - fixtures
+from support.project import BATCHDEPS
+from support.s3util import (  # noqa: F401 - fixtures
     FAKE_CREDENTIALS,
     MotoServer,
     boto_client,
@@ -25,8 +25,8 @@ from s3util import (  # noqa: F401 - fixtures
     moto_server,
     multipart_uploads,
     new_bucket,
-    wait_until,
 )
+from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,7 +181,7 @@ def test_kill_9_of_worker_mid_write_leaves_nothing_and_rerun_cleans_up(
                            env={**project.env, "HANG": "k"})
     pid_file = project.root / "pid"
     try:
-        assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=60)
+        assert wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=60)
         worker = int(pid_file.read_text())
         assert worker != run.pid  # the task runs in a forked worker
         os.kill(worker, signal.SIGKILL)

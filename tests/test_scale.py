@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from conftest import Project
+from support.project import Project
 
 LENGTH = 20_000
 

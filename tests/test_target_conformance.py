@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from s3util import keys_under, moto_endpoint, moto_server, multipart_uploads, s3_env  # noqa: F401
+from support.s3util import keys_under, moto_endpoint, moto_server, multipart_uploads, s3_env  # noqa: F401
 
 import batchdeps as bd
 from batchdeps.errors import TargetCheckError, TargetError
@@ -58,7 +58,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
                        memory_leftovers, None)
     endpoint = request.getfixturevalue("moto_endpoint")
     request.getfixturevalue("s3_env")
-    from s3util import new_bucket
+    from support.s3util import new_bucket
 
     bucket = new_bucket(endpoint)
     storage = Storage({"s3": {"endpoint_url": endpoint}})
@@ -82,7 +82,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
 
 
 def _closed_port() -> int:
-    from s3util import free_port
+    from support.s3util import free_port
 
     return free_port()
 

@@ -14,7 +14,7 @@ import pytest
 from batchdeps.report.tasklogs import safe_params_component
 
 sys.path.insert(0, os.path.dirname(__file__))
-from produtil import add_prod_pipeline, all_files
+from support.produtil import add_prod_pipeline, all_files
 
 FLAKY_DIR = "logs/Flaky/name=f,fails=9"
 
@@ -108,7 +108,8 @@ def test_timed_out_attempt_log_keeps_what_it_wrote_and_says_why(project: Any) ->
 def test_an_interrupted_attempt_is_logged(project: Any, workers: str) -> None:
     import signal
 
-    from produtil import journal_events, wait_for
+    from support.produtil import journal_events
+    from support.waiting import wait_for
 
     add_prod_pipeline(project)
     process = project.popen("run", "Slow", "--workers", workers, SLEEP="30")

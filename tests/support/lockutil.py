@@ -1,6 +1,6 @@
 """Helpers for the lock-server tests: a real server process, a pipeline, real runs.
 
-A test module gets the fixtures with `pytest_plugins = ["lockutil"]`.
+A test module gets the fixtures with `pytest_plugins = ["support.lockutil"]`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from journal import JOURNAL_FUNCTION
+
+from support.journal import JOURNAL_FUNCTION
 
 BATCHDEPS = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
 TOKEN = "test-token-3f9a"
@@ -279,15 +280,6 @@ def lock_project(tmp_path: Path, lock_server: LockServer) -> LockProject:
     root.mkdir()
     return LockProject(root, lock_server)
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def holder_json(server: LockServer) -> Callable[[str], Any]:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from journal import JOURNAL_FUNCTION
+from support.journal import JOURNAL_FUNCTION
 
 # Every run() appends "event<TAB>task_id<TAB>pid" lines to $JOURNAL (see conftest's demo).
 PROD_PIPELINE = '''
@@ -193,14 +191,6 @@ def journal_events(project: Any, event: str, task_id: str | None = None) -> list
             found.append(parts[1])
     return found
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    """Poll `predicate` until true; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 def pid_gone(pid: int) -> bool:
