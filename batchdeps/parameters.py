@@ -2,6 +2,9 @@
 
 A parameter never reads the command line or config itself: the CLI and config loader turn
 strings into values with `parse()` and pass them to the task's constructor.
+
+Int, Date and DateTime parameters also read an inclusive range `A..B` (`parse_range()`),
+which the command line turns into one task per value (a backfill).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from .errors import ParameterError
 
 _NO_DEFAULT: Any = object()
 _AMBIGUOUS = re.compile(r'[,=()"]')
+#: Separates the two ends of an inclusive range: `2026-11-01..2026-11-24`, `1..10`.
+RANGE_SEPARATOR = ".."
+#: A range that would make more tasks than this is refused (a typo in a year, usually).
+MAX_RANGE_VALUES = 100_000
 
 
 class Parameter:
@@ -45,6 +52,41 @@ class Parameter:
     def parse(self, text: str) -> Any:
         """Turn a command-line or config string into a value; ValueError if it is bad."""
         return text
+
+    # -- ranges ------------------------------------------------------------------------
+    supports_range = False
+
+    def parse_range(self, text: str) -> list[Any] | None:
+        """The values of an inclusive range `A..B`, in order; None when `text` is no range.
+
+        Only Int, Date and DateTime parameters read ranges; for the others `..` is part of
+        the value (`--root ../data`). Raises ValueError for a bad end or an empty range.
+        """
+        if not self.supports_range or RANGE_SEPARATOR not in text:
+            return None
+        first_text, _, last_text = text.partition(RANGE_SEPARATOR)
+        if not first_text.strip() or not last_text.strip():
+            raise ValueError(f"a range needs both ends, as in {self._range_example()}")
+        first, last = self.parse(first_text), self.parse(last_text)
+        if last < first:
+            raise ValueError(
+                f"the range ends ({self.serialize(last)}) before it starts "
+                f"({self.serialize(first)}); write the earlier value first"
+            )
+        count = self._range_length(first, last)
+        if count > MAX_RANGE_VALUES:
+            raise ValueError(f"the range holds {count:,} values, more than the "
+                             f"{MAX_RANGE_VALUES:,} allowed")
+        return [self._range_value(first, index) for index in range(count)]
+
+    def _range_length(self, first: Any, last: Any) -> int:
+        raise NotImplementedError
+
+    def _range_value(self, first: Any, index: int) -> Any:
+        raise NotImplementedError
+
+    def _range_example(self) -> str:
+        return "A..B"
 
     def normalize(self, value: Any) -> Any:
         """Turn a constructor argument into the canonical value (strings are parsed)."""
@@ -94,9 +136,19 @@ class IntParameter(Parameter):
     """An integer."""
 
     type_name = "int"
+    supports_range = True
 
     def parse(self, text: str) -> int:
         return int(text.strip())
+
+    def _range_length(self, first: int, last: int) -> int:
+        return last - first + 1
+
+    def _range_value(self, first: int, index: int) -> int:
+        return first + index
+
+    def _range_example(self) -> str:
+        return "1..10"
 
     def _check(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -149,6 +201,16 @@ class DateParameter(Parameter):
     """A calendar date, written YYYY-MM-DD."""
 
     type_name = "date"
+    supports_range = True
+
+    def _range_length(self, first: _dt.date, last: _dt.date) -> int:
+        return (last - first).days + 1
+
+    def _range_value(self, first: _dt.date, index: int) -> _dt.date:
+        return first + _dt.timedelta(days=index)
+
+    def _range_example(self) -> str:
+        return "2026-11-01..2026-11-24"
 
     def parse(self, text: str) -> _dt.date:
         try:
@@ -168,9 +230,29 @@ class DateParameter(Parameter):
 
 
 class DateTimeParameter(Parameter):
-    """A date and time, written YYYY-MM-DDTHH:MM[:SS]."""
+    """A date and time, written YYYY-MM-DDTHH:MM[:SS].
+
+    `step` is the spacing of the values of a range `A..B` (default one hour).
+    """
 
     type_name = "datetime"
+    supports_range = True
+
+    def __init__(self, default: Any = _NO_DEFAULT, description: str = "",
+                 step: _dt.timedelta = _dt.timedelta(hours=1)) -> None:
+        super().__init__(default=default, description=description)
+        if not isinstance(step, _dt.timedelta) or step <= _dt.timedelta(0):
+            raise TypeError(f"DateTimeParameter step must be a positive timedelta, got {step!r}")
+        self.step = step
+
+    def _range_length(self, first: _dt.datetime, last: _dt.datetime) -> int:
+        return (last - first) // self.step + 1
+
+    def _range_value(self, first: _dt.datetime, index: int) -> _dt.datetime:
+        return first + self.step * index
+
+    def _range_example(self) -> str:
+        return "2026-11-01T00:00..2026-11-01T23:00"
 
     def parse(self, text: str) -> _dt.datetime:
         try:

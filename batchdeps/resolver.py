@@ -5,16 +5,20 @@ breadth-first so that the existence of a whole level of targets is checked in on
 (one round of concurrent requests on object storage). A complete task's requirements are
 not visited (Luigi's rule), so a nightly run over finished data touches only the top.
 Cost is O(tasks + edges).
+
+Forcing (`--force`, `--force-upstream`, `--force-from`) marks tasks as incomplete before
+the walk, each with its reason. A step that cannot run because an external input upstream
+is missing is marked `blocked_by` that input, so a dry run tells the truth.
 """
 
 from __future__ import annotations
 
 import gc
 import graphlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from .errors import BatchdepsError, CycleError, TaskDefinitionError
+from .errors import BatchdepsError, CycleError, ExitCode, TaskDefinitionError, UsageError
 from .targets import Target, check_exists
 from .task import ExternalTask, Task, WrapperTask, flatten_outputs, flatten_requires
 
@@ -34,6 +38,8 @@ class Step:
     downstream: list[Step] = field(default_factory=list)
     outputs: list[Target] = field(default_factory=list)
     missing_paths: list[str] = field(default_factory=list)
+    #: The missing external input (a MISSING step) that keeps this step from running.
+    blocked_by: Step | None = field(default=None, repr=False)
 
     @property
     def task_id(self) -> str:
@@ -59,12 +65,35 @@ class Plan:
         return None
 
     def describe(self) -> list[str]:
-        """One line per step, in order: what runs and why."""
+        """One line per step, in order: what runs (or is blocked, or is missing) and why."""
         lines = []
         for step in self.steps:
-            verb = "missing input" if step.kind == MISSING else "run"
-            lines.append(f"{verb:13} {step.task_id}  ({step.reason})")
+            if step.kind == MISSING:
+                verb = "missing input"
+            elif step.blocked_by is not None:
+                verb = "blocked"
+            else:
+                verb = "run"
+            reason = step.reason
+            if step.blocked_by is not None:
+                reason = f"{reason}; blocked: {step.blocked_by.reason}"
+            lines.append(f"{verb:13} {step.task_id}  ({reason})")
         return lines
+
+    def counts(self) -> dict[str, int]:
+        """How many steps would run, are blocked, and are missing external inputs."""
+        missing = sum(1 for step in self.steps if step.kind == MISSING)
+        blocked = sum(1 for step in self.steps if step.blocked_by is not None)
+        return {"run": len(self.steps) - missing - blocked, "blocked": blocked,
+                "missing": missing}
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """As `make -q` and `batchdeps status`: 0 nothing to do, 1 work to do, 3 blocked."""
+        counts = self.counts()
+        if counts["missing"] or counts["blocked"]:
+            return ExitCode.MISSING_INPUT
+        return ExitCode.FAILED if self.steps else ExitCode.OK  # 1 here means "work to do"
 
 
 def _default_complete(task: Task) -> bool:
@@ -85,14 +114,26 @@ def _missing_reason(missing: list[str]) -> str:
     return f"outputs {', '.join(missing[:2])}{more} missing"
 
 
-def resolve(requested: Iterable[Task], force: bool = False) -> Plan:
+def resolve(
+    requested: Iterable[Task],
+    force: bool = False,
+    *,
+    force_upstream: bool = False,
+    force_from: Iterable[str] = (),
+) -> Plan:
     """Walk back from `requested` and return the plan of what must run.
 
     Args:
         requested: the tasks asked for.
         force: rebuild the requested tasks even if complete (their upstream stays as is).
+        force_upstream: rebuild the requested tasks and everything they depend on, except
+            external tasks.
+        force_from: selectors (a family name or a task id); the tasks they match and every
+            task downstream of them, up to the requested ones, are rebuilt. A matched
+            external task is not run, but what depends on it is.
 
     Raises:
+        UsageError: a `force_from` selector matches no task of the graph.
         TaskDefinitionError: requires()/output()/complete() raised or returned a wrong type.
         CycleError: tasks that must run require each other in a cycle.
         TargetCheckError: existence of a target could not be decided.
@@ -103,18 +144,19 @@ def resolve(requested: Iterable[Task], force: bool = False) -> Plan:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _resolve(requested, force)
+        roots = list(dict.fromkeys(requested))
+        for task in roots:
+            if not isinstance(task, Task):
+                raise TaskDefinitionError(
+                    f"can only build tasks, got {type(task).__name__} {task!r}")
+        forced = forced_tasks(roots, force, force_upstream, list(force_from))
+        return _resolve(roots, forced)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _resolve(requested: Iterable[Task], force: bool) -> Plan:
-    roots = list(dict.fromkeys(requested))
-    for task in roots:
-        if not isinstance(task, Task):
-            raise TaskDefinitionError(f"can only build tasks, got {type(task).__name__} {task!r}")
-    forced = frozenset(_forced_tasks(roots)) if force else frozenset()
+def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
 
     # task -> (is complete | None while unknown); requirements of expanded tasks.
     complete: dict[Task, bool | None] = {}
@@ -187,7 +229,7 @@ def _resolve(requested: Iterable[Task], force: bool) -> Plan:
             )
             continue
         if task in forced:
-            reason = "forced"
+            reason = forced[task]
         elif task in custom_false:
             reason = "complete() returned False"
         elif _is_plain_wrapper(task) or not outputs.get(task):
@@ -211,15 +253,110 @@ def _resolve(requested: Iterable[Task], force: bool) -> Plan:
     ordered = _order(steps)
     for index, step in enumerate(ordered):
         step.index = index
+        if step.kind == MISSING:
+            continue
+        for up in step.upstream:  # upstream steps come first, so theirs is already known
+            blocker = up if up.kind == MISSING else up.blocked_by
+            if blocker is not None:
+                step.blocked_by = blocker
+                break
     return Plan(
         requested=roots,
         steps=ordered,
         complete=[t for t in roots if complete.get(t)],
-        forced=forced,
+        forced=frozenset(forced),
     )
 
 
-def _forced_tasks(roots: list[Task]) -> list[Task]:
+def forced_tasks(roots: list[Task], force: bool, force_upstream: bool,
+                 force_from: list[str]) -> dict[Task, str]:
+    """Every task the forcing options rebuild, with its reason ("forced", "forced: ...")."""
+    forced: dict[Task, str] = {}
+    if force or force_upstream:
+        forced.update((task, "forced") for task in _forced_requested(roots))
+    if force_upstream:
+        graph = full_graph(roots)
+        # Breadth-first from the roots, so the reason names the nearest requested task.
+        for root in roots:
+            for task in _upstream_of(root, graph):
+                if task not in forced and not isinstance(task, ExternalTask):
+                    forced[task] = f"forced: upstream of {root.task_id}"
+    if force_from:
+        graph = full_graph(roots)
+        matched = _select(force_from, graph)
+        for task in matched:
+            if not isinstance(task, ExternalTask) and task not in forced:
+                forced[task] = "forced"
+        required_by: dict[Task, list[Task]] = {}
+        for task, reqs in graph.items():
+            for req in reqs:
+                required_by.setdefault(req, []).append(task)
+        for source in matched:
+            stack = [source]
+            while stack:
+                for down in required_by.get(stack.pop(), ()):
+                    if down not in forced:
+                        forced[down] = f"forced: downstream of {source.task_id}"
+                        stack.append(down)
+    return forced
+
+
+def full_graph(roots: list[Task]) -> dict[Task, list[Task]]:
+    """Every task reachable from `roots` (also below complete ones) -> its requirements.
+
+    External tasks are leaves: their requires() is never called.
+    """
+    graph: dict[Task, list[Task]] = {}
+    frontier = list(roots)
+    for task in roots:
+        graph[task] = []
+    while frontier:
+        next_frontier: list[Task] = []
+        for task in frontier:
+            if isinstance(task, ExternalTask):
+                continue
+            reqs = flatten_requires(task)
+            graph[task] = reqs
+            for req in reqs:
+                if req not in graph:
+                    graph[req] = []
+                    next_frontier.append(req)
+        frontier = next_frontier
+    return graph
+
+
+def _upstream_of(root: Task, graph: dict[Task, list[Task]]) -> list[Task]:
+    seen = {root}
+    order: list[Task] = []
+    frontier = [root]
+    while frontier:
+        next_frontier = []
+        for task in frontier:
+            for req in graph.get(task, ()):
+                if req not in seen:
+                    seen.add(req)
+                    order.append(req)
+                    next_frontier.append(req)
+        frontier = next_frontier
+    return order
+
+
+def _select(selectors: list[str], graph: dict[Task, list[Task]]) -> list[Task]:
+    """The tasks of `graph` each selector names (family name or task id), in graph order."""
+    wanted = set(selectors)
+    matched = [t for t in graph if t.task_id in wanted or t.family() in wanted]
+    found = {t.task_id for t in matched} | {t.family() for t in matched}
+    unmatched = [s for s in selectors if s not in found]
+    if unmatched:
+        families = sorted({t.family() for t in graph})
+        raise UsageError(
+            f"--force-from {unmatched[0]!r} matches no task needed by the requested "
+            f"task(s); give a family name or a task id (families here: {', '.join(families)})"
+        )
+    return matched
+
+
+def _forced_requested(roots: list[Task]) -> list[Task]:
     """What --force rebuilds: each requested task; for a plain WrapperTask, what it wraps.
 
     A wrapper has no outputs of its own, so forcing only it would run nothing and report it
@@ -256,7 +393,7 @@ def _decide_wrappers(
     wrappers: list[Task],
     requires: dict[Task, list[Task]],
     complete: dict[Task, bool | None],
-    forced: frozenset[Task],
+    forced: Collection[Task],
 ) -> None:
     """A plain WrapperTask is complete when all its requirements are (nested ones too)."""
     pending = {w for w in wrappers if w not in forced}
@@ -286,3 +423,23 @@ def _order(steps: dict[Task, Step]) -> list[Step]:
 def _cycle_error(cycle: list[Task]) -> CycleError:
     names = " -> ".join(t.task_id for t in reversed(cycle))
     return CycleError(f"dependency cycle: {names}")
+
+
+def complete_many(tasks: list[Task]) -> list[bool]:
+    """Whether each task is complete; built-in completeness is checked in one batch."""
+    batch: list[Target] = []
+    spans: dict[int, tuple[int, int]] = {}
+    for index, task in enumerate(tasks):
+        if _default_complete(task) and not _is_plain_wrapper(task):
+            targets = flatten_outputs(task)
+            spans[index] = (len(batch), len(batch) + len(targets))
+            batch.extend(targets)
+    exists = check_exists(batch) if batch else []
+    answers = []
+    for index, task in enumerate(tasks):
+        if index in spans:
+            start, end = spans[index]
+            answers.append(end > start and all(exists[start:end]))
+        else:
+            answers.append(_call_complete(task))
+    return answers

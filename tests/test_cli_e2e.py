@@ -97,7 +97,7 @@ def test_dry_run_prints_reasons_and_changes_nothing(project: Project) -> None:
     assert project.run("run", "B").returncode == 0
     (project.root / "out/a-2026-11-24.txt").unlink()
     result = project.run("run", "D", "--dry-run")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # work to do, as `status`
     lines = result.stdout.splitlines()
     assert any("C(day=2026-11-24)" in line and "out/c-2026-11-24.txt missing" in line
                for line in lines)
@@ -295,7 +295,7 @@ def test_every_parameter_type_from_command_line_and_config(project: Project) -> 
                                   'items=["p",3], when=2026-02-03T04:05:00, ratio=3.0)')
     # a flag left off the command line keeps the config's value; --no-flag / --on override it
     result = project.run("run", "Typed", "--no-flag", "--on", "--dry-run")
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr  # a new task would run
     assert "Typed(day_count=4, flag=false, on=true, colour=green" in result.stdout
     bad = project.run("run", "Typed", "--colour", "blue")
     assert bad.returncode == 2 and "expected one of red, green" in bad.stderr

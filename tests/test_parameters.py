@@ -337,3 +337,36 @@ def test_bad_default_is_parameter_error_at_construction() -> None:
 
     with pytest.raises(ParameterError, match="T: bad value 'three' for parameter 'n' \\(int\\)"):
         T()
+
+
+# -- ranges (backfills) ----------------------------------------------------------------
+def test_date_range_is_inclusive_and_ordered() -> None:
+    values = bd.DateParameter().parse_range("2026-11-29..2026-12-02")
+    assert [str(v) for v in values] == ["2026-11-29", "2026-11-30", "2026-12-01", "2026-12-02"]
+
+
+def test_datetime_range_steps_by_hours_unless_the_parameter_says_otherwise() -> None:
+    import datetime as dt
+
+    hourly = bd.DateTimeParameter().parse_range("2026-11-01T22:00..2026-11-02T01:00")
+    assert [v.hour for v in hourly] == [22, 23, 0, 1]
+    every_15 = bd.DateTimeParameter(step=dt.timedelta(minutes=15))
+    assert len(every_15.parse_range("2026-11-01T00:00..2026-11-01T01:00")) == 5
+
+
+def test_int_range_and_a_plain_value_is_no_range() -> None:
+    assert bd.IntParameter().parse_range("-1..2") == [-1, 0, 1, 2]
+    assert bd.IntParameter().parse_range("7") is None
+    assert bd.Parameter().parse_range("../data") is None  # a path, not a range
+
+
+@pytest.mark.parametrize("text, message", [
+    ("2026-11-03..2026-11-01", "ends"),
+    ("..2026-11-01", "both ends"),
+    ("2026-11-01..", "both ends"),
+    ("2026-11-01..2026-13-01", "YYYY-MM-DD"),
+    ("0001-01-01..9999-12-31", "more than"),
+])
+def test_bad_ranges_are_clear_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        bd.DateParameter().parse_range(text)

@@ -11,132 +11,77 @@ from typing import Any
 
 import click
 
-from ..errors import BatchdepsError, ExitCode, ParameterError, UsageError
+from ..errors import BatchdepsError, ExitCode
 from .common import fail, scan, setup_logging
-
-COMMON_OPTION_NAMES = {
-    "workers", "dry_run", "force", "lock_url", "config", "log_level", "log_format", "debug",
-    "wait_timeout",
-}
-#: Parameter names a task may not use: they would shadow an option of `batchdeps run`.
-RESERVED_PARAMETER_NAMES = COMMON_OPTION_NAMES | {"help"}
-
-
-# -- run ---------------------------------------------------------------------------------
-class _TaskParamType(click.ParamType):
-    """A click type that parses with a batchdeps Parameter, so errors read the same."""
-
-    def __init__(self, param: Any) -> None:
-        self.param = param
-        self.name = param.type_name
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            return self.param.parse(value)
-        except ValueError as exc:
-            self.fail(f"{value!r} is not a valid {self.param.type_name}: {exc}", param, ctx)
-
-
-def _task_options(cls: type) -> list[click.Parameter]:
-    options: list[click.Parameter] = []
-    taken = set()
-    for param in cls.parameters():  # type: ignore[attr-defined]
-        flag = "--" + param.name.replace("_", "-")
-        taken.add(param.name)
-        config_defaults = cls._config_defaults  # type: ignore[attr-defined]
-        if param.name in config_defaults:
-            shown = f"default: {param.serialize(config_defaults[param.name])} (config)"
-        elif param.has_default:
-            shown = f"default: {param.serialize(param.convert(cls.__name__, param.default))}"
-        else:
-            shown = "required"
-        help_text = f"{param.description} [{param.type_name}; {shown}]".strip()
-        if param.type_name == "bool":
-            option = click.Option([f"{flag}/--no-{flag[2:]}", param.name], default=None,
-                                  help=help_text)
-        else:
-            option = click.Option([flag, param.name], type=_TaskParamType(param), default=None,
-                                  help=help_text, metavar=param.type_name.upper())
-        options.append(option)
-    clash = taken & RESERVED_PARAMETER_NAMES
-    if clash:
-        from ..errors import TaskDefinitionError
-
-        raise TaskDefinitionError(
-            f"{cls.__name__}: parameter name(s) {', '.join(sorted(clash))} clash with "
-            "options of `batchdeps run`; rename them"
-        )
-    return options
+from .taskargs import (
+    TaskCommand,
+    complete_task_args,
+    complete_task_name,
+    invoke_for_task,
+    requested_tasks,
+    single,
+)
 
 
 def _common_options() -> list[click.Parameter]:
+    """The options of `batchdeps run` itself; a valued one given twice is an error."""
     return [
-        click.Option(["--workers"], type=click.IntRange(min=1), default=None,
+        click.Option(["--workers"], type=click.IntRange(min=1), default=None, multiple=True,
+                     callback=single,
                      help="Attempts run in parallel (default: [batchdeps] workers, else 1)."),
-        click.Option(["--dry-run"], is_flag=True, help="Print what would run and why; change nothing."),
+        click.Option(["--dry-run"], is_flag=True, help="Print what would run, what is blocked "
+                     "and why; change nothing. Exits as `status`: 0 nothing to do, 1 work to "
+                     "do, 3 blocked by a missing input."),
         click.Option(["--force"], is_flag=True, help="Rebuild the named task even if complete."),
-        click.Option(["--lock-url"], default=None, help="Lock server URL (default: [lock] url, "
-                     "else $BATCHDEPS_LOCK_URL, else machine-local locks)."),
+        click.Option(["--force-upstream"], is_flag=True, help="Rebuild the named task and "
+                     "everything it depends on (never external tasks)."),
+        click.Option(["--force-from"], multiple=True, metavar="SELECTOR",
+                     help="Rebuild the tasks a family name or task id selects and everything "
+                     "downstream of them up to the named task (repeatable)."),
+        click.Option(["--max-tasks"], type=click.IntRange(min=1), default=None, multiple=True,
+                     callback=single, help="Of a range A..B, build at most N of the requested "
+                     "tasks that are not complete (oldest first)."),
+        click.Option(["--reverse"], is_flag=True,
+                     help="Of a range, take the newest requested tasks first."),
+        click.Option(["--lock-url"], default=None, multiple=True, callback=single,
+                     help="Lock server URL (default: [lock] url, else $BATCHDEPS_LOCK_URL, "
+                     "else machine-local locks)."),
         click.Option(["--wait-timeout"], type=click.FloatRange(min=0), default=None,
+                     multiple=True, callback=single,
                      help="Seconds to wait for a task held elsewhere (exit 4 after)."),
-        click.Option(["--config"], default=None, help="Config file (default: $BATCHDEPS_CONFIG, "
-                     "else ./config.toml)."),
+        click.Option(["--config"], default=None, multiple=True, callback=single,
+                     help="Config file (default: $BATCHDEPS_CONFIG, else ./config.toml)."),
         click.Option(["--log-level"], type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-                     case_sensitive=False), default=None, help="Log level (default INFO)."),
+                     case_sensitive=False), default=None, multiple=True, callback=single,
+                     help="Log level (default INFO)."),
         click.Option(["--log-format"], type=click.Choice(["text", "json"]), default=None,
-                     help="Log line format."),
+                     multiple=True, callback=single, help="Log line format."),
         click.Option(["--debug"], is_flag=True, help="Show tracebacks of errors."),
     ]
 
 
 @click.command(
-    "run",
+    "run", cls=TaskCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                       "help_option_names": []},
 )
-@click.argument("task_name", required=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("task_name", required=False, shell_complete=complete_task_name(True))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED,
+                shell_complete=complete_task_args(_common_options, "run"))
 @click.pass_context
 def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]) -> None:
     """Build TASK and whatever it needs that is missing.
 
     Usage: batchdeps run TASK [--PARAM VALUE ...] [--workers N] [--dry-run] [--force]
-    [--lock-url URL] [--config FILE]. `batchdeps run TASK --help` lists TASK's parameters.
+    [--force-upstream] [--force-from SELECTOR ...] [--max-tasks N] [--reverse]
+    [--lock-url URL] [--config FILE]. A Date, DateTime or Int parameter given as A..B asks
+    for one task per value. `batchdeps run TASK --help` lists TASK's parameters.
     """
-    debug = "--debug" in args
     if task_name is None or task_name.startswith("-"):
         wants_help = task_name in ("-h", "--help") or "--help" in args or "-h" in args
         _run_help(ctx, args, wants_help)
         return
-    try:
-        from ..config import load_config
-        from ..registry import TaskRegistry
-
-        config = load_config(scan(args, "--config"))
-        registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()],
-                                              source=config.where())
-        cls = registry.get(task_name)
-        registry.add(cls)
-        registry.apply_defaults(config.tasks, label=config.where())
-        task_options = _task_options(cls)
-    except BatchdepsError as exc:
-        fail(exc, debug)
-
-    def callback(**values: Any) -> None:
-        common = {name: values.pop(name) for name in COMMON_OPTION_NAMES}
-        _run(cls, values, common, config)
-
-    command = click.Command(
-        task_name, params=task_options + _common_options(), callback=callback,
-        help=(cls.__doc__ or f"Build {task_name}.").strip(),
-        context_settings={"help_option_names": ["-h", "--help"]},
-    )
-    # No parent context: click would put `run`'s own "[TASK_NAME] [ARGS]..." into the usage
-    # and "Try ... --help" lines, which then name a command that does not work.
-    with command.make_context(f"{ctx.command_path} {task_name}", list(args)) as sub:
-        command.invoke(sub)
+    invoke_for_task(ctx, task_name, args, "run", _common_options(), _run)
 
 
 def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> None:
@@ -154,9 +99,14 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
     except BatchdepsError as exc:
         click.echo(f"\n(no task list: {exc})", err=not wants_help)
         ctx.exit(ExitCode.OK if wants_help else ExitCode.USAGE)
-    click.echo("\nTasks:", err=not wants_help)
+    from ..task import ExternalTask
+
+    click.echo("\nTasks (`batchdeps list` shows parameters and external inputs):",
+               err=not wants_help)
     for name in registry.names():
         cls = registry.by_name[name][0]
+        if issubclass(cls, ExternalTask):  # made outside the pipeline: nothing to run
+            continue
         doc = (cls.__doc__ or "").strip().splitlines()
         click.echo(f"  {name:24} {doc[0] if doc else ''}", err=not wants_help)
     ctx.exit(ExitCode.OK if wants_help else ExitCode.USAGE)
@@ -166,7 +116,7 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> None:
+def _run(cls: Any, config: Any, values: dict[str, Any], common: dict[str, Any]) -> None:
     debug = bool(common["debug"])
     setup_logging((common["log_level"] or config.batchdeps.get("log_level") or "INFO").upper(),
                   common["log_format"] or config.batchdeps.get("log_format") or "text")
@@ -174,7 +124,8 @@ def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) 
     # nothing is locked or written yet, and the exit code is still ExitCode.INTERRUPTED.
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        code = _build(cls, values, common, config)
+        requested = _requested(cls, values, common, config)
+        code = _build(requested, common, config)
     except BatchdepsError as exc:
         fail(exc, debug)
     except KeyboardInterrupt:
@@ -185,33 +136,41 @@ def _run(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) 
     sys.exit(code)
 
 
-def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any) -> int:
+def _requested(cls: Any, values: dict[str, Any], common: dict[str, Any],
+               config: Any) -> list[Any]:
+    """The requested tasks: one per value of a range, bounded by --max-tasks, in order."""
+    from ..backfill import select
+    from ..targets import default_storage
+
+    tasks = requested_tasks(cls, values)
+    if common["max_tasks"] is None and not common["reverse"]:
+        return tasks
+    default_storage.configure(config.storage)
+    selection = select(tasks, common["max_tasks"], bool(common["reverse"]))
+    if selection.left:
+        click.echo(f"batchdeps: --max-tasks {common['max_tasks']}: {len(selection.left)} more "
+                   f"requested task(s) left for a later run (next: "
+                   f"{selection.left[0].task_id})", err=True)
+    return selection.tasks
+
+
+def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
     from ..api import make_executor, make_lock_provider, task_defaults_from
     from ..resolver import resolve
     from ..run.production import default_log_dir, production_setup
     from ..run.runner import Runner, RunOptions
     from ..targets import default_storage
 
-    given = {name: value for name, value in values.items() if value is not None}
-    for param in cls.parameters():
-        if param.name not in given and not param.has_default and param.name not in cls._config_defaults:
-            flag = "--" + param.name.replace("_", "-")
-            raise UsageError(
-                f"{cls.__name__} needs {flag} ({param.type_name}): give it on the command "
-                f"line or as [tasks.{cls.__name__}] {param.name} in the config"
-            )
-    try:
-        task = cls(**given)
-    except ParameterError as exc:
-        raise UsageError(str(exc)) from None
     default_storage.configure(config.storage)
-    plan = resolve([task], force=bool(common["force"]))
+    plan = resolve(requested, force=bool(common["force"]),
+                   force_upstream=bool(common["force_upstream"]),
+                   force_from=common["force_from"])
     # The plan lives until the process exits; frozen, the garbage collector stops
     # rescanning its objects during the run (a tenth of the time at 100,000 tasks).
     gc.freeze()
     if common["dry_run"]:
         _print_plan(plan)
-        return ExitCode.OK
+        return plan.exit_code
     wait_timeout = common["wait_timeout"]
     options = RunOptions(
         wait_timeout=wait_timeout if wait_timeout is not None else config.lock.get("wait_timeout"),
@@ -233,7 +192,7 @@ def _build(cls: Any, values: dict[str, Any], common: dict[str, Any], config: Any
         with _signals_stop(runner, executor):
             result = runner.run()
     except BatchdepsError as exc:  # e.g. the lock server is down: no result, still an alert
-        extras.alert_error(exc, options.run_id, [task.task_id])
+        extras.alert_error(exc, options.run_id, [t.task_id for t in requested])
         raise
     finally:
         provider.close()
@@ -246,8 +205,10 @@ def _print_plan(plan: Any) -> None:
         return
     for line in plan.describe():
         click.echo(line)
-    runs = sum(1 for s in plan.steps if s.kind == "run")
-    click.echo(f"{runs} task(s) would run; {len(plan.steps) - runs} external input(s) missing")
+    counts = plan.counts()
+    complete = f"; {len(plan.complete)} requested task(s) complete" if plan.complete else ""
+    click.echo(f"{counts['run']} task(s) would run; {counts['blocked']} blocked; "
+               f"{counts['missing']} external input(s) missing{complete}")
 
 
 class _signals_stop:

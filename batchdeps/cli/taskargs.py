@@ -1,0 +1,296 @@
+"""A task's parameters as command-line options: parsing, ranges, repeats, completion.
+
+`run`, `status` and `graph` all take `TASK [--PARAM VALUE ...]`; this module turns a task
+class into click options, the values given into the requested tasks (one per value of a
+range `A..B`), and answers shell completion for task names and parameters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from ..errors import BatchdepsError, ParameterError, TaskDefinitionError, UsageError
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The values of `--param A..B`: one requested task per value."""
+
+    text: str
+    values: tuple[Any, ...]
+
+
+class TaskParamType(click.ParamType):
+    """A click type that parses with a batchdeps Parameter, so errors read the same."""
+
+    def __init__(self, param: Any) -> None:
+        self.param = param
+        self.name = param.type_name
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            values = self.param.parse_range(value)
+            if values is not None:
+                return ValueRange(value, tuple(values))
+            return self.param.parse(value)
+        except ValueError as exc:
+            self.fail(f"{value!r} is not a valid {self.param.type_name}: {exc}", param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        choices = getattr(self.param, "enum", None)
+        if choices is None:
+            return []
+        return [CompletionItem(m.name) for m in choices if m.name.startswith(incomplete)]
+
+
+def _once(is_list: bool) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Callback of a task option given with multiple=True: a list joins, a scalar must be once.
+
+    click would keep the last of `--day A --day B` silently; a Make or Luigi user expects
+    either an error or a list, so a scalar given twice is an error naming both values.
+    """
+
+    def callback(ctx: click.Context, option: click.Parameter, value: Any) -> Any:
+        if not value:
+            return None
+        if is_list:
+            return tuple(item for part in value for item in part)
+        if len(value) > 1:
+            shown = ", ".join(v.text if isinstance(v, ValueRange) else repr(_show(v))
+                              for v in value)
+            raise click.BadParameter(
+                f"given {len(value)} times ({shown}); give it once (a range A..B asks for "
+                "one task per value)", ctx=ctx, param=option)
+        return value[0]
+
+    return callback
+
+
+def _show(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def single(ctx: click.Context, option: click.Parameter, value: Any) -> Any:
+    """Callback for a command's own valued options (multiple=True): given at most once."""
+    if isinstance(value, tuple):
+        if len(value) > 1:
+            raise click.BadParameter(
+                f"given {len(value)} times ({', '.join(map(str, value))}); give it once",
+                ctx=ctx, param=option)
+        return value[0] if value else option.default if option.default != () else None
+    return value
+
+
+def task_options(cls: type, taken: set[str], command: str) -> list[click.Parameter]:
+    """One click option per parameter of `cls`; `taken` are the command's own option names."""
+    options: list[click.Parameter] = []
+    names = set()
+    config_defaults = cls._config_defaults  # type: ignore[attr-defined]
+    for param in cls.parameters():  # type: ignore[attr-defined]
+        flag = "--" + param.name.replace("_", "-")
+        names.add(param.name)
+        if param.name in config_defaults:
+            shown = f"default: {param.serialize(config_defaults[param.name])} (config)"
+        elif param.has_default:
+            default = param.convert(cls.__name__, param.default)
+            shown = "default: None" if default is None else f"default: {param.serialize(default)}"
+        else:
+            shown = "required"
+        if param.supports_range:
+            shown += "; A..B for a range"
+        help_text = f"{param.description} [{param.type_name}; {shown}]".strip()
+        is_list = param.type_name == "list"
+        if param.type_name == "bool":
+            option = click.Option([f"{flag}/--no-{flag[2:]}", param.name], default=None,
+                                  multiple=True, callback=_once(False), help=help_text)
+        else:
+            option = click.Option([flag, param.name], type=TaskParamType(param), default=None,
+                                  multiple=True, callback=_once(is_list), help=help_text,
+                                  metavar=param.type_name.upper())
+        options.append(option)
+    clash = names & (taken | {"help"})
+    if clash:
+        raise TaskDefinitionError(
+            f"{cls.__name__}: parameter name(s) {', '.join(sorted(clash))} clash with "
+            f"options of `batchdeps {command}`; rename them"
+        )
+    return options
+
+
+def requested_tasks(cls: Any, values: dict[str, Any]) -> list[Any]:
+    """The tasks the given parameter values ask for: one, or one per value of each range.
+
+    Several ranges give every combination, ordered by the first range, then the next.
+    """
+    given = {name: value for name, value in values.items() if value is not None}
+    for param in cls.parameters():
+        if param.name not in given and not param.has_default \
+                and param.name not in cls._config_defaults:
+            flag = "--" + param.name.replace("_", "-")
+            raise UsageError(
+                f"{cls.__name__} needs {flag} ({param.type_name}): give it on the command "
+                f"line or as [tasks.{cls.__name__}] {param.name} in the config"
+            )
+    ranged = [name for name, value in given.items() if isinstance(value, ValueRange)]
+    combos = itertools.product(*(given[name].values for name in ranged))
+    tasks = []
+    try:
+        for combo in combos:
+            tasks.append(cls(**{**given, **dict(zip(ranged, combo))}))
+    except ParameterError as exc:
+        raise UsageError(str(exc)) from None
+    return tasks
+
+
+def load_registry(config_path: str | None) -> tuple[Any, Any]:
+    """The config and the task registry of its modules, with `[tasks.*]` defaults bound."""
+    from ..config import load_config
+    from ..registry import TaskRegistry
+
+    config = load_config(config_path)
+    registry = TaskRegistry.from_modules(config.modules, roots=[config.root, os.getcwd()],
+                                          source=config.where())
+    registry.apply_defaults(config.tasks, label=config.where())
+    return config, registry
+
+
+def task_class(registry: Any, config: Any, name: str) -> Any:
+    cls = registry.get(name)
+    if cls not in registry.by_name.get(cls.__name__, []):  # a dotted path outside the modules
+        registry.add(cls)
+        registry.apply_defaults(config.tasks, label=config.where())
+    return cls
+
+
+# -- completion ----------------------------------------------------------------------------
+def _complete_config(ctx: click.Context) -> tuple[Any, Any] | None:
+    args = ctx.params.get("args") or ()
+    from .common import scan
+
+    try:
+        return load_registry(scan(tuple(args), "--config"))
+    except (BatchdepsError, Exception):  # noqa: BLE001 - completion must never show a traceback
+        return None
+
+
+def complete_task_name(runnable_only: bool) -> Callable[..., list[Any]]:
+    """shell_complete for the TASK argument: the task names of the configured modules."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        from ..task import ExternalTask
+
+        loaded = _complete_config(ctx)
+        if loaded is None:
+            return []
+        _, registry = loaded
+        items = []
+        for name in registry.names():
+            cls = registry.by_name[name][0]
+            if runnable_only and issubclass(cls, ExternalTask):
+                continue
+            if name.startswith(incomplete):
+                doc = (cls.__doc__ or "").strip().splitlines()
+                items.append(CompletionItem(name, help=doc[0] if doc else None))
+        return items
+
+    return complete
+
+
+def complete_task_args(own_options: Callable[[], list[click.Parameter]],
+                       command: str) -> Callable[..., list[Any]]:
+    """shell_complete for the ARGS after TASK: the task's flags, its own, and enum values."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        task_name = ctx.params.get("task_name")
+        loaded = _complete_config(ctx)
+        if not task_name or loaded is None:
+            return []
+        config, registry = loaded
+        try:
+            cls = task_class(registry, config, task_name)
+            own = own_options()
+            options = task_options(cls, {p.name for p in own if p.name}, command) + own
+        except Exception:  # noqa: BLE001 - completion must never show a traceback
+            return []
+        previous = (ctx.params.get("args") or ())[-1:]
+        for option in options:
+            if previous and previous[0] in option.opts and isinstance(option, click.Option) \
+                    and not option.is_flag:
+                return list(option.type.shell_complete(ctx, option, incomplete))
+        items = []
+        for option in options:
+            for flag in [*option.opts, *getattr(option, "secondary_opts", [])]:
+                if flag.startswith("--") and flag.startswith(incomplete or "-"):
+                    items.append(CompletionItem(flag, help=getattr(option, "help", None)))
+        return items
+
+    return complete
+
+
+class TaskCommand(click.Command):
+    """A command `NAME TASK [ARGS]...` whose option completion asks the task's parameters.
+
+    click completes a word starting with `-` from the command's own options; these commands
+    take their options after TASK, so that goes to the ARGS argument's completer instead.
+    """
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[Any]:
+        if incomplete.startswith("-") and ctx.params.get("task_name"):
+            for param in self.params:
+                if param.name == "args":
+                    return param.shell_complete(ctx, incomplete)
+        return super().shell_complete(ctx, incomplete)
+
+
+def invoke_for_task(
+    ctx: click.Context,
+    task_name: str,
+    args: tuple[str, ...],
+    command: str,
+    own_options: list[click.Parameter],
+    callback: Callable[[Any, Any, dict[str, Any], dict[str, Any]], None],
+) -> None:
+    """Load TASK's class, parse `args` as its parameters plus `own_options`, call back.
+
+    `callback(cls, config, task_values, own_values)` runs inside the click context, so a
+    bad value exits 2 with click's message before anything is resolved.
+    """
+    from .common import fail, scan
+
+    debug = "--debug" in args
+    try:
+        config, registry = load_registry(scan(args, "--config"))
+        cls = task_class(registry, config, task_name)
+        own_names = {p.name for p in own_options if p.name}
+        options = task_options(cls, own_names, command)
+    except BatchdepsError as exc:
+        fail(exc, debug)
+
+    def run(**values: Any) -> None:
+        own = {name: values.pop(name) for name in own_names}
+        callback(cls, config, values, own)
+
+    sub = click.Command(
+        task_name, params=options + own_options, callback=run,
+        help=(cls.__doc__ or f"{command} {task_name}.").strip(),
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    # No parent context: click would put the outer "[TASK_NAME] [ARGS]..." into the usage
+    # and "Try ... --help" lines, which then name a command that does not work.
+    with sub.make_context(f"{ctx.command_path} {task_name}", list(args)) as sub_ctx:
+        sub.invoke(sub_ctx)
