@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from support.project import CONFIG, DEMO_PIPELINE, Project
 
+#: Fixtures of the lock-server tests (lock_server, lock_project), registered once for all.
+pytest_plugins = ["support.lockutil"]
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:

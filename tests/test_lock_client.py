@@ -16,7 +16,6 @@ from support.waiting import wait_for
 from batchdeps.errors import LeaseLostError, LockAuthError, LockServerUnavailable
 from batchdeps.locks.client import HttpLockProvider
 
-pytest_plugins = ["support.lockutil"]  # fixture: lock_server
 
 
 def _provider(server: LockServer, ttl: float = 5, run_id: str | None = None,

@@ -14,7 +14,6 @@ pytest.register_assert_rewrite("lockutil")  # before the import below
 from support.lockutil import BATCHDEPS, LockProject, holder_json
 from support.waiting import wait_for
 
-pytest_plugins = ["support.lockutil"]  # fixtures: lock_server, lock_project
 
 TOP_TASKS = 4 * 3 + 4 + 1  # leaves, mids, top
 

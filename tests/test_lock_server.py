@@ -16,7 +16,6 @@ pytest.register_assert_rewrite("lockutil")  # before the import below
 
 from support.lockutil import BATCHDEPS, TOKEN, LockServer
 
-pytest_plugins = ["support.lockutil"]  # fixture: lock_server
 
 A = {"host": "host-a", "pid": 1, "run_id": "run-a"}
 B = {"host": "host-b", "pid": 2, "run_id": "run-b"}

@@ -1,6 +1,6 @@
 """Helpers for the lock-server tests: a real server process, a pipeline, real runs.
 
-A test module gets the fixtures with `pytest_plugins = ["support.lockutil"]`.
+conftest.py registers its fixtures for every test module.
 """
 
 from __future__ import annotations
