@@ -7,15 +7,11 @@ import socket
 import time
 
 import pytest
-
-pytest.register_assert_rewrite("lockutil")  # before the import below
-
 from support.lockutil import TOKEN, LockServer
 from support.waiting import wait_for
 
 from batchdeps.errors import LeaseLostError, LockAuthError, LockServerUnavailable
 from batchdeps.locks.client import HttpLockProvider
-
 
 
 def _provider(server: LockServer, ttl: float = 5, run_id: str | None = None,

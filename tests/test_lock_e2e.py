@@ -7,13 +7,8 @@ import signal
 import subprocess
 import time
 
-import pytest
-
-pytest.register_assert_rewrite("lockutil")  # before the import below
-
 from support.lockutil import BATCHDEPS, LockProject, holder_json
 from support.waiting import wait_for
-
 
 TOP_TASKS = 4 * 3 + 4 + 1  # leaves, mids, top
 

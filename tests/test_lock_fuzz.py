@@ -12,9 +12,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-pytest.register_assert_rewrite("lockutil")  # before the import below
-
 from support.lockutil import TOKEN, LockServer
 
 SENTINEL = {"host": "sentinel-host", "pid": 4242, "run_id": "sentinel-run"}

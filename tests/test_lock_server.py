@@ -11,11 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-pytest.register_assert_rewrite("lockutil")  # before the import below
-
 from support.lockutil import BATCHDEPS, TOKEN, LockServer
-
 
 A = {"host": "host-a", "pid": 1, "run_id": "run-a"}
 B = {"host": "host-b", "pid": 2, "run_id": "run-b"}
