@@ -79,9 +79,11 @@ class Outcome:
 
 def execute(step: Step, attempt: int, log_path: str | None = None,
             attempt_context: AttemptHook | None = None) -> Outcome:
-    """Run one attempt of `step` here; exceptions become a failed Outcome.
+    """Run one attempt of `step` here; whatever `run()` raises becomes a failed Outcome.
 
-    KeyboardInterrupt and SystemExit discard the attempt's writes and propagate.
+    That includes SystemExit and other BaseExceptions (a task that calls `sys.exit()` fails,
+    as in Luigi). Only KeyboardInterrupt, which is how a SIGINT or SIGTERM to the runner
+    reaches an attempt running in its thread, discards the attempt's writes and propagates.
     """
     task = step.task
     started = time.perf_counter()
@@ -92,23 +94,30 @@ def execute(step: Step, attempt: int, log_path: str | None = None,
                 task.run()
         except BaseException as exc:
             staging.discard()
-            if not isinstance(exc, Exception):
+            if isinstance(exc, KeyboardInterrupt):
                 raise
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            tail = f"{type(exc).__name__}: {exc}".strip().splitlines()
-            return Outcome(
-                step.index, attempt, False, error=text,
-                error_tail=tail[-1] if tail else type(exc).__name__,
-                duration=time.perf_counter() - started,
-            )
+            return Outcome(step.index, attempt, False, error=text, error_tail=_last_line(exc),
+                           duration=time.perf_counter() - started)
         staged = {url: write.tmp_path for url, write in staging.pending.items()}
         staging.pending.clear()
     return Outcome(step.index, attempt, True, staged=staged,
                    duration=time.perf_counter() - started)
 
 
+def _last_line(exc: BaseException) -> str:
+    """`Type: message` on one line, e.g. "SystemExit: 3" (only the type when no message)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+
+
 class InlineExecutor:
-    """Runs each attempt at once, in this process: the fastest path for one worker."""
+    """Runs each attempt at once, in this process: the fastest path for one worker.
+
+    A stop unwinds the attempt with KeyboardInterrupt; `terminate()` then ends the processes
+    the attempt started (children, and their orphans: this process is made their
+    subreaper), as forked mode kills a worker's process group.
+    """
 
     inline = True
 
@@ -116,9 +125,13 @@ class InlineExecutor:
         self._done: list[Outcome] = []
         self._attempt_context = attempt_context
         self.running: dict[int, float] = {}
+        self._attempt_born = 0.0  # CLOCK_BOOTTIME seconds when the last attempt started
+        self._interrupted = False
+        self._subreaper = False
 
     def start(self, steps: list[Step]) -> None:
         self._steps = steps
+        self._subreaper = _set_child_subreaper(True)
 
     def free_slots(self) -> int:
         return 1
@@ -130,8 +143,12 @@ class InlineExecutor:
     def submit(self, step: Step, attempt: int, log_path: str | None = None,
                timeout: float | None = None) -> None:
         self.running[step.index] = time.monotonic()
+        self._attempt_born = _boot_clock()
         try:
             self._done.append(execute(step, attempt, log_path, self._attempt_context))
+        except KeyboardInterrupt:
+            self._interrupted = True
+            raise
         finally:
             self.running.pop(step.index, None)
 
@@ -142,13 +159,112 @@ class InlineExecutor:
         return done
 
     def terminate(self, grace: float) -> None:
+        """SIGTERM what the interrupted attempt started, SIGKILL it after `grace` seconds."""
         self.running.clear()
+        if self._interrupted:
+            self._interrupted = False
+            end_process_tree(self._attempt_born, grace)
 
     def kill_all(self) -> None:
-        pass
+        for pid in _descendants(os.getpid(), self._attempt_born):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
-        pass
+        if self._subreaper:
+            self._subreaper = False
+            _set_child_subreaper(False)
+
+
+def _boot_clock() -> float:
+    """Seconds since boot, the clock of a process's start time in /proc (0.0 elsewhere)."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def _set_child_subreaper(on: bool) -> bool:
+    """Make orphans of this process's descendants its children (Linux), so they can be found."""
+    if not os.path.isdir("/proc/self"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(36, int(on), 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # noqa: BLE001 - best effort: without it, orphans are not found
+        return False
+
+
+def _descendants(root: int, born_since: float, *, zombies: bool = False) -> list[int]:
+    """Pids of `root`'s descendants that started at or after `born_since` (boot seconds).
+
+    Read from /proc (an empty list where there is none). The start-time filter keeps out
+    processes the caller started before the attempt (say, a server in the same program).
+    Dead ones not yet collected are left out, or with `zombies`, are all that is listed.
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    since = born_since * os.sysconf("SC_CLK_TCK") - 1  # a tick of slack: both round down
+    children: dict[int, list[int]] = {}
+    alive: dict[int, bool] = {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2:].split()  # after "pid (comm) "
+        if int(fields[19]) < since:
+            continue
+        pid = int(name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        alive[pid] = fields[0] != b"Z"
+    found: list[int] = []
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            found.append(child)
+            stack.append(child)
+    return [pid for pid in found if alive[pid] != zombies]
+
+
+def end_process_tree(born_since: float, grace: float) -> None:
+    """SIGTERM this process's descendants born since `born_since`; SIGKILL them after `grace`.
+
+    Dead children among them are collected, so none is left as a zombie.
+    """
+    me = os.getpid()
+    pids = _descendants(me, born_since)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        _reap(_descendants(me, born_since, zombies=True))
+        pids = _descendants(me, born_since)
+        if pids:
+            time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for _ in range(20):
+        _reap(_descendants(me, born_since, zombies=True))
+        if not _descendants(me, born_since):
+            break
+        time.sleep(0.05)
+
+
+def _reap(pids: list[int]) -> None:
+    """Collect the exit status of those of `pids` that are this process's children."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def _die_with_parent() -> None:

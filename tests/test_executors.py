@@ -1,0 +1,161 @@
+"""Executors through the real command: what a task's run() raises, and stopping a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import batchdeps as bd
+from batchdeps.locks.local import LocalLockProvider
+from batchdeps.report.result import Status
+
+QUITTING = '''
+import os
+import subprocess
+import sys
+import time
+
+import batchdeps as bd
+
+
+class Quits(bd.Task):
+    """Writes its output, then leaves run() with SystemExit($CODE)."""
+
+    def output(self):
+        return bd.FileTarget("out/quits.txt")
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("half")
+        sys.exit(int(os.environ["CODE"]))
+
+
+class After(bd.Task):
+    def requires(self):
+        return Quits()
+
+    def output(self):
+        return bd.FileTarget("out/after.txt")
+
+    def run(self):
+        with open("after-ran", "w"):
+            pass
+        with self.output().open("w") as out:
+            out.write("after")
+
+
+class Spawns(bd.Task):
+    """Starts children the way tasks do, records their pids, then waits for them."""
+
+    def output(self):
+        return bd.FileTarget("out/spawns.txt")
+
+    def run(self):
+        direct = subprocess.Popen(["sleep", "300"])
+        # A shell running two commands: when subprocess.run() kills the shell on the
+        # interrupt, its `sleep` is orphaned and must still be found.
+        shell = subprocess.Popen(["sh", "-c", "sleep 299; echo done"])
+        with open("children.pid", "w") as out:
+            out.write(f"{direct.pid} {shell.pid}\\n")
+        subprocess.run(["sleep", "298"])
+'''
+
+
+@pytest.fixture
+def quitting(project: Any) -> Any:
+    project.write("pipelines/quitting.py", QUITTING)
+    return project
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("code", ["0", "3"])
+def test_system_exit_in_run_fails_the_task(quitting: Any, workers: str, code: str) -> None:
+    result = quitting.run("run", "After", "--workers", workers, CODE=code)
+    assert result.returncode == 1, result.stderr
+    assert f"Quits(): SystemExit: {code}" in result.stdout  # the summary names it
+    assert "1 failed, 1 upstream failed" in result.stdout
+    assert not (quitting.root / "after-ran").exists()
+    assert quitting.files() == []  # no half-written output
+
+
+class Escapes(BaseException):
+    """Not an Exception: escapes `except Exception` in naive code."""
+
+
+class RaisesBase(bd.Task):
+    path = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("half")
+        raise Escapes("deep trouble")
+
+
+def test_build_records_a_base_exception_from_run_as_failed(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    result = bd.build(RaisesBase(path=str(path)), locks=LocalLockProvider(str(tmp_path / "l")))
+    (only,) = result.tasks.values()
+    assert only.status == Status.FAILED
+    assert only.error == "Escapes: deep trouble"
+    assert result.exit_code == 1
+    assert not path.exists()
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def _sleepers() -> list[int]:
+    """Pids of this machine's `sleep 29x` processes (the ones Spawns starts)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline[:1] == [b"sleep"] and cmdline[1:2] in ([b"300"], [b"299"], [b"298"]):
+                found.append(int(name))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the children in /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_an_inline_run_ends_the_processes_its_task_started(
+        project: Any, signum: int) -> None:
+    project.write("pipelines/quitting.py", QUITTING)
+    before = set(_sleepers())
+    runner = project.popen("run", "Spawns")
+    pid_file = project.root / "children.pid"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(set(_sleepers()) - before) < 3:
+        time.sleep(0.05)
+    started = set(_sleepers()) - before
+    assert len(started) == 3, runner.stderr.read() if runner.poll() is not None else ""
+    assert pid_file.exists()
+    runner.send_signal(signum)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130, err
+    try:
+        deadline = time.monotonic() + 10  # the runner has exited: nothing should be left
+        while time.monotonic() < deadline and any(_alive(pid) for pid in started):
+            time.sleep(0.05)
+        assert [pid for pid in started if _alive(pid)] == []
+    finally:
+        for pid in started:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert project.files() == []
