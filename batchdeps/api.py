@@ -125,7 +125,11 @@ def build(
     )
     from .run.production import production_setup
 
-    extras = production_setup(config, options, log_dir=log_dir)
+    # History goes beside a config file the caller loaded (or to its state_dir); a bare
+    # bd.build() in a script or a test writes no file it was not asked for.
+    extras = production_setup(config, options, log_dir=log_dir,
+                              lock_url=lock_url_for(config, lock_url) if locks is None else None,
+                              local_history=bool(config.path or "state_dir" in config.batchdeps))
     provider = locks or make_lock_provider(config, lock_url, options.run_id)
     provider.start()
     try:
@@ -134,3 +138,4 @@ def build(
     finally:
         if locks is None:  # a provider the caller passed stays the caller's to close
             provider.close()
+        extras.close()

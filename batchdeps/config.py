@@ -62,6 +62,12 @@ def _string_list(value: Any) -> list[str]:
     return list(value)
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 def _choice(*choices: str) -> Check:
     def check(value: Any) -> str:
         if value not in choices:
@@ -88,6 +94,12 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "task_logs": _choice("auto", "always", "off"),
         "progress": _choice("auto", "off"),
         "kill_grace": _number_at_least(0),
+        "state_dir": _string,
+    },
+    "history": {
+        "enabled": _bool,
+        "retention_days": _number_at_least(0.01),
+        "send_to_server": _bool,
     },
     "lock": {
         "url": _string,
@@ -113,6 +125,7 @@ class Config:
     batchdeps: dict[str, Any] = field(default_factory=dict)
     lock: dict[str, Any] = field(default_factory=dict)
     notify: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
     storage: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)

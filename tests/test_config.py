@@ -177,6 +177,10 @@ def _choice(*choices: str) -> tuple[list[tuple[Any, Any]], list[Any]]:
                                        else choices[0].upper(), "other", 1]
 
 
+def _bool() -> tuple[list[tuple[Any, Any]], list[Any]]:
+    return [(True, True), (False, False)], ["true", 1, 0, "yes"]
+
+
 def _string() -> tuple[list[tuple[Any, Any]], list[Any]]:
     return [("some/value", "some/value")], ["", 5, ["x"]]
 
@@ -198,6 +202,12 @@ CASES: dict[str, dict[str, tuple[list[tuple[Any, Any]], list[Any]]]] = {
         "task_logs": _choice("auto", "always", "off"),
         "progress": _choice("auto", "off"),
         "kill_grace": _number(0),
+        "state_dir": _string(),
+    },
+    "history": {
+        "enabled": _bool(),
+        "retention_days": _number(0.01),
+        "send_to_server": _bool(),
     },
     "lock": {
         "url": _string(),

@@ -13,7 +13,7 @@ from batchdeps.report.notify import Notifier, alert_payload, redact_url
 from batchdeps.report.result import BuildResult, Status, TaskResult
 
 sys.path.insert(0, os.path.dirname(__file__))
-from support.produtil import WebhookServer, add_prod_pipeline, closed_port
+from support.produtil import WebhookServer, add_prod_pipeline, attempt_log, closed_port
 
 FAST = "retries = {retries}\nretry_delay = 0.01\ntimeout = 5\n"
 
@@ -42,7 +42,7 @@ def test_failed_run_posts_json_with_failed_tasks_errors_host_and_logs(project: A
     assert alert["status"] == "failed" and alert["exit_code"] == 1
     assert alert["host"] == socket.gethostname()
     assert len(alert["run_id"]) >= 8
-    log_path = str(project.root / "logs/Flaky/name=f,fails=9/4.log")
+    log_path = str(attempt_log(project.root / "logs/Flaky/name=f,fails=9", 4))
     assert alert["failed"] == [{"task_id": task_id, "error": "RuntimeError: failure number 4",
                                 "attempts": 4, "log_path": log_path}]
     assert alert["log_paths"] == [log_path] and Path(log_path).exists()

@@ -25,7 +25,13 @@ from batchdeps.report.events import (
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-from support.produtil import add_prod_pipeline, all_files, journal_events, pid_gone
+from support.produtil import (
+    add_prod_pipeline,
+    all_files,
+    attempt_log,
+    journal_events,
+    pid_gone,
+)
 from support.waiting import wait_for
 
 FLAKY = "Flaky(name=f, fails={})"
@@ -54,7 +60,7 @@ def test_failing_task_is_retried_until_it_succeeds(project: Any) -> None:
     assert f"start {task_id} (attempt 3)" in done.stderr
     assert "after attempt 1 failed: RuntimeError: failure number 1" in done.stderr
     assert "after attempt 2 failed: RuntimeError: failure number 2" in done.stderr
-    assert f"(log {project.root / 'logs/Flaky/name=f,fails=2/1.log'})" in done.stderr
+    assert f"(log {attempt_log(project.root / 'logs/Flaky/name=f,fails=2', 1)})" in done.stderr
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -118,7 +124,7 @@ def test_a_timed_out_attempt_is_retried_like_a_failure(project: Any) -> None:
     assert "TimesOutTwice(): timed out after 1 s [2 attempt(s)" in done.stdout
     assert "after attempt 1 failed: timed out after 1 s" in done.stderr
     for n in (1, 2):
-        log = project.root / f"logs/TimesOutTwice/_/{n}.log"
+        log = attempt_log(project.root / "logs/TimesOutTwice/_", n)
         assert log.read_text().endswith(f"# attempt {n} failed: timed out after 1 s\n")
     assert all_files(project.root / "out") == []
 

@@ -14,7 +14,7 @@ import pytest
 from batchdeps.report.tasklogs import safe_params_component
 
 sys.path.insert(0, os.path.dirname(__file__))
-from support.produtil import add_prod_pipeline, all_files
+from support.produtil import add_prod_pipeline, all_files, attempt_log, log_files
 
 FLAKY_DIR = "logs/Flaky/name=f,fails=9"
 
@@ -25,7 +25,8 @@ def test_each_attempt_log_holds_stdout_stderr_logging_child_output_and_error(
     add_prod_pipeline(project)
     done = project.run("run", "Flaky", "--fails", "9", "--workers", workers)
     assert done.returncode == 1
-    logs = project.root / FLAKY_DIR
+    logs = attempt_log(project.root / FLAKY_DIR, 1).parent
+    assert re.fullmatch(r"[0-9a-f]{12}", logs.name)  # the run's id: each run its own folder
     assert sorted(p.name for p in logs.iterdir()) == ["1.log", "2.log", "3.log", "4.log"]
     for n in (1, 2, 3, 4):
         text = (logs / f"{n}.log").read_text()
@@ -37,8 +38,8 @@ def test_each_attempt_log_holds_stdout_stderr_logging_child_output_and_error(
         assert text.endswith(f"# attempt {n} failed: RuntimeError: failure number {n}\n")
     # the task's words went to its log, not to the terminal; the summary points at the log
     assert "stdout of attempt" not in done.stdout + done.stderr
-    assert f"log {project.root / FLAKY_DIR / '4.log'}]" in done.stdout
-    assert f"(log {project.root / FLAKY_DIR / '4.log'})" in done.stderr
+    assert f"log {logs / '4.log'}]" in done.stdout
+    assert f"(log {logs / '4.log'})" in done.stderr
 
 
 def test_batchdeps_own_lines_stay_on_the_terminal_after_an_inline_attempt(project: Any) -> None:
@@ -56,15 +57,15 @@ def test_a_quiet_successful_attempt_makes_no_log_file(project: Any) -> None:
     add_prod_pipeline(project)
     done = project.run("run", "Quiet")
     assert done.returncode == 0
-    assert all_files(project.root / "logs") == []  # nor a scratch file left behind
+    assert log_files(project.root / "logs") == []  # nor a scratch file left behind
 
 
 def test_task_logs_always_keeps_a_file_for_every_attempt(project: Any) -> None:
     add_prod_pipeline(project, 'task_logs = "always"\n')
     done = project.run("run", "Quiet")
     assert done.returncode == 0
-    assert all_files(project.root / "logs") == ["Quiet/n=0/1.log"]
-    text = (project.root / "logs/Quiet/n=0/1.log").read_text()
+    assert log_files(project.root / "logs") == ["Quiet/n=0/RUN/1.log"]
+    text = attempt_log(project.root / "logs/Quiet/n=0", 1).read_text()
     assert text.startswith("# Quiet(n=0) attempt 1 of run ")
 
 
@@ -89,19 +90,19 @@ def test_log_dir_from_config_is_relative_to_the_config_file(project: Any, tmp_pa
                           capture_output=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert all_files(project.root / "var/task-logs") == ["Flaky/name=f,fails=1/1.log",
-                                                         "Flaky/name=f,fails=1/2.log"]
+    assert log_files(project.root / "var/task-logs") == ["Flaky/name=f,fails=1/RUN/1.log",
+                                                         "Flaky/name=f,fails=1/RUN/2.log"]
 
 
 def test_timed_out_attempt_log_keeps_what_it_wrote_and_says_why(project: Any) -> None:
     add_prod_pipeline(project)
     done = project.run("run", "TimesOut", SLEEP="30")
     assert done.returncode == 1
-    text = (project.root / "logs/TimesOut/_/1.log").read_text()
+    text = attempt_log(project.root / "logs/TimesOut/_", 1).read_text()
     assert text.startswith("# TimesOut() attempt 1 of run ")
     assert "half written, now sleeping" in text
     assert text.endswith("# attempt 1 failed: timed out after 1 s\n")
-    assert all_files(project.root / "logs") == ["TimesOut/_/1.log"]  # scratch files removed
+    assert log_files(project.root / "logs") == ["TimesOut/_/RUN/1.log"]  # scratch removed
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -117,7 +118,7 @@ def test_an_interrupted_attempt_is_logged(project: Any, workers: str) -> None:
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
     assert process.returncode == 130
-    text = (project.root / "logs/Slow/_/1.log").read_text()
+    text = attempt_log(project.root / "logs/Slow/_", 1).read_text()
     assert "half written, now sleeping" in text and "# interrupted" in text
 
 
@@ -161,3 +162,36 @@ def test_scratch_left_by_a_killed_run_is_removed_a_day_later(project: Any) -> No
     assert done.returncode == 0
     assert not dead.exists()
     assert (recent / "456.log").exists()  # may belong to a run still going
+
+
+def test_a_rerun_keeps_the_logs_of_the_run_before(project: Any) -> None:
+    add_prod_pipeline(project)
+    first = project.run("run", "Flaky", "--fails", "9")
+    second = project.run("run", "Flaky", "--fails", "9")
+    assert first.returncode == second.returncode == 1
+    runs = sorted(p for p in (project.root / FLAKY_DIR).iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        assert sorted(p.name for p in run.iterdir()) == ["1.log", "2.log", "3.log", "4.log"]
+        assert f"of run {run.name} on" in (run / "1.log").read_text()
+        assert f"log {run / '4.log'}" in (first.stdout + second.stdout)
+
+
+def test_logs_older_than_the_history_retention_are_pruned(project: Any) -> None:
+    add_prod_pipeline(project, "[history]\nretention_days = 1\n")
+    old_run = project.root / FLAKY_DIR / "0123456789ab"
+    old_run.mkdir(parents=True)
+    (old_run / "1.log").write_text("old\n")
+    loose = project.root / FLAKY_DIR / "1.log"  # the layout before run folders
+    loose.write_text("older\n")
+    recent = project.root / "logs/Quiet/n=0/abcdefabcdef"
+    recent.mkdir(parents=True)
+    (recent / "1.log").write_text("recent\n")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for path in (old_run / "1.log", old_run, loose):
+        os.utime(path, (two_days_ago, two_days_ago))
+    done = project.run("run", "Flaky", "--fails", "1")
+    assert done.returncode == 0, done.stderr
+    assert not old_run.exists() and not loose.exists()
+    assert (recent / "1.log").exists()
+    assert len(list((project.root / "logs/Flaky/name=f,fails=1").iterdir())) == 1

@@ -3,6 +3,7 @@
     common.py   the error handler, logging set-up
     run.py      batchdeps run
     locks.py    batchdeps lock-server, batchdeps locks
+    history.py  batchdeps history
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ def main() -> None:
 
 
 def _register() -> None:
+    from .history import history_command
     from .locks import lock_server_command, locks_command
     from .run import run_command
 
     main.add_command(run_command)
     main.add_command(lock_server_command)
     main.add_command(locks_command)
+    main.add_command(history_command)
 
 
 _register()

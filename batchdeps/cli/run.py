@@ -155,7 +155,7 @@ def _requested(cls: Any, values: dict[str, Any], common: dict[str, Any],
 
 
 def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
-    from ..api import make_executor, make_lock_provider, task_defaults_from
+    from ..api import lock_url_for, make_executor, make_lock_provider, task_defaults_from
     from ..resolver import resolve
     from ..run.production import default_log_dir, production_setup
     from ..run.runner import Runner, RunOptions
@@ -183,6 +183,7 @@ def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
         log_format=common["log_format"] or config.batchdeps.get("log_format") or "text",
         log_level=common["log_level"] or config.batchdeps.get("log_level") or "INFO",
         default_log_dir=default_log_dir(config), terminal=True, summary=True,
+        lock_url=lock_url_for(config, common["lock_url"]),
     )
     provider = make_lock_provider(config, common["lock_url"], options.run_id)
     try:
@@ -196,6 +197,7 @@ def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
         raise
     finally:
         provider.close()
+        extras.close()
     return result.exit_code
 
 

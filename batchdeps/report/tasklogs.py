@@ -1,7 +1,9 @@
 """Per-attempt task logs: a task's stdout, stderr and logging captured into a file of its own.
 
-Layout: `<log_dir>/<family>/<params>/<attempt>.log`, where `<params>` is the task's
-parameters made safe as one path component (`day=2026-11-24,root=data`).
+Layout: `<log_dir>/<family>/<params>/<run_id>/<attempt>.log`, where `<params>` is the task's
+parameters made safe as one path component (`day=2026-11-24,root=data`). Each run keeps its
+own folder, so a rerun never overwrites the logs of the run before; run folders older than
+the history's retention are removed at the end of a run (at most once an hour).
 
 Capture redirects file descriptors 1 and 2, so output of child processes and C code is
 caught too, into one *scratch* file per process that is truncated and reused for every
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 MODES = ("auto", "always", "off")
 SCRATCH_DIR = ".scratch"
 SCRATCH_MAX_AGE = 24 * 3600.0  # a scratch folder untouched this long belongs to a dead run
+PRUNE_MARKER = ".pruned"  # its mtime: when old run folders were last removed
+PRUNE_EVERY = 3600.0
 _MAX_COMPONENT = 150
 _COPY_CHUNK = 1 << 20
 
@@ -90,17 +94,19 @@ class TaskLogs:
         log_dir: root folder of the logs (made when the first log is written).
         mode: "auto" (a file when the attempt wrote something or failed), "always", "off".
         level: lowest level of the task's `logging` records that go into its log.
-        run_id: the run's id, written in each log's first line (also taken from RunStarted).
+        run_id: the run's id: the folder of this run's logs, and in each log's first line.
+        retention: seconds a run's logs are kept (None: for ever).
     """
 
     def __init__(self, log_dir: str, mode: str = "auto", level: int = logging.INFO,
-                 run_id: str = "") -> None:
+                 run_id: str = "", retention: float | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"task log mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.log_dir = os.path.abspath(log_dir)
         self.mode = mode
         self.level = level
         self.run_id = run_id
+        self.retention = retention
         self.host = socket.gethostname()
         self._pid = -1
         self._scratch_fd = -1
@@ -112,7 +118,7 @@ class TaskLogs:
     # -- paths ------------------------------------------------------------------------
     def path(self, family: str, task_id: str, attempt: int) -> str:
         return os.path.join(self.log_dir, family, safe_params_component(task_id),
-                            f"{attempt}.log")
+                            self.run_id or "run", f"{attempt}.log")
 
     def path_for(self, step: Step, attempt: int) -> str | None:
         """The log file of one attempt (for `RunOptions.log_path_for`)."""
@@ -170,6 +176,44 @@ class TaskLogs:
             self._note_failure(event)
         elif isinstance(event, RunFinished):
             self._close_scratch()
+            if self.retention is not None:
+                self.prune(self.retention)
+
+    def prune(self, retention: float, every: float = PRUNE_EVERY) -> int:
+        """Remove run folders (and loose logs) untouched for `retention` seconds; skipped
+        when the last pruning was less than `every` seconds ago. Returns folders removed."""
+        marker = os.path.join(self.log_dir, PRUNE_MARKER)
+        now = time.time()
+        try:
+            if now - os.stat(marker).st_mtime < every:
+                return 0
+        except OSError:
+            pass
+        try:
+            with open(marker, "w"):
+                pass
+        except OSError:
+            return 0  # no log folder yet, or not ours to write
+        cutoff = now - retention
+        removed = 0
+        for family in _subdirs(self.log_dir):
+            if os.path.basename(family) == SCRATCH_DIR:
+                continue
+            for params in _subdirs(family):
+                for entry in os.scandir(params):
+                    try:
+                        if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                            removed += 1
+                        elif entry.name.endswith(".log"):  # the layout before run folders
+                            os.unlink(entry.path)
+                    except OSError:
+                        continue
+                _remove_if_empty(params)
+            _remove_if_empty(family)
+        return removed
 
     def _note_failure(self, event: AttemptFailed) -> None:
         """Make sure a failed attempt's log exists, holds what it wrote, and says why."""
@@ -236,6 +280,20 @@ class TaskLogs:
             os.rmdir(os.path.dirname(directory))  # only when no other run uses it
         except OSError:
             pass
+
+
+def _subdirs(folder: str) -> list[str]:
+    try:
+        return [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _remove_if_empty(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
 
 
 class _Capture:
@@ -325,7 +383,8 @@ class _Capture:
 
 
 def task_logs_from(config: Any, *, default_dir: str | None, level: int = logging.INFO,
-                   run_id: str = "", log_dir: str | None = None) -> TaskLogs | None:
+                   run_id: str = "", log_dir: str | None = None,
+                   retention: float | None = None) -> TaskLogs | None:
     """TaskLogs from `[batchdeps] log_dir` / `task_logs`; None when logs are off.
 
     `default_dir` applies when the config names no `log_dir` (the command line passes
@@ -340,4 +399,4 @@ def task_logs_from(config: Any, *, default_dir: str | None, level: int = logging
     log_dir = log_dir or default_dir
     if mode == "off" or not log_dir:
         return None
-    return TaskLogs(log_dir, mode, level=level, run_id=run_id)
+    return TaskLogs(log_dir, mode, level=level, run_id=run_id, retention=retention)

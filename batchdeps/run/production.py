@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..history.listener import HistoryListener, history_listener, retention_seconds
 from ..report.events import Listener
 from ..report.tasklogs import TaskLogs, task_logs_from
 
@@ -22,6 +23,13 @@ class ProductionSetup:
     listeners: list[Listener] = field(default_factory=list)
     task_logs: TaskLogs | None = None
     notifier: Any = None
+    history: HistoryListener | None = None
+
+    def close(self) -> None:
+        """Finish what outlives the run's events (history not yet written), even after an
+        error that stopped the run before its end was announced."""
+        if self.history is not None:
+            self.history.close()
 
     def alert_error(self, error: BaseException, run_id: str, requested: list[str]) -> None:
         """Alert about an error that stopped the run before it could finish (no result)."""
@@ -36,7 +44,8 @@ class ProductionSetup:
 def production_setup(config: Any, options: Any, *, log_format: str = "text",
                      log_level: str = "INFO", default_log_dir: str | None = None,
                      terminal: bool = False, summary: bool = False,
-                     log_dir: str | None = None) -> ProductionSetup:
+                     log_dir: str | None = None, lock_url: str | None = None,
+                     local_history: bool = True) -> ProductionSetup:
     """Build the run's listeners and log capture from config, and fill in `options`.
 
     Args:
@@ -48,6 +57,8 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
         terminal: draw a progress line when stderr is a terminal (the command line).
         summary: print the end-of-run summary (the command line).
         log_dir: task log folder over `[batchdeps] log_dir` (`bd.build(log_dir=...)`).
+        lock_url: the lock server the run uses (its history goes there too), or None.
+        local_history: record the run in the local history file (`[history]`).
     """
     from ..report.notify import notifier_from
 
@@ -74,7 +85,8 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
     level = logging.getLevelName(log_level.upper())
     task_logs = task_logs_from(config, default_dir=default_log_dir,
                                level=level if isinstance(level, int) else logging.INFO,
-                               run_id=options.run_id, log_dir=log_dir)
+                               run_id=options.run_id, log_dir=log_dir,
+                               retention=retention_seconds(config))
     if task_logs is not None and not _writable(task_logs.log_dir):
         where = task_logs.log_dir
         if log_dir or "log_dir" in config.batchdeps:
@@ -88,6 +100,10 @@ def production_setup(config: Any, options: Any, *, log_format: str = "text",
         options.log_path_for = task_logs.path_for
         setup.task_logs = task_logs
         setup.listeners.append(task_logs)
+    history = history_listener(config, lock_url, local=local_history)
+    if history is not None:
+        setup.history = history
+        setup.listeners.append(history)
     if "kill_grace" in config.batchdeps:
         options.kill_grace = float(config.batchdeps["kill_grace"])
     if summary:

@@ -264,3 +264,18 @@ def closed_port() -> int:
 
 def env_without_terminal() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key != "TERM"}
+
+
+def log_files(root: Path) -> list[str]:
+    """Task log files under `root` with each run's folder shown as RUN (markers left out)."""
+    import re
+
+    return sorted(re.sub(r"/[0-9a-f]{12}/", "/RUN/", name) for name in all_files(root)
+                  if not name.endswith(".pruned"))
+
+
+def attempt_log(folder: Path, attempt: int) -> Path:
+    """The log of `attempt` in the one run folder under a task's log folder."""
+    runs = [p for p in folder.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0] / f"{attempt}.log"

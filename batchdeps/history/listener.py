@@ -1,0 +1,171 @@
+"""The listener that records a run into the local history file, a batch at a time.
+
+Rows are kept in memory and written in one transaction when `batch` of them piled up or
+`interval` seconds passed since the last write, and at the end of the run; a run of
+10,000 tasks therefore costs a few dozen transactions, not 30,000. History must never fail
+a run: a write that fails (disk full, file locked too long) is logged once and recording
+stops for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..report.events import Event, RunFinished, RunStarted
+from .records import Recorder, Row
+
+if TYPE_CHECKING:
+    from .remote import RemoteHistory
+    from .store import HistoryStore
+
+log = logging.getLogger("batchdeps")
+
+HISTORY_FILE = "batchdeps-history.db"
+DEFAULT_RETENTION_DAYS = 30.0
+
+
+def state_dir(config: Any) -> str:
+    """`[batchdeps] state_dir` (relative to the config's folder), else the config's folder."""
+    folder = config.batchdeps.get("state_dir")
+    if folder is None:
+        return str(config.root)
+    return folder if os.path.isabs(folder) else os.path.join(config.root, folder)
+
+
+def history_path(config: Any) -> str:
+    return os.path.join(state_dir(config), HISTORY_FILE)
+
+
+def retention_seconds(config: Any) -> float:
+    return float(config.history.get("retention_days", DEFAULT_RETENTION_DAYS)) * 86400.0
+
+
+class HistoryListener:
+    """Writes one run's events into the history file at `path` (made on the first write),
+    and hands the same rows to `remote` (the lock server) when one is given.
+
+    Args:
+        path: the SQLite file (None: no local history).
+        remote: the queue to the lock server (None: local only).
+        retention: seconds of history kept; older runs are removed when the run ends.
+        batch: rows that trigger a write.
+        interval: seconds after which pending rows are written anyway.
+    """
+
+    def __init__(self, path: str | None, *, remote: RemoteHistory | None = None,
+                 retention: float = DEFAULT_RETENTION_DAYS * 86400.0,
+                 batch: int = 2000, interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.remote = remote
+        self.retention = retention
+        self.batch = batch
+        self.interval = interval
+        self.clock = clock
+        self.recorder = Recorder()
+        self._pending: list[Row] = []
+        self._store: HistoryStore | None = None
+        self._last_write = clock()
+        self._broken = False
+        self._closed = False
+
+    def on_event(self, event: Event) -> None:
+        if self._closed:
+            return
+        rows = self.recorder.rows(event)
+        if self.remote is not None:
+            changed = isinstance(event, (RunStarted, RunFinished))
+            self.remote.put(rows, self.recorder.run if changed else None)
+        if self.path is None or self._broken:
+            if isinstance(event, RunFinished):
+                self.close()
+            return
+        if rows:
+            self._pending.extend(rows)
+        if isinstance(event, RunFinished):
+            self.close()
+            return
+        if len(self._pending) >= self.batch or self.clock() - self._last_write >= self.interval:
+            self.flush()
+
+    def flush(self, *, final: bool = False) -> None:
+        """Write the pending rows and the run record now (also with no rows when `final`)."""
+        if self.path is None or self._broken or not (self._pending or final):
+            return
+        run = self.recorder.run
+        self._last_write = self.clock()
+        try:
+            store = self._open()
+            if run is not None:
+                run["last_seen"] = time.time()
+            store.write(self._pending, run)
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: never fail the run
+            log.warning("run history is off for this run: cannot write %s: %s", self.path, exc)
+            self._broken = True
+            return
+        finally:
+            self._pending = []
+
+    def _open(self) -> HistoryStore:
+        assert self.path is not None
+        if self._store is None:
+            from .store import HistoryStore
+
+            folder = os.path.dirname(self.path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            self._store = HistoryStore(self.path)
+        return self._store
+
+    def close(self) -> None:
+        """Write what is pending, remove history past the retention, close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self.flush(final=self.recorder.run is not None)
+        if self.remote is not None:
+            self.remote.close()
+        if self._store is None:
+            return
+        if not self._broken:
+            try:
+                self._store.prune(time.time() - self.retention)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not remove old history from %s: %s", self.path, exc)
+        self._store.close()
+        self._store = None
+
+
+def lock_token() -> str:
+    """The lock server token: $BATCHDEPS_LOCK_TOKEN, else the file $BATCHDEPS_LOCK_TOKEN_FILE."""
+    token = os.environ.get("BATCHDEPS_LOCK_TOKEN", "")
+    token_file = os.environ.get("BATCHDEPS_LOCK_TOKEN_FILE")
+    if not token and token_file:
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError:
+            token = ""  # the lock client reports the unreadable file; history stays quiet
+    return token
+
+
+def history_listener(config: Any, lock_url: str | None, *,
+                     local: bool = True) -> HistoryListener | None:
+    """The run's history listener from `[history]`: the local file unless `local` is False
+    or history is disabled, plus the lock server at `lock_url` when there is one."""
+    settings = config.history
+    if not settings.get("enabled", True):
+        return None
+    path = history_path(config) if local else None
+    remote = None
+    if lock_url and settings.get("send_to_server", True):
+        from .remote import RemoteHistory
+
+        remote = RemoteHistory(lock_url, lock_token())
+    if path is None and remote is None:
+        return None
+    return HistoryListener(path, remote=remote, retention=retention_seconds(config))

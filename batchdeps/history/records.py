@@ -1,0 +1,225 @@
+"""The runner's events turned into plain history rows, the same for the local file and the server.
+
+A row is a tuple in `EVENT_COLUMNS` order (tuples are the cheapest thing to build per event
+and are what sqlite3's executemany takes); `row_json`/`row_from_json` carry it over HTTP.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..procinfo import current_pid
+from ..report.events import (
+    AttemptFailed,
+    Event,
+    RunFinished,
+    RunStarted,
+    TaskFinished,
+    TaskRetrying,
+    TaskStarted,
+    TaskWaiting,
+)
+
+EVENT_COLUMNS = ("run_id", "ts", "kind", "task_id", "family", "status", "attempt", "duration",
+                 "error", "log", "reason", "host", "pid", "started")
+RUN_COLUMNS = ("run_id", "requested", "host", "user", "pid", "started", "finished",
+               "exit_code", "planned", "counts", "last_seen")
+
+#: Kinds of task rows. `finished` rows are the task records `batchdeps history` lists.
+PLANNED, STARTED, WAITING, ATTEMPT_FAILED, RETRYING, FINISHED = (
+    "planned", "started", "waiting", "attempt failed", "retrying", "finished")
+KINDS = (PLANNED, STARTED, WAITING, ATTEMPT_FAILED, RETRYING, FINISHED)
+
+MAX_ERROR_CHARS = 2000
+MAX_TEXT_CHARS = 4096
+
+Row = tuple[Any, ...]
+
+
+def _clip(text: str | None, limit: int = MAX_ERROR_CHARS) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, no $USER (a container)
+        return "?"
+
+
+class Recorder:
+    """Turns one run's events into rows; remembers when each task first started.
+
+    Args:
+        clock: wall clock (seconds since the epoch) stamped on each row.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.host = socket.gethostname()
+        self.user = current_user()
+        self.pid = current_pid()
+        self.run: dict[str, Any] | None = None
+        self._started: dict[str, float] = {}
+
+    def rows(self, event: Event) -> list[Row]:
+        """The rows for `event` (also updates `self.run` on the run's start and end)."""
+        now = self.clock()
+        host, pid = self.host, self.pid
+        if isinstance(event, TaskStarted):
+            started = self._started.setdefault(event.task_id, now)
+            return [(event.run_id, now, STARTED, event.task_id, event.family, "running",
+                     event.attempt, 0.0, "", "", event.reason, host, pid, started)]
+        if isinstance(event, TaskFinished):
+            started = self._started.pop(event.task_id, now)
+            return [(event.run_id, now, FINISHED, event.task_id, event.family, event.status,
+                     event.attempts, event.duration, _clip(event.error), event.log_path or "",
+                     "", host, pid, started)]
+        if isinstance(event, AttemptFailed):
+            return [(event.run_id, now, ATTEMPT_FAILED, event.task_id, event.family,
+                     "timed out" if event.timed_out else "failed", event.attempt, 0.0,
+                     _clip(event.error), event.log_path or "", "", host, pid,
+                     self._started.get(event.task_id, now))]
+        if isinstance(event, TaskRetrying):
+            return [(event.run_id, now, RETRYING, event.task_id, event.family, "retrying",
+                     event.attempt, event.delay, _clip(event.error), "", "", host, pid,
+                     self._started.get(event.task_id, now))]
+        if isinstance(event, TaskWaiting):
+            family = event.task_id.split("(", 1)[0]
+            return [(event.run_id, now, WAITING, event.task_id, family, "waiting", 0, 0.0,
+                     "", "", _clip(f"held by {event.holder}"), host, pid, now)]
+        if isinstance(event, RunStarted):
+            return self._run_started(event, now)
+        if isinstance(event, RunFinished):
+            result = event.result
+            if self.run is None:
+                self.run = self._run_record(event.run_id, result.requested, now, 0)
+            self.run.update(finished=now, exit_code=result.exit_code, counts=result.counts(),
+                            last_seen=now)
+        return []
+
+    def _run_record(self, run_id: str, requested: list[str], now: float,
+                    planned: int) -> dict[str, Any]:
+        return {"run_id": run_id, "requested": list(requested), "host": self.host,
+                "user": self.user, "pid": self.pid, "started": now, "finished": None,
+                "exit_code": None, "planned": planned, "counts": {}, "last_seen": now}
+
+    def _run_started(self, event: RunStarted, now: float) -> list[Row]:
+        plan = event.plan
+        self.run = self._run_record(event.run_id, [t.task_id for t in plan.requested], now,
+                                    len(plan.steps))
+        run_id, host, pid = event.run_id, self.host, self.pid
+        rows: list[Row] = [
+            (run_id, now, PLANNED, step.task_id, step.task.family(), "planned", 0, 0.0, "",
+             "", step.reason, host, pid, now)
+            for step in plan.steps
+        ]
+        rows.extend(
+            (run_id, now, FINISHED, task.task_id, task.family(), "complete", 0, 0.0, "", "",
+             "already complete", host, pid, now)
+            for task in plan.complete
+        )
+        return rows
+
+
+def row_json(row: Row) -> dict[str, Any]:
+    return dict(zip(EVENT_COLUMNS, row))
+
+
+class RowError(ValueError):
+    """A history row sent to the server does not have the expected fields and types."""
+
+
+_TEXT_FIELDS = {"run_id": 64, "kind": 32, "task_id": MAX_TEXT_CHARS, "family": 255,
+                "status": 64, "error": MAX_ERROR_CHARS, "log": MAX_TEXT_CHARS,
+                "reason": MAX_TEXT_CHARS, "host": 255}
+_NUMBER_FIELDS = ("ts", "duration", "started")
+_INT_FIELDS = ("attempt", "pid")
+
+
+def _text(obj: dict[str, Any], name: str, limit: int, where: str) -> str:
+    value = obj.get(name, "")
+    if not isinstance(value, str):
+        raise RowError(f"{where}: {name} must be a string")
+    if len(value) > limit:
+        raise RowError(f"{where}: {name} is longer than {limit} characters")
+    return value
+
+
+def _number(obj: dict[str, Any], name: str, where: str) -> float:
+    value = obj.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            -1e12 < value < 1e12):
+        raise RowError(f"{where}: {name} must be a number")
+    return float(value)
+
+
+def _integer(obj: dict[str, Any], name: str, where: str) -> int:
+    value = obj.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise RowError(f"{where}: {name} must be an integer from 0 to 2**31-1")
+    return value
+
+
+def row_from_json(obj: Any, where: str = "event") -> Row:
+    """A row from its JSON object; RowError names the first bad field."""
+    if not isinstance(obj, dict):
+        raise RowError(f"{where} must be a JSON object")
+    unknown = set(obj) - set(EVENT_COLUMNS)
+    if unknown:
+        raise RowError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, limit in _TEXT_FIELDS.items():
+        values[name] = _text(obj, name, limit, where)
+    for name in _NUMBER_FIELDS:
+        values[name] = _number(obj, name, where)
+    for name in _INT_FIELDS:
+        values[name] = _integer(obj, name, where)
+    if values["kind"] not in KINDS:
+        raise RowError(f"{where}: kind must be one of {', '.join(KINDS)}")
+    if not values["run_id"] or not values["task_id"]:
+        raise RowError(f"{where}: run_id and task_id must not be empty")
+    return tuple(values[name] for name in EVENT_COLUMNS)
+
+
+def run_from_json(obj: Any) -> dict[str, Any]:
+    """A run record from its JSON object; RowError names the first bad field."""
+    where = "run"
+    if not isinstance(obj, dict):
+        raise RowError("run must be a JSON object")
+    unknown = set(obj) - set(RUN_COLUMNS)
+    if unknown:
+        raise RowError(f"run: unknown field(s) {', '.join(sorted(unknown))}")
+    run: dict[str, Any] = {name: _text(obj, name, 255, where)
+                           for name in ("run_id", "host", "user")}
+    if not run["run_id"]:
+        raise RowError("run: run_id must not be empty")
+    requested = obj.get("requested", [])
+    if not isinstance(requested, list) or len(requested) > 1000 or not all(
+            isinstance(t, str) and len(t) <= MAX_TEXT_CHARS for t in requested):
+        raise RowError("run: requested must be a list of task ids")
+    run["requested"] = requested
+    run["pid"] = _integer(obj, "pid", where)
+    run["planned"] = _integer(obj, "planned", where)
+    run["started"] = _number(obj, "started", where)
+    run["last_seen"] = _number(obj, "last_seen", where)
+    finished = obj.get("finished")
+    run["finished"] = None if finished is None else _number(obj, "finished", where)
+    exit_code = obj.get("exit_code")
+    if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)
+                                  or not 0 <= exit_code < 256):
+        raise RowError("run: exit_code must be null or an integer from 0 to 255")
+    run["exit_code"] = exit_code
+    counts = obj.get("counts", {})
+    if not isinstance(counts, dict) or len(counts) > 32 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, int)
+            and not isinstance(v, bool) for k, v in counts.items()):
+        raise RowError("run: counts must map status names to integers")
+    run["counts"] = counts
+    return run

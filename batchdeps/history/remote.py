@@ -1,0 +1,206 @@
+"""Sends a run's history rows to the lock server from a background thread, never blocking.
+
+The runner's thread only appends to a bounded queue. A thread posts batches (each body
+under the server's size limit) to `POST /v1/history`; while the server is down it keeps
+the queue and retries with a growing pause, and rows past the bound are dropped with one
+warning and counted (`dropped`, also reported to the server with the next batch that
+arrives). At the end of the run it waits a few seconds for the queue to drain, and not at
+all when the server did not answer the last time: a server that is down never slows a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections import deque
+from typing import Any
+
+from .records import Row, row_json
+
+log = logging.getLogger("batchdeps")
+
+HISTORY_ROUTE = "/v1/history"
+MAX_BATCH_BYTES = 60 * 1024  # the server refuses bodies over 64 KiB
+DEFAULT_BOUND = 50_000
+
+
+class RemoteHistory:
+    """A bounded queue of rows and the thread that posts them to `url`.
+
+    Args:
+        url: the lock server's base URL.
+        token: the bearer token (role worker).
+        bound: rows kept while the server is slow or down; more are dropped.
+        drain: seconds `close()` waits for the queue to empty when the server is answering.
+    """
+
+    def __init__(self, url: str, token: str, *, bound: int = DEFAULT_BOUND,
+                 drain: float = 5.0, timeout: float = 5.0, interval: float = 0.5) -> None:
+        self.url = url.rstrip("/") + HISTORY_ROUTE
+        self.token = token
+        self.bound = bound
+        self.drain = drain
+        self.timeout = timeout
+        self.interval = interval
+        self.dropped = 0  # rows dropped in this run
+        self.sent = 0
+        self._unreported = 0  # drops not yet told to the server
+        self._rows: deque[Row] = deque()
+        self._run: dict[str, Any] | None = None
+        self._run_changed = False
+        self._cond = threading.Condition()
+        self._stop = False
+        self._answering = True
+        self._refused = False
+        self._thread: threading.Thread | None = None
+
+    def put(self, rows: list[Row], run: dict[str, Any] | None) -> None:
+        """Queue `rows` (and the run record when given); drops past the bound."""
+        with self._cond:
+            if self._refused:
+                return
+            if run is not None:
+                self._run = dict(run)
+                self._run_changed = True
+            room = self.bound - len(self._rows)
+            if len(rows) > room:
+                lost = len(rows) - max(room, 0)
+                if self.dropped == 0:
+                    log.warning("history: the lock server at %s is not keeping up; dropping "
+                                "history rows (the local history file keeps them)", self.url)
+                self.dropped += lost
+                self._unreported += lost
+                rows = rows[: max(room, 0)]
+            self._rows.extend(rows)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="batchdeps-history",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Send what is left within `drain` seconds (none when the server is not answering)."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(self.drain if self._answering else 0.05)
+            if self._rows or self._run_changed:
+                left = len(self._rows)
+                log.warning("history: %d row(s) not sent to the lock server at %s (the local "
+                            "history file keeps them)", left, self.url)
+                self.dropped += left
+
+    # -- the thread -------------------------------------------------------------------
+    def _loop(self) -> None:
+        pause = 0.0
+        while True:
+            with self._cond:
+                if not self._stop:
+                    self._cond.wait(max(self.interval, pause))
+                if not self._rows and not self._run_changed:
+                    if self._stop:
+                        return
+                    continue
+                body, count = self._batch()
+            answer = self._post(body)
+            if answer == "refused":
+                with self._cond:
+                    self.dropped += len(self._rows)
+                    self._rows.clear()
+                    self._run_changed = False
+                    self._refused = True
+                return
+            if answer == "ok":
+                pause = 0.0
+                with self._cond:
+                    for _ in range(count):
+                        self._rows.popleft()
+                    self.sent += count
+            else:
+                with self._cond:
+                    self._run_changed = True
+                    if self._stop:
+                        return  # the run is over and the server is not answering
+                pause = min(30.0, max(1.0, pause * 2))
+
+    def _batch(self) -> tuple[bytes, int]:
+        """The next body (under MAX_BATCH_BYTES) and how many rows it holds."""
+        run = json.dumps(self._run) if self._run is not None else "null"
+        self._run_changed = False
+        head = f'{{"run": {run}, "dropped": {self._unreported}, "events": ['
+        self._unreported = 0
+        size = len(head) + 2
+        parts: list[str] = []
+        for row in self._rows:
+            part = json.dumps(row_json(row))
+            if parts and size + len(part) + 1 > MAX_BATCH_BYTES:
+                break
+            parts.append(part)
+            size += len(part) + 1
+        return (head + ",".join(parts) + "]}").encode("utf-8"), len(parts)
+
+    def _post(self, body: bytes) -> str:
+        """"ok", "down" (try again later) or "refused" (never send to this server again)."""
+        request = urllib.request.Request(self.url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (400, 401, 403, 404, 413):
+                # the server will not take this batch however often it is sent
+                log.warning("history: the lock server refused a batch (HTTP %s: %s); "
+                            "not sending history to it in this run", exc.code,
+                            _error_text(exc))
+                self._answering = False
+                return "refused"
+            self._answering = False
+            return "down"
+        except (OSError, ValueError):
+            self._answering = False
+            return "down"
+        self._answering = True
+        return "ok"
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(exc.read().decode("utf-8")).get("error", exc.reason))
+    except Exception:  # noqa: BLE001 - any body: show the reason phrase
+        return str(exc.reason)
+
+
+def get_json(base_url: str, route: str, params: dict[str, Any], token: str,
+             timeout: float = 10.0) -> Any:
+    """GET `route` of the lock server with `params` as the query; the JSON answer.
+
+    Raises:
+        LockAuthError: the server refused the token.
+        LockServerUnavailable: the server cannot be reached or answered with an error.
+    """
+    from urllib.parse import urlencode
+
+    from ..errors import LockAuthError, LockServerUnavailable
+
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    url = base_url.rstrip("/") + route + (f"?{query}" if query else "")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}",
+                                                   "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise LockAuthError(f"the lock server at {base_url} refused the token "
+                                f"(HTTP {exc.code}: {_error_text(exc)}); set "
+                                "BATCHDEPS_LOCK_TOKEN") from None
+        raise LockServerUnavailable(f"the lock server at {base_url} answered HTTP {exc.code}: "
+                                    f"{_error_text(exc)}") from None
+    except (OSError, ValueError) as exc:
+        raise LockServerUnavailable(f"cannot reach the lock server at {base_url}: "
+                                    f"{getattr(exc, 'reason', exc)}") from None
