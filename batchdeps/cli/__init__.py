@@ -2,6 +2,10 @@
 
     common.py   the error handler, logging set-up
     run.py      batchdeps run
+    status.py   batchdeps status
+    graph.py    batchdeps graph
+    list.py     batchdeps list
+    taskargs.py a task's parameters as options (run, status, graph), shell completion
     locks.py    batchdeps lock-server, batchdeps locks
     history.py  batchdeps history
 """
@@ -18,6 +22,7 @@ def main() -> None:
 
 
 def _register() -> None:
+    from . import graph, list, status
     from .history import history_command
     from .locks import lock_server_command, locks_command
     from .run import run_command
@@ -26,6 +31,9 @@ def _register() -> None:
     main.add_command(lock_server_command)
     main.add_command(locks_command)
     main.add_command(history_command)
+    main.add_command(status.status_command)
+    main.add_command(graph.graph_command)
+    main.add_command(list.list_command)
 
 
 _register()

@@ -88,7 +88,7 @@ def single(ctx: click.Context, option: click.Parameter, value: Any) -> Any:
             raise click.BadParameter(
                 f"given {len(value)} times ({', '.join(map(str, value))}); give it once",
                 ctx=ctx, param=option)
-        return value[0] if value else option.default if option.default != () else None
+        return value[0] if value else None
     return value
 
 
@@ -294,3 +294,20 @@ def invoke_for_task(
     # and "Try ... --help" lines, which then name a command that does not work.
     with sub.make_context(f"{ctx.command_path} {task_name}", list(args)) as sub_ctx:
         sub.invoke(sub_ctx)
+
+
+def no_task(ctx: click.Context, task_name: str | None, args: tuple[str, ...]) -> None:
+    """`batchdeps CMD --help` (exit 0), or CMD without TASK (usage error, exit 2)."""
+    from ..errors import ExitCode
+
+    wants_help = task_name in ("-h", "--help") or "--help" in args or "-h" in args
+    if not wants_help:
+        click.echo("batchdeps: error: missing TASK: name a task (`batchdeps list` shows "
+                   "them)\n", err=True)
+    click.echo(ctx.get_help(), err=not wants_help)
+    ctx.exit(ExitCode.OK if wants_help else ExitCode.USAGE)
+
+
+#: How `status`, `graph` and `run` are declared: options after TASK belong to the task.
+TASK_COMMAND_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True,
+                         "help_option_names": []}

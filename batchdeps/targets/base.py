@@ -23,6 +23,13 @@ class Target:
     def open(self, mode: str = "r") -> IO[Any]:
         raise NotImplementedError
 
+    def modified(self) -> float | None:
+        """When the target last changed (seconds since the epoch); None if unknown or absent.
+
+        Used only to report "upstream newer" in `batchdeps status`, never to decide a build.
+        """
+        return None
+
     def cleanup_stale(self, fresh: bool = False) -> None:
         """Remove temporary files that a crashed writer of this target left behind.
 

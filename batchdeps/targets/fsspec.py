@@ -46,6 +46,23 @@ class FsspecTarget(FileTarget):
             ) from exc
         return True
 
+    def modified(self) -> float | None:
+        try:
+            info = self.fs.info(self.path)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise TargetCheckError(
+                f"cannot check {self.url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        for key in ("mtime", "LastModified", "last_modified", "created"):
+            value = info.get(key)
+            if hasattr(value, "timestamp"):  # a datetime (S3's LastModified)
+                return float(value.timestamp())
+            if isinstance(value, (int, float)):
+                return float(value)
+        return None
+
     def open(self, mode: str = "r") -> IO[Any]:
         _check_mode(mode)
         fs = self.fs

@@ -44,6 +44,14 @@ class LocalTarget(FileTarget):
             ) from exc
         return True
 
+    def modified(self) -> float | None:
+        try:
+            return os.stat(self.path).st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise TargetCheckError(f"cannot check {self.url}: {exc.strerror or exc}") from exc
+
     def open(self, mode: str = "r") -> IO[Any]:
         _check_mode(mode)
         if "r" in mode:

@@ -1,0 +1,110 @@
+"""`batchdeps status TASK [--PARAM VALUE ...]`: the tree below TASK with each task's state."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..errors import BatchdepsError
+from .common import fail
+from .taskargs import (
+    TASK_COMMAND_SETTINGS,
+    TaskCommand,
+    complete_task_args,
+    complete_task_name,
+    invoke_for_task,
+    no_task,
+    requested_tasks,
+    single,
+)
+
+
+def survey_options() -> list[click.Parameter]:
+    """Options `status` and `graph` share: where the config and locks are, which tasks."""
+    return [
+        click.Option(["--max-tasks"], type=click.IntRange(min=1), default=None, multiple=True,
+                     callback=single, help="Of a range A..B, take at most N of the requested "
+                     "tasks that are not complete (oldest first), as `run` would."),
+        click.Option(["--reverse"], is_flag=True,
+                     help="Of a range, take the newest requested tasks first."),
+        click.Option(["--config"], default=None, multiple=True, callback=single,
+                     help="Config file (default: $BATCHDEPS_CONFIG, else ./config.toml)."),
+        click.Option(["--lock-url"], default=None, multiple=True, callback=single,
+                     help="Lock server asked who runs what (default: as `run`)."),
+        click.Option(["--debug"], is_flag=True, help="Show tracebacks of errors."),
+    ]
+
+
+def _options() -> list[click.Parameter]:
+    return [
+        click.Option(["--depth"], type=click.IntRange(min=0), default=None, multiple=True,
+                     callback=single, help="Show N levels below the requested task "
+                     "(the whole graph is still checked)."),
+        click.Option(["--format", "output_format"], type=click.Choice(["text", "json"]),
+                     default=("text",), multiple=True, callback=single,
+                     help="text: a tree; json: every node with state, outputs, reasons."),
+        *survey_options(),
+    ]
+
+
+@click.command("status", cls=TaskCommand, context_settings=TASK_COMMAND_SETTINGS)
+@click.argument("task_name", required=False, shell_complete=complete_task_name(False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED,
+                shell_complete=complete_task_args(_options, "status"))
+@click.pass_context
+def status_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]) -> None:
+    """Show TASK's dependency tree and the state of every task in it.
+
+    Usage: batchdeps status TASK [--PARAM VALUE ...] [--depth N] [--format text|json].
+    States: complete (also "upstream missing" / "upstream newer"), missing, external
+    missing, blocked, running here / elsewhere. Exits 0 when `run` has nothing to do, 1
+    when it would build something, 3 when something is blocked by a missing input.
+    """
+    if task_name is None or task_name.startswith("-"):
+        no_task(ctx, task_name, args)
+        return
+    invoke_for_task(ctx, task_name, args, "status", _options(), _status)
+
+
+def survey_for(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> Any:
+    """The requested tasks (ranges and --max-tasks as `run`) surveyed, locks asked."""
+    from ..api import make_lock_provider
+    from ..backfill import select
+    from ..survey.states import survey
+    from ..targets import default_storage
+
+    default_storage.configure(config.storage)
+    requested = requested_tasks(cls, values)
+    requested = select(requested, own["max_tasks"], bool(own["reverse"])).tasks
+    provider = make_lock_provider(config, own["lock_url"])
+    try:
+        provider.start()
+    except BatchdepsError as exc:
+        click.echo(f"batchdeps: warning: lock state unknown ({exc}); "
+                   "running tasks show as missing", err=True)
+        provider.close()
+        return survey(requested, None)
+    try:
+        result = survey(requested, provider)
+    finally:
+        provider.close()
+    import gc
+
+    gc.freeze()  # the graph lives until exit: the collector need not rescan it while printing
+    return result
+
+
+def _status(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> None:
+    from ..survey import render
+
+    try:
+        result = survey_for(cls, config, values, own)
+    except BatchdepsError as exc:
+        fail(exc, bool(own["debug"]))
+    if own["output_format"] == "json":
+        click.echo(render.to_json(result))
+    else:
+        click.echo(render.tree(result, own["depth"]))
+    sys.exit(result.exit_code)
