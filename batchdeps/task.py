@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from types import GeneratorType
 from typing import Any, ClassVar
 
@@ -163,25 +165,47 @@ def _is_sequence(struct: Any) -> bool:
 
 
 def map_structure(func: Callable[[Any], Any], struct: Any) -> Any:
-    """Apply `func` to each leaf of None / leaf / list / tuple / dict, keeping the shape.
+    """Apply `func` to each leaf of None / leaf / list / tuple / mapping, keeping the shape.
 
+    A mapping comes back as the same type (OrderedDict, defaultdict, a subclass of dict or
+    of Mapping that can be built from a dict), a named tuple as the same named tuple.
     A generator or set (a `requires()` written with `yield`) comes back as a list.
     """
     if struct is None:
         return None
-    if isinstance(struct, dict):
-        return {key: map_structure(func, value) for key, value in struct.items()}
+    if isinstance(struct, Mapping):
+        mapped = {key: map_structure(func, value) for key, value in struct.items()}
+        return mapped if type(struct) is dict else _same_mapping(struct, mapped)
     if isinstance(struct, tuple):
-        return tuple(map_structure(func, value) for value in struct)
+        values = [map_structure(func, value) for value in struct]
+        if type(struct) is not tuple and hasattr(struct, "_fields"):
+            return type(struct)(*values)  # a named tuple
+        return tuple(values)
     if _is_sequence(struct):
         return [map_structure(func, value) for value in struct]
     return func(struct)
 
 
+def _same_mapping(original: Mapping[Any, Any], mapped: dict[Any, Any]) -> Any:
+    """`mapped` as a mapping of `original`'s type (a plain dict if that cannot be made)."""
+    if isinstance(original, MutableMapping):
+        # A copy keeps what the constructor would not take again (a defaultdict's factory);
+        # a mapping that cannot be copied is built from the dict below.
+        with contextlib.suppress(Exception):
+            same = copy.copy(original)
+            same.clear()
+            same.update(mapped)
+            return same
+    try:
+        return type(original)(mapped)  # type: ignore[call-arg]
+    except Exception:  # noqa: BLE001 - a plain dict still has every key
+        return mapped
+
+
 def _leaves(struct: Any) -> Iterator[Any]:
     if struct is None:
         return
-    if isinstance(struct, dict):
+    if isinstance(struct, Mapping):
         for value in struct.values():
             yield from _leaves(value)
     elif _is_sequence(struct):
@@ -193,15 +217,7 @@ def _leaves(struct: Any) -> Iterator[Any]:
 
 def flatten_requires(task: Task) -> list[Task]:
     """The tasks `task.requires()` returns, as a list; a definition error names the task."""
-    try:
-        struct = task.requires()
-    except Exception as exc:
-        raise TaskDefinitionError(
-            f"{task.task_id}: requires() raised {type(exc).__name__}: {exc}"
-        ) from exc
-    if isinstance(struct, Task):
-        return [struct]
-    leaves = list(_leaves(struct))
+    leaves = _call_and_flatten(task, "requires")
     for leaf in leaves:
         if not isinstance(leaf, Task):
             raise TaskDefinitionError(
@@ -215,15 +231,7 @@ def flatten_outputs(task: Task) -> list[Any]:
     """The targets `task.output()` returns, as a list; a definition error names the task."""
     from .targets import Target
 
-    try:
-        struct = task.output()
-    except Exception as exc:
-        raise TaskDefinitionError(
-            f"{task.task_id}: output() raised {type(exc).__name__}: {exc}"
-        ) from exc
-    if isinstance(struct, Target):
-        return [struct]
-    leaves = list(_leaves(struct))
+    leaves = _call_and_flatten(task, "output")
     for leaf in leaves:
         if not isinstance(leaf, Target):
             raise TaskDefinitionError(
@@ -231,3 +239,21 @@ def flatten_outputs(task: Task) -> list[Any]:
                 f"got {type(leaf).__name__} {leaf!r}"
             )
     return leaves
+
+
+def _call_and_flatten(task: Task, method: str) -> list[Any]:
+    """The leaves of `task.<method>()`; what it raises, also while a generator it returned
+    is walked, becomes a TaskDefinitionError naming the task."""
+    from .targets import Target
+
+    try:
+        struct = getattr(task, method)()
+        if isinstance(struct, (Task, Target)):
+            return [struct]
+        return list(_leaves(struct))
+    except TaskDefinitionError:
+        raise
+    except Exception as exc:
+        raise TaskDefinitionError(
+            f"{task.task_id}: {method}() raised {type(exc).__name__}: {exc}"
+        ) from exc

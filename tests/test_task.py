@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -443,3 +445,103 @@ def test_generator_requires_is_accepted_and_input_is_a_list() -> None:
     task = Gen()
     assert flatten_requires(task) == [Pair(a="1", b="2"), Pair(a="3", b="4")]
     assert task.input() == [[], []]
+
+
+# -- input() keeps mapping and named-tuple types -----------------------------------------
+class FrozenMap(Mapping):  # type: ignore[type-arg]
+    """A read-only Mapping that is not a dict."""
+
+    def __init__(self, items: Any) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LeftRight(NamedTuple):
+    left: Any
+    right: Any
+
+
+class MyDict(dict):  # type: ignore[type-arg]
+    pass
+
+
+def _shaped(kind: str) -> Any:
+    a, b = Leaf(name="a"), Leaf(name="b")
+    if kind == "ordered":
+        return OrderedDict([("y", b), ("x", a)])
+    if kind == "default":
+        made: defaultdict[str, Any] = defaultdict(list)
+        made["x"] = a
+        made["y"] = [b]
+        return made
+    if kind == "frozen":
+        return FrozenMap({"x": a, "y": b})
+    if kind == "subclass":
+        return MyDict(x=a, y=b)
+    return LeftRight(a, b)
+
+
+class NeedsShaped(bd.Task):
+    kind = bd.Parameter()
+
+    def requires(self) -> Any:
+        return _shaped(self.kind)
+
+
+@pytest.mark.parametrize("kind", ["ordered", "default", "frozen", "subclass", "pair"])
+def test_input_keeps_mapping_and_named_tuple_types(kind: str) -> None:
+    task = NeedsShaped(kind=kind)
+    result = task.input()
+    assert type(result) is type(task.requires())
+    if kind == "pair":
+        assert (result.left.url, result.right.url) == ("out/a.txt", "out/b.txt")
+        return
+    assert list(result) == list(task.requires())  # same keys, same order
+    assert result["x"].url == "out/a.txt"
+    if kind == "default":
+        assert [t.url for t in result["y"]] == ["out/b.txt"]
+        assert result.default_factory is list
+    else:
+        assert result["y"].url == "out/b.txt"
+    assert len(flatten_requires(task)) == 2
+
+
+# -- requires() that fails while it is walked --------------------------------------------
+def test_requires_generator_that_raises_is_a_definition_error() -> None:
+    class Gen(bd.Task):
+        def requires(self) -> Any:
+            yield Leaf(name="a")
+            raise ValueError("no partition list")
+
+    with pytest.raises(TaskDefinitionError,
+                       match=r"^Gen\(\): requires\(\) raised ValueError: no partition list"):
+        flatten_requires(Gen())
+
+
+def test_requires_generator_that_raises_exits_2_naming_the_task(project: Any) -> None:
+    project.write("pipelines/gen.py", """
+        import batchdeps as bd
+
+        class Part(bd.Task):
+            i = bd.IntParameter()
+            def output(self):
+                return bd.FileTarget(f"out/part-{self.i}.txt")
+
+        class Parts(bd.WrapperTask):
+            def requires(self):
+                yield Part(i=1)
+                raise LookupError("partition list unreadable")
+        """)
+    result = project.run("run", "Parts")
+    assert result.returncode == 2, result.stderr
+    assert "Parts(): requires() raised LookupError: partition list unreadable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert project.files() == []
