@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -50,20 +54,22 @@ class TaskRegistry:
             if root not in sys.path:
                 sys.path.insert(0, root)
         registry = cls()
-        for name in names:
-            try:
-                modules = _import_tree(name)
-            except ConfigError as exc:
-                raise ConfigError(f"{exc} (listed in {source} [batchdeps] modules)") from None
-            for module in modules:
-                registry.add_module(module)
+        with _noting_interrupts():
+            for name in names:
+                try:
+                    modules = _import_tree(name)
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc} (listed in {source} [batchdeps] modules)") from None
+                for module in modules:
+                    registry.add_module(module)
         return registry
 
     # -- lookup ------------------------------------------------------------------------
     def get(self, name: str) -> type[Task]:
         """The task class called `name` (class name or `package.module.Class`)."""
         if "." in name:
-            return _import_dotted(name)
+            with _noting_interrupts():
+                return _import_dotted(name)
         found = self.by_name.get(name)
         if not found:
             suggestions = difflib.get_close_matches(name, list(self.by_name), n=3, cutoff=0.5)
@@ -113,6 +119,36 @@ class TaskRegistry:
                 cls._config_defaults = parsed
 
 
+#: True while a SIGINT has arrived during `_noting_interrupts()`: a KeyboardInterrupt out of
+#: an import is then a real Ctrl-C, not one the module raised itself.
+_signalled = False
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[None]:
+    """Within: note a real SIGINT before it is raised as KeyboardInterrupt as usual."""
+    global _signalled
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.default_int_handler:
+
+            def handler(signum: int, frame: Any) -> None:
+                global _signalled
+                _signalled = True
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGINT, handler)
+        else:
+            previous = None  # someone else's handler: leave it alone
+    _signalled = False
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
@@ -120,16 +156,24 @@ def _import(name: str) -> ModuleType:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise ConfigError(f"cannot import task module '{name}': no such module") from None
         raise _definition_error(name, exc) from exc
+    except SystemExit as exc:  # a script's sys.exit() run at import; nothing has run yet
+        raise _definition_error(name, exc, f"called sys.exit({exc.code!r})") from None
+    except KeyboardInterrupt as exc:
+        if _signalled:
+            raise  # Ctrl-C while importing: an interrupt, as anywhere else
+        raise _definition_error(name, exc, "raised KeyboardInterrupt") from None
     except Exception as exc:
         raise _definition_error(name, exc) from exc
 
 
-def _definition_error(name: str, exc: BaseException) -> TaskDefinitionError:
+def _definition_error(name: str, exc: BaseException, what: str = "") -> TaskDefinitionError:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return TaskDefinitionError(
-        f"importing task module '{name}' failed{where}: {type(exc).__name__}: {exc}"
-    )
+    if not what:
+        what = f"failed{where}: {type(exc).__name__}: {exc}"
+    else:
+        what = f"{what}{where}: a task module must only define tasks when imported"
+    return TaskDefinitionError(f"importing task module '{name}' {what}")
 
 
 def _import_tree(name: str) -> list[ModuleType]:

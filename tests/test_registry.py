@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import batchdeps as bd
 from batchdeps.errors import ConfigError, TaskDefinitionError, UnknownTaskError
 from batchdeps.registry import TaskRegistry
+from support.waiting import wait_for
 
 _counter = itertools.count()
 
@@ -281,3 +284,37 @@ def test_applying_a_second_config_drops_defaults_of_the_first() -> None:
     assert Fresh().n == 5
     registry.apply_defaults({})
     assert Fresh().n == 1
+
+
+# -- a task module that exits or interrupts itself while imported ------------------------
+@pytest.mark.parametrize(("statement", "shown"), [
+    ("import sys; sys.exit(3)", "called sys.exit(3)"),
+    ("raise SystemExit", "called sys.exit(None)"),
+    ("raise KeyboardInterrupt", "raised KeyboardInterrupt"),
+])
+def test_task_module_that_exits_while_imported_is_a_definition_error(
+        project: Any, statement: str, shown: str) -> None:
+    project.write("pipelines/script.py", f"import batchdeps as bd\n{statement}\n")
+    result = project.run("run", "Other")
+    assert result.returncode == 2, result.stderr
+    assert f"importing task module 'pipelines.script' {shown}" in result.stderr
+    assert "pipelines/script.py:2" in result.stderr
+    assert "Traceback" not in result.stderr and "Aborted" not in result.stderr
+    assert project.runs() == []
+
+
+def test_ctrl_c_while_a_task_module_imports_exits_130(project: Any) -> None:
+    project.write("pipelines/slow.py", """
+        import pathlib
+        import time
+        pathlib.Path("importing").touch()
+        time.sleep(120)
+        """)
+    runner = project.popen("run", "Other")
+    wait_for(lambda: (project.root / "importing").exists() or runner.poll() is not None,
+             timeout=60, what="the slow module to start importing")
+    runner.send_signal(signal.SIGINT)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130, err
+    assert "interrupted while loading the task modules" in err
+    assert "Traceback" not in err

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from ..errors import BatchdepsError, ParameterError, TaskDefinitionError, UsageError
+from ..errors import BatchdepsError, ExitCode, ParameterError, TaskDefinitionError, UsageError
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,9 @@ def invoke_for_task(
         options = task_options(cls, own_names, command)
     except BatchdepsError as exc:
         fail(exc, debug)
+    except KeyboardInterrupt:  # a real Ctrl-C while the task modules import (nothing ran)
+        click.echo("batchdeps: interrupted while loading the task modules", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
 
     def run(**values: Any) -> None:
         own = {name: values.pop(name) for name in own_names}
