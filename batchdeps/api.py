@@ -1,65 +1,22 @@
-"""The Python entry point `bd.build()`, and how a run's collaborators are chosen."""
+"""The Python entry point `bd.build()`: a Session from the caller's settings, then its run."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from typing import Any
 
 from .config import Config
 from .locks.base import LockProvider
-from .locks.local import LocalLockProvider
 from .report.events import Listener
 from .report.result import BuildResult
-from .resolver import Plan, resolve
-from .run.executors import Executor, ForkedExecutor, InlineExecutor
-from .run.runner import OPTION_DEFAULTS, Runner, RunOptions
-from .targets import default_storage
+from .run.runner import RunOptions
+from .run.session import (  # noqa: F401 - where callers have found them
+    Session,
+    lock_url_for,
+    make_executor,
+    make_lock_provider,
+    task_defaults_from,
+)
 from .task import Task
-
-LOCK_URL_ENV = "BATCHDEPS_LOCK_URL"
-LOCK_TOKEN_ENV = "BATCHDEPS_LOCK_TOKEN"
-
-
-def lock_url_for(config: Config, lock_url: str | None = None) -> str | None:
-    """--lock-url, else `[lock] url`, else $BATCHDEPS_LOCK_URL, else None (local locks)."""
-    return lock_url or config.lock.get("url") or os.environ.get(LOCK_URL_ENV) or None
-
-
-def make_lock_provider(config: Config, lock_url: str | None = None,
-                       run_id: str | None = None) -> LockProvider:
-    """The lock server client when a URL is configured, else machine-local locks.
-
-    `run_id` names this run in the lease's holder, so messages match the run's log.
-    """
-    url = lock_url_for(config, lock_url)
-    if url:
-        from .locks.client import HttpLockProvider
-
-        return HttpLockProvider(  # type: ignore[no-any-return]
-            url,
-            token=os.environ.get(LOCK_TOKEN_ENV, ""),
-            ttl=float(config.lock.get("ttl", 30)),
-            run_id=run_id,
-        )
-    return LocalLockProvider(config.batchdeps.get("lock_dir"))
-
-
-def make_executor(plan: Plan, workers: int, runner_options: RunOptions,
-                  attempt_context: Any = None) -> Executor:
-    """Inline for one worker; forked workers for several, or when a task has a timeout."""
-    defaults = {**OPTION_DEFAULTS, **runner_options.task_defaults}
-    needs_process = workers > 1 or any(
-        (getattr(type(step.task), "timeout", None) or defaults.get("timeout"))
-        for step in plan.steps
-    )
-    if needs_process:
-        return ForkedExecutor(max(1, workers), attempt_context)
-    return InlineExecutor(attempt_context)
-
-
-def task_defaults_from(config: Config) -> dict[str, Any]:
-    return {k: config.batchdeps[k] for k in OPTION_DEFAULTS if k in config.batchdeps}
 
 
 def bind_task_defaults(config: Config, requested: list[Task]) -> None:
@@ -99,43 +56,36 @@ def build(
 ) -> BuildResult:
     """Build `tasks` and what they need; returns what happened per task.
 
+    The run is assembled as by `batchdeps run` (`run.session.Session`): the same lock
+    provider, task logs and `[notify]` alerts, without the console output.
+
     Args:
         tasks: one task or several.
-        workers: parallel attempts (default: `[batchdeps] workers`, else 1).
+        workers: parallel attempts, 1 or more (default: `[batchdeps] workers`, else 1).
         force: rebuild the given tasks even if complete (their upstream stays as is).
         config: a loaded Config (default: all defaults).
-        locks: a lock provider (default: from config, else machine-local locks).
+        locks: a lock provider (default: from config, else machine-local locks); one
+            passed here stays open after the run.
         listeners: objects with `on_event(event)`, told of every event of the run.
         lock_url: a lock server URL, over the config's.
         wait_timeout: seconds to wait for a task held elsewhere (default: as long as it takes).
         options: full RunOptions, when more control is needed.
         log_dir: capture each attempt's output into `<log_dir>/<family>/<params>/<n>.log`
-            (default: `[batchdeps] log_dir`; neither: output is not captured). `[notify]`
-            alerts in `config` are sent as by the command line.
+            (default: `[batchdeps] log_dir`; neither: output is not captured).
+
+    Raises:
+        UsageError: `workers` below 1.
+        BatchdepsError: an error that stopped the run (the lock server or storage cannot
+            be reached); `[notify]` alerts about it as about a failed run.
     """
     config = config or Config()
     requested = [tasks] if isinstance(tasks, Task) else list(tasks)
-    bind_task_defaults(config, requested)
-    default_storage.configure(config.storage)
-    plan = resolve(requested, force=force)
-    options = options or RunOptions(
-        wait_timeout=wait_timeout if wait_timeout is not None else config.lock.get("wait_timeout"),
-        resources=dict(config.resources),
-        task_defaults=task_defaults_from(config),
+    session = Session.from_config(
+        config, workers=workers, force=force or None, locks=locks, listeners=list(listeners),
+        lock_url=lock_url, wait_timeout=wait_timeout, base_options=options, log_dir=log_dir,
+        # History goes beside a config file the caller loaded (or to its state_dir); a bare
+        # bd.build() in a script or a test writes no file it was not asked for.
+        local_history=bool(config.path or "state_dir" in config.batchdeps),
     )
-    from .run.production import production_setup
-
-    # History goes beside a config file the caller loaded (or to its state_dir); a bare
-    # bd.build() in a script or a test writes no file it was not asked for.
-    extras = production_setup(config, options, log_dir=log_dir,
-                              lock_url=lock_url_for(config, lock_url) if locks is None else None,
-                              local_history=bool(config.path or "state_dir" in config.batchdeps))
-    provider = locks or make_lock_provider(config, lock_url, options.run_id)
-    provider.start()
-    try:
-        executor = make_executor(plan, workers or config.workers, options, extras.attempt_context)
-        return Runner(plan, provider, executor, [*extras.listeners, *listeners], options).run()
-    finally:
-        if locks is None:  # a provider the caller passed stays the caller's to close
-            provider.close()
-        extras.close()
+    bind_task_defaults(config, requested)
+    return session.run(requested)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import signal
@@ -155,50 +154,23 @@ def _requested(cls: Any, values: dict[str, Any], common: dict[str, Any],
 
 
 def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
-    from ..api import lock_url_for, make_executor, make_lock_provider, task_defaults_from
-    from ..resolver import resolve
-    from ..run.production import default_log_dir, production_setup
-    from ..run.runner import Runner, RunOptions
-    from ..targets import default_storage
+    from ..run.session import Session, default_log_dir
 
-    default_storage.configure(config.storage)
-    plan = resolve(requested, force=bool(common["force"]),
-                   force_upstream=bool(common["force_upstream"]),
-                   force_from=common["force_from"])
+    session = Session.from_config(
+        config, workers=common["workers"], force=bool(common["force"]),
+        force_upstream=bool(common["force_upstream"]), force_from=common["force_from"],
+        lock_url=common["lock_url"], wait_timeout=common["wait_timeout"],
+        log_format=common["log_format"], log_level=common["log_level"],
+        default_log_dir=default_log_dir(config), console=True, handle_signals=True,
+    )
+    plan = session.resolve(requested)
     # The plan lives until the process exits; frozen, the garbage collector stops
     # rescanning its objects during the run (a tenth of the time at 100,000 tasks).
     gc.freeze()
     if common["dry_run"]:
         _print_plan(plan)
         return plan.exit_code
-    wait_timeout = common["wait_timeout"]
-    options = RunOptions(
-        wait_timeout=wait_timeout if wait_timeout is not None else config.lock.get("wait_timeout"),
-        resources=dict(config.resources),
-        task_defaults=task_defaults_from(config),
-    )
-    workers = common["workers"] or config.workers
-    extras = production_setup(
-        config, options,
-        log_format=common["log_format"] or config.batchdeps.get("log_format") or "text",
-        log_level=common["log_level"] or config.batchdeps.get("log_level") or "INFO",
-        default_log_dir=default_log_dir(config), terminal=True, summary=True,
-        lock_url=lock_url_for(config, common["lock_url"]),
-    )
-    provider = make_lock_provider(config, common["lock_url"], options.run_id)
-    try:
-        provider.start()
-        executor = make_executor(plan, workers, options, extras.attempt_context)
-        runner = Runner(plan, provider, executor, extras.listeners, options)
-        with _signals_stop(runner, executor):
-            result = runner.run()
-    except BatchdepsError as exc:  # e.g. the lock server is down: no result, still an alert
-        extras.alert_error(exc, options.run_id, [t.task_id for t in requested])
-        raise
-    finally:
-        provider.close()
-        extras.close()
-    return result.exit_code
+    return session.execute(plan).exit_code
 
 
 def _print_plan(plan: Any) -> None:
@@ -211,40 +183,3 @@ def _print_plan(plan: Any) -> None:
     complete = f"; {len(plan.complete)} requested task(s) complete" if plan.complete else ""
     click.echo(f"{counts['run']} task(s) would run; {counts['blocked']} blocked; "
                f"{counts['missing']} external input(s) missing{complete}")
-
-
-class _signals_stop:
-    """First SIGINT/SIGTERM: stop the runner cleanly. Second: stop at once."""
-
-    def __init__(self, runner: Any, executor: Any) -> None:
-        self.runner = runner
-        self.executor = executor
-        self.count = 0
-        self.previous: dict[int, Any] = {}
-
-    def handle(self, signum: int, frame: Any) -> None:
-        import logging
-
-        self.count += 1
-        if self.count > 1:
-            with contextlib.suppress(Exception):  # stopping at once matters more
-                self.executor.kill_all()
-            with contextlib.suppress(Exception):
-                logging.getLogger("batchdeps").error("stopped at once (second signal)")
-            os._exit(ExitCode.INTERRUPTED)
-        logging.getLogger("batchdeps").warning(
-            "%s: stopping (running tasks are terminated, locks released); again to stop now",
-            signal.Signals(signum).name,
-        )
-        self.runner.stop()
-        if self.executor.inline and self.executor.running:
-            raise KeyboardInterrupt  # the attempt runs in this thread: unwind it
-
-    def __enter__(self) -> _signals_stop:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self.previous[signum] = signal.signal(signum, self.handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)

@@ -66,7 +66,8 @@ class JsonLogListener(LogListener):
             result = event.result
             log.info("run finished: exit %d", result.exit_code,
                      extra={"event": "run_finished", "run_id": event.run_id,
-                            "exit_code": result.exit_code, "counts": result.counts(),
+                            "exit_code": int(result.exit_code), "counts": result.counts(),
+                            "error": str(result.stopped_by) if result.stopped_by else None,
                             "elapsed": round(result.elapsed, 3)})
         else:
             super().on_event(event)

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..backoff import Backoff
-from ..errors import DeliveryError, ExitCode
+from ..errors import BatchdepsError, DeliveryError, ExitCode
 from .events import Event, RunFinished
 from .result import BuildResult, Status
 
@@ -70,13 +70,18 @@ def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any
     status = _headline(result)
     text = (f"batchdeps: {pipeline} {status} on {host} "
             f"(exit {int(result.exit_code)}, run {result.run_id})")
+    error = str(result.stopped_by) if result.stopped_by is not None else ""
+    if error:
+        status = "error"
+        text = (f"batchdeps: {pipeline} stopped by an error on {host} "
+                f"(exit {int(result.exit_code)}, run {result.run_id}): {error}")
     if failed:
         text += "; failed: " + "; ".join(f"{f['task_id']}: {f['error']}" for f in failed[:10])
         if len(failed) > 10:
             text += f"; and {len(failed) - 10} more"
     if missing:
         text += "; missing: " + "; ".join(", ".join(m["paths"]) for m in missing[:10])
-    return {
+    payload: dict[str, Any] = {
         "pipeline": pipeline,
         "requested": list(result.requested),
         "status": status,
@@ -90,6 +95,9 @@ def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any
         "log_paths": [f["log_path"] for f in failed if f["log_path"]],
         "text": text,
     }
+    if error:
+        payload["error"] = error
+    return payload
 
 
 class Notifier:
@@ -118,16 +126,9 @@ class Notifier:
         """Send the alert by every configured way; log, never raise."""
         self._send(alert_payload(result))
 
-    def notify_error(self, error: BaseException, run_id: str, requested: list[str]) -> None:
-        """Alert about an error that ended the run without a result (lock server down, ...)."""
-        exit_code = int(getattr(error, "exit_code", ExitCode.FAILED))
-        result = BuildResult(run_id, requested=list(requested))
-        payload = alert_payload(result)
-        message = str(error) or type(error).__name__
-        payload.update(status="error", exit_code=exit_code, error=message,
-                       text=f"batchdeps: {payload['pipeline']} stopped by an error on "
-                            f"{payload['host']} (exit {exit_code}, run {run_id}): {message}")
-        self._send(payload)
+    def notify_error(self, error: BatchdepsError, run_id: str, requested: list[str]) -> None:
+        """Alert about an error that ended the run before it started (lock server down, ...)."""
+        self.notify(BuildResult(run_id, requested=list(requested), stopped_by=error))
 
     def _send(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, default=str).encode("utf-8")

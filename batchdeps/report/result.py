@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import ExitCode
+from ..errors import BatchdepsError, ExitCode
 
 
 class Status:
@@ -45,6 +45,8 @@ class BuildResult:
     requested: list[str] = field(default_factory=list)
     interrupted: bool = False
     elapsed: float = 0.0
+    #: the error that stopped the run midway (storage or lock server gone), if any
+    stopped_by: BatchdepsError | None = field(default=None, repr=False, compare=False)
 
     def by_status(self, status: str) -> list[TaskResult]:
         return [r for r in self.tasks.values() if r.status == status]
@@ -61,6 +63,8 @@ class BuildResult:
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.stopped_by is not None:
+            return self.stopped_by.exit_code
         counts = self.counts()
         if self.interrupted:
             return ExitCode.INTERRUPTED

@@ -75,14 +75,16 @@ def _fields(name: str, event: Event, **more: object) -> dict[str, object]:
 
 
 def format_summary(result: BuildResult) -> str:
-    """The end-of-run summary: counts by outcome, then failures and missing inputs."""
+    """The end-of-run summary: the error that stopped the run if one did, counts by
+    outcome, then failures and missing inputs."""
     counts = result.counts()
     total = sum(counts.values())
     parts = [f"{counts[s]} {s}" for s in _ORDER if counts.get(s)]
-    lines = [
-        f"batchdeps: {total} task(s): {', '.join(parts) or 'nothing to do'} "
-        f"in {result.elapsed:.2f} s (exit {result.exit_code})"
-    ]
+    lines = []
+    if result.stopped_by is not None:
+        lines.append(f"batchdeps: the run was stopped by an error: {result.stopped_by}")
+    lines.append(f"batchdeps: {total} task(s): {', '.join(parts) or 'nothing to do'} "
+                 f"in {result.elapsed:.2f} s (exit {int(result.exit_code)})")
     failed = result.by_status(Status.FAILED)
     if failed:
         lines.append("failed:")

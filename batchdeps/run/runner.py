@@ -55,6 +55,7 @@ class RunOptions:
     """Settings of one run that are not collaborators."""
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    workers: int = 1  # attempts at a time (for listeners; the executor enforces it)
     wait_timeout: float | None = None  # None: wait as long as the holder keeps its lock
     resources: dict[str, int] = field(default_factory=dict)
     task_defaults: dict[str, Any] = field(default_factory=dict)
@@ -137,7 +138,7 @@ class Runner:
         for task in self.plan.complete:
             result.tasks[task.task_id] = TaskResult(task.task_id, Status.COMPLETE,
                                                    reason="already complete")
-        self.emit(RunStarted(self.options.run_id, self.plan, self.executor.free_slots()))
+        self.emit(RunStarted(self.options.run_id, self.plan, self.options.workers))
         self._states = {step.index: _State() for step in self.plan.steps}
         self._pending_up = {step.index: len(step.upstream) for step in self.plan.steps}
         self._ready: deque[Step] = deque(s for s in self.plan.steps if not s.upstream)
@@ -148,15 +149,17 @@ class Runner:
             self._loop()
         except KeyboardInterrupt:
             self._stop_requested = True
-        except BatchdepsError:
-            self._wind_down()
-            raise
+        except BatchdepsError as exc:  # storage or lock server gone: stop, say what was done
+            result.stopped_by = exc
+            self._wind_down(f"not run: {exc}")
         finally:
             if self._stop_requested:
-                self._wind_down()
+                self._wind_down("interrupted")
             self.executor.close()
         result.elapsed = self.clock() - started
         self.emit(RunFinished(self.options.run_id, result))
+        if result.stopped_by is not None:
+            raise result.stopped_by
         return result
 
     # -- the loop ------------------------------------------------------------------------
@@ -482,9 +485,9 @@ class Runner:
                                    blocked, 0, 0.0, f"{status}: {step.task_id}"))
             stack.extend(down.downstream)
 
-    def _wind_down(self) -> None:
+    def _wind_down(self, reason: str) -> None:
         """Stopped: kill running attempts, remove their temporary files, free every lock."""
-        self.result.interrupted = True
+        self.result.interrupted = self.result.stopped_by is None
         running = list(self.executor.running)
         self.executor.terminate(grace=self.options.kill_grace)
         for index in running:
@@ -495,4 +498,4 @@ class Runner:
         for step in self.plan.steps:
             if step.task_id not in self.result.tasks:
                 self.result.tasks[step.task_id] = TaskResult(
-                    step.task_id, Status.NOT_RUN, reason="interrupted")
+                    step.task_id, Status.NOT_RUN, reason=reason)
