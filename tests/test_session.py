@@ -102,12 +102,17 @@ def test_listeners_are_assembled_in_one_place_in_a_documented_order(tmp_path: Pa
         tmp_path, 'log_dir = "logs"\n[notify]\non_failure = "http://127.0.0.1:9/x"\n')))
     mine = Recorder()
     session = Session.from_config(config, console=True, listeners=[mine])
-    listeners, notifier = session.assemble_listeners(session._task_logs())
-    names = [type(listener).__name__ for listener in listeners]
-    assert names == ["LogListener", "TaskLogs", "SummaryListener", "Notifier", "Recorder"]
-    assert isinstance(notifier, Notifier) and listeners[-1] is mine
-    quiet = Session.from_config(config)  # bd.build: no console output, the rest the same
-    names = [type(listener).__name__ for listener in quiet.assemble_listeners(None)[0]]
+    assembled = session.assemble_listeners(session._task_logs())
+    names = [type(listener).__name__ for listener in assembled.all]
+    assert names == ["LogListener", "TaskLogs", "HistoryListener", "SummaryListener",
+                     "Notifier", "Recorder"]
+    assert isinstance(assembled.notifier, Notifier) and assembled.all[-1] is mine
+    assert [type(c).__name__ for c in assembled.to_close] == ["HistoryListener"]
+    for closable in assembled.to_close:
+        closable.close()
+    # bd.build: no console output, the rest the same
+    quiet = Session.from_config(config, local_history=False)
+    names = [type(listener).__name__ for listener in quiet.assemble_listeners(None).all]
     assert names == ["Notifier"]
 
 

@@ -1,4 +1,4 @@
-"""`batchdeps run TASK [--PARAM VALUE ...]`: options made from the task's parameters, then a build."""
+"""`batchdeps run TASK [--PARAM VALUE ...]`: options from the task's parameters, then a build."""
 
 from __future__ import annotations
 
