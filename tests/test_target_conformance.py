@@ -194,3 +194,68 @@ def test_reading_a_missing_target_is_a_target_error(backend: Backend) -> None:
     with pytest.raises(TargetError) as caught:
         backend.make("nope/none.txt").open("r")
     assert "nope/none.txt" in str(caught.value)
+
+
+# -- commits of several writes ---------------------------------------------------------------
+class _RefusingTarget(bd.Target):
+    """A target whose commit always fails, to stop a commit part-way."""
+
+    url = "refusing://x"
+
+    def commit_tmp(self, tmp_path: str) -> None:
+        raise TargetError("cannot commit refusing://x: refused")
+
+    def discard_tmp(self, tmp_path: str) -> None:
+        pass
+
+    def keep_previous(self, tmp_path: str, hide: bool) -> None:
+        return None
+
+
+def _read(target: bd.Target) -> str:
+    with target.open("r") as src:
+        return src.read()
+
+
+def test_commit_of_several_writes_makes_all_visible(backend: Backend) -> None:
+    targets = [backend.make(f"multi/{name}.csv") for name in ("a", "b", "c")]
+    with staging_scope() as staging:
+        for target in targets:
+            with target.open("w") as out:
+                out.write(target.url)
+    staging.commit(targets)
+    assert [_read(t) for t in targets] == [t.url for t in targets]
+    assert backend.leftovers() == []
+
+
+def test_commit_that_fails_part_way_undoes_what_it_did(backend: Backend) -> None:
+    from batchdeps.targets import PendingWrite
+
+    replaced, new = backend.make("part/replaced.csv"), backend.make("part/new.csv")
+    with replaced.open("w") as out:
+        out.write("old")
+    with staging_scope() as staging:
+        for target in (replaced, new):
+            with target.open("w") as out:
+                out.write("new")
+    staging.add(PendingWrite(_RefusingTarget(), "nowhere"))  # committed after the others
+    with pytest.raises(TargetError, match="refused"):
+        staging.commit([replaced, new])
+    assert _read(replaced) == "old"  # what the commit replaced is back
+    assert new.exists() is False  # what it made is gone
+    assert backend.leftovers() == []
+
+
+def test_staged_writes_travel_between_processes_with_their_options(backend: Backend) -> None:
+    import pickle
+
+    target = backend.make("travel/out.csv")
+    with staging_scope() as staging:
+        with target.open("w") as out:
+            out.write("travelled")
+    copy = pickle.loads(pickle.dumps(staging))
+    (write,) = copy.pending.values()
+    assert type(write.target) is type(target)
+    assert getattr(write.target, "_options", None) == getattr(target, "_options", None)
+    copy.commit([target])
+    assert _read(target) == "travelled"

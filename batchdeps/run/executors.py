@@ -2,10 +2,10 @@
 
 `Executor` is the interface the runner and the command line use; `InlineExecutor` and
 `ForkedExecutor` implement it. An attempt runs inside a staging scope; its closed writes
-come back to the runner as {url: temporary path}, and the runner commits them after
-checking outputs and the lease. Forked workers are used when `workers > 1` or a task has a
-timeout (only a process can be killed); they are forked after resolution, so a step
-travels as its index in the plan.
+come back to the runner as that `Staging` (each write with its target and storage
+options), which the runner commits or discards after checking outputs and the lease.
+Forked workers are used when `workers > 1` or a task has a timeout (only a process can be
+killed); they are forked after resolution, so a step travels as its index in the plan.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..targets import staging_scope
+from ..targets import Staging, staging_scope
 
 if TYPE_CHECKING:
     from ..resolver import Step
@@ -72,7 +72,7 @@ class Outcome:
     ok: bool
     error: str = ""
     error_tail: str = ""
-    staged: dict[str, str] = field(default_factory=dict)
+    staged: Staging = field(default_factory=Staging)  # committed or discarded by the runner
     duration: float = 0.0
     timed_out: bool = False
 
@@ -99,9 +99,7 @@ def execute(step: Step, attempt: int, log_path: str | None = None,
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             return Outcome(step.index, attempt, False, error=text, error_tail=_last_line(exc),
                            duration=time.perf_counter() - started)
-        staged = {url: write.tmp_path for url, write in staging.pending.items()}
-        staging.pending.clear()
-    return Outcome(step.index, attempt, True, staged=staged,
+    return Outcome(step.index, attempt, True, staged=staging,
                    duration=time.perf_counter() - started)
 
 

@@ -34,7 +34,7 @@ from ..report.events import (
 )
 from ..report.result import BuildResult, Status, TaskResult
 from ..resolver import MISSING, Plan, Step
-from ..targets import FileTarget, Target, check_exists, forget_stale_files
+from ..targets import Leftovers, Staging, check_exists
 from ..task import Task, WrapperTask
 from .executors import Executor, InlineExecutor, Outcome
 
@@ -132,7 +132,7 @@ class Runner:
 
     def run(self) -> BuildResult:
         started = self.clock()
-        forget_stale_files()
+        self._leftovers = Leftovers()  # this run's look at temporary folders
         result = self.result
         result.requested = [t.task_id for t in self.plan.requested]
         for task in self.plan.complete:
@@ -156,6 +156,7 @@ class Runner:
             if self._stop_requested:
                 self._wind_down("interrupted")
             self.executor.close()
+            self._leftovers.close()
         result.elapsed = self.clock() - started
         self.emit(RunFinished(self.options.run_id, result))
         if result.stopped_by is not None:
@@ -284,8 +285,8 @@ class Runner:
         if not self._take_resources(step, state):
             return
         state.attempts += 1
-        for target in step.outputs:  # after a failed attempt, look again: it may have left some
-            target.cleanup_stale(fresh=state.attempts > 1)
+        # After a failed attempt, look again: it may have left some.
+        self._leftovers.clean(step.outputs, fresh=state.attempts > 1)
         log_path = self.options.log_path_for(step, state.attempts) if self.options.log_path_for else None
         state.log_path = log_path
         self.emit(TaskStarted(self.options.run_id, task.task_id, task.family(), state.attempts,
@@ -354,10 +355,9 @@ class Runner:
                 self._close(step, Status.BUILT, attempts=state.attempts)
                 return
         else:
-            self._discard(step, outcome.staged)
+            outcome.staged.discard()
             if outcome.timed_out:
-                for target in step.outputs:
-                    target.cleanup_stale(fresh=True)
+                self._leftovers.clean(step.outputs, fresh=True)
         log_path = state.log_path
         self.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
                                 state.attempts, tail or error, log_path, outcome.timed_out))
@@ -389,14 +389,14 @@ class Runner:
         self._hook(step, "on_failure", RuntimeError(tail or error))
         self._close(step, Status.FAILED, attempts=state.attempts, error=error, tail=tail)
 
-    def _commit(self, step: Step, state: _State, staged: dict[str, str]) -> None:
+    def _commit(self, step: Step, state: _State, staged: Staging) -> None:
         """Check every output, re-check the lease, then make the staged writes visible."""
         unstaged = [t for t in step.outputs if t.url not in staged]
         if unstaged:
             exists = check_exists(unstaged)
             missing = [t.url for t, ok in zip(unstaged, exists) if not ok]
             if missing:
-                self._discard(step, staged)
+                staged.discard()
                 raise BatchdepsError(
                     f"run() returned but output {', '.join(missing)} does not exist"
                 )
@@ -404,26 +404,9 @@ class Runner:
             if state.lease is not None:
                 self.locks.check(state.lease)
         except LeaseLostError:
-            self._discard(step, staged)
+            staged.discard()
             raise
-        by_url = {t.url: t for t in step.outputs}
-        items = list(staged.items())
-        for position, (url, tmp_path) in enumerate(items):
-            target = by_url.get(url) or FileTarget(url)
-            try:
-                target.commit_tmp(tmp_path)
-            except BatchdepsError:
-                self._discard(step, dict(items[position + 1:]))
-                raise
-
-    def _discard(self, step: Step, staged: dict[str, str]) -> None:
-        by_url: dict[str, Target] = {t.url: t for t in step.outputs}
-        for url, tmp_path in staged.items():
-            target = by_url.get(url) or FileTarget(url)
-            try:
-                target.discard_tmp(tmp_path)
-            except Exception:  # never let cleanup hide the real error
-                log.warning("could not remove temporary file %s", tmp_path)
+        staged.commit(step.outputs)  # all or nothing (targets/commit.py)
 
     def _hook(self, step: Step, name: str, *args: Any) -> None:
         try:
@@ -491,8 +474,7 @@ class Runner:
         running = list(self.executor.running)
         self.executor.terminate(grace=self.options.kill_grace)
         for index in running:
-            for target in self.plan.steps[index].outputs:
-                target.cleanup_stale(fresh=True)
+            self._leftovers.clean(self.plan.steps[index].outputs, fresh=True)
         for state in self._states.values():
             self._release(state)
         for step in self.plan.steps:

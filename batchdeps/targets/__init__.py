@@ -2,6 +2,9 @@
 
     base.py      Target, FileTarget and the protocol registry, Storage, check_exists
     staging.py   temporary files, the staging scope, PendingWrite
+    commit.py    committing one attempt's writes together (all or none)
+    journal.py   commit records: finishing a commit that a crash cut short
+    leftovers.py run-scoped clean-up of stale files and empty temporary folders
     local.py     plain paths and file://, through os
     fsspec.py    any other fsspec protocol
     s3.py        s3://, with batched checks and multipart uploads (imports s3fs when used)
@@ -18,11 +21,23 @@ from .base import (
     register_protocol,
     target_class,
 )
-from .local import LocalTarget, forget_stale_files
+from .leftovers import Leftovers
+from .local import LocalTarget
 from .staging import TMP_DIR_NAME, PendingWrite, Staging, current_staging, staging_scope
 
 __all__ = [
-    "TMP_DIR_NAME", "FileTarget", "LocalTarget", "PendingWrite", "Staging", "Storage", "Target",
-    "check_exists", "current_staging", "default_storage", "forget_stale_files",
-    "register_protocol", "staging_scope", "target_class",
+    "TMP_DIR_NAME",
+    "FileTarget",
+    "Leftovers",
+    "LocalTarget",
+    "PendingWrite",
+    "Staging",
+    "Storage",
+    "Target",
+    "check_exists",
+    "current_staging",
+    "default_storage",
+    "register_protocol",
+    "staging_scope",
+    "target_class",
 ]

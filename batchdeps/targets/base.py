@@ -6,10 +6,14 @@ imports no backend; each backend (local.py, fsspec.py, s3.py) implements the pri
 
 from __future__ import annotations
 
+import itertools
 import os
+import weakref
 from typing import IO, Any
 
 from ..errors import ConfigError, TargetError, TaskDefinitionError
+from ..procinfo import current_pid
+from .staging import AtomicFile, PendingWrite, current_staging
 
 
 class Target:
@@ -30,12 +34,12 @@ class Target:
         """
         return None
 
-    def cleanup_stale(self, fresh: bool = False) -> None:
+    def cleanup_stale(self, fresh: bool = False, listings: dict[str, Any] | None = None) -> None:
         """Remove temporary files that a crashed writer of this target left behind.
 
         Called by the runner, holding the task's lock, before an attempt. `fresh` asks for
-        a new look at the store; otherwise what was found when this run first looked may
-        be used (stale files come from runs before this one).
+        a new look at the store; otherwise what was found when this run first looked (kept
+        in the run-scoped `listings`) may be used: stale files come from earlier runs.
         """
 
     def commit_tmp(self, tmp_path: str) -> None:
@@ -44,6 +48,20 @@ class Target:
 
     def discard_tmp(self, tmp_path: str) -> None:
         """Remove a temporary file that will not be committed."""
+        raise NotImplementedError
+
+    # A commit of several writes (commit.py) keeps what each one replaces until it is done.
+    def keep_previous(self, tmp_path: str, hide: bool) -> Any:
+        """Keep the current file aside so that `undo_commit` can restore it; `hide` also
+        takes it out of view. Returns what `undo_commit` needs, None if there was none."""
+        raise NotImplementedError
+
+    def undo_commit(self, backup: Any) -> None:
+        """Undo `commit_tmp`: put back what `keep_previous` kept, or remove the new file."""
+        raise NotImplementedError
+
+    def drop_backup(self, backup: Any) -> None:
+        """The commit is done: remove what `keep_previous` kept."""
         raise NotImplementedError
 
     @classmethod
@@ -67,6 +85,11 @@ class FileTarget(Target):
     `FileTarget(url)` gives the class registered for the URL's protocol (`register_protocol`):
     LocalTarget for local paths, S3Target for s3://, FsspecTarget for any other.
 
+    This class does what every backend shares (a write staged by the running attempt is
+    seen by that attempt; writes go through a temporary file) and calls the backend's
+    primitives for the rest: `_exists`, `_exists_many`, `_open_final`, `_open_staged`,
+    `_open_tmp`, `commit_tmp`, `discard_tmp`.
+
     Args:
         url: where the file lives.
         storage: the Storage whose per-protocol options apply (default: the configured one).
@@ -79,6 +102,73 @@ class FileTarget(Target):
         if cls is FileTarget:
             cls = target_class(url)
         return super().__new__(cls)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A staged write travels from a forked worker to the runner with its target, so a
+        # target pickles as what rebuilds it: class, URL, storage and options.
+        return (_rebuild, (type(self), self.url, None, {}))
+
+    # -- what every backend shares -----------------------------------------------------------
+    def exists(self) -> bool:
+        if _staged_path(self.url) is not None:
+            return True  # the attempt that wrote it sees its own write
+        return self._exists()
+
+    @classmethod
+    def exists_many(cls, targets: list[Target]) -> list[bool]:
+        staging = current_staging()
+        if staging is None or not staging.pending:
+            return cls._exists_many(targets)
+        result = [True] * len(targets)
+        rest = [i for i, target in enumerate(targets) if target.url not in staging]
+        for index, answer in zip(rest, cls._exists_many([targets[i] for i in rest])):
+            result[index] = answer
+        return result
+
+    def open(self, mode: str = "r") -> IO[Any]:
+        """Open for reading ("r", "rb") or for an atomic write ("w", "wb")."""
+        if mode not in ("r", "rb", "w", "wb"):
+            raise ValueError(f"unsupported mode {mode!r}: use r, rb, w or wb")
+        if "r" in mode:
+            staged = _staged_path(self.url)
+            if staged is not None:
+                return self._open_staged(staged, mode)
+            return self._open_final(mode)
+        handle, tmp_path = self._open_tmp(mode)
+        return AtomicFile(handle, PendingWrite(self, tmp_path))  # type: ignore[return-value]
+
+    # -- the backend's primitives --------------------------------------------------------------
+    def _exists(self) -> bool:
+        """Whether the file exists in the store (True, False, or TargetCheckError)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _exists_many(cls, targets: list[Target]) -> list[bool]:
+        """`_exists` of many targets of this class; a backend may batch round trips."""
+        return [target._exists() for target in targets]  # type: ignore[attr-defined]
+
+    def _open_final(self, mode: str) -> IO[Any]:
+        """Open the committed file for reading."""
+        raise NotImplementedError
+
+    def _open_staged(self, tmp_path: str, mode: str) -> IO[Any]:
+        """Open this attempt's staged temporary file for reading (a local file by default)."""
+        return open(tmp_path, mode)
+
+    def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
+        """A new temporary file for a write: the open handle and its path."""
+        raise NotImplementedError
+
+
+def _rebuild(cls: type[FileTarget], url: str, storage: Storage | None,
+             options: dict[str, Any]) -> FileTarget:
+    return cls(url, storage=storage, **options)  # type: ignore[no-any-return]
+
+
+def _staged_path(url: str) -> str | None:
+    staging = current_staging()
+    return staging.staged_path(url) if staging is not None else None
+
 
 #: protocol -> "module:Class" of its target class, imported on first use (as fsspec's
 #: known_implementations): s3fs is imported only by a run that has an s3:// target.
@@ -125,6 +215,14 @@ class Storage:
     def __init__(self, options: dict[str, dict[str, Any]] | None = None) -> None:
         self.options: dict[str, dict[str, Any]] = dict(options or {})
         self._filesystems: dict[tuple[int, str, tuple[tuple[str, Any], ...]], Any] = {}
+        # Unique across a fork: storages made in a worker after the fork are not its parent's.
+        self._serial = (current_pid(), next(_storage_serials))
+        _storages[self._serial] = self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A forked worker's Storage objects are its parent's, by serial number: the runner
+        # gets its own instance back (with its open filesystems), not a copy.
+        return (_storage_by_serial, (self._serial, self.options))
 
     def configure(self, options: dict[str, dict[str, Any]]) -> None:
         self.options = dict(options)
@@ -153,6 +251,15 @@ class Storage:
                                   f"'{protocol}' filesystem: {exc}") from exc
             self._filesystems[key] = fs
         return fs
+
+
+_storage_serials = itertools.count(1)
+_storages: weakref.WeakValueDictionary[tuple[int, int], Storage] = weakref.WeakValueDictionary()
+
+
+def _storage_by_serial(serial: tuple[int, int], options: dict[str, dict[str, Any]]) -> Storage:
+    storage = _storages.get(serial)
+    return storage if storage is not None else Storage(options)
 
 
 #: The storage the CLI and `bd.build()` configure from `[storage.*]`; a test may make its own.

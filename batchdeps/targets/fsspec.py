@@ -6,19 +6,13 @@ import contextlib
 from typing import IO, Any
 
 from ..errors import TargetCheckError, TargetError
-from .base import FileTarget, Storage, _split_url, default_storage
-from .staging import (
-    TMP_DIR_NAME,
-    PendingWrite,
-    _AtomicFile,
-    _check_mode,
-    _tmp_suffix,
-    current_staging,
-)
+from .base import FileTarget, Storage, _rebuild, _split_url, default_storage
+from .journal import OLD_SUFFIX
+from .staging import TMP_DIR_NAME, _tmp_suffix
 
 
 class FsspecTarget(FileTarget):
-    """A file on an fsspec filesystem (memory://, s3://, ...)."""
+    """A file on an fsspec filesystem (memory://, gcs://, ...)."""
 
     def __init__(self, url: str, *, storage: Storage | None = None, **storage_options: Any) -> None:
         self.url = url
@@ -26,14 +20,14 @@ class FsspecTarget(FileTarget):
         self._options = storage_options
         self.protocol, self.path = _split_url(url)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.url, self._storage, self._options))
+
     @property
     def fs(self) -> Any:
         return self._storage.filesystem(self.protocol, self._options)
 
-    def exists(self) -> bool:
-        staging = current_staging()
-        if staging is not None and staging.staged_path(self.url) is not None:
-            return True
+    def _exists(self) -> bool:
         fs = self.fs
         try:
             fs.invalidate_cache(self.path)
@@ -63,20 +57,19 @@ class FsspecTarget(FileTarget):
                 return float(value)
         return None
 
-    def open(self, mode: str = "r") -> IO[Any]:
-        _check_mode(mode)
-        fs = self.fs
-        if "r" in mode:
-            staging = current_staging()
-            staged = staging.staged_path(self.url) if staging is not None else None
-            try:
-                return fs.open(staged or self.path, mode)  # type: ignore[no-any-return]
-            except FileNotFoundError as exc:
-                raise TargetError(f"cannot read {self.url}: not found") from exc
+    def _open_final(self, mode: str) -> IO[Any]:
+        return self._open_staged(self.path, mode)
+
+    def _open_staged(self, tmp_path: str, mode: str) -> IO[Any]:
+        try:
+            return self.fs.open(tmp_path, mode)  # type: ignore[no-any-return]
+        except FileNotFoundError as exc:
+            raise TargetError(f"cannot read {self.url}: not found") from exc
+
+    def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
         parent, base = self.path.rsplit("/", 1) if "/" in self.path else ("", self.path)
         tmp_path = f"{parent}/{TMP_DIR_NAME}/{base}.{_tmp_suffix()}"
-        handle = fs.open(tmp_path, mode)
-        return _AtomicFile(handle, PendingWrite(self, tmp_path))  # type: ignore[return-value]
+        return self.fs.open(tmp_path, mode), tmp_path
 
     def commit_tmp(self, tmp_path: str) -> None:
         fs = self.fs
@@ -89,3 +82,28 @@ class FsspecTarget(FileTarget):
     def discard_tmp(self, tmp_path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(tmp_path)
+
+    def keep_previous(self, tmp_path: str, hide: bool) -> str | None:
+        fs = self.fs
+        backup = tmp_path + OLD_SUFFIX
+        try:
+            (fs.mv if hide else fs.copy)(self.path, backup)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise TargetError(f"cannot commit {self.url}: cannot keep the file it replaces: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        return backup
+
+    def undo_commit(self, backup: str | None) -> None:
+        fs = self.fs
+        if backup is not None:
+            fs.mv(backup, self.path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(self.path)
+        fs.invalidate_cache(self.path)
+
+    def drop_backup(self, backup: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(backup)

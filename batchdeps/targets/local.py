@@ -4,21 +4,26 @@ near the file system's own."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from typing import IO, Any
 
 from ..errors import TargetCheckError, TargetError
 from .base import FileTarget, Storage
-from .staging import (
-    TMP_DIR_NAME,
-    WRITE_BUFFER,
-    PendingWrite,
-    _AtomicFile,
-    _check_mode,
-    _tmp_suffix,
-    current_staging,
+from .journal import (
+    OLD_SUFFIX,
+    RECORD_SUFFIX,
+    REF_SUFFIX,
+    record_of_ref,
+    record_paths,
+    recover,
+    remove_path,
+    restore,
 )
+from .staging import TMP_DIR_NAME, WRITE_BUFFER, _tmp_suffix
 
+#: Temporary folders this process made. Safe without resets: a folder removed since is made
+#: again when a write finds it gone.
 _made_dirs: set[str] = set()
 
 
@@ -30,10 +35,7 @@ class LocalTarget(FileTarget):
         self.path = path  # relative paths stay relative: no getcwd() per target
         self.url = url
 
-    def exists(self) -> bool:
-        staging = current_staging()
-        if staging is not None and staging.staged_path(self.url) is not None:
-            return True
+    def _exists(self) -> bool:
         try:
             os.stat(self.path)
         except (FileNotFoundError, NotADirectoryError):
@@ -52,76 +54,162 @@ class LocalTarget(FileTarget):
         except OSError as exc:
             raise TargetCheckError(f"cannot check {self.url}: {exc.strerror or exc}") from exc
 
-    def open(self, mode: str = "r") -> IO[Any]:
-        _check_mode(mode)
-        if "r" in mode:
-            staging = current_staging()
-            staged = staging.staged_path(self.url) if staging is not None else None
-            try:
-                return open(staged or self.path, mode)
-            except OSError as exc:
-                raise TargetError(f"cannot read {self.url}: {exc.strerror or exc}") from exc
+    def _open_final(self, mode: str) -> IO[Any]:
+        return self._open_staged(self.path, mode)
+
+    def _open_staged(self, tmp_path: str, mode: str) -> IO[Any]:
+        try:
+            return open(tmp_path, mode)
+        except OSError as exc:
+            raise TargetError(f"cannot read {self.url}: {exc.strerror or exc}") from exc
+
+    def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
         directory, base = os.path.split(self.path)
         tmp_dir = os.path.join(directory, TMP_DIR_NAME)
-        if tmp_dir not in _made_dirs:
+        tmp_path = os.path.join(tmp_dir, f"{base}.{_tmp_suffix()}")
+        for _ in range(3):
+            if tmp_dir not in _made_dirs:
+                try:
+                    os.makedirs(tmp_dir, exist_ok=True)
+                except OSError as exc:
+                    raise TargetError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
+                _made_dirs.add(tmp_dir)
+            # An explicit buffer size spares open() its isatty() and block-size probes.
             try:
-                os.makedirs(tmp_dir, exist_ok=True)
+                return open(tmp_path, mode, buffering=WRITE_BUFFER), tmp_path
+            except FileNotFoundError:  # the folder was removed since we made it
+                _made_dirs.discard(tmp_dir)
             except OSError as exc:
                 raise TargetError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
-            _made_dirs.add(tmp_dir)
-        tmp_path = os.path.join(tmp_dir, f"{base}.{_tmp_suffix()}")
-        # An explicit buffer size spares open() its isatty() and block-size probes.
-        try:
-            handle = open(tmp_path, mode, buffering=WRITE_BUFFER)
-        except FileNotFoundError:  # the folder was removed since we made it
-            _made_dirs.discard(tmp_dir)
-            os.makedirs(tmp_dir, exist_ok=True)
-            handle = open(tmp_path, mode, buffering=WRITE_BUFFER)
-        return _AtomicFile(handle, PendingWrite(self, tmp_path))  # type: ignore[return-value]
+        raise TargetError(f"cannot write {self.url}: its temporary folder keeps disappearing")
 
     def commit_tmp(self, tmp_path: str) -> None:
         try:
             os.replace(tmp_path, self.path)
         except OSError as exc:
+            if exc.errno in _DIR_IN_THE_WAY and os.path.isdir(tmp_path):
+                self._replace_folder(tmp_path)
+                return
             raise TargetError(f"cannot commit {self.url}: {exc.strerror or exc}") from exc
 
-    def discard_tmp(self, tmp_path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
+    def _replace_folder(self, tmp_path: str) -> None:
+        """A folder output over an existing folder: the old one is moved aside first (a
+        rename cannot replace a folder that is not empty), then removed."""
+        old = tmp_path + OLD_SUFFIX
+        try:
+            os.rename(self.path, old)
+            try:
+                os.rename(tmp_path, self.path)
+            except OSError:
+                os.rename(old, self.path)
+                raise
+        except OSError as exc:
+            raise TargetError(f"cannot commit {self.url}: {exc.strerror or exc}") from exc
+        remove_path(old)
 
-    def cleanup_stale(self, fresh: bool = False) -> None:
+    def discard_tmp(self, tmp_path: str) -> None:
+        remove_path(tmp_path)
+
+    def keep_previous(self, tmp_path: str, hide: bool) -> str | None:
+        old = tmp_path + OLD_SUFFIX
+        try:
+            if not hide:
+                try:
+                    os.link(self.path, old)  # the file stays in view and is replaced at once
+                    return old
+                except FileNotFoundError:
+                    return None
+                except OSError:
+                    pass  # a folder, or no hard links here: move it aside instead
+            os.rename(self.path, old)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TargetError(f"cannot commit {self.url}: cannot keep the file it replaces: "
+                              f"{exc.strerror or exc}") from exc
+        return old
+
+    def undo_commit(self, backup: str | None) -> None:
+        if backup is not None:
+            restore(backup, self.path)
+        else:
+            remove_path(self.path)
+
+    def drop_backup(self, backup: str) -> None:
+        remove_path(backup)
+
+    def cleanup_stale(self, fresh: bool = False,
+                      listings: dict[str, FolderListing] | None = None) -> None:
+        """Remove this target's leftovers, first finishing an interrupted commit of it.
+
+        The caller holds the task's lock. `listings` (run-scoped) keeps each temporary
+        folder's first listing, so a run lists a folder once, not once per task.
+        """
         directory, base = os.path.split(self.path)
         tmp_dir = os.path.join(directory, TMP_DIR_NAME)
-        if fresh:
-            entries = _stale_by_base(tmp_dir).get(base, [])
-        else:  # one listing per folder per run, not one per task
-            index = _stale_index.get(tmp_dir)
-            if index is None:
-                index = _stale_index[tmp_dir] = _stale_by_base(tmp_dir)
-            entries = index.pop(base, [])
+        listing = listings.get(tmp_dir) if listings is not None and not fresh else None
+        if listing is None:
+            listing = FolderListing(tmp_dir)
+            if listings is not None:
+                listings[tmp_dir] = listing
+        if listing.records:
+            listing.recover_records_of(os.path.abspath(self.path))
+        for entry in listing.by_base.pop(base, []):
+            if not entry.endswith((RECORD_SUFFIX, REF_SUFFIX)):
+                with contextlib.suppress(OSError):
+                    remove_path(os.path.join(tmp_dir, entry))
+
+
+_DIR_IN_THE_WAY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR})
+
+
+class FolderListing:
+    """The entries of one temporary folder, by the name of the target they were written for."""
+
+    def __init__(self, tmp_dir: str) -> None:
+        self.tmp_dir = tmp_dir
+        self.by_base: dict[str, list[str]] = {}
+        self.records: list[str] = []  # commit records and refs found here
+        try:
+            entries = os.listdir(tmp_dir)
+        except OSError:
+            return
         for entry in entries:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(tmp_dir, entry))
+            name = parse_tmp_name(entry)
+            if name is None:
+                continue
+            self.by_base.setdefault(name[0], []).append(entry)
+            if entry.endswith((RECORD_SUFFIX, REF_SUFFIX)):
+                self.records.append(entry)
+
+    def recover_records_of(self, path: str) -> None:
+        """Finish the interrupted commits (records here, or named by refs here) of `path`."""
+        for entry in list(self.records):
+            full = os.path.join(self.tmp_dir, entry)
+            record = full if entry.endswith(RECORD_SUFFIX) else record_of_ref(full)
+            if record is None or not os.path.exists(record):
+                if record is None or entry.endswith(REF_SUFFIX):
+                    remove_path(full)  # a ref whose record is gone
+                self.records.remove(entry)
+                continue
+            if path in record_paths(record):
+                recover(record)
+                self.records.remove(entry)
 
 
-#: temporary folder -> target name -> leftover temporary files, as first seen in this run
-_stale_index: dict[str, dict[str, list[str]]] = {}
+def parse_tmp_name(entry: str) -> tuple[str, str, str] | None:
+    """(target name, writer, kind) of a temporary folder entry, None if not one of ours.
 
-
-def forget_stale_files() -> None:
-    """Start a new run: look at the temporary folders afresh."""
-    _stale_index.clear()
-
-
-def _stale_by_base(tmp_dir: str) -> dict[str, list[str]]:
-    """The temporary files in `tmp_dir`, by the name of the target they were written for."""
-    try:
-        entries = os.listdir(tmp_dir)
-    except OSError:
-        return {}
-    index: dict[str, list[str]] = {}
-    for entry in entries:
-        parts = entry.rsplit(".", 3)  # <name>.<pid>.<random>.<n>
-        if len(parts) == 4:
-            index.setdefault(parts[0], []).append(entry)
-    return index
+    Entries are `<name>.<writer>.<random>.<n>` plus ".old", ".commit" or ".ref" for the
+    kept-aside file, the commit record and a ref to it; writer is `<host>-<pid>` (or a
+    bare pid, from older versions).
+    """
+    kind = ""
+    for suffix in (OLD_SUFFIX, RECORD_SUFFIX, REF_SUFFIX):
+        if entry.endswith(suffix):
+            kind, entry = suffix, entry[: -len(suffix)]
+            break
+    parts = entry.rsplit(".", 3)
+    if len(parts) != 4 or not parts[3].isdigit():
+        return None
+    return parts[0], parts[1], kind

@@ -37,7 +37,8 @@ from typing import IO, Any, TypeVar
 from ..errors import TargetCheckError, TargetError
 from .base import Storage, Target
 from .fsspec import FsspecTarget
-from .staging import PendingWrite, _AtomicFile, _check_mode, _tmp_suffix, current_staging
+from .journal import OLD_SUFFIX
+from .staging import TMP_DIR_NAME, _tmp_suffix
 
 log = logging.getLogger("batchdeps.targets.s3")
 
@@ -426,25 +427,18 @@ class S3Target(FsspecTarget):
         except TargetError as exc:
             raise TargetCheckError(f"cannot check {self.url}: {exc}") from exc
 
-    def exists(self) -> bool:
+    def _exists(self) -> bool:
         """One HEAD request: True, False on 404, TargetCheckError on anything else."""
-        staging = current_staging()
-        if staging is not None and staging.staged_path(self.url) is not None:
-            return True
         fs = self._filesystem_for_check()
         return _run(fs, lambda: _head(fs, self.bucket, self.key, self.url))
 
     @classmethod
-    def exists_many(cls, targets: list[Target]) -> list[bool]:
+    def _exists_many(cls, targets: list[Target]) -> list[bool]:
         """Existence of many S3 targets with few round trips (see `_exists_batch`)."""
         result = [False] * len(targets)
-        staging = current_staging()
         by_fs: dict[int, tuple[Any, list[int]]] = {}
         for index, target in enumerate(targets):
             assert isinstance(target, S3Target)
-            if staging is not None and staging.staged_path(target.url) is not None:
-                result[index] = True
-                continue
             fs = target._filesystem_for_check()
             by_fs.setdefault(id(fs), (fs, []))[1].append(index)
         for fs, indices in by_fs.values():
@@ -454,27 +448,25 @@ class S3Target(FsspecTarget):
                 result[index] = answer
         return result
 
-    def open(self, mode: str = "r") -> IO[Any]:
-        _check_mode(mode)
-        if "r" in mode:
-            staging = current_staging()
-            staged = staging.staged_path(self.url) if staging is not None else None
-            if staged is not None:
-                return open(staged, mode)
-            fs = self.fs
-            try:
-                fs.invalidate_cache(self.path)
-                return fs.open(self.path, mode)  # type: ignore[no-any-return]
-            except FileNotFoundError as exc:
-                raise TargetError(f"cannot read {self.url}: not found") from exc
-            except Exception as exc:
-                cause = describe(exc.__cause__ or exc) if exc.__cause__ else describe(exc)
-                raise TargetError(f"cannot read {self.url}: {cause}") from exc
+    def _open_final(self, mode: str) -> IO[Any]:
+        fs = self.fs
+        try:
+            fs.invalidate_cache(self.path)
+            return fs.open(self.path, mode)  # type: ignore[no-any-return]
+        except FileNotFoundError as exc:
+            raise TargetError(f"cannot read {self.url}: not found") from exc
+        except Exception as exc:
+            cause = describe(exc.__cause__ or exc) if exc.__cause__ else describe(exc)
+            raise TargetError(f"cannot read {self.url}: {cause}") from exc
+
+    def _open_staged(self, tmp_path: str, mode: str) -> IO[Any]:
+        return open(tmp_path, mode)  # the local spool file
+
+    def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
         directory = spool_dir()
         os.makedirs(directory, mode=0o700, exist_ok=True)
         spool = os.path.join(directory, _spool_prefix(self.url) + _tmp_suffix())
-        handle = open(spool, mode)  # noqa: SIM115 - closed by the _AtomicFile that owns it
-        return _AtomicFile(handle, PendingWrite(self, spool))  # type: ignore[return-value]
+        return open(spool, mode), spool
 
     def commit_tmp(self, tmp_path: str) -> None:
         """Upload the spooled file to the final key; the spool is removed either way."""
@@ -493,7 +485,61 @@ class S3Target(FsspecTarget):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_path)
 
-    def cleanup_stale(self, fresh: bool = False) -> None:
+    def keep_previous(self, tmp_path: str, hide: bool) -> str | None:
+        """Copy the object this write replaces to a key under `.batchdeps-tmp/` (and delete
+        it when `hide`); None if there is none. An object S3 cannot copy in one request
+        (over 5 GB) is not kept: "" is returned and a failed commit cannot restore it."""
+        parent, _, base = self.key.rpartition("/")
+        backup = f"{parent + '/' if parent else ''}{TMP_DIR_NAME}/{base}.{_tmp_suffix()}{OLD_SUFFIX}"
+
+        async def keep(fs: Any) -> str | None:
+            try:
+                await _call(fs, "copy_object", self.url, Bucket=self.bucket, Key=backup,
+                            CopySource={"Bucket": self.bucket, "Key": self.key})
+            except Exception as exc:
+                _, code = _status_and_code(exc)
+                if code in ("NoSuchKey", "404"):
+                    return None
+                if code in ("InvalidRequest", "EntityTooLarge"):
+                    log.warning("%s is too large to keep a copy of while it is replaced (%s)",
+                                self.url, describe(exc))
+                    return ""
+                raise
+            if hide:
+                await _call(fs, "delete_object", self.url, Bucket=self.bucket, Key=self.key)
+            return backup
+
+        return self._request("keep the object it replaces", keep)  # type: ignore[no-any-return]
+
+    def undo_commit(self, backup: str | None) -> None:
+        async def undo(fs: Any) -> None:
+            if backup:
+                await _call(fs, "copy_object", self.url, Bucket=self.bucket, Key=self.key,
+                            CopySource={"Bucket": self.bucket, "Key": backup})
+                await _call(fs, "delete_object", self.url, Bucket=self.bucket, Key=backup)
+            elif backup is None:
+                await _call(fs, "delete_object", self.url, Bucket=self.bucket, Key=self.key)
+            else:
+                log.warning("%s: the object it replaced could not be kept, so it cannot be "
+                            "restored", self.url)
+
+        self._request("undo the upload", undo)
+
+    def drop_backup(self, backup: str) -> None:
+        if backup:
+            self._request("remove the kept copy", lambda fs: _call(
+                fs, "delete_object", self.url, Bucket=self.bucket, Key=backup))
+
+    def _request(self, what: str, make: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            fs = self.fs
+            return _run(fs, lambda: make(fs))
+        except TargetError:
+            raise
+        except Exception as exc:
+            raise TargetError(f"cannot commit {self.url}: cannot {what}: {describe(exc)}") from exc
+
+    def cleanup_stale(self, fresh: bool = False, listings: dict[str, Any] | None = None) -> None:
         """Drop spool files of crashed writers and abort their unfinished uploads."""
         prefix = _spool_prefix(self.url)
         directory = spool_dir()

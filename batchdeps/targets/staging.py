@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import itertools
+import logging
+import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from ..procinfo import current_pid
@@ -19,15 +22,27 @@ from ..procinfo import current_pid
 if TYPE_CHECKING:
     from .base import Target
 
+log = logging.getLogger("batchdeps.targets")
+
 TMP_DIR_NAME = ".batchdeps-tmp"
 WRITE_BUFFER = 64 * 1024
 
 
 class Staging:
-    """Writes closed during one task attempt, committed or discarded together."""
+    """Writes closed during one task attempt, committed or discarded together.
+
+    It travels from a forked worker to the runner as it is (PendingWrite keeps its target,
+    and a target its storage options), so the runner commits each write where it belongs.
+    """
 
     def __init__(self) -> None:
         self.pending: dict[str, PendingWrite] = {}
+
+    def __contains__(self, url: object) -> bool:
+        return url in self.pending
+
+    def __len__(self) -> int:
+        return len(self.pending)
 
     def add(self, write: PendingWrite) -> None:
         previous = self.pending.pop(write.target.url, None)
@@ -39,24 +54,27 @@ class Staging:
         write = self.pending.get(url)
         return write.tmp_path if write is not None else None
 
-    def commit(self) -> None:
-        """Make every staged write visible; stop at the first failure."""
+    def commit(self, outputs: Sequence[Target] = ()) -> None:
+        """Make every staged write visible; on a failure, nothing of this attempt stays.
+
+        `outputs` are the task's declared outputs, in order (see commit.py for why).
+        Raises TargetError when a write could not be committed.
+        """
+        from .commit import commit_together
+
         writes = list(self.pending.values())
         self.pending.clear()
-        for index, write in enumerate(writes):
-            try:
-                write.commit()
-            except BaseException:
-                for rest in writes[index + 1 :]:
-                    rest.discard()
-                raise
+        commit_together(writes, outputs)
 
     def discard(self) -> None:
-        """Remove every staged temporary file."""
+        """Remove every staged temporary file (a failure to remove one is only logged)."""
         writes = list(self.pending.values())
         self.pending.clear()
         for write in writes:
-            write.discard()
+            try:
+                write.discard()
+            except Exception as exc:  # noqa: BLE001 - never let cleanup hide the real error
+                log.warning("could not remove temporary file %s: %s", write.tmp_path, exc)
 
 
 _staging: contextvars.ContextVar[Staging | None] = contextvars.ContextVar(
@@ -113,7 +131,7 @@ class PendingWrite:
         self.target.discard_tmp(self.tmp_path)
 
 
-class _AtomicFile:
+class AtomicFile:
     """Wraps a temporary file; on a clean close the write is staged or committed."""
 
     def __init__(self, handle: IO[Any], pending: PendingWrite) -> None:
@@ -163,7 +181,7 @@ class _AtomicFile:
         finally:
             self._pending.discard()
 
-    def __enter__(self) -> _AtomicFile:
+    def __enter__(self) -> AtomicFile:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -180,16 +198,47 @@ class _AtomicFile:
 
 _counter = itertools.count()
 _PROCESS_TAG = ""
+_TAG_PID = 0
 
 
 def _tmp_suffix() -> str:
-    global _PROCESS_TAG
+    """`<host>-<pid>.<random>.<n>`: unique, and says whose file it is (see `writer_is_dead`)."""
+    global _PROCESS_TAG, _TAG_PID
     pid = current_pid()
-    if not _PROCESS_TAG.startswith(f"{pid}."):
-        _PROCESS_TAG = f"{pid}.{secrets.token_hex(3)}"
+    if pid != _TAG_PID:
+        _PROCESS_TAG = f"{host_tag()}-{pid}.{secrets.token_hex(3)}"
+        _TAG_PID = pid
     return f"{_PROCESS_TAG}.{next(_counter)}"
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in ("r", "rb", "w", "wb"):
-        raise ValueError(f"unsupported mode {mode!r}: use r, rb, w or wb")
+_HOST_TAG = ""
+
+
+def host_tag() -> str:
+    """A short, dot-free tag of this machine's name."""
+    global _HOST_TAG
+    if not _HOST_TAG:
+        _HOST_TAG = hashlib.sha1(os.uname().nodename.encode()).hexdigest()[:8]
+    return _HOST_TAG
+
+
+def writer_is_dead(writer: str, age: float) -> bool:
+    """Whether the writer of a temporary file (`<host>-<pid>`) is provably gone.
+
+    On this machine: its process no longer exists. Another machine's (or an older
+    version's, with no host): the file is older than `STALE_AFTER` seconds.
+    """
+    host, _, pid = writer.rpartition("-")
+    if host == host_tag() and pid.isdigit() and int(pid) > 0:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False  # exists, owned by someone else
+        return False
+    return age > STALE_AFTER
+
+
+#: Seconds after which a temporary file of another machine's writer counts as abandoned.
+STALE_AFTER = 24 * 3600.0
