@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BATCHDEPS
-from s3util import (  # noqa: F401 - fixtures
+from support.project import BATCHDEPS
+from support.s3util import (  # noqa: F401 - fixtures
     FAKE_CREDENTIALS,
     boto_client,
     free_port,
