@@ -1,14 +1,19 @@
-"""The SQLite lease table: grants, fencing tokens, expiry, restarts, resource slots."""
+"""The SQLite lease table: grants, fencing tokens, expiry, restarts, resource slots, audit,
+and the refusal of a file that is not a valid lease database."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from batchdeps.locks.protocol import Holder
-from batchdeps.locks.store import LeaseLost, LeaseStore
+from batchdeps.locks.store import LeaseNotHeld, LeaseStore, StoreError
 
 A = Holder("host-a", 100, "run-a")
 B = Holder("host-b", 200, "run-b")
@@ -34,7 +39,7 @@ def store(tmp_path: Path, clock: Clock) -> LeaseStore:
 
 def test_second_holder_is_refused_while_the_lease_is_live(store: LeaseStore) -> None:
     granted, lease = store.acquire("T(a=1)", A, 10)
-    assert granted and lease is not None and lease.token == 1
+    assert granted and lease is not None and lease.token >= 1
     granted, current = store.acquire("T(a=1)", B, 10)
     assert not granted and current is not None and current.holder == A
 
@@ -64,7 +69,7 @@ def test_fencing_token_grows_on_every_grant_and_survives_restart(tmp_path: Path,
     reopened = LeaseStore(path, clock=clock)
     _, lease = reopened.acquire("T", B, 10)
     assert lease is not None
-    assert tokens == [1, 2, 3] and lease.token == 4
+    assert tokens == sorted(set(tokens)) and lease.token > tokens[-1]
 
 
 def test_expired_lease_goes_to_the_next_holder_and_fences_the_old_one(
@@ -73,8 +78,8 @@ def test_expired_lease_goes_to_the_next_holder_and_fences_the_old_one(
     assert old is not None
     clock.now += 5.1
     granted, new = store.acquire("T", B, 5)
-    assert granted and new is not None and new.token == old.token + 1
-    with pytest.raises(LeaseLost, match="granted again"):
+    assert granted and new is not None and new.token > old.token
+    with pytest.raises(LeaseNotHeld, match="granted again"):
         store.renew("T", old.token, A)
     assert store.release("T", old.token, A) is False
     assert store.get("T") is not None and store.get("T").holder == B  # type: ignore[union-attr]
@@ -89,7 +94,7 @@ def test_renewal_after_expiry_is_refused_even_when_nobody_took_it(store: LeaseSt
     clock.now += 4  # 8 s after grant, 4 after renewal: live
     store.renew("T", lease.token, A)
     clock.now += 6
-    with pytest.raises(LeaseLost, match="expired"):
+    with pytest.raises(LeaseNotHeld, match="expired"):
         store.renew("T", lease.token, A)
 
 
@@ -129,7 +134,7 @@ def test_resource_pool_grants_at_most_its_slots(store: LeaseStore, clock: Clock)
     assert store.acquire_resource("warehouse", 2, B, 10) is None
     store.release(first.key, first.token, A)
     third = store.acquire_resource("warehouse", 2, B, 10)
-    assert third is not None and third.key == first.key and third.token == first.token + 1
+    assert third is not None and third.key == first.key and third.token > first.token
     clock.now += 11  # A's second slot expires
     assert store.acquire_resource("warehouse", 2, B, 10) is not None
 
@@ -139,6 +144,147 @@ def test_grants_are_on_disk_before_the_call_returns(tmp_path: Path, clock: Clock
     store = LeaseStore(path, clock=clock)
     store.acquire("T", A, 10)
     other = sqlite3.connect(path)  # a second connection sees only committed data
-    row = other.execute("SELECT token, host, held FROM leases WHERE key = 'T'").fetchone()
-    assert row == (1, "host-a", 1)
+    row = other.execute("SELECT host FROM leases WHERE key = 'T'").fetchone()
+    assert row == ("host-a",)
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def rows(path: str, table: str) -> int:
+    other = sqlite3.connect(path)
+    try:
+        return int(other.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        other.close()
+
+
+def test_released_and_expired_rows_are_deleted(tmp_path: Path, clock: Clock) -> None:
+    path = str(tmp_path / "leases.db")
+    store = LeaseStore(path, clock=clock)
+    leases = [store.acquire(f"T{i}", A, 5)[1] for i in range(10)]
+    for lease in leases[:5]:
+        assert lease is not None and store.release(lease.key, lease.token, A)
+    assert rows(path, "leases") == 5 and store.held_count == 5
+    clock.now += 3
+    store.renew("T9", leases[9].token, A)  # type: ignore[union-attr]
+    clock.now += 2.5
+    assert store.expire_due() == 4  # T5..T8; T9 was renewed
+    assert rows(path, "leases") == 1 and store.held_count == 1
+    clock.now += 5
+    assert store.expire_due() == 1 and rows(path, "leases") == 0
+    events = [line.event for line in store.audit_since(0)]
+    assert events.count("grant") == 10 and events.count("release") == 5
+    assert events.count("expire") == 5
+
+
+def test_tokens_stay_above_every_token_issued_after_a_fresh_file(tmp_path: Path,
+                                                                 clock: Clock) -> None:
+    old = LeaseStore(str(tmp_path / "old.db"), clock=clock)
+    issued = [old.acquire(f"T{i}", A, 10)[1].token for i in range(50)]  # type: ignore[union-attr]
+    old.close()
+    fresh = LeaseStore(str(tmp_path / "fresh.db"), clock=clock)  # the operator starts afresh
+    _, lease = fresh.acquire("T0", B, 10)
+    assert lease is not None and lease.token > max(issued)
+    assert fresh.token_high() == lease.token
+
+
+def test_token_high_water_mark_survives_the_deletion_of_every_row(tmp_path: Path,
+                                                                  clock: Clock) -> None:
+    path = str(tmp_path / "leases.db")
+    moments = iter(range(10))
+    store = LeaseStore(path, clock=clock, wall=lambda: 1000.0 + next(moments) * 0.0)
+    _, first = store.acquire("T", A, 10)  # the wall clock stands still: only the mark counts
+    assert first is not None
+    store.release("T", first.token, A)
+    store.close()
+    again = LeaseStore(path, clock=clock, wall=lambda: 1000.0)
+    _, second = again.acquire("T", A, 10)
+    assert second is not None and second.token == first.token + 1
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "garbage", "empty"])
+def test_a_damaged_database_is_refused_and_left_as_it_is(tmp_path: Path, clock: Clock,
+                                                         damage: str) -> None:
+    path = str(tmp_path / "leases.db")
+    store = LeaseStore(path, clock=clock)
+    for i in range(300):
+        store.acquire(f"Task(n={i}, padding={'x' * 200})", A, 10)
+    store.close()
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        if damage == "zeroed":
+            handle.write(b"\0" * size)
+        elif damage == "truncated":
+            handle.truncate(size // 2)
+        elif damage == "garbage":
+            handle.seek(0)
+            handle.write(b"this is not a database" * 10)
+        else:
+            handle.truncate(0)
+    before = open(path, "rb").read()
+    with pytest.raises(StoreError) as info:
+        LeaseStore(path, clock=clock)
+    assert info.value.exit_code == 2
+    assert path in str(info.value) and "not re-initialised" in str(info.value)
+    assert open(path, "rb").read() == before
+
+
+def test_a_damaged_write_ahead_log_is_refused(tmp_path: Path, clock: Clock) -> None:
+    path = str(tmp_path / "leases.db")
+    script = ("import os, sys\nfrom batchdeps.locks.store import LeaseStore\n"
+              "from batchdeps.locks.protocol import Holder\n"
+              "LeaseStore(sys.argv[1]).acquire('T', Holder('h', 1, 'r'), 10)\n"
+              "os._exit(0)\n")  # like a kill -9: the WAL is not checkpointed
+    subprocess.run([sys.executable, "-c", script, path], check=True)
+    with open(path + "-wal", "r+b") as handle:  # the WAL holds the grant
+        assert len(handle.read(32)) == 32
+        handle.seek(8)
+        handle.write(b"\xff\xff\xff\xff")
+    with pytest.raises(StoreError, match="write-ahead log"):
+        LeaseStore(path, clock=clock)
+
+
+def test_an_sqlite_file_of_another_program_is_refused(tmp_path: Path, clock: Clock) -> None:
+    path = str(tmp_path / "other.db")
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE customers (name TEXT)")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreError, match="another program"):
+        LeaseStore(path, clock=clock)
+    other = sqlite3.connect(path)
+    assert [r[0] for r in other.execute("SELECT name FROM sqlite_master")] == ["customers"]
+
+
+def test_a_database_of_the_first_schema_is_migrated(tmp_path: Path, clock: Clock) -> None:
+    path = str(tmp_path / "v1.db")
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE leases (key TEXT PRIMARY KEY, token INTEGER NOT NULL, host TEXT "
+                "NOT NULL, pid INTEGER NOT NULL, run_id TEXT NOT NULL, ttl REAL NOT NULL, "
+                "granted_at REAL NOT NULL, held INTEGER NOT NULL)")
+    old.execute("INSERT INTO leases VALUES ('Held', 7, 'host-a', 100, 'run-a', 10, 0, 1)")
+    old.execute("INSERT INTO leases VALUES ('Free', 9, 'host-a', 100, 'run-a', 10, 0, 0)")
+    old.commit()
+    old.close()
+    store = LeaseStore(path, clock=clock, wall=lambda: 0.0)  # a clock far behind: the mark rules
+    held = store.get("Held")
+    assert held is not None and held.token == 7 and held.holder == A
+    assert store.get("Free") is None
+    _, lease = store.acquire("Free", B, 10)
+    assert lease is not None and lease.token == 10
+
+
+def test_audit_since_reads_newest_first_within_the_window(tmp_path: Path,
+                                                          clock: Clock) -> None:
+    now = [time.time()]
+    store = LeaseStore(str(tmp_path / "leases.db"), clock=clock, wall=lambda: now[0])
+    _, lease = store.acquire("T", A, 10, address="10.0.0.7")
+    now[0] += 100
+    assert lease is not None
+    store.release("T", lease.token, A, address="10.0.0.7")
+    store.audit("auth-failure", "10.0.0.9", "wrong token")
+    lines = store.audit_since(now[0] - 1)
+    assert [line.event for line in lines] == ["auth-failure", "release"]
+    assert lines[1].address == "10.0.0.7" and lines[1].holder == "host host-a pid 100 run run-a"
+    assert len(store.audit_since(0, limit=1)) == 1
+    assert store.prune_audit(now[0] - 1) == 1
+    assert [line.event for line in store.audit_since(0)] == ["auth-failure", "release"]

@@ -1,44 +1,79 @@
-"""The lock server's lease table: SQLite in WAL mode, with expiry on the monotonic clock.
+"""The lock server's lease table and audit log: SQLite in WAL mode, expiry on the monotonic clock.
 
-One row per key ever leased: (key, fencing token, holder, ttl, held). A row is never
-deleted, so a key's fencing token survives release and restart and only ever grows.
-Every change is committed at once (WAL, synchronous=NORMAL: it survives a kill -9 of
-the server). Grants must also survive a power loss, or a fencing token could be handed
-out twice: the server calls `sync()` (an fsync of the WAL) after a grant and before it
-answers, and one fsync covers every grant committed meanwhile (group commit). Releases
-are not synced: if a power loss drops one, that lease stays held for one more TTL.
+Tables: `leases` (one row per *held* lease: key, fencing token, holder, ttl), `audit` (every
+grant, release, expiry, takeover, forced release and authentication failure) and `meta`
+(what the file is, and the fencing-token high-water mark). A released or expired lease's row
+is deleted; the key's history stays in the audit log.
+
+Fencing tokens are one sequence for the whole database: each grant gets
+`max(high-water mark + 1, wall clock in microseconds)` and the mark is written in the same
+transaction as the grant. So a token is never handed out twice by one database, and a server
+started on a fresh file (after the operator removed a damaged one) still hands out tokens
+above every token the old file issued, as long as the server's clock has not gone back and
+the old file issued fewer than a million grants per second on average.
+
+Every change is committed at once (WAL, synchronous=NORMAL: it survives a kill -9 of the
+server). Grants must also survive a power loss, or a fencing token could be handed out
+twice: the server calls `sync()` (an fsync of the WAL) after a grant and before it answers,
+and one fsync covers every grant committed meanwhile (group commit). Releases are not
+synced: if a power loss drops one, that lease stays held for one more TTL.
 
 Expiry lives in memory on this process's monotonic clock and is not written on renewal
-(renewal is then cheap). On start every held row is treated as granted at start time, so
-a restart never shortens a live holder's lease: a holder that renews within one TTL of the
-restart keeps its lease, and a dead holder's lease frees one TTL after the restart.
+(renewal is then cheap). On start every held row is treated as granted at start time, so a
+restart never shortens a live holder's lease. `expire_due()` deletes expired rows a bounded
+number at a time, from a heap: no call scans the table.
 
+`open_store()` refuses a file that is not a valid lease database (never re-initialises it).
 Every method runs to completion without yielding, so callers on one event loop see each
 operation as atomic.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import sqlite3
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..errors import LockError, UsageError
 from .protocol import Holder, resource_key
 
+APPLICATION = "batchdeps-leases"
+SCHEMA_VERSION = 2
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS leases (
+CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE leases (
     key TEXT PRIMARY KEY,
     token INTEGER NOT NULL,
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
     run_id TEXT NOT NULL,
     ttl REAL NOT NULL,
-    granted_at REAL NOT NULL,   -- wall clock, for display only
-    held INTEGER NOT NULL
-)
+    granted_at REAL NOT NULL    -- wall clock, for display only
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,           -- wall clock
+    event TEXT NOT NULL,        -- grant, release, expire, takeover, force-release, auth-failure
+    key TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    holder TEXT NOT NULL,       -- 'host H pid P run R' ('' when none)
+    address TEXT NOT NULL,      -- client address of the request ('' for expiry)
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
 """
+SQLITE_MAGIC = b"SQLite format 3\x00"
+WAL_MAGICS = (0x377F0682, 0x377F0683)
+AUDIT_EVENTS = ("grant", "release", "expire", "takeover", "force-release", "auth-failure")
+
+
+class StoreError(UsageError):
+    """The lease database cannot be used as it is (the server refuses to start: exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -53,30 +88,172 @@ class LeaseRow:
     expires_in: float
 
 
-class LeaseLost(Exception):
-    """The named lease is not the caller's any more; the message says why."""
+@dataclass(frozen=True)
+class AuditRow:
+    """One line of the audit log."""
+
+    id: int
+    at: float
+    event: str
+    key: str
+    token: int
+    holder: str
+    address: str
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "at": self.at, "event": self.event, "key": self.key,
+                "token": self.token, "holder": self.holder, "address": self.address,
+                "detail": self.detail}
+
+
+class LeaseNotHeld(LockError):
+    """The named lease is not the caller's any more; the message says why.
+
+    The store's answer to a renew/check; the server turns it into a `lost` entry or a 409.
+    (The client-side `errors.LeaseLostError` is what a run sees.)
+    """
+
+
+def _wal_header_ok(header: bytes) -> bool:
+    """Whether a WAL file's 32-byte header has a valid magic number and checksum."""
+    magic = struct.unpack(">I", header[:4])[0]
+    if magic not in WAL_MAGICS:
+        return False
+    order = ">" if magic & 1 else "<"
+    words = struct.unpack(order + "6I", header[:24])
+    s0 = s1 = 0
+    for i in range(0, 6, 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return (s0, s1) == struct.unpack(">2I", header[24:32])
+
+
+def check_files(path: str, existed: bool) -> None:
+    """Refuse a database file (or its WAL) that is plainly not a lease database's."""
+    if existed:
+        with open(path, "rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+        if not head:
+            raise StoreError(f"the lease database {path} is an empty file; it is not "
+                             "re-initialised. Move it away to start afresh (fencing tokens "
+                             "stay above the old ones: see docs/locks.md)")
+        if head != SQLITE_MAGIC:
+            raise StoreError(f"{path} is not a lease database (not an SQLite file: damaged or "
+                             "another file); it is not re-initialised. Restore it, or move it "
+                             "away to start afresh")
+    wal = path + "-wal"
+    try:
+        with open(wal, "rb") as handle:
+            header = handle.read(32)
+    except FileNotFoundError:
+        return
+    if header and (len(header) < 32 or not _wal_header_ok(header)):
+        raise StoreError(f"the write-ahead log {wal} of the lease database is damaged, so "
+                         "recent grants would be lost; it is not re-initialised. Restore it, "
+                         "or move both files away to start afresh")
 
 
 class LeaseStore:
     """Leases keyed by task id (and resource slot), durable across restarts."""
 
     def __init__(self, path: str, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, check: bool = True,
+                 existed: bool | None = None) -> None:
+        """Open or create the database at `path`; StoreError when it is not a valid one.
+
+        `existed`: whether the file was there before (the server creates it empty to lock
+        it first); by default whether it exists now.
+        """
         self.path = path
         self.clock = clock
         self.wall = wall
+        if existed is None:
+            existed = os.path.exists(path)
+        if check:
+            check_files(path, existed)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # checkpoints still fsync
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.execute(SCHEMA)
+        try:
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._open(path, existed, check)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StoreError(f"{path} is not a valid lease database ({exc}); it is not "
+                             "re-initialised. Restore it, or move it away to start afresh")
+        except BaseException:
+            self.db.close()
+            raise
         self._expires: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._depth = 0
         self.grants = 0  # grants committed by this process; `sync()` makes them durable
         now = self.clock()
-        for key, ttl in self.db.execute("SELECT key, ttl FROM leases WHERE held = 1"):
-            self._expires[key] = now + ttl
+        for key, ttl in self.db.execute("SELECT key, ttl FROM leases"):
+            self._set_expiry(key, now + ttl)
+
+    def _open(self, path: str, existed: bool, check: bool) -> None:
+        if check and existed:
+            problem = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise StoreError(f"the lease database {path} is damaged ({problem}); it is "
+                                 "not re-initialised. Restore it, or move it away to start "
+                                 "afresh")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # checkpoints still fsync
+        tables = {row[0] for row in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" in tables:
+            meta = dict(self.db.execute("SELECT name, value FROM meta"))
+            if meta.get("application") != APPLICATION:
+                raise StoreError(f"{path} is an SQLite file of another program, not a lease "
+                                 "database")
+            if int(meta.get("schema", 0)) > SCHEMA_VERSION:
+                raise StoreError(f"{path} was written by a newer batchdeps (schema "
+                                 f"{meta.get('schema')}); upgrade this server")
+        elif tables == {"leases"} and self._legacy():
+            self._migrate_legacy()
+        elif tables:
+            raise StoreError(f"{path} is an SQLite file of another program (tables "
+                             f"{', '.join(sorted(tables))}), not a lease database")
+        elif existed:
+            raise StoreError(f"{path} holds no lease tables (its write-ahead log was lost?); "
+                             "it is not re-initialised. Move it away to start afresh")
+        else:
+            self._create()
+
+    def _create(self) -> None:
+        self.db.executescript("BEGIN;" + SCHEMA + "COMMIT;")
+        self.db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", [
+            ("application", APPLICATION), ("schema", SCHEMA_VERSION),
+            ("created", self.wall()), ("token_high", 0)])
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the tables are in the main file
+
+    def _legacy(self) -> bool:
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(leases)")}
+        return {"key", "token", "held", "granted_at"} <= columns
+
+    def _migrate_legacy(self) -> None:
+        """A database of the first schema (a row per key ever leased, a `held` flag)."""
+        high = self.db.execute("SELECT COALESCE(MAX(token), 0) FROM leases").fetchone()[0]
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("ALTER TABLE leases RENAME TO leases_v1")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self.db.execute(statement)
+        self.db.execute(
+            "INSERT INTO leases SELECT key, token, host, pid, run_id, ttl, granted_at "
+            "FROM leases_v1 WHERE held = 1")
+        self.db.execute("DROP TABLE leases_v1")
+        self.db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", [
+            ("application", APPLICATION), ("schema", SCHEMA_VERSION),
+            ("created", self.wall()), ("token_high", int(high))])
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
         self.db.close()
 
     def sync(self) -> None:
@@ -94,49 +271,155 @@ class LeaseStore:
         finally:
             os.close(fd)
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group the changes made inside into one commit (nested uses join the outer one)."""
+        if self._depth == 0:
+            self.db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self.db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self.db.execute("COMMIT")
+
+    # -- expiry ------------------------------------------------------------------------------
+    def _set_expiry(self, key: str, when: float) -> None:
+        if key not in self._expires:
+            heapq.heappush(self._heap, (when, key))
+        self._expires[key] = when  # a later expiry is found when the heap entry comes up
+
+    def expire_due(self, limit: int = 500) -> int:
+        """Delete up to `limit` leases whose TTL ran out (audited); how many were deleted."""
+        now = self.clock()
+        done = 0
+        with self.transaction():
+            while self._heap and self._heap[0][0] <= now and done < limit:
+                _, key = heapq.heappop(self._heap)
+                current = self._expires.get(key)
+                if current is None:
+                    continue  # released meanwhile
+                if current > now:
+                    heapq.heappush(self._heap, (current, key))  # renewed: look again later
+                    continue
+                row = self._row(key)
+                del self._expires[key]
+                if row is not None:
+                    self.db.execute("DELETE FROM leases WHERE key = ?", (key,))
+                    self._audit("expire", key, row[1], self._holder(row).text(), "",
+                                f"not renewed within its ttl of {row[5]:g} s")
+                done += 1
+        return done
+
+    @property
+    def held_count(self) -> int:
+        """Leases held (some may have expired and not been swept yet); O(1)."""
+        return len(self._expires)
+
     # -- reading ----------------------------------------------------------------------------
     def _row(self, key: str) -> tuple | None:  # type: ignore[type-arg]
         return self.db.execute(  # type: ignore[no-any-return]
-            "SELECT key, token, host, pid, run_id, ttl, granted_at, held FROM leases "
+            "SELECT key, token, host, pid, run_id, ttl, granted_at FROM leases "
             "WHERE key = ?", (key,)).fetchone()
 
+    @staticmethod
+    def _holder(row: tuple) -> Holder:  # type: ignore[type-arg]
+        return Holder(row[2], row[3], row[4])
+
     def _lease(self, row: tuple) -> LeaseRow:  # type: ignore[type-arg]
-        key, token, host, pid, run_id, ttl, granted_at, _ = row
+        key, token, host, pid, run_id, ttl, granted_at = row
         return LeaseRow(key, token, Holder(host, pid, run_id), ttl, granted_at,
                         self._expires.get(key, 0.0) - self.clock())
 
     def _live(self, row: tuple | None) -> bool:  # type: ignore[type-arg]
-        return row is not None and row[7] == 1 and self._expires.get(row[0], 0.0) > self.clock()
+        return row is not None and self._expires.get(row[0], 0.0) > self.clock()
 
     def get(self, key: str) -> LeaseRow | None:
         """The live lease on `key`, or None when it is free or expired."""
         row = self._row(key)
         return self._lease(row) if row is not None and self._live(row) else None
 
-    def live(self) -> list[LeaseRow]:
-        """Every live lease, oldest grant first."""
-        rows = self.db.execute(
-            "SELECT key, token, host, pid, run_id, ttl, granted_at, held FROM leases "
-            "WHERE held = 1 ORDER BY granted_at").fetchall()
+    def live(self, limit: int | None = None) -> list[LeaseRow]:
+        """Live leases, oldest grant first (at most `limit`)."""
+        sql = "SELECT key, token, host, pid, run_id, ttl, granted_at FROM leases ORDER BY granted_at"
+        rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else "")).fetchall()
         return [self._lease(row) for row in rows if self._live(row)]
 
-    # -- writing ----------------------------------------------------------------------------
-    def _grant(self, key: str, row: tuple | None, holder: Holder,  # type: ignore[type-arg]
-               ttl: float) -> LeaseRow:
-        token = (row[1] if row is not None else 0) + 1
-        self.db.execute(
-            "INSERT INTO leases (key, token, host, pid, run_id, ttl, granted_at, held) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET "
-            "token = excluded.token, host = excluded.host, pid = excluded.pid, "
-            "run_id = excluded.run_id, ttl = excluded.ttl, granted_at = excluded.granted_at, "
-            "held = 1",
-            (key, token, holder.host, holder.pid, holder.run_id, ttl, self.wall()),
-        )
-        self._expires[key] = self.clock() + ttl
-        self.grants += 1
-        return LeaseRow(key, token, holder, ttl, self.wall(), ttl)
+    def by_holder(self, host: str, pid: int) -> list[LeaseRow]:
+        """Live leases of every run of process `pid` on `host`."""
+        rows = self.db.execute(
+            "SELECT key, token, host, pid, run_id, ttl, granted_at FROM leases "
+            "WHERE host = ? AND pid = ?", (host, pid)).fetchall()
+        return [self._lease(row) for row in rows if self._live(row)]
 
-    def acquire(self, key: str, holder: Holder, ttl: float) -> tuple[bool, LeaseRow | None]:
+    def token_high(self) -> int:
+        """The highest fencing token this database ever handed out."""
+        return int(self.db.execute(
+            "SELECT value FROM meta WHERE name = 'token_high'").fetchone()[0])
+
+    def audit_since(self, since: float = 0.0, limit: int = 1000) -> list[AuditRow]:
+        """Audit lines at or after wall time `since`, newest first, at most `limit`."""
+        rows = self.db.execute(
+            "SELECT id, at, event, key, token, holder, address, detail FROM audit "
+            "WHERE at >= ? ORDER BY id DESC LIMIT ?", (since, int(limit))).fetchall()
+        return [AuditRow(*row) for row in rows]
+
+    # -- writing ----------------------------------------------------------------------------
+    def _audit(self, event: str, key: str, token: int, holder: str, address: str,
+               detail: str = "") -> None:
+        self.db.execute(
+            "INSERT INTO audit (at, event, key, token, holder, address, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (self.wall(), event, key, token, holder, address,
+                                             detail))
+
+    def audit(self, event: str, address: str, detail: str = "", key: str = "") -> None:
+        """Record an event that is not a lease change (an authentication failure)."""
+        with self.transaction():
+            self._audit(event, key, 0, "", address, detail)
+
+    def prune_audit(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` audit lines older than wall time `before`."""
+        with self.transaction():
+            cursor = self.db.execute(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? "
+                "ORDER BY id LIMIT ?)", (before, int(limit)))
+        return cursor.rowcount
+
+    def _next_token(self) -> int:
+        high = self.token_high()
+        token = max(high + 1, int(self.wall() * 1_000_000))
+        self.db.execute("UPDATE meta SET value = ? WHERE name = 'token_high'", (token,))
+        return token
+
+    def _grant(self, key: str, row: tuple | None, holder: Holder,  # type: ignore[type-arg]
+               ttl: float, address: str) -> LeaseRow:
+        with self.transaction():
+            if row is not None:  # expired, not swept yet
+                before = self._holder(row)
+                if before != holder:
+                    self._audit("takeover", key, row[1], before.text(), address,
+                                f"expired lease taken by {holder.text()}")
+                else:
+                    self._audit("expire", key, row[1], before.text(), "",
+                                f"not renewed within its ttl of {row[5]:g} s")
+            token = self._next_token()
+            now = self.wall()
+            self.db.execute(
+                "INSERT OR REPLACE INTO leases (key, token, host, pid, run_id, ttl, granted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, token, holder.host, holder.pid, holder.run_id, ttl, now))
+            self._audit("grant", key, token, holder.text(), address, f"ttl {ttl:g} s")
+        self._set_expiry(key, self.clock() + ttl)
+        self.grants += 1
+        return LeaseRow(key, token, holder, ttl, now, ttl)
+
+    def acquire(self, key: str, holder: Holder, ttl: float,
+                address: str = "") -> tuple[bool, LeaseRow | None]:
         """(True, lease) when granted or already the caller's; (False, current) otherwise.
 
         Acquiring again by the same holder is idempotent: same token, expiry extended.
@@ -145,55 +428,68 @@ class LeaseStore:
         if self._live(row):
             current = self._lease(row)  # type: ignore[arg-type]
             if current.holder == holder:
-                self._expires[key] = self.clock() + ttl
+                self._set_expiry(key, self.clock() + ttl)
                 return True, self._lease(row)  # type: ignore[arg-type]
             return False, current
-        return True, self._grant(key, row, holder, ttl)
+        return True, self._grant(key, row, holder, ttl, address)
 
-    def acquire_resource(self, name: str, slots: int, holder: Holder,
-                         ttl: float) -> LeaseRow | None:
+    def acquire_resource(self, name: str, slots: int, holder: Holder, ttl: float,
+                         address: str = "") -> LeaseRow | None:
         """A free slot of pool `name` (one the caller does not hold yet), or None."""
         for slot in range(slots):
             key = resource_key(name, slot)
             row = self._row(key)
             if not self._live(row):
-                return self._grant(key, row, holder, ttl)
+                return self._grant(key, row, holder, ttl, address)
         return None
 
     def _mine(self, key: str, token: int, holder: Holder) -> tuple:  # type: ignore[type-arg]
         row = self._row(key)
         if row is None:
-            raise LeaseLost(f"{key} was never granted")
-        if row[1] != token or Holder(row[2], row[3], row[4]) != holder:
-            now_held = (f"held by {Holder(row[2], row[3], row[4]).describe()}" if row[7] == 1
-                        else "released since")
-            raise LeaseLost(f"{key} was granted again (token {row[1]}, {now_held})")
-        if row[7] != 1:
-            raise LeaseLost(f"{key} was released or expired")
+            raise LeaseNotHeld(f"{key} was released or expired")
+        if row[1] != token or self._holder(row) != holder:
+            raise LeaseNotHeld(f"{key} was granted again (token {row[1]}, held by "
+                               f"{self._holder(row).describe()})")
         if not self._live(row):
-            self._release_row(key)
-            raise LeaseLost(f"{key} expired before it was renewed")
+            with self.transaction():
+                self._delete(key)
+                self._audit("expire", key, row[1], holder.text(), "",
+                            "expired before it was renewed")
+            raise LeaseNotHeld(f"{key} expired before it was renewed")
         return row
 
     def renew(self, key: str, token: int, holder: Holder) -> LeaseRow:
-        """Extend the caller's live lease by its TTL; LeaseLost when it is not theirs."""
+        """Extend the caller's live lease by its TTL; LeaseNotHeld when it is not theirs."""
         row = self._mine(key, token, holder)
-        self._expires[key] = self.clock() + row[5]
+        self._set_expiry(key, self.clock() + row[5])
         return self._lease(row)
 
-    def release(self, key: str, token: int, holder: Holder) -> bool:
+    def release(self, key: str, token: int, holder: Holder, address: str = "") -> bool:
         """Free the caller's lease; False (no change) when it is not theirs any more."""
         row = self._row(key)
-        if row is None or row[7] != 1 or row[1] != token or Holder(row[2], row[3], row[4]) != holder:
+        if row is None or row[1] != token or self._holder(row) != holder:
             return False
-        self._release_row(key)
+        with self.transaction():
+            self._delete(key)
+            self._audit("release", key, token, holder.text(), address)
         return True
 
-    def _release_row(self, key: str) -> None:
-        self.db.execute("UPDATE leases SET held = 0 WHERE key = ?", (key,))
-        self._expires.pop(key, None)
+    def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
+        """Free `key` whoever holds it (an operator's decision, audited); the lease or None."""
+        row = self._row(key)
+        if row is None:
+            return None
+        lease = self._lease(row)
+        with self.transaction():
+            self._delete(key)
+            self._audit("force-release", key, row[1], lease.holder.text(), address, reason)
+        return lease
+
+    def _delete(self, key: str) -> None:
+        self.db.execute("DELETE FROM leases WHERE key = ?", (key,))
+        self._expires.pop(key, None)  # its heap entry is skipped when it comes up
 
     def token(self, key: str) -> int:
-        """The last fencing token granted for `key` (0 if never)."""
+        """The fencing token of the lease held on `key` (0 if none)."""
         row = self._row(key)
         return int(row[1]) if row is not None else 0
