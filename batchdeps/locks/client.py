@@ -1,12 +1,12 @@
-"""The lock server client: `HttpLockProvider`, leases over HTTP with heartbeats and fencing.
+"""The lock provider over a lock server: `HttpLockProvider`, leases with heartbeats and fencing.
 
-Uses the standard library's http.client with one persistent connection per thread (the
-runner's thread and the heartbeat thread), so no aiohttp import on the client side.
+Requests go through `LockTransport` (locks/transport.py: HTTP, retries, error mapping).
 A heartbeat thread renews every held lease every ttl/3. A lease is marked lost when the
 server says it is no longer ours, or when no renewal succeeded for a whole TTL (measured
 from when the last successful renewal was sent, which is never later than the server's
-own expiry). Requests that cannot reach the server are retried with backoff for up to
-one TTL; after that the run stops with LockServerUnavailable.
+own expiry). Every request, releases included, is retried with backoff for up to one TTL
+while the server cannot be reached, so a server restart within the TTL goes unnoticed;
+after that the run stops with LockServerUnavailable.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ import http.client
 import json
 import logging
 import os
-import random
 import socket
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from ..errors import LeaseLostError, LockAuthError, LockError, LockServerUnavailable
 from . import protocol as p
+from .auth import WORKER, client_token
 from .base import Lease
+from .protocol import describe_holder
+from .transport import LockTransport
 
 log = logging.getLogger("batchdeps")
 
@@ -86,137 +86,46 @@ def _key(lease: Lease) -> str:
     return lease.key
 
 
-def describe_holder(value: Any) -> str:
-    """'host H pid P run R' from a holder JSON object ('' when not one)."""
-    try:
-        return p.Holder.from_json(value).describe()
-    except p.ProtocolError:
-        return ""
-
-
 class HttpLockProvider:
     """LockProvider backed by a batchdeps lock server."""
 
     def __init__(self, url: str, token: str = "", ttl: float = 30.0,
                  run_id: str | None = None, request_timeout: float | None = None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise LockError(f"lock server URL {url!r} must look like http://HOST:PORT "
-                            "or https://HOST:PORT")
-        try:
-            port = parts.port
-        except ValueError:
-            raise LockError(f"lock server URL {url!r} has a bad port") from None
-        self.url = url.rstrip("/")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = port or (443 if self._https else 80)
-        self._prefix = parts.path.rstrip("/")
-        if any(not 32 < ord(char) < 127 for char in token):
-            raise LockError("BATCHDEPS_LOCK_TOKEN may hold only printable ASCII characters "
-                            "without spaces (it is sent in an HTTP header)")
-        self.token = token
         self.ttl = max(p.MIN_TTL, float(ttl))
+        self.transport = LockTransport(
+            url, token or client_token(),
+            request_timeout=request_timeout or min(10.0, max(1.0, self.ttl / 3)),
+            retry_for=self.ttl)
+        self.url = self.transport.url
         self.me = p.Holder(socket.gethostname()[: p.MAX_HOST_CHARS], os.getpid(),
                            (run_id or uuid.uuid4().hex[:12])[: p.MAX_RUN_ID_CHARS])
-        self.request_timeout = request_timeout or min(10.0, max(1.0, self.ttl / 3))
-        self._local = threading.local()
-        self._connections: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()  # guards _held and lease flags
         self._held: dict[Lease, _Held] = {}
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
-        self._unreachable = False  # the last call ran out of retries: do not wait again
         self._to_release: list[Lease] = []  # task leases given back, not yet sent
         self._sending = threading.Lock()  # held while a batch of releases is taken and sent
         self._release_wanted = threading.Event()
         self._releaser: threading.Thread | None = None
 
-    # -- transport ---------------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._https:
-                conn = http.client.HTTPSConnection(self._host, self._port,
-                                                   timeout=self.request_timeout,
-                                                   context=ssl.create_default_context())
-            else:
-                conn = http.client.HTTPConnection(self._host, self._port,
-                                                  timeout=self.request_timeout)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
-    def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def _once(self, route: str, body: Any) -> tuple[int, Any]:
-        method, path = p.ROUTES[route]
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn = self._connection()
-        try:
-            conn.request(method, self._prefix + path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException):
-            self._drop_connection()
-            raise
-        if response.getheader("Connection", "").lower() == "close":
-            self._drop_connection()
-        try:
-            data = json.loads(raw) if raw else {}
-        except ValueError:
-            data = {"error": raw[:200].decode("utf-8", "replace")}
-        return response.status, data
-
     def _call(self, route: str, body: Any = None, retry_for: float | None = None) -> tuple[int, Any]:
-        """One request, retried with backoff while the server is unreachable or busy.
+        return self.transport.call(route, body, retry_for)
 
-        Raises LockServerUnavailable after `retry_for` seconds (default: one TTL),
-        LockAuthError on 401, LockError on any other 4xx/5xx except 409.
-        """
-        budget = self.ttl if retry_for is None else retry_for
-        deadline = time.monotonic() + budget
-        delay = 0.05
-        while True:
-            try:
-                status, data = self._once(route, body)
-            except (OSError, http.client.HTTPException) as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if status == p.UNAUTHORIZED:
-                    raise LockAuthError(
-                        f"lock server {self.url} refused the token: set BATCHDEPS_LOCK_TOKEN "
-                        "to the token the server was started with")
-                if status in (p.TOO_MANY_REQUESTS, 502, 503, 504):
-                    problem = f"HTTP {status}"
-                elif status >= 400 and status != p.LEASE_LOST:
-                    error = data.get("error", "") if isinstance(data, dict) else ""
-                    raise LockError(f"lock server {self.url} answered {status} to {route}: {error}")
-                else:
-                    self._unreachable = False
-                    return status, data
-            now = time.monotonic()
-            if now >= deadline:
-                self._unreachable = True
-                raise LockServerUnavailable(
-                    f"lock server {self.url} cannot be reached ({problem}; tried for "
-                    f"{budget:g} s); is `batchdeps lock-server` running there?")
-            time.sleep(min(delay * (0.5 + random.random()), max(0.0, deadline - now)))
-            delay = min(delay * 2, 1.0)
+    def _release_budget(self) -> float:
+        """How long a release is retried: one TTL, like every request, unless the server was
+        already found unreachable for a whole TTL (the run is stopping; the lease frees by
+        its TTL)."""
+        return 0.0 if self.transport.unreachable else self.ttl
 
     # -- LockProvider --------------------------------------------------------------------------
     def start(self) -> None:
-        """Check that the server answers and accepts our token; nothing has run yet."""
-        self._call("health", retry_for=START_RETRY_SECONDS)
+        """Check that the server answers and that our token may take leases; nothing has
+        run yet."""
+        _, data = self._call("whoami", retry_for=START_RETRY_SECONDS)
+        roles = data.get("roles", []) if isinstance(data, dict) else []
+        if WORKER not in roles:
+            raise LockAuthError(f"lock server {self.url}: this token has the role(s) "
+                                f"{', '.join(roles) or 'none'}; a run needs {WORKER}")
 
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat is None:
@@ -347,7 +256,7 @@ class HttpLockProvider:
         try:
             self._call("release", {"key": lease.key, "token": lease.fencing_token,
                                    "holder": self.me.to_json()},
-                       retry_for=0.0 if self._unreachable else min(self.ttl, 2.0))
+                       retry_for=self._release_budget())
         except LockError as exc:  # the lease frees itself when its TTL runs out
             log.warning("could not release the lease on %s: %s", lease.key, exc)
 
@@ -372,8 +281,7 @@ class HttpLockProvider:
             body = {"holder": self.me.to_json(),
                     "leases": [{"key": l.key, "token": l.fencing_token} for l in chunk]}
             try:
-                self._call("release_many", body,
-                           retry_for=0.0 if self._unreachable else min(self.ttl, 2.0))
+                self._call("release_many", body, retry_for=self._release_budget())
             except LockError as exc:
                 log.warning("could not release %d lease(s) (%s ...): %s", len(chunk),
                             chunk[0].key, exc)
@@ -382,18 +290,15 @@ class HttpLockProvider:
         self._stop.set()
         self._release_wanted.set()
         if self._releaser is not None:
-            self._releaser.join(timeout=self.request_timeout + 1)
+            self._releaser.join(timeout=self.transport.request_timeout + 1)
         if self._heartbeat is not None:
-            self._heartbeat.join(timeout=self.request_timeout + 1)
+            self._heartbeat.join(timeout=self.transport.request_timeout + 1)
         with self._lock:
             leases = list(self._held)
         for lease in leases:
             self.release(lease)
         self.flush_releases()
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
+        self.transport.close()
 
     # -- heartbeat -----------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -413,7 +318,7 @@ class HttpLockProvider:
         body = {"holder": self.me.to_json(),
                 "leases": [{"key": l.key, "token": l.fencing_token} for l in leases]}
         try:
-            _, data = self._once("renew", body)
+            _, data = self.transport.once("renew", body)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             self._renew_failed(leases, f"{type(exc).__name__}: {exc}")
             return False
