@@ -8,6 +8,7 @@
     taskargs.py a task's parameters as options (run, status, graph), shell completion
     locks.py    batchdeps lock-server, batchdeps locks
     history.py  batchdeps history
+    audit.py    batchdeps audit
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main() -> None:
 
 def _register() -> None:
     from . import graph, list, status
+    from .audit import audit_command
     from .history import history_command
     from .locks import lock_server_command, locks_command
     from .run import run_command
@@ -34,6 +36,7 @@ def _register() -> None:
     main.add_command(status.status_command)
     main.add_command(graph.graph_command)
     main.add_command(list.list_command)
+    main.add_command(audit_command)
 
 
 _register()

@@ -3,13 +3,15 @@
 This is the one place the protocol is written in code; `docs/lock-api.md` describes the
 same thing for people. Both the server and the client import it; it imports nothing
 heavier than the standard library. Bodies are JSON objects. Every request carries
-`Authorization: Bearer <token>`.
+`Authorization: Bearer <token>` with the role `ROUTE_ROLES` names (roles: locks/auth.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from ..errors import LockError
 
 API_PREFIX = "/v1"
 
@@ -25,18 +27,32 @@ ROUTES: dict[str, tuple[str, str]] = {
     "release_many": ("POST", f"{API_PREFIX}/release-many"),
     "holder": ("POST", f"{API_PREFIX}/holder"),
     "leases": ("GET", f"{API_PREFIX}/leases"),
+    "whoami": ("GET", f"{API_PREFIX}/whoami"),
+    "force_release": ("POST", f"{API_PREFIX}/force-release"),
+    "audit": ("GET", f"{API_PREFIX}/audit"),
+}
+
+#: route name -> the role a token needs for it (None: no token needed)
+ROUTE_ROLES: dict[str, str | None] = {
+    "health": None,
+    "acquire": "worker", "acquire_many": "worker", "acquire_resource": "worker",
+    "renew": "worker", "check": "worker", "release": "worker", "release_many": "worker",
+    "holder": "reader", "leases": "reader", "whoami": "reader",
+    "force_release": "admin", "audit": "admin",
 }
 
 # -- status codes --------------------------------------------------------------------------
 OK = 200                 # done; for acquire also when the key is held elsewhere (granted=false)
 BAD_REQUEST = 400        # malformed JSON, missing field, wrong type, value out of range
 UNAUTHORIZED = 401       # missing or wrong token
+FORBIDDEN = 403          # a known token without the role the route needs
 NOT_FOUND = 404          # unknown route
 METHOD_NOT_ALLOWED = 405
 LEASE_LOST = 409         # check/renew of a lease that is no longer the caller's
 TOO_LARGE = 413          # body over MAX_BODY_BYTES
 TOO_MANY_REQUESTS = 429  # over the per-address rate limit; see Retry-After
 SERVER_ERROR = 500       # a bug; the server stays up and its state stays as it was
+UNAVAILABLE = 503        # over the connection limits; see Retry-After
 
 # -- limits --------------------------------------------------------------------------------
 MAX_BODY_BYTES = 64 * 1024
@@ -46,13 +62,33 @@ MAX_RUN_ID_CHARS = 64
 MAX_RESOURCE_SLOTS = 10_000
 MAX_RENEW_LEASES = 10_000
 MAX_BATCH_KEYS = 256     # keys per acquire-many / leases per release-many request
+MAX_AUDIT_LINES = 10_000  # lines per audit request
+MAX_REASON_CHARS = 500
 MIN_TTL = 1.0
 MAX_TTL = 7 * 24 * 3600.0
 RESOURCE_PREFIX = "resource:"
 
 
-class ProtocolError(ValueError):
-    """A request body does not follow the protocol (becomes 400 with this message)."""
+def printable(text: str) -> str:
+    """`text` with control and format characters (newline, ESC, bidi overrides...) and the
+    backslash escaped, so a key or holder name cannot forge rows or colours on a terminal."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+class ProtocolError(LockError, ValueError):
+    """A request does not follow the protocol (the server answers 400 with this message)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +100,11 @@ class Holder:
     run_id: str
 
     def describe(self) -> str:
+        """'host H pid P run R', control characters escaped (safe to print)."""
+        return printable(self.text())
+
+    def text(self) -> str:
+        """'host H pid P run R' as it is (for storing; escape it before printing)."""
         return f"host {self.host} pid {self.pid} run {self.run_id}"
 
     def to_json(self) -> dict[str, Any]:
@@ -77,6 +118,14 @@ class Holder:
             pid=_integer(obj, "pid", 0, 2**31 - 1),
             run_id=_text(obj, "run_id", MAX_RUN_ID_CHARS),
         )
+
+
+def describe_holder(value: Any) -> str:
+    """'host H pid P run R' from a holder JSON object ('' when not one), safe to print."""
+    try:
+        return Holder.from_json(value).describe()
+    except ProtocolError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -217,6 +266,48 @@ def parse_release_many(body: Any) -> RenewRequest:
 
 def parse_key(body: Any) -> KeyRequest:
     return KeyRequest(_text(_object(body, "request body"), "key", MAX_KEY_CHARS))
+
+
+@dataclass(frozen=True)
+class ForceReleaseRequest:
+    """Free these keys, or every lease of process `pid` on `host`, whoever holds them."""
+
+    keys: list[str]
+    host: str
+    pid: int | None
+    reason: str
+
+
+def parse_force_release(body: Any) -> ForceReleaseRequest:
+    obj = _object(body, "request body")
+    reason = obj.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise ProtocolError(f"field 'reason' must be a string of at most {MAX_REASON_CHARS} "
+                            "characters")
+    if "keys" in obj:
+        items = obj.get("keys")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_KEYS:
+            raise ProtocolError(f"field 'keys' must be a list of 1 to {MAX_BATCH_KEYS} keys")
+        keys = [_text({"key": item}, "key", MAX_KEY_CHARS) for item in items]
+        return ForceReleaseRequest(keys, "", None, reason)
+    if "host" in obj:
+        return ForceReleaseRequest([], _text(obj, "host", MAX_HOST_CHARS),
+                                   _integer(obj, "pid", 0, 2**31 - 1), reason)
+    raise ProtocolError("give 'keys' (a list of keys) or 'host' and 'pid'")
+
+
+def parse_audit_query(query: Any) -> tuple[float, int]:
+    """(since, limit) from the query string of GET /v1/audit."""
+    try:
+        since = float(query.get("since", "0"))
+        limit = int(query.get("limit", "1000"))
+    except ValueError:
+        raise ProtocolError("'since' must be a number (seconds since 1970) and 'limit' an "
+                            "integer") from None
+    if not (since >= 0 and since < 1e11) or not 1 <= limit <= MAX_AUDIT_LINES:
+        raise ProtocolError(f"'since' must be from 0 to 1e11 and 'limit' from 1 to "
+                            f"{MAX_AUDIT_LINES}")
+    return since, limit
 
 
 def resource_key(name: str, slot: int) -> str:

@@ -1,42 +1,59 @@
 """The lock server: an aiohttp application in front of the SQLite lease table.
 
 Imported only by `batchdeps lock-server`. Handlers run on one event loop and call the
-store synchronously, so each request's read-modify-write is atomic. Every request must
-carry the shared token (compared in constant time); bodies are size-limited and each
-client address is rate-limited. A malformed request gets a 4xx and changes nothing.
+store synchronously, so each request's read-modify-write is atomic. Each route needs a role
+(`protocol.ROUTE_ROLES`, tokens in locks/auth.py); tokens are compared in constant time,
+bodies are size-limited, authenticated requests and authentication failures are
+rate-limited per client address in separate budgets, and connections are capped and timed
+out (locks/connections.py). A malformed request gets a 4xx and changes nothing.
+
+Other modules add routes with `LockServer.add_route()`, one line each in `_register_extensions`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import fcntl
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import UsageError
+from ..errors import BatchdepsError, UsageError
 from . import protocol as p
-from .store import LeaseLost, LeaseRow, LeaseStore
+from .auth import ADMIN, NO_ROLE, TOKEN_COOKIE, Tokens, roles_text
+from .connections import (
+    ConnectionTable,
+    GuardedProtocol,
+    Limits,
+    quiet_exception_handler,
+    raise_file_limit,
+)
+from .store import LeaseNotHeld, LeaseRow, LeaseStore
 
 log = logging.getLogger("batchdeps.lock_server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ROLES_KEY = "batchdeps_roles"  # request[ROLES_KEY]: the roles of the request's token
+EXPIRY_SWEEP_SECONDS = 1.0
+AUDIT_PRUNE_SECONDS = 600.0
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
-def _lease_json(lease: LeaseRow, now_wall: float) -> dict[str, Any]:
-    return {
+def lease_json(lease: LeaseRow, now_wall: float, with_token: bool = True) -> dict[str, Any]:
+    body = {
         "key": lease.key,
         "token": lease.token,
         "holder": lease.holder.to_json(),
@@ -45,6 +62,9 @@ def _lease_json(lease: LeaseRow, now_wall: float) -> dict[str, Any]:
         "age": max(0.0, now_wall - lease.granted_at),
         "expires_in": max(0.0, lease.expires_in),
     }
+    if not with_token:
+        del body["token"]
+    return body
 
 
 class RateLimiter:
@@ -99,40 +119,90 @@ class GroupSync:
             self._running = None
 
 
+@dataclass
+class ServerOptions:
+    """Everything `batchdeps lock-server` is told, besides where to listen."""
+
+    rate: float = 2000.0              # authenticated requests/s per client address
+    auth_failure_rate: float = 5.0    # failed authentications/s per client address
+    limits: Limits = field(default_factory=Limits)
+    public_status: bool = False       # the status page and metrics without a token
+    audit_days: float = 90.0
+
+
 class LockServer:
     """Routes of the lock protocol over one LeaseStore."""
 
-    def __init__(self, store: LeaseStore, token: str, rate: float = 2000.0) -> None:
+    def __init__(self, store: LeaseStore, tokens: Tokens | str,
+                 options: ServerOptions | None = None) -> None:
         self.store = store
-        self.token = token.encode()
-        self.limiter = RateLimiter(rate, max(rate, 1.0))
+        self.tokens = tokens if isinstance(tokens, Tokens) else Tokens(tokens)
+        self.options = options or ServerOptions()
+        self.public_status = self.options.public_status
+        self.limiter = RateLimiter(self.options.rate, max(self.options.rate, 1.0))
+        self.failures = RateLimiter(self.options.auth_failure_rate,
+                                    max(4 * self.options.auth_failure_rate, 1.0))
         self.durable = GroupSync(store)
+        self._roles: dict[Any, str | None] = {}  # aiohttp route -> role it needs
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=p.MAX_BODY_BYTES,
-                              middlewares=[self._guard])
+        app = web.Application(client_max_size=p.MAX_BODY_BYTES, middlewares=[self._guard])
         handlers: dict[str, Handler] = {
             "health": self.health, "acquire": self.acquire,
             "acquire_many": self.acquire_many,
             "acquire_resource": self.acquire_resource, "renew": self.renew,
             "check": self.check, "release": self.release, "release_many": self.release_many,
-            "holder": self.holder, "leases": self.leases,
+            "holder": self.holder, "leases": self.leases, "whoami": self.whoami,
+            "force_release": self.force_release, "audit": self.audit,
         }
         for name, (method, path) in p.ROUTES.items():
-            app.router.add_route(method, path, handlers[name])
+            self.add_route(app, method, path, handlers[name], p.ROUTE_ROLES[name])
+        _register_extensions(self, app)
         return app
+
+    def add_route(self, app: web.Application, method: str, path: str, handler: Handler,
+                  role: str | None) -> None:
+        """Serve `method path` with `handler` for tokens with `role` (None: no token needed)."""
+        self._roles[app.router.add_route(method, path, handler)] = role
+
+    def roles_of(self, request: web.Request) -> frozenset[str]:
+        """The roles of the request's token: `Authorization: Bearer`, or (GET only) the
+        status page's login cookie."""
+        given = request.headers.get("Authorization", "")
+        if given.startswith("Bearer "):
+            return self.tokens.roles(given[7:])
+        cookie = request.cookies.get(TOKEN_COOKIE) if request.method == "GET" else None
+        if cookie:
+            return self.tokens.roles(cookie)
+        return self.tokens.roles("") if self.tokens.open else NO_ROLE
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Token, rate limit, body size, and a 4xx/500 instead of a crash for anything."""
+        """Token and role, rate limits, body size, and a 4xx/500 instead of a crash."""
         address = request.remote or "?"
+        route = request.match_info.route
+        needed = self._roles.get(route, "reader")  # unknown paths: a token first, then 404
+        if needed is not None:
+            roles = self.roles_of(request)
+            if not roles:
+                if not self.failures.allow(address):
+                    return _error(p.TOO_MANY_REQUESTS, "too many failed authentications; "
+                                  "slow down", **{"Retry-After": "1"})
+                self.store.audit("auth-failure", address,
+                                 f"{request.method} {request.path[:200]}: "
+                                 + ("wrong token" if "Authorization" in request.headers
+                                    else "no token"))
+                return _error(p.UNAUTHORIZED, "missing or wrong lock token "
+                              "(BATCHDEPS_LOCK_TOKEN or BATCHDEPS_LOCK_TOKEN_FILE)")
+            if needed not in roles:
+                return _error(p.FORBIDDEN, f"this token has the role(s) {roles_text(roles)}; "
+                              f"{request.method} {request.path} needs {needed}")
+            request[ROLES_KEY] = roles
+        else:
+            request[ROLES_KEY] = NO_ROLE
         if not self.limiter.allow(address):
-            return _error(p.TOO_MANY_REQUESTS, "too many requests; slow down", **{"Retry-After": "1"})
-        if self.token:
-            given = request.headers.get("Authorization", "")
-            expected = b"Bearer " + self.token
-            if not hmac.compare_digest(given.encode("utf-8", "replace"), expected):
-                return _error(p.UNAUTHORIZED, "missing or wrong lock token (BATCHDEPS_LOCK_TOKEN)")
+            return _error(p.TOO_MANY_REQUESTS, "too many requests; slow down",
+                          **{"Retry-After": "1"})
         if request.content_length is not None and request.content_length > p.MAX_BODY_BYTES:
             return _error(p.TOO_LARGE, f"request body over {p.MAX_BODY_BYTES} bytes")
         try:
@@ -155,20 +225,28 @@ class LockServer:
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise p.ProtocolError(f"the body is not valid JSON: {exc}") from None
 
+    @staticmethod
+    def _admin(request: web.Request) -> bool:
+        return ADMIN in request.get(ROLES_KEY, NO_ROLE)
+
     # -- routes ------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "leases": len(self.store.live())})
+        return web.json_response({"ok": True})
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        roles = request[ROLES_KEY]
+        return web.json_response({"roles": [r for r in ("reader", "worker", "admin")
+                                             if r in roles]})
 
     async def acquire(self, request: web.Request) -> web.Response:
         req = p.parse_acquire(await self._body(request))
-        granted, lease = self.store.acquire(req.key, req.holder, req.ttl)
+        granted, lease = self.store.acquire(req.key, req.holder, req.ttl,
+                                            address=request.remote or "")
         assert lease is not None
         if granted:
             await self.durable.wait()
-        body = _lease_json(lease, time.time())
+        body = lease_json(lease, time.time(), with_token=granted)
         body["granted"] = granted
-        if not granted:
-            del body["token"]
         return web.json_response(body)
 
     async def acquire_many(self, request: web.Request) -> web.Response:
@@ -176,27 +254,27 @@ class LockServer:
         results: list[dict[str, Any]] = []
         any_granted = False
         now = time.time()
-        for key in req.keys:
-            granted, lease = self.store.acquire(key, req.holder, req.ttl)
-            assert lease is not None
-            body = _lease_json(lease, now)
-            body["granted"] = granted
-            if granted:
-                any_granted = True
-            else:
-                del body["token"]
-            results.append(body)
+        with self.store.transaction():  # one commit for the batch
+            for key in req.keys:
+                granted, lease = self.store.acquire(key, req.holder, req.ttl,
+                                                    address=request.remote or "")
+                assert lease is not None
+                body = lease_json(lease, now, with_token=granted)
+                body["granted"] = granted
+                any_granted = any_granted or granted
+                results.append(body)
         if any_granted:
             await self.durable.wait()  # one fsync for the whole batch
         return web.json_response({"results": results})
 
     async def acquire_resource(self, request: web.Request) -> web.Response:
         req = p.parse_resource(await self._body(request))
-        lease = self.store.acquire_resource(req.name, req.slots, req.holder, req.ttl)
+        lease = self.store.acquire_resource(req.name, req.slots, req.holder, req.ttl,
+                                            address=request.remote or "")
         if lease is None:
             return web.json_response({"granted": False, "name": req.name})
         await self.durable.wait()
-        body = _lease_json(lease, time.time())
+        body = lease_json(lease, time.time())
         body["granted"] = True
         return web.json_response(body)
 
@@ -207,7 +285,7 @@ class LockServer:
         for key, token in req.leases:
             try:
                 lease = self.store.renew(key, token, req.holder)
-            except LeaseLost as exc:
+            except LeaseNotHeld as exc:
                 lost.append({"key": key, "token": token, "reason": str(exc)})
             else:
                 renewed.append({"key": key, "token": token, "expires_in": lease.expires_in})
@@ -217,31 +295,85 @@ class LockServer:
         ref = p.parse_lease_ref(await self._body(request))
         try:
             lease = self.store.renew(ref.key, ref.token, ref.holder)
-        except LeaseLost as exc:
+        except LeaseNotHeld as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=p.LEASE_LOST)
         return web.json_response({"ok": True, "expires_in": lease.expires_in})
 
     async def release(self, request: web.Request) -> web.Response:
         ref = p.parse_lease_ref(await self._body(request))
-        return web.json_response({"released": self.store.release(ref.key, ref.token, ref.holder)})
+        return web.json_response({"released": self.store.release(
+            ref.key, ref.token, ref.holder, address=request.remote or "")})
 
     async def release_many(self, request: web.Request) -> web.Response:
         req = p.parse_release_many(await self._body(request))
-        return web.json_response({"released": [
-            self.store.release(key, token, req.holder) for key, token in req.leases]})
+        with self.store.transaction():
+            released = [self.store.release(key, token, req.holder, address=request.remote or "")
+                        for key, token in req.leases]
+        return web.json_response({"released": released})
 
     async def holder(self, request: web.Request) -> web.Response:
         req = p.parse_key(await self._body(request))
         lease = self.store.get(req.key)
         if lease is None:
             return web.json_response({"held": False, "key": req.key})
-        body = _lease_json(lease, time.time())
+        body = lease_json(lease, time.time(), with_token=self._admin(request))
         body["held"] = True
         return web.json_response(body)
 
     async def leases(self, request: web.Request) -> web.Response:
         now = time.time()
-        return web.json_response({"leases": [_lease_json(l, now) for l in self.store.live()]})
+        admin = self._admin(request)
+        return web.json_response({"leases": [lease_json(lease, now, with_token=admin)
+                                             for lease in self.store.live()]})
+
+    async def force_release(self, request: web.Request) -> web.Response:
+        req = p.parse_force_release(await self._body(request))
+        address = request.remote or ""
+        reason = req.reason or "forced by an operator"
+        if req.pid is not None:
+            keys = [lease.key for lease in self.store.by_holder(req.host, req.pid)]
+        else:
+            keys = req.keys
+        released: list[dict[str, Any]] = []
+        not_held: list[str] = []
+        now = time.time()
+        with self.store.transaction():
+            for key in keys:
+                lease = self.store.force_release(key, address, reason)
+                if lease is None:
+                    not_held.append(key)
+                else:
+                    released.append(lease_json(lease, now))
+        for lease_body in released:
+            log.warning("forced release of %s (held by %s) from %s: %s", lease_body["key"],
+                        lease_body["holder_text"], address, reason)
+        return web.json_response({"released": released, "not_held": not_held})
+
+    async def audit(self, request: web.Request) -> web.Response:
+        since, limit = p.parse_audit_query(request.query)
+        return web.json_response({"audit": [row.to_json()
+                                            for row in self.store.audit_since(since, limit)]})
+
+    # -- background --------------------------------------------------------------------------
+    async def housekeeping(self) -> None:
+        """Delete expired leases every second, old audit lines every ten minutes."""
+        last_prune = 0.0
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            try:
+                while self.store.expire_due(500) == 500:
+                    await asyncio.sleep(0)  # many at once: let requests in between
+                if time.monotonic() - last_prune > AUDIT_PRUNE_SECONDS:
+                    last_prune = time.monotonic()
+                    before = time.time() - self.options.audit_days * 86400
+                    while self.store.prune_audit(before, 1000) == 1000:
+                        await asyncio.sleep(0)
+            except Exception:
+                log.exception("housekeeping of the lease database failed")
+
+
+def _register_extensions(server: LockServer, app: web.Application) -> None:
+    """Routes of other modules (status page, metrics, history): one line each."""
 
 
 def is_loopback(host: str) -> bool:
@@ -256,30 +388,41 @@ def is_loopback(host: str) -> bool:
 _DB_LOCKS: list[int] = []  # kept open for the life of the process
 
 
-def _lock_database(db: str) -> None:
-    """One server per database: two would each think they alone grant leases."""
-    import fcntl
-    import os
-
+def lock_database(db: str) -> bool:
+    """One server per database: an exclusive lock on the database file itself, so the same
+    file reached through a symlink or another relative path is refused too. True when the
+    file did not exist (it is created empty)."""
     try:
-        fd = os.open(db + ".server-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            fd = os.open(db, os.O_RDWR)
+            created = False
     except OSError as exc:
         raise UsageError(f"cannot open the lease database {db}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UsageError(f"another lock server is already using {db}; run one server per "
-                         "database") from None
-    _DB_LOCKS.append(fd)
+        raise UsageError(f"another lock server is already using {db} "
+                         f"({os.path.realpath(db)}); run one server per database") from None
+    _DB_LOCKS.append(fd)  # closed only at exit: closing it would drop SQLite's own locks
+    return created
 
 
-def serve(host: str, port: int, db: str, token: str, cert: str | None = None,
-          key: str | None = None, rate: float = 2000.0) -> None:
+def serve(host: str, port: int, db: str, tokens: Tokens | str, cert: str | None = None,
+          key: str | None = None, options: ServerOptions | None = None) -> None:
     """Run the server until SIGINT/SIGTERM; prints `listening on URL` once bound."""
-    if not token and not is_loopback(host):
-        raise UsageError(f"refusing to listen on {host} without a token: set "
-                         "BATCHDEPS_LOCK_TOKEN (or listen on 127.0.0.1)")
+    tokens = tokens if isinstance(tokens, Tokens) else Tokens(tokens)
+    options = options or ServerOptions()
+    if not is_loopback(host):
+        if tokens.open:
+            raise UsageError(f"refusing to listen on {host} without a token: set "
+                             "BATCHDEPS_LOCK_TOKEN or give --tokens-file (or listen on "
+                             "127.0.0.1)")
+        if tokens.too_short():
+            raise UsageError(f"refusing to listen on {host}: {tokens.too_short()}")
     if bool(cert) != bool(key):
         raise UsageError("--cert and --key go together: give both for TLS, or neither")
     ssl_context = None
@@ -289,37 +432,61 @@ def serve(host: str, port: int, db: str, token: str, cert: str | None = None,
             ssl_context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from None
-    _lock_database(db)
+    created = lock_database(db)
     try:
-        store = LeaseStore(db)
+        store = LeaseStore(db, existed=not created)
+    except BatchdepsError:
+        raise
     except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: one clear message
         raise UsageError(f"cannot open the lease database {db}: {exc}") from None
+    raise_file_limit()
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
                                     else socket.AF_INET, reuse_port=False)
     except OSError as exc:
         store.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    asyncio.run(_serve(LockServer(store, token, rate), sock, ssl_context))
+    asyncio.run(_serve(LockServer(store, tokens, options), sock, ssl_context))
 
 
 async def _serve(server: LockServer, sock: socket.socket,
                  ssl_context: ssl.SSLContext | None) -> None:
-    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    loop = asyncio.get_running_loop()
+    limits = server.options.limits
+    loop.set_exception_handler(quiet_exception_handler(limits.log_interval))
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False,
+                           keepalive_timeout=limits.keepalive_timeout)
     await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=ssl_context)
-    await site.start()
+    table = ConnectionTable(limits)
+    inner = runner.server
+    assert inner is not None
+    listener = await loop.create_server(lambda: GuardedProtocol(table, inner), sock=sock,
+                                        ssl=ssl_context, backlog=1024)
     bound_host, bound_port = sock.getsockname()[:2]
     scheme = "https" if ssl_context else "http"
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"listening on {scheme}://{shown}:{bound_port} "
-          f"({len(server.store.live())} live leases loaded from {server.store.path})", flush=True)
-    if not server.token:
+          f"({server.store.held_count} leases loaded from {server.store.path})", flush=True)
+    if server.tokens.open:
         log.warning("no BATCHDEPS_LOCK_TOKEN set: every request is accepted (loopback only)")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload_tokens, server)
+    background = [asyncio.ensure_future(table.sweep_forever()),
+                  asyncio.ensure_future(server.housekeeping())]
     await stop.wait()
+    for task in background:
+        task.cancel()
+    listener.close()
     await runner.cleanup()
     server.store.close()
+
+
+def _reload_tokens(server: LockServer) -> None:
+    try:
+        server.tokens.reload()
+    except BatchdepsError as exc:
+        log.error("tokens file not reloaded, the old tokens stay in force: %s", exc)
+    else:
+        log.info("tokens file %s reloaded", server.tokens.path)
