@@ -7,8 +7,6 @@ first, read from the server (`GET /v1/audit`). Text output escapes control chara
 from __future__ import annotations
 
 import json
-import re
-import time
 from datetime import datetime
 from typing import Any
 
@@ -17,22 +15,6 @@ import click
 from ..errors import BatchdepsError, UsageError
 from .common import fail
 from .locks import server_options, table
-
-_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_since(text: str, now: float | None = None) -> float:
-    """Seconds since 1970 from `2026-11-01`, `2026-11-01T08:00` (local time) or an age (`24h`)."""
-    now = time.time() if now is None else now
-    age = _AGE.fullmatch(text.strip())
-    if age:
-        return now - float(age.group(1)) * _UNIT[age.group(2)]
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise UsageError(f"--since {text!r}: give a date (2026-11-01), a date and time "
-                         "(2026-11-01T08:00) or an age (30m, 24h, 7d)") from None
 
 
 @click.command("audit")
@@ -45,11 +27,15 @@ def parse_since(text: str, now: float | None = None) -> float:
 def audit_command(since: str, limit: int, as_json: bool, lock_url: str | None,
                   config_path: str | None) -> None:
     """Show the lock server's audit log (needs a token with the admin role)."""
+    from ..history.since import parse_since
     from ..locks.protocol import printable
     from .locks import server_client
 
     try:
-        start = parse_since(since)
+        try:
+            start = parse_since(since)
+        except ValueError as exc:
+            raise UsageError(f"--since: {exc}") from None
         client = server_client(lock_url, config_path)
         try:
             _, data = client.call("audit", query={"since": f"{max(0.0, start):.6f}",
