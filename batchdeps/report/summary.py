@@ -85,6 +85,8 @@ def format_summary(result: BuildResult) -> str:
         lines.append(f"batchdeps: the run was stopped by an error: {result.stopped_by}")
     lines.append(f"batchdeps: {total} task(s): {', '.join(parts) or 'nothing to do'} "
                  f"in {result.elapsed:.2f} s (exit {int(result.exit_code)})")
+    if len(result.requested) > 1:  # a backfill: how the requested tasks themselves ended
+        lines.append(_requested_line(result))
     failed = result.by_status(Status.FAILED)
     if failed:
         lines.append("failed:")
@@ -110,6 +112,18 @@ def format_summary(result: BuildResult) -> str:
     if result.interrupted:
         lines.append("interrupted: running tasks stopped, locks released")
     return "\n".join(lines)
+
+
+def _requested_line(result: BuildResult) -> str:
+    groups = {"complete": {Status.COMPLETE}, "built": {Status.BUILT, Status.BUILT_ELSEWHERE},
+              "failed": {Status.FAILED, Status.UPSTREAM_FAILED},
+              "blocked": {Status.BLOCKED, Status.MISSING_INPUT}}
+    statuses = [result.tasks[t].status for t in result.requested if t in result.tasks]
+    counts = {name: sum(1 for s in statuses if s in members) for name, members in groups.items()}
+    other = len(result.requested) - sum(counts.values())
+    text = ", ".join(f"{count} {name}" for name, count in counts.items())
+    return (f"requested: {len(result.requested)} task(s): {text}"
+            + (f", {other} other (not run or still held)" if other else ""))
 
 
 class SummaryListener:
