@@ -114,8 +114,18 @@ def test_summary_of_empty_run_says_nothing_to_do() -> None:
 
 
 def test_summary_of_successful_run_is_one_line() -> None:
-    assert format_summary(of(Status.BUILT, Status.COMPLETE)) == (
+    result = build_result(TaskResult("T(i=0)", Status.BUILT),
+                          TaskResult("T(i=1)", Status.COMPLETE), requested=["T(i=1)"])
+    assert format_summary(result) == (
         "batchdeps: 2 task(s): 1 built, 1 complete in 1.23 s (exit 0)")
+
+
+def test_summary_of_a_backfill_counts_the_requested_tasks() -> None:
+    result = of(Status.COMPLETE, Status.BUILT, Status.BUILT_ELSEWHERE, Status.FAILED,
+                Status.BLOCKED, Status.NOT_RUN)
+    assert format_summary(result).splitlines()[1] == (
+        "requested: 6 task(s): 1 complete, 2 built, 1 failed, 1 blocked, "
+        "1 other (not run or still held)")
 
 
 def test_summary_lists_failed_tasks_with_error_attempts_and_log() -> None:
