@@ -133,7 +133,7 @@ def test_summary_lists_failed_tasks_with_error_attempts_and_log() -> None:
         TaskResult("Clean(day=2026-11-24)", Status.FAILED, attempts=4,
                    error="RuntimeError: disk full", log_path="logs/clean.log"),
         TaskResult("Load()", Status.FAILED, attempts=1, error="KeyError: 'x'"),
-        TaskResult("Report()", Status.UPSTREAM_FAILED),
+        TaskResult("Report()", Status.UPSTREAM_FAILED), requested=["Report()"],
     )
     lines = format_summary(result).splitlines()
     assert lines[1:] == [
@@ -151,6 +151,7 @@ def test_summary_lists_missing_inputs_with_their_paths() -> None:
                    error="output data/raw/2026-11-24.csv missing"),
         TaskResult("Odd()", Status.MISSING_INPUT, error="never complete"),
         TaskResult("Clean(day=2026-11-24)", Status.BLOCKED),
+        requested=["Clean(day=2026-11-24)"],
     )
     lines = format_summary(result).splitlines()
     assert "(exit 3)" in lines[0]
