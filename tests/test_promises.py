@@ -8,14 +8,20 @@ so the README cannot drift from what the command does.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from support.project import BATCHDEPS
+import pytest
+from support.journal import JOURNAL_FUNCTION
+from support.project import BATCHDEPS, Project
+from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -181,3 +187,413 @@ def test_readme_tutorial_build_from_python(tmp_path: Path) -> None:
     task = task_name.group(1)
     assert first.startswith("0 ") and f"{task}(" in first and "'built'" in first, first
     assert second.startswith("0 ") and "'complete'" in second and "'built'" not in second, second
+
+
+def test_readme_quick_start_builds_the_example_then_has_nothing_to_do(tmp_path: Path) -> None:
+    """The README's first command, minus the install: seed the sample data, build, rebuild."""
+    first_block = fenced_blocks(README.read_text())[0][1]
+    quick_start = first_block.splitlines()[0]
+    steps = [part.strip() for part in quick_start.split("&&")]
+    steps = [step for step in steps  # the venv's tools, except the install itself
+             if step.startswith(".venv/bin/") and not step.startswith(".venv/bin/pip")]
+    assert any("batchdeps run" in step for step in steps), quick_start
+    shutil.copytree(REPO / "pipelines", tmp_path / "pipelines",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "config.toml", tmp_path / "config.toml")
+    env = tutorial_env(tmp_path)
+    bin_dir = os.path.dirname(BATCHDEPS)
+    for attempt in ("first", "second"):
+        for step in steps:
+            if attempt == "second" and "batchdeps run" not in step:
+                continue  # "Run it twice": the run, not the seeding
+            argv = shlex.split(step)
+            argv[0] = os.path.join(bin_dir, argv[0].removeprefix(".venv/bin/"))
+            if os.path.basename(argv[0]) == "python":
+                argv[0] = sys.executable
+            done = subprocess.run(argv, check=False, cwd=tmp_path, env=env, text=True,
+                                  capture_output=True, timeout=300)
+            assert done.returncode == 0, f"$ {step}\n{done.stdout}{done.stderr}"
+        if attempt == "first":
+            assert " built" in done.stdout, done.stdout
+        else:  # "the second run has nothing to do"
+            assert "built" not in done.stdout and "complete" in done.stdout, done.stdout
+
+
+def test_every_relative_link_in_readme_and_operations_points_to_a_file() -> None:
+    for doc in (README, REPO / "docs/operations.md"):
+        links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text())
+        assert links or doc.name == "operations.md"
+        for link in links:
+            if re.match(r"[a-z]+://", link):
+                continue
+            assert (doc.parent / link).exists(), f"{doc.name} links to missing {link}"
+
+
+# -- a pipeline for the promises about where and how attempts run ----------------------------
+PROMISE_PIPELINE = '''
+"""Tasks that report where they ran, meet each other, retry slowly and raise in hooks."""
+import json
+import logging
+import os
+import time
+
+import batchdeps as bd
+
+
+''' + JOURNAL_FUNCTION + '''
+
+
+def journal_has(event, task_id):
+    try:
+        with open(os.environ["JOURNAL"]) as handle:
+            return any(line.startswith(f"{event}\\t{task_id}\\t") for line in handle)
+    except FileNotFoundError:
+        return False
+
+
+def wait_in_journal(event, task_id, timeout=60.0):
+    deadline = time.time() + timeout
+    while not journal_has(event, task_id):
+        if time.time() > deadline:
+            raise RuntimeError(f"no {event} of {task_id} within {timeout} s")
+        time.sleep(0.05)
+
+
+class Where(bd.Task):
+    """Writes the process id and process group its run() ran in."""
+    tag = bd.Parameter(default="plain")
+
+    def output(self):
+        return bd.FileTarget(f"out/where-{self.tag}.json")
+
+    def run(self):
+        with self.output().open("w") as out:
+            json.dump({"pid": os.getpid(), "pgid": os.getpgid(0)}, out)
+
+
+class WhereTimed(Where):
+    """Where, with a timeout."""
+    timeout = 120
+
+
+class NoOutput(bd.Task):
+    """Makes nothing, so it is never complete."""
+
+    def run(self):
+        journal("start", self)
+
+
+class FileUrl(bd.Task):
+    """Its output is a file:// URL."""
+
+    def output(self):
+        return bd.FileTarget("file://" + os.path.abspath("out/file-url.txt"))
+
+    def run(self):
+        journal("start", self)
+        with self.output().open("w") as out:
+            out.write("via file://\\n")
+
+
+class Meet(bd.Task):
+    """Finishes only if its partner starts while it runs (a resource with no cap)."""
+    name = bd.Parameter()
+    partner = bd.Parameter()
+    resources = {"uncapped": 1}
+
+    def output(self):
+        return bd.FileTarget(f"out/meet-{self.name}.txt")
+
+    def run(self):
+        journal("start", self)
+        wait_in_journal("start", f"Meet(name={self.partner}, partner={self.name})")
+        with self.output().open("w") as out:
+            out.write("met\\n")
+
+
+class Together(bd.WrapperTask):
+    def requires(self):
+        return [Meet(name="a", partner="b"), Meet(name="b", partner="a")]
+
+
+class Retrier(bd.Task):
+    """Always fails, then waits long for its one retry; holds a slot of `pool` while it runs."""
+    resources = {"pool": 1}
+    retries = 1
+    retry_delay = 240.0
+    max_retry_delay = 240.0
+
+    def output(self):
+        return bd.FileTarget("out/retrier.txt")
+
+    def run(self):
+        journal("start", self)
+        journal("fail", self)
+        raise RuntimeError("always fails")
+
+
+class Gate(bd.Task):
+    """Done once Retrier's first attempt has failed."""
+
+    def output(self):
+        return bd.FileTarget("out/gate.txt")
+
+    def run(self):
+        wait_in_journal("fail", "Retrier()")
+        with self.output().open("w") as out:
+            out.write("open\\n")
+
+
+class PoolUser(bd.Task):
+    """Needs the slot of `pool` that Retrier had, after Retrier's first failure."""
+    resources = {"pool": 1}
+
+    def requires(self):
+        return Gate()
+
+    def output(self):
+        return bd.FileTarget("out/pool-user.txt")
+
+    def run(self):
+        journal("start", self)
+        with self.output().open("w") as out:
+            out.write("got the slot\\n")
+        journal("end", self)
+
+
+class RetryPair(bd.WrapperTask):
+    def requires(self):
+        return [Retrier(), PoolUser()]
+
+
+class Hooked(bd.Task):
+    """Its hooks write to the journal, then raise."""
+    fail = bd.BoolParameter(default=False)
+    sleep = bd.FloatParameter(default=0.0)
+    timeout = float(os.environ.get("HOOKED_TIMEOUT", "0")) or None
+
+    def output(self):
+        return bd.FileTarget(f"out/hooked-{self.fail}-{self.sleep}.txt")
+
+    def run(self):
+        journal("start", self)
+        time.sleep(self.sleep)
+        if self.fail:
+            raise ValueError("task says no")
+        with self.output().open("w") as out:
+            out.write("ok\\n")
+
+    def on_success(self):
+        journal("on_success", self)
+        raise RuntimeError("bug in on_success")
+
+    def on_failure(self, error):
+        journal(f"on_failure {error}", self)
+        raise RuntimeError("bug in on_failure")
+
+
+class Leveled(bd.Task):
+    """Logs at INFO and WARNING, then fails (so its log is kept)."""
+
+    def output(self):
+        return bd.FileTarget("out/leveled.txt")
+
+    def run(self):
+        logging.getLogger("promise.level").info("an info record")
+        logging.getLogger("promise.level").warning("a warning record")
+        raise ValueError("fails so that its log is kept")
+
+
+class Talker(bd.Task):
+    """Prints, then writes its output."""
+
+    def output(self):
+        return bd.FileTarget("out/talker.txt")
+
+    def run(self):
+        print("talker says hello", flush=True)
+        with self.output().open("w") as out:
+            out.write("said\\n")
+'''
+
+
+def add_promise_pipeline(project: Project, config_extra: str = "") -> None:
+    project.write("pipelines/promises.py", PROMISE_PIPELINE)
+    project.write("config.toml", '[batchdeps]\nmodules = ["pipelines"]\n' + config_extra)
+
+
+def journal_lines(project: Project, event: str) -> list[list[str]]:
+    """Journal lines (event, task id, pid, time) whose event starts with `event`."""
+    if not project.journal.exists():
+        return []
+    return [line.split("\t") for line in project.journal.read_text().splitlines()
+            if line.startswith(event)]
+
+
+def test_task_without_outputs_runs_every_time(project: Project) -> None:
+    add_promise_pipeline(project)
+    for _ in range(2):
+        done = project.run("run", "NoOutput")
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert project.runs() == ["NoOutput()", "NoOutput()"]
+
+
+def test_file_url_target_builds_atomically_then_reruns_as_no_op(project: Project) -> None:
+    add_promise_pipeline(project)
+    first = project.run("run", "FileUrl")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (project.root / "out/file-url.txt").read_text() == "via file://\n"
+    assert [f for f in project.files() if ".batchdeps-tmp" not in f] == ["file-url.txt"]
+    assert [f for f in project.files() if ".batchdeps-tmp" in f] == []
+    again = project.run("run", "FileUrl")
+    assert again.returncode == 0 and project.runs() == ["FileUrl()"], again.stdout
+
+
+@pytest.mark.parametrize(("task", "workers", "where"), [
+    ("Where", "1", "inline"),        # one worker, no timeout: the runner's own process
+    ("WhereTimed", "1", "forked"),   # a timeout: always a forked worker, even with one
+    ("Where", "2", "forked"),        # workers > 1: forked worker processes
+])
+def test_where_an_attempt_runs_and_workers_lead_their_own_process_group(
+        project: Project, task: str, workers: str, where: str) -> None:
+    add_promise_pipeline(project)
+    runner = project.popen("run", task, "--workers", workers, "--tag", where + workers)
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, out + err
+    ran = json.loads((project.root / f"out/where-{where}{workers}.json").read_text())
+    runner_group = runner.pid  # popen starts the runner as the leader of a new session
+    if where == "inline":
+        assert ran["pid"] == runner.pid
+    else:
+        assert ran["pid"] != runner.pid
+        # a worker leads a process group of its own: a Ctrl-C on the terminal (sent to the
+        # runner's group) does not reach it; the runner stops it
+        assert ran["pgid"] == ran["pid"] != runner_group
+
+
+def test_a_resource_with_no_cap_is_unlimited(project: Project) -> None:
+    add_promise_pipeline(project)  # no [resources] section: "uncapped" has no cap
+    done = project.run("run", "Together", "--workers", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(project.runs()) == ["Meet(name=a, partner=b)", "Meet(name=b, partner=a)"]
+
+
+def test_retry_wait_keeps_the_lock_frees_resource_slots_and_a_signal_ends_it(
+        project: Project) -> None:
+    add_promise_pipeline(project, "[resources]\npool = 1\n")
+    runner = project.popen("run", "RetryPair", "--workers", "2")
+    try:
+        wait_for(lambda: journal_lines(project, "fail\tRetrier()"), 60, "Retrier to fail")
+        # its slot of `pool` is given back during the (at least 120 s) wait for the retry
+        wait_for(lambda: "PoolUser()" in project.runs("end"), 90, "PoolUser to get the slot")
+        # ... but its lock is kept: another run cannot take Retrier meanwhile
+        other = project.run("run", "Retrier", "--wait-timeout", "0.5")
+        assert other.returncode == 4, other.stdout + other.stderr
+        assert str(runner.pid) in other.stdout
+        # a signal during the wait starts no retry and ends the run with 130
+        runner.send_signal(signal.SIGTERM)
+        out, err = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+    assert runner.returncode == 130, out + err
+    assert project.runs() == ["Retrier()", "PoolUser()"]  # one attempt of Retrier, no retry
+    assert (project.root / "out/pool-user.txt").exists()
+    assert not (project.root / "out/retrier.txt").exists()
+
+
+@pytest.mark.parametrize("where", ["config", "environment", "default"])
+def test_machine_local_locks_live_in_one_file_where_the_readme_says(
+        project: Project, tmp_path: Path, where: str) -> None:
+    config_dir = tmp_path / "from-config"
+    env_dir = tmp_path / "from-env"
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    add_promise_pipeline(project, f'lock_dir = "{config_dir}"\n' if where == "config" else "")
+    env = {"BATCHDEPS_LOCK_DIR": str(env_dir), "TMPDIR": str(temp)}
+    project.env.pop("BATCHDEPS_LOCK_DIR")
+    if where == "default":
+        del env["BATCHDEPS_LOCK_DIR"]
+    done = project.run("run", "NoOutput", **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = {"config": config_dir, "environment": env_dir,
+                "default": temp / f"batchdeps-locks-{os.getuid()}"}[where]
+    assert sorted(p.name for p in expected.iterdir()) == ["locks"]
+    for other in {config_dir, env_dir, temp / f"batchdeps-locks-{os.getuid()}"} - {expected}:
+        assert not other.exists(), other
+
+
+def test_default_log_folder_that_cannot_be_written_warns_and_the_run_goes_on(
+        project: Project) -> None:
+    add_promise_pipeline(project)
+    (project.root / "logs").write_text("a file where the log folder would go\n")
+    done = project.run("run", "Leveled")
+    assert done.returncode == 1, done.stdout + done.stderr  # the task's own failure
+    assert "WARNING" in done.stderr and "logs" in done.stderr.split("WARNING", 1)[1]
+    assert "ValueError: fails so that its log is kept" in done.stdout  # the summary
+    assert "Traceback" not in done.stderr
+
+
+def test_build_without_log_dir_does_not_capture(project: Project) -> None:
+    add_promise_pipeline(project)
+    script = ("import batchdeps as bd\nfrom pipelines.promises import Talker\n"
+              "print('exit', int(bd.build([Talker()]).exit_code))\n")
+    done = subprocess.run([sys.executable, "-c", script], check=False, cwd=project.root,
+                          env=project.env, text=True, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "talker says hello" in done.stdout and "exit 0" in done.stdout
+    assert not (project.root / "logs").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_hooks_run_in_the_runner_once_and_their_errors_change_nothing(
+        project: Project, workers: str) -> None:
+    add_promise_pipeline(project)
+    runner = project.popen("run", "Hooked", "--workers", workers)
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, out + err  # on_success raised: the task is still built
+    assert (project.root / "out/hooked-False-0.0.txt").exists()
+    hooks = journal_lines(project, "on_")
+    assert [line[0] for line in hooks] == ["on_success"]
+    assert int(hooks[0][2]) == runner.pid  # in the runner's process, not the worker
+    assert "bug in on_success" in err and "Traceback" not in err
+    assert "1 built" in out
+
+    runner = project.popen("run", "Hooked", "--fail", "--workers", workers)
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 1, out + err  # the task's failure, not the hook's
+    hooks = journal_lines(project, "on_failure")
+    assert [line[0] for line in hooks] == ["on_failure ValueError: task says no"]
+    assert int(hooks[0][2]) == runner.pid
+    assert "bug in on_failure" in err and "Traceback" not in err
+
+
+def test_on_failure_of_a_timed_out_task_gets_the_timeout_error(project: Project) -> None:
+    add_promise_pipeline(project)
+    done = project.run("run", "Hooked", "--sleep", "60", HOOKED_TIMEOUT="1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    hooks = journal_lines(project, "on_failure")
+    assert [line[0] for line in hooks] == ["on_failure timed out after 1 s"]
+
+
+def test_task_log_keeps_records_at_the_run_log_level_and_above(project: Project) -> None:
+    add_promise_pipeline(project)
+    done = project.run("run", "Leveled", "--log-level", "warning")
+    assert done.returncode == 1, done.stdout + done.stderr
+    logs = list((project.root / "logs/Leveled").rglob("1.log"))
+    assert len(logs) == 1, logs
+    text = logs[0].read_text()
+    assert re.search(r"\d\d:\d\d:\d\d.* WARNING promise\.level: a warning record", text), text
+    assert "an info record" not in text
+
+
+def test_dry_run_exits_3_when_something_is_blocked_and_gives_each_reason(
+        project: Project) -> None:
+    done = project.run("run", "Both", "--dry-run")
+    assert done.returncode == 3, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("blocked") and "NeedsMissing()" in line for line in lines)
+    assert any("external input in/absent.txt missing" in line for line in lines)
+    assert any("Both()" in line and "upstream NeedsMissing()" in line for line in lines)
+    assert project.runs() == [] and project.files() == []
