@@ -17,13 +17,24 @@ import gc
 import graphlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .errors import BatchdepsError, CycleError, ExitCode, TaskDefinitionError, UsageError
 from .targets import Target, check_exists
 from .task import ExternalTask, Task, WrapperTask, flatten_outputs, flatten_requires
 
-RUN = "run"
-MISSING = "missing"  # an external task whose output does not exist
+class StepKind(str, Enum):
+    """What a step of the plan is; its value is what text and JSON output show."""
+
+    RUN = "run"
+    MISSING = "missing"  # an external task whose output does not exist
+
+    def __str__(self) -> str:
+        return self.value
+
+
+RUN = StepKind.RUN
+MISSING = StepKind.MISSING
 
 
 @dataclass(eq=False)
@@ -31,7 +42,7 @@ class Step:
     """One task the plan will run (or an external input found missing), and why."""
 
     task: Task
-    kind: str
+    kind: StepKind
     reason: str
     index: int = -1
     upstream: list[Step] = field(default_factory=list)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..resolver import Plan
-    from .result import BuildResult
+    from .result import BuildResult, Status
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class TaskFinished:
     run_id: str
     task_id: str
     family: str
-    status: str
+    status: Status
     attempts: int = 0
     duration: float = 0.0
     error: str = ""

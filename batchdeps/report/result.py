@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar
 
 from ..errors import BatchdepsError, ExitCode
 
 
-class Status:
-    """Final states of a task in one run."""
+class Status(str, Enum):
+    """Final states of a task in one run; the value is what text and JSON output show."""
 
     BUILT = "built"                        # run() succeeded here
     COMPLETE = "complete"                  # already complete before this run
@@ -20,13 +22,22 @@ class Status:
     LOCK_TIMEOUT = "lock wait timed out"   # held elsewhere past the wait
     NOT_RUN = "not run"                    # interrupted before it ran
 
-    OK = frozenset({BUILT, COMPLETE, BUILT_ELSEWHERE})
+    #: the states a downstream task may build on (set below: not a member)
+    OK: ClassVar[frozenset[Status]]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Status.OK = frozenset({Status.BUILT, Status.COMPLETE, Status.BUILT_ELSEWHERE})
 
 
 @dataclass
 class TaskResult:
+    """What happened to one task; `error` is one line (the full text is in its log)."""
+
     task_id: str
-    status: str
+    status: Status
     reason: str = ""
     attempts: int = 0
     duration: float = 0.0
@@ -48,11 +59,11 @@ class BuildResult:
     #: the error that stopped the run midway (storage or lock server gone), if any
     stopped_by: BatchdepsError | None = field(default=None, repr=False, compare=False)
 
-    def by_status(self, status: str) -> list[TaskResult]:
+    def by_status(self, status: Status) -> list[TaskResult]:
         return [r for r in self.tasks.values() if r.status == status]
 
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
+    def counts(self) -> dict[Status, int]:
+        counts: dict[Status, int] = {}
         for result in self.tasks.values():
             counts[result.status] = counts.get(result.status, 0) + 1
         return counts

@@ -70,8 +70,8 @@ class Outcome:
     index: int
     attempt: int
     ok: bool
-    error: str = ""
-    error_tail: str = ""
+    error: str = ""  # one line, as in TaskResult.error
+    traceback: str = ""  # the whole text, when run() raised
     staged: Staging = field(default_factory=Staging)  # committed or discarded by the runner
     duration: float = 0.0
     timed_out: bool = False
@@ -97,7 +97,7 @@ def execute(step: Step, attempt: int, log_path: str | None = None,
             if isinstance(exc, KeyboardInterrupt):
                 raise
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            return Outcome(step.index, attempt, False, error=text, error_tail=_last_line(exc),
+            return Outcome(step.index, attempt, False, error=_last_line(exc), traceback=text,
                            duration=time.perf_counter() - started)
     return Outcome(step.index, attempt, True, staged=staging,
                    duration=time.perf_counter() - started)
@@ -428,7 +428,7 @@ class ForkedExecutor:
         self._free(worker)
         self._replace(worker)
         message = f"worker process died ({how})"
-        return Outcome(index or 0, attempt, False, error=message, error_tail=message,
+        return Outcome(index or 0, attempt, False, error=message,
                        duration=elapsed)
 
     def _kill_timed_out(self, worker: _Worker, now: float) -> Outcome:
@@ -439,7 +439,7 @@ class ForkedExecutor:
         self._free(worker)
         self._replace(worker)
         message = f"timed out after {limit:g} s"
-        return Outcome(index or 0, attempt, False, error=message, error_tail=message,
+        return Outcome(index or 0, attempt, False, error=message,
                        duration=now - worker.started, timed_out=True)
 
     def terminate(self, grace: float) -> None:

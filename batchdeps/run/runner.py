@@ -343,7 +343,7 @@ class Runner:
         step = self.plan.steps[outcome.index]
         state = self._states[step.index]
         state.duration += outcome.duration
-        error, tail = outcome.error, outcome.error_tail
+        error, tail = outcome.traceback or outcome.error, outcome.error
         if outcome.ok:
             try:
                 self._commit(step, state, outcome.staged)
@@ -426,7 +426,7 @@ class Runner:
             state.lease = None
 
     # -- closing steps ---------------------------------------------------------------------
-    def _close(self, step: Step, status: str, *, attempts: int = 0, error: str = "",
+    def _close(self, step: Step, status: Status, *, attempts: int = 0, error: str = "",
                tail: str = "", reason: str = "", missing_paths: list[str] | None = None,
                holder: str = "") -> None:
         state = self._states[step.index]
