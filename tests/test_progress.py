@@ -92,6 +92,15 @@ def test_no_progress_line_without_a_terminal(project: Any) -> None:
     assert "INFO start Slow()" in done.stderr  # plain log lines only
 
 
+def test_no_progress_line_on_a_dumb_terminal(project: Any) -> None:
+    add_prod_pipeline(project)
+    code, output = run_in_terminal(project, "run", "Pair", "--workers", "2", SLEEP="0.6",
+                                   TERM="dumb")
+    assert code == 0, output
+    assert CLEAR not in output and "done," not in output
+    assert "INFO start Slow()" in output  # plain log lines only
+
+
 def test_progress_off_in_config_and_for_json_logs(project: Any) -> None:
     add_prod_pipeline(project, 'progress = "off"\n')
     code, output = run_in_terminal(project, "run", "Pair", SLEEP="0.6")

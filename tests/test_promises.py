@@ -17,9 +17,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.journal import JOURNAL_FUNCTION
+from support.produtil import WebhookServer
 from support.project import BATCHDEPS, Project
 from support.waiting import wait_for
 
@@ -404,6 +406,19 @@ class Leveled(bd.Task):
         raise ValueError("fails so that its log is kept")
 
 
+class Twice(bd.Task):
+    """Fails both of its attempts."""
+    retries = 1
+    retry_delay = 0.01
+
+    def output(self):
+        return bd.FileTarget("out/twice.txt")
+
+    def run(self):
+        journal("start", self)
+        raise RuntimeError("fails every time")
+
+
 class Talker(bd.Task):
     """Prints, then writes its output."""
 
@@ -515,7 +530,8 @@ def test_machine_local_locks_live_in_one_file_where_the_readme_says(
     project.env.pop("BATCHDEPS_LOCK_DIR")
     if where == "default":
         del env["BATCHDEPS_LOCK_DIR"]
-    done = project.run("run", "NoOutput", **env)
+    project.env.update(env)
+    done = project.run("run", "NoOutput")
     assert done.returncode == 0, done.stdout + done.stderr
     expected = {"config": config_dir, "environment": env_dir,
                 "default": temp / f"batchdeps-locks-{os.getuid()}"}[where]
@@ -597,3 +613,156 @@ def test_dry_run_exits_3_when_something_is_blocked_and_gives_each_reason(
     assert any("external input in/absent.txt missing" in line for line in lines)
     assert any("Both()" in line and "upstream NeedsMissing()" in line for line in lines)
     assert project.runs() == [] and project.files() == []
+
+
+# -- docs/operations.md: JSON log lines, listener events and alerts, checked against the text --
+OPERATIONS = REPO / "docs/operations.md"
+
+
+def notify_section(url: str = "", command: str = "", retries: int = 1) -> str:
+    lines = ["\n[notify]"]
+    if url:
+        lines.append(f'on_failure = "{url}"')
+    if command:
+        lines.append(f"command = {json.dumps(command)}")
+    lines += [f"retries = {retries}", "retry_delay = 0.01", "timeout = 5"]
+    return "\n".join(lines) + "\n"
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def start_holder(project: Project) -> subprocess.Popen[str]:
+    """A run that holds Hooked(sleep=60) until killed."""
+    holder = project.popen("run", "Hooked", "--sleep", "60")
+    wait_for(lambda: "Hooked(fail=false, sleep=60.0)" in project.runs(), 60, "the holder")
+    return holder
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+
+
+def test_json_log_lines_have_every_documented_event_and_field(project: Project) -> None:
+    text = " ".join(section(OPERATIONS.read_text(), "## JSON log lines").split())
+    base = re.findall(r"`(\w+)`", text.split("Every line has", 1)[1].split(".", 1)[0])
+    listed = text.split("Events:", 1)[1].split("; other lines have", 1)[0]
+    documented = {name: re.findall(r"`(\w+)`", fields or "")
+                  for name, fields in re.findall(r"`(\w+)`(?: \(([^)]*)\))?", listed)}
+    assert {"run_started", "task_finished", "alert_failed"} <= set(documented), documented
+    assert base == ["time", "level", "event", "run_id", "host", "message"], base
+
+    lines: list[dict[str, Any]] = []
+    with WebhookServer(statuses=[500, 500]) as failing_hook:
+        add_promise_pipeline(project, notify_section(failing_hook.url))
+        failed = project.run("run", "Twice", "--log-format", "json")  # retries, fails, alerts
+    assert failed.returncode == 1 and "batchdeps: 1 task(s)" in failed.stdout, failed.stdout
+    lines += json_lines(failed.stderr)
+    hooked = project.run("run", "Hooked", "--log-format", "json")  # on_success logs an error
+    assert hooked.returncode == 0, hooked.stdout + hooked.stderr
+    lines += json_lines(hooked.stderr)
+    holder = start_holder(project)
+    try:
+        with WebhookServer() as hook:
+            add_promise_pipeline(project, notify_section(hook.url))
+            waited = project.run("run", "Hooked", "--sleep", "60", "--wait-timeout", "0.5",
+                                 "--log-format", "json")
+    finally:
+        stop(holder)
+    assert waited.returncode == 4, waited.stdout + waited.stderr
+    lines += json_lines(waited.stderr)
+    # a lock wait that ran out is alerted like any other exit code but 0
+    assert [r["json"]["exit_code"] for r in hook.received] == [4]
+
+    for line in lines:
+        assert set(base) <= set(line), line
+    events = {line["event"] for line in lines}
+    assert "log" in events, events
+    for name, fields in documented.items():
+        having = [line for line in lines if line["event"] == name]
+        assert having, f"no {name} line in {sorted(events)}"
+        assert any(set(fields) <= set(line) for line in having), (name, fields, having)
+
+
+def test_listener_events_have_the_documented_fields() -> None:
+    from dataclasses import fields, is_dataclass
+
+    from batchdeps.report import events
+
+    text = " ".join(section(OPERATIONS.read_text(), "## Listeners for `bd.build`").split())
+    listed = text.split("all carrying `run_id`:", 1)[1].split(". They are delivered", 1)[0]
+    documented = re.findall(r"`([A-Z]\w+)` \(([^)]*)\)", listed)
+    assert len(documented) >= 7, listed
+    for name, field_text in documented:
+        cls = getattr(events, name)
+        assert is_dataclass(cls) and vars(cls)["__dataclass_params__"].frozen, name
+        names = {f.name for f in fields(cls)}
+        assert "run_id" in names, name
+        assert set(re.findall(r"`(\w+)`", field_text)) <= names, (name, field_text, names)
+
+
+def test_alert_payload_has_the_documented_keys(project: Project) -> None:
+    doc = section(OPERATIONS.read_text(), "## Alerts")
+    example = json.loads(next(body for lang, body in fenced_blocks(doc) if lang == "json"))
+    with WebhookServer() as hook:
+        add_promise_pipeline(project, notify_section(hook.url))
+        done = project.run("run", "Twice")
+    assert done.returncode == 1
+    payload = hook.received[0]["json"]
+    assert set(payload) == set(example)
+    assert set(payload["failed"][0]) == set(example["failed"][0])
+    assert payload["status"] == example["status"] == "failed"
+
+
+def test_alerts_for_an_interrupted_run_and_none_for_bad_usage(project: Project) -> None:
+    with WebhookServer() as hook:
+        add_promise_pipeline(project, notify_section(hook.url))
+        bad = project.run("run", "Hooked", "--sleep", "soon")
+        assert bad.returncode == 2, bad.stdout + bad.stderr
+        runner = project.popen("run", "Hooked", "--sleep", "60")
+        try:
+            wait_for(lambda: project.runs(), 60, "the task to start")
+            runner.send_signal(signal.SIGTERM)
+            out, err = runner.communicate(timeout=60)
+        finally:
+            stop(runner)
+    assert runner.returncode == 130, out + err
+    assert [(r["json"]["status"], r["json"]["exit_code"]) for r in hook.received] == [
+        ("interrupted", 130)]  # nothing for the exit 2 before it
+
+
+def test_alert_command_runs_in_the_config_folder_with_its_variables(
+        project: Project, tmp_path: Path) -> None:
+    command = ("cat > alert.json; env | grep '^BATCHDEPS_' | sort > alert.env; "
+               "echo printed-by-$((6 * 7))")  # prints printed-by-42
+    add_promise_pipeline(project, notify_section(command=command))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(project.command("run", "Twice", "--config",
+                                          str(project.root / "config.toml")),
+                          check=False, cwd=elsewhere, env=project.env, text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert not (elsewhere / "alert.json").exists()
+    alert = json.loads((project.root / "alert.json").read_text())
+    variables = dict(line.split("=", 1) for line in
+                     (project.root / "alert.env").read_text().splitlines())
+    assert variables["BATCHDEPS_RUN_ID"] == alert["run_id"]
+    assert variables["BATCHDEPS_EXIT_CODE"] == "1"
+    assert variables["BATCHDEPS_STATUS"] == alert["status"] == "failed"
+    assert variables["BATCHDEPS_PIPELINE"] == alert["pipeline"] == "Twice()"
+    assert variables["BATCHDEPS_FAILED"] == "Twice()"
+    assert variables["BATCHDEPS_TEXT"] == alert["text"]
+    assert "printed-by-42" not in done.stdout + done.stderr  # discarded
+
+
+def test_webhook_answers_408_and_429_are_retried(project: Project) -> None:
+    with WebhookServer(statuses=[408, 429]) as hook:
+        add_promise_pipeline(project, notify_section(hook.url, retries=3))
+        done = project.run("run", "Twice")
+    assert done.returncode == 1
+    assert len(hook.received) == 3, done.stderr
+    assert "alert sent via webhook" in done.stderr
