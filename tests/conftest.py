@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,3 +23,28 @@ def project(tmp_path: Path) -> Iterator[Project]:
     (tmp_path / "pipelines" / "demo.py").write_text(DEMO_PIPELINE)
     proj.write("in/source.txt", "raw\n")
     yield proj
+
+
+#: Python 3.12+ warns when a multi-threaded process forks (the child may deadlock).
+FORK_WITH_THREADS = re.compile(r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)")
+
+
+@pytest.fixture(autouse=True)
+def _fork_with_threads_is_an_error() -> Iterator[None]:
+    """Fail a test in which this process forked while it had other threads.
+
+    A `filterwarnings = error` cannot do it: os.fork() cannot raise once the child exists,
+    so CPython drops the error. The warning is recorded here instead; any other warning is
+    passed on to pytest's own handling unchanged.
+    """
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.filterwarnings("always", message=FORK_WITH_THREADS.pattern,
+                                category=DeprecationWarning)
+        yield
+    forks = [w for w in seen if FORK_WITH_THREADS.match(str(w.message))]
+    for w in seen:
+        if w not in forks:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if forks:
+        pytest.fail(f"forked while other threads ran: {forks[0].filename}:{forks[0].lineno}: "
+                    f"{forks[0].message}")

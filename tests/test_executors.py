@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +161,58 @@ def test_stopping_an_inline_run_ends_the_processes_its_task_started(
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert project.files() == []
+
+
+# -- workers started while the runner has other threads -----------------------------------
+class WritesPid(bd.Task):
+    """Writes the pid of the process its run() ran in."""
+
+    path = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write(str(os.getpid()))
+
+
+@pytest.fixture
+def another_thread() -> Any:
+    """A thread that runs for the length of the test, as a lock heartbeat or fsspec's loop."""
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    yield thread
+    stop.set()
+    thread.join()
+
+
+def test_workers_start_without_forking_a_threaded_runner(tmp_path: Path,
+                                                          another_thread: Any) -> None:
+    paths = [tmp_path / f"{n}.txt" for n in range(4)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = bd.build([WritesPid(path=str(p)) for p in paths], workers=2,
+                          locks=LocalLockProvider(str(tmp_path / "locks")))
+    assert [str(w.message) for w in seen if "fork" in str(w.message)] == []
+    assert result.exit_code == 0, result.tasks
+    pids = {int(p.read_text()) for p in paths}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # in the two workers
+
+
+def test_a_task_a_worker_cannot_be_sent_fails_with_a_clear_error(tmp_path: Path,
+                                                                  another_thread: Any) -> None:
+    class Local(bd.Task):  # defined in a function: cannot be pickled by reference
+        def output(self):
+            return bd.FileTarget(str(tmp_path / "local.txt"))
+
+        def run(self):
+            with self.output().open("w") as out:
+                out.write("x")
+
+    result = bd.build([Local(), WritesPid(path=str(tmp_path / "fine.txt"))], workers=2,
+                      locks=LocalLockProvider(str(tmp_path / "locks")))
+    assert result.tasks["Local()"].status == Status.FAILED
+    assert "task classes must be defined at the top level" in result.tasks["Local()"].error
+    assert (tmp_path / "fine.txt").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import time
 import traceback
@@ -295,7 +296,13 @@ def _signal_group(process: Any, signum: int) -> None:
             os.kill(pid, signum)
 
 
-def _worker_main(conn: Any, steps: list[Step], attempt_context: AttemptHook | None) -> None:
+def _worker_main(conn: Any, steps: list[Step] | None,
+                 attempt_context: AttemptHook | None) -> None:
+    """A worker's loop: run the attempts the runner sends until told to stop.
+
+    Forked from the runner, it has the plan (`steps`) and gets step indexes; started by the
+    fork server (`steps` is None), it gets each attempt's task with the message.
+    """
     _die_with_parent()
     _own_process_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what a Ctrl-C does
@@ -311,9 +318,10 @@ def _worker_main(conn: Any, steps: list[Step], attempt_context: AttemptHook | No
             os._exit(0)
         if message is None:
             os._exit(0)
-        index, attempt, log_path = message
+        index, attempt, log_path, task = message
+        step: Any = steps[index] if steps is not None else _SentStep(index, task)
         try:
-            outcome = execute(steps[index], attempt, log_path, attempt_context)
+            outcome = execute(step, attempt, log_path, attempt_context)
         except KeyboardInterrupt:
             os._exit(130)
         try:
@@ -322,10 +330,38 @@ def _worker_main(conn: Any, steps: list[Step], attempt_context: AttemptHook | No
             os._exit(1)
 
 
+@dataclass
+class _SentStep:
+    """What `execute()` needs of a step, for a worker that has no plan."""
+
+    index: int
+    task: Any
+
+    @property
+    def task_id(self) -> str:
+        return str(self.task.task_id)
+
+
+def _other_threads() -> bool:
+    """True when this process runs more than one thread (C threads included, on Linux).
+
+    Forking then copies locks some other thread may hold: Python 3.12 warns about it.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return int(fields[17]) > 1  # num_threads
+    except (OSError, IndexError, ValueError):
+        import threading
+
+        return threading.active_count() > 1
+
+
 class _Worker:
-    def __init__(self, process: Any, conn: Any) -> None:
+    def __init__(self, process: Any, conn: Any, has_plan: bool) -> None:
         self.process = process
         self.conn = conn
+        self.has_plan = has_plan  # forked from the runner: a step travels as its index
         self.index: int | None = None
         self.attempt = 0
         self.started = 0.0
@@ -333,7 +369,14 @@ class _Worker:
 
 
 class ForkedExecutor:
-    """A fixed set of forked worker processes; a timed-out attempt's worker is killed."""
+    """A fixed set of worker processes; a timed-out attempt's worker is killed and replaced.
+
+    A worker is forked from the runner while the runner has one thread: it then shares the
+    plan, and starts at once. Once the runner has other threads (a lock-server heartbeat,
+    fsspec's I/O loop), forking could copy a lock another thread holds, so workers start
+    from multiprocessing's fork server instead and get each attempt's task pickled (task
+    classes must then be importable: defined at a module's top level).
+    """
 
     inline = False
 
@@ -341,6 +384,8 @@ class ForkedExecutor:
         import multiprocessing
 
         self._ctx = multiprocessing.get_context("fork")
+        self._server_ctx = multiprocessing.get_context("forkserver")
+        self._unsent: list[Outcome] = []  # attempts that could not be sent to a worker
         self._size = workers
         self._workers: list[_Worker] = []
         self._attempt_context = attempt_context
@@ -353,17 +398,20 @@ class ForkedExecutor:
             self._workers.append(self._spawn())
 
     def _spawn(self) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe()
-        process = self._ctx.Process(
-            target=_worker_main, args=(child_conn, self._steps, self._attempt_context),
+        forked = not _other_threads()
+        ctx: Any = self._ctx if forked else self._server_ctx
+        parent_conn, child_conn = ctx.Pipe()
+        process = ctx.Process(
+            target=_worker_main,
+            args=(child_conn, self._steps if forked else None, self._attempt_context),
             daemon=True,
         )
         process.start()
-        if process.pid is not None:  # also here: no window where a kill misses the group
+        if forked and process.pid is not None:  # no window where a kill misses the group
             with contextlib.suppress(OSError):
                 os.setpgid(process.pid, process.pid)
         child_conn.close()
-        return _Worker(process, parent_conn)
+        return _Worker(process, parent_conn, forked)
 
     def free_slots(self) -> int:
         return sum(1 for w in self._workers if w.index is None)
@@ -379,11 +427,24 @@ class ForkedExecutor:
         worker.started = time.monotonic()
         worker.deadline = worker.started + timeout if timeout else None
         self.running[step.index] = worker.started
-        worker.conn.send((step.index, attempt, log_path))
+        try:
+            worker.conn.send((step.index, attempt, log_path,
+                              None if worker.has_plan else step.task))
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            # Only a worker from the fork server needs the task pickled; nothing was sent.
+            self._free(worker)
+            message = (f"cannot hand {step.task_id} to a worker process ({exc}); with "
+                       "threads running, workers start from a fork server, so task "
+                       "classes must be defined at the top level of an importable module")
+            self._unsent.append(Outcome(step.index, attempt, False, error=message,
+                                        error_tail=message))
 
     def wait(self, timeout: float) -> list[Outcome]:
         from multiprocessing.connection import wait as wait_any
 
+        if self._unsent:
+            unsent, self._unsent = self._unsent, []
+            return unsent
         busy = [w for w in self._workers if w.index is not None]
         now = time.monotonic()
         deadlines = [w.deadline for w in busy if w.deadline is not None]
