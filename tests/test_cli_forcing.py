@@ -111,3 +111,13 @@ def test_run_help_lists_runnable_tasks_only(project: Project) -> None:
              if line.strip()]
     assert "D" in names and "Both" in names
     assert "Source" not in names  # external: made outside the pipeline, never run
+
+
+def test_two_ranges_request_every_combination_and_flags_may_repeat(project: Project) -> None:
+    dry = project.run("run", "D", "--day", "2026-11-01..2026-11-02", "--count", "1..3",
+                      "--dry-run", "--dry-run")
+    assert dry.returncode == 1, dry.stderr
+    requested = {line.split("  (")[0].split(maxsplit=1)[1] for line in dry.stdout.splitlines()
+                 if line.startswith("run ") and line.split()[1].startswith("D(")}
+    assert requested == {f"D(day=2026-11-0{d}, count={c})" for d in (1, 2) for c in (1, 2, 3)}
+    assert project.runs() == []

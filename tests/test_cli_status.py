@@ -153,3 +153,53 @@ def test_status_graph_and_forcing_over_a_generated_dag_of_10000_tasks(
     assert dry.returncode == 1
     forced = [line.split()[1] for line in dry.stdout.splitlines() if line.startswith("run ")]
     assert forced == ["Node(n=5555,", "Node(n=555,", "Node(n=55,", "Node(n=5,", "Node(n=0,"]
+
+
+def test_status_asks_the_lock_server_and_shows_a_task_held_on_another_host(
+        project: Project, lock_server) -> None:
+    code, answer = lock_server.request("POST", "/v1/acquire", {
+        "key": "Other()", "holder": {"host": "build-7", "pid": 4242, "run_id": "nightly"},
+        "ttl": 120})
+    assert code == 200, answer
+    env = {"BATCHDEPS_LOCK_TOKEN": lock_server.token}
+    result = project.run("status", "Other", "--lock-url", lock_server.url, "--format", "json",
+                         **env)
+    node = nodes_of(result.stdout)["Other()"]
+    assert node["state"] == "running" and node["label"] == "running elsewhere"
+    assert "build-7" in node["holder"] and result.returncode == 1
+    text = project.run("status", "Other", "--lock-url", lock_server.url, **env)
+    assert "[running elsewhere]" in text.stdout and "build-7" in text.stdout
+
+
+def test_status_with_the_lock_server_down_warns_and_still_answers(project: Project) -> None:
+    result = project.run("status", "Other", "--lock-url", "http://127.0.0.1:9")
+    assert result.returncode == 1  # Other is missing
+    assert "lock state unknown" in result.stderr and "[missing]" in result.stdout
+
+
+def test_status_on_an_upstream_newer_object_store_output(project: Project) -> None:
+    project.write("pipelines/mem.py", """
+        import batchdeps as bd
+
+        class MemRaw(bd.ExternalTask):
+            def output(self):
+                return bd.FileTarget("memory://bucket/raw.txt")
+
+        class MemUse(bd.Task):
+            def requires(self):
+                return MemRaw()
+
+            def output(self):
+                return bd.FileTarget("memory://bucket/use.txt")
+    """)
+    # memory:// lives in one process: write the files from a task module hook instead.
+    project.write("pipelines/__init__.py", """
+        import time
+        import batchdeps as bd
+        for name in ("use", "raw"):  # raw is written last: newer than its user
+            with bd.FileTarget(f"memory://bucket/{name}.txt").open("w") as out:
+                out.write(name)
+            time.sleep(0.05)
+    """)
+    lines = project.run("status", "MemUse").stdout.splitlines()
+    assert "[complete, upstream newer]" in lines[0], lines

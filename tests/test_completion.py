@@ -52,3 +52,19 @@ def test_the_documented_setup_scripts_are_printed(project: Project) -> None:
 def test_completion_in_a_folder_without_config_stays_quiet(project: Project) -> None:
     (project.root / "config.toml").write_text("[batchdeps]\nmodules = ['nowhere']\n")
     assert complete(project, "batchdeps run ") == []
+
+
+def test_enum_parameter_values_complete(project: Project) -> None:
+    project.write("pipelines/colours.py", """
+        import enum
+        import batchdeps as bd
+
+        class Colour(enum.Enum):
+            red = 1
+            green = 2
+
+        class Paint(bd.Task):
+            colour = bd.EnumParameter(Colour)
+    """)
+    assert complete(project, "batchdeps run Paint --colour ") == ["red", "green"]
+    assert complete(project, "batchdeps run Paint --colour g") == ["green"]
