@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from measure import Sample, run_process  # noqa: E402
+from measure import Sample, run_process
 
 BATCHDEPS = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
 TREE = 10_000
