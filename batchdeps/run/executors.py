@@ -436,8 +436,7 @@ class ForkedExecutor:
             message = (f"cannot hand {step.task_id} to a worker process ({exc}); with "
                        "threads running, workers start from a fork server, so task "
                        "classes must be defined at the top level of an importable module")
-            self._unsent.append(Outcome(step.index, attempt, False, error=message,
-                                        error_tail=message))
+            self._unsent.append(Outcome(step.index, attempt, False, error=message))
 
     def wait(self, timeout: float) -> list[Outcome]:
         from multiprocessing.connection import wait as wait_any
