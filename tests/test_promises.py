@@ -766,3 +766,89 @@ def test_webhook_answers_408_and_429_are_retried(project: Project) -> None:
     assert done.returncode == 1
     assert len(hook.received) == 3, done.stderr
     assert "alert sent via webhook" in done.stderr
+
+
+def test_config_sets_task_timeout_log_format_and_log_level(project: Project) -> None:
+    add_promise_pipeline(project, 'timeout = 1\nlog_format = "json"\nlog_level = "WARNING"\n')
+    done = project.run("run", "Hooked", "--sleep", "60")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "timed out after 1 s" in done.stdout  # [batchdeps] timeout, for a class with none
+    lines = json_lines(done.stderr)  # [batchdeps] log_format = "json": every line is JSON
+    assert lines and {line["level"] for line in lines} <= {"WARNING", "ERROR"}, lines
+    assert not any(line["event"] == "task_started" for line in lines)  # INFO is below WARNING
+
+
+def test_lease_time_defaults_to_30_seconds() -> None:
+    from batchdeps.config import Config
+    from batchdeps.run.session import make_lock_provider
+
+    provider = make_lock_provider(Config(lock={"url": "http://127.0.0.1:9"}))
+    assert getattr(provider, "ttl", None) == 30
+    provider = make_lock_provider(Config(lock={"url": "http://127.0.0.1:9", "ttl": 7}))
+    assert getattr(provider, "ttl", None) == 7
+
+
+def test_documented_built_in_defaults_are_the_code_s() -> None:
+    """The defaults operations.md names for task options and alert deliveries."""
+    from batchdeps.config import Config
+    from batchdeps.report.notify import notifier_from
+    from batchdeps.run.runner import OPTION_DEFAULTS
+
+    text = " ".join(OPERATIONS.read_text().split())
+    listed = text.split("then from the built-in defaults (", 1)[1].split(")", 1)[0]
+    task_defaults = {k: float(v) for k, v in re.findall(r"`(\w+) = ([\d.]+)`", listed)}
+    assert set(task_defaults) == {"retries", "retry_delay", "retry_backoff", "max_retry_delay"}
+    assert {k: OPTION_DEFAULTS[k] for k in task_defaults} == task_defaults
+
+    alerts = " ".join(section(OPERATIONS.read_text(), "## Alerts").split())
+    documented = {name: float(value) for name, value in
+                  re.findall(r"`(retries|retry_delay|timeout)`[^(]*\(default ([\d.]+)\)", alerts)}
+    assert set(documented) == {"retries", "retry_delay", "timeout"}, documented
+    notifier = notifier_from(Config(notify={"command": "true"}))
+    assert notifier is not None
+    assert {name: float(getattr(notifier, name)) for name in documented} == documented
+
+
+def test_default_retry_delay_is_one_second_with_equal_jitter(project: Project) -> None:
+    project.write("pipelines/once.py", '''
+import os
+
+import batchdeps as bd
+
+
+class FailsOnce(bd.Task):
+    retries = 1
+
+    def output(self):
+        return bd.FileTarget("out/fails-once.txt")
+
+    def run(self):
+        if not os.path.exists("failed-once"):
+            open("failed-once", "w").close()
+            raise RuntimeError("first attempt fails")
+        with self.output().open("w") as out:
+            out.write("ok\\n")
+''')
+    done = project.run("run", "FailsOnce")
+    assert done.returncode == 0, done.stdout + done.stderr
+    retry = re.search(r"retry FailsOnce\(\) in ([\d.]+) s", done.stderr)
+    assert retry, done.stderr
+    assert 0.5 <= float(retry.group(1)) <= 1.0, retry.group(0)
+
+
+def test_promises_md_names_only_tests_that_exist() -> None:
+    """docs/promises.md: every test it names exists, and every row says what backs it."""
+    text = (REPO / "docs/promises.md").read_text()
+    named = re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", text)
+    assert len(named) > 100, len(named)
+    for path, name in named:
+        source = REPO / path
+        assert source.exists(), path
+        assert re.search(rf"^(async )?def {name}\(", source.read_text(), re.MULTILINE), \
+            f"docs/promises.md names {path}::{name}, which does not exist"
+    rows = [line for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith(("| Promise", "| ---"))]
+    assert len(rows) > 100, len(rows)
+    for row in rows:
+        backed = row.rstrip(" |").rsplit(" | ", 1)[-1]
+        assert re.search(r"tests/|changed|open: issue \d+|figure|see docs/", backed), row
