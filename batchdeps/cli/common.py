@@ -55,6 +55,18 @@ def _own_stderr() -> Any:
         return sys.stderr
 
 
+#: Text log lines: date, time and UTC offset (cron logs cross midnight and time zones).
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S%z"
+
+
+def text_formatter() -> Any:
+    """The formatter of text log lines, for runs and the lock server alike."""
+    import logging
+
+    return logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
+
+
 def setup_logging(level: str, log_format: str = "text") -> None:
     import logging  # here, not at the top: `batchdeps --help` does not need it
 
@@ -65,8 +77,7 @@ def setup_logging(level: str, log_format: str = "text") -> None:
 
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%H:%M:%S"))
+        handler.setFormatter(text_formatter())
     root = logging.getLogger("batchdeps")
     root.handlers[:] = [handler]
     root.setLevel(level)

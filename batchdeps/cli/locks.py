@@ -52,8 +52,10 @@ def lock_server_command(host: str, port: int, db: str, tokens_file: str | None,
     from ..locks.auth import Tokens, client_token
     from ..locks.connections import Limits
     from ..locks.server import ServerOptions, serve
+    from .common import DATE_FORMAT, TEXT_FORMAT
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The same line format as runs, so one grep reads both logs.
+    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT, datefmt=DATE_FORMAT)
     try:
         tokens = Tokens(client_token(), tokens_file)
         options = ServerOptions(

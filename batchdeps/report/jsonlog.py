@@ -2,7 +2,8 @@
 
 Every line has `time`, `level`, `event`, `run_id`, `host` and `message`; lines about a task
 add `task_id` and `attempt`, and whatever else the event knows (`status`, `error`,
-`delay`, `log_path`). Lines that are not about an event have `"event": "log"`.
+`delay`, `log_path`). Lines that are not about an event have `"event": "log"`. Fields a
+caller passes with `extra={...}` are kept (values JSON cannot hold become strings).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from .summary import LogListener
 
 _FIELDS = ("task_id", "attempt", "status", "error", "delay", "log_path", "holder",
            "exit_code", "counts", "elapsed", "tasks_to_run", "workers")
+
+
+#: What every LogRecord carries; any other attribute came from a caller's `extra={...}`.
+_RECORD_ATTRIBUTES = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,6 +45,9 @@ class JsonFormatter(logging.Formatter):
         for name in _FIELDS:
             value = getattr(record, name, None)
             if value is not None:
+                line[name] = value
+        for name, value in record.__dict__.items():  # a caller's extra={...} fields
+            if name not in _RECORD_ATTRIBUTES and name not in line and value is not None:
                 line[name] = value
         line["message"] = record.getMessage()
         if record.exc_info:
