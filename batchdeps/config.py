@@ -38,6 +38,23 @@ def _int_at_least(minimum: int) -> Check:
     return check
 
 
+def _int_between(minimum: int, maximum: int) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                minimum <= value <= maximum):
+            raise ValueError(f"must be an integer from {minimum} to {maximum}")
+        return value
+
+    return check
+
+
+def _shown(given: Any, value: Any) -> str:
+    """The value for an error message; one that came from ${VAR} is not printed (a secret)."""
+    if isinstance(given, str) and _ENV_REF.search(given) and given != value:
+        return f"the value of {given} (not shown)"
+    return repr(value)
+
+
 def _number_at_least(minimum: float) -> Check:
     def check(value: Any) -> float:
         # `not value >= minimum` also refuses nan, which TOML allows and every `<` lets by.
@@ -66,6 +83,24 @@ def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
+
+
+def _number_between(minimum: float, maximum: float) -> Check:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                minimum <= value <= maximum):
+            raise ValueError(f"must be a number from {minimum:g} to {maximum:g}")
+        return float(value)
+
+    return check
+
+
+def _lock_url(value: Any) -> str:
+    from .locks.protocol import parse_url  # the lock server's own rule; stdlib only
+
+    url = _string(value)
+    parse_url(url)  # ProtocolError is a ValueError naming what is wrong
+    return url
 
 
 def _choice(*choices: str) -> Check:
@@ -102,8 +137,8 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "send_to_server": _bool,
     },
     "lock": {
-        "url": _string,
-        "ttl": _number_at_least(1),
+        "url": _lock_url,
+        "ttl": _number_between(1, 7 * 24 * 3600),  # the lock server's MIN_TTL..MAX_TTL
         "wait_timeout": _number_at_least(0),
     },
     "notify": {
@@ -223,11 +258,12 @@ def parse_config(
             if key not in keys:
                 known = ", ".join(sorted(keys))
                 raise ConfigError(f"{where}: unknown key (known keys: {known})")
+            given = value
             value = _interpolate(value, where, environ)
             try:
                 checked[key] = keys[key](value)
             except ValueError as exc:
-                raise ConfigError(f"{where} {exc}, got {value!r}") from None
+                raise ConfigError(f"{where} {exc}, got {_shown(given, value)}") from None
         setattr(config, section, checked)
 
     storage = raw.get("storage", {})
@@ -241,12 +277,13 @@ def parse_config(
     resources = raw.get("resources", {})
     if not isinstance(resources, dict):
         raise ConfigError(f"{label}: [resources] must be a table")
-    check = _int_at_least(1)
+    check = _int_between(1, 10_000)  # the lock server's MAX_RESOURCE_SLOTS
     for name, value in resources.items():
         try:
             config.resources[name] = check(value)
         except ValueError as exc:
-            raise ConfigError(f"{label}: [resources] {name} {exc}, got {value!r}") from None
+            raise ConfigError(f"{label}: [resources] {name} {exc} (the lock server's limit), "
+                              f"got {value!r}") from None
 
     tasks = raw.get("tasks", {})
     if not isinstance(tasks, dict) or not all(isinstance(v, dict) for v in tasks.values()):

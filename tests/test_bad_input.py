@@ -123,7 +123,7 @@ CONFIG_CASES = [
     ("[batchdeps]\nmodules = ['pipelines']\nworkerz = 2\n",
      ["[batchdeps] workerz: unknown key"]),
     ("[batchdeps]\nworkers = 'two'\n", ["[batchdeps] workers must be an integer >= 1", "'two'"]),
-    ("[lock]\nttl = 0\n", ["[lock] ttl must be a number >= 1"]),
+    ("[lock]\nttl = 0\n", ["[lock] ttl must be a number from 1 to 604800"]),
     ("[lock]\nurl = 'http://127.0.0.1:1'\nlease = 3\n", ["[lock] lease: unknown key"]),
     ("[tasks.D]\ncolour = 'red'\n", ["[tasks.D] colour", "D has no parameter 'colour'"]),
     ("[tasks.Nope]\nx = 1\n", ["[tasks.Nope] names no known task"]),

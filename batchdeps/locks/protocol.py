@@ -8,10 +8,12 @@ heavier than the standard library. Bodies are JSON objects. Every request carrie
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from ..errors import LockError
+from ..errors import LockError, TaskDefinitionError
 
 API_PREFIX = "/v1"
 
@@ -308,6 +310,39 @@ def parse_audit_query(query: Any) -> tuple[float, int]:
         raise ProtocolError(f"'since' must be from 0 to 1e11 and 'limit' from 1 to "
                             f"{MAX_AUDIT_LINES}")
     return since, limit
+
+
+def parse_url(url: str) -> tuple[bool, str, int, str]:
+    """(https, host, port, path prefix) of a lock server URL.
+
+    Raises ProtocolError saying what is wrong, without repeating the URL (it may have come
+    from a secret; the caller names where it came from).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ProtocolError("has a bad port: give http://HOST:PORT with PORT from 1 to "
+                            "65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProtocolError("must look like http://HOST:PORT or https://HOST:PORT")
+    if port == 0:
+        raise ProtocolError("has a bad port (0): give PORT from 1 to 65535")
+    https = parts.scheme == "https"
+    return https, parts.hostname, port or (443 if https else 80), parts.path.rstrip("/")
+
+
+def check_lock_keys(task_ids: Iterable[str]) -> None:
+    """TaskDefinitionError (exit 2) for a task id the lock server would refuse as a key."""
+    for task_id in task_ids:
+        if len(task_id) > MAX_KEY_CHARS:
+            raise TaskDefinitionError(
+                f"task id {printable(task_id[:80])}... is {len(task_id)} characters long; "
+                f"the lock server takes keys of at most {MAX_KEY_CHARS} characters (shorten "
+                "the parameter values)")
+        if "\x00" in task_id:
+            raise TaskDefinitionError(f"task id {printable(task_id[:200])} holds a NUL "
+                                      "character, which the lock server refuses")
 
 
 def resource_key(name: str, slot: int) -> str:

@@ -15,31 +15,14 @@ import ssl
 import threading
 import time
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from ..backoff import Backoff
-from ..errors import LockAuthError, LockError, LockServerUnavailable
+from ..errors import ConfigError, LockAuthError, LockError, LockServerUnavailable
 from . import protocol as p
 
 #: delays between tries of one request while the server is away or busy
 RETRY = Backoff(first=0.05, factor=2.0, cap=1.0)
-
-
-def parse_url(url: str) -> tuple[bool, str, int, str]:
-    """(https, host, port, path prefix) of a lock server URL; LockError naming what is wrong."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise LockError(f"lock server URL {url!r} has a bad port (give http://HOST:PORT with "
-                        "PORT from 1 to 65535)") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LockError(f"lock server URL {url!r} must look like http://HOST:PORT or "
-                        "https://HOST:PORT")
-    if port == 0:
-        raise LockError(f"lock server URL {url!r} has a bad port (0)")
-    https = parts.scheme == "https"
-    return https, parts.hostname, port or (443 if https else 80), parts.path.rstrip("/")
 
 
 class LockTransport:
@@ -47,7 +30,10 @@ class LockTransport:
 
     def __init__(self, url: str, token: str, request_timeout: float = 10.0,
                  retry_for: float = 30.0) -> None:
-        self._https, self._host, self._port, self._prefix = parse_url(url)
+        try:
+            self._https, self._host, self._port, self._prefix = p.parse_url(url)
+        except p.ProtocolError as exc:
+            raise ConfigError(f"lock server URL {url!r} {exc}") from None
         self.url = url.rstrip("/")
         if any(not 32 < ord(char) < 127 for char in token):
             raise LockError("the lock token may hold only printable ASCII characters without "

@@ -226,6 +226,10 @@ class Session:
 
     def _execute(self, plan: Plan, options: RunOptions, listeners: RunListeners,
                  task_logs: Any) -> BuildResult:
+        if self.locks is None and lock_url_for(self.config, self.lock_url):
+            from ..locks.protocol import check_lock_keys  # ids the server would refuse: exit 2
+
+            check_lock_keys(step.task.task_id for step in plan.steps)
         provider = self.locks if self.locks is not None else make_lock_provider(
             self.config, self.lock_url, self.run_id)
         try:
