@@ -133,7 +133,7 @@ CONFIG_CASES = [
      ["NOT_SET_ANYWHERE", "is not set"]),
     ("[batchdeps\nmodules = 1\n", ["is not valid TOML"]),
     ("[batchdeps]\nmodules = ['no_such_pkg']\n", ["cannot import task module 'no_such_pkg'"]),
-    ("[resources]\nwarehouse = 0\n", ["[resources] warehouse must be an integer >= 1"]),
+    ("[resources]\nwarehouse = 0\n", ["[resources] warehouse must be an integer from 1 to 10000"]),
 ]
 
 
