@@ -120,6 +120,8 @@ def test_the_run_record_has_requested_tasks_host_user_and_exit_code(project: Any
         kinds = [row[0] for row in store.db.execute(
             "SELECT kind FROM history_events WHERE task_id = 'B(day=2026-11-24)' ORDER BY id")]
         assert kinds == ["planned", "started", "attempt failed", "finished"]
+        assert store.tasks(TaskQuery(task="A(day=2026-11-24)"))[0]["reason"] == (
+            "output out/a-2026-11-24.txt missing")
         (reason,) = store.db.execute(
             "SELECT reason FROM history_events WHERE kind = 'planned' AND task_id = "
             "'B(day=2026-11-24)'").fetchone()
@@ -165,22 +167,31 @@ def test_bd_build_without_a_config_file_writes_no_history(tmp_path: Path,
 
 # -- the parts, directly -----------------------------------------------------------------
 def test_listener_writes_in_batches_and_everything_at_the_end(tmp_path: Path) -> None:
-    from batchdeps.report.events import TaskFinished, TaskStarted
+    from batchdeps.report.events import AttemptFailed, TaskFinished, TaskStarted
 
     path = str(tmp_path / "h.db")
     ticks = iter(range(1000))
     listener = HistoryListener(path, batch=3, interval=1e9, clock=lambda: float(next(ticks)))
-    listener.on_event(TaskStarted("r1", "T(n=1)", "T", 1, "missing"))
+    listener.on_event(TaskStarted("r1", "T(n=1)", "T", 1, "output t1 missing"))
     listener.on_event(TaskFinished("r1", "T(n=1)", "T", "built", 1, 0.5))
+    # a quick task is one finished row that keeps its start and reason
+    listener.on_event(TaskStarted("r1", "T(n=2)", "T", 1, "output t2 missing"))
     assert not os.path.exists(path)  # two rows: still pending
-    listener.on_event(TaskStarted("r1", "T(n=2)", "T", 1, "missing"))
+    listener.on_event(TaskStarted("r1", "T(n=3)", "T", 1, "output t3 missing"))
+    listener.wait()
     store = HistoryStore(path)
-    assert len(store.tasks(TaskQuery())) == 1  # the batch of three was written
+    (first,) = store.tasks(TaskQuery())  # the batch of three was written
+    assert first["task_id"] == "T(n=1)" and first["reason"] == "output t1 missing"
+    assert first["started"] is not None
+    listener.on_event(AttemptFailed("r1", "T(n=2)", "T", 1, "boom", "/l/1.log"))
     listener.on_event(TaskFinished("r1", "T(n=2)", "T", "failed", 1, 0.1, "boom", "/l/1.log"))
     listener.close()
     records = store.tasks(TaskQuery())
     assert [(r["task_id"], r["status"], r["error"], r["log"]) for r in records] == [
         ("T(n=2)", "failed", "boom", "/l/1.log"), ("T(n=1)", "built", None, None)]
+    kinds = [k for (k,) in store.db.execute(
+        "SELECT kind FROM history_events WHERE task_id = 'T(n=2)' ORDER BY id")]
+    assert kinds == ["started", "attempt failed", "finished"]
     store.close()
 
 

@@ -2,9 +2,9 @@
 
 Rows are kept in memory and written in one transaction when `batch` of them piled up or
 `interval` seconds passed since the last write, and at the end of the run; a run of
-10,000 tasks therefore costs a few dozen transactions, not 30,000. History must never fail
-a run: a write that fails (disk full, file locked too long) is logged once and recording
-stops for the rest of the run.
+10,000 tasks therefore costs a few dozen transactions, not 30,000, and they run in a
+thread beside the runner. History must never fail a run: a write that fails (disk full,
+file locked too long) is logged once and recording stops for the rest of the run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..report.events import Event, RunFinished, RunStarted
+from ..report.events import (
+    AttemptFailed,
+    Event,
+    RunFinished,
+    RunStarted,
+    TaskFinished,
+    TaskStarted,
+)
 from .records import Recorder, Row
 
 if TYPE_CHECKING:
@@ -48,6 +55,11 @@ class HistoryListener:
     """Writes one run's events into the history file at `path` (made on the first write),
     and hands the same rows to `remote` (the lock server) when one is given.
 
+    The runner's thread only turns events into rows; the writes happen in a thread of
+    their own, so SQLite's work overlaps the run's. A task that starts and finishes in
+    one attempt between two writes is written as its finished row alone, which carries
+    the start time and the reason it ran too (a third fewer rows in a run of quick tasks).
+
     Args:
         path: the SQLite file (None: no local history).
         remote: the queue to the lock server (None: local only).
@@ -68,9 +80,9 @@ class HistoryListener:
         self.clock = clock
         self.recorder = Recorder()
         self._pending: list[Row] = []
-        self._store: HistoryStore | None = None
+        self._started_at: dict[str, int] = {}  # task id -> its pending started row
+        self._writer: _Writer | None = None
         self._last_write = clock()
-        self._broken = False
         self._closed = False
 
     def on_event(self, event: Event) -> None:
@@ -80,46 +92,46 @@ class HistoryListener:
         if self.remote is not None:
             changed = isinstance(event, (RunStarted, RunFinished))
             self.remote.put(rows, self.recorder.run if changed else None)
-        if self.path is None or self._broken:
-            if isinstance(event, RunFinished):
-                self.close()
-            return
-        if rows:
-            self._pending.extend(rows)
+        if rows and self.path is not None:
+            pending = self._pending
+            if type(event) is TaskStarted:
+                if event.attempt == 1:
+                    self._started_at[event.task_id] = len(pending)
+            elif type(event) is TaskFinished and event.attempts == 1:
+                index = self._started_at.pop(event.task_id, -1)
+                if index >= 0:
+                    pending[index] = rows[0]
+                    rows = []
+            elif type(event) is AttemptFailed:  # its rows stay in order after the start
+                self._started_at.pop(event.task_id, None)
+            pending.extend(rows)
         if isinstance(event, RunFinished):
             self.close()
-            return
-        if len(self._pending) >= self.batch or self.clock() - self._last_write >= self.interval:
+        elif len(self._pending) >= self.batch or (
+                self._pending and self.clock() - self._last_write >= self.interval):
             self.flush()
 
     def flush(self, *, final: bool = False) -> None:
-        """Write the pending rows and the run record now (also with no rows when `final`)."""
-        if self.path is None or self._broken or not (self._pending or final):
+        """Hand the pending rows and the run record to the writer (also with no rows when
+        `final`)."""
+        if self.path is None or not (self._pending or final):
             return
-        run = self.recorder.run
         self._last_write = self.clock()
-        try:
-            store = self._open()
-            if run is not None:
-                run["last_seen"] = time.time()
-            store.write(self._pending, run)
-        except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: never fail the run
-            log.warning("run history is off for this run: cannot write %s: %s", self.path, exc)
-            self._broken = True
-            return
-        finally:
-            self._pending = []
+        if self._writer is None:
+            self._writer = _Writer(self.path)
+        run = self.recorder.run
+        self._writer.put(self._pending, dict(run) if run is not None else None)
+        self._pending = []
+        self._started_at.clear()
 
-    def _open(self) -> HistoryStore:
-        assert self.path is not None
-        if self._store is None:
-            from .store import HistoryStore
+    def wait(self) -> None:
+        """Return when everything handed to the writer is written (tests, the end)."""
+        if self._writer is not None:
+            self._writer.queue.join()
 
-            folder = os.path.dirname(self.path)
-            if folder:
-                os.makedirs(folder, exist_ok=True)
-            self._store = HistoryStore(self.path)
-        return self._store
+    @property
+    def broken(self) -> bool:
+        return self._writer is not None and self._writer.broken
 
     def close(self) -> None:
         """Write what is pending, remove history past the retention, close the file."""
@@ -127,13 +139,71 @@ class HistoryListener:
             return
         self._closed = True
         self.flush(final=self.recorder.run is not None)
+        if self._writer is not None:
+            self._writer.finish(time.time() - self.retention)
         if self.remote is not None:
             self.remote.close()
+
+
+class _Writer:
+    """The thread that owns the history file: writes batches in order, then prunes."""
+
+    def __init__(self, path: str) -> None:
+        import queue
+        import threading
+
+        self.path = path
+        self.queue: queue.Queue[tuple[list[Row], dict[str, Any] | None] | None] = queue.Queue()
+        self.broken = False
+        self.prune_before: float | None = None
+        self._store: HistoryStore | None = None
+        self._thread = threading.Thread(target=self._loop, name="batchdeps-history-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def put(self, rows: list[Row], run: dict[str, Any] | None) -> None:
+        self.queue.put((rows, run))
+
+    def finish(self, prune_before: float) -> None:
+        """Write everything queued, prune, close; returns when done."""
+        self.prune_before = prune_before
+        self.queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    self._close()
+                    return
+                if not self.broken:
+                    self._write(*item)
+            finally:
+                self.queue.task_done()
+
+    def _write(self, rows: list[Row], run: dict[str, Any] | None) -> None:
+        try:
+            if self._store is None:
+                from .store import HistoryStore
+
+                folder = os.path.dirname(self.path)
+                if folder:
+                    os.makedirs(folder, exist_ok=True)
+                self._store = HistoryStore(self.path)
+            if run is not None:
+                run["last_seen"] = time.time()
+            self._store.write(rows, run)
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: never fail the run
+            log.warning("run history is off for this run: cannot write %s: %s", self.path, exc)
+            self.broken = True
+
+    def _close(self) -> None:
         if self._store is None:
             return
-        if not self._broken:
+        if not self.broken and self.prune_before is not None:
             try:
-                self._store.prune(time.time() - self.retention)
+                self._store.prune(self.prune_before)
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not remove old history from %s: %s", self.path, exc)
         self._store.close()

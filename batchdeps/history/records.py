@@ -66,42 +66,58 @@ class Recorder:
         self.user = current_user()
         self.pid = current_pid()
         self.run: dict[str, Any] | None = None
-        self._started: dict[str, float] = {}
+        self._started: dict[str, tuple[float, str]] = {}  # task id -> (first start, reason)
 
     def rows(self, event: Event) -> list[Row]:
         """The rows for `event` (also updates `self.run` on the run's start and end)."""
-        now = self.clock()
-        host, pid = self.host, self.pid
-        if isinstance(event, TaskStarted):
-            started = self._started.setdefault(event.task_id, now)
-            return [(event.run_id, now, STARTED, event.task_id, event.family, "running",
-                     event.attempt, 0.0, "", "", event.reason, host, pid, started)]
-        if isinstance(event, TaskFinished):
-            started = self._started.pop(event.task_id, now)
-            return [(event.run_id, now, FINISHED, event.task_id, event.family, event.status,
-                     event.attempts, event.duration, _clip(event.error), event.log_path or "",
-                     "", host, pid, started)]
-        if isinstance(event, AttemptFailed):
-            return [(event.run_id, now, ATTEMPT_FAILED, event.task_id, event.family,
-                     "timed out" if event.timed_out else "failed", event.attempt, 0.0,
-                     _clip(event.error), event.log_path or "", "", host, pid,
-                     self._started.get(event.task_id, now))]
-        if isinstance(event, TaskRetrying):
-            return [(event.run_id, now, RETRYING, event.task_id, event.family, "retrying",
-                     event.attempt, event.delay, _clip(event.error), "", "", host, pid,
-                     self._started.get(event.task_id, now))]
-        if isinstance(event, TaskWaiting):
-            family = event.task_id.split("(", 1)[0]
-            return [(event.run_id, now, WAITING, event.task_id, family, "waiting", 0, 0.0,
-                     "", "", _clip(f"held by {event.holder}"), host, pid, now)]
-        if isinstance(event, RunStarted):
-            return self._run_started(event, now)
-        if isinstance(event, RunFinished):
-            result = event.result
-            if self.run is None:
-                self.run = self._run_record(event.run_id, result.requested, now, 0)
-            self.run.update(finished=now, exit_code=result.exit_code, counts=result.counts(),
-                            last_seen=now)
+        handler = self._handlers.get(type(event))
+        return handler(event, self.clock()) if handler is not None else []
+
+    @property
+    def _handlers(self) -> dict[type, Callable[[Any, float], list[Row]]]:
+        handlers = self.__dict__.get("_handler_table")
+        if handlers is None:
+            handlers = self.__dict__["_handler_table"] = {
+                TaskStarted: self._task_started, TaskFinished: self._task_finished,
+                AttemptFailed: self._attempt_failed, TaskRetrying: self._retrying,
+                TaskWaiting: self._waiting, RunStarted: self._run_started,
+                RunFinished: self._run_finished,
+            }
+        return handlers  # type: ignore[no-any-return]
+
+    def _task_started(self, event: TaskStarted, now: float) -> list[Row]:
+        started, _ = self._started.setdefault(event.task_id, (now, event.reason))
+        return [(event.run_id, now, STARTED, event.task_id, event.family, "running",
+                 event.attempt, 0.0, "", "", event.reason, self.host, self.pid, started)]
+
+    def _task_finished(self, event: TaskFinished, now: float) -> list[Row]:
+        started, reason = self._started.pop(event.task_id, (now, ""))
+        return [(event.run_id, now, FINISHED, event.task_id, event.family, event.status,
+                 event.attempts, event.duration, _clip(event.error), event.log_path or "",
+                 reason, self.host, self.pid, started)]
+
+    def _attempt_failed(self, event: AttemptFailed, now: float) -> list[Row]:
+        return [(event.run_id, now, ATTEMPT_FAILED, event.task_id, event.family,
+                 "timed out" if event.timed_out else "failed", event.attempt, 0.0,
+                 _clip(event.error), event.log_path or "", "", self.host, self.pid,
+                 self._started.get(event.task_id, (now, ""))[0])]
+
+    def _retrying(self, event: TaskRetrying, now: float) -> list[Row]:
+        return [(event.run_id, now, RETRYING, event.task_id, event.family, "retrying",
+                 event.attempt, event.delay, _clip(event.error), "", "", self.host, self.pid,
+                 self._started.get(event.task_id, (now, ""))[0])]
+
+    def _waiting(self, event: TaskWaiting, now: float) -> list[Row]:
+        family = event.task_id.split("(", 1)[0]
+        return [(event.run_id, now, WAITING, event.task_id, family, "waiting", 0, 0.0,
+                 "", "", _clip(f"held by {event.holder}"), self.host, self.pid, now)]
+
+    def _run_finished(self, event: RunFinished, now: float) -> list[Row]:
+        result = event.result
+        if self.run is None:
+            self.run = self._run_record(event.run_id, result.requested, now, 0)
+        self.run.update(finished=now, exit_code=result.exit_code, counts=result.counts(),
+                        last_seen=now)
         return []
 
     def _run_record(self, run_id: str, requested: list[str], now: float,
