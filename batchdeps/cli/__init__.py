@@ -8,6 +8,7 @@
     taskargs.py a task's parameters as options (run, status, graph), shell completion
     locks.py    batchdeps lock-server, batchdeps locks
     history.py  batchdeps history
+    ui.py       batchdeps ui
     audit.py    batchdeps audit
 """
 
@@ -28,6 +29,7 @@ def _register() -> None:
     from .history import history_command
     from .locks import lock_server_command, locks_command
     from .run import run_command
+    from .ui import ui_command
 
     main.add_command(run_command)
     main.add_command(lock_server_command)
@@ -37,6 +39,7 @@ def _register() -> None:
     main.add_command(graph.graph_command)
     main.add_command(list.list_command)
     main.add_command(audit_command)
+    main.add_command(ui_command)
 
 
 _register()

@@ -55,6 +55,9 @@ def _common_options() -> list[click.Parameter]:
                      help="Log level (default INFO)."),
         click.Option(["--log-format"], type=click.Choice(["text", "json"]), default=None,
                      multiple=True, callback=single, help="Log line format."),
+        click.Option(["--metrics-file"], default=None, multiple=True, callback=single,
+                     metavar="PATH", help="At the end, write the run's Prometheus metrics "
+                     "to PATH (atomically; for node_exporter's textfile collector)."),
         click.Option(["--debug"], is_flag=True, help="Show tracebacks of errors."),
     ]
 
@@ -73,7 +76,7 @@ def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]
 
     Usage: batchdeps run TASK [--PARAM VALUE ...] [--workers N] [--dry-run] [--force]
     [--force-upstream] [--force-from SELECTOR ...] [--max-tasks N] [--reverse]
-    [--lock-url URL] [--config FILE]. A Date, DateTime or Int parameter given as A..B asks
+    [--lock-url URL] [--metrics-file PATH] [--config FILE]. A Date, DateTime or Int parameter given as A..B asks
     for one task per value. `batchdeps run TASK --help` lists TASK's parameters.
     """
     if task_name is None or task_name.startswith("-"):
@@ -162,6 +165,7 @@ def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
         lock_url=common["lock_url"], wait_timeout=common["wait_timeout"],
         log_format=common["log_format"], log_level=common["log_level"],
         default_log_dir=default_log_dir(config), console=True, handle_signals=True,
+        metrics_file=common["metrics_file"],
     )
     plan = session.resolve(requested)
     # The plan lives until the process exits; frozen, the garbage collector stops

@@ -374,6 +374,9 @@ class LockServer:
 
 def _register_extensions(server: LockServer, app: web.Application) -> None:
     """Routes of other modules (status page, metrics, history): one line each."""
+    from ..web.routes import register as monitoring
+
+    monitoring(server, app)
 
 
 def is_loopback(host: str) -> bool:

@@ -187,6 +187,7 @@ class LeaseStore:
         self._heap: list[tuple[float, str]] = []
         self._depth = 0
         self.grants = 0  # grants committed by this process; `sync()` makes them durable
+        self.event_counts: dict[str, int] = {}  # audit events by kind since start (metrics)
         now = self.clock()
         for key, ttl in self.db.execute("SELECT key, ttl FROM leases"):
             self._set_expiry(key, now + ttl)
@@ -372,6 +373,7 @@ class LeaseStore:
     # -- writing ----------------------------------------------------------------------------
     def _audit(self, event: str, key: str, token: int, holder: str, address: str,
                detail: str = "") -> None:
+        self.event_counts[event] = self.event_counts.get(event, 0) + 1
         self.db.execute(
             "INSERT INTO audit (at, event, key, token, holder, address, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)", (self.wall(), event, key, token, holder, address,

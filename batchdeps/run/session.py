@@ -15,6 +15,7 @@ which they hear each event:
     2. the progress line                       console runs, stderr a terminal
     3. task logs (captured output per attempt) a log folder is configured or given
     4. run history (local file, lock server)   `[history]` enabled (the default)
+    4b. run metrics for a textfile collector   `metrics_file` (`--metrics-file`)
     5. the end-of-run summary                  console runs
     6. the `[notify]` alerter                  `[notify]` is configured
     7. the caller's own (`listeners=`)
@@ -162,6 +163,8 @@ class Session:
     #: record the run in the local history file (`[history]`); bd.build does so only for
     #: a config loaded from a file or with a state_dir
     local_history: bool = True
+    #: write the run's Prometheus metrics to this file at the end (`--metrics-file`)
+    metrics_file: str | None = None
 
     @classmethod
     def from_config(cls, config: Config | None = None, **overrides: Any) -> Session:
@@ -182,6 +185,13 @@ class Session:
             given["wait_timeout"] = config.lock["wait_timeout"]
         if "log_format" not in given:
             given["log_format"] = config.batchdeps.get("log_format") or "text"
+        metrics_file = given.get("metrics_file")
+        if metrics_file:
+            folder = os.path.dirname(os.path.abspath(metrics_file))
+            if os.path.isdir(metrics_file) or not os.path.isdir(folder) or not os.access(
+                    folder, os.W_OK):
+                raise UsageError(f"--metrics-file {metrics_file}: cannot write a file there "
+                                 f"(the folder {folder} must exist and be writable)")
         if "log_level" not in given:
             given["log_level"] = config.batchdeps.get("log_level") or "INFO"
         given["listeners"] = list(given.get("listeners", ()))
@@ -309,6 +319,15 @@ class Session:
         if history is not None:
             listeners.append(history)
             assembled.to_close.append(history)
+        if self.metrics_file:
+            from ..metrics import RunMetrics
+
+            metrics = RunMetrics(self.metrics_file)
+            remote = history.remote if history is not None else None
+            if remote is not None:
+                metrics.history_dropped = lambda: float(remote.dropped)
+            listeners.append(metrics)
+            assembled.to_close.append(metrics)  # after the history: its drops are final
         if self.console:
             from ..report.summary import SummaryListener
 
