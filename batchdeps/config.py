@@ -202,7 +202,7 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
     environ = os.environ if environ is None else environ
     path = find_config_path(explicit, environ)
     if path is None:
-        return Config()
+        return parse_config({}, environ=environ)  # defaults, and BATCHDEPS_... overrides
     try:
         with open(path, "rb") as handle:
             raw = tomllib.load(handle)
@@ -214,20 +214,35 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
 
 
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: Environment overrides: BATCHDEPS_<KEY> for [batchdeps] keys, BATCHDEPS_<SECTION>__<KEY>
+#: for the other sections batchdeps owns ([lock], [notify], [history]).
+ENV_PREFIX = "BATCHDEPS_"
 
 
 def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
+    """Replace `${NAME}`, `${NAME:-default}` and `${NAME:-}` in strings from `environ`.
+
+    `${NAME:-default}` takes the default when NAME is unset or empty; `${NAME}` unset is
+    an error naming it.
+    """
     if isinstance(value, str):
 
         def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ConfigError(f"{where}: '${{{name}}}' is not a valid variable name")
-            if name not in environ:
+            name, has_default, default = match.group(1).partition(":-")
+            if not _NAME.fullmatch(name):
+                raise ConfigError(f"{where}: '${{{match.group(1)}}}' is not a valid variable "
+                                  "name (write ${NAME} or ${NAME:-default})")
+            found = environ.get(name)
+            if has_default:
+                return found if found else default
+            if found is None:
                 raise ConfigError(
-                    f"{where} refers to ${{{name}}}, but the environment variable {name} is not set"
+                    f"{where} refers to ${{{name}}}, but the environment variable {name} is "
+                    f"not set (set it, or write ${{{name}:-default}})"
                 )
-            return environ[name]
+            return found
 
         return _ENV_REF.sub(replace, value)
     if isinstance(value, list):
@@ -235,6 +250,27 @@ def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _interpolate(v, f"{where}.{k}", environ) for k, v in value.items()}
     return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[str, Any]]:
+    """(section, key) -> (variable name, value) for every BATCHDEPS_... override set.
+
+    A value is read as a TOML value (`3`, `true`, `["a", "b"]`), else taken as a string.
+    """
+    overrides: dict[tuple[str, str], tuple[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        for key in keys:
+            name = (f"{ENV_PREFIX}{key.upper()}" if section == "batchdeps"
+                    else f"{ENV_PREFIX}{section.upper()}__{key.upper()}")
+            text = environ.get(name)
+            if text is None:
+                continue
+            try:
+                value: Any = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = text
+            overrides[(section, key)] = (name, value)
+    return overrides
 
 
 def parse_config(
@@ -248,29 +284,43 @@ def parse_config(
         root=os.path.dirname(os.path.abspath(path)) if path else os.getcwd(),
         raw=raw,
     )
+    overrides = _env_overrides(environ)
     for section, keys in SCHEMA.items():
         table = raw.get(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{label}: [{section}] must be a table")
         checked: dict[str, Any] = {}
-        for key, value in table.items():
+        for key, raw_value in table.items():
             where = f"{label}: [{section}] {key}"
             if key not in keys:
                 known = ", ".join(sorted(keys))
                 raise ConfigError(f"{where}: unknown key (known keys: {known})")
-            given = value
-            value = _interpolate(value, where, environ)
+            if (section, key) in overrides:
+                continue  # the environment wins; checked below
+            value = _interpolate(raw_value, where, environ)
             try:
                 checked[key] = keys[key](value)
             except ValueError as exc:
-                raise ConfigError(f"{where} {exc}, got {_shown(given, value)}") from None
+                raise ConfigError(f"{where} {exc}, got {_shown(raw_value, value)}") from None
+        for key in keys:
+            if (section, key) in overrides:
+                variable, value = overrides[(section, key)]
+                try:
+                    checked[key] = keys[key](value)
+                except ValueError as exc:
+                    raise ConfigError(f"${variable} (overrides [{section}] {key}) {exc}; "
+                                      "value not shown") from None
         setattr(config, section, checked)
 
     storage = raw.get("storage", {})
     if not isinstance(storage, dict) or not all(isinstance(v, dict) for v in storage.values()):
         raise ConfigError(f"{label}: [storage.PROTOCOL] sections must be tables of options")
+    # An option that is empty after interpolation (`${S3_ENDPOINT:-}` with the variable
+    # unset) is left out, so the filesystem's own default applies.
     config.storage = {
-        protocol: _interpolate(options, f"{label}: [storage.{protocol}]", environ)
+        protocol: {key: value for key, value in
+                   _interpolate(options, f"{label}: [storage.{protocol}]", environ).items()
+                   if value != ""}
         for protocol, options in storage.items()
     }
 

@@ -160,6 +160,49 @@ def test_interpolated_value_is_then_validated() -> None:
     assert "xml" not in str(info.value)  # a value from the environment may be a secret
 
 
+@pytest.mark.parametrize(("ref", "environ", "expected"), [
+    ("${HOST:-localhost}", {}, "echo localhost"),
+    ("${HOST:-localhost}", {"HOST": ""}, "echo localhost"),
+    ("${HOST:-localhost}", {"HOST": "h1"}, "echo h1"),
+    ("${HOST:-}", {}, "echo "),
+    ("${HOST}", {"HOST": "h2"}, "echo h2"),
+])
+def test_variable_with_a_default(ref: str, environ: dict[str, str], expected: str) -> None:
+    config = parse_config({"notify": {"command": f"echo {ref}"}}, environ=environ)
+    assert config.notify["command"] == expected
+
+
+def test_storage_option_empty_after_interpolation_is_left_out() -> None:
+    raw = {"storage": {"s3": {"endpoint_url": "${S3_ENDPOINT:-}", "anon": False}}}
+    assert parse_config(raw, environ={}).storage == {"s3": {"anon": False}}
+    assert parse_config(raw, environ={"S3_ENDPOINT": "http://127.0.0.1:9"}).storage == {
+        "s3": {"endpoint_url": "http://127.0.0.1:9", "anon": False}}
+
+
+@pytest.mark.parametrize(("variable", "text", "section", "key", "expected"), [
+    ("BATCHDEPS_WORKERS", "3", "batchdeps", "workers", 3),
+    ("BATCHDEPS_MODULES", "pipes", "batchdeps", "modules", ["pipes"]),
+    ("BATCHDEPS_MODULES", '["a", "b"]', "batchdeps", "modules", ["a", "b"]),
+    ("BATCHDEPS_LOCK__URL", "http://127.0.0.1:8765", "lock", "url", "http://127.0.0.1:8765"),
+    ("BATCHDEPS_LOCK__TTL", "12.5", "lock", "ttl", 12.5),
+    ("BATCHDEPS_HISTORY__ENABLED", "false", "history", "enabled", False),
+])
+def test_environment_overrides_a_key(variable: str, text: str, section: str, key: str,
+                                     expected: Any) -> None:
+    raw = {"batchdeps": {"workers": 1}, "lock": {"ttl": 30}}
+    config = parse_config(raw, environ={variable: text})
+    assert getattr(config, section)[key] == expected
+
+
+def test_bad_environment_override_names_the_variable_not_the_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({}, environ={"BATCHDEPS_WORKERS": "zero"})
+    message = str(caught.value)
+    assert message.startswith("$BATCHDEPS_WORKERS (overrides [batchdeps] workers) must be an "
+                              "integer >= 1")
+    assert "zero" not in message
+
+
 # -- every key of SCHEMA ---------------------------------------------------------------
 def _string_list() -> tuple[list[tuple[Any, Any]], list[Any]]:
     return [("pkg", ["pkg"]), (["a", "b.c"], ["a", "b.c"])], [[1], [""], 5, {"a": 1}]
@@ -354,3 +397,21 @@ tags = ["a", "b"]
 def test_task_sections_that_are_not_tables_are_rejected(tasks: Any) -> None:
     with pytest.raises(ConfigError, match=r"c.toml: \[tasks.FAMILY\] sections must be tables"):
         parse_config({"tasks": tasks}, path="c.toml", environ={})
+
+
+def test_command_line_honours_defaults_and_overrides_from_the_environment(project: Any) -> None:
+    project.write("config.toml", """
+        [batchdeps]
+        modules = ["pipelines"]
+
+        [storage.s3]
+        endpoint_url = "${S3_ENDPOINT:-}"
+        """)
+    env = {k: v for k, v in project.env.items() if k != "S3_ENDPOINT"}
+    project.env = env
+    done = project.run("run", "Other")
+    assert done.returncode == 0, done.stderr
+    bad = project.run("run", "Other", "--force", BATCHDEPS_WORKERS="0")
+    assert bad.returncode == 2
+    assert "$BATCHDEPS_WORKERS (overrides [batchdeps] workers) must be an integer >= 1" in bad.stderr
+    assert "Traceback" not in bad.stderr
