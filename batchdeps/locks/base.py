@@ -22,13 +22,20 @@ class Lease:
 
 
 class LockProvider(Protocol):
-    """Leases keyed by task id. Non-blocking: the runner decides how long to wait."""
+    """Leases keyed by task id. Non-blocking: the runner decides how long to wait.
+
+    Every call the runner makes is here; `locks.local.LocalLockProvider` (one machine)
+    and `locks.client.HttpLockProvider` (the lock server) implement all of them.
+    """
 
     def start(self) -> None:
         """Connect / prepare; raise a LockError if that is impossible (nothing has run)."""
 
     def try_acquire(self, key: str) -> Lease | None:
         """The lease for `key`, or None when another holder has it."""
+
+    def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
+        """`try_acquire` for each of `keys`, in order (one round trip where that helps)."""
 
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
         """One of `slots` slots of resource pool `name`, or None when all are taken."""

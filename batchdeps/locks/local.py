@@ -113,6 +113,9 @@ class LocalLockProvider:
     def try_acquire(self, key: str) -> Lease | None:
         return self._try_lock(key)
 
+    def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
+        return [self._try_lock(key) for key in keys]
+
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
         for slot in range(slots):
             lease = self._try_lock(f"resource:{name}:{slot}")

@@ -1,0 +1,444 @@
+"""One step's lifecycle in a run: lease, resources, re-check, execute, fence, commit/discard.
+
+Each step of the plan has a `StepRun` whose `phase` says where it stands:
+
+    LEASE ──granted──> RECHECK ──still missing──> RESOURCES ──slots──> EXECUTE
+      │                   └─ complete: closed (built elsewhere / complete)      │
+      └─refused─> WAITING ─(poll; outputs re-checked)─> RECHECK                 │
+                    └─ outputs appeared: closed (built elsewhere)               v
+    CONFIRM (a lease kept across a retry delay or a wait for slots) ──> RESOURCES
+    EXECUTE ──run() returned──> FENCE (outputs there? lease still ours?) ──> COMMIT ──> built
+                └──failed──────> DISCARD ──> retry (CONFIRM) / lease lost (LEASE) / failed
+
+`Lifecycle` makes the transitions with the collaborators it is given (a `LockProvider`,
+an `Executor`, a clock) and tells its `Host` (the runner's loop) when a step waits, is
+submitted or is closed. Losing a lease is handled in one place, `Lifecycle.lose_lease`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from ..backoff import Backoff
+from ..errors import BatchdepsError, LeaseLostError
+from ..locks.base import Lease, LockProvider
+from ..report.events import AttemptFailed, Event, TaskRetrying, TaskStarted, TaskWaiting
+from ..report.result import Status
+from ..resolver import MISSING, Plan, Step
+from ..targets import Leftovers, Staging, check_exists
+from ..task import Task, WrapperTask
+from .executors import Executor, Outcome
+
+log = logging.getLogger("batchdeps")
+
+#: Built-in task option defaults; `[batchdeps]` in config and class attributes override.
+OPTION_DEFAULTS: dict[str, Any] = {
+    "retries": 0,
+    "retry_delay": 1.0,
+    "retry_backoff": 2.0,
+    "max_retry_delay": 300.0,
+    "timeout": None,
+}
+
+#: A task whose lease is lost this often in one run fails instead of waiting again.
+MAX_LEASES_LOST = 3
+
+#: Polling for a task held elsewhere, and for a free resource slot (capped by
+#: `lock_poll_max`); no jitter: the holder's release is not a crowd.
+LOCK_POLL = Backoff(first=0.03, factor=1.5, jitter=0.0)
+RESOURCE_POLL = Backoff(first=0.015, factor=1.5, jitter=0.0)
+#: Looking at a waited-for task's outputs: another run may have built it while its lease
+#: outlives it (a release that did not reach a restarted lock server waits for the TTL).
+RECHECK_POLL = Backoff(first=0.2, factor=2.0, cap=5.0, jitter=0.0)
+
+
+class Phase(Enum):
+    """Where a step stands in its lifecycle (see the module docstring)."""
+
+    LEASE = "lease"            # take the task's lease
+    WAITING = "waiting"        # held elsewhere: poll for the lease, re-check outputs meanwhile
+    RECHECK = "re-check"       # lease just taken: did another run build it meanwhile?
+    CONFIRM = "confirm"        # lease kept from before a delay: is it still ours?
+    RESOURCES = "resources"    # take the resource slots the task needs
+    EXECUTE = "execute"        # an attempt runs in the executor
+    FENCE = "fence"            # run() returned: outputs there and lease still ours?
+    COMMIT = "commit"          # the staged writes become visible
+    DISCARD = "discard"        # the staged writes are thrown away
+    DONE = "done"              # closed with a final status
+
+
+@dataclass(slots=True)
+class StepRun:
+    """What one run knows about one step between its phases."""
+
+    phase: Phase = Phase.LEASE
+    attempts: int = 0
+    lease: Lease | None = None
+    resource_leases: list[Lease] = field(default_factory=list)
+    contended: bool = False  # another holder had the task at some point in this run
+    leases_lost: int = 0
+    waiting_since: float | None = None
+    polls: int = 0  # lock or resource polls since the last wait began
+    rechecks: int = 0
+    next_recheck: float = 0.0
+    duration: float = 0.0
+    log_path: str | None = None  # the current attempt's log file (made only if needed)
+
+
+@dataclass
+class RunOptions:
+    """Settings of one run that are not collaborators."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    workers: int = 1  # attempts at a time (for listeners; the executor enforces it)
+    wait_timeout: float | None = None  # None: wait as long as the holder keeps its lock
+    resources: dict[str, int] = field(default_factory=dict)
+    task_defaults: dict[str, Any] = field(default_factory=dict)
+    log_path_for: Callable[[Step, int], str | None] | None = None
+    lock_poll_max: float = 1.0
+    kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL of running attempts on stop
+
+
+class Host(Protocol):
+    """What the lifecycle asks of the loop that drives it (the runner)."""
+
+    stopping: bool
+
+    def emit(self, event: Event) -> None:
+        """Tell every listener."""
+
+    def later(self, step: Step, due: float) -> None:
+        """Start `step` again (from its phase) at clock time `due`."""
+
+    def close(self, step: Step, status: Status, *, attempts: int = 0, error: str = "",
+              reason: str = "", missing_paths: list[str] | None = None,
+              holder: str = "") -> None:
+        """`step` reached its final status; release what depends on it."""
+
+
+class Lifecycle:
+    """The transitions of every step of one plan, with the run's collaborators."""
+
+    def __init__(self, plan: Plan, locks: LockProvider, executor: Executor, host: Host,
+                 options: RunOptions, clock: Callable[[], float],
+                 rand: Callable[[], float] = random.random) -> None:
+        self.plan = plan
+        self.locks = locks
+        self.executor = executor
+        self.host = host
+        self.options = options
+        self.clock = clock
+        self.rand = rand
+        self.leftovers = Leftovers()  # this run's look at temporary folders
+        self.runs = [StepRun() for _ in plan.steps]  # by step index
+
+    def option(self, step: Step, name: str) -> Any:
+        """A task option: the class attribute, else `[batchdeps]`, else the built-in."""
+        value = getattr(type(step.task), name, None)
+        if value is None:
+            value = self.options.task_defaults.get(name, OPTION_DEFAULTS[name])
+        return value
+
+    def needs_lease(self, step: Step) -> bool:
+        task = step.task
+        return step.kind is not MISSING and (
+            not isinstance(task, WrapperTask) or task in self.plan.forced)
+
+    # -- before an attempt -----------------------------------------------------------------
+    def prefetch(self, ready: Any, limit: int) -> None:
+        """Take the leases of the next `limit` ready steps in one round trip.
+
+        Only steps about to start are covered, so a run never sits on leases of work it
+        will not start soon (another machine may take that work meanwhile).
+        """
+        if limit < 2:
+            return
+        runs = self.runs
+        batch: list[Step] = []
+        for step in ready:
+            if len(batch) >= limit:
+                break
+            if runs[step.index].phase is Phase.LEASE and self.needs_lease(step):
+                batch.append(step)
+        if len(batch) < 2:
+            return
+        leases = self.locks.try_acquire_many([step.task_id for step in batch])
+        for step, lease in zip(batch, leases):
+            run = runs[step.index]
+            if lease is None:
+                run.phase = Phase.WAITING  # refused just now: wait before asking again
+            else:
+                run.lease = lease
+                run.phase = Phase.RECHECK
+
+    def start(self, step: Step) -> None:
+        """Drive a ready step from its phase until it is submitted, waits, or is closed."""
+        run = self.runs[step.index]
+        if run.phase is Phase.LEASE and run.attempts == 0 and not run.contended:
+            if step.kind is MISSING:
+                self._close(step, run, Status.MISSING_INPUT, error=step.reason,
+                            missing_paths=step.missing_paths)
+                return
+            if isinstance(step.task, WrapperTask) and step.task not in self.plan.forced:
+                self._close(step, run, Status.BUILT)
+                return
+        while True:
+            phase = run.phase
+            if phase is Phase.RESOURCES:
+                if self._take_resources(step, run):
+                    self._submit(step, run)
+                return
+            if phase is Phase.LEASE or phase is Phase.WAITING:
+                if phase is Phase.WAITING:
+                    if run.waiting_since is None:  # refused by a batched acquire just now
+                        self._wait(step, run)
+                        return
+                    if self._built_while_waiting(step, run):
+                        return
+                lease = self.locks.try_acquire(step.task_id)
+                if lease is None:
+                    run.phase = Phase.WAITING
+                    self._wait(step, run)
+                    return
+                run.lease = lease
+                run.phase = Phase.RECHECK
+            elif phase is Phase.RECHECK:
+                if self._complete_after_lease(step, run):
+                    return
+                run.phase = Phase.RESOURCES
+            elif phase is Phase.CONFIRM:
+                # Held across a retry delay or a wait for slots: it may have run out meanwhile
+                # (a pause, a server outage), and another worker may run the task now.
+                assert run.lease is not None
+                try:
+                    self.locks.check(run.lease)
+                except LeaseLostError as exc:
+                    log.warning("%s: lease lost before the next attempt (%s); waiting for the "
+                                "lock again", step.task_id, run.lease.lost_reason or exc)
+                    self.lose_lease(run)
+                    continue
+                run.phase = Phase.RESOURCES
+            else:  # pragma: no cover - EXECUTE, FENCE, COMMIT, DISCARD, DONE never start
+                raise RuntimeError(f"{step.task_id} started in phase {phase.value}")
+
+    def _wait(self, step: Step, run: StepRun) -> None:
+        """Held elsewhere: announce the wait once, give up at the wait timeout, else poll."""
+        now = self.clock()
+        if run.waiting_since is None:
+            run.waiting_since = now
+            run.contended = True
+            run.polls = 0
+            run.rechecks = 0
+            run.next_recheck = now + RECHECK_POLL.delay(1)
+            self.host.emit(TaskWaiting(self.options.run_id, step.task_id,
+                                       self.locks.holder(step.task_id)))
+        wait_timeout = self.options.wait_timeout
+        if wait_timeout is not None and now - run.waiting_since >= wait_timeout:
+            holder = self.locks.holder(step.task_id) or "another worker"
+            self._close(step, run, Status.LOCK_TIMEOUT, holder=holder,
+                        error=f"still held by {holder} after waiting {wait_timeout:g} s")
+            return
+        run.polls += 1
+        delay = min(self.options.lock_poll_max, LOCK_POLL.delay(run.polls))
+        if wait_timeout is not None:
+            delay = min(delay, max(0.0, run.waiting_since + wait_timeout - now))
+        self.host.later(step, now + delay)
+
+    def _built_while_waiting(self, step: Step, run: StepRun) -> bool:
+        """Now and then while waiting, look at the outputs: the holder may have built the
+        task already and still hold (or have failed to give back) its lease."""
+        now = self.clock()
+        if now < run.next_recheck or step.task in self.plan.forced:
+            return False
+        run.rechecks += 1
+        run.next_recheck = now + RECHECK_POLL.delay(run.rechecks + 1)
+        try:
+            complete = self._complete_now(step)
+        except BatchdepsError:
+            raise  # a check that cannot decide (storage down) stops the run
+        except Exception as exc:  # a complete() of the user's: decided after the lease
+            log.debug("%s: complete() raised while waiting: %s", step.task_id, exc)
+            return False
+        if not complete:
+            return False
+        self._close(step, run, Status.BUILT_ELSEWHERE,
+                    reason="built by another run (seen while waiting for its lock)")
+        return True
+
+    def _complete_after_lease(self, step: Step, run: StepRun) -> bool:
+        """With the lease just taken, is the task complete (another run built it)? Closes
+        the step when it is, or when its complete() raised."""
+        if step.task in self.plan.forced and not run.contended:
+            return False
+        try:
+            complete = self._complete_now(step)
+        except BatchdepsError:
+            raise  # a check that cannot decide (storage down) stops the run
+        except Exception as exc:  # a complete() of the user's that raised: this task fails
+            self.release(run)
+            message = ("checking completeness after taking the lock failed: "
+                       f"{type(exc).__name__}: {exc}").splitlines()[-1]
+            self._close(step, run, Status.FAILED, error=message)
+            return True
+        if not complete:
+            return False
+        self.release(run)
+        if run.contended:
+            self._close(step, run, Status.BUILT_ELSEWHERE, reason="built by another run")
+        else:
+            self._close(step, run, Status.COMPLETE, reason="complete when locked")
+        return True
+
+    def _complete_now(self, step: Step) -> bool:
+        task = step.task
+        if type(task).complete is Task.complete:
+            return bool(step.outputs) and all(check_exists(step.outputs))
+        return bool(task.complete())
+
+    def _take_resources(self, step: Step, run: StepRun) -> bool:
+        wanted = getattr(type(step.task), "resources", None)
+        if not wanted:
+            return True
+        caps = self.options.resources
+        for name, amount in wanted.items():
+            cap = caps.get(name)
+            if cap is None:
+                continue  # a pool with no cap in config is unlimited
+            for _ in range(min(int(amount), cap)):
+                lease = self.locks.try_acquire_resource(name, cap)
+                if lease is None:
+                    self.release_resources(run)
+                    run.polls += 1
+                    delay = min(self.options.lock_poll_max, RESOURCE_POLL.delay(run.polls))
+                    if run.lease is not None:
+                        run.phase = Phase.CONFIRM  # the wait may outlast the lease
+                    self.host.later(step, self.clock() + delay)
+                    return False
+                run.resource_leases.append(lease)
+        return True
+
+    def _submit(self, step: Step, run: StepRun) -> None:
+        run.attempts += 1
+        run.polls = 0
+        # After a failed attempt, look again: it may have left some.
+        self.leftovers.clean(step.outputs, fresh=run.attempts > 1)
+        log_path_for = self.options.log_path_for
+        run.log_path = log_path_for(step, run.attempts) if log_path_for is not None else None
+        task = step.task
+        self.host.emit(TaskStarted(self.options.run_id, task.task_id, task.family(),
+                                   run.attempts, step.reason))
+        run.phase = Phase.EXECUTE
+        self.executor.submit(step, run.attempts, run.log_path, self.option(step, "timeout"))
+
+    # -- after an attempt ------------------------------------------------------------------
+    def finish(self, outcome: Outcome) -> None:
+        """An attempt ended: fence and commit, or discard; then built, retry or failed."""
+        step = self.plan.steps[outcome.index]
+        run = self.runs[step.index]
+        run.duration += outcome.duration
+        error = outcome.error or outcome.traceback.strip().rsplit("\n", 1)[-1]
+        if outcome.ok:
+            try:
+                run.phase = Phase.FENCE
+                self._fence(step, run, outcome.staged)
+                run.phase = Phase.COMMIT
+                outcome.staged.commit(step.outputs)  # all or nothing (targets/commit.py)
+            except BatchdepsError as exc:
+                error = str(exc).splitlines()[-1]
+            else:
+                self._hook(step, "on_success")
+                self.release(run)
+                self._close(step, run, Status.BUILT, attempts=run.attempts)
+                return
+        else:
+            run.phase = Phase.DISCARD
+            outcome.staged.discard()
+            if outcome.timed_out:
+                self.leftovers.clean(step.outputs, fresh=True)
+        host = self.host
+        host.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
+                                run.attempts, error, run.log_path, outcome.timed_out))
+        lost = run.lease is not None and run.lease.lost
+        if lost and not host.stopping and run.leases_lost < MAX_LEASES_LOST:
+            # Not this attempt's fault: wait for the lock like any other contended task,
+            # then re-check; if the new holder built it, nothing runs again.
+            log.warning("%s: %s; waiting for the lock again", step.task_id, error)
+            self.lose_lease(run)
+            host.later(step, self.clock())
+            return
+        if not lost and not host.stopping and run.attempts <= int(self.option(step, "retries")):
+            delay = Backoff(float(self.option(step, "retry_delay")),
+                            float(self.option(step, "retry_backoff")),
+                            float(self.option(step, "max_retry_delay"))
+                            ).delay(run.attempts, self.rand)
+            host.emit(TaskRetrying(self.options.run_id, step.task_id, step.task.family(),
+                                   run.attempts, delay, error))
+            self.release_resources(run)
+            run.phase = Phase.CONFIRM if run.lease is not None else Phase.LEASE
+            host.later(step, self.clock() + delay)
+            return
+        self.release(run)
+        self._hook(step, "on_failure", RuntimeError(error))
+        self._close(step, run, Status.FAILED, attempts=run.attempts, error=error)
+
+    def _fence(self, step: Step, run: StepRun, staged: Staging) -> None:
+        """Every output there (staged or written directly) and the lease still ours; else
+        the staged writes are discarded and the reason raised."""
+        unstaged = [t for t in step.outputs if t.url not in staged]
+        if unstaged:
+            exists = check_exists(unstaged)
+            missing = [t.url for t, ok in zip(unstaged, exists) if not ok]
+            if missing:
+                run.phase = Phase.DISCARD
+                staged.discard()
+                raise BatchdepsError(
+                    f"run() returned but output {', '.join(missing)} does not exist")
+        if run.lease is not None:
+            try:
+                self.locks.check(run.lease)
+            except LeaseLostError:
+                run.phase = Phase.DISCARD
+                staged.discard()
+                raise
+
+    def _hook(self, step: Step, name: str, *args: Any) -> None:
+        try:
+            getattr(step.task, name)(*args)
+        except Exception as exc:  # a hook of the user's never changes the result
+            log.warning("%s.%s raised %s: %s", step.task_id, name, type(exc).__name__, exc)
+
+    # -- leases ----------------------------------------------------------------------------
+    def lose_lease(self, run: StepRun) -> None:
+        """The lease is gone (expired, taken over): drop it and its slots, wait for it anew."""
+        run.leases_lost += 1
+        run.lease = None
+        self.release_resources(run)
+        run.waiting_since = None
+        run.contended = True
+        run.phase = Phase.LEASE
+
+    def release_resources(self, run: StepRun) -> None:
+        if run.resource_leases:
+            for lease in run.resource_leases:
+                self.locks.release(lease)
+            run.resource_leases.clear()
+
+    def release(self, run: StepRun) -> None:
+        """Give back the lease and the slots `run` holds."""
+        self.release_resources(run)
+        if run.lease is not None:
+            self.locks.release(run.lease)
+            run.lease = None
+
+    def _close(self, step: Step, run: StepRun, status: Status, *, attempts: int = 0,
+               error: str = "", reason: str = "", missing_paths: list[str] | None = None,
+               holder: str = "") -> None:
+        run.phase = Phase.DONE
+        self.host.close(step, status, attempts=attempts, error=error, reason=reason,
+                        missing_paths=missing_paths, holder=holder)
