@@ -297,12 +297,18 @@ def _signal_group(process: Any, signum: int) -> None:
 
 
 def _worker_main(conn: Any, steps: list[Step] | None,
-                 attempt_context: AttemptHook | None) -> None:
+                 attempt_context: AttemptHook | None,
+                 storage_options: dict[str, dict[str, Any]] | None = None) -> None:
     """A worker's loop: run the attempts the runner sends until told to stop.
 
     Forked from the runner, it has the plan (`steps`) and gets step indexes; started by the
-    fork server (`steps` is None), it gets each attempt's task with the message.
+    fork server (`steps` is None), it gets each attempt's task with the message, and the
+    run's `[storage.*]` options, which a process that was not forked from the runner lacks.
     """
+    if storage_options is not None:
+        from ..targets import default_storage
+
+        default_storage.configure(storage_options)
     _die_with_parent()
     _own_process_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what a Ctrl-C does
@@ -357,6 +363,12 @@ def _other_threads() -> bool:
         return threading.active_count() > 1
 
 
+def _storage_options() -> dict[str, dict[str, Any]]:
+    from ..targets import default_storage
+
+    return default_storage.options
+
+
 class _Worker:
     def __init__(self, process: Any, conn: Any, has_plan: bool) -> None:
         self.process = process
@@ -403,7 +415,8 @@ class ForkedExecutor:
         parent_conn, child_conn = ctx.Pipe()
         process = ctx.Process(
             target=_worker_main,
-            args=(child_conn, self._steps if forked else None, self._attempt_context),
+            args=(child_conn, self._steps if forked else None, self._attempt_context,
+                  None if forked else _storage_options()),
             daemon=True,
         )
         process.start()
