@@ -219,6 +219,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Environment overrides: BATCHDEPS_<KEY> for [batchdeps] keys, BATCHDEPS_<SECTION>__<KEY>
 #: for the other sections batchdeps owns ([lock], [notify], [history]).
 ENV_PREFIX = "BATCHDEPS_"
+#: Keys whose variable had a meaning before overrides existed, kept: $BATCHDEPS_LOCK_DIR is
+#: used only when `[batchdeps] lock_dir` is not set.
+_NOT_OVERRIDDEN = {("batchdeps", "lock_dir")}
 
 
 def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
@@ -260,6 +263,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[st
     overrides: dict[tuple[str, str], tuple[str, Any]] = {}
     for section, keys in SCHEMA.items():
         for key in keys:
+            if (section, key) in _NOT_OVERRIDDEN:
+                continue
             name = (f"{ENV_PREFIX}{key.upper()}" if section == "batchdeps"
                     else f"{ENV_PREFIX}{section.upper()}__{key.upper()}")
             text = environ.get(name)

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import BatchdepsError, CycleError, ExitCode, TaskDefinitionError, UsageError
+from .paths import shown, shown_all
 from .targets import Target, check_exists
 from .task import ExternalTask, Task, WrapperTask, flatten_outputs, flatten_requires
+
 
 class StepKind(str, Enum):
     """What a step of the plan is; its value is what text and JSON output show."""
@@ -120,9 +122,9 @@ def _is_plain_wrapper(task: Task) -> bool:
 
 def _missing_reason(missing: list[str]) -> str:
     if len(missing) == 1:
-        return f"output {missing[0]} missing"
+        return f"output {shown(missing[0])} missing"
     more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
-    return f"outputs {', '.join(missing[:2])}{more} missing"
+    return f"outputs {shown_all(missing[:2])}{more} missing"
 
 
 def resolve(
@@ -235,7 +237,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
         if isinstance(task, ExternalTask):
             paths = missing_paths.get(task) or [t.url for t in outputs.get(task, [])]
             steps[task] = Step(
-                task, MISSING, f"external input {', '.join(paths) or task.task_id} missing",
+                task, MISSING, f"external input {shown_all(paths) or task.task_id} missing",
                 outputs=outputs.get(task, []), missing_paths=paths,
             )
             continue

@@ -90,7 +90,7 @@ def test_missing_external_input_exits_3_and_builds_independent_branch(project: P
 def test_output_not_written_by_run_is_a_failure(project: Project) -> None:
     result = project.run("run", "Lazy")
     assert result.returncode == 1
-    assert "out/lazy.txt does not exist" in result.stdout
+    assert f"out/lazy.txt ({project.root / 'out/lazy.txt'}) does not exist" in result.stdout
 
 
 def test_dry_run_prints_reasons_and_changes_nothing(project: Project) -> None:
@@ -99,7 +99,8 @@ def test_dry_run_prints_reasons_and_changes_nothing(project: Project) -> None:
     result = project.run("run", "D", "--dry-run")
     assert result.returncode == 1, result.stderr  # work to do, as `status`
     lines = result.stdout.splitlines()
-    assert any("C(day=2026-11-24)" in line and "out/c-2026-11-24.txt missing" in line
+    assert any("C(day=2026-11-24)" in line
+               and f"out/c-2026-11-24.txt ({project.root / 'out/c-2026-11-24.txt'}) missing" in line
                for line in lines)
     assert any("D(day=2026-11-24, count=3)" in line and "missing" in line for line in lines)
     planned = [line.split()[1] for line in lines if line.startswith("run ")]

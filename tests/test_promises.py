@@ -610,7 +610,8 @@ def test_dry_run_exits_3_when_something_is_blocked_and_gives_each_reason(
     assert done.returncode == 3, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("blocked") and "NeedsMissing()" in line for line in lines)
-    assert any("external input in/absent.txt missing" in line for line in lines)
+    assert any(f"external input in/absent.txt ({project.root / 'in/absent.txt'}) missing" in line
+               for line in lines)
     assert any("Both()" in line and "upstream NeedsMissing()" in line for line in lines)
     assert project.runs() == [] and project.files() == []
 

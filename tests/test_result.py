@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 
 import pytest
 
@@ -157,7 +158,9 @@ def test_summary_lists_missing_inputs_with_their_paths() -> None:
     assert "(exit 3)" in lines[0]
     assert lines[1:] == [
         "missing external inputs:",
-        "  Raw(day=2026-11-24): data/raw/2026-11-24.csv, s3://b/raw/x.csv",
+        # a relative path with what it resolved to (cron runs in another folder)
+        f"  Raw(day=2026-11-24): data/raw/2026-11-24.csv "
+        f"({os.path.abspath('data/raw/2026-11-24.csv')}), s3://b/raw/x.csv",
         "  Odd(): never complete",
     ]
 

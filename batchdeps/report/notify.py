@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ..backoff import Backoff
 from ..errors import BatchdepsError, DeliveryError, ExitCode
+from ..paths import shown_all
 from .events import Event, RunFinished
 from .result import BuildResult, Status
 
@@ -80,7 +81,8 @@ def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any
         if len(failed) > 10:
             text += f"; and {len(failed) - 10} more"
     if missing:
-        text += "; missing: " + "; ".join(", ".join(m["paths"]) for m in missing[:10])
+        text += "; missing: " + "; ".join(
+            shown_all(r.missing_paths) or r.error for r in result.by_status(Status.MISSING_INPUT)[:10])
     payload: dict[str, Any] = {
         "pipeline": pipeline,
         "requested": list(result.requested),

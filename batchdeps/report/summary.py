@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import IO
 
+from ..paths import shown_all
 from .events import (
     AttemptFailed,
     Event,
@@ -98,7 +99,7 @@ def format_summary(result: BuildResult) -> str:
     if missing:
         lines.append("missing external inputs:")
         for item in missing:
-            lines.append(f"  {item.task_id}: {', '.join(item.missing_paths) or item.error}")
+            lines.append(f"  {item.task_id}: {shown_all(item.missing_paths) or item.error}")
     timeouts = result.by_status(Status.LOCK_TIMEOUT)
     if timeouts:
         lines.append("still held elsewhere:")

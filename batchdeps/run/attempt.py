@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from ..backoff import Backoff
 from ..errors import BatchdepsError, LeaseLostError
 from ..locks.base import Lease, LockProvider
+from ..paths import shown_all
 from ..report.events import AttemptFailed, Event, TaskRetrying, TaskStarted, TaskWaiting
 from ..report.result import Status
 from ..resolver import MISSING, Plan, Step
@@ -398,7 +399,7 @@ class Lifecycle:
                 run.phase = Phase.DISCARD
                 staged.discard()
                 raise BatchdepsError(
-                    f"run() returned but output {', '.join(missing)} does not exist")
+                    f"run() returned but output {shown_all(missing)} does not exist")
         if run.lease is not None:
             try:
                 self.locks.check(run.lease)
