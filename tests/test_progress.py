@@ -134,3 +134,52 @@ def test_line_counts_and_estimate_from_events() -> None:
                                " | 0:10 elapsed, ~0:15 left")
     progress.on_event(TaskFinished("r", "One(n=2)", "One", "failed", 1))
     assert "2/5 done, 0 running, 2 pending, 1 failed" in progress.line()
+
+
+def test_done_failed_and_skipped_count_what_the_docs_say() -> None:
+    """operations.md: done = built and already complete; failed = failed, missing inputs and
+    lock waits that ran out; tasks not run because of those = skipped."""
+    import io
+
+    import batchdeps as bd
+    from batchdeps.report.result import Status
+
+    class Two(bd.Task):
+        n = bd.IntParameter()
+
+        def output(self) -> bd.Target:
+            return bd.FileTarget(f"memory://progress-count/{self.n}.txt")
+
+    statuses = [Status.BUILT, Status.COMPLETE, Status.BUILT_ELSEWHERE, Status.FAILED,
+                Status.MISSING_INPUT, Status.LOCK_TIMEOUT, Status.UPSTREAM_FAILED,
+                Status.BLOCKED]
+    plan = resolve([Two(n=i) for i in range(len(statuses))])
+    progress = ProgressListener(stream=io.StringIO(), clock=lambda: 5.0, interval=3600)
+    progress.on_event(RunStarted("r", plan, 1))
+    for i, status in enumerate(statuses):
+        progress.on_event(TaskFinished("r", f"Two(n={i})", "Two", status, 1))
+    assert progress.line().startswith(
+        "batchdeps: 3/8 done, 0 running, 0 pending, 3 failed, 2 skipped")
+
+
+def test_redrawn_twice_a_second_and_at_most_ten_times_a_second_on_events() -> None:
+    import io
+
+    import batchdeps as bd
+
+    class Three(bd.Task):
+        n = bd.IntParameter()
+
+        def output(self) -> bd.Target:
+            return bd.FileTarget(f"memory://progress-rate/{self.n}.txt")
+
+    assert ProgressListener(stream=io.StringIO()).interval == 0.5  # the ticker: twice a second
+    stream = io.StringIO()
+    now = [0.0]
+    progress = ProgressListener(stream=stream, clock=lambda: now[0], interval=3600)
+    plan = resolve([Three(n=i) for i in range(50)])
+    progress.on_event(RunStarted("r", plan, 1))
+    for i in range(50):  # 50 events within 0.5 s: one redraw per 0.1 s at most
+        now[0] = i * 0.01
+        progress.on_event(TaskStarted("r", f"Three(n={i})", "Three", 1, "missing"))
+    assert 5 <= stream.getvalue().count(CLEAR) <= 6

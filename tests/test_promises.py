@@ -853,3 +853,28 @@ def test_promises_md_names_only_tests_that_exist() -> None:
     for row in rows:
         backed = row.rstrip(" |").rsplit(" | ", 1)[-1]
         assert re.search(r"tests/|changed|open: issue \d+|figure|see docs/", backed), row
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_after_a_second_signal_the_local_locks_are_free(project: Project, workers: str) -> None:
+    from support.produtil import add_prod_pipeline, journal_events
+
+    add_prod_pipeline(project, "kill_grace = 60\n")
+    runner = project.popen("run", "Stubborn", "--workers", workers)
+    rerun = None
+    try:
+        wait_for(lambda: journal_events(project, "sleeping"), 60, "the task to start")
+        runner.send_signal(signal.SIGINT)
+        wait_for(lambda: journal_events(project, "ignored"), 30, "the task to shrug it off")
+        runner.send_signal(signal.SIGINT)
+        out, err = runner.communicate(timeout=60)
+        assert runner.returncode == 130, out + err
+        # "Local locks are freed by the exit": a new run takes the task at once
+        rerun = project.popen("run", "Stubborn", "--workers", workers, "--wait-timeout", "5")
+        wait_for(lambda: len(journal_events(project, "sleeping")) == 2 or rerun.poll() is not None,
+                 60, "the rerun to start the task")
+        assert rerun.poll() is None, rerun.communicate()
+    finally:
+        stop(runner)
+        if rerun is not None:
+            stop(rerun)
