@@ -31,16 +31,16 @@ from measure import Sample, run_process
 BIN = Path(sys.executable).parent
 
 
-def direct(workspace: Path, size: int, reps: int) -> None:
+def direct(workspace: Path, size: int, reps: int) -> tuple[float, float]:
     """CPU seconds of the history listener over one build's events vs. the build's own."""
     import time
 
     sys.path.insert(0, str(workspace))
+    from bd_dags import TreeNode  # type: ignore[import-not-found]
+
     import batchdeps as bd
     from batchdeps.config import load_config
     from batchdeps.history.listener import HistoryListener
-
-    from bd_dags import TreeNode  # type: ignore[import-not-found]
 
     class Keep:
         def __init__(self) -> None:
@@ -74,6 +74,7 @@ def direct(workspace: Path, size: int, reps: int) -> None:
           f"{len(keep.events):,} events: {spent:.3f} s CPU in all = {100 * spent / build:.1f}%, "
           f"of which {runner:.3f} s = {100 * runner / build:.1f}% in the runner's thread "
           f"(medians of {reps})")
+    return spent, runner
 
 
 def main() -> None:
@@ -93,7 +94,7 @@ def main() -> None:
         }
         configs["on"].write_text('[batchdeps]\nmodules = ["bd_dags"]\n')
         configs["off"].write_text('[batchdeps]\nmodules = ["bd_dags"]\n[history]\nenabled = false\n')
-        direct(workspace, args.size, args.reps)
+        spent, runner = direct(workspace, args.size, args.reps)
         if args.direct_only:
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHDEPS_")}
@@ -120,6 +121,11 @@ def main() -> None:
             wall = statistics.median(s.seconds for s in samples[variant])
             cpu = statistics.median(s.cpu_seconds for s in samples[variant])
             print(f"history {variant:3}: wall {wall:.3f} s, cpu {cpu:.3f} s (medians)")
+        cli_cpu = statistics.median(s.cpu_seconds for s in samples["off"])
+        cli_wall = statistics.median(s.seconds for s in samples["off"])
+        print(f"the listener against the command's own build (history off): "
+              f"{100 * spent / cli_cpu:.1f}% of its CPU in all, "
+              f"{100 * runner / cli_wall:.1f}% of its wall time in the runner's thread")
         for measure in ("seconds", "cpu_seconds"):
             ratios = [getattr(a, measure) / getattr(b, measure)
                       for a, b in zip(samples["on"], samples["off"])]

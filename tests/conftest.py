@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from support.project import CONFIG, DEMO_PIPELINE, Project
 
-#: Fixtures of the lock-server tests (lock_server, lock_project), registered once for all.
-pytest_plugins = ["support.lockutil"]
+#: Fixtures of the lock-server tests (lock_server, lock_project) and the headless browser
+#: (browser), registered once for all.
+pytest_plugins = ["support.lockutil", "support.browser"]
 
 
 @pytest.fixture

@@ -230,11 +230,26 @@ def test_since_takes_dates_and_ages() -> None:
 
 
 def test_queries_stay_fast_shaped_with_many_records(tmp_path: Path) -> None:
-    """The status page's queries use the partial indexes (checked on the query plan)."""
+    """The page's and the command's queries go through the partial indexes (query plans)."""
     store = HistoryStore(str(tmp_path / "h.db"))
-    base = "SELECT * FROM history_events WHERE kind = 'finished'"
-    for where in ("", " AND task_id = 'x'", " AND status = 'failed'", " AND family = 'F'"):
-        sql = f"{base}{where} ORDER BY ts DESC LIMIT 5"
-        plan = " ".join(str(row) for row in store.db.execute("EXPLAIN QUERY PLAN " + sql))
-        assert "USING INDEX history_finished" in plan, plan
+    plans: list[str] = []
+    execute = store.db.execute
+
+    class Spy:
+        def execute(self, sql: str, args: Any = ()) -> Any:
+            if sql.lstrip().startswith("SELECT") and "history_events" in sql:
+                plans.append(" ".join(str(r) for r in execute("EXPLAIN QUERY PLAN " + sql,
+                                                              args)))
+            return execute(sql, args)
+
+    store.db = Spy()  # type: ignore[assignment]
+    for query in (TaskQuery(), TaskQuery(task="T(n=1)"), TaskQuery(status="failed"),
+                  TaskQuery(family="T"), TaskQuery(since=time.time() - 3600)):
+        store.tasks(query)
+    store.family_stats(time.time() - 7 * 86400)
+    store.db = execute.__self__  # type: ignore[attr-defined]
     store.close()
+    assert len(plans) == 6
+    for plan in plans:
+        assert "USING INDEX history_finished" in plan or "USING COVERING INDEX history_" \
+            "finished" in plan, plan

@@ -14,7 +14,7 @@ import pytest
 from batchdeps.report.tasklogs import safe_params_component
 
 sys.path.insert(0, os.path.dirname(__file__))
-from support.produtil import add_prod_pipeline, all_files, attempt_log, log_files
+from support.produtil import add_prod_pipeline, attempt_log, log_files
 
 FLAKY_DIR = "logs/Flaky/name=f,fails=9"
 

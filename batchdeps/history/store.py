@@ -58,8 +58,8 @@ CREATE INDEX IF NOT EXISTS history_finished_task ON history_events(task_id, ts)
     WHERE kind = '{FINISHED}';
 CREATE INDEX IF NOT EXISTS history_finished_family ON history_events(family, ts)
     WHERE kind = '{FINISHED}';
-CREATE INDEX IF NOT EXISTS history_finished_status ON history_events(status, ts)
-    WHERE kind = '{FINISHED}';
+CREATE INDEX IF NOT EXISTS history_finished_failed ON history_events(ts)
+    WHERE kind = '{FINISHED}' AND status = 'failed';
 """
 
 _INSERT_EVENT = (f"INSERT INTO history_events ({', '.join(EVENT_COLUMNS)}) "
@@ -71,6 +71,8 @@ _UPSERT_RUN = (
     "exit_code = excluded.exit_code, counts = excluded.counts, "
     "last_seen = max(history_runs.last_seen, excluded.last_seen)"
 )
+#: the task records, written as a literal so SQLite uses the partial indexes
+_FINISHED_ROWS = f"kind = '{FINISHED}'"
 _TASK_FIELDS = ("id", "run_id", "task_id", "family", "status", "started", "ts", "duration",
                 "attempt", "error", "log", "reason", "host", "pid")
 
@@ -152,8 +154,8 @@ class HistoryStore:
                            [(r,) for r in old])
             db.execute("DELETE FROM history_runs WHERE started < ?", (older_than,))
             # events of a run whose record never arrived (a server that dropped it)
-            db.execute("DELETE FROM history_events WHERE kind = ? AND ts < ?",
-                       (FINISHED, older_than))
+            db.execute(f"DELETE FROM history_events WHERE {_FINISHED_ROWS} AND ts < ?",
+                       (older_than,))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -163,11 +165,13 @@ class HistoryStore:
     # -- reading ------------------------------------------------------------------------
     def tasks(self, query: TaskQuery) -> list[dict[str, Any]]:
         """Task records (finished rows), newest first."""
-        where = ["kind = ?"]
-        args: list[Any] = [FINISHED]
+        where = [_FINISHED_ROWS]
+        args: list[Any] = []
+        if query.status == "failed":  # a literal, so the partial index of failures applies
+            where.append("status = 'failed'")
         for column, value in (("task_id", query.task), ("family", query.family),
                               ("status", query.status), ("run_id", query.run_id)):
-            if value is not None:
+            if value is not None and not (column == "status" and value == "failed"):
                 where.append(f"{column} = ?")
                 args.append(value)
         if query.since is not None:
@@ -213,8 +217,8 @@ class HistoryStore:
         rows = self.db.execute(
             "SELECT family, status, count(*), sum(duration), "
             "cast((ts - ?) / 86400 AS INTEGER) AS day FROM history_events "
-            "WHERE kind = ? AND ts >= ? AND status IN ('built', 'failed') "
-            "GROUP BY family, status, day", (since, FINISHED, since)).fetchall()
+            f"WHERE {_FINISHED_ROWS} AND ts >= ? AND status IN ('built', 'failed') "
+            "GROUP BY family, status, day", (since, since)).fetchall()
         families: dict[str, dict[str, Any]] = {}
         for family, status, count, total, day in rows:
             entry = families.setdefault(family, {
@@ -235,8 +239,8 @@ class HistoryStore:
         return stats
 
     def count_tasks(self, query: TaskQuery) -> int:
-        where = ["kind = ?"]
-        args: list[Any] = [FINISHED]
+        where = [_FINISHED_ROWS]
+        args: list[Any] = []
         if query.status is not None:
             where.append("status = ?")
             args.append(query.status)

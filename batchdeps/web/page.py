@@ -47,6 +47,7 @@ class PageData:
     audit_note: str = ""
     audit_page: int = 0
     query: dict[str, str] = field(default_factory=dict)
+    logout: bool = False                         # a "log out" button (cookie logins)
 
 
 def esc(value: Any) -> str:
@@ -197,6 +198,13 @@ def _audit(data: PageData) -> str:
     return table + _pager(data, "audit_page", data.audit_page, len(data.audit))
 
 
+def _logout(data: PageData) -> str:
+    if not data.logout:
+        return ""
+    return ('<form method="post" action="/logout" style="display:inline">'
+            '<button type="submit">Log out</button></form>')
+
+
 def render(data: PageData) -> str:
     """The whole page."""
     sections = [
@@ -217,7 +225,7 @@ def render(data: PageData) -> str:
         f"<title>{esc(data.title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{esc(data.title)}</h1><p class=\"muted\">{esc(data.source)}; as of "
         f"{esc(when(data.now))}; refreshes every {REFRESH_SECONDS} s</p>"
-        f"<nav>{nav}</nav>{body}</body></html>\n"
+        f"<nav>{nav}{_logout(data)}</nav>{body}</body></html>\n"
     )
 
 

@@ -3,6 +3,7 @@
     GET  /             the status page (reader; the login form without a token)
     POST /login        token -> HTTP-only cookie for the page (no token needed to try)
     POST /logout       forget the cookie
+    GET  /favicon.ico  204 (so a browser's automatic request is not a failed login)
     GET  /metrics      Prometheus text format (reader; none with --public-status)
     POST /v1/history   a runner's batch of history rows (worker)
     GET  /v1/history   task records, as `batchdeps history --json` prints them (reader)
@@ -63,6 +64,7 @@ class MonitoringRoutes:
         server.add_route(app, "GET", "/", self.status_page, None)  # checks the role itself
         server.add_route(app, "POST", "/login", self.login, None)
         server.add_route(app, "POST", "/logout", self.logout, None)
+        server.add_route(app, "GET", "/favicon.ico", self.no_icon, None)  # browsers ask
         server.add_route(app, "GET", "/metrics", self.metrics_page, page_role)
         server.add_route(app, "POST", HISTORY_ROUTE, self.ingest, WORKER)
         server.add_route(app, "GET", HISTORY_ROUTE, self.query, READER)
@@ -96,8 +98,8 @@ class MonitoringRoutes:
         zero them while the history is there); the histogram starts empty."""
         db = self.history.db
         for family, status, count in db.execute(
-                "SELECT family, status, count(*) FROM history_events WHERE kind = ? "
-                "GROUP BY family, status", (FINISHED,)):
+                f"SELECT family, status, count(*) FROM history_events WHERE kind = '{FINISHED}' "
+                "GROUP BY family, status"):
             self.metrics.tasks[(family, status.replace(" ", "_"))] = float(count)
         for (exit_code,) in db.execute(
                 "SELECT exit_code FROM history_runs WHERE exit_code IS NOT NULL"):
@@ -123,6 +125,7 @@ class MonitoringRoutes:
                 audit=admin, audit_note="the audit log is shown to admin tokens only")
         except BadQuery as exc:
             return web.Response(status=p.BAD_REQUEST, text=str(exc))
+        data.logout = TOKEN_COOKIE in request.cookies
         return web.Response(text=render(data), content_type="text/html",
                             headers=_page_headers())
 
@@ -152,6 +155,9 @@ class MonitoringRoutes:
         if refused is not None:
             return refused
         return self._login_form(request, "Wrong token.", status=p.UNAUTHORIZED)
+
+    async def no_icon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def logout(self, request: web.Request) -> web.Response:
         response = web.HTTPSeeOther("/")
