@@ -89,6 +89,22 @@ def test_a_scalar_option_given_twice_is_an_error(project: Project) -> None:
     assert project.runs() == []
 
 
+def test_a_flag_may_repeat_but_not_contradict_itself(project: Project) -> None:
+    project.write("pipelines/flags.py", """
+        import batchdeps as bd
+
+        class Flagged(bd.Task):
+            on = bd.BoolParameter()
+
+            def output(self):
+                return bd.FileTarget("out/flagged.txt")
+    """)
+    same = project.run("run", "Flagged", "--on", "--on", "--dry-run")
+    assert same.returncode == 1 and "Flagged(on=true)" in same.stdout, same.stderr
+    both = project.run("run", "Flagged", "--on", "--no-on", "--dry-run")
+    assert both.returncode == 2 and "both --on and --no-on" in both.stderr
+
+
 def test_a_list_option_given_twice_joins_the_lists(project: Project) -> None:
     project.write("pipelines/lists.py", """
         import batchdeps as bd

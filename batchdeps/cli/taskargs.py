@@ -55,18 +55,25 @@ class TaskParamType(click.ParamType):
         return [CompletionItem(m.name) for m in choices if m.name.startswith(incomplete)]
 
 
-def _once(is_list: bool) -> Callable[[click.Context, click.Parameter, Any], Any]:
+def _once(kind: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     """Callback of a task option given with multiple=True: a list joins, a scalar must be once.
 
     click would keep the last of `--day A --day B` silently; a Make or Luigi user expects
-    either an error or a list, so a scalar given twice is an error naming both values.
+    either an error or a list, so a scalar given twice is an error naming both values. A
+    flag may repeat (`--on --on`), but not contradict itself (`--on --no-on`).
     """
 
     def callback(ctx: click.Context, option: click.Parameter, value: Any) -> Any:
         if not value:
             return None
-        if is_list:
+        if kind == "list":
             return tuple(item for part in value for item in part)
+        if kind == "flag":
+            if len(set(value)) > 1:
+                raise click.BadParameter(f"both {option.opts[0]} and "
+                                         f"{option.secondary_opts[0]} given; give one",
+                                         ctx=ctx, param=option)
+            return value[0]
         if len(value) > 1:
             shown = ", ".join(v.text if isinstance(v, ValueRange) else repr(_show(v))
                               for v in value)
@@ -111,13 +118,13 @@ def task_options(cls: type, taken: set[str], command: str) -> list[click.Paramet
         if param.supports_range:
             shown += "; A..B for a range"
         help_text = f"{param.description} [{param.type_name}; {shown}]".strip()
-        is_list = param.type_name == "list"
+        kind = "list" if param.type_name == "list" else "scalar"
         if param.type_name == "bool":
             option = click.Option([f"{flag}/--no-{flag[2:]}", param.name], default=None,
-                                  multiple=True, callback=_once(False), help=help_text)
+                                  multiple=True, callback=_once("flag"), help=help_text)
         else:
             option = click.Option([flag, param.name], type=TaskParamType(param), default=None,
-                                  multiple=True, callback=_once(is_list), help=help_text,
+                                  multiple=True, callback=_once(kind), help=help_text,
                                   metavar=param.type_name.upper())
         options.append(option)
     clash = names & (taken | {"help"})
