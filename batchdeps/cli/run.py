@@ -26,7 +26,7 @@ def _common_options() -> list[click.Parameter]:
     """The options of `batchdeps run` itself; a valued one given twice is an error."""
     return [
         click.Option(["--workers"], type=click.IntRange(min=1), default=None, multiple=True,
-                     callback=single,
+                     callback=single, metavar="N",
                      help="Attempts run in parallel (default: [batchdeps] workers, else 1)."),
         click.Option(["--dry-run"], is_flag=True, help="Print what would run, what is blocked "
                      "and why; change nothing. Exits as `status`: 0 nothing to do, 1 work to "
@@ -38,23 +38,25 @@ def _common_options() -> list[click.Parameter]:
                      help="Rebuild the tasks a family name or task id selects and everything "
                      "downstream of them up to the named task (repeatable)."),
         click.Option(["--max-tasks"], type=click.IntRange(min=1), default=None, multiple=True,
-                     callback=single, help="Of a range A..B, build at most N of the requested "
+                     callback=single, metavar="N", help="Of a range A..B, build at most N of the requested "
                      "tasks that are not complete (oldest first)."),
         click.Option(["--reverse"], is_flag=True,
                      help="Of a range, take the newest requested tasks first."),
-        click.Option(["--lock-url"], default=None, multiple=True, callback=single,
+        click.Option(["--lock-url"], default=None, multiple=True, callback=single, metavar="URL",
                      help="Lock server URL (default: [lock] url, else $BATCHDEPS_LOCK_URL, "
                      "else machine-local locks)."),
         click.Option(["--wait-timeout"], type=click.FloatRange(min=0), default=None,
-                     multiple=True, callback=single,
+                     multiple=True, callback=single, metavar="SECONDS",
                      help="Seconds to wait for a task held elsewhere (exit 4 after)."),
-        click.Option(["--config"], default=None, multiple=True, callback=single,
+        click.Option(["--config"], default=None, multiple=True, callback=single, metavar="FILE",
                      help="Config file (default: $BATCHDEPS_CONFIG, else ./config.toml)."),
         click.Option(["--log-level"], type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                      case_sensitive=False), default=None, multiple=True, callback=single,
-                     help="Log level (default INFO)."),
+                     metavar="LEVEL", help="Log level: DEBUG, INFO, WARNING or ERROR "
+                     "(default INFO)."),
         click.Option(["--log-format"], type=click.Choice(["text", "json"]), default=None,
-                     multiple=True, callback=single, help="Log line format."),
+                     multiple=True, callback=single, metavar="FORMAT",
+                     help="Log line format: text or json."),
         click.Option(["--metrics-file"], default=None, multiple=True, callback=single,
                      metavar="PATH", help="At the end, write the run's Prometheus metrics "
                      "to PATH (atomically; for node_exporter's textfile collector)."),
@@ -62,8 +64,48 @@ def _common_options() -> list[click.Parameter]:
     ]
 
 
+def usage_pieces(options: list[click.Parameter]) -> list[str]:
+    """`[--workers N]`, `[--dry-run]`, ... for every option, so the usage cannot drift."""
+    pieces = []
+    for option in options:
+        if not isinstance(option, click.Option):
+            continue
+        name = max(option.opts, key=len)
+        if option.is_flag:
+            pieces.append(f"[{name}]")
+        else:
+            metavar = option.metavar or (option.name or "VALUE").upper()
+            repeatable = option.multiple and option.callback is not single
+            pieces.append(f"[{name} {metavar}{' ...' if repeatable else ''}]")
+    return pieces
+
+
+class RunCommand(TaskCommand):
+    """`batchdeps run`: its usage line and options are those of the command run per TASK."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Wrapped between bracketed groups: click's wrapper would split `--wait-timeout`.
+        head = f"Usage: {ctx.command_path} "
+        pieces = ["TASK", "[--PARAM VALUE ...]", *usage_pieces(_common_options())]
+        lines, line = [], head
+        for piece in pieces:
+            if len(line) + len(piece) > (formatter.width or 80) and line.strip():
+                lines.append(line.rstrip())
+                line = " " * len(head)
+            line += piece + " "
+        lines.append(line.rstrip())
+        formatter.write("\n".join(lines) + "\n")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = [record for option in _common_options()
+                   if (record := option.get_help_record(ctx)) is not None]
+        records.append(("-h, --help", "Show this message (with TASK: its parameters)."))
+        with formatter.section("Options"):
+            formatter.write_dl(records)
+
+
 @click.command(
-    "run", cls=TaskCommand,
+    "run", cls=RunCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                       "help_option_names": []},
 )
@@ -74,10 +116,9 @@ def _common_options() -> list[click.Parameter]:
 def run_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]) -> None:
     """Build TASK and whatever it needs that is missing.
 
-    Usage: batchdeps run TASK [--PARAM VALUE ...] [--workers N] [--dry-run] [--force]
-    [--force-upstream] [--force-from SELECTOR ...] [--max-tasks N] [--reverse]
-    [--lock-url URL] [--metrics-file PATH] [--config FILE]. A Date, DateTime or Int parameter given as A..B asks
-    for one task per value. `batchdeps run TASK --help` lists TASK's parameters.
+    Each parameter of TASK is an option (`--day-count 3`). A Date, DateTime or Int
+    parameter given as A..B asks for one task per value. `batchdeps run TASK --help` lists
+    TASK's parameters.
     """
     if task_name is None or task_name.startswith("-"):
         wants_help = task_name in ("-h", "--help") or "--help" in args or "-h" in args
