@@ -114,3 +114,43 @@ def test_holder_of_a_free_key_is_empty(tmp_path: Path) -> None:
     provider = LocalLockProvider(str(tmp_path))
     provider.start()
     assert provider.holder("nobody") == ""
+
+
+def _run_start(tmp: Path) -> subprocess.CompletedProcess[str]:
+    """LocalLockProvider().start() in a process whose temp dir is `tmp` (the per-user folder)."""
+    env = {k: v for k, v in os.environ.items() if k != "BATCHDEPS_LOCK_DIR"}
+    env["TMPDIR"] = str(tmp)
+    script = ("from batchdeps.locks.local import LocalLockProvider\n"
+              "p = LocalLockProvider(); p.start(); print(p.lock_dir)\n")
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def test_the_per_user_folder_is_made_private(tmp_path: Path) -> None:
+    done = _run_start(tmp_path)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder == tmp_path / f"batchdeps-locks-{os.getuid()}"
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_per_user_folder_of_someone_else_or_writable_by_others_is_refused(
+        tmp_path: Path) -> None:
+    import pwd
+
+    folder = tmp_path / f"batchdeps-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.chown(folder, nobody, -1)  # made first by another user
+    done = _run_start(tmp_path)
+    assert done.returncode != 0
+    assert f"belongs to user id {nobody}" in done.stderr and str(folder) in done.stderr
+    assert not (folder / "locks").exists()
+    os.chown(folder, os.getuid(), -1)
+    folder.chmod(0o777)  # ours, but others may write in it
+    done = _run_start(tmp_path)
+    assert done.returncode != 0 and "others may write in it (mode 777)" in done.stderr
+    folder.rmdir()
+    folder.symlink_to(tmp_path)  # a symlink planted in its place
+    done = _run_start(tmp_path)
+    assert done.returncode != 0 and "not a folder" in done.stderr

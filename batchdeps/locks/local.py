@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import stat
 import struct
 import tempfile
 import threading
@@ -69,6 +70,7 @@ class LocalLockProvider:
     """Task leases and resource slots as record locks on one shared file."""
 
     def __init__(self, lock_dir: str | None = None) -> None:
+        self.per_user = not lock_dir and not os.environ.get(LOCK_DIR_ENV)
         self.lock_dir = lock_dir or default_lock_dir()
         self.path = os.path.join(self.lock_dir, LOCK_FILE_NAME)
         self._held: set[Lease] = set()
@@ -77,9 +79,35 @@ class LocalLockProvider:
     def start(self) -> None:
         try:
             os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
+            self._check_folder()
             self._fd()
         except OSError as exc:
             raise LockError(f"cannot use lock folder {self.lock_dir}: {exc.strerror}") from exc
+
+    def _check_folder(self) -> None:
+        """Refuse a lock folder another user could take locks in, or swap for their own.
+
+        The per-user folder in the shared temp dir must be this user's own directory (not a
+        symlink) and writable by nobody else: someone who made it first, or may write in
+        it, could hold every task's lock or replace the lock file. A folder named in config
+        or $BATCHDEPS_LOCK_DIR may be shared on purpose; only writable-by-everyone is
+        refused there.
+        """
+        info = os.lstat(self.lock_dir)
+        problem = ""
+        if not stat.S_ISDIR(info.st_mode):
+            problem = "it is not a folder (a symlink?)"
+        elif self.per_user and info.st_uid != os.getuid():
+            problem = f"it belongs to user id {info.st_uid}, not to you ({os.getuid()})"
+        elif self.per_user and info.st_mode & 0o022:
+            problem = f"others may write in it (mode {stat.S_IMODE(info.st_mode):o})"
+        elif info.st_mode & 0o002 and info.st_uid != os.getuid():
+            problem = (f"everyone may write in it (mode {stat.S_IMODE(info.st_mode):o}) "
+                       "and it is not yours")
+        if problem:
+            raise LockError(f"refusing the lock folder {self.lock_dir}: {problem}. Remove it "
+                            f"(a new one is made with mode 700), or set {LOCK_DIR_ENV} or "
+                            "[batchdeps] lock_dir to a folder of your own")
 
     def _fd(self) -> int:
         table = _process_table()
