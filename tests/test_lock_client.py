@@ -262,3 +262,15 @@ def test_taking_a_key_again_right_after_releasing_it_keeps_it(lock_server: LockS
             assert held["held"] and held["token"] == again.fencing_token, (round_, held)
     finally:
         owner.close()
+
+
+def test_holder_after_a_refused_acquire_needs_no_round_trip(lock_server: LockServer) -> None:
+    owner, other = _provider(lock_server, run_id="owner"), _provider(lock_server, run_id="other")
+    try:
+        assert owner.try_acquire("T") is not None
+        assert other.try_acquire("T") is None
+        lock_server.kill9()  # no server: only the refusal's own answer can name the holder
+        assert other.holder("T") == f"host {owner.me.host} pid {owner.me.pid} run owner"
+    finally:
+        owner._stop.set()
+        other._stop.set()

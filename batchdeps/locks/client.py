@@ -50,6 +50,8 @@ _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 #: without a round trip: the server cannot have granted it to anyone else yet, since its
 #: expiry is at least `confirmed_at + ttl` (confirmed_at is when the request was *sent*).
 LOCAL_CHECK_FRACTION = 0.5
+#: A refused acquire's holder answers `holder()` for this long without a round trip.
+HOLDER_NOTE_SECONDS = 1.0
 #: Released task leases wait this long for company, then go in one release-many request.
 RELEASE_BATCH_WINDOW = 0.02
 #: Room in a request body for everything but the batched keys (holder, field names).
@@ -107,6 +109,7 @@ class HttpLockProvider:
         self._sending = threading.Lock()  # held while a batch of releases is taken and sent
         self._release_wanted = threading.Event()
         self._releaser: threading.Thread | None = None
+        self._refused_by: dict[str, tuple[float, str]] = {}  # key -> (when, holder text)
 
     def _call(self, route: str, body: Any = None, retry_for: float | None = None) -> tuple[int, Any]:
         return self.transport.call(route, body, retry_for)
@@ -158,8 +161,18 @@ class HttpLockProvider:
         _, data = self._call("acquire", {"key": key, "holder": self.me.to_json(),
                                          "ttl": self.ttl})
         if not data.get("granted"):
+            self._note_holder(key, data)
             return None
         return self._granted(key, data, sent_at)
+
+    def _note_holder(self, key: str, answer: Any) -> None:
+        """Remember who held `key` when an acquire was refused: `holder()` asked right after
+        (the runner's "waiting for X, held by ...") then needs no round trip."""
+        text = describe_holder(answer.get("holder")) if isinstance(answer, dict) else ""
+        with self._lock:
+            if len(self._refused_by) > 4096:
+                self._refused_by.clear()
+            self._refused_by[key] = (lease_clock(), text)
 
     def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
         """`try_acquire` for many keys, in one request per MAX_BATCH_KEYS keys."""
@@ -174,6 +187,8 @@ class HttpLockProvider:
                 raise LockError(f"lock server {self.url} gave a malformed acquire-many answer")
             for key, answer in zip(chunk, answers):
                 granted = isinstance(answer, dict) and answer.get("granted")
+                if not granted:
+                    self._note_holder(key, answer)
                 results.append(self._granted(key, answer, sent_at) if granted else None)
         return results
 
@@ -186,6 +201,10 @@ class HttpLockProvider:
         return self._granted(str(data["key"]), data, sent_at)
 
     def holder(self, key: str) -> str:
+        with self._lock:
+            noted = self._refused_by.pop(key, None)
+        if noted is not None and noted[1] and lease_clock() - noted[0] < HOLDER_NOTE_SECONDS:
+            return noted[1]
         try:
             _, data = self._call("holder", {"key": key}, retry_for=min(self.ttl, 5.0))
         except LockServerUnavailable:

@@ -268,7 +268,7 @@ class LeaseStore:
         except FileNotFoundError:
             return  # nothing in the WAL: checkpointed (and synced) into the main file
         try:
-            os.fsync(fd)
+            os.fdatasync(fd)  # the WAL's data (and its size when it grew), not its mtime
         finally:
             os.close(fd)
 
