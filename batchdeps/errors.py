@@ -15,6 +15,11 @@
     │   └── LeaseLostError              1  a held lease expired or was taken over
     └── DeliveryError                   1  one delivery of an alert failed (logged, retried)
 
+Defined beside the code that raises them, in the same tree: `locks.protocol.ProtocolError`
+(a LockError; the lock server answers 400 with it), `locks.store.LeaseNotHeld` (a
+LockError; the store's "that lease is not yours any more") and `locks.store.StoreError`
+(a UsageError, exit 2: the lock server's database is not a valid one).
+
 What a run ends with is a result, not an exception: a failing `run()` (1), a missing
 external input (3), a wait for a task held elsewhere that ran out (4) and an interrupted
 run (130) are recorded per task by the runner, and `BuildResult.exit_code` turns them into

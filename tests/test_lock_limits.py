@@ -3,6 +3,7 @@ and failed authentications that cannot use up a legitimate client's budget."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,3 +133,30 @@ def test_event_loop_errors_are_logged_at_most_once_per_interval(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert "999 more like it in the last 10 s" in lines[1]
+
+
+def test_the_server_raises_its_soft_open_file_limit_to_the_hard_one(tmp_path: Path) -> None:
+    import resource
+    import subprocess
+
+    from support.lockutil import BATCHDEPS
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"a hard limit of {hard} leaves nothing to raise")
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    env = {**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN}
+    proc = subprocess.Popen([BATCHDEPS, "lock-server", "--port", "0", "--db",
+                             str(tmp_path / "l.db")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, preexec_fn=lower)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("listening on")
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        assert row.split()[3:5] == [str(hard), str(hard)], row
+    finally:
+        proc.terminate()
+        proc.wait(10)
