@@ -1,6 +1,7 @@
 """Lock server benchmark: acquire+release round trips per second, and locking cost per task.
 
-Run by itself: `python bench/lock_bench.py [--seconds 5] [--tasks 10000] [--repeats 2]`.
+Run by itself: `python bench/lock_bench.py [--seconds 5] [--tasks 10000] [--repeats 2]`,
+or `python bench/lock_bench.py --runners 1,4,8,32` for many runners at once.
 It starts a real `batchdeps lock-server` on 127.0.0.1 (free port, temp database, rate
 limit off) and prints:
 
@@ -8,6 +9,11 @@ limit off) and prints:
   client is its own process with its own persistent connection);
 - the wall time of a run of N independent trivial tasks with no locks, machine-local
   flock() locks and the lock server, and the overhead per task that each lock adds.
+
+With `--runners`: for each count R, R `batchdeps run AllSleepers` processes started together
+over one tree of 2,000 tasks of 5 ms (`--sleepers`, `--ms`), 2 workers each, once with
+machine-local locks and once through the lock server (interleaved, `--repeats` times, the
+median kept), and the ratio of the two: more runners must not make a run slower.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from batchdeps.locks.base import Lease
 from batchdeps.locks.client import HttpLockProvider
 from batchdeps.locks.local import LocalLockProvider
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 
 
 def start_server(folder: str) -> tuple[subprocess.Popen[str], str]:
@@ -111,14 +117,72 @@ def timed_run(tasks: int, provider: Any, folder: str) -> float:
     return elapsed
 
 
+def runners_at_once(count: int, url: str | None, folder: str, sleepers: int, ms: int,
+                    workers: int) -> float:
+    """Seconds until `count` runs of the same `sleepers` tasks, started together, all end."""
+    exe = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
+    root = tempfile.mkdtemp(dir=folder)
+    with open(os.path.join(root, "config.toml"), "w") as config:
+        config.write('[batchdeps]\nmodules = ["bd_dags"]\ntask_logs = "off"\n\n'
+                     '[history]\nenabled = false\n')
+    env = {**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN,
+           "BATCHDEPS_LOCK_DIR": os.path.join(root, "locks"),
+           "PYTHONPATH": os.path.join(os.path.dirname(os.path.abspath(__file__)), "dags")}
+    argv = [exe, "run", "AllSleepers", "--size", str(sleepers), "--ms", str(ms),
+            "--root", os.path.join(root, "data"), "--workers", str(workers)]
+    if url:
+        argv += ["--lock-url", url]
+    started = time.perf_counter()
+    procs = [subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    errors = [proc.communicate()[1] for proc in procs]
+    elapsed = time.perf_counter() - started
+    failed = [err for proc, err in zip(procs, errors) if proc.returncode != 0]
+    if failed:
+        raise SystemExit(f"a runner failed: {failed[0][-2000:]}")
+    made = len(os.listdir(os.path.join(root, "data", "sleep")))
+    if made != sleepers:
+        raise SystemExit(f"{count} runners made {made} files, not {sleepers}")
+    shutil.rmtree(root, ignore_errors=True)
+    return elapsed
+
+
+def runner_counts(args: argparse.Namespace, url: str, folder: str) -> None:
+    print(f"{args.sleepers} tasks of {args.ms} ms, {args.workers} workers per runner; "
+          f"median of {args.repeats}")
+    for count in [int(c) for c in args.runners.split(",")]:
+        local: list[float] = []
+        remote: list[float] = []
+        for _ in range(args.repeats):  # interleaved, so load on the machine hits both
+            local.append(runners_at_once(count, None, folder, args.sleepers, args.ms,
+                                         args.workers))
+            remote.append(runners_at_once(count, url, folder, args.sleepers, args.ms,
+                                          args.workers))
+        local_s, remote_s = sorted(local)[len(local) // 2], sorted(remote)[len(remote) // 2]
+        print(f"{count:3d} runner(s): local locks {local_s:6.2f} s, lock server "
+              f"{remote_s:6.2f} s ({remote_s / local_s:.2f}x)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--runners", default="", help="runner counts, e.g. 1,4,8,32")
+    parser.add_argument("--sleepers", type=int, default=2000)
+    parser.add_argument("--ms", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="lock-bench-")
     server, url = start_server(folder)
+    if args.runners:
+        try:
+            runner_counts(args, url, folder)
+        finally:
+            server.terminate()
+            server.wait()
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     try:
         print(f"lock server at {url}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
         for clients in (1, 16):
