@@ -253,3 +253,17 @@ def test_queries_stay_fast_shaped_with_many_records(tmp_path: Path) -> None:
     for plan in plans:
         assert "USING INDEX history_finished" in plan or "USING COVERING INDEX history_" \
             "finished" in plan, plan
+
+
+def test_each_task_record_names_the_worker_process_that_ran_it(project: Any) -> None:
+    assert project.run("run", "Many", "--workers", "2").returncode == 0
+    records = [r for r in history(project) if r["family"] == "Leaf"]
+    assert len(records) == 6
+    store = HistoryStore(str(project.root / HISTORY_FILE))
+    (run,) = store.runs()
+    store.close()
+    workers = {r["pid"] for r in records}
+    assert run["pid"] not in workers  # forked workers, not the runner
+    started = {int(line.split("\t")[2]) for line in project.journal.read_text().splitlines()
+               if line.startswith("start\t")}
+    assert workers == started

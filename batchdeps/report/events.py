@@ -54,6 +54,7 @@ class AttemptFailed:
     error: str
     log_path: str | None = None
     timed_out: bool = False
+    worker_pid: int = 0  # the process that ran the attempt (0: not known)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class TaskFinished:
     duration: float = 0.0
     error: str = ""
     log_path: str | None = None
+    worker_pid: int = 0  # the process that ran the last attempt (0: none ran, or not known)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class StepRun:
     next_recheck: float = 0.0
     duration: float = 0.0
     log_path: str | None = None  # the current attempt's log file (made only if needed)
+    worker_pid: int = 0  # the process that ran the last attempt (history)
 
 
 @dataclass
@@ -343,6 +344,7 @@ class Lifecycle:
         step = self.plan.steps[outcome.index]
         run = self.runs[step.index]
         run.duration += outcome.duration
+        run.worker_pid = outcome.worker_pid
         error = outcome.error or outcome.traceback.strip().rsplit("\n", 1)[-1]
         if outcome.ok:
             try:
@@ -364,7 +366,8 @@ class Lifecycle:
                 self.leftovers.clean(step.outputs, fresh=True)
         host = self.host
         host.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
-                                run.attempts, error, run.log_path, outcome.timed_out))
+                                run.attempts, error, run.log_path, outcome.timed_out,
+                                outcome.worker_pid))
         lost = run.lease is not None and run.lease.lost
         if lost and not host.stopping and run.leases_lost < MAX_LEASES_LOST:
             # Not this attempt's fault: wait for the lock like any other contended task,

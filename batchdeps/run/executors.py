@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..procinfo import current_pid
 from ..targets import Staging, staging_scope
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Outcome:
     staged: Staging = field(default_factory=Staging)  # committed or discarded by the runner
     duration: float = 0.0
     timed_out: bool = False
+    worker_pid: int = 0  # the process that ran it (0: not known, e.g. a killed worker)
 
 
 def execute(step: Step, attempt: int, log_path: str | None = None,
@@ -99,9 +101,9 @@ def execute(step: Step, attempt: int, log_path: str | None = None,
                 raise
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             return Outcome(step.index, attempt, False, error=_last_line(exc), traceback=text,
-                           duration=time.perf_counter() - started)
+                           duration=time.perf_counter() - started, worker_pid=current_pid())
     return Outcome(step.index, attempt, True, staged=staging,
-                   duration=time.perf_counter() - started)
+                   duration=time.perf_counter() - started, worker_pid=current_pid())
 
 
 def _last_line(exc: BaseException) -> str:
