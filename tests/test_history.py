@@ -267,3 +267,11 @@ def test_each_task_record_names_the_worker_process_that_ran_it(project: Any) -> 
     started = {int(line.split("\t")[2]) for line in project.journal.read_text().splitlines()
                if line.startswith("start\t")}
     assert workers == started
+
+
+def test_a_blocked_task_is_listed_as_blocked(project: Any) -> None:
+    (project.root / "in/source.txt").unlink()
+    assert project.run("run", "D").returncode == 3
+    blocked = history(project, "--status", "blocked")
+    assert {r["task_id"] for r in blocked} >= {"A(day=2026-11-24)", "D(day=2026-11-24, count=3)"}
+    assert {r["status"] for r in blocked} == {"blocked"}

@@ -270,3 +270,27 @@ def test_monitoring_md_names_only_tests_that_exist() -> None:
         assert re.search(rf"^def {name}\(", (repo / path).read_text(), re.MULTILINE), \
             f"docs/monitoring.md names {path}::{name}, which does not exist"
     assert (repo / "docs/status-page.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_server_removes_history_past_its_history_days(tmp_path: Path) -> None:
+    from batchdeps.history.store import HistoryStore
+    from batchdeps.locks.store import LeaseStore
+
+    db = tmp_path / "locks.db"
+    LeaseStore(str(db)).close()
+    store = HistoryStore(str(db))
+    old, new = time.time() - 3 * 86400, time.time()
+    for run_id, when in (("old", old), ("new", new)):
+        store.write([(run_id, when, "finished", f"T(r={run_id})", "T", "built", 1, 0.1, "",
+                      "", "", "h", 1, when)],
+                    {"run_id": run_id, "requested": [], "host": "h", "user": "u", "pid": 1,
+                     "started": when, "finished": when, "exit_code": 0, "planned": 1,
+                     "counts": {"built": 1}, "last_seen": when})
+    store.close()
+    server = LockServer(db, extra=["--history-days", "2"]).start()
+    try:
+        status, body = server.request("GET", "/v1/history")
+        assert status == 200
+        assert [r["task_id"] for r in body["tasks"]] == ["T(r=new)"]
+    finally:
+        server.stop()

@@ -41,11 +41,14 @@ from .common import fail
               show_default=True, help="Seconds an idle keep-alive connection stays open.")
 @click.option("--audit-days", type=click.FloatRange(min=0.01), default=90.0,
               show_default=True, help="Days the audit log keeps its lines.")
+@click.option("--history-days", type=click.FloatRange(min=0.01), default=30.0,
+              show_default=True, help="Days the run history sent by runners is kept.")
 def lock_server_command(host: str, port: int, db: str, tokens_file: str | None,
                         public_status: bool, cert: str | None, key_file: str | None,
                         rate_limit: float, max_connections: int,
                         max_connections_per_address: int, request_timeout: float,
-                        keepalive_timeout: float, audit_days: float) -> None:
+                        keepalive_timeout: float, audit_days: float,
+                        history_days: float) -> None:
     """Run the central lock server (token from $BATCHDEPS_LOCK_TOKEN or --tokens-file)."""
     import logging
 
@@ -60,6 +63,7 @@ def lock_server_command(host: str, port: int, db: str, tokens_file: str | None,
         tokens = Tokens(client_token(), tokens_file)
         options = ServerOptions(
             rate=rate_limit, public_status=public_status, audit_days=audit_days,
+            history_days=history_days,
             limits=Limits(max_connections=max_connections,
                           max_per_address=max_connections_per_address,
                           request_timeout=request_timeout,

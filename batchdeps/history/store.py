@@ -73,6 +73,9 @@ _UPSERT_RUN = (
 )
 #: the task records, written as a literal so SQLite uses the partial indexes
 _FINISHED_ROWS = f"kind = '{FINISHED}'"
+#: statuses shown (and filtered on) by a shorter name, as the contract lists them
+STATUS_NAMES = {"blocked by missing input": "blocked"}
+_STATUS_STORED = {shown: stored for stored, shown in STATUS_NAMES.items()}
 _TASK_FIELDS = ("id", "run_id", "task_id", "family", "status", "started", "ts", "duration",
                 "attempt", "error", "log", "reason", "host", "pid")
 
@@ -95,7 +98,8 @@ def task_record(row: Sequence[Any]) -> dict[str, Any]:
     values = dict(zip(_TASK_FIELDS, row))
     return {
         "run_id": values["run_id"], "task_id": values["task_id"], "family": values["family"],
-        "status": values["status"], "started": iso(values["started"]),
+        "status": STATUS_NAMES.get(values["status"], values["status"]),
+        "started": iso(values["started"]),
         "duration": round(values["duration"], 3), "error": values["error"] or None,
         "log": values["log"] or None, "finished": iso(values["ts"]),
         "attempts": values["attempt"], "reason": values["reason"] or None,
@@ -169,8 +173,9 @@ class HistoryStore:
         args: list[Any] = []
         if query.status == "failed":  # a literal, so the partial index of failures applies
             where.append("status = 'failed'")
+        status = _STATUS_STORED.get(query.status, query.status) if query.status else None
         for column, value in (("task_id", query.task), ("family", query.family),
-                              ("status", query.status), ("run_id", query.run_id)):
+                              ("status", status), ("run_id", query.run_id)):
             if value is not None and not (column == "status" and value == "failed"):
                 where.append(f"{column} = ?")
                 args.append(value)

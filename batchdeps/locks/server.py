@@ -128,6 +128,7 @@ class ServerOptions:
     limits: Limits = field(default_factory=Limits)
     public_status: bool = False       # the status page and metrics without a token
     audit_days: float = 90.0
+    history_days: float = 30.0        # run history kept (web/routes.py prunes it)
 
 
 class LockServer:

@@ -39,8 +39,6 @@ HISTORY_ROUTE = f"{p.API_PREFIX}/history"
 COOKIE_MAX_AGE = 12 * 3600
 MAX_QUERY_LIMIT = 10_000
 TITLE = "batchdeps status"
-#: days of run history the server keeps
-HISTORY_DAYS = 30.0
 #: statuses of tasks whose run() ran (their durations go into the histogram)
 RAN = frozenset({"built", "failed"})
 
@@ -78,12 +76,12 @@ class MonitoringRoutes:
         self._pruning = asyncio.ensure_future(self._prune_forever())
 
     async def _prune_forever(self) -> None:
-        """Remove history past HISTORY_DAYS, now and every ten minutes."""
+        """Remove history past `--history-days`, now and every ten minutes."""
         import asyncio
 
         while True:
             try:
-                self.history.prune(time.time() - HISTORY_DAYS * 86400)
+                self.history.prune(time.time() - self.server.options.history_days * 86400)
             except Exception:
                 log.exception("pruning the run history failed")
             await asyncio.sleep(600)
