@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -64,8 +65,26 @@ def backfill_project(root: Path) -> str:
     return f"{first}..{LAST_DAY}"
 
 
+TOKEN = "ops-bench-token"
+
+
+def start_lock_server(base: Path) -> tuple[subprocess.Popen[str], str]:
+    """A lock server on a free port of 127.0.0.1 (token TOKEN): the process and its URL."""
+    process = subprocess.Popen(
+        [BATCHDEPS, "lock-server", "--host", "127.0.0.1", "--port", "0", "--db",
+         str(base / "locks.db")], env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN},
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()  # "listening on URL (...)"
+    if not line.startswith("listening on "):
+        process.kill()
+        raise SystemExit(f"lock server did not start: {line!r}")
+    return process, line.split()[2]
+
+
 def measure(argv: list[str], cwd: Path, reps: int, expect: int, log: Path) -> dict[str, object]:
-    env = {**os.environ, "BATCHDEPS_LOCK_DIR": str(cwd / "locks")}
+    env = {**os.environ, "BATCHDEPS_LOCK_DIR": str(cwd / "locks"),
+           "BATCHDEPS_LOCK_TOKEN": TOKEN}
     env.pop("BATCHDEPS_CONFIG", None)
     samples: list[Sample] = []
     for _ in range(reps):
@@ -115,11 +134,18 @@ def main(argv: list[str] | None = None) -> int:
             (f"backfill plan: run WeeklyReport --week-end <{DAYS} days> --dry-run",
              ["run", "WeeklyReport", "--week-end", span, "--dry-run"], backfill, 3),
         ]
-        for label, command, cwd, expect in cases:
-            results[label] = measure(command, cwd, args.reps, expect, log)
-            figures = results[label]
-            print(f"{figures['wall_s']:7.3f} s wall {figures['cpu_s']:7.3f} s cpu  {label}",
-                  flush=True)
+        server = start_lock_server(base)
+        cases.append(("status --format json, 10,000 tasks missing, lock server asked",
+                      ["status", *tree, "--format", "json", "--lock-url", server[1]], fresh, 1))
+        try:
+            for label, command, cwd, expect in cases:
+                results[label] = measure(command, cwd, args.reps, expect, log)
+                figures = results[label]
+                print(f"{figures['wall_s']:7.3f} s wall {figures['cpu_s']:7.3f} s cpu  {label}",
+                      flush=True)
+        finally:
+            server[0].terminate()
+            server[0].wait()
     print(f"(medians of {args.reps}; {os.cpu_count()} CPUs; load "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     if args.json:

@@ -70,26 +70,18 @@ def status_command(ctx: click.Context, task_name: str | None, args: tuple[str, .
 
 def survey_for(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> Any:
     """The requested tasks (ranges and --max-tasks as `run`) surveyed, locks asked."""
-    from ..api import make_lock_provider
     from ..backfill import select
+    from ..survey.holders import holder_lookup
     from ..survey.states import survey
     from ..targets import default_storage
 
     default_storage.configure(config.storage)
     requested = requested_tasks(cls, values)
     requested = select(requested, own["max_tasks"], bool(own["reverse"])).tasks
-    provider = make_lock_provider(config, own["lock_url"])
-    try:
-        provider.start()
-    except BatchdepsError as exc:
-        click.echo(f"batchdeps: warning: lock state unknown ({exc}); "
-                   "running tasks show as missing", err=True)
-        provider.close()
-        return survey(requested, None)
-    try:
-        result = survey(requested, provider)
-    finally:
-        provider.close()
+    holders, warning = holder_lookup(config, own["lock_url"])
+    if warning:
+        click.echo(f"batchdeps: warning: {warning}", err=True)
+    result = survey(requested, holders)
     import gc
 
     gc.freeze()  # the graph lives until exit: the collector need not rescan it while printing

@@ -6,7 +6,7 @@ an input changed after its output was made as `complete, upstream newer`. Neithe
 what `batchdeps run` does; the exit code answers "would `run` build something?" as
 `make -q` does: 0 no, 1 yes, 3 something it needs is blocked by a missing external input.
 Cost is O(tasks + edges): one batch of existence checks, one modification-time look-up
-per output of a complete task, one lock-holder query per incomplete task.
+per output of a complete task, one question about lock holders for all incomplete tasks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import ExitCode
-from ..locks.base import LockProvider
 from ..resolver import (
     _call_complete,
     _cycle_error,
@@ -27,6 +26,7 @@ from ..resolver import (
 )
 from ..targets import Target, check_exists
 from ..task import ExternalTask, Task, flatten_outputs
+from .holders import HolderLookup
 
 COMPLETE = "complete"
 MISSING = "missing"
@@ -132,13 +132,14 @@ class Survey:
         return ExitCode.OK
 
 
-def survey(requested: Iterable[Task], locks: LockProvider | None = None,
+def survey(requested: Iterable[Task], holders: HolderLookup | None = None,
            newer: bool = True) -> Survey:
     """The state of every task below `requested`.
 
     Args:
         requested: the tasks asked about.
-        locks: asked non-blockingly who holds each incomplete task (None: not asked).
+        holders: asked once, without waiting, who holds which incomplete task (None: not
+            asked; see holders.py).
         newer: compare modification times to find `upstream newer`.
 
     Raises:
@@ -147,13 +148,13 @@ def survey(requested: Iterable[Task], locks: LockProvider | None = None,
     was_enabled = gc.isenabled()
     gc.disable()  # as in resolve(): many objects, no cyclic garbage until the end
     try:
-        return _survey(list(dict.fromkeys(requested)), locks, newer)
+        return _survey(list(dict.fromkeys(requested)), holders, newer)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _survey(roots: list[Task], locks: LockProvider | None, newer: bool) -> Survey:
+def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool) -> Survey:
     graph = full_graph(roots)
     nodes = {task: Node(task) for task in graph}
     for task, reqs in graph.items():
@@ -222,13 +223,12 @@ def _survey(roots: list[Task], locks: LockProvider | None, newer: bool) -> Surve
                 stack.append(req)
 
     # 4. who holds the lock of a task still to build (non-blocking).
-    if locks is not None:
-        for node in order:
-            if node.state in (MISSING, BLOCKED):
-                holder = locks.holder(node.task_id)
-                if holder:
-                    node.holder = holder
-                    node.state = RUNNING
+    if holders is not None:
+        pending = {node.task_id: node for node in order if node.state in (MISSING, BLOCKED)}
+        for key, holder in holders(list(pending)).items():
+            node = pending[key]
+            node.holder = holder
+            node.state = RUNNING
     return Survey(roots=[nodes[task] for task in roots], nodes=order)
 
 
