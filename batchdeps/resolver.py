@@ -109,14 +109,15 @@ class Plan:
         return ExitCode.FAILED if self.steps else ExitCode.OK  # 1 here means "work to do"
 
 
-def _default_complete(task: Task) -> bool:
+def default_complete(task: Task) -> bool:
     """True when `task.complete` is the built-in one (so outputs can be checked in batch)."""
     return type(task).complete is Task.complete or (
         isinstance(task, ExternalTask) and type(task).complete is ExternalTask.complete
     )
 
 
-def _is_plain_wrapper(task: Task) -> bool:
+def is_plain_wrapper(task: Task) -> bool:
+    """A WrapperTask with the built-in complete(): complete when all it requires is."""
     return isinstance(task, WrapperTask) and type(task).complete is WrapperTask.complete
 
 
@@ -187,9 +188,9 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
         batch: list[Target] = []
         owners: list[tuple[Task, int, int]] = []
         for task in frontier:
-            if _is_plain_wrapper(task) and task not in forced:
+            if is_plain_wrapper(task) and task not in forced:
                 continue
-            if _default_complete(task):
+            if default_complete(task):
                 targets = flatten_outputs(task)
                 outputs[task] = targets
                 owners.append((task, len(batch), len(batch) + len(targets)))
@@ -206,17 +207,17 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
             if task in forced:
                 done = False
                 outputs.setdefault(task, flatten_outputs(task))
-            elif _is_plain_wrapper(task):
+            elif is_plain_wrapper(task):
                 wrappers.append(task)
                 done = False  # decided once its requirements are known
             elif task in missing_paths:
                 done = bool(complete[task])
             else:
-                done = _call_complete(task)
+                done = call_complete(task)
                 if not done:
                     custom_false.add(task)
                 outputs[task] = flatten_outputs(task)
-            complete[task] = done if not _is_plain_wrapper(task) or task in forced else None
+            complete[task] = done if not is_plain_wrapper(task) or task in forced else None
             if done or isinstance(task, ExternalTask):
                 continue
             reqs = flatten_requires(task)
@@ -245,7 +246,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
             reason = forced[task]
         elif task in custom_false:
             reason = "complete() returned False"
-        elif _is_plain_wrapper(task) or not outputs.get(task):
+        elif is_plain_wrapper(task) or not outputs.get(task):
             pending = [r for r in requires.get(task, []) if not complete.get(r)]
             reason = f"upstream {pending[0].task_id} runs" if pending else "has no outputs"
             if len(pending) > 1:
@@ -384,14 +385,15 @@ def _forced_requested(roots: list[Task]) -> list[Task]:
         if task in seen:
             continue
         seen.add(task)
-        if _is_plain_wrapper(task):
+        if is_plain_wrapper(task):
             stack.extend(reversed(flatten_requires(task)))
         elif not isinstance(task, ExternalTask):
             forced.append(task)
     return forced
 
 
-def _call_complete(task: Task) -> bool:
+def call_complete(task: Task) -> bool:
+    """`task.complete()`, an exception from it turned into a TaskDefinitionError naming it."""
     try:
         return bool(task.complete())
     except BatchdepsError:
@@ -418,7 +420,7 @@ def _decide_wrappers(
     try:
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:
-        raise _cycle_error(exc.args[1]) from None
+        raise cycle_error(exc.args[1]) from None
     for wrapper in order:
         complete[wrapper] = all(complete.get(r) for r in requires.get(wrapper, []))
 
@@ -430,10 +432,11 @@ def _order(steps: dict[Task, Step]) -> list[Step]:
     try:
         return list(sorter.static_order())
     except graphlib.CycleError as exc:
-        raise _cycle_error([s.task for s in exc.args[1]]) from None
+        raise cycle_error([s.task for s in exc.args[1]]) from None
 
 
-def _cycle_error(cycle: list[Task]) -> CycleError:
+def cycle_error(cycle: list[Task]) -> CycleError:
+    """The error for tasks that require each other, naming them in order."""
     names = " -> ".join(t.task_id for t in reversed(cycle))
     return CycleError(f"dependency cycle: {names}")
 
@@ -443,7 +446,7 @@ def complete_many(tasks: list[Task]) -> list[bool]:
     batch: list[Target] = []
     spans: dict[int, tuple[int, int]] = {}
     for index, task in enumerate(tasks):
-        if _default_complete(task) and not _is_plain_wrapper(task):
+        if default_complete(task) and not is_plain_wrapper(task):
             targets = flatten_outputs(task)
             spans[index] = (len(batch), len(batch) + len(targets))
             batch.extend(targets)
@@ -454,5 +457,5 @@ def complete_many(tasks: list[Task]) -> list[bool]:
             start, end = spans[index]
             answers.append(end > start and all(exists[start:end]))
         else:
-            answers.append(_call_complete(task))
+            answers.append(call_complete(task))
     return answers

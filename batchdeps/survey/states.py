@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from ..errors import ExitCode
 from ..resolver import (
-    _call_complete,
-    _cycle_error,
-    _default_complete,
-    _is_plain_wrapper,
+    call_complete,
+    cycle_error,
+    default_complete,
+    is_plain_wrapper,
     full_graph,
 )
 from ..targets import Target, check_exists
@@ -64,7 +64,7 @@ class Node:
 
     @property
     def wrapper(self) -> bool:
-        return _is_plain_wrapper(self.task)
+        return is_plain_wrapper(self.task)
 
     @property
     def label(self) -> str:
@@ -165,7 +165,7 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool) -> Sur
     batch: list[Target] = []
     spans: list[tuple[Node, int, int]] = []
     for node in order:
-        if _default_complete(node.task) and not node.wrapper:
+        if default_complete(node.task) and not node.wrapper:
             node.outputs = flatten_outputs(node.task)
             spans.append((node, len(batch), len(batch) + len(node.outputs)))
             batch.extend(node.outputs)
@@ -182,7 +182,7 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool) -> Sur
         if node.wrapper:
             node.complete = all(r.complete for r in node.requires)
         elif node not in decided:
-            node.complete = _call_complete(node.task)
+            node.complete = call_complete(node.task)
             if not node.outputs:
                 node.outputs = flatten_outputs(node.task)
         if node.external:
@@ -252,7 +252,7 @@ def _order(roots: list[Node]) -> list[Node]:
                 if seen == 1:
                     path = [n.task for n, _ in stack]
                     cycle = path[path.index(req.task):] + [req.task]
-                    raise _cycle_error(list(reversed(cycle)))
+                    raise cycle_error(list(reversed(cycle)))
             else:
                 stack.pop()
                 state[node] = 2
