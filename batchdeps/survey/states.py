@@ -21,8 +21,8 @@ from ..resolver import (
     call_complete,
     cycle_error,
     default_complete,
-    is_plain_wrapper,
     full_graph,
+    is_plain_wrapper,
 )
 from ..targets import Target, check_exists
 from ..task import ExternalTask, Task, flatten_outputs
