@@ -107,6 +107,8 @@ def test_list_shows_every_family_with_parameters_and_kind(project: Project) -> N
                                "default": "3", "default_from": "code",
                                "description": "how many things", "range": True}
     assert families["Leaf"]["parameters"][0]["default_from"] == "required"
+    twice = project.run("list", "--config", "config.toml", "--config", "other.toml")
+    assert twice.returncode == 2 and "given 2 times" in twice.stderr
 
 
 TREE_PIPELINE = """

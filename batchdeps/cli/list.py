@@ -8,11 +8,12 @@ import click
 
 from ..errors import BatchdepsError
 from .common import fail
+from .taskargs import single
 
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the families as a JSON list.")
-@click.option("--config", "config_path", default=None,
+@click.option("--config", "config_path", default=None, multiple=True, callback=single,
               help="Config file (default: $BATCHDEPS_CONFIG, else ./config.toml).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 def list_command(as_json: bool, config_path: str | None, debug: bool) -> None:
