@@ -46,6 +46,8 @@ def build(
     workers: int | None = None,
     *,
     force: bool = False,
+    force_upstream: bool = False,
+    force_from: Iterable[str] = (),
     config: Config | None = None,
     locks: LockProvider | None = None,
     listeners: Iterable[Listener] = (),
@@ -63,6 +65,10 @@ def build(
         tasks: one task or several.
         workers: parallel attempts, 1 or more (default: `[batchdeps] workers`, else 1).
         force: rebuild the given tasks even if complete (their upstream stays as is).
+        force_upstream: rebuild the given tasks and everything they need, except external
+            tasks (`--force-upstream`).
+        force_from: family names or task ids; those tasks and everything downstream of
+            them up to the given tasks are rebuilt (`--force-from`).
         config: a loaded Config (default: all defaults).
         locks: a lock provider (default: from config, else machine-local locks); one
             passed here stays open after the run.
@@ -81,7 +87,8 @@ def build(
     config = config or Config()
     requested = [tasks] if isinstance(tasks, Task) else list(tasks)
     session = Session.from_config(
-        config, workers=workers, force=force or None, locks=locks, listeners=list(listeners),
+        config, workers=workers, force=force or None, force_upstream=force_upstream or None,
+        force_from=list(force_from), locks=locks, listeners=list(listeners),
         lock_url=lock_url, wait_timeout=wait_timeout, base_options=options, log_dir=log_dir,
         # History goes beside a config file the caller loaded (or to its state_dir); a bare
         # bd.build() in a script or a test writes no file it was not asked for.

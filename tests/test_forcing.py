@@ -33,6 +33,10 @@ class Step(bd.Task):
     def output(self):
         return bd.FileTarget(f"{self.root}/{self.name}")
 
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("rebuilt")
+
 
 @pytest.fixture
 def built(tmp_path: Path) -> Path:
@@ -100,3 +104,14 @@ def test_complete_many_checks_each_task(built: Path) -> None:
     (built / "c").unlink()
     tasks = [Step(name=n, root=str(built)) for n in ("a", "c", "d")]
     assert complete_many(tasks) == [True, False, True]
+
+
+def test_bd_build_takes_the_forcing_options_of_the_command_line(built: Path) -> None:
+    root = str(built)
+    result = bd.build(Step(name="d", root=root), force_from=[f"Step(name=b, root={root})"])
+    assert sorted(r.task_id for r in result.by_status("built")) == [
+        f"Step(name=b, root={root})", f"Step(name=d, root={root})"]
+    assert (built / "b").read_text() == "rebuilt" and (built / "c").read_text() == "c"
+    result = bd.build(Step(name="d", root=root), force_upstream=True)
+    assert len(result.by_status("built")) == 4  # a, b, c, d; never the external input
+    assert (built / "raw-a").read_text() == "raw-a"
