@@ -259,3 +259,19 @@ def test_staged_writes_travel_between_processes_with_their_options(backend: Back
     assert getattr(write.target, "_options", None) == getattr(target, "_options", None)
     copy.commit([target])
     assert _read(target) == "travelled"
+
+
+def test_modified_time_is_when_the_target_was_written_and_none_when_missing(
+        backend: Backend) -> None:
+    import time
+
+    target = backend.make("when/m.txt")
+    assert target.modified() is None
+    before = time.time()
+    with target.open("w") as out:
+        out.write("x")
+    modified = target.modified()
+    assert modified is not None and before - 300 < modified < time.time() + 300
+    if backend.broken is not None:
+        with pytest.raises(TargetCheckError):
+            backend.broken().modified()
