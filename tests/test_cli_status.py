@@ -155,6 +155,11 @@ def test_status_graph_and_forcing_over_a_generated_dag_of_10000_tasks(
     assert dry.returncode == 1
     forced = [line.split()[1] for line in dry.stdout.splitlines() if line.startswith("run ")]
     assert forced == ["Node(n=5555,", "Node(n=555,", "Node(n=55,", "Node(n=5,", "Node(n=0,"]
+    everything = project.run("run", "Node", "--force-upstream", "--dry-run")
+    assert everything.returncode == 1
+    assert "10000 task(s) would run; 0 blocked" in everything.stdout
+    dot = project.run("graph", "Node", "--format", "dot").stdout
+    assert dot.count(" -> ") == 9999 and dot.count("fillcolor=khaki") == 1  # the one missing
 
 
 def test_status_asks_the_lock_server_and_shows_a_task_held_on_another_host(
