@@ -419,6 +419,29 @@ class Twice(bd.Task):
         raise RuntimeError("fails every time")
 
 
+class FailsOnce(bd.Task):
+    """Fails its first attempt only (a marker file remembers)."""
+    retries = 1
+    retry_delay = 0.01
+
+    def output(self):
+        return bd.FileTarget("out/fails-once.txt")
+
+    def run(self):
+        if not os.path.exists("failed-once"):
+            open("failed-once", "w").close()
+            raise RuntimeError("first attempt fails")
+        with self.output().open("w") as out:
+            out.write("ok\\n")
+
+
+class OneOfEach(bd.WrapperTask):
+    """A task that needs a retry and one that fails for good."""
+
+    def requires(self):
+        return [FailsOnce(), Twice()]
+
+
 class Talker(bd.Task):
     """Prints, then writes its output."""
 
@@ -613,6 +636,8 @@ def test_dry_run_exits_3_when_something_is_blocked_and_gives_each_reason(
     assert any(f"external input in/absent.txt ({project.root / 'in/absent.txt'}) missing" in line
                for line in lines)
     assert any("Both()" in line and "upstream NeedsMissing()" in line for line in lines)
+    other = project.root / "out/other.txt"  # "output data/x.csv (/srv/etl/data/x.csv) missing"
+    assert any(f"output out/other.txt ({other}) missing" in line for line in lines), lines
     assert project.runs() == [] and project.files() == []
 
 
@@ -878,3 +903,30 @@ def test_after_a_second_signal_the_local_locks_are_free(project: Project, worker
         stop(runner)
         if rerun is not None:
             stop(rerun)
+
+
+def skeleton(line: str) -> str:
+    """A log or summary line with what varies from run to run replaced by placeholders."""
+    line = re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} ", "TIME ", line)
+    line = re.sub(r"\b[A-Z]\w*\([^()]*\)", "TASK", line)
+    line = re.sub(r"(failed: |TASK: )\w*(Error|Exception): .*?( \(log | \[|$)", r"\1ERROR\3",
+                  line)
+    line = re.sub(r"[\w.=,-]*/\S*[\w]", "PATH", line)
+    line = line.replace("PATH (PATH)", "PATH")
+    return re.sub(r"\d+(\.\d+)?", "N", line)
+
+
+def test_retry_log_lines_and_summary_look_as_operations_md_shows(project: Project) -> None:
+    retries = section(OPERATIONS.read_text(), "## Retries")
+    logged, summary = [body.splitlines() for lang, body in fenced_blocks(retries) if not lang][:2]
+    add_promise_pipeline(project)
+    done = project.run("run", "OneOfEach")
+    assert done.returncode == 1, done.stdout + done.stderr
+    got_log = {skeleton(line) for line in done.stderr.splitlines()}
+    for line in logged:
+        assert skeleton(line) in got_log, (skeleton(line), sorted(got_log))
+    got_summary = [skeleton(line) for line in done.stdout.splitlines()]
+    first = re.sub(r": .* in ", ": ... in ", skeleton(summary[0]))
+    assert re.sub(r": .* in ", ": ... in ", got_summary[0]) == first, got_summary
+    for line in summary[1:]:
+        assert skeleton(line) in got_summary, (skeleton(line), got_summary)
