@@ -930,3 +930,29 @@ def test_retry_log_lines_and_summary_look_as_operations_md_shows(project: Projec
     assert re.sub(r": .* in ", ": ... in ", got_summary[0]) == first, got_summary
     for line in summary[1:]:
         assert skeleton(line) in got_summary, (skeleton(line), got_summary)
+
+
+def test_every_option_in_the_readme_usage_block_is_in_the_command_s_help(
+        project: Project) -> None:
+    """README, Command line: each flag shown for a command exists, with the defaults shown."""
+    usage = next(body for lang, body in fenced_blocks(section(README.read_text(),
+                                                              "## Command line")) if not lang)
+    commands: dict[str, list[str]] = {}
+    current = ""
+    for line in usage.splitlines():
+        text = line.split("#", 1)[0]
+        if text.startswith("batchdeps "):
+            current = text.split()[1]
+        commands.setdefault(current, []).append(text)
+    assert {"run", "lock-server"} <= set(commands), commands
+    for command, lines in commands.items():
+        text = " ".join(lines)
+        argv = [command, "D", "--help"] if "TASK" in text else [command, "--help"]
+        done = project.run(*argv)
+        assert done.returncode == 0, done.stdout + done.stderr
+        helped = " ".join(done.stdout.split())
+        for flag in re.findall(r"--[a-z][\w-]*", text):
+            assert re.search(rf"{flag}\b", helped), f"`batchdeps {command}` has no {flag}"
+        for flag, default in re.findall(r"\[(--[a-z][\w-]*) ([0-9][\w.]*)\]", text):
+            assert re.search(rf"{flag} .*?default: {re.escape(default)}\b", helped), \
+                f"`batchdeps {command} {flag}` does not default to {default}"
