@@ -8,6 +8,7 @@ so the README cannot drift from what the command does.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -24,6 +25,8 @@ from support.journal import JOURNAL_FUNCTION
 from support.produtil import WebhookServer
 from support.project import BATCHDEPS, Project
 from support.waiting import wait_for
+
+import batchdeps as bd
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -960,3 +963,71 @@ def test_every_option_in_the_readme_usage_block_is_in_the_command_s_help(
         for flag, default in re.findall(r"\[(--[a-z][\w-]*) ([0-9][\w.]*)\]", text):
             assert re.search(rf"{flag} .*?default: {re.escape(default)}\b", helped), \
                 f"`batchdeps {command} {flag}` does not default to {default}"
+
+
+# -- "Linear": the work per task does not grow with the graph -------------------------------
+_calls: collections.Counter[tuple[str, str]] = collections.Counter()
+
+
+def _ints(*values: Any) -> list[int]:
+    """Parameter values as ints (the descriptors are not typed for mypy)."""
+    return [int(value) for value in values]
+
+
+class _Node(bd.Task):
+    """One node of a layered graph: each node needs every node of the next layer."""
+    depth = bd.IntParameter()
+    i = bd.IntParameter()
+    width = bd.IntParameter()
+    layers = bd.IntParameter()
+
+    def requires(self) -> list[bd.Task]:
+        _calls["requires", self.task_id] += 1
+        depth, width, layers = _ints(self.depth, self.width, self.layers)
+        if depth + 1 >= layers:
+            return []
+        return [_Node(depth=depth + 1, i=j, width=width, layers=layers) for j in range(width)]
+
+    def output(self) -> bd.Target:
+        _calls["output", self.task_id] += 1
+        return bd.FileTarget(f"memory://linear-{self.width}-{self.layers}/{self.depth}-{self.i}")
+
+    def complete(self) -> bool:
+        _calls["complete", self.task_id] += 1
+        return super().complete()
+
+    def run(self) -> None:
+        _calls["run", self.task_id] += 1
+        with self.output().open("w") as out:
+            out.write("x")
+
+
+class _Layers(bd.WrapperTask):
+    width = bd.IntParameter()
+    layers = bd.IntParameter()
+
+    def requires(self) -> list[bd.Task]:
+        width, layers = _ints(self.width, self.layers)
+        return [_Node(depth=0, i=j, width=width, layers=layers) for j in range(width)]
+
+
+def _calls_per_task(width: int, layers: int, tmp_path: Path) -> dict[str, int]:
+    _calls.clear()
+    config = bd.Config(batchdeps={"lock_dir": str(tmp_path / "locks")})
+    result = bd.build(_Layers(width=width, layers=layers), config=config)
+    assert result.exit_code == 0 and len(result.tasks) == width * layers + 1
+    most: dict[str, int] = {}
+    for (kind, _task), count in _calls.items():
+        most[kind] = max(most.get(kind, 0), count)
+    assert sum(n for (kind, _), n in _calls.items() if kind == "requires") == width * layers
+    return most
+
+
+def test_the_work_per_task_does_not_grow_with_the_graph(tmp_path: Path) -> None:
+    """README: 'Resolution and execution cost O(tasks + edges)'. Counted, not timed: each
+    task's requires(), output(), complete() and run() are called as often in a graph of 10
+    tasks and 27 edges as in one of 97 tasks and 960 edges; a shared task is resolved once."""
+    small = _calls_per_task(3, 3, tmp_path)
+    large = _calls_per_task(12, 8, tmp_path)
+    assert small == large, (small, large)
+    assert small["requires"] == small["run"] == 1, small
