@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,13 +224,69 @@ ENV_PREFIX = "BATCHDEPS_"
 _NOT_OVERRIDDEN = {("batchdeps", "lock_dir")}
 
 
+class UnsetVariable:
+    """A config value that names an environment variable that is not set.
+
+    Kept in place of the value, so that only a command that uses it fails: a section
+    (`Section`) raises the error when the key is read, a task parameter default when a task
+    takes it.
+    """
+
+    def __init__(self, where: str, name: str) -> None:
+        self.where = where
+        self.name = name
+
+    def error(self) -> ConfigError:
+        return ConfigError(
+            f"{self.where} refers to ${{{self.name}}}, but the environment variable "
+            f"{self.name} is not set (set it, or write ${{{self.name}:-default}})"
+        )
+
+    def __repr__(self) -> str:
+        return f"${{{self.name}}} (not set)"
+
+    __str__ = __repr__
+
+
+class Section(dict):  # type: ignore[type-arg]
+    """A config table whose values that name an unset variable raise when read.
+
+    `__iter__` is overridden so that `dict(section)` and `{**section}` read the values
+    through `__getitem__` too (CPython copies a plain dict's entries directly).
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        value = super().__getitem__(key)
+        if isinstance(value, UnsetVariable):
+            raise value.error()
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            return default
+        return self[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(dict.__iter__(self)))
+
+    def items(self) -> Any:
+        return [(key, self[key]) for key in dict.__iter__(self)]
+
+    def values(self) -> Any:
+        return [self[key] for key in dict.__iter__(self)]
+
+    def copy(self) -> Section:
+        return Section(super().items())
+
+
 def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
     """Replace `${NAME}`, `${NAME:-default}` and `${NAME:-}` in strings from `environ`.
 
-    `${NAME:-default}` takes the default when NAME is unset or empty; `${NAME}` unset is
-    an error naming it.
+    `${NAME:-default}` takes the default when NAME is unset or empty. A string with an
+    unset `${NAME}` becomes an `UnsetVariable`, an error only once the value is used.
     """
     if isinstance(value, str):
+        unset: list[str] = []
 
         def replace(match: re.Match[str]) -> str:
             name, has_default, default = match.group(1).partition(":-")
@@ -241,18 +297,30 @@ def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
             if has_default:
                 return found if found else default
             if found is None:
-                raise ConfigError(
-                    f"{where} refers to ${{{name}}}, but the environment variable {name} is "
-                    f"not set (set it, or write ${{{name}:-default}})"
-                )
+                unset.append(name)
+                return ""
             return found
 
-        return _ENV_REF.sub(replace, value)
+        replaced = _ENV_REF.sub(replace, value)
+        return UnsetVariable(where, unset[0]) if unset else replaced
     if isinstance(value, list):
-        return [_interpolate(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
+        items = [_interpolate(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
+        return _first_unset(items) or items
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{where}.{k}", environ) for k, v in value.items()}
+        table = {k: _interpolate(v, f"{where}.{k}", environ) for k, v in value.items()}
+        return _first_unset(list(table.values())) or table
     return value
+
+
+def _first_unset(values: list[Any]) -> UnsetVariable | None:
+    """A list or table with an unset variable anywhere in it is unset as a whole."""
+    return next((v for v in values if isinstance(v, UnsetVariable)), None)
+
+
+def _table(values: dict[str, Any], where: str, environ: Mapping[str, str]) -> Section:
+    """A table of options or defaults, each interpolated on its own (see UnsetVariable)."""
+    return Section((key, _interpolate(value, f"{where}.{key}", environ))
+                   for key, value in values.items())
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[str, Any]]:
@@ -294,7 +362,7 @@ def parse_config(
         table = raw.get(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{label}: [{section}] must be a table")
-        checked: dict[str, Any] = {}
+        checked: dict[str, Any] = Section()
         for key, raw_value in table.items():
             where = f"{label}: [{section}] {key}"
             if key not in keys:
@@ -303,6 +371,9 @@ def parse_config(
             if (section, key) in overrides:
                 continue  # the environment wins; checked below
             value = _interpolate(raw_value, where, environ)
+            if isinstance(value, UnsetVariable):
+                checked[key] = value  # an error when read (see Section)
+                continue
             try:
                 checked[key] = keys[key](value)
             except ValueError as exc:
@@ -323,9 +394,9 @@ def parse_config(
     # An option that is empty after interpolation (`${S3_ENDPOINT:-}` with the variable
     # unset) is left out, so the filesystem's own default applies.
     config.storage = {
-        protocol: {key: value for key, value in
-                   _interpolate(options, f"{label}: [storage.{protocol}]", environ).items()
-                   if value != ""}
+        protocol: Section((key, value) for key, value in
+                          dict.items(_table(options, f"{label}: [storage.{protocol}]", environ))
+                          if value != "")
         for protocol, options in storage.items()
     }
 
@@ -344,7 +415,7 @@ def parse_config(
     if not isinstance(tasks, dict) or not all(isinstance(v, dict) for v in tasks.values()):
         raise ConfigError(f"{label}: [tasks.FAMILY] sections must be tables of parameters")
     config.tasks = {
-        family: _interpolate(values, f"{label}: [tasks.{family}]", environ)
+        family: _table(values, f"{label}: [tasks.{family}]", environ)
         for family, values in tasks.items()
     }
     return config

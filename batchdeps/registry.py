@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+from .config import UnsetVariable
 from .errors import ConfigError, ParameterError, TaskDefinitionError, UnknownTaskError
 from .task import ExternalTask, Task, WrapperTask
 
@@ -105,13 +106,16 @@ class TaskRegistry:
             for cls in classes:
                 params = {p.name: p for p in cls.parameters()}
                 parsed: dict[str, Any] = {}
-                for key, value in values.items():
+                for key, value in dict.items(values):  # unset ${VAR}s too, not raised here
                     param = params.get(key)
                     if param is None:
                         raise ConfigError(
                             f"{label}: [tasks.{family}] {key}: {family} has no parameter "
                             f"'{key}' (parameters: {', '.join(params) or 'none'})"
                         )
+                    if isinstance(value, UnsetVariable):
+                        parsed[key] = value  # an error once a task takes this default
+                        continue
                     try:
                         parsed[key] = param.convert(family, value)
                     except ParameterError as exc:

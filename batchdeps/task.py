@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from types import GeneratorType
 from typing import Any, ClassVar
 
-from .errors import ParameterError, TaskDefinitionError
+from .config import UnsetVariable
+from .errors import ConfigError, ParameterError, TaskDefinitionError
 from .parameters import Parameter
 
 
@@ -73,6 +74,8 @@ class Task:
                 value = param.convert(family, kwargs.pop(name))
             elif name in config_defaults:
                 value = config_defaults[name]
+                if isinstance(value, UnsetVariable):
+                    raise value.error()
             elif param.has_default:
                 value = param.convert(family, param.default)
             else:
@@ -251,7 +254,7 @@ def _call_and_flatten(task: Task, method: str) -> list[Any]:
         if isinstance(struct, (Task, Target)):
             return [struct]
         return list(_leaves(struct))
-    except TaskDefinitionError:
+    except (TaskDefinitionError, ConfigError):  # a default from an unset ${VAR}: as it is
         raise
     except Exception as exc:
         raise TaskDefinitionError(

@@ -129,8 +129,8 @@ CONFIG_CASES = [
     ("[tasks.Nope]\nx = 1\n", ["[tasks.Nope] names no known task"]),
     ("[tasks.D]\nday = 'soon'\n", ["[tasks.D] day", "'soon'"]),
     ("[tasks.D]\ncount = 1.5\n", ["[tasks.D] count", "expected an integer"]),
-    ("[storage.s3]\nendpoint_url = '${NOT_SET_ANYWHERE}'\n",
-     ["NOT_SET_ANYWHERE", "is not set"]),
+    # An unset variable is an error once the value is used: every run reads [lock] url.
+    ("[lock]\nurl = '${NOT_SET_ANYWHERE}'\n", ["NOT_SET_ANYWHERE", "is not set"]),
     ("[batchdeps\nmodules = 1\n", ["is not valid TOML"]),
     ("[batchdeps]\nmodules = ['no_such_pkg']\n", ["cannot import task module 'no_such_pkg'"]),
     ("[resources]\nwarehouse = 0\n", ["[resources] warehouse must be an integer from 1 to 10000"]),

@@ -138,9 +138,18 @@ def test_text_without_references_is_left_alone() -> None:
         ({"tasks": {"Clean": {"day": "${NOPE}"}}}, "[tasks.Clean].day"),
     ],
 )
-def test_unset_variable_is_an_error_naming_key_and_variable(raw: dict[str, Any], where: str) -> None:
+def test_unset_variable_is_an_error_naming_key_and_variable_once_used(
+        raw: dict[str, Any], where: str) -> None:
+    config = parse_config(raw, path="c.toml", environ={})  # not an error until it is used
+    (section, table), = raw.items()
+    (key, _), = table.items()
     with pytest.raises(ConfigError) as info:
-        parse_config(raw, path="c.toml", environ={})
+        if section in ("storage", "tasks"):
+            value = getattr(config, section)[key]
+            dict(value)  # what a filesystem or task does with its options
+            {**value}
+        else:
+            getattr(config, section)[key]
     message = str(info.value)
     assert message.startswith("c.toml: ")
     assert where in message
@@ -415,3 +424,46 @@ def test_command_line_honours_defaults_and_overrides_from_the_environment(projec
     assert bad.returncode == 2
     assert "$BATCHDEPS_WORKERS (overrides [batchdeps] workers) must be an integer >= 1" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_an_unset_variable_fails_only_the_commands_that_use_it(project: Any) -> None:
+    project.write("config.toml", """
+        [batchdeps]
+        modules = ["pipelines"]
+
+        [storage.s3]
+        endpoint_url = "${S3_ENDPOINT}"
+
+        [tasks.Dated]
+        day = "${REPORT_DAY}"
+        """)
+    project.write("pipelines/uses.py", """
+        import batchdeps as bd
+
+        class OnS3(bd.Task):
+            def output(self):
+                return bd.FileTarget("s3://bucket/key.txt")
+
+        class Dated(bd.Task):
+            day = bd.DateParameter()
+            def output(self):
+                return bd.FileTarget(f"out/dated-{self.day}.txt")
+            def run(self):
+                with self.output().open("w") as out:
+                    out.write("x")
+        """)
+    project.env = {k: v for k, v in project.env.items()
+                   if k not in ("S3_ENDPOINT", "REPORT_DAY")}
+    local = project.run("run", "Other")
+    assert local.returncode == 0, local.stderr
+    given = project.run("run", "Dated", "--day", "2026-11-24")
+    assert given.returncode == 0, given.stderr
+    s3 = project.run("run", "OnS3")
+    assert s3.returncode == 2, s3.stderr
+    assert ("[storage.s3].endpoint_url refers to ${S3_ENDPOINT}, but the environment "
+            "variable S3_ENDPOINT is not set") in s3.stderr
+    defaulted = project.run("run", "Dated")
+    assert defaulted.returncode == 2, defaulted.stderr
+    assert "[tasks.Dated].day refers to ${REPORT_DAY}" in defaulted.stderr
+    for done in (s3, defaulted):
+        assert "Traceback" not in done.stderr

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from ..config import UnsetVariable
 from ..errors import BatchdepsError, ExitCode, ParameterError, TaskDefinitionError, UsageError
 
 
@@ -109,7 +110,9 @@ def task_options(cls: type, taken: set[str], command: str) -> list[click.Paramet
         flag = "--" + param.name.replace("_", "-")
         names.add(param.name)
         if param.name in config_defaults:
-            shown = f"default: {param.serialize(config_defaults[param.name])} (config)"
+            value = config_defaults[param.name]  # "${DAY} (not set)" for an unset variable
+            text = str(value) if isinstance(value, UnsetVariable) else param.serialize(value)
+            shown = f"default: {text} (config)"
         elif param.has_default:
             default = param.convert(cls.__name__, param.default)
             shown = "default: None" if default is None else f"default: {param.serialize(default)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import UnsetVariable
 from ..task import ExternalTask, Task, WrapperTask
 
 
@@ -35,7 +36,9 @@ def describe(cls: type[Task]) -> dict[str, Any]:
     params = []
     for param in cls.parameters():
         if param.name in cls._config_defaults:
-            default: str | None = param.serialize(cls._config_defaults[param.name])
+            configured = cls._config_defaults[param.name]  # an unset ${VAR}: shown as such
+            default: str | None = (str(configured) if isinstance(configured, UnsetVariable)
+                                   else param.serialize(configured))
             source = "config"
         elif param.has_default:
             value = param.convert(cls.__name__, param.default)
