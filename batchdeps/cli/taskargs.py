@@ -191,7 +191,7 @@ def _complete_config(ctx: click.Context) -> tuple[Any, Any] | None:
 
     try:
         return load_registry(scan(tuple(args), "--config"))
-    except (BatchdepsError, Exception):  # noqa: BLE001 - completion must never show a traceback
+    except Exception:  # noqa: BLE001 - completion must never show a traceback
         return None
 
 
