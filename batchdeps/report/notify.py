@@ -147,7 +147,7 @@ class Notifier:
         for attempt in range(1, attempts + 1):
             try:
                 send()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of a delivery is logged, never raised
                 retry = getattr(exc, "retry", True)
                 if attempt >= attempts or not retry:
                     log.error("alert via %s failed after %d attempt(s): %s", what, attempt, exc,

@@ -16,6 +16,7 @@ when it hears of the failed attempt (`AttemptFailed`), and appends the reason to
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -26,6 +27,7 @@ import socket
 import sys
 import time
 import traceback
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -81,10 +83,8 @@ class _FdStream:
 def _flush_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
-            try:
+            with contextlib.suppress(Exception):  # a closed or odd stream must not fail the task
                 stream.flush()
-            except Exception:  # noqa: BLE001 - a closed or odd stream must not fail the task
-                pass
 
 
 class TaskLogs:
@@ -154,9 +154,9 @@ class TaskLogs:
             self._handler = handler
             # print() goes to sys.stdout, which need not be fd 1 (a notebook, a test
             # runner): during an attempt sys.stdout/err are text streams on fds 1 and 2.
-            self._fd_streams = (
-                open(1, "w", buffering=1, closefd=False, errors="backslashreplace"),
-                open(2, "w", buffering=1, closefd=False, errors="backslashreplace"),
+            self._fd_streams = (  # open for the life of the process, closed by no one
+                open(1, "w", buffering=1, closefd=False, errors="backslashreplace"),  # noqa: SIM115
+                open(2, "w", buffering=1, closefd=False, errors="backslashreplace"),  # noqa: SIM115
             )
             root = logging.getLogger()
             if root.getEffectiveLevel() > self.level:
@@ -308,7 +308,7 @@ class _Capture:
         self.log_path = log_path
         self.header_size = 0
 
-    def __enter__(self) -> _Capture:
+    def __enter__(self) -> _Capture:  # noqa: PYI034 - typing.Self needs Python 3.11
         fd = self.logs._prepare_process()
         try:
             self._redirect(fd)
@@ -333,7 +333,8 @@ class _Capture:
         if logs._handler is not None:
             logging.getLogger().addHandler(logs._handler)
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         logs = self.logs
         fd = logs._scratch_fd
         try:
@@ -341,7 +342,7 @@ class _Capture:
                 if isinstance(exc, Exception):
                     text = "".join(traceback.format_exception(exc_type, exc, tb))
                 else:
-                    text = f"# interrupted ({exc_type.__name__})\n"
+                    text = f"# interrupted ({type(exc).__name__})\n"
                 _flush_std_streams()
                 os.write(fd, text.encode("utf-8", "replace"))
         finally:

@@ -264,7 +264,7 @@ class Lifecycle:
             complete = self._complete_now(step)
         except BatchdepsError:
             raise  # a check that cannot decide (storage down) stops the run
-        except Exception as exc:  # a complete() of the user's: decided after the lease
+        except Exception as exc:  # noqa: BLE001 - the user's complete(): decided after the lease
             log.debug("%s: complete() raised while waiting: %s", step.task_id, exc)
             return False
         if not complete:
@@ -282,7 +282,7 @@ class Lifecycle:
             complete = self._complete_now(step)
         except BatchdepsError:
             raise  # a check that cannot decide (storage down) stops the run
-        except Exception as exc:  # a complete() of the user's that raised: this task fails
+        except Exception as exc:  # noqa: BLE001 - the user's complete() raised: this task fails
             self.release(run)
             message = ("checking completeness after taking the lock failed: "
                        f"{type(exc).__name__}: {exc}").splitlines()[-1]
@@ -414,7 +414,7 @@ class Lifecycle:
     def _hook(self, step: Step, name: str, *args: Any) -> None:
         try:
             getattr(step.task, name)(*args)
-        except Exception as exc:  # a hook of the user's never changes the result
+        except Exception as exc:  # noqa: BLE001 - a hook of the user's never changes the result
             log.warning("%s.%s raised %s: %s", step.task_id, name, type(exc).__name__, exc)
 
     # -- leases ----------------------------------------------------------------------------
