@@ -346,3 +346,27 @@ def test_every_step_ends_in_phase_done(tmp_path: Path) -> None:
     runner.run()
     assert {run.phase for run in runner.lifecycle.runs} == {Phase.DONE}
     assert len(recorder.of(TaskStarted)) == 3 and locks.ours == {}
+
+
+def test_a_lease_taken_ahead_and_lost_before_its_turn_is_not_used(tmp_path: Path) -> None:
+    clock, locks = Clock(), FakeLocks()
+    first, second = (Out(path=str(tmp_path / name)) for name in ("first", "second"))
+    path = Path(second.path)
+
+    def work(step: Step, attempt: int) -> tuple[float, bool]:
+        Path(step.task.path).write_text("ours")
+        if step.task == first:  # meanwhile the lease taken ahead for `second` runs out
+            locks.take_over(second.task_id)
+        return 1.0, True
+
+    def other_finishes() -> None:
+        path.write_text("theirs")
+        locks.other.discard(second.task_id)
+
+    executor = FakeExecutor(clock, work, slots=2, at={3.0: other_finishes})
+    executor.free_slots = lambda: 1 if len(executor.running) < 1 else 0  # type: ignore[method-assign]
+    executor.prefetch_limit = lambda: 2  # type: ignore[method-assign]
+    result, _ = run([first, second], locks, executor, clock)
+    assert result.tasks[second.task_id].status == Status.BUILT_ELSEWHERE
+    assert [task_id for _, task_id, _ in executor.started] == [first.task_id]
+    assert path.read_text() == "theirs"

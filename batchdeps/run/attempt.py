@@ -211,6 +211,12 @@ class Lifecycle:
                 run.lease = lease
                 run.phase = Phase.RECHECK
             elif phase is Phase.RECHECK:
+                assert run.lease is not None
+                if run.lease.lost:  # taken ahead in a batch, and lost before its turn came
+                    log.warning("%s: lease lost before the attempt (%s); waiting for the "
+                                "lock again", step.task_id, run.lease.lost_reason)
+                    self.lose_lease(run)
+                    continue
                 if self._complete_after_lease(step, run):
                     return
                 run.phase = Phase.RESOURCES
