@@ -159,7 +159,7 @@ def test_parallel_workers_overlap_without_resources(tmp_path: Path, locks) -> No
     journal = tmp_path / "journal"
     tasks = [Free(path=str(tmp_path / f"f{i}"), journal=str(journal)) for i in range(4)]
     result = bd.build(tasks, workers=2, locks=locks)
-    assert result.ok
+    assert result.ok, result.tasks
     peak, _ = peak_running(journal)
     assert peak == 2
 
