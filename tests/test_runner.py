@@ -152,10 +152,13 @@ def test_resource_cap_limits_parallel_tasks_across_workers(tmp_path: Path, locks
     assert events == 8
 
 
-def test_parallel_workers_overlap_without_resources(tmp_path: Path, locks) -> None:
-    class Free(Counting):
-        resources = {}
+class Free(Counting):
+    """At module level: a worker from the fork server (other threads running) unpickles it."""
 
+    resources = {}
+
+
+def test_parallel_workers_overlap_without_resources(tmp_path: Path, locks) -> None:
     journal = tmp_path / "journal"
     tasks = [Free(path=str(tmp_path / f"f{i}"), journal=str(journal)) for i in range(4)]
     result = bd.build(tasks, workers=2, locks=locks)
