@@ -246,3 +246,87 @@ def test_missing_credentials_are_an_error(project: S3Project) -> None:
     done = subprocess.run([BATCHDEPS, "run", "WeeklyReport"], cwd=project.root, text=True, check=False,
                           capture_output=True, env=env, timeout=120)
     _assert_clean_error(done, "s3://", "no AWS credentials")
+
+
+def test_missing_bucket_is_an_error_naming_it_not_missing_input(project: S3Project) -> None:
+    project.seed()
+    typo = f"{project.bucket}-typo"
+    done = project.run("WeeklyReport", "--root", f"s3://{typo}/weblogs")
+    assert done.returncode == 1, done.stdout + done.stderr
+    _assert_clean_error(done, f"bucket '{typo}' does not exist")
+    assert "missing input" not in done.stdout + done.stderr
+
+
+@pytest.fixture
+def not_s3() -> Any:
+    """An HTTP server that answers 404 with a web page to everything (not S3's error body)."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = b"<html><body>Not Found</body></html>"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_endpoint_that_is_not_s3_answering_404_is_an_error_naming_the_bucket(
+        project: S3Project, not_s3: str) -> None:
+    done = project.run("WeeklyReport", S3_ENDPOINT=not_s3)
+    assert done.returncode == 1, done.stdout + done.stderr
+    _assert_clean_error(done, f"bucket '{project.bucket}' does not exist")
+    assert "missing input" not in done.stdout + done.stderr
+
+
+def _run_with_default_spool(project: S3Project, tmp: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in project.env.items() if k != "BATCHDEPS_SPOOL_DIR"}
+    return subprocess.run([BATCHDEPS, "run", "WeeklyReport"], cwd=project.root, text=True,
+                          check=False, capture_output=True, env={**env, "TMPDIR": str(tmp)},
+                          timeout=120)
+
+
+def test_default_spool_folder_is_private(project: S3Project) -> None:
+    project.seed()
+    tmp = project.root / "tmp"
+    tmp.mkdir(mode=0o777)
+    done = _run_with_default_spool(project, tmp)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spool = tmp / f"batchdeps-spool-{os.getuid()}"
+    assert spool.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("squat", ["other-owner", "world-writable"])
+def test_squatted_spool_folder_is_refused(project: S3Project, squat: str) -> None:
+    if squat == "other-owner" and os.geteuid() != 0:
+        pytest.skip("only root can make a folder owned by another user")
+    project.seed()
+    tmp = project.root / "tmp"
+    tmp.mkdir(mode=0o777)
+    spool = tmp / f"batchdeps-spool-{os.getuid()}"
+    spool.mkdir()
+    if squat == "other-owner":
+        os.chown(spool, 4242, 4242)
+        spool.chmod(0o700)
+    else:
+        spool.chmod(0o777)
+    done = _run_with_default_spool(project, tmp)
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert f"refusing the spool folder {spool}" in output
+    assert ("owned by another user" if squat == "other-owner" else "others can write") in output
+    assert project.keys("weblogs/clean") == []  # nothing went through the squatted folder
+    assert list(spool.iterdir()) == []

@@ -99,9 +99,8 @@ class FileTarget(Target):
     def __new__(cls, url: str, *, storage: Storage | None = None, **storage_options: Any) -> Any:
         if not isinstance(url, str) or not url:
             raise TypeError(f"FileTarget needs a non-empty URL string, got {url!r}")
-        if cls is FileTarget:
-            cls = target_class(url)
-        return super().__new__(cls)
+        chosen = target_class(url) if cls is FileTarget else cls
+        return super().__new__(chosen)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A staged write travels from a forked worker to the runner with its target, so a

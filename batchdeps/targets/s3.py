@@ -13,9 +13,10 @@ An `S3Target` is what `FileTarget("s3://bucket/key")` returns. Its choices:
   (at close, or by the runner after a successful attempt) straight to its final key: one
   PUT, or a multipart upload above `PART_SIZE` that is aborted on any error, so no partial
   object and no temporary key ever exists on S3.
-* Throttling, 5xx answers and broken connections are retried here with capped, jittered
-  exponential backoff (`MAX_ATTEMPTS`), and every retry is logged; botocore's own retries
-  are switched off by default so that there is one retry policy, not two stacked.
+* Throttling, 5xx answers and broken connections are retried by botocore's own retry modes
+  ("standard" with `MAX_ATTEMPTS` attempts unless the user's `AWS_RETRY_MODE`,
+  `AWS_MAX_ATTEMPTS`, AWS profile or `retries` in `config_kwargs` say otherwise). What
+  botocore does not do is done here: each retry is logged as a warning with its cause.
 
 s3fs and botocore are imported only when an S3 target is used.
 """
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
 import os
-import random
+import stat
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
@@ -56,26 +58,20 @@ LIST_MIN_KEYS = 4
 LIST_PAGE_SIZE = 1000
 #: Wanted keys per listing slice; the slices of one prefix are listed concurrently.
 LIST_CHUNK_KEYS = 1000
-#: Attempts per request (the first included) on throttling, 5xx and connection errors.
+#: Attempts per request (the first included) when neither config nor environment say.
 MAX_ATTEMPTS = 5
-RETRY_BASE_DELAY = 0.1
-RETRY_MAX_DELAY = 5.0
+#: botocore's retry mode when neither config nor environment say.
+RETRY_MODE = "standard"
 
-#: Options batchdeps sets unless the config gives its own.
+#: Options batchdeps sets unless the config gives its own (retries: see `s3_options`).
 DEFAULT_CONFIG_KWARGS: dict[str, Any] = {
-    "retries": {"mode": "standard", "total_max_attempts": 1},
     "connect_timeout": 5,
     "read_timeout": 60,
     # botocore's pool defaults to 10 connections, which would cap CHECK_CONCURRENCY at 10.
     "max_pool_connections": CHECK_CONCURRENCY,
 }
 
-_THROTTLE_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "ThrottledException",
-    "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException", "RequestTimeout",
-    "RequestTimeoutException", "InternalError", "ServiceUnavailable", "503",
-})
-_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 def s3_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -87,11 +83,46 @@ def s3_options(options: dict[str, Any]) -> dict[str, Any]:
                           f"Config options, got {given!r}")
     config_kwargs = dict(DEFAULT_CONFIG_KWARGS)
     config_kwargs.update(given)
+    retries = config_kwargs.get("retries") or {}
+    if not isinstance(retries, dict):
+        raise TargetError(f"cannot use storage 's3': config_kwargs.retries must be a table "
+                          f"(mode, max_attempts or total_max_attempts), got {retries!r}")
+    retries = dict(retries)
+    profile = merged.get("profile")
+    # Only what nobody set: botocore then reads AWS_RETRY_MODE / AWS_MAX_ATTEMPTS and the
+    # AWS profile itself, as for any other AWS tool.
+    if "mode" not in retries and _aws_setting("retry_mode", profile) is None:
+        retries["mode"] = RETRY_MODE
+    if not {"max_attempts", "total_max_attempts"} & retries.keys() \
+            and _aws_setting("max_attempts", profile) is None:
+        retries["total_max_attempts"] = MAX_ATTEMPTS
+    if retries:
+        config_kwargs["retries"] = retries
     merged["config_kwargs"] = config_kwargs
     # Storage keeps its own instances; fsspec's shared cache would hand a target another
     # Storage's session (and credentials).
     merged.setdefault("skip_instance_cache", True)
     return merged
+
+
+def _aws_setting(name: str, profile: str | None) -> Any:
+    """An AWS client setting from the environment or the AWS config file (None: unset)."""
+    variable = {"retry_mode": "AWS_RETRY_MODE", "max_attempts": "AWS_MAX_ATTEMPTS"}[name]
+    if os.environ.get(variable):
+        return os.environ[variable]
+    return _aws_file_setting(name, profile or os.environ.get("AWS_PROFILE"),
+                             os.environ.get("AWS_CONFIG_FILE"))
+
+
+@functools.lru_cache(maxsize=16)
+def _aws_file_setting(name: str, profile: str | None, config_file: str | None) -> Any:
+    import botocore.session
+
+    try:
+        # The profile's own settings only (get_config_variable would give botocore's default).
+        return botocore.session.Session(profile=profile).get_scoped_config().get(name)
+    except Exception:  # noqa: BLE001 - a broken profile is reported when the client is made
+        return None
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -105,24 +136,18 @@ def _status_and_code(exc: BaseException) -> tuple[int | None, str]:
 
 
 def is_not_found(exc: BaseException) -> bool:
+    """A 404 for a key. A missing bucket is not "not found": it is a mistake to report."""
     status, code = _status_and_code(exc)
-    return status == 404 or code in _NOT_FOUND_CODES
+    return code != "NoSuchBucket" and (status == 404 or code in _NOT_FOUND_CODES)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Throttling, a 5xx answer, a dropped or timed-out connection: worth another try."""
-    from botocore import exceptions as bexc
-
-    if isinstance(exc, bexc.ClientError):
-        status, code = _status_and_code(exc)
-        return (status is not None and (status >= 500 or status == 429)) or code in _THROTTLE_CODES
-    transient = (
-        bexc.ConnectionError,  # EndpointConnectionError, ConnectionClosedError, timeouts
-        bexc.HTTPClientError,
-        asyncio.TimeoutError,
-        ConnectionError,
-    )
-    return isinstance(exc, transient)
+def no_such_bucket(bucket: str, url: str, exc: BaseException | None = None) -> TargetCheckError:
+    """The error for a bucket that does not exist (or an endpoint that is not S3)."""
+    detail = f" ({describe(exc)})" if exc is not None else ""
+    return TargetCheckError(
+        f"cannot check {url}: bucket '{bucket}' does not exist{detail}; check the bucket "
+        f"name and the endpoint (a 404 for the bucket itself also comes from an endpoint "
+        f"that is not S3)")
 
 
 def describe(exc: BaseException) -> str:
@@ -140,6 +165,9 @@ def describe(exc: BaseException) -> str:
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                     "ExpiredToken", "InvalidClientTokenId"):
             hint = "the credentials are wrong or expired"
+        elif code == "NoSuchBucket":
+            bucket = exc.response.get("Error", {}).get("BucketName")
+            hint = f"bucket '{bucket}' does not exist" if bucket else "the bucket does not exist"
         elif status == 403:
             hint = ("access denied: the credentials are wrong or lack permission for this "
                     "bucket (without s3:ListBucket, S3 answers 403 even for a missing key)")
@@ -152,53 +180,53 @@ def describe(exc: BaseException) -> str:
 
 
 # -- requests --------------------------------------------------------------------------
-_s3fs_hooked = False
+async def _client(fs: Any, bucket: str | None) -> Any:
+    """The botocore client for `bucket`, with batchdeps' retry logging registered on it."""
+    await fs.set_session()
+    client = await fs.get_s3(bucket)
+    if not getattr(client, "_batchdeps_logs_retries", False):
+        events = client.meta.events
+        events.register_first("needs-retry.s3", _note_failure)
+        events.register("request-created.s3", _log_retry)
+        client._batchdeps_logs_retries = True
+    return client
 
 
-def _retry_s3fs_reads() -> None:
-    """Make s3fs retry throttling and 5xx answers on reads, and log each retry.
-
-    Reads go through s3fs, which retries only a few error types by itself; since botocore's
-    own retries are switched off (see `DEFAULT_CONFIG_KWARGS`), a 503 on an input would
-    otherwise fail the task at once. s3fs's hook is process-wide: a handler set before is
-    kept and asked first.
-    """
-    global _s3fs_hooked
-    if _s3fs_hooked:
+def _note_failure(request_dict: dict[str, Any] | None = None, response: Any = None,
+                  caught_exception: BaseException | None = None, **kwargs: Any) -> None:
+    """needs-retry: keep the cause of a failed attempt, for the warning if it is retried."""
+    if request_dict is None:
         return
-    import s3fs.core
+    if caught_exception is not None:
+        cause = describe(caught_exception)
+    elif response is not None:
+        http, parsed = response
+        status = getattr(http, "status_code", 0)
+        if status < 400:
+            return
+        error = parsed.get("Error", {}) if isinstance(parsed, dict) else {}
+        code, message = str(error.get("Code", "")), error.get("Message") or ""
+        cause = (f"HTTP {status}" if not code or code == str(status)
+                 else f"{code}, HTTP {status}") + (f" {message}" if message else "")
+    else:
+        return
+    request_dict.setdefault("context", {})["batchdeps_failure"] = cause
 
-    previous = s3fs.core.CUSTOM_ERROR_HANDLER
 
-    def should_retry(exc: Exception) -> bool:
-        if previous(exc):
-            return True
-        if is_transient(exc):
-            log.warning("S3 read failed (%s); s3fs retries it", describe(exc))
-            return True
-        return False
-
-    s3fs.core.set_custom_error_handler(should_retry)
-    _s3fs_hooked = True
+def _log_retry(request: Any = None, operation_name: str = "", **kwargs: Any) -> None:
+    """request-created: a request made again is a retry botocore decided on; say so."""
+    context = getattr(request, "context", None) or {}
+    attempt = context.get("retries", {}).get("attempt", 1)
+    if attempt > 1:
+        log.warning("S3 %s of %s failed (%s); botocore retries it (retry %d)",
+                    operation_name, getattr(request, "url", "?").split("?")[0],
+                    context.get("batchdeps_failure", "no answer"), attempt - 1)
 
 
 async def _call(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
-    """One S3 API call, retried with backoff on transient errors."""
-    await fs.set_session()
-    client = await fs.get_s3(kwargs.get("Bucket"))
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await getattr(client, method)(**kwargs)
-        except Exception as exc:
-            if attempt >= MAX_ATTEMPTS or not is_transient(exc):
-                raise
-            delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempt - 1))
-            delay = delay / 2 + random.random() * delay / 2
-            log.warning("S3 %s of %s failed (%s); retry %d of %d in %.2f s", method, url,
-                        describe(exc), attempt, MAX_ATTEMPTS - 1, delay)
-            await asyncio.sleep(delay)
+    """One S3 API call (botocore retries transient errors as configured)."""
+    client = await _client(fs, kwargs.get("Bucket"))
+    return await getattr(client, method)(**kwargs)
 
 
 def _run(fs: Any, make: Callable[[], Awaitable[T]]) -> T:
@@ -229,10 +257,39 @@ async def _head(fs: Any, bucket: str, key: str, url: str) -> bool:
     try:
         await _call(fs, "head_object", url, Bucket=bucket, Key=key)
     except Exception as exc:
+        if _status_and_code(exc)[1] == "NoSuchBucket":
+            raise no_such_bucket(bucket, url, exc) from exc
         if is_not_found(exc):
+            # A HEAD answer has no body: a missing bucket looks like a missing key.
+            await _require_bucket(fs, bucket, url)
             return False
         raise TargetCheckError(f"cannot check {url}: {describe(exc)}") from exc
     return True
+
+
+async def _require_bucket(fs: Any, bucket: str, url: str) -> None:
+    """Raise unless `bucket` exists; asked once per bucket and filesystem (HEAD bucket)."""
+    checks: dict[str, asyncio.Future[None]] = fs.__dict__.setdefault("_batchdeps_buckets", {})
+    check = checks.get(bucket)
+    if check is None:
+        check = checks[bucket] = asyncio.ensure_future(_head_bucket(fs, bucket, url))
+    try:
+        await asyncio.shield(check)
+    except TargetCheckError:
+        checks.pop(bucket, None)  # asked again next time: the bucket may be made meanwhile
+        raise
+
+
+async def _head_bucket(fs: Any, bucket: str, url: str) -> None:
+    try:
+        await _call(fs, "head_bucket", url, Bucket=bucket)
+    except Exception as exc:
+        status, code = _status_and_code(exc)
+        if status == 404 or code in ("NoSuchBucket", "404", "NotFound"):
+            raise no_such_bucket(bucket, url) from exc
+        if status == 403:
+            return  # exists, but HEAD of the bucket is not allowed: the key's 404 stands
+        raise TargetCheckError(f"cannot check {url}: {describe(exc)}") from exc
 
 
 async def _list_group(fs: Any, bucket: str, prefix: str, keys: list[str],
@@ -259,9 +316,9 @@ async def _list_group(fs: Any, bucket: str, prefix: str, keys: list[str],
             async with limit:
                 page = await _call(fs, "list_objects_v2", urls[wanted[0]], **request)
         except Exception as exc:
-            _, code = _status_and_code(exc)
-            if code == "NoSuchBucket":
-                return {key: False for key in wanted}
+            status, code = _status_and_code(exc)
+            if code == "NoSuchBucket" or status == 404:  # a listing 404s only for the bucket
+                raise no_such_bucket(bucket, urls[wanted[0]], exc) from exc
             if code == "AccessDenied":  # maybe no s3:ListBucket; HEAD may still be allowed
                 log.debug("cannot list s3://%s/%s (%s); checking keys one by one",
                           bucket, prefix, code)
@@ -400,6 +457,41 @@ def spool_dir() -> str:
     )
 
 
+def private_spool_dir() -> str:
+    """The spool folder, made mode 0700 if missing; refused if another user could read or
+    replace what waits there (owned by someone else, or writable by group or others)."""
+    directory = spool_dir()
+    if directory in _checked_spools:
+        return directory
+    parent = os.path.dirname(os.path.abspath(directory))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise TargetError(f"cannot make the spool folder {directory}: {exc.strerror or exc}") from exc
+    info = os.lstat(directory)
+    problem = ""
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "it is not a folder (a symbolic link or a file)"
+    elif info.st_uid != os.geteuid():
+        problem = f"it is owned by another user (uid {info.st_uid}, you are {os.geteuid()})"
+    elif info.st_mode & 0o022:
+        problem = f"others can write to it (mode {stat.S_IMODE(info.st_mode):o})"
+    if problem:
+        raise TargetError(
+            f"refusing the spool folder {directory} for S3 writes: {problem}, so another "
+            f"user could read or replace outputs before upload. Remove it, or set "
+            f"BATCHDEPS_SPOOL_DIR to a folder of your own with mode 0700")
+    _checked_spools.add(directory)
+    return directory
+
+
+#: Spool folders found safe by this process (a folder of ours, 0700, stays so).
+_checked_spools: set[str] = set()
+
+
 def _spool_prefix(url: str) -> str:
     return hashlib.sha1(url.encode()).hexdigest()[:20] + "."
 
@@ -417,9 +509,7 @@ class S3Target(FsspecTarget):
     @property
     def fs(self) -> Any:
         merged = {**self._storage.options.get("s3", {}), **self._options}
-        fs = self._storage.filesystem("s3", s3_options(merged))
-        _retry_s3fs_reads()
-        return fs
+        return self._storage.filesystem("s3", s3_options(merged))
 
     def _filesystem_for_check(self) -> Any:
         try:
@@ -451,6 +541,7 @@ class S3Target(FsspecTarget):
     def _open_final(self, mode: str) -> IO[Any]:
         fs = self.fs
         try:
+            _run(fs, lambda: _client(fs, self.bucket))  # reads log their retries too
             fs.invalidate_cache(self.path)
             return fs.open(self.path, mode)  # type: ignore[no-any-return]
         except FileNotFoundError as exc:
@@ -463,8 +554,7 @@ class S3Target(FsspecTarget):
         return open(tmp_path, mode)  # the local spool file
 
     def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
-        directory = spool_dir()
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        directory = private_spool_dir()
         spool = os.path.join(directory, _spool_prefix(self.url) + _tmp_suffix())
         return open(spool, mode), spool
 

@@ -15,11 +15,14 @@ import logging
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from ..procinfo import current_pid
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .base import Target
 
 log = logging.getLogger("batchdeps.targets")
@@ -181,10 +184,11 @@ class AtomicFile:
         finally:
             self._pending.discard()
 
-    def __enter__(self) -> AtomicFile:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
         else:
