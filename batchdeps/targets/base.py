@@ -220,7 +220,10 @@ class Storage:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A forked worker's Storage objects are its parent's, by serial number: the runner
-        # gets its own instance back (with its open filesystems), not a copy.
+        # gets its own instance back (with its open filesystems), not a copy. The default
+        # storage is the receiver's default storage (configured the same, see storage_state).
+        if self is default_storage:
+            return (_default_storage, ())
         return (_storage_by_serial, (self._serial, self.options))
 
     def configure(self, options: dict[str, dict[str, Any]]) -> None:
@@ -263,6 +266,10 @@ def _storage_by_serial(serial: tuple[int, int], options: dict[str, dict[str, Any
 
 #: The storage the CLI and `bd.build()` configure from `[storage.*]`; a test may make its own.
 default_storage = Storage()
+
+
+def _default_storage() -> Storage:
+    return default_storage
 
 
 def check_exists(targets: list[Target]) -> list[bool]:
