@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -368,6 +369,54 @@ def test_interrupt_during_multipart_upload_aborts_it(bucket: str, moto_endpoint:
     assert writer.returncode != 0
     assert keys_under(moto_endpoint, bucket) == []
     assert multipart_uploads(moto_endpoint, bucket) == []
+
+
+class _SlowToAnswerS3:
+    """A fake S3 client whose create_multipart_upload makes the upload, then answers late."""
+
+    _batchdeps_logs_retries = True  # nothing to hook
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.made: asyncio.Event = asyncio.Event()
+
+    async def create_multipart_upload(self, **kwargs: Any) -> dict[str, str]:
+        self.calls.append(("create", kwargs["Key"]))
+        self.made.set()  # S3 has made it; the answer is still on its way
+        await asyncio.sleep(0.05)
+        return {"UploadId": "upload-1"}
+
+    async def abort_multipart_upload(self, **kwargs: Any) -> None:
+        self.calls.append(("abort", kwargs["UploadId"]))
+
+
+class _FakeFs:
+    def __init__(self, client: _SlowToAnswerS3) -> None:
+        self.client = client
+
+    async def set_session(self) -> None:
+        pass
+
+    async def get_s3(self, bucket: str | None = None) -> _SlowToAnswerS3:
+        return self.client
+
+
+def test_interrupt_while_a_multipart_upload_is_being_created_aborts_it(tmp_path: Path) -> None:
+    spool = tmp_path / "big.bin"
+    spool.write_bytes(b"x" * (s3.PART_SIZE + 1))
+
+    async def interrupted_upload() -> list[tuple[str, str]]:
+        client = _SlowToAnswerS3()
+        upload = asyncio.ensure_future(
+            s3._upload(_FakeFs(client), str(spool), "b", "big.bin", "s3://b/big.bin"))
+        await client.made.wait()
+        upload.cancel()  # what Ctrl-C does to the upload (see s3._run)
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+        return client.calls
+
+    calls = asyncio.run(interrupted_upload())
+    assert calls == [("create", "big.bin"), ("abort", "upload-1")]
 
 
 def test_upload_left_by_a_killed_writer_is_aborted_by_the_next_attempt(

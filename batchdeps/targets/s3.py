@@ -24,6 +24,7 @@ s3fs and botocore are imported only when an S3 target is used.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -232,9 +233,10 @@ async def _call(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
 def _run(fs: Any, make: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine on the filesystem's event loop and wait for it.
 
-    If this thread is interrupted (Ctrl-C), the coroutine is cancelled and given a few
-    seconds to clean up (an unfinished multipart upload is aborted), so an interrupt
-    never leaves a half-made object behind.
+    If this thread is interrupted (Ctrl-C), the coroutine is cancelled and waited for while
+    it cleans up (an unfinished multipart upload is aborted; up to `CLEANUP_WAIT` seconds,
+    or until a second interrupt), so an interrupt never leaves a half-made object behind:
+    the I/O thread is a daemon, and a process that exits first would cut the abort short.
     """
     finished = threading.Event()
 
@@ -244,13 +246,19 @@ def _run(fs: Any, make: Callable[[], Awaitable[T]]) -> T:
         finally:
             finished.set()
 
-    future = asyncio.run_coroutine_threadsafe(wrapper(), fs.loop)
+    future: concurrent.futures.Future[T] | None = None
     try:
+        future = asyncio.run_coroutine_threadsafe(wrapper(), fs.loop)
         return future.result()
     except BaseException:
-        future.cancel()
-        finished.wait(10.0)
+        if future is not None and not future.done():
+            future.cancel()
+            finished.wait(CLEANUP_WAIT)
         raise
+
+
+#: Seconds an interrupted request is given to clean up (abort its multipart upload).
+CLEANUP_WAIT = 60.0
 
 
 async def _head(fs: Any, bucket: str, key: str, url: str) -> bool:
@@ -412,7 +420,17 @@ async def _upload(fs: Any, local_path: str, bucket: str, key: str, url: str) -> 
             body = handle.read()
         await _call(fs, "put_object", url, Bucket=bucket, Key=key, Body=body)
         return
-    created = await _call(fs, "create_multipart_upload", url, Bucket=bucket, Key=key)
+    # Interrupted while the create request is out, S3 may have made the upload already: its
+    # answer is awaited (shielded) so that the upload can be aborted, not left behind.
+    creating = asyncio.ensure_future(
+        _call(fs, "create_multipart_upload", url, Bucket=bucket, Key=key))
+    try:
+        created = await asyncio.shield(creating)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            made = await creating
+            await _abort_upload(fs, url, bucket, key, made["UploadId"])
+        raise
     upload_id = created["UploadId"]
     try:
         limit = asyncio.Semaphore(UPLOAD_CONCURRENCY)
@@ -431,13 +449,18 @@ async def _upload(fs: Any, local_path: str, bucket: str, key: str, url: str) -> 
         await _call(fs, "complete_multipart_upload", url, Bucket=bucket, Key=key,
                     UploadId=upload_id, MultipartUpload={"Parts": parts})
     except BaseException:
-        try:
-            await asyncio.shield(_call(fs, "abort_multipart_upload", url, Bucket=bucket,
-                                       Key=key, UploadId=upload_id))
-        except BaseException as exc:  # noqa: BLE001 - the original error matters more
-            log.warning("could not abort the multipart upload of %s (%s); "
-                        "the next attempt aborts it", url, describe(exc))
+        await _abort_upload(fs, url, bucket, key, upload_id)
         raise
+
+
+async def _abort_upload(fs: Any, url: str, bucket: str, key: str, upload_id: str) -> None:
+    """Abort a multipart upload; shielded, so that a cancellation does not stop it halfway."""
+    try:
+        await asyncio.shield(_call(fs, "abort_multipart_upload", url, Bucket=bucket, Key=key,
+                                   UploadId=upload_id))
+    except BaseException as exc:  # noqa: BLE001 - the original error matters more
+        log.warning("could not abort the multipart upload of %s (%s); "
+                    "the next attempt aborts it", url, describe(exc))
 
 
 async def _abort_stale_uploads(fs: Any, bucket: str, key: str, url: str) -> int:
