@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.project import BATCHDEPS
+from support.waiting import wait_for
 from support.s3util import (  # noqa: F401 - fixtures
     FAKE_CREDENTIALS,
     boto_client,
@@ -106,6 +108,39 @@ class ThreeObjects(bd.Task):
             import boto3
             boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"]).delete_bucket(
                 Bucket=os.environ["DROP_BUCKET"])
+
+
+class Daily(bd.Task):
+    """One file per day in one folder; HANG=day stages its output, says so, then waits."""
+    day = bd.IntParameter()
+
+    def output(self):
+        return bd.FileTarget(f"daily/{self.day}.csv")
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("x" * 100000)
+        if os.environ.get("HANG") == str(self.day):
+            with open(os.environ["READY"], "w") as ready:
+                ready.write(str(os.getpid()))
+            signal.pause()
+
+
+class Report(bd.Task):
+    """One folder of many files, committed with one rename (all or nothing)."""
+
+    def output(self):
+        return bd.FileTarget("report.d")
+
+    def run(self):
+        tag = os.environ.get("TAG", "new")
+        with self.output().temporary_path() as folder:
+            os.mkdir(folder)
+            for i in range(int(os.environ.get("FILES", "200"))):
+                with open(os.path.join(folder, f"{tag}-{i:03d}.txt"), "w") as out:
+                    out.write(tag)
+        if os.environ.get("FAIL_RUN"):
+            raise RuntimeError("asked to fail")
 
 
 class SideWrite(bd.Task):
@@ -206,6 +241,21 @@ def test_kill_9_mid_commit_of_a_forced_rebuild_restores_what_it_replaced(
     assert project.tmp_dirs() == []
 
 
+# -- a folder output -----------------------------------------------------------------------
+def test_folder_output_is_committed_all_or_nothing(project: Project) -> None:
+    assert project.run("Report", TAG="old").returncode == 0
+    assert sorted(set(project.texts("report.d").values())) == ["old"]
+    failed = project.run("Report", "--force", TAG="new", FAIL_RUN="1")
+    assert failed.returncode == 1
+    old = project.texts("report.d")
+    assert len(old) == 200 and set(old.values()) == {"old"}  # untouched
+    rebuilt = project.run("Report", "--force", TAG="new", FILES="150")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    new = project.texts("report.d")
+    assert len(new) == 150 and set(new.values()) == {"new"}  # replaced as a whole
+    assert project.tmp_dirs() == []
+
+
 # -- a commit that fails part-way ---------------------------------------------------------
 def test_read_only_folder_at_commit_undoes_the_other_outputs(project: Project) -> None:
     done = project.run("ThreeFolders", READ_ONLY="c")
@@ -270,3 +320,64 @@ def test_staged_write_keeps_its_own_endpoint(project: Project, moto_endpoint: st
                        SIDE_ENDPOINT=moto_endpoint, **env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert keys_under(moto_endpoint, bucket) == ["side.txt"]
+
+
+# -- staged files of dead writers -----------------------------------------------------------
+def _start_hanging(project: Project, day: int) -> subprocess.Popen[str]:
+    ready = project.root / f"ready-{day}"
+    run = subprocess.Popen([BATCHDEPS, "run", "Daily", "--day", str(day)], cwd=project.root,
+                           text=True, env={**project.env, "HANG": str(day), "READY": str(ready)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    wait_for(ready.exists, timeout=120, what="the run to stage its output")
+    return run
+
+
+def _staged(project: Project) -> list[str]:
+    tmp = project.root / "daily" / ".batchdeps-tmp"
+    return sorted(os.listdir(tmp)) if tmp.exists() else []
+
+
+def test_staged_files_of_a_killed_run_are_removed_by_the_run_that_rebuilds_it(
+        project: Project) -> None:
+    run_a = _start_hanging(project, 1)
+    assert len(_staged(project)) == 1
+    os.killpg(run_a.pid, signal.SIGKILL)
+    run_a.wait(30)
+    run_b = project.run("Daily", "--day", "1")
+    assert run_b.returncode == 0, run_b.stderr[-2000:]
+    assert (project.root / "daily" / "1.csv").exists()
+    assert _staged(project) == []
+    assert project.tmp_dirs() == []  # no empty temporary folder either
+
+
+def test_any_run_committing_into_the_folder_removes_dead_writers_files_only(
+        project: Project) -> None:
+    run_a = _start_hanging(project, 1)  # a date-partitioned task that never runs again
+    try:
+        alive = _staged(project)
+        # A run of another day while A lives leaves A's staged file alone
+        assert project.run("Daily", "--day", "2").returncode == 0
+        assert _staged(project) == alive
+    finally:
+        os.killpg(run_a.pid, signal.SIGKILL)
+        run_a.wait(30)
+    assert project.run("Daily", "--day", "3").returncode == 0
+    assert _staged(project) == []
+    assert project.tmp_dirs() == []
+    assert sorted(os.listdir(project.root / "daily")) == ["2.csv", "3.csv"]
+
+
+def test_sweep_waits_for_a_bound_before_removing_another_hosts_files(tmp_path: Path) -> None:
+    from batchdeps.targets import staging
+    from batchdeps.targets.leftovers import sweep
+
+    tmp = tmp_path / ".batchdeps-tmp"
+    tmp.mkdir()
+    old, recent = tmp / "a.csv.0000beef-123.abcdef.0", tmp / "b.csv.0000beef-123.abcdef.1"
+    for path in (old, recent):
+        path.write_text("staged elsewhere")
+    stamp = time.time() - staging.STALE_AFTER - 60
+    os.utime(old, (stamp, stamp))
+    assert sweep(str(tmp)) == 1
+    assert sorted(os.listdir(tmp)) == [recent.name]

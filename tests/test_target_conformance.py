@@ -275,3 +275,49 @@ def test_modified_time_is_when_the_target_was_written_and_none_when_missing(
     if backend.broken is not None:
         with pytest.raises(TargetCheckError):
             backend.broken().modified()
+
+
+def test_temporary_path_commits_a_file_made_there(backend: Backend) -> None:
+    target = backend.make("tmppath/made.txt")
+    if backend.name == "memory":
+        with pytest.raises(TargetError, match="temporary_path"), target.temporary_path():
+            pass
+        return
+    with target.temporary_path() as path:
+        with open(path, "w") as out:
+            out.write("made by a tool")
+        assert target.exists() is False
+    assert _read(target) == "made by a tool"
+    assert backend.leftovers() == []
+
+
+def test_temporary_path_that_raises_leaves_nothing(backend: Backend) -> None:
+    if backend.name == "memory":
+        pytest.skip("memory has no temporary_path")
+    target = backend.make("tmppath/failed.txt")
+    with pytest.raises(RuntimeError), target.temporary_path() as path:
+        with open(path, "w") as out:
+            out.write("half")
+        raise RuntimeError("boom")
+    assert target.exists() is False
+    assert backend.leftovers() == []
+
+
+def test_a_folder_output_is_committed_as_one_or_refused(backend: Backend) -> None:
+    if backend.name == "memory":
+        pytest.skip("memory has no temporary_path")
+    target = backend.make("tmppath/folder.d")
+    if backend.name != "local":
+        with pytest.raises(TargetError, match="folder"), target.temporary_path() as path:
+            os.mkdir(path)
+        assert backend.leftovers() == []
+        return
+    for version in ("old", "new"):
+        with target.temporary_path() as path:
+            os.mkdir(path)
+            for i in range(3 if version == "old" else 2):
+                with open(os.path.join(path, f"{version}{i}.txt"), "w") as out:
+                    out.write(version)
+    folder = target.path  # type: ignore[attr-defined]
+    assert sorted(os.listdir(folder)) == ["new0.txt", "new1.txt"]  # replaced as a whole
+    assert backend.leftovers() == []

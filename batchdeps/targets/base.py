@@ -6,9 +6,11 @@ imports no backend; each backend (local.py, fsspec.py, s3.py) implements the pri
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import weakref
+from collections.abc import Iterator
 from typing import IO, Any
 
 from ..errors import ConfigError, TargetError, TaskDefinitionError
@@ -136,7 +138,47 @@ class FileTarget(Target):
         handle, tmp_path = self._open_tmp(mode)
         return AtomicFile(handle, PendingWrite(self, tmp_path))  # type: ignore[return-value]
 
+    @contextlib.contextmanager
+    def temporary_path(self) -> Iterator[str]:
+        """A local path at which to make this output, a file or a whole folder, which is
+        moved into place as one when the block ends cleanly (as Luigi's `temporary_path`).
+
+        Inside a task's `run()` it is committed with the task's other writes. A folder is
+        the way to give a set of files all-or-nothing visibility on a local disk: it is
+        committed with one rename. S3 has no folders to rename, so there it must be a file.
+
+        Raises:
+            TargetError: nothing was made at the path, or this storage cannot take it.
+        """
+        tmp_path = self._tmp_path()
+        try:
+            yield tmp_path
+        except BaseException:
+            self.discard_tmp(tmp_path)
+            raise
+        if not os.path.lexists(tmp_path):
+            raise TargetError(f"cannot commit {self.url}: nothing was made at its temporary "
+                              f"path {tmp_path}")
+        if os.path.isdir(tmp_path) and not self.folder_commits:
+            self.discard_tmp(tmp_path)
+            raise TargetError(f"cannot commit {self.url}: a folder cannot be committed as one "
+                              f"on this storage; write a file (or one target per file)")
+        pending = PendingWrite(self, tmp_path)
+        staging = current_staging()
+        if staging is not None:
+            staging.add(pending)
+        else:
+            pending.commit()
+
+    #: Whether a folder made at `temporary_path()` is committed as one (a rename).
+    folder_commits = False
+
     # -- the backend's primitives --------------------------------------------------------------
+    def _tmp_path(self) -> str:
+        """A new local path for a temporary file or folder (not made yet)."""
+        raise TargetError(f"cannot write {self.url}: temporary_path() needs a local disk or "
+                          f"S3; use open('w')")
+
     def _exists(self) -> bool:
         """Whether the file exists in the store (True, False, or TargetCheckError)."""
         raise NotImplementedError

@@ -63,6 +63,17 @@ class LocalTarget(FileTarget):
         except OSError as exc:
             raise TargetError(f"cannot read {self.url}: {exc.strerror or exc}") from exc
 
+    folder_commits = True
+
+    def _tmp_path(self) -> str:
+        directory, base = os.path.split(self.path)
+        tmp_dir = os.path.join(directory, TMP_DIR_NAME)
+        try:
+            os.makedirs(tmp_dir, exist_ok=True)
+        except OSError as exc:
+            raise TargetError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
+        return os.path.join(tmp_dir, f"{base}.{_tmp_suffix()}")
+
     def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
         directory, base = os.path.split(self.path)
         tmp_dir = os.path.join(directory, TMP_DIR_NAME)

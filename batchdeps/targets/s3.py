@@ -40,7 +40,7 @@ from typing import IO, Any, TypeVar
 from ..errors import TargetCheckError, TargetError
 from .base import Storage, Target
 from .fsspec import FsspecTarget
-from .journal import OLD_SUFFIX
+from .journal import OLD_SUFFIX, remove_path
 from .staging import TMP_DIR_NAME, _tmp_suffix
 
 log = logging.getLogger("batchdeps.targets.s3")
@@ -576,9 +576,11 @@ class S3Target(FsspecTarget):
     def _open_staged(self, tmp_path: str, mode: str) -> IO[Any]:
         return open(tmp_path, mode)  # the local spool file
 
+    def _tmp_path(self) -> str:
+        return os.path.join(private_spool_dir(), _spool_prefix(self.url) + _tmp_suffix())
+
     def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
-        directory = private_spool_dir()
-        spool = os.path.join(directory, _spool_prefix(self.url) + _tmp_suffix())
+        spool = self._tmp_path()
         return open(spool, mode), spool
 
     def commit_tmp(self, tmp_path: str) -> None:
@@ -595,8 +597,7 @@ class S3Target(FsspecTarget):
                 os.unlink(tmp_path)
 
     def discard_tmp(self, tmp_path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
+        remove_path(tmp_path)
 
     def keep_previous(self, tmp_path: str, hide: bool) -> str | None:
         """Copy the object this write replaces to a key under `.batchdeps-tmp/` (and delete
