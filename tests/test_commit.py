@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from support.project import BATCHDEPS
-from support.waiting import wait_for
 from support.s3util import (  # noqa: F401 - fixtures
     FAKE_CREDENTIALS,
     boto_client,
@@ -25,6 +24,7 @@ from support.s3util import (  # noqa: F401 - fixtures
     moto_server,
     new_bucket,
 )
+from support.waiting import wait_for
 
 PIPELINE = '''
 """Tasks with many outputs whose run() fails, or kills its own run during the commit."""

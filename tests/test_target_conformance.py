@@ -250,9 +250,8 @@ def test_staged_writes_travel_between_processes_with_their_options(backend: Back
     import pickle
 
     target = backend.make("travel/out.csv")
-    with staging_scope() as staging:
-        with target.open("w") as out:
-            out.write("travelled")
+    with staging_scope() as staging, target.open("w") as out:
+        out.write("travelled")
     copy = pickle.loads(pickle.dumps(staging))
     (write,) = copy.pending.values()
     assert type(write.target) is type(target)
