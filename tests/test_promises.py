@@ -1031,3 +1031,86 @@ def test_the_work_per_task_does_not_grow_with_the_graph(tmp_path: Path) -> None:
     large = _calls_per_task(12, 8, tmp_path)
     assert small == large, (small, large)
     assert small["requires"] == small["run"] == 1, small
+
+
+# -- [storage.PROTOCOL] for any fsspec protocol ------------------------------------------------
+RECORDING_PIPELINE = '''
+"""A file system under a protocol of its own that notes the options it is made with."""
+import json
+import os
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+import batchdeps as bd
+
+
+class RecordingFileSystem(LocalFileSystem):
+    protocol = ("recording",)
+
+    def __init__(self, *args, **options):
+        with open(os.environ["OPTIONS_LOG"], "a") as log:
+            log.write(json.dumps({"pid": os.getpid(), **options}) + "\\n")
+        super().__init__(**options)
+
+
+fsspec.register_implementation("recording", RecordingFileSystem, clobber=True)
+
+
+class Recorded(bd.Task):
+    n = bd.IntParameter()
+
+    def output(self):
+        return bd.FileTarget("recording://" + os.path.abspath(f"rec/{self.n}/out.txt"))
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write(f"{self.n}\\n")
+
+
+class TwoRecorded(bd.WrapperTask):
+    def requires(self):
+        return [Recorded(n=1), Recorded(n=2)]
+'''
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_storage_options_of_any_protocol_come_from_its_config_section(
+        project: Project, workers: str) -> None:
+    """README, Outputs on S3: 'any other fsspec protocol reads [storage.PROTOCOL]', in the
+    runner and in forked workers alike. auto_mkdir makes the write work at all here."""
+    project.write("pipelines/recording.py", RECORDING_PIPELINE)
+    project.write("config.toml", '[batchdeps]\nmodules = ["pipelines"]\n'
+                  '[storage.recording]\nauto_mkdir = true\nmarker = "from-config"\n')
+    log = project.root / "options.jsonl"
+    runner = project.popen("run", "TwoRecorded", "--workers", workers, OPTIONS_LOG=str(log))
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, out + err
+    assert (project.root / "rec/1/out.txt").read_text() == "1\n"
+    made = [json.loads(line) for line in log.read_text().splitlines()]
+    assert made and all(m["marker"] == "from-config" and m["auto_mkdir"] is True for m in made)
+    if workers == "2":
+        assert {m["pid"] for m in made} - {runner.pid}, made  # the workers' own instances
+
+
+class _InMemory(bd.Task):
+    n = bd.IntParameter()
+
+    def output(self) -> bd.Target:
+        return bd.FileTarget(f"memory://promises-in-memory/{self.n}.txt")
+
+    def run(self) -> None:
+        with self.output().open("w") as out:
+            out.write("kept in this process\n")
+
+
+def test_memory_targets_work_in_one_process(tmp_path: Path) -> None:
+    """README, Tasks: memory:// is held by one process: bd.build with one worker."""
+    config = bd.Config(batchdeps={"lock_dir": str(tmp_path / "locks")})
+    tasks = [_InMemory(n=1), _InMemory(n=2)]
+    first = bd.build(tasks, workers=1, config=config)
+    assert first.exit_code == 0 and first.counts() == {"built": 2}, first.tasks
+    with _InMemory(n=2).output().open("r") as src:
+        assert src.read() == "kept in this process\n"
+    again = bd.build(tasks, workers=1, config=config)
+    assert again.counts() == {"complete": 2}, again.tasks
