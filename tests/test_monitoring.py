@@ -294,3 +294,36 @@ def test_the_server_removes_history_past_its_history_days(tmp_path: Path) -> Non
         assert [r["task_id"] for r in body["tasks"]] == ["T(r=new)"]
     finally:
         server.stop()
+
+
+def test_a_long_task_shows_while_it_runs_and_a_killed_run_not_as_running(
+        project: Any) -> None:
+    add_prod_pipeline(project)
+    runner = project.popen("run", "Slow", SLEEP="60")
+    wait_for(lambda: (project.root / "journal.log").exists()
+             and "sleeping" in (project.root / "journal.log").read_text(), 60,
+             "the task to start")
+    from batchdeps.history.store import HistoryStore
+    from batchdeps.web.status import page_data
+
+    def running_shown() -> bool:
+        store = HistoryStore(str(project.root / "batchdeps-history.db"))
+        try:
+            data = page_data(store, {}, title="t", source="s")
+        finally:
+            store.close()
+        return any(t["task_id"] == "Slow()" and t["status"] == "running"
+                   for _, _, tasks in data.runs_in_progress for t in tasks)
+
+    wait_for(running_shown, 60, "the running task among the runs in progress")
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait(30)
+    store = HistoryStore(str(project.root / "batchdeps-history.db"))
+    try:
+        data = page_data(store, {}, title="t", source="s")
+    finally:
+        store.close()
+    assert data.runs_in_progress == []
+    (run,) = data.runs
+    assert run["finished"] is None and run["alive"] is False
+    assert "no end recorded" in render(data)

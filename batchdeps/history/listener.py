@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,7 @@ class HistoryListener:
         self.recorder = Recorder()
         self._pending: list[Row] = []
         self._started_at: dict[str, int] = {}  # task id -> its pending started row
+        self._lock = threading.Lock()  # the writer's thread flushes too (quiet stretches)
         self._writer: _Writer | None = None
         self._last_write = clock()
         self._closed = False
@@ -93,36 +95,44 @@ class HistoryListener:
             changed = isinstance(event, (RunStarted, RunFinished))
             self.remote.put(rows, self.recorder.run if changed else None)
         if rows and self.path is not None:
-            pending = self._pending
-            if type(event) is TaskStarted:
-                if event.attempt == 1:
-                    self._started_at[event.task_id] = len(pending)
-            elif type(event) is TaskFinished and event.attempts == 1:
-                index = self._started_at.pop(event.task_id, -1)
-                if index >= 0:
-                    pending[index] = rows[0]
-                    rows = []
-            elif type(event) is AttemptFailed:  # its rows stay in order after the start
-                self._started_at.pop(event.task_id, None)
-            pending.extend(rows)
+            with self._lock:
+                pending = self._pending
+                if type(event) is TaskStarted:
+                    if event.attempt == 1:
+                        self._started_at[event.task_id] = len(pending)
+                elif type(event) is TaskFinished and event.attempts == 1:
+                    index = self._started_at.pop(event.task_id, -1)
+                    if index >= 0:
+                        pending[index] = rows[0]
+                        rows = []
+                elif type(event) is AttemptFailed:  # its rows stay in order after the start
+                    self._started_at.pop(event.task_id, None)
+                pending.extend(rows)
         if isinstance(event, RunFinished):
             self.close()
-        elif len(self._pending) >= self.batch or (
+        elif type(event) is RunStarted or len(self._pending) >= self.batch or (
                 self._pending and self.clock() - self._last_write >= self.interval):
-            self.flush()
+            self.flush()  # the run shows at once; then a batch or a time slice at a time
 
     def flush(self, *, final: bool = False) -> None:
         """Hand the pending rows and the run record to the writer (also with no rows when
         `final`)."""
         if self.path is None or not (self._pending or final):
             return
-        self._last_write = self.clock()
-        if self._writer is None:
-            self._writer = _Writer(self.path)
-        run = self.recorder.run
-        self._writer.put(self._pending, dict(run) if run is not None else None)
-        self._pending = []
-        self._started_at.clear()
+        with self._lock:
+            self._last_write = self.clock()
+            if self._writer is None:
+                self._writer = _Writer(self.path, self.interval, self._tick)
+            run = self.recorder.run
+            self._writer.put(self._pending, dict(run) if run is not None else None)
+            self._pending = []
+            self._started_at.clear()
+
+    def _tick(self) -> None:
+        """The writer found nothing to write for `interval` s: take what is pending (a task
+        that started and runs long shows while it runs)."""
+        if self._pending and not self._closed:
+            self.flush()
 
     def wait(self) -> None:
         """Return when everything handed to the writer is written (tests, the end)."""
@@ -148,11 +158,12 @@ class HistoryListener:
 class _Writer:
     """The thread that owns the history file: writes batches in order, then prunes."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, interval: float, tick: Callable[[], None]) -> None:
         import queue
-        import threading
 
         self.path = path
+        self.interval = interval
+        self.tick = tick
         self.queue: queue.Queue[tuple[list[Row], dict[str, Any] | None] | None] = queue.Queue()
         self.broken = False
         self.prune_before: float | None = None
@@ -171,8 +182,14 @@ class _Writer:
         self._thread.join()
 
     def _loop(self) -> None:
+        import queue
+
         while True:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=self.interval)
+            except queue.Empty:
+                self.tick()
+                continue
             try:
                 if item is None:
                     self._close()

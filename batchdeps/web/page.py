@@ -177,8 +177,9 @@ def _runs(data: PageData) -> str:
          ", ".join(f"<code>{esc(t)}</code>" for t in r["requested"][:3])
          + (f" (+{len(r['requested']) - 3})" if len(r["requested"]) > 3 else ""),
          esc(r["host"]), esc(r["user"]),
-         esc(duration(r["duration"])) if r["finished"] else '<span class="running">running'
-         "</span>",
+         esc(duration(r["duration"])) if r["finished"] else (
+             '<span class="running">running</span>' if r.get("alive") else
+             '<span class="failed">no end recorded (killed?)</span>'),
          ('<span class="ok">0</span>' if r["exit_code"] == 0 else
           f'<span class="failed">{esc(r["exit_code"])}</span>' if r["exit_code"] is not None
           else ""),

@@ -80,6 +80,8 @@ def page_data(history: HistoryStore, query: Mapping[str, str], *, title: str, so
                                             offset=failures_page * PAGE_SIZE))
     data.families = history.family_stats(now - TREND_DAYS * 86400, TREND_DAYS)
     data.runs = history.runs(limit=PAGE_SIZE, offset=runs_page * PAGE_SIZE)
+    for run in data.runs:
+        run["alive"] = run["finished"] is None and in_progress(run, now, holders)
     if leases is not None and audit:
         rows = leases.audit_since(0.0, limit=(audit_page + 1) * PAGE_SIZE)
         data.audit = [row.to_json() for row in rows[audit_page * PAGE_SIZE:]]
