@@ -351,7 +351,7 @@ class Lifecycle:
         run = self.runs[step.index]
         run.duration += outcome.duration
         run.worker_pid = outcome.worker_pid
-        error = outcome.error or outcome.traceback.strip().rsplit("\n", 1)[-1]
+        error = outcome.error
         if outcome.ok:
             try:
                 run.phase = Phase.FENCE
@@ -370,6 +370,8 @@ class Lifecycle:
             outcome.staged.discard()
             if outcome.timed_out:
                 self.leftovers.clean(step.outputs, fresh=True)
+        if not error:
+            error = outcome.traceback.strip().rsplit("\n", 1)[-1]
         host = self.host
         host.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
                                 run.attempts, error, run.log_path, outcome.timed_out,
