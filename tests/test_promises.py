@@ -449,6 +449,21 @@ class OneOfEach(bd.WrapperTask):
         return [FailsOnce(), Twice()]
 
 
+class Peek(bd.Task):
+    """Notes the name of its temporary file (and its pid) while the file is open."""
+
+    def output(self):
+        return bd.FileTarget("out/peek.txt")
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("peeked\\n")
+            out.flush()
+            names = os.listdir("out/.batchdeps-tmp")
+        with open("peek.json", "w") as note:
+            json.dump({"pid": os.getpid(), "names": names}, note)
+
+
 class Talker(bd.Task):
     """Prints, then writes its output."""
 
@@ -1114,3 +1129,24 @@ def test_memory_targets_work_in_one_process(tmp_path: Path) -> None:
         assert src.read() == "kept in this process\n"
     again = bd.build(tasks, workers=1, config=config)
     assert again.counts() == {"complete": 2}, again.tasks
+
+
+def test_temporary_file_name_is_the_one_the_readme_gives(project: Project) -> None:
+    """README, How writes stay atomic: `<folder>/.batchdeps-tmp/<name>.<host>-<pid>...`."""
+    text = section(README.read_text(), "### How writes stay atomic")
+    pattern = re.search(r"`<folder>/\.batchdeps-tmp/([^`]+)`", text)
+    assert pattern, text
+    parts = {"<name>": re.escape("peek.txt"), "<host>": "[0-9a-f]+", "<pid>": "(?P<pid>\\d+)",
+             "<random>": "[0-9a-f]+", "<n>": "\\d+"}
+    regex = re.escape(pattern.group(1))
+    for placeholder in re.findall(r"<\w+>", pattern.group(1)):
+        assert placeholder in parts, f"README names an unknown part {placeholder}"
+        regex = regex.replace(re.escape(placeholder), parts[placeholder])
+    add_promise_pipeline(project)
+    done = project.run("run", "Peek")
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = json.loads((project.root / "peek.json").read_text())
+    matches = [re.fullmatch(regex, name) for name in seen["names"]]
+    assert len(matches) == 1 and matches[0], (regex, seen)
+    assert int(matches[0].group("pid")) == seen["pid"]
+    assert (project.root / "out/peek.txt").read_text() == "peeked\n"
