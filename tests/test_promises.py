@@ -1150,3 +1150,17 @@ def test_temporary_file_name_is_the_one_the_readme_gives(project: Project) -> No
     assert len(matches) == 1 and matches[0], (regex, seen)
     assert int(matches[0].group("pid")) == seen["pid"]
     assert (project.root / "out/peek.txt").read_text() == "peeked\n"
+
+
+def test_readme_speed_figures_are_those_of_benchmarks_md() -> None:
+    """README, Speed: every figure (seconds, MiB, ratios) is one of docs/benchmarks.md's,
+    rounded as the README rounds it; re-measuring means updating both."""
+    figure = re.compile(r"(\d+(?:\.\d+)?) ?(s|MiB|x)\b")
+    speed = section(README.read_text(), "## Speed")
+    quoted = figure.findall(speed)
+    assert len(quoted) >= 5, quoted
+    measured = figure.findall((REPO / "docs/benchmarks.md").read_text())
+    for value, unit in quoted:
+        places = len(value.partition(".")[2])
+        assert any(u == unit and round(float(v), places) == float(value) for v, u in measured), \
+            f"README quotes {value} {unit}, which docs/benchmarks.md does not have"
