@@ -337,15 +337,32 @@ def test_lock_polls_follow_the_backoff_up_to_the_cap(tmp_path: Path) -> None:
     assert gaps == pytest.approx(expected) and gaps[-1] == pytest.approx(1.0)
 
 
-def test_every_step_ends_in_phase_done(tmp_path: Path) -> None:
+class Chained(Out):
+    upstream = bd.Parameter(default="")
+
+    def requires(self):
+        return Chained(path=self.upstream) if self.upstream else None
+
+
+def test_every_step_ends_in_phase_done_with_every_lease_given_back(tmp_path: Path) -> None:
     clock, locks = Clock(), FakeLocks()
-    executor = FakeExecutor(clock, writes())
+    bad = str(tmp_path / "bad")
+
+    def work(step: Step, attempt: int) -> tuple[float, bool]:
+        if step.task.path == bad:
+            return 1.0, False
+        Path(step.task.path).write_text("ok")
+        return 1.0, True
+
+    executor = FakeExecutor(clock, work)
     tasks = [Out(path=str(tmp_path / f"d{n}")) for n in range(3)]
+    tasks.append(Chained(path=str(tmp_path / "after"), upstream=bad))  # upstream fails
     recorder = Recorder()
     runner = Runner(resolve(tasks), locks, executor, [recorder], RunOptions(), clock=clock)
-    runner.run()
+    result = runner.run()
     assert {run.phase for run in runner.lifecycle.runs} == {Phase.DONE}
-    assert len(recorder.of(TaskStarted)) == 3 and locks.ours == {}
+    assert len(recorder.of(TaskStarted)) == 4 and locks.ours == {}
+    assert result.tasks[tasks[-1].task_id].status == Status.UPSTREAM_FAILED
 
 
 def test_a_lease_taken_ahead_and_lost_before_its_turn_is_not_used(tmp_path: Path) -> None:

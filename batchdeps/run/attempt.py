@@ -121,7 +121,8 @@ class Host(Protocol):
     def close(self, step: Step, status: Status, *, attempts: int = 0, error: str = "",
               reason: str = "", missing_paths: list[str] | None = None,
               holder: str = "") -> None:
-        """`step` reached its final status; release what depends on it."""
+        """`step` reached its final status (its phase becomes DONE); release what depends
+        on it."""
 
 
 class Lifecycle:
@@ -147,11 +148,6 @@ class Lifecycle:
             value = self.options.task_defaults.get(name, OPTION_DEFAULTS[name])
         return value
 
-    def needs_lease(self, step: Step) -> bool:
-        task = step.task
-        return step.kind is not MISSING and (
-            not isinstance(task, WrapperTask) or task in self.plan.forced)
-
     # -- before an attempt -----------------------------------------------------------------
     def prefetch(self, ready: Any, limit: int) -> None:
         """Take the leases of the next `limit` ready steps in one round trip.
@@ -162,11 +158,13 @@ class Lifecycle:
         if limit < 2:
             return
         runs = self.runs
+        forced = self.plan.forced
         batch: list[Step] = []
         for step in ready:
             if len(batch) >= limit:
                 break
-            if runs[step.index].phase is Phase.LEASE and self.needs_lease(step):
+            if runs[step.index].phase is Phase.LEASE and step.kind is not MISSING and (
+                    step.task in forced or not isinstance(step.task, WrapperTask)):
                 batch.append(step)
         if len(batch) < 2:
             return
@@ -184,11 +182,11 @@ class Lifecycle:
         run = self.runs[step.index]
         if run.phase is Phase.LEASE and run.attempts == 0 and not run.contended:
             if step.kind is MISSING:
-                self._close(step, run, Status.MISSING_INPUT, error=step.reason,
+                self.host.close(step, Status.MISSING_INPUT, error=step.reason,
                             missing_paths=step.missing_paths)
                 return
             if isinstance(step.task, WrapperTask) and step.task not in self.plan.forced:
-                self._close(step, run, Status.BUILT)
+                self.host.close(step, Status.BUILT)
                 return
         while True:
             phase = run.phase
@@ -249,7 +247,7 @@ class Lifecycle:
         wait_timeout = self.options.wait_timeout
         if wait_timeout is not None and now - run.waiting_since >= wait_timeout:
             holder = self.locks.holder(step.task_id) or "another worker"
-            self._close(step, run, Status.LOCK_TIMEOUT, holder=holder,
+            self.host.close(step, Status.LOCK_TIMEOUT, holder=holder,
                         error=f"still held by {holder} after waiting {wait_timeout:g} s")
             return
         run.polls += 1
@@ -275,7 +273,7 @@ class Lifecycle:
             return False
         if not complete:
             return False
-        self._close(step, run, Status.BUILT_ELSEWHERE,
+        self.host.close(step, Status.BUILT_ELSEWHERE,
                     reason="built by another run (seen while waiting for its lock)")
         return True
 
@@ -292,15 +290,15 @@ class Lifecycle:
             self.release(run)
             message = ("checking completeness after taking the lock failed: "
                        f"{type(exc).__name__}: {exc}").splitlines()[-1]
-            self._close(step, run, Status.FAILED, error=message)
+            self.host.close(step, Status.FAILED, error=message)
             return True
         if not complete:
             return False
         self.release(run)
         if run.contended:
-            self._close(step, run, Status.BUILT_ELSEWHERE, reason="built by another run")
+            self.host.close(step, Status.BUILT_ELSEWHERE, reason="built by another run")
         else:
-            self._close(step, run, Status.COMPLETE, reason="complete when locked")
+            self.host.close(step, Status.COMPLETE, reason="complete when locked")
         return True
 
     def _complete_now(self, step: Step) -> bool:
@@ -363,7 +361,7 @@ class Lifecycle:
             else:
                 self._hook(step, "on_success")
                 self.release(run)
-                self._close(step, run, Status.BUILT, attempts=run.attempts)
+                self.host.close(step, Status.BUILT, attempts=run.attempts)
                 return
         else:
             run.phase = Phase.DISCARD
@@ -397,7 +395,7 @@ class Lifecycle:
             return
         self.release(run)
         self._hook(step, "on_failure", RuntimeError(error))
-        self._close(step, run, Status.FAILED, attempts=run.attempts, error=error)
+        self.host.close(step, Status.FAILED, attempts=run.attempts, error=error)
 
     def _fence(self, step: Step, run: StepRun, staged: Staging) -> None:
         """Every output there (staged or written directly) and the lease still ours; else
@@ -447,10 +445,3 @@ class Lifecycle:
         if run.lease is not None:
             self.locks.release(run.lease)
             run.lease = None
-
-    def _close(self, step: Step, run: StepRun, status: Status, *, attempts: int = 0,
-               error: str = "", reason: str = "", missing_paths: list[str] | None = None,
-               holder: str = "") -> None:
-        run.phase = Phase.DONE
-        self.host.close(step, status, attempts=attempts, error=error, reason=reason,
-                        missing_paths=missing_paths, holder=holder)

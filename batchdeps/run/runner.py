@@ -22,7 +22,7 @@ from ..locks.base import LockProvider
 from ..report.events import Event, Listener, RunFinished, RunStarted, TaskFinished
 from ..report.result import BuildResult, Status, TaskResult
 from ..resolver import Plan, Step
-from .attempt import OPTION_DEFAULTS, Lifecycle, RunOptions
+from .attempt import OPTION_DEFAULTS, Lifecycle, Phase, RunOptions
 from .executors import Executor, InlineExecutor
 
 __all__ = ["OPTION_DEFAULTS", "RunOptions", "Runner"]
@@ -152,6 +152,7 @@ class Runner:
               holder: str = "") -> None:
         """Record `step`'s final status; ready its downstream, or close it as blocked."""
         run = self.lifecycle.runs[step.index]
+        run.phase = Phase.DONE
         log_path = run.log_path if attempts else None
         if log_path is not None and not os.path.exists(log_path):
             log_path = None  # per-attempt logs are made only when there is something in them
@@ -178,6 +179,7 @@ class Runner:
             down = stack.pop()
             if down.task_id in self.result.tasks:
                 continue
+            self.lifecycle.runs[down.index].phase = Phase.DONE
             self.result.tasks[down.task_id] = TaskResult(
                 down.task_id, blocked, reason=f"{status}: {step.task_id}",
                 missing_paths=list(missing_paths or []),
@@ -199,5 +201,6 @@ class Runner:
             lifecycle.release(run)
         for step in self.plan.steps:
             if step.task_id not in self.result.tasks:
+                lifecycle.runs[step.index].phase = Phase.DONE
                 self.result.tasks[step.task_id] = TaskResult(
                     step.task_id, Status.NOT_RUN, reason=reason)
