@@ -7,6 +7,7 @@ paths through real processes.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,7 @@ def test_a_task_that_keeps_losing_its_lease_fails_after_the_limit(tmp_path: Path
 
 def test_a_task_waits_for_resource_slots_polling_with_backoff(tmp_path: Path) -> None:
     class Pooled(Out):
-        resources = {"db": 1}
+        resources = {"db": 1}  # noqa: RUF012 - the task option, as users write it
 
     clock, locks = Clock(), FakeLocks()
     executor = FakeExecutor(clock, writes(duration=1.0), slots=2)
@@ -332,7 +333,7 @@ def test_lock_polls_follow_the_backoff_up_to_the_cap(tmp_path: Path) -> None:
                             at={10.0: lambda: locks.other.discard(task.task_id)})
     result, _ = run([task], locks, executor, clock, lock_poll_max=1.0)
     assert result.tasks[task.task_id].status == Status.BUILT
-    gaps = [b - a for a, b in zip(tried, tried[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(tried)]
     expected = [min(1.0, LOCK_POLL.delay(n)) for n in range(1, len(gaps) + 1)]
     assert gaps == pytest.approx(expected) and gaps[-1] == pytest.approx(1.0)
 

@@ -55,7 +55,8 @@ def test_docstring_tree_lists_every_class_with_its_parent_and_code() -> None:
 
 
 def test_no_exit_code_literal_outside_errors() -> None:
-    """`sys.exit(3)`, `exit_code == 130`, `return 4`: every code comes from ExitCode.
+    """`sys.exit(3)`, `exit_code == 130`, `return 4` from a function that returns an
+    ExitCode: every code comes from ExitCode.
 
     Forked worker processes' own exit statuses (`os._exit` in run/executors.py) are not
     exit codes of `batchdeps run` and are not checked here.
@@ -65,14 +66,24 @@ def test_no_exit_code_literal_outside_errors() -> None:
         if path.name == "errors.py" or path.name == "executors.py":
             continue
         tree = ast.parse(path.read_text())
+        exit_code_functions = [  # functions that return an exit code
+            f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.returns is not None
+            and "ExitCode" in ast.unparse(f.returns)]
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("exit", "_exit"):
-                if any(isinstance(a, ast.Constant) and isinstance(a.value, int) for a in node.args):
-                    offenders.append(f"{path.name}:{node.lineno}")
-            if isinstance(node, ast.Compare) and any(
-                    isinstance(side, ast.Attribute) and side.attr == "exit_code"
-                    for side in [node.left, *node.comparators]):
-                if any(isinstance(c, ast.Constant) and isinstance(c.value, int)
-                       for c in [node.left, *node.comparators]):
-                    offenders.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.Call):
+                called = getattr(node.func, "attr", "")
+                operands: list[ast.expr] = list(node.args) if called in ("exit", "_exit") else []
+            elif isinstance(node, ast.Return) and node.value is not None and any(
+                    node in ast.walk(func) for func in exit_code_functions):
+                operands = [node.value]
+            elif isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if not any(isinstance(side, ast.Attribute) and side.attr == "exit_code"
+                           for side in operands):
+                    operands = []
+            else:
+                continue
+            if any(isinstance(c, ast.Constant) and isinstance(c.value, int) and
+                   not isinstance(c.value, bool) for c in operands):
+                offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
