@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             ("graph --format json, 10,000 tasks missing", ["graph", *tree, "--format",
                                                           "json"], fresh, 0),
             ("run --dry-run, 10,000 tasks missing", ["run", *tree, "--dry-run"], fresh, 1),
-            (f"backfill plan: run DailyStats --day <{DAYS} days> --dry-run "
-             f"({COMPLETE_DAYS} complete)", ["run", "DailyStats", "--day", span, "--dry-run"],
+            ((f"backfill plan: run DailyStats --day <{DAYS} days> --dry-run "
+              f"({COMPLETE_DAYS} complete)"), ["run", "DailyStats", "--day", span, "--dry-run"],
              backfill, 1),
             (f"backfill status: status DailyStats --day <{DAYS} days>",
              ["status", "DailyStats", "--day", span], backfill, 1),

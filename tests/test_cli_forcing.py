@@ -19,7 +19,7 @@ def planned(stdout: str) -> dict[str, str]:
         verb, _, rest = line.partition(" ")
         if verb in ("run", "blocked") and "  (" in rest:
             task_id, _, reason = rest.strip().partition("  (")
-            steps[task_id] = reason[:-1] if reason.endswith(")") else reason
+            steps[task_id] = reason.removesuffix(")")
     return steps
 
 

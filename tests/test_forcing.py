@@ -59,7 +59,7 @@ def test_force_upstream_rebuilds_everything_but_external_tasks(built: Path) -> N
     top = "Step(name=d, root=" + str(built) + ")"
     assert reasons(plan) == {"d": "forced", "b": f"forced: upstream of {top}",
                              "c": f"forced: upstream of {top}", "a": f"forced: upstream of {top}"}
-    assert [s.task.name for s in plan.steps][0] == "a"
+    assert plan.steps[0].task.name == "a"
 
 
 def test_force_from_family_rebuilds_it_and_its_downstream_only(built: Path) -> None:
