@@ -128,8 +128,9 @@ def test_status_after_deleting_an_intermediate_shows_complete_upstream_missing(
     parse = nodes["ParseLog(day=2026-11-18, root=data)"]
     assert parse["state"] == "missing" and parse["missing_outputs"] == [
         "data/parsed/2026-11-18.csv"]
-    assert nodes["WeeklyReport(week_end=2026-11-22, days=7, root=data)"]["label"] == \
-        "complete, upstream missing"
+    weekly = nodes["WeeklyReport(week_end=2026-11-22, days=7, root=data)"]
+    assert weekly["label"] == "complete, upstream missing"
+    assert weekly["upstream_missing"] == "ParseLog(day=2026-11-18, root=data)"
 
     rebuilt = example.run("run", "WeeklyReport", "--force-from",
                           "ParseLog(day=2026-11-18, root=data)")

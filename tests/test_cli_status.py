@@ -48,6 +48,8 @@ def test_status_json_has_every_node_with_state_outputs_reasons_and_edges(
                                                                 "count": "3"}
     assert nodes[D]["outputs"] == ["out/d-2026-11-24.txt"]
     assert any("in/source.txt missing" in r for r in nodes[A]["reasons"])
+    assert nodes[D]["blocked_by"] == "Source(name=source)"
+    assert nodes[D]["upstream_missing"] is None and nodes[D]["holder"] is None
     assert sorted(map(tuple, document["edges"])) == sorted(
         [(D, B), (D, C), (B, A), (C, A), (A, "Source(name=source)")])
 

@@ -80,8 +80,15 @@ def _node_json(node: Node, lineage: bool) -> dict[str, Any]:
         "external": node.external,
         "wrapper": node.wrapper,
         "holder": node.holder or None,
+        "blocked_by": _id(node.blocked_by),
+        "upstream_missing": _id(node.upstream_missing),
+        "upstream_newer": _id(node.upstream_newer),
     })
     return data
+
+
+def _id(node: Node | None) -> str | None:
+    return None if node is None else node.task_id
 
 
 def to_json(result: Survey, lineage: bool = False) -> str:
