@@ -327,3 +327,34 @@ def test_a_long_task_shows_while_it_runs_and_a_killed_run_not_as_running(
     (run,) = data.runs
     assert run["finished"] is None and run["alive"] is False
     assert "no end recorded" in render(data)
+
+
+def test_roles_reader_sees_page_and_metrics_worker_posts_history_admin_sees_audit(
+        tmp_path: Path) -> None:
+    import hashlib
+
+    tokens = {"reader": "reader-token-0123456789abcdef", "worker": "worker-token-0123456789ab",
+              "admin": "admin-token-0123456789abcdef"}
+    path = tmp_path / "tokens"
+    path.write_text("".join(f"{role} {hashlib.sha256(token.encode()).hexdigest()}\n"
+                            for role, token in tokens.items()))
+    server = LockServer(tmp_path / "locks.db", token="",
+                        extra=["--tokens-file", str(path)]).start()
+    batch = {"events": [{"run_id": "r1", "ts": 1.0, "kind": "finished", "task_id": "T()",
+                         "family": "T", "status": "built", "attempt": 1}]}
+    try:
+        reader, worker, admin = tokens["reader"], tokens["worker"], tokens["admin"]
+        status, page = server.request("GET", "/", token=reader)
+        assert status == 200 and "admin tokens only" in page
+        assert server.request("GET", "/metrics", token=reader)[0] == 200
+        assert server.request("GET", "/v1/history", token=reader)[0] == 200
+        assert server.request("POST", "/v1/history", body=batch, token=reader)[0] == 403
+        assert server.request("POST", "/v1/history", body=batch, token=worker) == (
+            200, {"stored": 1})
+        status, page = server.request("GET", "/", token=admin)
+        assert status == 200 and "admin tokens only" not in page
+        assert "auth-failure" not in page  # nobody failed to log in yet
+        assert [r["task_id"] for r in server.request("GET", "/v1/history",
+                                                     token=reader)[1]["tasks"]] == ["T()"]
+    finally:
+        server.stop()
