@@ -275,3 +275,22 @@ def test_a_blocked_task_is_listed_as_blocked(project: Any) -> None:
     blocked = history(project, "--status", "blocked")
     assert {r["task_id"] for r in blocked} >= {"A(day=2026-11-24)", "D(day=2026-11-24, count=3)"}
     assert {r["status"] for r in blocked} == {"blocked"}
+
+
+def test_history_from_a_server_that_is_down_is_a_clear_error(project: Any) -> None:
+    done = project.run("history", "--lock-url", "http://127.0.0.1:9")
+    assert done.returncode != 0
+    assert "cannot reach the lock server at http://127.0.0.1:9" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_history_file_that_is_not_a_database_is_a_clear_error(project: Any) -> None:
+    (project.root / HISTORY_FILE).write_text("not sqlite at all\n" * 100)
+    done = project.run("history")
+    assert done.returncode == 2
+    assert f"cannot read the history file {project.root / HISTORY_FILE}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (project.root / HISTORY_FILE).read_text().startswith("not sqlite")  # left alone
+    # a run beside it still works; history is off for it, with a warning
+    run = project.run("run", "Other")
+    assert run.returncode == 0 and "run history is off for this run" in run.stderr
