@@ -358,3 +358,23 @@ def test_roles_reader_sees_page_and_metrics_worker_posts_history_admin_sees_audi
                                                      token=reader)[1]["tasks"]] == ["T()"]
     finally:
         server.stop()
+
+
+def test_failures_and_runs_are_paged_twenty_at_a_time(tmp_path: Path) -> None:
+    from batchdeps.history.store import HistoryStore
+    from batchdeps.web.status import BadQuery, page_data
+
+    store = HistoryStore(str(tmp_path / "h.db"))
+    now = time.time()
+    store.write([("r1", now - i, "finished", f"T(n={i})", "T", "failed", 1, 0.1, "boom", "",
+                  "", "h", 1, now - i) for i in range(25)])
+    first = page_data(store, {}, title="t", source="s")
+    assert [f["task_id"] for f in first.failures] == [f"T(n={i})" for i in range(20)]
+    assert 'href="?failures_page=1">older' in render(first)
+    second = page_data(store, {"failures_page": "1"}, title="t", source="s")
+    assert [f["task_id"] for f in second.failures] == [f"T(n={i})" for i in range(20, 25)]
+    html = render(second)
+    assert 'href="?failures_page=0">&larr; newer' in html and "failures_page=2" not in html
+    with pytest.raises(BadQuery):
+        page_data(store, {"failures_page": "-1"}, title="t", source="s")
+    store.close()
