@@ -38,8 +38,8 @@ def _common_options() -> list[click.Parameter]:
                      help="Rebuild the tasks a family name or task id selects and everything "
                      "downstream of them up to the named task (repeatable)."),
         click.Option(["--max-tasks"], type=click.IntRange(min=1), default=None, multiple=True,
-                     callback=single, metavar="N", help="Of a range A..B, build at most N of the requested "
-                     "tasks that are not complete (oldest first)."),
+                     callback=single, metavar="N", help="Of a range A..B, build at most N of "
+                     "the requested tasks that are not complete (oldest first)."),
         click.Option(["--reverse"], is_flag=True,
                      help="Of a range, take the newest requested tasks first."),
         click.Option(["--lock-url"], default=None, multiple=True, callback=single, metavar="URL",

@@ -81,8 +81,8 @@ def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any
         if len(failed) > 10:
             text += f"; and {len(failed) - 10} more"
     if missing:
-        text += "; missing: " + "; ".join(
-            shown_all(r.missing_paths) or r.error for r in result.by_status(Status.MISSING_INPUT)[:10])
+        text += "; missing: " + "; ".join(shown_all(r.missing_paths) or r.error
+                                          for r in result.by_status(Status.MISSING_INPUT)[:10])
     payload: dict[str, Any] = {
         "pipeline": pipeline,
         "requested": list(result.requested),

@@ -9,6 +9,7 @@ import os
 from typing import IO, Any
 
 from ..errors import TargetCheckError, TargetError
+from ..paths import shown
 from .base import FileTarget, Storage
 from .journal import (
     OLD_SUFFIX,
@@ -42,7 +43,7 @@ class LocalTarget(FileTarget):
             return False
         except OSError as exc:
             raise TargetCheckError(
-                f"cannot check {self.url}: {exc.strerror or exc}"
+                f"cannot check {shown(self.url)}: {exc.strerror or exc}"
             ) from exc
         return True
 
@@ -52,7 +53,8 @@ class LocalTarget(FileTarget):
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise TargetCheckError(f"cannot check {self.url}: {exc.strerror or exc}") from exc
+            raise TargetCheckError(
+                f"cannot check {shown(self.url)}: {exc.strerror or exc}") from exc
 
     def _open_final(self, mode: str) -> IO[Any]:
         return self._open_staged(self.path, mode)
@@ -61,7 +63,7 @@ class LocalTarget(FileTarget):
         try:
             return open(tmp_path, mode)
         except OSError as exc:
-            raise TargetError(f"cannot read {self.url}: {exc.strerror or exc}") from exc
+            raise TargetError(f"cannot read {shown(self.url)}: {exc.strerror or exc}") from exc
 
     folder_commits = True
 
@@ -71,7 +73,7 @@ class LocalTarget(FileTarget):
         try:
             os.makedirs(tmp_dir, exist_ok=True)
         except OSError as exc:
-            raise TargetError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
+            raise TargetError(f"cannot write {shown(self.url)}: {exc.strerror or exc}") from exc
         return os.path.join(tmp_dir, f"{base}.{_tmp_suffix()}")
 
     def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
@@ -83,7 +85,8 @@ class LocalTarget(FileTarget):
                 try:
                     os.makedirs(tmp_dir, exist_ok=True)
                 except OSError as exc:
-                    raise TargetError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
+                    raise TargetError(
+                        f"cannot write {shown(self.url)}: {exc.strerror or exc}") from exc
                 _made_dirs.add(tmp_dir)
             # An explicit buffer size spares open() its isatty() and block-size probes.
             try:
@@ -91,8 +94,9 @@ class LocalTarget(FileTarget):
             except FileNotFoundError:  # the folder was removed since we made it
                 _made_dirs.discard(tmp_dir)
             except OSError as exc:
-                raise TargetError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
-        raise TargetError(f"cannot write {self.url}: its temporary folder keeps disappearing")
+                raise TargetError(f"cannot write {shown(self.url)}: {exc.strerror or exc}") from exc
+        raise TargetError(
+            f"cannot write {shown(self.url)}: its temporary folder keeps disappearing")
 
     def commit_tmp(self, tmp_path: str) -> None:
         try:
@@ -101,7 +105,7 @@ class LocalTarget(FileTarget):
             if exc.errno in _DIR_IN_THE_WAY and os.path.isdir(tmp_path):
                 self._replace_folder(tmp_path)
                 return
-            raise TargetError(f"cannot commit {self.url}: {exc.strerror or exc}") from exc
+            raise TargetError(f"cannot commit {shown(self.url)}: {exc.strerror or exc}") from exc
 
     def _replace_folder(self, tmp_path: str) -> None:
         """A folder output over an existing folder: the old one is moved aside first (a
@@ -115,7 +119,7 @@ class LocalTarget(FileTarget):
                 os.rename(old, self.path)
                 raise
         except OSError as exc:
-            raise TargetError(f"cannot commit {self.url}: {exc.strerror or exc}") from exc
+            raise TargetError(f"cannot commit {shown(self.url)}: {exc.strerror or exc}") from exc
         remove_path(old)
 
     def discard_tmp(self, tmp_path: str) -> None:
@@ -136,7 +140,7 @@ class LocalTarget(FileTarget):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise TargetError(f"cannot commit {self.url}: cannot keep the file it replaces: "
+            raise TargetError(f"cannot commit {shown(self.url)}: cannot keep the file it replaces: "
                               f"{exc.strerror or exc}") from exc
         return old
 
