@@ -36,9 +36,8 @@ OLD_SUFFIX = ".old"
 
 
 def is_local(target: Target) -> bool:
-    from .local import LocalTarget
-
-    return isinstance(target, LocalTarget)
+    """Whether the target is a file on this machine's disk (then a record can cover it)."""
+    return bool(getattr(target, "on_local_disk", False))
 
 
 class CommitRecord:
@@ -60,9 +59,10 @@ def write_record(order: list[PendingWrite], hide_last: bool) -> CommitRecord | N
     if not local:
         return None
     home = local[-1][0] if local[-1][1] else local[0][0]
-    entries = [{"path": os.path.abspath(w.target.path),  # type: ignore[attr-defined]
-                "tmp": os.path.abspath(w.tmp_path), "hide": hide} for w, hide in local]
-    path = os.path.abspath(home.tmp_path) + RECORD_SUFFIX
+    cwd = os.getcwd()  # once: abspath() would ask for every path
+    entries = [{"path": os.path.join(cwd, w.target.path),  # type: ignore[attr-defined]
+                "tmp": os.path.join(cwd, w.tmp_path), "hide": hide} for w, hide in local]
+    path = os.path.join(cwd, home.tmp_path) + RECORD_SUFFIX
     refs: list[str] = []
     try:
         _write(path, json.dumps({"entries": entries}))
@@ -140,8 +140,12 @@ def remove_path(path: str) -> None:
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
+    # os-level: three system calls, where open() adds fstat, ioctl and lseek probes.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _read(record_path: str) -> list[dict[str, Any]] | None:

@@ -66,6 +66,7 @@ class LocalTarget(FileTarget):
             raise TargetError(f"cannot read {shown(self.url)}: {exc.strerror or exc}") from exc
 
     folder_commits = True
+    on_local_disk = True
 
     def _tmp_path(self) -> str:
         directory, base = os.path.split(self.path)

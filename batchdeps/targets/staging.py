@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from ..procinfo import current_pid
+from .commit import commit_together
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -63,8 +64,6 @@ class Staging:
         `outputs` are the task's declared outputs, in order (see commit.py for why).
         Raises TargetError when a write could not be committed.
         """
-        from .commit import commit_together
-
         writes = list(self.pending.values())
         self.pending.clear()
         commit_together(writes, outputs)
