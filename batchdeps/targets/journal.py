@@ -60,8 +60,9 @@ def write_record(order: list[PendingWrite], hide_last: bool) -> CommitRecord | N
         return None
     home = local[-1][0] if local[-1][1] else local[0][0]
     cwd = os.getcwd()  # once: abspath() would ask for every path
-    entries = [{"path": os.path.join(cwd, w.target.path),  # type: ignore[attr-defined]
-                "tmp": os.path.join(cwd, w.tmp_path), "hide": hide} for w, hide in local]
+    entries: list[dict[str, Any]] = [
+        {"path": os.path.join(cwd, w.target.path),  # type: ignore[attr-defined]
+         "tmp": os.path.join(cwd, w.tmp_path), "hide": hide} for w, hide in local]
     path = os.path.join(cwd, home.tmp_path) + RECORD_SUFFIX
     refs: list[str] = []
     try:
