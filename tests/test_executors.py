@@ -216,3 +216,31 @@ def test_a_task_a_worker_cannot_be_sent_fails_with_a_clear_error(tmp_path: Path,
     assert result.tasks["Local()"].status == Status.FAILED
     assert "task classes must be defined at the top level" in result.tasks["Local()"].error
     assert (tmp_path / "fine.txt").exists()
+
+
+class Orphans(bd.Task):
+    """Leaves a grandchild behind that ends before run() does (the shell exits at once)."""
+
+    path = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(self.path)
+
+    def run(self):
+        import subprocess
+
+        subprocess.run(["sh", "-c", "sleep 0.05 &"], check=True)
+        time.sleep(0.5)  # the orphan, adopted by the runner, has ended by now
+        with self.output().open("w") as out:
+            out.write("x")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_an_inline_run_leaves_no_zombie_of_the_orphans_it_adopted(tmp_path: Path) -> None:
+    from batchdeps.run.executors import _descendants
+
+    before = time.clock_gettime(time.CLOCK_BOOTTIME)
+    result = bd.build(Orphans(path=str(tmp_path / "o.txt")),
+                      locks=LocalLockProvider(str(tmp_path / "locks")))
+    assert result.ok
+    assert _descendants(os.getpid(), before, zombies=True) == []

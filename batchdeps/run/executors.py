@@ -127,11 +127,13 @@ class InlineExecutor:
         self._attempt_context = attempt_context
         self.running: dict[int, float] = {}
         self._attempt_born = 0.0  # CLOCK_BOOTTIME seconds when the last attempt started
+        self._run_born = 0.0  # ... when start() was called
         self._interrupted = False
         self._subreaper = False
 
     def start(self, steps: list[Step]) -> None:
         self._steps = steps
+        self._run_born = _boot_clock()
         self._subreaper = _set_child_subreaper(True)
 
     def free_slots(self) -> int:
@@ -175,6 +177,9 @@ class InlineExecutor:
         if self._subreaper:
             self._subreaper = False
             _set_child_subreaper(False)
+            # Orphans adopted during the run that have exited: collect them, so a long-lived
+            # program that calls bd.build() is not left with their zombies.
+            _reap(_descendants(os.getpid(), self._run_born, zombies=True))
 
 
 def _boot_clock() -> float:
