@@ -183,7 +183,7 @@ class Lifecycle:
         if run.phase is Phase.LEASE and run.attempts == 0 and not run.contended:
             if step.kind is MISSING:
                 self.host.close(step, Status.MISSING_INPUT, error=step.reason,
-                            missing_paths=step.missing_paths)
+                                missing_paths=step.missing_paths)
                 return
             if isinstance(step.task, WrapperTask) and step.task not in self.plan.forced:
                 self.host.close(step, Status.BUILT)
@@ -248,7 +248,7 @@ class Lifecycle:
         if wait_timeout is not None and now - run.waiting_since >= wait_timeout:
             holder = self.locks.holder(step.task_id) or "another worker"
             self.host.close(step, Status.LOCK_TIMEOUT, holder=holder,
-                        error=f"still held by {holder} after waiting {wait_timeout:g} s")
+                            error=f"still held by {holder} after waiting {wait_timeout:g} s")
             return
         run.polls += 1
         delay = min(self.options.lock_poll_max, LOCK_POLL.delay(run.polls))
@@ -274,7 +274,7 @@ class Lifecycle:
         if not complete:
             return False
         self.host.close(step, Status.BUILT_ELSEWHERE,
-                    reason="built by another run (seen while waiting for its lock)")
+                        reason="built by another run (seen while waiting for its lock)")
         return True
 
     def _complete_after_lease(self, step: Step, run: StepRun) -> bool:
