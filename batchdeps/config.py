@@ -278,6 +278,11 @@ class Section(dict):  # type: ignore[type-arg]
     def copy(self) -> Section:
         return Section(super().items())
 
+    def __reduce__(self) -> Any:
+        # Pickled as it is (a fork-server worker gets the storage options): unset values stay
+        # unset values, rather than raising here.
+        return (Section, (list(dict.items(self)),))
+
 
 def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
     """Replace `${NAME}`, `${NAME:-default}` and `${NAME:-}` in strings from `environ`.

@@ -467,3 +467,14 @@ def test_an_unset_variable_fails_only_the_commands_that_use_it(project: Any) -> 
     assert "[tasks.Dated].day refers to ${REPORT_DAY}" in defaulted.stderr
     for done in (s3, defaulted):
         assert "Traceback" not in done.stderr
+
+
+def test_a_table_with_an_unset_variable_pickles_and_stays_lazy() -> None:
+    import pickle
+
+    config = parse_config({"storage": {"s3": {"endpoint_url": "${NOPE}", "anon": True}}},
+                          path="c.toml", environ={})
+    copy = pickle.loads(pickle.dumps(config.storage))  # as sent to a fork-server worker
+    assert copy["s3"]["anon"] is True
+    with pytest.raises(ConfigError, match=r"\[storage.s3\].endpoint_url refers to \$\{NOPE\}"):
+        {**copy["s3"]}
