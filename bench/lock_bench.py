@@ -132,14 +132,18 @@ def runners_at_once(count: int, url: str | None, folder: str, sleepers: int, ms:
             "--root", os.path.join(root, "data"), "--workers", str(workers)]
     if url:
         argv += ["--lock-url", url]
+    logs = [open(os.path.join(root, f"runner-{i}.log"), "w+") for i in range(count)]
     started = time.perf_counter()
-    procs = [subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(count)]
-    errors = [proc.communicate()[1] for proc in procs]
+    procs = [subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+             for log in logs]  # files, not pipes: a pipe nobody reads stops its writer
+    codes = [proc.wait() for proc in procs]
     elapsed = time.perf_counter() - started
-    failed = [err for proc, err in zip(procs, errors) if proc.returncode != 0]
-    if failed:
-        raise SystemExit(f"a runner failed: {failed[0][-2000:]}")
+    for code, log in zip(codes, logs):
+        log.seek(0)
+        text = log.read()
+        log.close()
+        if code != 0:
+            raise SystemExit(f"a runner failed: {text[-2000:]}")
     made = len(os.listdir(os.path.join(root, "data", "sleep")))
     if made != sleepers:
         raise SystemExit(f"{count} runners made {made} files, not {sleepers}")

@@ -139,6 +139,7 @@ class Lifecycle:
         self.clock = clock
         self.rand = rand
         self.leftovers = Leftovers()  # this run's look at temporary folders
+        self.others_seen = False  # another holder refused us a lease in this run
         self.runs = [StepRun() for _ in plan.steps]  # by step index
 
     def option(self, step: Step, name: str) -> Any:
@@ -172,6 +173,7 @@ class Lifecycle:
         for step, lease in zip(batch, leases):
             run = runs[step.index]
             if lease is None:
+                self.others_seen = True
                 run.phase = Phase.WAITING  # refused just now: wait before asking again
             else:
                 run.lease = lease
@@ -201,6 +203,8 @@ class Lifecycle:
                         return
                     if self._built_while_waiting(step, run):
                         return
+                elif self._built_before_lease(step, run):
+                    return
                 lease = self.locks.try_acquire(step.task_id)
                 if lease is None:
                     run.phase = Phase.WAITING
@@ -239,6 +243,7 @@ class Lifecycle:
         if run.waiting_since is None:
             run.waiting_since = now
             run.contended = True
+            self.others_seen = True
             run.polls = 0
             run.rechecks = 0
             run.next_recheck = now + RECHECK_POLL.delay(1)
@@ -255,6 +260,24 @@ class Lifecycle:
         if wait_timeout is not None:
             delay = min(delay, max(0.0, run.waiting_since + wait_timeout - now))
         self.host.later(step, now + delay)
+
+    def _built_before_lease(self, step: Step, run: StepRun) -> bool:
+        """Once other runs are seen working on this plan, look at a step's outputs before
+        taking its lease: one of them may have built it since the plan was made, and a
+        lease taken only to find that out costs a durable grant on the lock server."""
+        if not self.others_seen or run.attempts or step.task in self.plan.forced:
+            return False
+        try:
+            complete = self._complete_now(step)
+        except BatchdepsError:
+            raise  # a check that cannot decide (storage down) stops the run
+        except Exception:  # a complete() of the user's that raised: decided after the lease
+            return False
+        if not complete:
+            return False
+        self._close(step, run, Status.BUILT_ELSEWHERE,
+                    reason="built by another run (seen before taking its lock)")
+        return True
 
     def _built_while_waiting(self, step: Step, run: StepRun) -> bool:
         """Now and then while waiting, look at the outputs: the holder may have built the

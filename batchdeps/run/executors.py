@@ -437,7 +437,10 @@ class ForkedExecutor:
         return sum(1 for w in self._workers if w.index is None)
 
     def prefetch_limit(self) -> int:
-        return self.free_slots()
+        # The free slots and one more round for every worker: the leases of the steps that
+        # start next are taken while the current ones run, so a slot that frees up starts
+        # its next step without waiting for the lock server.
+        return self.free_slots() + len(self._workers)
 
     def submit(self, step: Step, attempt: int, log_path: str | None = None,
                timeout: float | None = None) -> None:

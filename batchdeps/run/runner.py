@@ -89,6 +89,7 @@ class Runner:
         self.emit(RunStarted(self.options.run_id, self.plan, self.options.workers))
         self._pending_up = [len(step.upstream) for step in self.plan.steps]
         self._ready: deque[Step] = deque(s for s in self.plan.steps if not s.upstream)
+        self._spread = False  # the ready queue was turned once other runs were seen
         self._delayed: list[tuple[float, int, Step]] = []  # (due, index, step)
         self._open = len(self.plan.steps)
         try:
@@ -111,6 +112,18 @@ class Runner:
         return result
 
     # -- the loop ------------------------------------------------------------------------
+    def _spread_out(self, ready: deque[Step]) -> None:
+        """Other runs work on this plan too: go on from a random place in the ready queue.
+
+        Runs started together walk the same queue in the same order, so each would ask for
+        the leases the others just took, and wait for them, task after task. Once one is
+        refused a lease it turns the queue to a random place, once, and mostly meets work
+        nobody has taken. A run alone never turns its queue.
+        """
+        self._spread = True
+        if len(ready) > 1:
+            ready.rotate(-int(self.lifecycle.rand() * len(ready)))
+
     def _loop(self) -> None:
         executor = self.executor
         lifecycle = self.lifecycle
@@ -125,6 +138,8 @@ class Runner:
             while ready and not self.stopping and executor.free_slots() > 0:
                 lifecycle.start(ready.popleft())
                 started += 1
+                if lifecycle.others_seen and not self._spread:
+                    self._spread_out(ready)
                 if started >= START_BATCH:  # let finished attempts in between long queues
                     break
             if not self._open or self.stopping:
