@@ -50,8 +50,9 @@ _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 #: without a round trip: the server cannot have granted it to anyone else yet, since its
 #: expiry is at least `confirmed_at + ttl` (confirmed_at is when the request was *sent*).
 LOCAL_CHECK_FRACTION = 0.5
-#: A refused acquire's holder answers `holder()` for this long without a round trip.
-HOLDER_NOTE_SECONDS = 1.0
+#: A refused acquire's holder answers `holder()` for this long without a round trip (it
+#: names the holder in a message; a run busy starting many steps may ask seconds later).
+HOLDER_NOTE_SECONDS = 30.0
 #: Released task leases wait this long for company, then go in one release-many request.
 RELEASE_BATCH_WINDOW = 0.02
 #: Room in a request body for everything but the batched keys (holder, field names).

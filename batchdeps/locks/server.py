@@ -22,6 +22,7 @@ import signal
 import socket
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +146,7 @@ class LockServer:
                                     max(4 * self.options.auth_failure_rate, 1.0))
         self.durable = GroupSync(store)
         self._roles: dict[Any, str | None] = {}  # aiohttp route -> role it needs
+        self.served: Counter[str] = Counter()  # requests by route name, logged at the end
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=p.MAX_BODY_BYTES, middlewares=[self._guard])
@@ -157,14 +159,14 @@ class LockServer:
             "force_release": self.force_release, "audit": self.audit,
         }
         for name, (method, path) in p.ROUTES.items():
-            self.add_route(app, method, path, handlers[name], p.ROUTE_ROLES[name])
+            self.add_route(app, method, path, handlers[name], p.ROUTE_ROLES[name], name)
         _register_extensions(self, app)
         return app
 
     def add_route(self, app: web.Application, method: str, path: str, handler: Handler,
-                  role: str | None) -> None:
+                  role: str | None, name: str | None = None) -> None:
         """Serve `method path` with `handler` for tokens with `role` (None: no token needed)."""
-        self._roles[app.router.add_route(method, path, handler)] = role
+        self._roles[app.router.add_route(method, path, handler, name=name)] = role
 
     def roles_of(self, request: web.Request) -> frozenset[str]:
         """The roles of the request's token: `Authorization: Bearer`, or (GET only) the
@@ -206,6 +208,7 @@ class LockServer:
                           **{"Retry-After": "1"})
         if request.content_length is not None and request.content_length > p.MAX_BODY_BYTES:
             return _error(p.TOO_LARGE, f"request body over {p.MAX_BODY_BYTES} bytes")
+        self.served[route.name or request.path] += 1
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -482,6 +485,9 @@ async def _serve(server: LockServer, sock: socket.socket,
     await stop.wait()
     for task in background:
         task.cancel()
+    served = server.served
+    log.info("stopping after %d requests (%s)", sum(served.values()),
+             ", ".join(f"{name} {count}" for name, count in served.most_common()))
     listener.close()
     await runner.cleanup()
     server.store.close()

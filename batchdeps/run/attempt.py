@@ -139,7 +139,7 @@ class Lifecycle:
         self.clock = clock
         self.rand = rand
         self.leftovers = Leftovers()  # this run's look at temporary folders
-        self.others_seen = False  # another holder refused us a lease in this run
+        self.refusals = 0  # leases another holder refused us in this run
         self.runs = [StepRun() for _ in plan.steps]  # by step index
 
     def option(self, step: Step, name: str) -> Any:
@@ -173,7 +173,7 @@ class Lifecycle:
         for step, lease in zip(batch, leases):
             run = runs[step.index]
             if lease is None:
-                self.others_seen = True
+                self.refusals += 1
                 run.phase = Phase.WAITING  # refused just now: wait before asking again
             else:
                 run.lease = lease
@@ -243,7 +243,7 @@ class Lifecycle:
         if run.waiting_since is None:
             run.waiting_since = now
             run.contended = True
-            self.others_seen = True
+            self.refusals += 1
             run.polls = 0
             run.rechecks = 0
             run.next_recheck = now + RECHECK_POLL.delay(1)
@@ -265,7 +265,7 @@ class Lifecycle:
         """Once other runs are seen working on this plan, look at a step's outputs before
         taking its lease: one of them may have built it since the plan was made, and a
         lease taken only to find that out costs a durable grant on the lock server."""
-        if not self.others_seen or run.attempts or step.task in self.plan.forced:
+        if not self.refusals or run.attempts or step.task in self.plan.forced:
             return False
         try:
             complete = self._complete_now(step)

@@ -89,7 +89,7 @@ class Runner:
         self.emit(RunStarted(self.options.run_id, self.plan, self.options.workers))
         self._pending_up = [len(step.upstream) for step in self.plan.steps]
         self._ready: deque[Step] = deque(s for s in self.plan.steps if not s.upstream)
-        self._spread = False  # the ready queue was turned once other runs were seen
+        self._refusals_seen = 0  # refused leases the ready queue was last turned for
         self._delayed: list[tuple[float, int, Step]] = []  # (due, index, step)
         self._open = len(self.plan.steps)
         try:
@@ -112,15 +112,16 @@ class Runner:
         return result
 
     # -- the loop ------------------------------------------------------------------------
-    def _spread_out(self, ready: deque[Step]) -> None:
+    def _spread_out(self, ready: deque[Step], refusals: int) -> None:
         """Other runs work on this plan too: go on from a random place in the ready queue.
 
         Runs started together walk the same queue in the same order, so each would ask for
-        the leases the others just took, and wait for them, task after task. Once one is
-        refused a lease it turns the queue to a random place, once, and mostly meets work
-        nobody has taken. A run alone never turns its queue.
+        the leases the others just took, and wait for them, task after task; a run that
+        catches up with another would trail it the same way. Each time a run is refused a
+        lease it turns the queue to a random place, and mostly meets work nobody has taken
+        yet. A run alone never turns its queue.
         """
-        self._spread = True
+        self._refusals_seen = refusals
         if len(ready) > 1:
             ready.rotate(-int(self.lifecycle.rand() * len(ready)))
 
@@ -138,8 +139,8 @@ class Runner:
             while ready and not self.stopping and executor.free_slots() > 0:
                 lifecycle.start(ready.popleft())
                 started += 1
-                if lifecycle.others_seen and not self._spread:
-                    self._spread_out(ready)
+                if lifecycle.refusals != self._refusals_seen:
+                    self._spread_out(ready, lifecycle.refusals)
                 if started >= START_BATCH:  # let finished attempts in between long queues
                     break
             if not self._open or self.stopping:
