@@ -274,3 +274,21 @@ def test_holder_after_a_refused_acquire_needs_no_round_trip(lock_server: LockSer
     finally:
         owner._stop.set()
         other._stop.set()
+
+
+def test_a_queued_release_rides_along_with_the_next_acquire(lock_server: LockServer) -> None:
+    provider = _provider(lock_server, ttl=30, run_id="rider")
+    try:
+        first = provider.try_acquire("First")
+        assert first is not None
+        provider.release(first)  # queued for a moment
+        assert provider.try_acquire("Second") is not None  # carries the release along
+        assert lock_server.request("POST", "/v1/holder", {"key": "First"})[1]["held"] is False
+        again = provider.try_acquire("Second")  # its own lease again: idempotent
+        assert again is not None
+    finally:
+        provider._stop.set()
+    lock_server.stop()
+    assert lock_server.proc is not None and lock_server.proc.stderr is not None
+    log = lock_server.proc.stderr.read()
+    assert "stopping after" in log and "release_many" not in log and "release " not in log

@@ -54,7 +54,9 @@ LOCAL_CHECK_FRACTION = 0.5
 #: names the holder in a message; a run busy starting many steps may ask seconds later).
 HOLDER_NOTE_SECONDS = 30.0
 #: Released task leases wait this long for company, then go in one release-many request.
-RELEASE_BATCH_WINDOW = 0.02
+RELEASE_BATCH_WINDOW = 0.1
+#: Bytes of an acquire's body that its keys and the releases riding along may fill.
+RIDE_ALONG_BYTES = 48 * 1024
 #: Room in a request body for everything but the batched keys (holder, field names).
 BODY_OVERHEAD_BYTES = 4096
 
@@ -144,23 +146,43 @@ class HttpLockProvider:
         self._ensure_heartbeat()
         return lease
 
-    def _settle_releases(self, keys: list[str]) -> None:
-        """Send the queued releases now if one is for `keys`, or wait for a batch on its way.
+    def _acquire_call(self, route: str, body: dict[str, Any], keys: list[str]) -> Any:
+        """Send an acquire with this run's queued releases riding along (the server frees
+        them first), so a finished task's release costs no request of its own.
 
-        The server answers an acquire by the same holder with the same token, so a release
-        of an earlier grant that reached it after the new acquire would free the new grant.
+        `_sending` is held throughout: no release batch of ours is on its way meanwhile.
+        That matters because the server answers an acquire by the same holder with the same
+        token, so a release of an earlier grant that reached it after a new acquire of the
+        same key would free the new grant.
         """
-        wanted = set(keys)
-        with self._lock:
-            queued = any(lease.key in wanted for lease in self._to_release)
-        if queued or self._sending.locked():
-            self.flush_releases()  # takes `_sending`: a batch on its way has then arrived
+        room = RIDE_ALONG_BYTES - sum(len(json.dumps(key)) + 32 for key in keys)
+        with self._sending:
+            with self._lock:
+                riding: list[Lease] = []
+                for lease in self._to_release:
+                    room -= len(json.dumps(lease.key)) + 32
+                    if room < 0 or len(riding) >= p.MAX_BATCH_KEYS:
+                        break
+                    riding.append(lease)
+                del self._to_release[:len(riding)]
+                wanted = set(keys)
+                left_behind = any(lease.key in wanted for lease in self._to_release)
+            if left_behind:  # too many to ride along: send them first
+                self._send_releases()
+            if riding:
+                body["release"] = [{"key": l.key, "token": l.fencing_token} for l in riding]
+            try:
+                _, data = self._call(route, body)
+            except BaseException:
+                with self._lock:
+                    self._to_release[:0] = riding  # for the releaser or close() to send
+                raise
+        return data
 
     def try_acquire(self, key: str) -> Lease | None:
-        self._settle_releases([key])
         sent_at = lease_clock()
-        _, data = self._call("acquire", {"key": key, "holder": self.me.to_json(),
-                                         "ttl": self.ttl})
+        data = self._acquire_call("acquire", {"key": key, "holder": self.me.to_json(),
+                                              "ttl": self.ttl}, [key])
         if not data.get("granted"):
             self._note_holder(key, data)
             return None
@@ -177,12 +199,11 @@ class HttpLockProvider:
 
     def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
         """`try_acquire` for many keys, in one request per MAX_BATCH_KEYS keys."""
-        self._settle_releases(keys)
         results: list[Lease | None] = []
         for chunk in batches(keys, str):
             sent_at = lease_clock()
-            _, data = self._call("acquire_many", {"keys": chunk, "holder": self.me.to_json(),
-                                                  "ttl": self.ttl})
+            data = self._acquire_call("acquire_many", {
+                "keys": chunk, "holder": self.me.to_json(), "ttl": self.ttl}, chunk)
             answers = data.get("results") if isinstance(data, dict) else None
             if not isinstance(answers, list) or len(answers) != len(chunk):
                 raise LockError(f"lock server {self.url} gave a malformed acquire-many answer")

@@ -135,6 +135,7 @@ class AcquireRequest:
     key: str
     holder: Holder
     ttl: float
+    release: tuple[tuple[str, int], ...] = ()  # the holder's leases to free first
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class AcquireManyRequest:
     keys: list[str]
     holder: Holder
     ttl: float
+    release: tuple[tuple[str, int], ...] = ()  # the holder's leases to free first
 
 
 @dataclass(frozen=True)
@@ -211,10 +213,25 @@ def _ttl(obj: dict[str, Any]) -> float:
     return float(value)
 
 
+def _release_field(obj: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """The optional `release` list of an acquire: `[{"key", "token"}, ...]`."""
+    if "release" not in obj:
+        return ()
+    items = obj["release"]
+    if not isinstance(items, list) or len(items) > MAX_BATCH_KEYS:
+        raise ProtocolError(f"field 'release' must be a list of at most {MAX_BATCH_KEYS} "
+                            "{key, token} objects")
+    leases = []
+    for item in items:
+        entry = _object(item, "each entry of 'release'")
+        leases.append((_text(entry, "key", MAX_KEY_CHARS), _integer(entry, "token", 1, 2**62)))
+    return tuple(leases)
+
+
 def parse_acquire(body: Any) -> AcquireRequest:
     obj = _object(body, "request body")
     return AcquireRequest(_text(obj, "key", MAX_KEY_CHARS), Holder.from_json(obj.get("holder")),
-                          _ttl(obj))
+                          _ttl(obj), _release_field(obj))
 
 
 def parse_resource(body: Any) -> ResourceRequest:
@@ -255,7 +272,8 @@ def parse_acquire_many(body: Any) -> AcquireManyRequest:
     keys = [_text({"key": item}, "key", MAX_KEY_CHARS) for item in items]
     if len(set(keys)) != len(keys):
         raise ProtocolError("field 'keys' must not repeat a key")
-    return AcquireManyRequest(keys, Holder.from_json(obj.get("holder")), _ttl(obj))
+    return AcquireManyRequest(keys, Holder.from_json(obj.get("holder")), _ttl(obj),
+                              _release_field(obj))
 
 
 def parse_release_many(body: Any) -> RenewRequest:

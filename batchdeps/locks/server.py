@@ -242,15 +242,25 @@ class LockServer:
         return web.json_response({"roles": [r for r in ("reader", "worker", "admin")
                                              if r in roles]})
 
+    def _release_first(self, request: web.Request, holder: p.Holder,
+                       leases: tuple[tuple[str, int], ...]) -> list[bool]:
+        """The releases an acquire carries, done before it (as release-many would)."""
+        return [self.store.release(key, token, holder, address=request.remote or "")
+                for key, token in leases]
+
     async def acquire(self, request: web.Request) -> web.Response:
         req = p.parse_acquire(await self._body(request))
-        granted, lease = self.store.acquire(req.key, req.holder, req.ttl,
-                                            address=request.remote or "")
+        with self.store.transaction():
+            released = self._release_first(request, req.holder, req.release)
+            granted, lease = self.store.acquire(req.key, req.holder, req.ttl,
+                                                address=request.remote or "")
         assert lease is not None
         if granted:
             await self.durable.wait()
         body = lease_json(lease, time.time(), with_token=granted)
         body["granted"] = granted
+        if req.release:
+            body["released"] = released
         return web.json_response(body)
 
     async def acquire_many(self, request: web.Request) -> web.Response:
@@ -259,6 +269,7 @@ class LockServer:
         any_granted = False
         now = time.time()
         with self.store.transaction():  # one commit for the batch
+            released = self._release_first(request, req.holder, req.release)
             for key in req.keys:
                 granted, lease = self.store.acquire(key, req.holder, req.ttl,
                                                     address=request.remote or "")
@@ -269,7 +280,10 @@ class LockServer:
                 results.append(body)
         if any_granted:
             await self.durable.wait()  # one fsync for the whole batch
-        return web.json_response({"results": results})
+        answer: dict[str, Any] = {"results": results}
+        if req.release:
+            answer["released"] = released
+        return web.json_response(answer)
 
     async def acquire_resource(self, request: web.Request) -> web.Response:
         req = p.parse_resource(await self._body(request))
