@@ -28,7 +28,7 @@ def grant(server: LockServer, key: str, ttl: float = 60) -> int:
     return int(body["token"])
 
 
-@pytest.mark.parametrize("damage", ["truncated", "zeroed", "wal"])
+@pytest.mark.parametrize("damage", ["truncated", "truncated beside its WAL", "zeroed", "wal"])
 def test_a_damaged_database_is_refused_with_exit_2_and_left_alone(tmp_path: Path,
                                                                   damage: str) -> None:
     db = tmp_path / "locks.db"
@@ -41,6 +41,8 @@ def test_a_damaged_database_is_refused_with_exit_2_and_left_alone(tmp_path: Path
         server.proc = None
         LockServer(db).start().stop()  # a clean stop checkpoints everything into the file
         db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    elif damage == "truncated beside its WAL":  # the WAL holds the grants: a close of a
+        db.write_bytes(db.read_bytes()[:4096 + 100])  # read-write connection would write
     elif damage == "zeroed":
         db.write_bytes(b"\0" * db.stat().st_size)
     else:

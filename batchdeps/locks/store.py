@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from ..errors import LockError, UsageError
 from .protocol import Holder, resource_key
@@ -192,33 +193,65 @@ class LeaseStore:
         for key, ttl in self.db.execute("SELECT key, ttl FROM leases"):
             self._set_expiry(key, now + ttl)
 
-    def _open(self, path: str, existed: bool, check: bool) -> None:
-        if check and existed:
-            problem = self.db.execute("PRAGMA quick_check").fetchone()[0]
+    @staticmethod
+    def _tables(db: sqlite3.Connection) -> set[str]:
+        return {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    @staticmethod
+    def _inspect(path: str) -> None:
+        """Check an existing file through a read-only connection, which never writes (a
+        read-write one would checkpoint a WAL into a damaged file when it closes)."""
+        try:
+            ro = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the lease database {path}: {exc}") from None
+        try:
+            problem = ro.execute("PRAGMA quick_check").fetchone()[0]
             if problem != "ok":
                 raise StoreError(f"the lease database {path} is damaged ({problem}); it is "
                                  "not re-initialised. Restore it, or move it away to start "
                                  "afresh")
+            tables = LeaseStore._tables(ro)
+            if "meta" in tables:
+                meta = dict(ro.execute("SELECT name, value FROM meta"))
+                if meta.get("application") != APPLICATION:
+                    raise StoreError(f"{path} is an SQLite file of another program, not a "
+                                     "lease database")
+                if int(meta.get("schema", 0)) > SCHEMA_VERSION:
+                    raise StoreError(f"{path} was written by a newer batchdeps (schema "
+                                     f"{meta.get('schema')}); upgrade this server")
+            elif tables == {"leases"}:
+                columns = {row[1] for row in ro.execute("PRAGMA table_info(leases)")}
+                if not {"key", "token", "held", "granted_at"} <= columns:
+                    raise StoreError(f"{path} is an SQLite file of another program (a "
+                                     "leases table of another shape), not a lease database")
+            elif tables:
+                raise StoreError(f"{path} is an SQLite file of another program (tables "
+                                 f"{', '.join(sorted(tables))}), not a lease database")
+            else:
+                raise StoreError(f"{path} holds no lease tables (its write-ahead log was "
+                                 "lost?); it is not re-initialised. Move it away to start "
+                                 "afresh")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not a valid lease database ({exc}); it is not "
+                             "re-initialised. Restore it, or move it away to start afresh")
+        finally:
+            ro.close()
+
+    def _open(self, path: str, existed: bool, check: bool) -> None:
+        if check and existed:
+            self._inspect(path)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # checkpoints still fsync
-        tables = {row[0] for row in self.db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = self._tables(self.db)
         if "meta" in tables:
-            meta = dict(self.db.execute("SELECT name, value FROM meta"))
-            if meta.get("application") != APPLICATION:
-                raise StoreError(f"{path} is an SQLite file of another program, not a lease "
-                                 "database")
-            if int(meta.get("schema", 0)) > SCHEMA_VERSION:
-                raise StoreError(f"{path} was written by a newer batchdeps (schema "
-                                 f"{meta.get('schema')}); upgrade this server")
+            pass
         elif tables == {"leases"} and self._legacy():
             self._migrate_legacy()
-        elif tables:
-            raise StoreError(f"{path} is an SQLite file of another program (tables "
-                             f"{', '.join(sorted(tables))}), not a lease database")
-        elif existed:
-            raise StoreError(f"{path} holds no lease tables (its write-ahead log was lost?); "
-                             "it is not re-initialised. Move it away to start afresh")
+        elif tables or existed:
+            raise StoreError(f"{path} is not a lease database (tables "
+                             f"{', '.join(sorted(tables)) or 'none'})")
         else:
             self._create()
 
