@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from support.lockutil import TOKEN, LockServer
 
@@ -97,6 +97,8 @@ near_valid = st.fixed_dictionaries({}, optional={
 def test_hostile_requests_get_4xx_and_leave_leases_consistent(
         server: LockServer, method: str, path: str, body: bytes, content_type: str,
         token: str) -> None:
+    # The status page's own routes (HTML, a login form, redirects) are tested with it.
+    assume(path.split("?")[0] not in ("/", "/login", "/logout", "/favicon.ico", "/metrics"))
     headers = {"Content-Type": content_type} if content_type else {}
     status, answer = server.request(method, path, raw=body, token=token, headers=headers)
     assert status in ALLOWED, (status, answer)
