@@ -83,8 +83,14 @@ def test_metrics_and_history_need_a_token(lock_server: LockServer) -> None:
         status, _ = lock_server.request(method, path, body={} if method == "POST" else None,
                                         token="wrong")
         assert status == 401, path
-    status, page = lock_server.request("GET", "/", token="")
+    status, page = lock_server.request("GET", "/", token="", headers={"Accept": "text/html"})
     assert status == 401 and '<form method="post" action="/login">' in page
+    # a script (no HTML in Accept) gets the API's JSON error instead of the form
+    status, answer = lock_server.request("GET", "/", token="wrong")
+    assert status == 401 and "token" in answer["error"]
+    status, answer = lock_server.request("POST", "/login", raw=b"token=wrong", headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 401 and answer["error"] == "Wrong token."
 
 
 def test_public_status_opens_the_page_and_metrics_but_not_history_posts(tmp_path: Path) -> None:

@@ -122,12 +122,16 @@ class MonitoringRoutes:
                 source=f"lock server, database {server.store.path}", leases=server.store,
                 audit=admin, audit_note="the audit log is shown to admin tokens only")
         except BadQuery as exc:
-            return web.Response(status=p.BAD_REQUEST, text=str(exc))
+            return _error(p.BAD_REQUEST, str(exc))
         data.logout = TOKEN_COOKIE in request.cookies
         return web.Response(text=render(data), content_type="text/html",
                             headers=_page_headers())
 
     def _login_form(self, request: web.Request, message: str, status: int) -> web.Response:
+        """The login form for a browser; a JSON error, as every API answer, for the rest."""
+        if "text/html" not in request.headers.get("Accept", ""):
+            return _error(status, message or "missing or wrong lock token: send "
+                          "Authorization: Bearer TOKEN, or log in with a browser")
         return web.Response(text=login_page(TITLE, message, secure_hint=not request.secure),
                             status=status, content_type="text/html", headers=_page_headers())
 
@@ -135,8 +139,8 @@ class MonitoringRoutes:
         """Audit a failed login; 429 when this address fails too often."""
         address = request.remote or "?"
         if not self.server.failures.allow(address):
-            return web.Response(status=p.TOO_MANY_REQUESTS, text="too many failed logins; "
-                                "wait a little", headers={"Retry-After": "1"})
+            return _error(p.TOO_MANY_REQUESTS, "too many failed logins; wait a little",
+                          **{"Retry-After": "1"})
         self.server.store.audit("auth-failure", address, detail)
         return None
 
@@ -260,6 +264,10 @@ class MonitoringRoutes:
             task=q.get("task"), family=q.get("family"), status=q.get("status"), since=since,
             limit=limit, offset=offset))
         return web.json_response({"tasks": records}, dumps=json.dumps)
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
 def _page_headers() -> dict[str, str]:
