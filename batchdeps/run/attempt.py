@@ -271,12 +271,12 @@ class Lifecycle:
             complete = self._complete_now(step)
         except BatchdepsError:
             raise  # a check that cannot decide (storage down) stops the run
-        except Exception:  # a complete() of the user's that raised: decided after the lease
+        except Exception:  # noqa: BLE001 - the user's complete(): decided after the lease
             return False
         if not complete:
             return False
-        self._close(step, run, Status.BUILT_ELSEWHERE,
-                    reason="built by another run (seen before taking its lock)")
+        self.host.close(step, Status.BUILT_ELSEWHERE,
+                        reason="built by another run (seen before taking its lock)")
         return True
 
     def _built_while_waiting(self, step: Step, run: StepRun) -> bool:
