@@ -388,3 +388,22 @@ def test_a_lease_taken_ahead_and_lost_before_its_turn_is_not_used(tmp_path: Path
     assert result.tasks[second.task_id].status == Status.BUILT_ELSEWHERE
     assert [task_id for _, task_id, _ in executor.started] == [first.task_id]
     assert path.read_text() == "theirs"
+
+
+def test_once_another_run_is_seen_outputs_are_looked_at_before_taking_a_lease(
+        tmp_path: Path) -> None:
+    class BuiltMeanwhile(Out):
+        asked = 0
+
+        def complete(self):  # missing when planned, there when its turn comes
+            type(self).asked += 1
+            return type(self).asked > 1
+
+    held, later = Out(path=str(tmp_path / "held")), BuiltMeanwhile(path=str(tmp_path / "b"))
+    clock, locks = Clock(), FakeLocks()
+    locks.other.add(held.task_id)  # the first step meets another run
+    executor = FakeExecutor(clock, writes())
+    result, _ = run([held, later], locks, executor, clock, wait_timeout=1.0)
+    only = result.tasks[later.task_id]
+    assert only.status == Status.BUILT_ELSEWHERE and "before taking its lock" in only.reason
+    assert later.task_id not in locks.granted and executor.started == []

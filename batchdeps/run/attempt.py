@@ -203,7 +203,7 @@ class Lifecycle:
                         return
                     if self._built_while_waiting(step, run):
                         return
-                elif self._built_before_lease(step, run):
+                elif self.refusals and self._built_before_lease(step, run):
                     return
                 lease = self.locks.try_acquire(step.task_id)
                 if lease is None:
