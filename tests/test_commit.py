@@ -381,3 +381,35 @@ def test_sweep_waits_for_a_bound_before_removing_another_hosts_files(tmp_path: P
     os.utime(old, (stamp, stamp))
     assert sweep(str(tmp)) == 1
     assert sorted(os.listdir(tmp)) == [recent.name]
+
+
+def test_recovery_of_a_cut_commit_does_not_depend_on_which_output_is_cleaned_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state kill -9 leaves mid-commit, made step by step, then the next run's clean-up
+    starting with an output other than the sentinel."""
+    import batchdeps as bd
+    from batchdeps.targets import Leftovers, staging_scope
+    from batchdeps.targets.commit import commit_order
+    from batchdeps.targets.journal import write_record
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    targets = [bd.FileTarget(p) for p in ("x/a.txt", "x/b.txt", "sub/../x/c.txt")]
+    for target in targets:
+        with target.open("w") as out:
+            out.write("old")
+    with staging_scope() as staging:
+        for target in targets:
+            with target.open("w") as out:
+                out.write("new")
+    order, hide_last = commit_order(list(staging.pending.values()), targets)
+    assert order[-1].target is targets[0] and hide_last
+    write_record(order, hide_last)  # then the commit starts...
+    order[-1].target.keep_previous(order[-1].tmp_path, hide=True)
+    first = order[0]
+    first.target.keep_previous(first.tmp_path, hide=False)
+    first.commit()  # ...and is killed here
+    assert not (tmp_path / "x" / "a.txt").exists()  # so the task is not complete
+    Leftovers().clean([targets[2], targets[1], targets[0]])  # not the sentinel first
+    assert [(tmp_path / "x" / n).read_text() for n in ("a.txt", "b.txt", "c.txt")] == ["old"] * 3
+    assert os.listdir(tmp_path / "x" / ".batchdeps-tmp") == []

@@ -60,10 +60,14 @@ def write_record(order: list[PendingWrite], hide_last: bool) -> CommitRecord | N
         return None
     home = local[-1][0] if local[-1][1] else local[0][0]
     cwd = os.getcwd()  # once: abspath() would ask for every path
+
+    def absolute(path: str) -> str:
+        return os.path.normpath(os.path.join(cwd, path))  # what abspath() gives
+
     entries: list[dict[str, Any]] = [
-        {"path": os.path.join(cwd, w.target.path),  # type: ignore[attr-defined]
-         "tmp": os.path.join(cwd, w.tmp_path), "hide": hide} for w, hide in local]
-    path = os.path.join(cwd, home.tmp_path) + RECORD_SUFFIX
+        {"path": absolute(w.target.path),  # type: ignore[attr-defined]
+         "tmp": absolute(w.tmp_path), "hide": hide} for w, hide in local]
+    path = absolute(home.tmp_path) + RECORD_SUFFIX
     refs: list[str] = []
     try:
         _write(path, json.dumps({"entries": entries}))

@@ -17,7 +17,7 @@ from typing import Any
 from .base import Target
 from .journal import RECORD_SUFFIX, REF_SUFFIX, remove_path
 from .local import LocalTarget, parse_tmp_name
-from .staging import TMP_DIR_NAME, writer_is_dead
+from .staging import TMP_DIR_NAME, host_tag, writer_is_dead
 
 log = logging.getLogger("batchdeps.targets")
 
@@ -59,7 +59,8 @@ def sweep(tmp_dir: str, now: float | None = None) -> int:
     parsed = [(entry, parse_tmp_name(entry)) for entry in entries]
     keep_writers = {name[1] for entry, name in parsed
                     if name is not None and entry.endswith((RECORD_SUFFIX, REF_SUFFIX))}
-    verdicts: dict[str, bool] = {}
+    here = host_tag() + "-"
+    verdicts: dict[str, bool] = {}  # this machine's writers: a pid's fate holds for its files
     removed = 0
     left = len(entries)
     for entry, name in parsed:
@@ -67,17 +68,15 @@ def sweep(tmp_dir: str, now: float | None = None) -> int:
             continue
         path = os.path.join(tmp_dir, entry)
         writer = name[1]
-        dead = verdicts.get(writer)
-        if dead is None or not dead:
-            age = 0.0
-            if "-" not in writer or not writer.startswith(_this_host_prefix()):
-                try:
-                    age = now - os.lstat(path).st_mtime
-                except OSError:
-                    continue
-            dead = writer_is_dead(writer, age)
-            if "-" in writer and writer.startswith(_this_host_prefix()):
-                verdicts[writer] = dead  # a pid's fate holds for all its files
+        if writer.startswith(here):
+            dead = verdicts.get(writer)
+            if dead is None:
+                dead = verdicts[writer] = writer_is_dead(writer, 0.0)
+        else:
+            try:
+                dead = writer_is_dead(writer, now - os.lstat(path).st_mtime)
+            except OSError:
+                continue
         if dead:
             try:
                 remove_path(path)
@@ -91,8 +90,3 @@ def sweep(tmp_dir: str, now: float | None = None) -> int:
             os.rmdir(tmp_dir)  # fails harmlessly if another writer put a file there meanwhile
     return removed
 
-
-def _this_host_prefix() -> str:
-    from .staging import host_tag
-
-    return host_tag() + "-"
