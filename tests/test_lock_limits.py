@@ -160,3 +160,17 @@ def test_the_server_raises_its_soft_open_file_limit_to_the_hard_one(tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(
+        tmp_path: Path) -> None:
+    server = LockServer(tmp_path / "locks.db", extra=["--keepalive-timeout", "1"]).start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # kept alive after the answer
+        wait_for(lambda: _closed_by_server(sock) is not None, timeout=15,
+                 what="the idle keep-alive connection to be closed")
+        sock.close()
+    finally:
+        server.stop()
