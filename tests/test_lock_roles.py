@@ -109,6 +109,9 @@ def test_the_client_reads_its_token_from_a_file(server: LockServer, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert [lease["key"] for lease in json.loads(done.stdout)] == ["T"]
     assert READER not in done.stdout + done.stderr
+    table = cli(server, "locks", token_file=str(secret))
+    header, row = table.stdout.splitlines()
+    assert header.split()[-1] == "TOKEN" and row.split()[-1] == "-"  # no fencing token
 
 
 def test_sighup_rereads_the_tokens_file(server: LockServer, tokens_file: Path) -> None:
