@@ -244,3 +244,41 @@ def test_an_inline_run_leaves_no_zombie_of_the_orphans_it_adopted(tmp_path: Path
                       locks=LocalLockProvider(str(tmp_path / "locks")))
     assert result.ok
     assert _descendants(os.getpid(), before, zombies=True) == []
+
+
+PARENT_PID = '''
+import os
+
+import batchdeps as bd
+
+
+class ParentPid(bd.Task):
+    """Writes the pid of the process its worker was started by."""
+
+    n = bd.IntParameter()
+
+    def output(self):
+        return bd.FileTarget(f"out/ppid-{self.n}.txt")
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write(str(os.getppid()))
+
+
+class AllParents(bd.WrapperTask):
+    def requires(self):
+        return [ParentPid(n=n) for n in range(4)]
+'''
+
+
+def test_workers_are_forked_from_the_runner_when_history_is_recorded(project: Any) -> None:
+    """History (on by default) writes from a thread of its own; the workers are forked
+    before it starts, so they come straight from the runner, not from a fork server
+    (which would pickle every task and needs task classes at a module's top level)."""
+    project.write("pipelines/parents.py", PARENT_PID)
+    proc = project.popen("run", "AllParents", "--workers", "2")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert (project.root / "batchdeps-history.db").exists(), "no history: the test's premise"
+    parents = {int((project.root / f"out/ppid-{n}.txt").read_text()) for n in range(4)}
+    assert parents == {proc.pid}, (parents, proc.pid)

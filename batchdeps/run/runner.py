@@ -86,14 +86,16 @@ class Runner:
         for task in self.plan.complete:
             result.tasks[task.task_id] = TaskResult(task.task_id, Status.COMPLETE,
                                                    reason="already complete")
-        self.emit(RunStarted(self.options.run_id, self.plan, self.options.workers))
         self._pending_up = [len(step.upstream) for step in self.plan.steps]
         self._ready: deque[Step] = deque(s for s in self.plan.steps if not s.upstream)
         self._refusals_seen = 0  # refused leases the ready queue was last turned for
         self._delayed: list[tuple[float, int, Step]] = []  # (due, index, step)
         self._open = len(self.plan.steps)
         try:
+            # Workers first: listeners start threads when the run starts (the history
+            # writer), and workers forked before any thread need no fork server.
             self.executor.start(self.plan.steps)
+            self.emit(RunStarted(self.options.run_id, self.plan, self.options.workers))
             self._loop()
         except KeyboardInterrupt:
             self.stopping = True
