@@ -277,7 +277,7 @@ def test_workers_are_forked_from_the_runner_when_history_is_recorded(project: An
     (which would pickle every task and needs task classes at a module's top level)."""
     project.write("pipelines/parents.py", PARENT_PID)
     proc = project.popen("run", "AllParents", "--workers", "2")
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert (project.root / "batchdeps-history.db").exists(), "no history: the test's premise"
     parents = {int((project.root / f"out/ppid-{n}.txt").read_text()) for n in range(4)}
