@@ -267,17 +267,7 @@ class Lifecycle:
         lease taken only to find that out costs a durable grant on the lock server."""
         if not self.refusals or run.attempts or step.task in self.plan.forced:
             return False
-        try:
-            complete = self._complete_now(step)
-        except BatchdepsError:
-            raise  # a check that cannot decide (storage down) stops the run
-        except Exception:  # noqa: BLE001 - the user's complete(): decided after the lease
-            return False
-        if not complete:
-            return False
-        self.host.close(step, Status.BUILT_ELSEWHERE,
-                        reason="built by another run (seen before taking its lock)")
-        return True
+        return self._closed_if_built_elsewhere(step, "seen before taking its lock")
 
     def _built_while_waiting(self, step: Step, run: StepRun) -> bool:
         """Now and then while waiting, look at the outputs: the holder may have built the
@@ -287,17 +277,21 @@ class Lifecycle:
             return False
         run.rechecks += 1
         run.next_recheck = now + RECHECK_POLL.delay(run.rechecks + 1)
+        return self._closed_if_built_elsewhere(step, "seen while waiting for its lock")
+
+    def _closed_if_built_elsewhere(self, step: Step, seen: str) -> bool:
+        """Close `step` as built elsewhere when it is complete now, before this run holds
+        its lease. A complete() of the user's that raises is decided after the lease."""
         try:
             complete = self._complete_now(step)
         except BatchdepsError:
             raise  # a check that cannot decide (storage down) stops the run
         except Exception as exc:  # noqa: BLE001 - the user's complete(): decided after the lease
-            log.debug("%s: complete() raised while waiting: %s", step.task_id, exc)
+            log.debug("%s: complete() raised (%s): %s", step.task_id, seen, exc)
             return False
         if not complete:
             return False
-        self.host.close(step, Status.BUILT_ELSEWHERE,
-                        reason="built by another run (seen while waiting for its lock)")
+        self.host.close(step, Status.BUILT_ELSEWHERE, reason=f"built by another run ({seen})")
         return True
 
     def _complete_after_lease(self, step: Step, run: StepRun) -> bool:
