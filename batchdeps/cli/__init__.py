@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -56,6 +58,39 @@ def _register() -> None:
     main.add_command(list.list_command)
     main.add_command(audit_command)
     main.add_command(ui_command)
+    _valued_options_once(main)
+
+
+def _valued_options_once(command: click.Command) -> None:
+    """In every fixed command, a valued option given twice is an error, as in `run`.
+
+    click keeps the last of `--port 1 --port 2` silently. Each valued option that is not
+    already a list becomes `multiple=True` with a callback that accepts one value; flags
+    may repeat. (`run`, `status` and `graph` build their options per task and do the same.)
+    """
+    from .taskargs import single
+
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _valued_options_once(sub)
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.is_flag or param.multiple \
+                or param.count or param.nargs != 1 or param.callback is single:
+            continue
+        param.multiple = True
+        if param.default is not None and not callable(param.default):
+            param.default = (param.default,)
+        param.callback = _once_then(param.callback)
+
+
+def _once_then(inner: Any) -> Any:
+    from .taskargs import single
+
+    def callback(ctx: click.Context, option: click.Parameter, value: Any) -> Any:
+        value = single(ctx, option, value)
+        return inner(ctx, option, value) if inner is not None else value
+
+    return callback
 
 
 _register()
