@@ -217,15 +217,20 @@ def _release_field(obj: dict[str, Any]) -> tuple[tuple[str, int], ...]:
     """The optional `release` list of an acquire: `[{"key", "token"}, ...]`."""
     if "release" not in obj:
         return ()
-    items = obj["release"]
-    if not isinstance(items, list) or len(items) > MAX_BATCH_KEYS:
-        raise ProtocolError(f"field 'release' must be a list of at most {MAX_BATCH_KEYS} "
+    return tuple(_lease_refs(obj, "release", MAX_BATCH_KEYS))
+
+
+def _lease_refs(obj: dict[str, Any], field: str, limit: int) -> list[tuple[str, int]]:
+    """Field `field` of `obj`: a list of at most `limit` `{key, token}` objects."""
+    items = obj.get(field)
+    if not isinstance(items, list) or len(items) > limit:
+        raise ProtocolError(f"field '{field}' must be a list of at most {limit} "
                             "{key, token} objects")
     leases = []
     for item in items:
-        entry = _object(item, "each entry of 'release'")
+        entry = _object(item, f"each entry of '{field}'")
         leases.append((_text(entry, "key", MAX_KEY_CHARS), _integer(entry, "token", 1, 2**62)))
-    return tuple(leases)
+    return leases
 
 
 def parse_acquire(body: Any) -> AcquireRequest:
@@ -253,15 +258,7 @@ def parse_lease_ref(body: Any) -> LeaseRef:
 def parse_renew(body: Any) -> RenewRequest:
     obj = _object(body, "request body")
     holder = Holder.from_json(obj.get("holder"))
-    items = obj.get("leases")
-    if not isinstance(items, list) or len(items) > MAX_RENEW_LEASES:
-        raise ProtocolError(f"field 'leases' must be a list of at most {MAX_RENEW_LEASES} "
-                            "{key, token} objects")
-    leases = []
-    for item in items:
-        entry = _object(item, "each entry of 'leases'")
-        leases.append((_text(entry, "key", MAX_KEY_CHARS), _integer(entry, "token", 1, 2**62)))
-    return RenewRequest(holder, leases)
+    return RenewRequest(holder, _lease_refs(obj, "leases", MAX_RENEW_LEASES))
 
 
 def parse_acquire_many(body: Any) -> AcquireManyRequest:
