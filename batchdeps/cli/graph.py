@@ -6,8 +6,6 @@ from typing import Any
 
 import click
 
-from ..errors import BatchdepsError
-from .common import fail
 from .status import survey_for, survey_options
 from .taskargs import (
     TASK_COMMAND_SETTINGS,
@@ -51,10 +49,7 @@ def graph_command(ctx: click.Context, task_name: str | None, args: tuple[str, ..
 def _graph(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> None:
     from ..survey import render
 
-    try:
-        result = survey_for(cls, config, values, own)
-    except BatchdepsError as exc:
-        fail(exc, bool(own["debug"]))
+    result = survey_for(cls, config, values, own)
     if own["output_format"] == "json":
         click.echo(render.to_json(result, lineage=True))
     elif own["output_format"] == "mermaid":

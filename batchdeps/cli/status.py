@@ -69,7 +69,15 @@ def status_command(ctx: click.Context, task_name: str | None, args: tuple[str, .
 
 
 def survey_for(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> Any:
-    """The requested tasks (ranges and --max-tasks as `run`) surveyed, locks asked."""
+    """The requested tasks (ranges and --max-tasks as `run`) surveyed, locks asked; an
+    error batchdeps raises on purpose ends the command through the one error handler."""
+    try:
+        return _survey(cls, config, values, own)
+    except BatchdepsError as exc:
+        fail(exc, bool(own["debug"]))
+
+
+def _survey(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> Any:
     from ..backfill import select
     from ..survey.holders import holder_lookup
     from ..survey.states import survey
@@ -91,10 +99,7 @@ def survey_for(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any
 def _status(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> None:
     from ..survey import render
 
-    try:
-        result = survey_for(cls, config, values, own)
-    except BatchdepsError as exc:
-        fail(exc, bool(own["debug"]))
+    result = survey_for(cls, config, values, own)
     if own["output_format"] == "json":
         click.echo(render.to_json(result))
     else:
