@@ -1,16 +1,19 @@
 """What recording run history costs: the 10,000-task tree build with history on and off.
 
-    python bench/history_cost.py [--size 10000] [--reps 7]
+    python bench/history_cost.py [--size 10000] [--reps 7] [--dir /dev/shm]
 
 Both variants run the same DAG (`bench/dags/bd_dags.py` TreeNode) as whole processes,
 interleaved A B A B, each into a fresh folder; "on" is the default (the history file beside
 config.toml, kept across the runs like a real project's), "off" sets `[history] enabled =
 false`. Prints the median wall and CPU seconds of each and the median of the paired ratios.
 
-Whole processes on a shared machine vary by more than the 5% being looked for, so the
-script also measures the history listener alone: it records the events of one in-process
-build of the same tree, then times (CPU) a fresh history listener fed those events,
-writes included, against the CPU time of the build itself.
+The whole-process pairs are the measure to read. Run them on tmpfs (`--dir /dev/shm`):
+there the disk's swings are out of the picture and 7 pairs tell 5% apart. The script also
+times the history listener alone (it records the events of one in-process build, then
+feeds them to a fresh listener), but that measure cannot see what the listener does to the
+runner beside it: when the writes ran in a thread of their own, the listener alone cost
+0.22 s of CPU per 10,000 tasks while the whole build took 0.8 s longer (the thread took
+Python's GIL at nearly every system call of the runner; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -81,10 +84,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--dir", default=None,
+                        help="where the workspace goes (default: the system's temp folder)")
     parser.add_argument("--direct-only", action="store_true",
                         help="only the in-process measure of the listener")
     args = parser.parse_args()
-    workspace = Path(tempfile.mkdtemp(prefix="batchdeps-history-bench-"))
+    workspace = Path(tempfile.mkdtemp(prefix="batchdeps-history-bench-", dir=args.dir))
     try:
         for source in (HERE / "dags").glob("bd_dags.py"):
             shutil.copy(source, workspace / source.name)

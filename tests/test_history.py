@@ -178,7 +178,6 @@ def test_listener_writes_in_batches_and_everything_at_the_end(tmp_path: Path) ->
     listener.on_event(TaskStarted("r1", "T(n=2)", "T", 1, "output t2 missing"))
     assert not os.path.exists(path)  # two rows: still pending
     listener.on_event(TaskStarted("r1", "T(n=3)", "T", 1, "output t3 missing"))
-    listener.wait()
     store = HistoryStore(path)
     (first,) = store.tasks(TaskQuery())  # the batch of three was written
     assert first["task_id"] == "T(n=1)" and first["reason"] == "output t1 missing"
