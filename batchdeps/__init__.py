@@ -11,12 +11,9 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
-# A library leaves logging set-up to the program; without a handler of its own, Python's
-# last-resort handler would print batchdeps' warnings in programs that did not ask for it.
-logging.getLogger("batchdeps").addHandler(logging.NullHandler())
+# The library's NullHandler is added by batchdeps.logs, which every module that logs uses.
 
 # Names are imported on first use (PEP 562), so that `batchdeps --help` and the lock
 # server do not pay for the task model, runner and config loader they do not need.

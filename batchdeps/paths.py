@@ -10,13 +10,18 @@ from __future__ import annotations
 import os
 
 
-def shown(url: str) -> str:
-    """`url`, followed by its absolute path in brackets when it is a relative local path."""
+def shown(url: str, cwd: str | None = None) -> str:
+    """`url`, followed by its absolute path in brackets when it is a relative local path.
+
+    `cwd` is the current folder when the caller already knows it (the resolver asks once
+    per plan, not once per task: each `getcwd` is a system call).
+    """
     if "://" in url or os.path.isabs(url):
         return url
-    return f"{url} ({os.path.abspath(url)})"
+    absolute = os.path.abspath(url) if cwd is None else os.path.normpath(os.path.join(cwd, url))
+    return f"{url} ({absolute})"
 
 
-def shown_all(urls: list[str]) -> str:
+def shown_all(urls: list[str], cwd: str | None = None) -> str:
     """Several locations, comma-separated, each as `shown()` gives it."""
-    return ", ".join(shown(url) for url in urls)
+    return ", ".join(shown(url, cwd) for url in urls)

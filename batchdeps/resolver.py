@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import graphlib
+import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -121,11 +122,11 @@ def is_plain_wrapper(task: Task) -> bool:
     return isinstance(task, WrapperTask) and type(task).complete is WrapperTask.complete
 
 
-def _missing_reason(missing: list[str]) -> str:
+def _missing_reason(missing: list[str], cwd: str) -> str:
     if len(missing) == 1:
-        return f"output {shown(missing[0])} missing"
+        return f"output {shown(missing[0], cwd)} missing"
     more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
-    return f"outputs {shown_all(missing[:2])}{more} missing"
+    return f"outputs {shown_all(missing[:2], cwd)}{more} missing"
 
 
 def resolve(
@@ -232,13 +233,14 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
 
     # 3. the steps: every incomplete task reached, with its reason.
     steps: dict[Task, Step] = {}
+    cwd = os.getcwd()  # relative paths in reasons are shown resolved against it
     for task, decided in complete.items():
         if decided:
             continue
         if isinstance(task, ExternalTask):
             paths = missing_paths.get(task) or [t.url for t in outputs.get(task, [])]
             steps[task] = Step(
-                task, MISSING, f"external input {shown_all(paths) or task.task_id} missing",
+                task, MISSING, f"external input {shown_all(paths, cwd) or task.task_id} missing",
                 outputs=outputs.get(task, []), missing_paths=paths,
             )
             continue
@@ -252,7 +254,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
             if len(pending) > 1:
                 reason = f"upstream {pending[0].task_id} and {len(pending) - 1} more run"
         else:
-            reason = _missing_reason(missing_paths.get(task, []))
+            reason = _missing_reason(missing_paths.get(task, []), cwd)
         steps[task] = Step(task, RUN, reason, outputs=outputs.get(task, []))
 
     for task, step in steps.items():

@@ -47,11 +47,18 @@ def test_json_lines_keep_a_tasks_extra_fields(project: Any) -> None:
     assert loaded[0]["level"] == "WARNING"
 
 
-def test_the_library_prints_nothing_when_the_program_set_up_no_logging() -> None:
-    code = ("import logging, batchdeps\n"
+def test_the_library_prints_nothing_when_the_program_set_up_no_logging(tmp_path: Any) -> None:
+    # The NullHandler comes with the first module that logs (batchdeps.logs), not with
+    # `import batchdeps` itself, which stays free of `logging` for a fast `--help`.
+    code = ("import logging, batchdeps as bd\n"
+            "class Done(bd.Task):\n"
+            "    def output(self): return bd.FileTarget('done.txt')\n"
+            "    def run(self):\n"
+            "        with self.output().open('w') as f: f.write('x')\n"
+            "assert bd.build(Done()).ok\n"
             "logging.getLogger('batchdeps').warning('not for the user')\n"
             "logging.getLogger('batchdeps.runner').error('nor this')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd=tmp_path)
     assert done.returncode == 0
     assert done.stderr == ""

@@ -18,9 +18,38 @@ from typing import Any
 
 import click
 
+#: command name -> (module under batchdeps.cli, attribute): a command's module is imported
+#: only when that command runs or help lists it, so `batchdeps run` does not pay for the
+#: others (click's documented pattern for lazily loaded subcommands).
+COMMANDS = {
+    "run": ("run", "run_command"),
+    "lock-server": ("locks", "lock_server_command"),
+    "locks": ("locks", "locks_command"),
+    "history": ("history", "history_command"),
+    "status": ("status", "status_command"),
+    "graph": ("graph", "graph_command"),
+    "list": ("list", "list_command"),
+    "audit": ("audit", "audit_command"),
+    "ui": ("ui", "ui_command"),
+}
+
 
 class _Group(click.Group):
-    """The command group; `--help` lists each command with its whole first sentence."""
+    """The command group: commands load on first use; `--help` lists each command with its
+    whole first sentence."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            import importlib
+
+            module, attribute = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+            _valued_options_once(command)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # click cuts each description to fit one line ("Run the central lock server (token
@@ -39,26 +68,6 @@ class _Group(click.Group):
 @click.version_option(package_name="batchdeps")
 def main() -> None:
     """batchdeps: build only the outputs that are missing, in dependency order."""
-
-
-def _register() -> None:
-    from . import graph, list, status
-    from .audit import audit_command
-    from .history import history_command
-    from .locks import lock_server_command, locks_command
-    from .run import run_command
-    from .ui import ui_command
-
-    main.add_command(run_command)
-    main.add_command(lock_server_command)
-    main.add_command(locks_command)
-    main.add_command(history_command)
-    main.add_command(status.status_command)
-    main.add_command(graph.graph_command)
-    main.add_command(list.list_command)
-    main.add_command(audit_command)
-    main.add_command(ui_command)
-    _valued_options_once(main)
 
 
 def _valued_options_once(command: click.Command) -> None:
@@ -92,8 +101,6 @@ def _once_then(inner: Any) -> Any:
 
     return callback
 
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -6,7 +6,6 @@ first, read from the server (`GET /v1/audit`). Text output escapes control chara
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +45,8 @@ def audit_command(since: str, limit: int, as_json: bool, lock_url: str | None,
         fail(exc)
     lines: list[dict[str, Any]] = data.get("audit", []) if isinstance(data, dict) else []
     if as_json:
+        import json
+
         click.echo(json.dumps(lines, indent=2))
         return
     if not lines:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -49,6 +48,8 @@ def history_command(task_id: str | None, family: str | None, status: str | None,
     except BatchdepsError as exc:
         fail(exc, debug)
     if as_json:
+        import json
+
         click.echo(json.dumps(records, indent=2))
         return
     if not records:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..errors import BatchdepsError
@@ -32,6 +30,8 @@ def list_command(as_json: bool, config_path: str | None, debug: bool) -> None:
     except BatchdepsError as exc:
         fail(exc, debug)
     if as_json:
+        import json
+
         click.echo(json.dumps(families, indent=1))
     elif families:
         click.echo(render_text(families))

@@ -6,7 +6,6 @@ stays fast. Keys and holder names are printed with control characters escaped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -140,6 +139,8 @@ def locks_command(ctx: click.Context, lock_url: str | None, config_path: str | N
         fail(exc)
     leases = data.get("leases", [])
     if as_json:
+        import json
+
         click.echo(json.dumps(leases, indent=2))
         return
     if not leases:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import sys
 from typing import Any
 
@@ -165,6 +164,8 @@ def _run(cls: Any, config: Any, values: dict[str, Any], common: dict[str, Any]) 
                   common["log_format"] or config.batchdeps.get("log_format") or "text")
     # Until the runner takes over (resolution can take a while), SIGTERM is a Ctrl-C too:
     # nothing is locked or written yet, and the exit code is still ExitCode.INTERRUPTED.
+    import signal
+
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         requested = _requested(cls, values, common, config)

@@ -11,21 +11,21 @@ import itertools
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from ..config import UnsetVariable
 from ..errors import BatchdepsError, ExitCode, ParameterError, TaskDefinitionError, UsageError
 
 
-@dataclass(frozen=True)
 class ValueRange:
     """The values of `--param A..B`: one requested task per value."""
 
-    text: str
-    values: tuple[Any, ...]
+    __slots__ = ("text", "values")
+
+    def __init__(self, text: str, values: tuple[Any, ...]) -> None:
+        self.text = text
+        self.values = values
 
 
 class TaskParamType(click.ParamType):
@@ -110,6 +110,8 @@ def task_options(cls: type, taken: set[str], command: str) -> list[click.Paramet
         flag = "--" + param.name.replace("_", "-")
         names.add(param.name)
         if param.name in config_defaults:
+            from ..config import UnsetVariable
+
             value = config_defaults[param.name]  # "${DAY} (not set)" for an unset variable
             text = str(value) if isinstance(value, UnsetVariable) else param.serialize(value)
             shown = f"default: {text} (config)"

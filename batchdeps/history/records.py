@@ -7,12 +7,11 @@ and are what sqlite3's executemany takes); `row_json`/`row_from_json` carry it o
 from __future__ import annotations
 
 import getpass
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..procinfo import current_pid
+from ..procinfo import current_pid, hostname
 from ..report.events import (
     AttemptFailed,
     Event,
@@ -62,7 +61,7 @@ class Recorder:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self.host = socket.gethostname()
+        self.host = hostname()
         self.user = current_user()
         self.pid = current_pid()
         self.run: dict[str, Any] | None = None

@@ -11,16 +11,16 @@ all when the server did not answer the last time: a server that is down never sl
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import urllib.error
 import urllib.request
 from collections import deque
 from typing import Any
 
+from .. import logs
 from .records import Row, row_json
 
-log = logging.getLogger("batchdeps")
+log = logs.get()
 
 HISTORY_ROUTE = "/v1/history"
 MAX_BATCH_BYTES = 60 * 1024  # the server refuses bodies over 64 KiB

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -23,14 +21,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .. import logs
 from ..errors import LeaseLostError, LockAuthError, LockError, LockServerUnavailable
+from ..procinfo import hostname
 from . import protocol as p
 from .auth import WORKER, client_token
 from .base import Lease
 from .protocol import describe_holder
 from .transport import LockTransport
 
-log = logging.getLogger("batchdeps")
+log = logs.get()
 
 START_RETRY_SECONDS = 1.0
 
@@ -102,7 +102,7 @@ class HttpLockProvider:
             request_timeout=request_timeout or min(10.0, max(1.0, self.ttl / 3)),
             retry_for=self.ttl)
         self.url = self.transport.url
-        self.me = p.Holder(socket.gethostname()[: p.MAX_HOST_CHARS], os.getpid(),
+        self.me = p.Holder(hostname()[: p.MAX_HOST_CHARS], os.getpid(),
                            (run_id or uuid.uuid4().hex[:12])[: p.MAX_RUN_ID_CHARS])
         self._lock = threading.Lock()  # guards _held and lease flags
         self._held: dict[Lease, _Held] = {}

@@ -17,14 +17,13 @@ import errno
 import fcntl
 import hashlib
 import os
-import socket
 import stat
 import struct
 import tempfile
 import threading
 
 from ..errors import LeaseLostError, LockError
-from ..procinfo import current_pid
+from ..procinfo import current_pid, hostname
 from .base import Lease
 
 LOCK_DIR_ENV = "BATCHDEPS_LOCK_DIR"
@@ -74,7 +73,7 @@ class LocalLockProvider:
         self.lock_dir = lock_dir or default_lock_dir()
         self.path = os.path.join(self.lock_dir, LOCK_FILE_NAME)
         self._held: set[Lease] = set()
-        self._host = socket.gethostname()
+        self._host = hostname()
 
     def start(self) -> None:
         try:

@@ -16,7 +16,6 @@ import asyncio
 import fcntl
 import ipaddress
 import json
-import logging
 import os
 import signal
 import socket
@@ -29,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import logs
 from ..errors import BatchdepsError, UsageError
 from . import protocol as p
 from .auth import ADMIN, NO_ROLE, TOKEN_COOKIE, Tokens, roles_text
@@ -41,7 +41,7 @@ from .connections import (
 )
 from .store import LeaseNotHeld, LeaseRow, LeaseStore
 
-log = logging.getLogger("batchdeps.lock_server")
+log = logs.get("batchdeps.lock_server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROLES_KEY = "batchdeps_roles"  # request[ROLES_KEY]: the roles of the request's token

@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import socket
 
+from ..procinfo import hostname
 from .events import Event, RunFinished, RunStarted
 from .summary import LogListener
 
@@ -31,7 +31,7 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, run_id: str = "") -> None:
         super().__init__()
         self.run_id = run_id
-        self.host = socket.gethostname()
+        self.host = hostname()
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {

@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import random
 import signal
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import logs
 from ..backoff import Backoff
 from ..errors import BatchdepsError, DeliveryError, ExitCode
 from ..paths import shown_all
+from ..procinfo import hostname
 from .events import Event, RunFinished
 from .result import BuildResult, Status
 
-log = logging.getLogger("batchdeps")
+log = logs.get()
 
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -58,7 +58,7 @@ def _headline(result: BuildResult) -> str:
 
 def alert_payload(result: BuildResult, host: str | None = None) -> dict[str, Any]:
     """The JSON document an alert carries."""
-    host = host or socket.gethostname()
+    host = host or hostname()
     failed = [
         {"task_id": r.task_id, "error": r.error, "attempts": r.attempts, "log_path": r.log_path}
         for r in result.by_status(Status.FAILED)

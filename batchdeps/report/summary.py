@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import IO
 
+from .. import logs
 from ..paths import shown_all
 from .events import (
     AttemptFailed,
@@ -18,7 +19,7 @@ from .events import (
 )
 from .result import BuildResult, Status
 
-log = logging.getLogger("batchdeps")
+log = logs.get()
 
 _ORDER = [
     Status.BUILT, Status.BUILT_ELSEWHERE, Status.COMPLETE, Status.FAILED,

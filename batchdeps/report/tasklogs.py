@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -31,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..procinfo import current_pid
+from ..procinfo import current_pid, hostname
 from .events import AttemptFailed, Event, RunFinished, RunStarted
 
 if TYPE_CHECKING:
@@ -80,6 +79,20 @@ class _FdStream:
         pass
 
 
+_clock_text: tuple[int, str] = (-1, "")
+
+
+def _now_text() -> str:
+    """The local time to the second with its UTC offset, made once per second (a run of
+    quick tasks starts hundreds of attempts within one)."""
+    global _clock_text
+    second = int(time.time())
+    if _clock_text[0] != second:
+        moment = dt.datetime.fromtimestamp(second).astimezone()
+        _clock_text = (second, moment.isoformat(timespec="seconds"))
+    return _clock_text[1]
+
+
 def _flush_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
@@ -107,7 +120,7 @@ class TaskLogs:
         self.level = level
         self.run_id = run_id
         self.retention = retention
-        self.host = socket.gethostname()
+        self.host = hostname()
         self._pid = -1
         self._scratch_fd = -1
         self._saved_fds = (-1, -1)
@@ -321,9 +334,8 @@ class _Capture:
         logs = self.logs
         _flush_std_streams()
         os.ftruncate(fd, 0)
-        started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
         header = (f"{logs.header(self.task_id, self.attempt)}, pid {current_pid()}, "
-                  f"started {started}\n").encode()
+                  f"started {_now_text()}\n").encode()
         os.write(fd, header)
         self.header_size = len(header)
         os.dup2(fd, 1)

@@ -17,7 +17,6 @@ submitted or is closed. Losing a lease is handled in one place, `Lifecycle.lose_
 
 from __future__ import annotations
 
-import logging
 import random
 import uuid
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from .. import logs
 from ..backoff import Backoff
 from ..errors import BatchdepsError, LeaseLostError
 from ..locks.base import Lease, LockProvider
@@ -36,7 +36,7 @@ from ..targets import Leftovers, Staging, check_exists
 from ..task import Task, WrapperTask
 from .executors import Executor, Outcome
 
-log = logging.getLogger("batchdeps")
+log = logs.get()
 
 #: Built-in task option defaults; `[batchdeps]` in config and class attributes override.
 OPTION_DEFAULTS: dict[str, Any] = {

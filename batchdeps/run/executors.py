@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import time
 import traceback
@@ -129,12 +128,11 @@ class InlineExecutor:
         self._attempt_born = 0.0  # CLOCK_BOOTTIME seconds when the last attempt started
         self._run_born = 0.0  # ... when start() was called
         self._interrupted = False
-        self._subreaper = False
+        self._subreaper: bool | None = None  # None: not asked yet (a run with nothing to do)
 
     def start(self, steps: list[Step]) -> None:
         self._steps = steps
         self._run_born = _boot_clock()
-        self._subreaper = _set_child_subreaper(True)
 
     def free_slots(self) -> int:
         return 1
@@ -146,6 +144,8 @@ class InlineExecutor:
     def submit(self, step: Step, attempt: int, log_path: str | None = None,
                timeout: float | None = None) -> None:
         self.running[step.index] = time.monotonic()
+        if self._subreaper is None:  # at the first attempt: ctypes only where a task runs
+            self._subreaper = _set_child_subreaper(True)
         self._attempt_born = _boot_clock()
         try:
             self._done.append(execute(step, attempt, log_path, self._attempt_context))
@@ -401,6 +401,9 @@ class ForkedExecutor:
 
     def __init__(self, workers: int, attempt_context: AttemptHook | None = None) -> None:
         import multiprocessing
+        import pickle
+
+        self._pickling_error = pickle.PicklingError
 
         self._ctx = multiprocessing.get_context("fork")
         self._server_ctx = multiprocessing.get_context("forkserver")
@@ -453,7 +456,7 @@ class ForkedExecutor:
         try:
             worker.conn.send((step.index, attempt, log_path,
                               None if worker.has_plan else step.task))
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        except (self._pickling_error, AttributeError, TypeError) as exc:
             # Only a worker from the fork server needs the task pickled; nothing was sent.
             self._free(worker)
             message = (f"cannot hand {step.task_id} to a worker process ({exc}); with "

@@ -10,13 +10,13 @@ is O(1) per step and per edge.
 from __future__ import annotations
 
 import heapq
-import logging
 import os
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from .. import logs
 from ..errors import BatchdepsError
 from ..locks.base import LockProvider
 from ..report.events import Event, Listener, RunFinished, RunStarted, TaskFinished
@@ -27,7 +27,7 @@ from .executors import Executor, InlineExecutor
 
 __all__ = ["OPTION_DEFAULTS", "RunOptions", "Runner"]
 
-log = logging.getLogger("batchdeps")
+log = logs.get()
 
 #: Ready steps started in one go before finished attempts are looked at again.
 START_BATCH = 64

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import logs
 from ..config import Config
 from ..errors import BatchdepsError, ConfigError, ExitCode, UsageError
 from ..locks.base import LockProvider
@@ -51,7 +52,7 @@ from .runner import OPTION_DEFAULTS, Runner, RunOptions
 if TYPE_CHECKING:
     from ..report.notify import Notifier
 
-log = logging.getLogger("batchdeps")
+log = logs.get()
 
 LOCK_URL_ENV = "BATCHDEPS_LOCK_URL"
 LOCK_TOKEN_ENV = "BATCHDEPS_LOCK_TOKEN"

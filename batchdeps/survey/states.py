@@ -12,11 +12,11 @@ per output of a complete task, one question about lock holders for all incomplet
 from __future__ import annotations
 
 import gc
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import ExitCode
+from ..procinfo import hostname
 from ..resolver import (
     call_complete,
     cycle_error,
@@ -286,4 +286,4 @@ def _mtime(target: Target, cache: dict[Target, float | None]) -> float | None:
 
 
 def _is_here(holder: str) -> bool:
-    return socket.gethostname() in holder.split()
+    return hostname() in holder.split()

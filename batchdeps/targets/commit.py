@@ -18,17 +18,17 @@ several writes:
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import logs
 from . import journal
 
 if TYPE_CHECKING:
     from .base import Target
     from .staging import PendingWrite
 
-log = logging.getLogger("batchdeps.targets")
+log = logs.get("batchdeps.targets")
 
 
 def commit_together(writes: list[PendingWrite], outputs: Sequence[Target] = ()) -> None:

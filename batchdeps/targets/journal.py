@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
+from .. import logs
 from ..errors import TargetError
 
 if TYPE_CHECKING:
     from .base import Target
     from .staging import PendingWrite
 
-log = logging.getLogger("batchdeps.targets")
+log = logs.get("batchdeps.targets")
 
 RECORD_SUFFIX = ".commit"
 REF_SUFFIX = ".ref"

@@ -8,18 +8,18 @@ temporary folder it keeps is never carried over into another run.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from .. import logs
 from .base import Target
 from .journal import RECORD_SUFFIX, REF_SUFFIX, remove_path
 from .local import LocalTarget, parse_tmp_name
 from .staging import TMP_DIR_NAME, host_tag, writer_is_dead
 
-log = logging.getLogger("batchdeps.targets")
+log = logs.get("batchdeps.targets")
 
 
 class Leftovers:

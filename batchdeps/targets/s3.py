@@ -28,7 +28,6 @@ import concurrent.futures
 import contextlib
 import functools
 import hashlib
-import logging
 import math
 import os
 import stat
@@ -37,13 +36,14 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import IO, Any, TypeVar
 
+from .. import logs
 from ..errors import TargetCheckError, TargetError
 from .base import Storage, Target
 from .fsspec import FsspecTarget
 from .journal import OLD_SUFFIX, remove_path
 from .staging import TMP_DIR_NAME, _tmp_suffix
 
-log = logging.getLogger("batchdeps.targets.s3")
+log = logs.get("batchdeps.targets.s3")
 
 T = TypeVar("T")
 

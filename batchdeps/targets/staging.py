@@ -11,22 +11,21 @@ import contextlib
 import contextvars
 import hashlib
 import itertools
-import logging
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+from .. import logs
 from ..procinfo import current_pid
-from .commit import commit_together
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .base import Target
 
-log = logging.getLogger("batchdeps.targets")
+log = logs.get("batchdeps.targets")
 
 TMP_DIR_NAME = ".batchdeps-tmp"
 WRITE_BUFFER = 64 * 1024
@@ -64,6 +63,8 @@ class Staging:
         `outputs` are the task's declared outputs, in order (see commit.py for why).
         Raises TargetError when a write could not be committed.
         """
+        from .commit import commit_together  # here: a run with nothing to do needs none of it
+
         writes = list(self.pending.values())
         self.pending.clear()
         commit_together(writes, outputs)

@@ -15,13 +15,13 @@ tables live in the server's own database file, beside the leases.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .. import logs
 from ..history.records import FINISHED, RowError, row_from_json, run_from_json
 from ..history.store import HistoryStore, TaskQuery
 from ..locks import protocol as p
@@ -33,7 +33,7 @@ from .status import BadQuery, page_data
 if TYPE_CHECKING:
     from ..locks.server import LockServer
 
-log = logging.getLogger("batchdeps.lock_server")
+log = logs.get("batchdeps.lock_server")
 
 HISTORY_ROUTE = f"{p.API_PREFIX}/history"
 COOKIE_MAX_AGE = 12 * 3600

@@ -7,12 +7,12 @@ partial index), so the page stays fast however much history there is.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..history.store import HistoryStore, TaskQuery
+from ..procinfo import hostname
 from .page import PAGE_SIZE, PageData
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def in_progress(run: dict[str, Any], now: float, holders: set[str]) -> bool:
     """Whether a run with no end recorded is still going (not killed before its end)."""
     if run["run_id"] in holders:
         return True
-    if run["host"] == socket.gethostname():
+    if run["host"] == hostname():
         return _pid_alive(int(run["pid"]))
     return now - float(run["last_seen_ts"]) < RECENT_SECONDS
 
