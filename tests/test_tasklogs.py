@@ -53,6 +53,53 @@ def test_batchdeps_own_lines_stay_on_the_terminal_after_an_inline_attempt(projec
         assert "task(s):" not in log.read_text()
 
 
+CHECKING_PIPELINE = """
+import os
+import sys
+
+import batchdeps as bd
+
+
+class Checked(bd.Task):
+    \"\"\"complete() speaks; it runs in the runner's process between attempts too.\"\"\"
+    n = bd.IntParameter()
+
+    def requires(self):
+        return [Checked(n=self.n - 1)] if self.n > 0 else []
+
+    def output(self):
+        return bd.FileTarget(f"out/checked-{self.n}.txt")
+
+    def complete(self):
+        print(f"python check of {self.n}", file=sys.stderr, flush=True)
+        os.write(2, f"fd check of {self.n}\\n".encode())
+        return self.output().exists()
+
+    def run(self):
+        print(f"run of {self.n}")
+        with self.output().open("w") as out:
+            out.write("x")
+"""
+
+
+def test_output_between_inline_attempts_reaches_the_terminal_not_a_task_log(
+        project: Any) -> None:
+    # The command line keeps fds 1 and 2 on the scratch file from one attempt to the next;
+    # what the runner's own process writes between attempts (complete() checks here, run
+    # again under the lock right before each attempt) must still reach the real stderr.
+    project.write("pipelines/checked.py", CHECKING_PIPELINE)
+    done = project.run("run", "Checked", "--n", "3")
+    assert done.returncode == 0, done.stderr
+    for n in range(4):
+        assert done.stderr.count(f"python check of {n}") >= 2, done.stderr  # plan + re-check
+        assert done.stderr.count(f"fd check of {n}") >= 2, done.stderr
+        assert f"run of {n}" not in done.stdout + done.stderr
+        log = attempt_log(project.root / f"logs/Checked/n={n}", 1).read_text()
+        assert f"run of {n}" in log
+        assert "check of" not in log, log
+    assert "batchdeps: 4 task(s): 4 built" in done.stdout  # fd 1 given back at the end
+
+
 def test_a_quiet_successful_attempt_makes_no_log_file(project: Any) -> None:
     add_prod_pipeline(project)
     done = project.run("run", "Quiet")

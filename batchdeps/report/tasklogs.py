@@ -9,7 +9,11 @@ Capture redirects file descriptors 1 and 2, so output of child processes and C c
 caught too, into one *scratch* file per process that is truncated and reused for every
 attempt. Only when an attempt wrote something or failed (mode "auto") is the scratch copied
 to the attempt's log file, so a run of many quiet tasks pays a few system calls per attempt
-and no file each; mode "always" keeps a file for every attempt. A worker killed in the middle
+and no file each; mode "always" keeps a file for every attempt. Where the process is ours
+(a worker, or the command line's runner: `hold_fds`), fds 1 and 2 stay on the scratch file
+from one attempt to the next instead of being put back and pointed away again each time (six
+system calls an attempt); anything that lands on them between attempts is passed on to the
+real stderr, and `release()` puts them back. A worker killed in the middle
 of an attempt (timeout, stop) cannot copy its own scratch file: the runner's process does it
 when it hears of the failed attempt (`AttemptFailed`), and appends the reason to the log.
 """
@@ -127,6 +131,12 @@ class TaskLogs:
         self._handler: logging.Handler | None = None
         self._fd_streams: tuple[Any, Any] = (None, None)
         self._saved_streams: tuple[Any, Any] = (None, None)
+        #: keep fds 1 and 2 on the scratch file between attempts in the process that made
+        #: this object (forked and fork-server workers always do: attempts are all they run)
+        self.hold_fds = False
+        self._owner_pid = current_pid()
+        self._held = False  # fds 1 and 2 point at the scratch file now, between attempts
+        self._scratch_end = 0  # the scratch file's size when the last attempt ended
 
     # -- paths ------------------------------------------------------------------------
     def path(self, family: str, task_id: str, attempt: int) -> str:
@@ -174,8 +184,37 @@ class TaskLogs:
             root = logging.getLogger()
             if root.getEffectiveLevel() > self.level:
                 root.setLevel(self.level)  # once per process: setLevel clears logging's caches
+            self._held = False  # a new process (a worker) starts with its fds where they are
+            self._scratch_end = 0
             self._pid = pid
         return self._scratch_fd
+
+    def _holds(self) -> bool:
+        return self.hold_fds or current_pid() != self._owner_pid
+
+    def _pass_on_strays(self) -> None:
+        """Copy to the real stderr what reached fds 1 and 2 since the last attempt ended."""
+        fd = self._scratch_fd
+        size = os.fstat(fd).st_size
+        offset = self._scratch_end
+        while offset < size:
+            chunk = os.pread(fd, min(_COPY_CHUNK, size - offset), offset)
+            if not chunk:
+                break
+            with contextlib.suppress(OSError):
+                os.write(self._saved_fds[1], chunk)
+            offset += len(chunk)
+        self._scratch_end = size
+
+    def release(self) -> None:
+        """Point fds 1 and 2 back where they were, if attempts left them on the scratch file
+        (the end of a run; before this process prints anything of its own)."""
+        if not self._held or self._pid != current_pid():
+            return
+        _flush_std_streams()
+        self._pass_on_strays()
+        _put_back_fds(self._saved_fds)
+        self._held = False
 
     def header(self, task_id: str, attempt: int) -> str:
         return f"# {task_id} attempt {attempt} of run {self.run_id} on {self.host}"
@@ -188,6 +227,7 @@ class TaskLogs:
         elif isinstance(event, AttemptFailed) and event.log_path and self.mode != "off":
             self._note_failure(event)
         elif isinstance(event, RunFinished):
+            self.release()
             self._close_scratch()
             if self.retention is not None:
                 self.prune(self.retention)
@@ -280,6 +320,7 @@ class TaskLogs:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _close_scratch(self) -> None:
+        self.release()
         if self._pid == current_pid():
             for fd in (self._scratch_fd, *self._saved_fds):
                 try:
@@ -333,13 +374,17 @@ class _Capture:
     def _redirect(self, fd: int) -> None:
         logs = self.logs
         _flush_std_streams()
+        if logs._held:
+            logs._pass_on_strays()
         os.ftruncate(fd, 0)
         header = (f"{logs.header(self.task_id, self.attempt)}, pid {current_pid()}, "
                   f"started {_now_text()}\n").encode()
         os.write(fd, header)
         self.header_size = len(header)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
+        if not logs._held:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            logs._held = True
         logs._saved_streams = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = logs._fd_streams
         if logs._handler is not None:
@@ -358,13 +403,15 @@ class _Capture:
                 _flush_std_streams()
                 os.write(fd, text.encode("utf-8", "replace"))
         finally:
-            self._restore()
+            self._restore(keep_fds=logs._holds())
         size = os.fstat(fd).st_size
+        logs._scratch_end = size
         if size > self.header_size or exc is not None or logs.mode == "always":
             self._copy_out(fd, size)
 
-    def _restore(self) -> None:
-        """Put fds 1 and 2 back; signals wait meanwhile so a stop cannot land half-way."""
+    def _restore(self, keep_fds: bool = False) -> None:
+        """Put sys.stdout/stderr and the root logger back, and fds 1 and 2 unless `keep_fds`
+        (they then stay on the scratch file until the next attempt or `release()`)."""
         logs = self.logs
         if logs._handler is not None:
             logging.getLogger().removeHandler(logs._handler)
@@ -372,13 +419,9 @@ class _Capture:
         if logs._saved_streams[0] is not None:
             sys.stdout, sys.stderr = logs._saved_streams
             logs._saved_streams = (None, None)
-        blocked = {signal.SIGINT, signal.SIGTERM}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        try:
-            os.dup2(logs._saved_fds[0], 1)
-            os.dup2(logs._saved_fds[1], 2)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if logs._held and not keep_fds:
+            _put_back_fds(logs._saved_fds)
+            logs._held = False
 
     def _copy_out(self, fd: int, size: int) -> None:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
@@ -393,6 +436,17 @@ class _Capture:
                 offset += len(chunk)
         finally:
             os.close(out)
+
+
+def _put_back_fds(saved: tuple[int, int]) -> None:
+    """Point fds 1 and 2 at `saved`; signals wait meanwhile so a stop cannot land half-way."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def task_logs_from(config: Any, *, default_dir: str | None, level: int = logging.INFO,

@@ -224,11 +224,18 @@ class Session:
         An error before anything ran (the lock server cannot be reached) is alerted too.
         """
         task_logs = self._task_logs()
+        if task_logs is not None:
+            # The command line's process is batchdeps' own: fds 1 and 2 may stay on the task
+            # log's scratch file from one inline attempt to the next. A program that calls
+            # bd.build() gets them back after every attempt.
+            task_logs.hold_fds = self.console
         options = self._options(task_logs)
         listeners = self.assemble_listeners(task_logs)
         try:
             return self._execute(plan, options, listeners, task_logs)
         finally:
+            if task_logs is not None:  # fds 1 and 2 back before anything else is printed
+                task_logs.release()
             for closable in listeners.to_close:
                 try:
                     closable.close()
