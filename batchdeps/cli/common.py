@@ -62,9 +62,9 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S%z"
 
 def text_formatter() -> Any:
     """The formatter of text log lines, for runs and the lock server alike."""
-    import logging
+    from ..logs import TextFormatter
 
-    return logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
+    return TextFormatter(TEXT_FORMAT, DATE_FORMAT)
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:

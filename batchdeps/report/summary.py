@@ -45,8 +45,9 @@ class LogListener:
         elif isinstance(event, TaskStarted):
             if log.isEnabledFor(logging.INFO):
                 attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-                log.info("start %s%s: %s", event.task_id, attempt, event.reason,
-                         extra=_fields("task_started", event, attempt=event.attempt))
+                logs.emit(log, logging.INFO, "start %s%s: %s", event.task_id, attempt,
+                          event.reason, extra=_fields("task_started", event,
+                                                      attempt=event.attempt))
         elif isinstance(event, TaskFinished):
             fields = _fields("task_finished", event, attempt=event.attempts,
                              status=event.status, log_path=event.log_path)
@@ -57,7 +58,8 @@ class LogListener:
             elif event.status in (Status.UPSTREAM_FAILED, Status.BLOCKED, Status.NOT_RUN):
                 log.debug("%s %s", event.status, event.task_id, extra=fields)
             elif log.isEnabledFor(logging.INFO):
-                log.info("%s %s", event.status, event.task_id, extra=fields)
+                logs.emit(log, logging.INFO, "%s %s", event.status, event.task_id,
+                          extra=fields)
         elif isinstance(event, TaskRetrying):
             log_path = self._failed_log.pop(event.task_id, None)
             where = f" (log {log_path})" if log_path else ""
