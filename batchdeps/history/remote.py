@@ -10,6 +10,7 @@ all when the server did not answer the last time: a server that is down never sl
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import urllib.error
@@ -25,6 +26,10 @@ log = logs.get()
 HISTORY_ROUTE = "/v1/history"
 MAX_BATCH_BYTES = 60 * 1024  # the server refuses bodies over 64 KiB
 DEFAULT_BOUND = 50_000
+#: rows that make a body worth sending at once; fewer wait for the next `interval`. Waking
+#: the thread for every event made one POST per task or two (thousands of requests in a
+#: run of quick tasks, and the runner's process then spent more CPU on them than on the run)
+FULL_BATCH = 200
 
 
 class RemoteHistory:
@@ -39,7 +44,9 @@ class RemoteHistory:
 
     def __init__(self, url: str, token: str, *, bound: int = DEFAULT_BOUND,
                  drain: float = 5.0, timeout: float = 5.0, interval: float = 0.5) -> None:
-        self.url = url.rstrip("/") + HISTORY_ROUTE
+        self.base_url = url.rstrip("/")
+        self.url = self.base_url + HISTORY_ROUTE
+        self._path = HISTORY_ROUTE
         self.token = token
         self.bound = bound
         self.drain = drain
@@ -56,6 +63,7 @@ class RemoteHistory:
         self._answering = True
         self._refused = False
         self._thread: threading.Thread | None = None
+        self._conn: http.client.HTTPConnection | None = None  # kept open: the thread's own
 
     def put(self, rows: list[Row], run: dict[str, Any] | None) -> None:
         """Queue `rows` (and the run record when given); drops past the bound."""
@@ -79,7 +87,8 @@ class RemoteHistory:
                 self._thread = threading.Thread(target=self._loop, name="batchdeps-history",
                                                 daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if run is not None or len(self._rows) >= FULL_BATCH:
+                self._cond.notify()
 
     def close(self) -> None:
         """Send what is left within `drain` seconds (none when the server is not answering)."""
@@ -100,7 +109,8 @@ class RemoteHistory:
         pause = 0.0
         while True:
             with self._cond:
-                if not self._stop:
+                if pause or not (self._stop or self._run_changed
+                                 or len(self._rows) >= FULL_BATCH):
                     self._cond.wait(max(self.interval, pause))
                 if not self._rows and not self._run_changed:
                     if self._stop:
@@ -145,34 +155,69 @@ class RemoteHistory:
         return (head + ",".join(parts) + "]}").encode("utf-8"), len(parts)
 
     def _post(self, body: bytes) -> str:
-        """"ok", "down" (try again later) or "refused" (never send to this server again)."""
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {self.token}"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code in (400, 401, 403, 404, 413):
-                # the server will not take this batch however often it is sent
-                log.warning("history: the lock server refused a batch (HTTP %s: %s); "
-                            "not sending history to it in this run", exc.code,
-                            _error_text(exc))
-                self._answering = False
-                return "refused"
+        """"ok", "down" (try again later) or "refused" (never send to this server again).
+
+        One kept-alive connection carries every batch; a connection the server closed
+        meanwhile is opened again once before the batch counts as not sent.
+        """
+        for fresh in (self._conn is None, True):
+            conn = self._connection(fresh)
+            try:
+                conn.request("POST", self._path, body=body, headers={
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {self.token}"})
+                response = conn.getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException):
+                self._drop()
+                if fresh:
+                    self._answering = False
+                    return "down"
+                continue
+            if response.getheader("Connection", "").lower() == "close":
+                self._drop()
+            break
+        status = response.status
+        if status in (400, 401, 403, 404, 413):
+            # the server will not take this batch however often it is sent
+            log.warning("history: the lock server refused a batch (HTTP %s: %s); "
+                        "not sending history to it in this run", status,
+                        _error_text(raw, response.reason))
             self._answering = False
-            return "down"
-        except (OSError, ValueError):
+            return "refused"
+        if status >= 300:
             self._answering = False
             return "down"
         self._answering = True
         return "ok"
 
+    def _connection(self, fresh: bool) -> http.client.HTTPConnection:
+        if fresh or self._conn is None:
+            from ..locks.protocol import parse_url
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+            self._drop()
+            https, host, port, prefix = parse_url(self.base_url)
+            self._path = prefix + HISTORY_ROUTE
+            if https:
+                import ssl
+
+                self._conn = http.client.HTTPSConnection(
+                    host, port, timeout=self.timeout, context=ssl.create_default_context())
+            else:
+                self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _error_text(raw: bytes, reason: str) -> str:
     try:
-        return str(json.loads(exc.read().decode("utf-8")).get("error", exc.reason))
+        return str(json.loads(raw.decode("utf-8")).get("error", reason))
     except Exception:  # noqa: BLE001 - any body: show the reason phrase
-        return str(exc.reason)
+        return str(reason)
 
 
 def get_json(base_url: str, route: str, params: dict[str, Any], token: str,
@@ -197,10 +242,10 @@ def get_json(base_url: str, route: str, params: dict[str, Any], token: str,
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise LockAuthError(f"the lock server at {base_url} refused the token "
-                                f"(HTTP {exc.code}: {_error_text(exc)}); set "
+                                f"(HTTP {exc.code}: {_error_text(exc.read(), exc.reason)}); set "
                                 "BATCHDEPS_LOCK_TOKEN") from None
         raise LockServerUnavailable(f"the lock server at {base_url} answered HTTP {exc.code}: "
-                                    f"{_error_text(exc)}") from None
+                                    f"{_error_text(exc.read(), exc.reason)}") from None
     except (OSError, ValueError) as exc:
         raise LockServerUnavailable(f"cannot reach the lock server at {base_url}: "
                                     f"{getattr(exc, 'reason', exc)}") from None
