@@ -18,8 +18,7 @@ def shown(url: str, cwd: str | None = None) -> str:
     """
     if "://" in url or os.path.isabs(url):
         return url
-    absolute = os.path.abspath(url) if cwd is None else os.path.normpath(os.path.join(cwd, url))
-    return f"{url} ({absolute})"
+    return f"{url} ({os.path.normpath(os.path.join(cwd or os.getcwd(), url))})"
 
 
 def shown_all(urls: list[str], cwd: str | None = None) -> str:

@@ -272,9 +272,10 @@ class AllParents(bd.WrapperTask):
 
 
 def test_workers_are_forked_from_the_runner_when_history_is_recorded(project: Any) -> None:
-    """History (on by default) writes from a thread of its own; the workers are forked
-    before it starts, so they come straight from the runner, not from a fork server
-    (which would pickle every task and needs task classes at a module's top level)."""
+    """History (on by default) starts a thread of its own (the once-a-second writer of
+    quiet stretches); the workers are forked before it starts, so they come straight from
+    the runner, not from a fork server (which would pickle every task and needs task
+    classes at a module's top level)."""
     project.write("pipelines/parents.py", PARENT_PID)
     proc = project.popen("run", "AllParents", "--workers", "2")
     _, err = proc.communicate(timeout=120)

@@ -194,16 +194,9 @@ class TaskLogs:
 
     def _pass_on_strays(self) -> None:
         """Copy to the real stderr what reached fds 1 and 2 since the last attempt ended."""
-        fd = self._scratch_fd
-        size = os.fstat(fd).st_size
-        offset = self._scratch_end
-        while offset < size:
-            chunk = os.pread(fd, min(_COPY_CHUNK, size - offset), offset)
-            if not chunk:
-                break
-            with contextlib.suppress(OSError):
-                os.write(self._saved_fds[1], chunk)
-            offset += len(chunk)
+        size = os.fstat(self._scratch_fd).st_size
+        with contextlib.suppress(OSError):  # a closed stderr: nothing to pass on to
+            _copy_range(self._scratch_fd, self._saved_fds[1], self._scratch_end, size)
         self._scratch_end = size
 
     def release(self) -> None:
@@ -427,15 +420,20 @@ class _Capture:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         out = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            offset = 0
-            while offset < size:
-                chunk = os.pread(fd, min(_COPY_CHUNK, size - offset), offset)
-                if not chunk:
-                    break
-                os.write(out, chunk)
-                offset += len(chunk)
+            _copy_range(fd, out, 0, size)
         finally:
             os.close(out)
+
+
+def _copy_range(source: int, target: int, start: int, end: int) -> None:
+    """Write bytes `start` to `end` of file `source` to `target`, a chunk at a time."""
+    offset = start
+    while offset < end:
+        chunk = os.pread(source, min(_COPY_CHUNK, end - offset), offset)
+        if not chunk:
+            break
+        os.write(target, chunk)
+        offset += len(chunk)
 
 
 def _put_back_fds(saved: tuple[int, int]) -> None:
