@@ -122,3 +122,61 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def _imported_names(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Every module name `source` imports anywhere (functions and TYPE_CHECKING included),
+    relative imports resolved against `module`."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_package else module.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            names.add(stem)
+            names.update(f"{stem}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _reaches_web(name: str) -> bool:
+    return name == "batchdeps.web" or name.startswith("batchdeps.web.")
+
+
+def test_the_web_import_check_sees_relative_and_lazy_imports() -> None:
+    lazy = "def f():\n    from ..web.routes import register\n"
+    assert any(map(_reaches_web, _imported_names(lazy, "batchdeps.locks.server")))
+    package = "from ..web import routes\n"
+    assert any(map(_reaches_web, _imported_names(package, "batchdeps.locks", True)))
+    assert not any(map(_reaches_web, _imported_names(
+        "from ..webhooks import x\nfrom . import protocol\n", "batchdeps.locks.server")))
+
+
+def test_no_module_under_locks_imports_web() -> None:
+    """The lock server knows nothing of web/: web/ registers its routes on it from above."""
+    found = {name: path for name, path in modules().items()
+             if name == "batchdeps.locks" or name.startswith("batchdeps.locks.")}
+    assert "batchdeps.locks.server" in found
+    offenders = {name: sorted(filter(_reaches_web, _imported_names(
+        path.read_text(), name, path.name == "__init__.py"))) for name, path in found.items()}
+    assert {name: web for name, web in offenders.items() if web} == {}
+
+
+def test_importing_the_lock_server_loads_nothing_of_web() -> None:
+    names = sorted(name for name in modules() if name.startswith("batchdeps.locks."))
+    script = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "assert 'batchdeps.locks.server' in sys.modules\n"
+        "print(sorted(m for m in sys.modules if m == 'batchdeps.web' "
+        "or m.startswith('batchdeps.web.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -54,6 +54,7 @@ def lock_server_command(host: str, port: int, db: str, tokens_file: str | None,
     from ..locks.auth import Tokens, client_token
     from ..locks.connections import Limits
     from ..locks.server import ServerOptions, serve
+    from ..web.routes import register as monitoring_routes
     from .common import DATE_FORMAT, TEXT_FORMAT
 
     # The same line format as runs, so one grep reads both logs.
@@ -62,7 +63,7 @@ def lock_server_command(host: str, port: int, db: str, tokens_file: str | None,
         tokens = Tokens(client_token(), tokens_file)
         options = ServerOptions(
             rate=rate_limit, public_status=public_status, audit_days=audit_days,
-            history_days=history_days,
+            history_days=history_days, routes=(monitoring_routes,),
             limits=Limits(max_connections=max_connections,
                           max_per_address=max_connections_per_address,
                           request_timeout=request_timeout,

@@ -7,7 +7,9 @@ bodies are size-limited, authenticated requests and authentication failures are
 rate-limited per client address in separate budgets, and connections are capped and timed
 out (locks/connections.py). A malformed request gets a 4xx and changes nothing.
 
-Other modules add routes with `LockServer.add_route()`, one line each in `_register_extensions`.
+Other packages add routes from above: `ServerOptions.routes` (or `LockServer.add_routes`)
+takes functions that register theirs on the app (the CLI passes web/'s), so this package
+imports nothing of theirs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from .store import LeaseNotHeld, LeaseRow, LeaseStore
 log = logs.get("batchdeps.lock_server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: adds a package's routes to a server's app: `register(server, app)`
+RouteSet = Callable[["LockServer", web.Application], None]
 ROLES_KEY = "batchdeps_roles"  # request[ROLES_KEY]: the roles of the request's token
 EXPIRY_SWEEP_SECONDS = 1.0
 AUDIT_PRUNE_SECONDS = 600.0
@@ -130,6 +134,7 @@ class ServerOptions:
     public_status: bool = False       # the status page and metrics without a token
     audit_days: float = 90.0
     history_days: float = 30.0        # run history kept (web/routes.py prunes it)
+    routes: tuple[RouteSet, ...] = ()  # other packages' routes (the status page, ...)
 
 
 class LockServer:
@@ -147,6 +152,11 @@ class LockServer:
         self.durable = GroupSync(store)
         self._roles: dict[Any, str | None] = {}  # aiohttp route -> role it needs
         self.served: Counter[str] = Counter()  # requests by route name, logged at the end
+        self._route_sets: list[RouteSet] = list(self.options.routes)
+
+    def add_routes(self, register: RouteSet) -> None:
+        """Have `register(self, app)` add its routes when the app is built."""
+        self._route_sets.append(register)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=p.MAX_BODY_BYTES, middlewares=[self._guard])
@@ -160,7 +170,8 @@ class LockServer:
         }
         for name, (method, path) in p.ROUTES.items():
             self.add_route(app, method, path, handlers[name], p.ROUTE_ROLES[name], name)
-        _register_extensions(self, app)
+        for register in self._route_sets:
+            register(self, app)
         return app
 
     def add_route(self, app: web.Application, method: str, path: str, handler: Handler,
@@ -388,13 +399,6 @@ class LockServer:
                         await asyncio.sleep(0)
             except Exception:
                 log.exception("housekeeping of the lease database failed")
-
-
-def _register_extensions(server: LockServer, app: web.Application) -> None:
-    """Routes of other modules (status page, metrics, history): one line each."""
-    from ..web.routes import register as monitoring
-
-    monitoring(server, app)
 
 
 def is_loopback(host: str) -> bool:

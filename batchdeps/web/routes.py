@@ -8,8 +8,9 @@
     POST /v1/history   a runner's batch of history rows (worker)
     GET  /v1/history   task records, as `batchdeps history --json` prints them (reader)
 
-`register()` adds them to a LockServer's app (one line in locks/server.py). The history
-tables live in the server's own database file, beside the leases.
+`register()` adds them to a LockServer's app; `batchdeps lock-server` (cli/locks.py) hands
+it to the server, which imports nothing of this package. The history tables live in the
+server's own database file, beside the leases.
 """
 
 from __future__ import annotations
