@@ -26,11 +26,13 @@ _EXPORTS = {
     "resolve": "resolver", "BuildResult": "report.result", "Status": "report.result",
     "TaskResult": "report.result", "FileTarget": "targets", "Storage": "targets",
     "Target": "targets", "ExternalTask": "task", "Task": "task", "WrapperTask": "task",
+    "DynamicRequirements": "dynamic",
 }
 
 if TYPE_CHECKING:
     from .api import build
     from .config import Config, load_config
+    from .dynamic import DynamicRequirements
     from .errors import BatchdepsError
     from .parameters import (
         BoolParameter,
@@ -67,6 +69,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchdepsError", "BoolParameter", "BuildResult", "Config", "DateParameter",
+    "DynamicRequirements",
     "DateTimeParameter", "EnumParameter", "ExternalTask", "FileTarget", "FloatParameter",
     "IntParameter", "ListParameter", "Parameter", "Plan", "Status", "Storage", "Target",
     "Task", "TaskResult", "WrapperTask", "build", "load_config", "resolve",

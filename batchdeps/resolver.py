@@ -68,15 +68,47 @@ class Plan:
     steps: list[Step]
     complete: list[Task]
     forced: frozenset[Task] = frozenset()
+    #: task -> its step, made when first asked for (`by_task`), kept by `extend`
+    _by_task: dict[Task, Step] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def step_for(self, task: Task) -> Step | None:
-        for step in self.steps:
-            if step.task == task:
-                return step
-        return None
+        return self.by_task().get(task)
+
+    def by_task(self) -> dict[Task, Step]:
+        """Every step by its task."""
+        if self._by_task is None:
+            self._by_task = {step.task: step for step in self.steps}
+        return self._by_task
+
+    def extend(self, tasks: Iterable[Task]) -> list[Step]:
+        """Add the steps `tasks` need that the plan lacks, while it runs (a `run()` yielded
+        them); the new steps, in dependency order, indexed after the existing ones.
+
+        Resolved as `resolve` does, with the plan's steps taken as they are: a new step
+        that requires a task already in the plan is linked to that step (which may be
+        done by now: the runner looks). Nothing is forced.
+
+        Raises:
+            TaskDefinitionError, CycleError, TargetCheckError: as `resolve`.
+        """
+        known = self.by_task()
+        roots = [task for task in dict.fromkeys(tasks) if task not in known]
+        if not roots:
+            return []
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            added = _resolve(roots, {}, known, first_index=len(self.steps)).steps
+        finally:
+            if was_enabled:
+                gc.enable()
+        self.steps.extend(added)
+        for step in added:
+            known[step.task] = step
+        return added
 
     def describe(self) -> list[str]:
         """One line per step, in order: what runs (or is blocked, or is missing) and why."""
@@ -171,7 +203,11 @@ def resolve(
             gc.enable()
 
 
-def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
+def _resolve(roots: list[Task], forced: dict[Task, str],
+             known: dict[Task, Step] | None = None, first_index: int = 0) -> Plan:
+    """The plan for `roots`; a task in `known` (a running plan's steps) is not looked at
+    again: a new step that requires it is linked to its step."""
+    known = known or {}
 
     # task -> (is complete | None while unknown); requirements of expanded tasks.
     complete: dict[Task, bool | None] = {}
@@ -224,7 +260,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
             reqs = flatten_requires(task)
             requires[task] = reqs
             for req in reqs:
-                if req not in complete:
+                if req not in complete and req not in known:
                     complete[req] = None
                     next_frontier.append(req)
         frontier = next_frontier
@@ -260,6 +296,8 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
     for task, step in steps.items():
         for req in requires.get(task, ()):
             up = steps.get(req)
+            if up is None and known:
+                up = known.get(req)
             if up is not None and up is not step:
                 step.upstream.append(up)
                 up.downstream.append(step)
@@ -267,7 +305,9 @@ def _resolve(roots: list[Task], forced: dict[Task, str]) -> Plan:
                 raise CycleError(f"task {task.task_id} requires itself")
 
     ordered = _order(steps)
-    for index, step in enumerate(ordered):
+    if known:  # the order names the known steps new ones require: they keep their place
+        ordered = [step for step in ordered if steps.get(step.task) is step]
+    for index, step in enumerate(ordered, first_index):
         step.index = index
         if step.kind == MISSING:
             continue

@@ -82,13 +82,24 @@ class TaskFinished:
 
 
 @dataclass(frozen=True)
+class TasksYielded:
+    """A task's run() yielded tasks not complete yet: it waits for them, then goes on."""
+
+    run_id: str
+    task_id: str
+    family: str
+    yielded: tuple[str, ...]  # the task ids, as run() yielded them
+    added: int = 0  # steps the plan gained for them (they and what they need)
+
+
+@dataclass(frozen=True)
 class RunFinished:
     run_id: str
     result: BuildResult = field(repr=False)
 
 
 Event = (RunStarted | TaskStarted | AttemptFailed | TaskRetrying | TaskWaiting | TaskFinished
-         | RunFinished)
+         | TasksYielded | RunFinished)
 
 
 class Listener(Protocol):

@@ -8,7 +8,10 @@ Each step of the plan has a `StepRun` whose `phase` says where it stands:
                     └─ outputs appeared: closed (built elsewhere)               v
     CONFIRM (a lease kept across a retry delay or a wait for slots) ──> RESOURCES
     EXECUTE ──run() returned──> FENCE (outputs there? lease still ours?) ──> COMMIT ──> built
-                └──failed──────> DISCARD ──> retry (CONFIRM) / lease lost (LEASE) / failed
+       │        └──failed──────> DISCARD ──> retry (CONFIRM) / lease lost (LEASE) / failed
+       └──run() yielded tasks not complete──> DEPENDS (lease kept, slots given back)
+                 └─ the yielded tasks closed well ──> CONFIRM ──> RESOURCES ──> EXECUTE
+                    (the same attempt goes on: resumed at the yield, or run() from the top)
 
 `Lifecycle` makes the transitions with the collaborators it is given (a `LockProvider`,
 an `Executor`, a clock) and tells its `Host` (the runner's loop) when a step waits, is
@@ -22,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import logs
 from ..backoff import Backoff
@@ -35,6 +38,9 @@ from ..resolver import MISSING, Plan, Step
 from ..targets import Leftovers, Staging, check_exists
 from ..task import Task, WrapperTask
 from .executors import Executor, Outcome
+
+if TYPE_CHECKING:
+    from ..dynamic import PausedRun
 
 log = logs.get()
 
@@ -71,6 +77,7 @@ class Phase(Enum):
     FENCE = "fence"            # run() returned: outputs there and lease still ours?
     COMMIT = "commit"          # the staged writes become visible
     DISCARD = "discard"        # the staged writes are thrown away
+    DEPENDS = "depends"        # run() yielded tasks: waits for them, its lease kept
     DONE = "done"              # closed with a final status
 
 
@@ -91,6 +98,11 @@ class StepRun:
     duration: float = 0.0
     log_path: str | None = None  # the current attempt's log file (made only if needed)
     worker_pid: int = 0  # the process that ran the last attempt (history)
+    #: DEPENDS: the run() stopped at its yield in this process (None: it runs again from
+    #: the top); handed to the executor when the attempt goes on
+    paused: PausedRun | None = None
+    continuing: bool = False  # the next submit goes on with the current attempt
+    yielded: set[Task] | None = None  # every task run() yielded in this run
 
 
 @dataclass
@@ -123,6 +135,9 @@ class Host(Protocol):
               holder: str = "") -> None:
         """`step` reached its final status (its phase becomes DONE); release what depends
         on it."""
+
+    def depend(self, step: Step, tasks: list[Task]) -> None:
+        """`step`'s run() yielded `tasks` (not complete): run them, then `step` again."""
 
 
 class Lifecycle:
@@ -222,6 +237,8 @@ class Lifecycle:
                 if self._complete_after_lease(step, run):
                     return
                 run.phase = Phase.RESOURCES
+            elif phase is Phase.DEPENDS:  # what run() yielded is there: go on
+                run.phase = Phase.CONFIRM if run.lease is not None else Phase.LEASE
             elif phase is Phase.CONFIRM:
                 # Held across a retry delay or a wait for slots: it may have run out meanwhile
                 # (a pause, a server outage), and another worker may run the task now.
@@ -347,15 +364,20 @@ class Lifecycle:
         return True
 
     def _submit(self, step: Step, run: StepRun) -> None:
-        run.attempts += 1
         run.polls = 0
-        # After a failed attempt, look again: it may have left some.
-        self.leftovers.clean(step.outputs, fresh=run.attempts > 1)
-        log_path_for = self.options.log_path_for
-        run.log_path = log_path_for(step, run.attempts) if log_path_for is not None else None
-        task = step.task
-        self.host.emit(TaskStarted(self.options.run_id, task.task_id, task.family(),
-                                   run.attempts, step.reason))
+        run.paused = None  # the executor that paused it resumes it
+        if run.continuing:  # after the tasks run() yielded: the same attempt goes on
+            run.continuing = False
+        else:
+            run.attempts += 1
+            # After a failed attempt, look again: it may have left some.
+            self.leftovers.clean(step.outputs, fresh=run.attempts > 1)
+            log_path_for = self.options.log_path_for
+            run.log_path = (log_path_for(step, run.attempts) if log_path_for is not None
+                            else None)
+            task = step.task
+            self.host.emit(TaskStarted(self.options.run_id, task.task_id, task.family(),
+                                       run.attempts, step.reason))
         run.phase = Phase.EXECUTE
         self.executor.submit(step, run.attempts, run.log_path, self.option(step, "timeout"))
 
@@ -367,6 +389,14 @@ class Lifecycle:
         run.duration += outcome.duration
         run.worker_pid = outcome.worker_pid
         error = outcome.error
+        if outcome.requested:
+            if self.host.stopping:  # it will not go on; the wind-down closes it as not run
+                if outcome.paused is not None:
+                    outcome.paused.close()
+                self.release(run)
+                return
+            self._depend(step, run, outcome)
+            return
         if outcome.ok:
             try:
                 run.phase = Phase.FENCE
@@ -414,6 +444,17 @@ class Lifecycle:
         self._hook(step, "on_failure", RuntimeError(error))
         self.host.close(step, Status.FAILED, attempts=run.attempts, error=error)
 
+    def _depend(self, step: Step, run: StepRun, outcome: Outcome) -> None:
+        """run() yielded tasks not complete: keep the lease, give back the slots (the
+        yielded tasks may need them), and wait for those tasks."""
+        run.phase = Phase.DEPENDS
+        run.paused = outcome.paused
+        run.continuing = True
+        self.release_resources(run)
+        log.debug("%s: run() yielded %d task(s) not complete: waiting for them",
+                  step.task_id, len(outcome.requested))
+        self.host.depend(step, outcome.requested)
+
     def _fence(self, step: Step, run: StepRun, staged: Staging) -> None:
         """Every output there (staged or written directly) and the lease still ours; else
         the staged writes are discarded and the reason raised."""
@@ -446,6 +487,7 @@ class Lifecycle:
         run.leases_lost += 1
         run.lease = None
         self.release_resources(run)
+        self.give_up_paused(run)
         run.waiting_since = None
         run.contended = True
         run.phase = Phase.LEASE
@@ -456,8 +498,18 @@ class Lifecycle:
                 self.locks.release(lease)
             run.resource_leases.clear()
 
+    def give_up_paused(self, run: StepRun) -> None:
+        """The attempt waiting for what its run() yielded will not go on as it is: a run()
+        paused here is ended and its staged writes thrown away."""
+        run.continuing = False
+        if run.paused is not None:
+            run.paused.close()
+            run.paused = None
+
     def release(self, run: StepRun) -> None:
-        """Give back the lease and the slots `run` holds."""
+        """Give back the lease and the slots `run` holds (and a paused run()'s writes)."""
+        if run.continuing:
+            self.give_up_paused(run)
         self.release_resources(run)
         if run.lease is not None:
             self.locks.release(run.lease)

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,7 +23,9 @@ from ..procinfo import current_pid
 from ..targets import Staging, staging_scope
 
 if TYPE_CHECKING:
+    from ..dynamic import PausedRun
     from ..resolver import Step
+    from ..task import Task
 
 AttemptHook = Callable[["Step", int, str | None], Any]
 
@@ -77,30 +79,70 @@ class Outcome:
     duration: float = 0.0
     timed_out: bool = False
     worker_pid: int = 0  # the process that ran it (0: not known, e.g. a killed worker)
+    #: tasks run() yielded that were not complete: the attempt stopped at the yield and
+    #: asks for them (`ok` is False; see dynamic.py)
+    requested: list[Task] = field(default_factory=list)
+    #: that run() waits at the yield in this process, to be resumed (inline executor only)
+    paused: PausedRun | None = None
 
 
 def execute(step: Step, attempt: int, log_path: str | None = None,
-            attempt_context: AttemptHook | None = None) -> Outcome:
+            attempt_context: AttemptHook | None = None, *,
+            paused: PausedRun | None = None, can_pause: bool = False) -> Outcome:
     """Run one attempt of `step` here; whatever `run()` raises becomes a failed Outcome.
 
     That includes SystemExit and other BaseExceptions (a task that calls `sys.exit()` fails,
     as in Luigi). Only KeyboardInterrupt, which is how a SIGINT or SIGTERM to the runner
     reaches an attempt running in its thread, discards the attempt's writes and propagates.
+
+    A `run()` that yields tasks not complete ends the attempt with those tasks in
+    `Outcome.requested`. With `can_pause` (the runner's own process) the generator and the
+    staged writes come back in `Outcome.paused`, and `paused=` goes on from that yield;
+    else the generator is closed and the writes are discarded (the next attempt runs
+    `run()` from the top).
     """
     task = step.task
     started = time.perf_counter()
-    with staging_scope() as staging:
+    generator: Generator[Any, Any, Any] | None = None
+    with staging_scope(paused.staging if paused is not None else None) as staging:
         context = attempt_context(step, attempt, log_path) if attempt_context else None
         try:
             with context if context is not None else contextlib.nullcontext():
-                task.run()
+                waiting_for = None
+                if paused is None:
+                    returned = task.run()
+                    if isinstance(returned, Generator):
+                        generator = returned
+                else:
+                    generator, waiting_for = paused.generator, paused.waiting_for
+                if generator is not None:
+                    from ..dynamic import PausedRun, drive
+
+                    waiting_for = drive(generator, waiting_for)
+                    if waiting_for is not None and not can_pause:
+                        generator.close()  # its finally blocks run inside the attempt
         except BaseException as exc:
             staging.discard()
+            if generator is not None:
+                with contextlib.suppress(BaseException):
+                    generator.close()
             if isinstance(exc, KeyboardInterrupt):
                 raise
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             return Outcome(step.index, attempt, False, error=_last_line(exc), traceback=text,
                            duration=time.perf_counter() - started, worker_pid=current_pid())
+    if waiting_for is not None:
+        paused_run = None
+        if can_pause:
+            assert generator is not None
+            paused_run = PausedRun(generator, staging, waiting_for)
+        else:
+            staging.discard()
+        wanted = waiting_for.flat_requirements
+        return Outcome(step.index, attempt, False,
+                       error=f"run() yielded {len(wanted)} task(s) not complete yet",
+                       duration=time.perf_counter() - started, worker_pid=current_pid(),
+                       requested=wanted, paused=paused_run)
     return Outcome(step.index, attempt, True, staged=staging,
                    duration=time.perf_counter() - started, worker_pid=current_pid())
 
@@ -129,6 +171,8 @@ class InlineExecutor:
         self._run_born = 0.0  # ... when start() was called
         self._interrupted = False
         self._subreaper: bool | None = None  # None: not asked yet (a run with nothing to do)
+        #: run()s stopped at a yield, by step index: the step's next submit resumes it
+        self._paused: dict[int, PausedRun] = {}
 
     def start(self, steps: list[Step]) -> None:
         self._steps = steps
@@ -147,8 +191,15 @@ class InlineExecutor:
         if self._subreaper is None:  # at the first attempt: ctypes only where a task runs
             self._subreaper = _set_child_subreaper(True)
         self._attempt_born = _boot_clock()
+        paused = self._paused.pop(step.index, None)
+        if paused is not None and paused.closed:  # given up meanwhile: from the top
+            paused = None
         try:
-            self._done.append(execute(step, attempt, log_path, self._attempt_context))
+            outcome = execute(step, attempt, log_path, self._attempt_context, paused=paused,
+                              can_pause=True)
+            if outcome.paused is not None:
+                self._paused[step.index] = outcome.paused
+            self._done.append(outcome)
         except KeyboardInterrupt:
             self._interrupted = True
             raise
@@ -174,6 +225,9 @@ class InlineExecutor:
                 os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
+        paused, self._paused = self._paused, {}
+        for run in paused.values():
+            run.close()
         if self._subreaper:
             self._subreaper = False
             _set_child_subreaper(False)
@@ -332,7 +386,7 @@ def _worker_main(conn: Any, steps: list[Step] | None,
         if message is None:
             os._exit(0)
         index, attempt, log_path, task = message
-        step: Any = steps[index] if steps is not None else _SentStep(index, task)
+        step: Any = steps[index] if task is None and steps is not None else _SentStep(index, task)
         try:
             outcome = execute(step, attempt, log_path, attempt_context)
         except KeyboardInterrupt:
@@ -412,10 +466,12 @@ class ForkedExecutor:
         self._workers: list[_Worker] = []
         self._attempt_context = attempt_context
         self._steps: list[Step] = []
+        self._forked_steps = 0
         self.running: dict[int, float] = {}
 
     def start(self, steps: list[Step]) -> None:
         self._steps = steps
+        self._forked_steps = len(steps)  # steps a forked worker knows by index
         while len(self._workers) < self._size:
             self._workers.append(self._spawn())
 
@@ -454,8 +510,10 @@ class ForkedExecutor:
         worker.deadline = worker.started + timeout if timeout else None
         self.running[step.index] = worker.started
         try:
-            worker.conn.send((step.index, attempt, log_path,
-                              None if worker.has_plan else step.task))
+            # A step added to the plan while it runs (a dynamic dependency) is not in the
+            # plan a worker was forked with: its task goes with the message.
+            known = worker.has_plan and step.index < self._forked_steps
+            worker.conn.send((step.index, attempt, log_path, None if known else step.task))
         except (self._pickling_error, AttributeError, TypeError) as exc:
             # Only a worker from the fork server needs the task pickled; nothing was sent.
             self._free(worker)

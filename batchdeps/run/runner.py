@@ -17,12 +17,20 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from .. import logs
-from ..errors import BatchdepsError
+from ..errors import BatchdepsError, TargetCheckError
 from ..locks.base import LockProvider
-from ..report.events import Event, Listener, RunFinished, RunStarted, TaskFinished
+from ..report.events import (
+    Event,
+    Listener,
+    RunFinished,
+    RunStarted,
+    TaskFinished,
+    TasksYielded,
+)
 from ..report.result import BuildResult, Status, TaskResult
 from ..resolver import Plan, Step
-from .attempt import OPTION_DEFAULTS, Lifecycle, Phase, RunOptions
+from ..task import Task
+from .attempt import OPTION_DEFAULTS, Lifecycle, Phase, RunOptions, StepRun
 from .executors import Executor, InlineExecutor
 
 __all__ = ["OPTION_DEFAULTS", "RunOptions", "Runner"]
@@ -191,21 +199,134 @@ class Runner:
                 if left == 0 and down.task_id not in self.result.tasks:
                     self._ready.append(down)
             return
+        self._block(step.downstream, step, status, missing_paths)
+
+    def _block(self, stack: list[Step], source: Step, status: Status,
+               missing_paths: list[str] | None) -> None:
+        """Close the steps of `stack` and everything downstream of them: `source` ended
+        with `status`. A step whose run() waits for `source` (it yielded it) fails, or is
+        blocked or not run, itself."""
         blocked = _DOWNSTREAM_OF.get(status, Status.UPSTREAM_FAILED)
-        stack = list(step.downstream)
+        stack = list(stack)
+        runs = self.lifecycle.runs
         while stack:
             down = stack.pop()
             if down.task_id in self.result.tasks:
                 continue
-            self.lifecycle.runs[down.index].phase = Phase.DONE
+            run = runs[down.index]
+            status_here, attempts, error = blocked, 0, f"{status}: {source.task_id}"
+            if run.phase is Phase.DEPENDS:
+                self.lifecycle.release(run)
+                attempts = run.attempts
+                if blocked is Status.UPSTREAM_FAILED:
+                    status_here = Status.FAILED
+                    error = f"task {source.task_id} that run() yielded {status}"
+            run.phase = Phase.DONE
             self.result.tasks[down.task_id] = TaskResult(
-                down.task_id, blocked, reason=f"{status}: {step.task_id}",
+                down.task_id, status_here, reason=f"{status}: {source.task_id}",
+                attempts=attempts, duration=run.duration,
+                error=error if status_here is Status.FAILED else "",
                 missing_paths=list(missing_paths or []),
             )
             self._open -= 1
             self.emit(TaskFinished(self.options.run_id, down.task_id, down.task.family(),
-                                   blocked, 0, 0.0, f"{status}: {step.task_id}"))
+                                   status_here, attempts, run.duration, error))
             stack.extend(down.downstream)
+
+    # -- dynamic dependencies --------------------------------------------------------------
+    def depend(self, step: Step, tasks: list[Task]) -> None:
+        """`step`'s run() yielded `tasks`, not all complete: the plan gains the steps they
+        need (resolved as any other), `step` waits for them, and is ready again when they
+        are closed well (a yielded task that fails fails `step`)."""
+        run = self.lifecycle.runs[step.index]
+        seen_before = run.yielded is not None and all(t in run.yielded for t in tasks)
+        run.yielded = (run.yielded or set()) | set(tasks)
+        try:
+            added = self.plan.extend(tasks)
+        except TargetCheckError:
+            raise  # a check that cannot decide (storage down) stops the run
+        except BatchdepsError as exc:  # a yielded task's definition is wrong
+            self._fail_waiting(step, run, str(exc).splitlines()[-1])
+            return
+        self._add_steps(added)
+        by_task = self.plan.by_task()
+        results = self.result.tasks
+        pending = 0
+        waited: list[Step] = []
+        for task in dict.fromkeys(tasks):
+            child = by_task.get(task)
+            if child is None:
+                continue  # complete when the plan was extended
+            if child is step:
+                self._fail_waiting(step, run, "run() yielded its own task")
+                return
+            waited.append(child)
+            done = results.get(child.task_id)
+            if done is None:
+                pending += 1
+            elif done.status not in Status.OK:
+                self._block([step], child, done.status, done.missing_paths)
+                return
+        cycle = self._requires_step(waited, step)
+        if cycle is not None:
+            self._fail_waiting(step, run, f"dependency cycle: {step.task_id} yields "
+                               f"{cycle.task_id}, which requires {step.task_id}")
+            return
+        for child in waited:
+            if child.task_id not in results:
+                child.downstream.append(step)
+                step.upstream.append(child)
+        self.emit(TasksYielded(self.options.run_id, step.task_id, step.task.family(),
+                               tuple(t.task_id for t in tasks), len(added)))
+        if pending:
+            self._pending_up[step.index] = pending
+        elif seen_before:
+            names = ", ".join(t.task_id for t in tasks[:3]) + (" ..." if len(tasks) > 3 else "")
+            self._fail_waiting(step, run, f"run() yielded {names} again, which this run "
+                               "built and which is still not complete (a yielded task needs "
+                               "outputs that exist once built, or a complete() that turns "
+                               "true)")
+        else:
+            self._ready.append(step)  # complete meanwhile: run() goes on at once
+
+    def _add_steps(self, added: list[Step]) -> None:
+        """Steps new to the plan get their bookkeeping; ready ones start, blocked ones close."""
+        if not added:
+            return
+        results = self.result.tasks
+        self.lifecycle.runs.extend(StepRun() for _ in added)
+        self._open += len(added)
+        pending_up = self._pending_up
+        for new in added:
+            pending = 0
+            for up in new.upstream:
+                done = results.get(up.task_id)
+                if done is None:
+                    pending += 1
+                elif done.status not in Status.OK and new.task_id not in results:
+                    self._block([new], up, done.status, done.missing_paths)
+            pending_up.append(pending)
+            if not pending and new.task_id not in results:
+                self._ready.append(new)
+
+    def _fail_waiting(self, step: Step, run: StepRun, error: str) -> None:
+        self.lifecycle.release(run)
+        self.close(step, Status.FAILED, attempts=run.attempts, error=error)
+
+    def _requires_step(self, starts: list[Step], target: Step) -> Step | None:
+        """The first of `starts` from which open steps lead upstream to `target`."""
+        runs = self.lifecycle.runs
+        for start in starts:
+            seen = {start.index}
+            stack = [start]
+            while stack:
+                for up in stack.pop().upstream:
+                    if up is target:
+                        return start
+                    if up.index not in seen and runs[up.index].phase is not Phase.DONE:
+                        seen.add(up.index)
+                        stack.append(up)
+        return None
 
     def _wind_down(self, reason: str) -> None:
         """Stopped: kill running attempts, remove their temporary files, free every lock."""

@@ -91,9 +91,12 @@ _open_scopes: list[Staging] = []
 
 
 @contextlib.contextmanager
-def staging_scope() -> Iterator[Staging]:
-    """Hold back commits of writes closed inside the block (the runner uses this)."""
-    staging = Staging()
+def staging_scope(staging: Staging | None = None) -> Iterator[Staging]:
+    """Hold back commits of writes closed inside the block (the runner uses this).
+
+    `staging` continues an attempt's scope (a `run()` resumed after a yield).
+    """
+    staging = staging if staging is not None else Staging()
     token = _staging.set(staging)
     _open_scopes.append(staging)
     try:
