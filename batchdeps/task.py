@@ -27,6 +27,8 @@ class Task:
     max_retry_delay: ClassVar[float | None] = None
     timeout: ClassVar[float | None] = None
     resources: ClassVar[dict[str, int]] = {}
+    #: among ready tasks, a higher one starts first (Luigi's); may be a property
+    priority: float = 0
 
     # Filled in per class by __init_subclass__ and by the registry.
     _params: ClassVar[tuple[Parameter, ...]] = ()

@@ -32,6 +32,13 @@ from ..resolver import Plan, Step
 from ..task import Task
 from .attempt import OPTION_DEFAULTS, Lifecycle, Phase, RunOptions, StepRun
 from .executors import Executor, InlineExecutor
+from .ready import (
+    PriorityQueue,
+    ReadySteps,
+    effective_priorities,
+    own_priorities,
+    priority_of,
+)
 
 __all__ = ["OPTION_DEFAULTS", "RunOptions", "Runner"]
 
@@ -95,7 +102,7 @@ class Runner:
             result.tasks[task.task_id] = TaskResult(task.task_id, Status.COMPLETE,
                                                    reason="already complete")
         self._pending_up = [len(step.upstream) for step in self.plan.steps]
-        self._ready: deque[Step] = deque(s for s in self.plan.steps if not s.upstream)
+        self._ready: ReadySteps = self._ready_queue()
         self._refusals_seen = 0  # refused leases the ready queue was last turned for
         self._delayed: list[tuple[float, int, Step]] = []  # (due, index, step)
         self._open = len(self.plan.steps)
@@ -121,8 +128,17 @@ class Runner:
             raise result.stopped_by
         return result
 
+    def _ready_queue(self) -> ReadySteps:
+        """The steps that can start now: a deque, or by priority when any task has one."""
+        steps = self.plan.steps
+        first = (step for step in steps if not step.upstream)
+        own = own_priorities(steps)
+        if own is None:
+            return deque(first)
+        return PriorityQueue(effective_priorities(steps, own), first)
+
     # -- the loop ------------------------------------------------------------------------
-    def _spread_out(self, ready: deque[Step], refusals: int) -> None:
+    def _spread_out(self, ready: ReadySteps, refusals: int) -> None:
         """Other runs work on this plan too: go on from a random place in the ready queue.
 
         Runs started together walk the same queue in the same order, so each would ask for
@@ -138,20 +154,23 @@ class Runner:
     def _loop(self) -> None:
         executor = self.executor
         lifecycle = self.lifecycle
-        ready = self._ready
         delayed = self._delayed
         while self._open and not self.stopping:
+            ready = self._ready  # a dynamic dependency with a priority may change its kind
             now = self.clock()
             while delayed and delayed[0][0] <= now:
                 ready.append(heapq.heappop(delayed)[2])
             started = 0
+            # Inline, an attempt ends inside start(): with priorities, what it makes ready
+            # must be in the queue before the next step is chosen.
+            batch = 1 if executor.inline and isinstance(ready, PriorityQueue) else START_BATCH
             lifecycle.prefetch(ready, executor.prefetch_limit())
             while ready and not self.stopping and executor.free_slots() > 0:
                 lifecycle.start(ready.popleft())
                 started += 1
                 if lifecycle.refusals != self._refusals_seen:
                     self._spread_out(ready, lifecycle.refusals)
-                if started >= START_BATCH:  # let finished attempts in between long queues
+                if started >= batch:  # let finished attempts in between long queues
                     break
             if not self._open or self.stopping:
                 break
@@ -248,7 +267,7 @@ class Runner:
         except BatchdepsError as exc:  # a yielded task's definition is wrong
             self._fail_waiting(step, run, str(exc).splitlines()[-1])
             return
-        self._add_steps(added)
+        self._add_steps(added, step)
         by_task = self.plan.by_task()
         results = self.result.tasks
         pending = 0
@@ -289,10 +308,19 @@ class Runner:
         else:
             self._ready.append(step)  # complete meanwhile: run() goes on at once
 
-    def _add_steps(self, added: list[Step]) -> None:
+    def _add_steps(self, added: list[Step], needed_by: Step) -> None:
         """Steps new to the plan get their bookkeeping; ready ones start, blocked ones close."""
         if not added:
             return
+        own = [priority_of(step) for step in added]
+        ready = self._ready
+        if isinstance(ready, PriorityQueue):
+            ready.add_steps(added, own, ready.effective[needed_by.index])
+        elif any(own):  # the first priority of the run: the queue goes by priorities now
+            steps = self.plan.steps
+            before = [priority_of(step) for step in steps[:len(steps) - len(added)]]
+            effective = effective_priorities(steps, before + own)
+            self._ready = PriorityQueue(effective, ready)
         results = self.result.tasks
         self.lifecycle.runs.extend(StepRun() for _ in added)
         self._open += len(added)
