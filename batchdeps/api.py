@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .config import Config
 from .locks.base import LockProvider
@@ -51,7 +51,7 @@ def build(
     config: Config | None = None,
     locks: LockProvider | None = None,
     listeners: Iterable[Listener] = (),
-    lock_url: str | None = None,
+    lock_url: str | Sequence[str] | None = None,
     wait_timeout: float | None = None,
     options: RunOptions | None = None,
     log_dir: str | None = None,
@@ -73,7 +73,8 @@ def build(
         locks: a lock provider (default: from config, else machine-local locks); one
             passed here stays open after the run.
         listeners: objects with `on_event(event)`, told of every event of the run.
-        lock_url: a lock server URL, over the config's.
+        lock_url: a lock server URL, or a list of replicas tried in turn, over the
+            config's.
         wait_timeout: seconds to wait for a task held elsewhere (default: as long as it takes).
         options: full RunOptions, when more control is needed.
         log_dir: capture each attempt's output into `<log_dir>/<family>/<params>/<n>.log`

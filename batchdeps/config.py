@@ -95,12 +95,12 @@ def _number_between(minimum: float, maximum: float) -> Check:
     return check
 
 
-def _lock_url(value: Any) -> str:
-    from .locks.protocol import parse_url  # the lock server's own rule; stdlib only
+def _lock_url(value: Any) -> str | list[str]:
+    """One lock server URL, or a list of replicas in the order to try them."""
+    from .locks.replicas import lock_urls  # the lock server's own rule; stdlib only
 
-    url = _string(value)
-    parse_url(url)  # ProtocolError is a ValueError naming what is wrong
-    return url
+    urls = lock_urls(value)
+    return urls[0] if isinstance(value, str) else list(urls)
 
 
 def _choice(*choices: str) -> Check:

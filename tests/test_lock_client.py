@@ -96,10 +96,10 @@ def test_connection_is_reused_between_requests(lock_server: LockServer) -> None:
     provider = _provider(lock_server)
     try:
         provider.try_acquire("T0")
-        local = provider.transport._local.conn.sock.getsockname()
+        local = provider.transport._local.conns[0].sock.getsockname()
         for index in range(1, 30):
             provider.release(provider.try_acquire(f"T{index}"))  # type: ignore[arg-type]
-        assert provider.transport._local.conn.sock.getsockname() == local
+        assert provider.transport._local.conns[0].sock.getsockname() == local
     finally:
         provider.close()
 

@@ -23,7 +23,7 @@ from .locks import server_options, table
               help="At most this many lines, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lines as a JSON list.")
 @server_options
-def audit_command(since: str, limit: int, as_json: bool, lock_url: str | None,
+def audit_command(since: str, limit: int, as_json: bool, lock_url: tuple[str, ...],
                   config_path: str | None) -> None:
     """Show the lock server's audit log (needs a token with the admin role)."""
     from ..history.since import parse_since

@@ -34,12 +34,13 @@ def _since(value: str | None) -> float | None:
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True,
               help="At most this many records.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
-@click.option("--lock-url", default=None,
-              help="Read the history of every machine from this lock server instead.")
+@click.option("--lock-url", multiple=True, metavar="URL",
+              help="Read the history of every machine from this lock server instead "
+              "(repeat for replicas, tried in turn).")
 @click.option("--config", "config_path", default=None, help="Config file (finds the history file).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 def history_command(task_id: str | None, family: str | None, status: str | None,
-                    since: str | None, limit: int, as_json: bool, lock_url: str | None,
+                    since: str | None, limit: int, as_json: bool, lock_url: tuple[str, ...],
                     config_path: str | None, debug: bool) -> None:
     """Past task runs, newest first, with the error and log file of each failure."""
     try:
@@ -65,17 +66,19 @@ def history_command(task_id: str | None, family: str | None, status: str | None,
 
 
 def _records(task_id: str | None, family: str | None, status: str | None,
-             since: float | None, limit: int, lock_url: str | None,
+             since: float | None, limit: int, lock_url: tuple[str, ...],
              config_path: str | None) -> list[dict[str, Any]]:
     if lock_url:
         from ..history.listener import lock_token
         from ..history.remote import get_json
+        from ..locks.replicas import option_urls
 
-        data = get_json(lock_url, HISTORY_QUERY_ROUTE, {
+        urls = option_urls(lock_url)
+        data = get_json(urls, HISTORY_QUERY_ROUTE, {
             "task": task_id, "family": family, "status": status, "since": since,
             "limit": limit}, lock_token())
         if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
-            raise UsageError(f"{lock_url} did not answer with a history (is it a batchdeps "
+            raise UsageError(f"{', '.join(urls)} did not answer with a history (is it a batchdeps "
                              "lock server of this version?)")
         return list(data["tasks"])
     from ..config import load_config

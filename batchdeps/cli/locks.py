@@ -89,8 +89,9 @@ def table(rows: Sequence[tuple[str, ...]]) -> list[str]:
             for row in rows]
 
 
-def server_client(lock_url: str | None, config_path: str | None) -> Any:
-    """The transport to the configured lock server (UsageError when none is configured)."""
+def server_client(lock_url: str | tuple[str, ...] | None, config_path: str | None) -> Any:
+    """The transport to the configured lock server or its replicas (UsageError when none
+    is configured)."""
     from ..api import lock_url_for
     from ..config import load_config
     from ..errors import UsageError
@@ -106,8 +107,9 @@ def server_client(lock_url: str | None, config_path: str | None) -> Any:
 
 
 _SERVER_OPTIONS = [
-    click.option("--lock-url", default=None,
-                 help="Lock server URL (default: [lock] url, else $BATCHDEPS_LOCK_URL)."),
+    click.option("--lock-url", multiple=True, metavar="URL",
+                 help="Lock server URL; repeat for replicas, tried in turn (default: "
+                 "[lock] url, else $BATCHDEPS_LOCK_URL)."),
     click.option("--config", "config_path", default=None, help="Config file."),
 ]
 
@@ -122,7 +124,7 @@ def server_options(func: Any) -> Any:
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the leases as JSON.")
 @click.pass_context
-def locks_command(ctx: click.Context, lock_url: str | None, config_path: str | None,
+def locks_command(ctx: click.Context, lock_url: tuple[str, ...], config_path: str | None,
                   as_json: bool) -> None:
     """List the leases the lock server holds: key, holder, age, expiry, fencing token."""
     if ctx.invoked_subcommand is not None:
@@ -161,11 +163,12 @@ def locks_command(ctx: click.Context, lock_url: str | None, config_path: str | N
 @click.option("--holder", default=None, metavar="HOST:PID",
               help="Release every lease of process PID on HOST.")
 @click.option("--reason", default="", help="Why (kept in the audit log).")
-@click.option("--lock-url", default=None, help="Lock server URL.")
+@click.option("--lock-url", multiple=True, metavar="URL",
+              help="Lock server URL; repeat for replicas.")
 @click.option("--config", "config_path", default=None, help="Config file.")
 @click.pass_obj
 def release_command(obj: Any, task_ids: tuple[str, ...], holder: str | None, reason: str,
-                    lock_url: str | None, config_path: str | None) -> None:
+                    lock_url: tuple[str, ...], config_path: str | None) -> None:
     """Free leases whoever holds them (admin role; audited): TASK_ID ... or --holder HOST:PID.
 
     Only for leases whose holder is gone or stuck: a live holder loses its lease at its

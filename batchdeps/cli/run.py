@@ -41,9 +41,10 @@ def _common_options() -> list[click.Parameter]:
                      "the requested tasks that are not complete (oldest first)."),
         click.Option(["--reverse"], is_flag=True,
                      help="Of a range, take the newest requested tasks first."),
-        click.Option(["--lock-url"], default=None, multiple=True, callback=single, metavar="URL",
-                     help="Lock server URL (default: [lock] url, else $BATCHDEPS_LOCK_URL, "
-                     "else machine-local locks)."),
+        click.Option(["--lock-url"], multiple=True, metavar="URL",
+                     help="Lock server URL; repeat for replicas on one database, tried in "
+                     "turn (default: [lock] url, else $BATCHDEPS_LOCK_URL, else "
+                     "machine-local locks)."),
         click.Option(["--wait-timeout"], type=click.FloatRange(min=0), default=None,
                      multiple=True, callback=single, metavar="SECONDS",
                      help="Seconds to wait for a task held elsewhere (exit 4 after)."),

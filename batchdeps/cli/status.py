@@ -31,8 +31,9 @@ def survey_options() -> list[click.Parameter]:
                      help="Of a range, take the newest requested tasks first."),
         click.Option(["--config"], default=None, multiple=True, callback=single,
                      help="Config file (default: $BATCHDEPS_CONFIG, else ./config.toml)."),
-        click.Option(["--lock-url"], default=None, multiple=True, callback=single,
-                     help="Lock server asked who runs what (default: as `run`)."),
+        click.Option(["--lock-url"], multiple=True, metavar="URL",
+                     help="Lock server asked who runs what; repeat for replicas (default: "
+                     "as `run`)."),
         click.Option(["--debug"], is_flag=True, help="Show tracebacks of errors."),
     ]
 

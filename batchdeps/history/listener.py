@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
@@ -215,10 +215,11 @@ def lock_token() -> str:
     return token
 
 
-def history_listener(config: Any, lock_url: str | None, *,
+def history_listener(config: Any, lock_url: str | Sequence[str] | None, *,
                      local: bool = True) -> HistoryListener | None:
     """The run's history listener from `[history]`: the local file unless `local` is False
-    or history is disabled, plus the lock server at `lock_url` when there is one."""
+    or history is disabled, plus the lock server at `lock_url` (one URL or its replicas)
+    when there is one."""
     settings = config.history
     if not settings.get("enabled", True):
         return None

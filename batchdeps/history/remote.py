@@ -6,6 +6,10 @@ the queue and retries with a growing pause, and rows past the bound are dropped 
 warning and counted (`dropped`, also reported to the server with the next batch that
 arrives). At the end of the run it waits a few seconds for the queue to drain, and not at
 all when the server did not answer the last time: a server that is down never slows a run.
+
+With several replicas (`[lock] url` a list) a batch goes to the one in use; on a connection
+error or a 5xx it goes on at once to the next, which is the one in use from then on
+(locks/replicas.py). `get_json()` (`batchdeps history --lock-url`) tries them the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from .. import logs
@@ -36,17 +41,19 @@ class RemoteHistory:
     """A bounded queue of rows and the thread that posts them to `url`.
 
     Args:
-        url: the lock server's base URL.
+        url: the lock server's base URL, or its replicas' in the order to try them.
         token: the bearer token (role worker).
         bound: rows kept while the server is slow or down; more are dropped.
         drain: seconds `close()` waits for the queue to empty when the server is answering.
     """
 
-    def __init__(self, url: str, token: str, *, bound: int = DEFAULT_BOUND,
+    def __init__(self, url: str | Sequence[str], token: str, *, bound: int = DEFAULT_BOUND,
                  drain: float = 5.0, timeout: float = 5.0, interval: float = 0.5) -> None:
-        self.base_url = url.rstrip("/")
-        self.url = self.base_url + HISTORY_ROUTE
+        from ..locks.replicas import Replicas
+
+        self.replicas = Replicas(url)
         self._path = HISTORY_ROUTE
+        self._conn_index = -1  # the replica self._conn goes to
         self.token = token
         self.bound = bound
         self.drain = drain
@@ -64,6 +71,15 @@ class RemoteHistory:
         self._refused = False
         self._thread: threading.Thread | None = None
         self._conn: http.client.HTTPConnection | None = None  # kept open: the thread's own
+
+    @property
+    def base_url(self) -> str:
+        """The replica in use."""
+        return self.replicas.url
+
+    @property
+    def url(self) -> str:
+        return self.base_url + HISTORY_ROUTE
 
     def put(self, rows: list[Row], run: dict[str, Any] | None) -> None:
         """Queue `rows` (and the run record when given); drops past the bound."""
@@ -157,22 +173,38 @@ class RemoteHistory:
     def _post(self, body: bytes) -> str:
         """"ok", "down" (try again later) or "refused" (never send to this server again).
 
-        One kept-alive connection carries every batch; a connection the server closed
-        meanwhile is opened again once before the batch counts as not sent.
+        To the replica in use, else to each next one in turn (a connection error or a 5xx
+        moves on); the first that takes the batch is the one in use from then on.
         """
-        for fresh in (self._conn is None, True):
-            conn = self._connection(fresh)
+        problems: list[str] = []
+        for index in self.replicas.order():
+            answer, problem = self._post_to(index, body)
+            if answer != "down":
+                self.replicas.answered(index, "; ".join(problems))
+                self._answering = True
+                if answer == "refused":
+                    self._answering = False
+                return answer
+            problems.append(problem)
+        self._answering = False
+        return "down"
+
+    def _post_to(self, index: int, body: bytes) -> tuple[str, str]:
+        """(answer, problem) of one replica. One kept-alive connection carries every batch;
+        a connection the server closed meanwhile is opened again once before the replica
+        counts as down."""
+        for fresh in (self._conn is None or self._conn_index != index, True):
+            conn = self._connection(index, fresh)
             try:
                 conn.request("POST", self._path, body=body, headers={
                     "Content-Type": "application/json",
                     "Authorization": f"Bearer {self.token}"})
                 response = conn.getresponse()
                 raw = response.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 self._drop()
                 if fresh:
-                    self._answering = False
-                    return "down"
+                    return "down", f"{type(exc).__name__}: {exc}"
                 continue
             if response.getheader("Connection", "").lower() == "close":
                 self._drop()
@@ -183,21 +215,19 @@ class RemoteHistory:
             log.warning("history: the lock server refused a batch (HTTP %s: %s); "
                         "not sending history to it in this run", status,
                         _error_text(raw, response.reason))
-            self._answering = False
-            return "refused"
+            return "refused", ""
         if status >= 300:
-            self._answering = False
-            return "down"
-        self._answering = True
-        return "ok"
+            return "down", f"HTTP {status}"
+        return "ok", ""
 
-    def _connection(self, fresh: bool) -> http.client.HTTPConnection:
-        if fresh or self._conn is None:
+    def _connection(self, index: int, fresh: bool) -> http.client.HTTPConnection:
+        if fresh or self._conn is None or self._conn_index != index:
             from ..locks.protocol import parse_url
 
             self._drop()
-            https, host, port, prefix = parse_url(self.base_url)
+            https, host, port, prefix = parse_url(self.replicas.urls[index])
             self._path = prefix + HISTORY_ROUTE
+            self._conn_index = index
             if https:
                 import ssl
 
@@ -220,32 +250,44 @@ def _error_text(raw: bytes, reason: str) -> str:
         return str(reason)
 
 
-def get_json(base_url: str, route: str, params: dict[str, Any], token: str,
+def get_json(base_url: str | Sequence[str], route: str, params: dict[str, Any], token: str,
              timeout: float = 10.0) -> Any:
     """GET `route` of the lock server with `params` as the query; the JSON answer.
 
+    `base_url` is one server or its replicas: each is tried in turn until one answers (a
+    connection error or a 5xx moves on to the next).
+
     Raises:
         LockAuthError: the server refused the token.
-        LockServerUnavailable: the server cannot be reached or answered with an error.
+        LockServerUnavailable: no replica can be reached or answered other than with an
+            error.
     """
     from urllib.parse import urlencode
 
     from ..errors import LockAuthError, LockServerUnavailable
+    from ..locks.replicas import Replicas
 
+    replicas = Replicas(base_url)
     query = urlencode({k: v for k, v in params.items() if v is not None})
-    url = base_url.rstrip("/") + route + (f"?{query}" if query else "")
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}",
-                                                   "Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read().decode("utf-8"))
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise LockAuthError(f"the lock server at {base_url} refused the token "
-                                f"(HTTP {exc.code}: {_error_text(exc.read(), exc.reason)}); set "
-                                "BATCHDEPS_LOCK_TOKEN") from None
-        raise LockServerUnavailable(f"the lock server at {base_url} answered HTTP {exc.code}: "
-                                    f"{_error_text(exc.read(), exc.reason)}") from None
-    except (OSError, ValueError) as exc:
-        raise LockServerUnavailable(f"cannot reach the lock server at {base_url}: "
-                                    f"{getattr(exc, 'reason', exc)}") from None
+    problems: list[str] = []
+    for url in replicas.urls:
+        request = urllib.request.Request(url + route + (f"?{query}" if query else ""),
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            detail = _error_text(exc.read(), exc.reason)
+            if exc.code in (401, 403):
+                raise LockAuthError(f"the lock server at {url} refused the token "
+                                    f"(HTTP {exc.code}: {detail}); set "
+                                    "BATCHDEPS_LOCK_TOKEN") from None
+            if exc.code < 500:
+                raise LockServerUnavailable(f"the lock server at {url} answered HTTP "
+                                            f"{exc.code}: {detail}") from None
+            problems.append(f"the lock server at {url} answered HTTP {exc.code}: {detail}")
+        except (OSError, ValueError) as exc:
+            problems.append(f"cannot reach the lock server at {url}: "
+                            f"{getattr(exc, 'reason', exc)}")
+    raise LockServerUnavailable("; ".join(problems))

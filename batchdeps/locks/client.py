@@ -1,12 +1,14 @@
 """The lock provider over a lock server: `HttpLockProvider`, leases with heartbeats and fencing.
 
-Requests go through `LockTransport` (locks/transport.py: HTTP, retries, error mapping).
+Requests go through `LockTransport` (locks/transport.py: HTTP, retries, error mapping),
+to the replica in use; one that fails is left for the next at once (locks/replicas.py).
 A heartbeat thread renews every held lease every ttl/3. A lease is marked lost when the
 server says it is no longer ours, or when no renewal succeeded for a whole TTL (measured
 from when the last successful renewal was sent, which is never later than the server's
 own expiry). Every request, releases included, is retried with backoff for up to one TTL
-while the server cannot be reached, so a server restart within the TTL goes unnoticed;
-after that the run stops with LockServerUnavailable.
+while no replica can be reached, so a server restart, or the loss of a replica while
+another serves the same database, within the TTL goes unnoticed; after that the run stops
+with LockServerUnavailable.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,7 +30,7 @@ from . import protocol as p
 from .auth import WORKER, client_token
 from .base import Lease
 from .protocol import describe_holder
-from .transport import LockTransport
+from .transport import LockTransport, NoReplicaAnswered
 
 log = logs.get()
 
@@ -94,14 +96,15 @@ def _key(lease: Lease) -> str:
 class HttpLockProvider:
     """LockProvider backed by a batchdeps lock server."""
 
-    def __init__(self, url: str, token: str = "", ttl: float = 30.0,
+    def __init__(self, url: str | Sequence[str], token: str = "", ttl: float = 30.0,
                  run_id: str | None = None, request_timeout: float | None = None) -> None:
         self.ttl = max(p.MIN_TTL, float(ttl))
+        # A replica that does not answer costs at most request_timeout before the next is
+        # tried: a third of the TTL, so a renewal still gets through another within it.
         self.transport = LockTransport(
             url, token or client_token(),
             request_timeout=request_timeout or min(10.0, max(1.0, self.ttl / 3)),
             retry_for=self.ttl)
-        self.url = self.transport.url
         self.me = p.Holder(hostname()[: p.MAX_HOST_CHARS], os.getpid(),
                            (run_id or uuid.uuid4().hex[:12])[: p.MAX_RUN_ID_CHARS])
         self._lock = threading.Lock()  # guards _held and lease flags
@@ -113,6 +116,11 @@ class HttpLockProvider:
         self._release_wanted = threading.Event()
         self._releaser: threading.Thread | None = None
         self._refused_by: dict[str, tuple[float, str]] = {}  # key -> (when, holder text)
+
+    @property
+    def url(self) -> str:
+        """The replica in use."""
+        return self.transport.url
 
     def _call(self, route: str, body: Any = None, retry_for: float | None = None) -> tuple[int, Any]:
         return self.transport.call(route, body, retry_for)
@@ -359,7 +367,10 @@ class HttpLockProvider:
         body = {"holder": self.me.to_json(),
                 "leases": [{"key": l.key, "token": l.fencing_token} for l in leases]}
         try:
-            _, data = self.transport.once("renew", body)
+            _, data = self.transport.once("renew", body)  # through any replica, no waiting
+        except NoReplicaAnswered as exc:
+            self._renew_failed(leases, str(exc))
+            return False
         except (OSError, http.client.HTTPException, ValueError) as exc:
             self._renew_failed(leases, f"{type(exc).__name__}: {exc}")
             return False

@@ -1,10 +1,13 @@
-"""The lock client's transport: HTTP to the lock server, retries, and errors mapped to the tree.
+"""The lock client's transport: HTTP to the lock server's replicas, retries, errors mapped.
 
-Uses the standard library's http.client with one persistent connection per thread, so no
-aiohttp import on the client side. `call()` retries what may pass (no connection, 429,
-502-504) with the team's one `Backoff` for a time budget, then raises LockServerUnavailable;
-401 is LockAuthError, 403 LockAuthError naming the missing role, any other 4xx/5xx but
-409 LockError. Leases, fencing and heartbeats are the provider's (locks/client.py).
+Uses the standard library's http.client with one persistent connection per thread and
+replica, so no aiohttp import on the client side. A request goes to the replica in use
+(locks/replicas.py); on a connection error or a 5xx it goes on at once to the next one,
+and the first that answers is the one in use from then on. `call()` retries what may pass
+(no replica answers, 429, 502-504) with the team's one `Backoff` for a time budget, then
+raises LockServerUnavailable; 401 is LockAuthError, 403 LockAuthError naming the missing
+role, a 500 from every replica or any other 4xx but 409 LockError. Leases, fencing and
+heartbeats are the provider's (locks/client.py).
 """
 
 from __future__ import annotations
@@ -14,27 +17,43 @@ import json
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 from ..backoff import Backoff
 from ..errors import ConfigError, LockAuthError, LockError, LockServerUnavailable
 from . import protocol as p
+from .replicas import Replicas
 
-#: delays between tries of one request while the server is away or busy
+#: delays between rounds of tries of one request while no replica answers, or one is busy
 RETRY = Backoff(first=0.05, factor=2.0, cap=1.0)
+#: answers after which the next replica is tried at once (a replica dying, or one whose
+#: database is away; 503 is also a replica at its connection cap)
+NEXT_REPLICA = frozenset({p.SERVER_ERROR, 502, p.UNAVAILABLE, 504})
+
+
+class NoReplicaAnswered(Exception):
+    """Every replica failed one request: a connection error or a 5xx from each."""
+
+    def __init__(self, problems: list[str], last: tuple[int, Any] | None) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+        self.last = last  # the last 5xx answer, if any: (status, data)
+        self.all_internal_errors = bool(problems) and all(
+            problem.endswith(f"HTTP {p.SERVER_ERROR}") for problem in problems)
 
 
 class LockTransport:
-    """Requests to one lock server, each retried with backoff while it cannot be reached."""
+    """Requests to a lock server's replicas, each retried with backoff while none answers."""
 
-    def __init__(self, url: str, token: str, request_timeout: float = 10.0,
+    def __init__(self, urls: str | Sequence[str], token: str, request_timeout: float = 10.0,
                  retry_for: float = 30.0) -> None:
         try:
-            self._https, self._host, self._port, self._prefix = p.parse_url(url)
-        except p.ProtocolError as exc:
-            raise ConfigError(f"lock server URL {url!r} {exc}") from None
-        self.url = url.rstrip("/")
+            self.replicas = Replicas(urls)
+        except ValueError as exc:
+            raise ConfigError(f"lock server URL {exc}") from None
+        self._endpoints = [p.parse_url(url) for url in self.replicas.urls]
         if any(not 32 < ord(char) < 127 for char in token):
             raise LockError("the lock token may hold only printable ASCII characters without "
                             "spaces (it is sent in an HTTP header)")
@@ -46,67 +65,111 @@ class LockTransport:
         self._lock = threading.Lock()
         self._connections: list[http.client.HTTPConnection] = []
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
+    @property
+    def url(self) -> str:
+        """The replica in use."""
+        return self.replicas.url
+
+    def _connection(self, index: int) -> http.client.HTTPConnection:
+        conns: dict[int, http.client.HTTPConnection] | None = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        conn = conns.get(index)
         if conn is None:
-            if self._https:
-                conn = http.client.HTTPSConnection(self._host, self._port,
-                                                   timeout=self.request_timeout,
+            https, host, port, _ = self._endpoints[index]
+            if https:
+                conn = http.client.HTTPSConnection(host, port, timeout=self.request_timeout,
                                                    context=ssl.create_default_context())
             else:
-                conn = http.client.HTTPConnection(self._host, self._port,
-                                                  timeout=self.request_timeout)
-            self._local.conn = conn
+                conn = http.client.HTTPConnection(host, port, timeout=self.request_timeout)
+            conns[index] = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
 
-    def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
+    def _drop_connection(self, index: int) -> None:
+        conns = getattr(self._local, "conns", None) or {}
+        conn = conns.pop(index, None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
 
-    def once(self, route: str, body: Any = None,
-             query: dict[str, Any] | None = None) -> tuple[int, Any]:
-        """One request, no retry: (status, parsed JSON). Raises OSError/HTTPException."""
+    def _send(self, index: int, route: str, body: Any,
+              query: dict[str, Any] | None) -> tuple[int, Any]:
+        """One request to replica `index`: (status, parsed JSON). Raises OSError/HTTPException."""
         method, path = p.ROUTES[route]
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        target = self._prefix + path + (f"?{urlencode(query)}" if query else "")
-        conn = self._connection()
-        try:
-            conn.request(method, target, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException):
-            self._drop_connection()
-            raise
+        target = self._endpoints[index][3] + path + (f"?{urlencode(query)}" if query else "")
+        conns = getattr(self._local, "conns", None) or {}
+        kept = index in conns  # a kept-alive connection the server may have closed meanwhile
+        while True:
+            conn = self._connection(index)
+            try:
+                conn.request(method, target, body=payload, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop_connection(index)
+                if kept and not isinstance(exc, TimeoutError):
+                    kept = False  # once more on a fresh connection before moving on
+                    continue
+                raise
+            break
         if response.getheader("Connection", "").lower() == "close":
-            self._drop_connection()
+            self._drop_connection(index)
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
             data = {"error": raw[:200].decode("utf-8", "replace")}
         return response.status, data
 
+    def once(self, route: str, body: Any = None,
+             query: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """One try at each replica at most, starting with the one in use, no waiting.
+
+        Returns the first answer that is not a 5xx: (status, parsed JSON); that replica is
+        the one in use from then on. Raises NoReplicaAnswered when every replica failed.
+        """
+        problems: list[str] = []
+        last: tuple[int, Any] | None = None
+        for index in self.replicas.order():
+            try:
+                status, data = self._send(index, route, body, query)
+            except (OSError, http.client.HTTPException) as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if status not in NEXT_REPLICA:
+                    self.replicas.answered(index, "; ".join(problems))
+                    return status, data
+                last = (status, data)
+                problem = f"HTTP {status}"
+            problems.append(f"{self.replicas.urls[index]}: {problem}"
+                            if len(self.replicas) > 1 else problem)
+        raise NoReplicaAnswered(problems, last)
+
     def call(self, route: str, body: Any = None, retry_for: float | None = None,
              query: dict[str, Any] | None = None) -> tuple[int, Any]:
-        """One request, retried with backoff while the server is unreachable or busy.
+        """One request, retried with backoff while no replica answers or one is busy.
 
         Raises LockServerUnavailable after `retry_for` seconds (default: the transport's),
-        LockAuthError on 401/403, LockError on any other 4xx/5xx except 409.
+        LockAuthError on 401/403, LockError on any other 4xx except 409, and on a 500 from
+        every replica (a bug, not an outage).
         """
         budget = self.retry_for if retry_for is None else retry_for
         waits = RETRY.waits(deadline=time.monotonic() + budget)
         while True:
             try:
                 status, data = self.once(route, body, query)
-            except (OSError, http.client.HTTPException) as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except NoReplicaAnswered as failed:
+                if failed.all_internal_errors and failed.last is not None:
+                    error = failed.last[1].get("error", "") if isinstance(
+                        failed.last[1], dict) else ""
+                    raise LockError(f"lock server {self.replicas.describe()} answered "
+                                    f"{p.SERVER_ERROR} to {route}: {error}") from None
+                problem = str(failed)
             else:
                 error = data.get("error", "") if isinstance(data, dict) else ""
                 if status == p.UNAUTHORIZED:
@@ -115,7 +178,7 @@ class LockTransport:
                         "(or BATCHDEPS_LOCK_TOKEN_FILE) to a token the server knows")
                 if status == p.FORBIDDEN:
                     raise LockAuthError(f"lock server {self.url} refused {route}: {error}")
-                if status in (p.TOO_MANY_REQUESTS, 502, p.UNAVAILABLE, 504):
+                if status == p.TOO_MANY_REQUESTS:
                     problem = f"HTTP {status}"
                 elif status >= 400 and status != p.LEASE_LOST:
                     raise LockError(f"lock server {self.url} answered {status} to {route}: "
@@ -126,9 +189,14 @@ class LockTransport:
             wait = next(waits, None)
             if wait is None:
                 self.unreachable = True
+                if len(self.replicas) == 1:
+                    raise LockServerUnavailable(
+                        f"lock server {self.url} cannot be reached ({problem}; tried for "
+                        f"{budget:g} s); is `batchdeps lock-server` running there?")
                 raise LockServerUnavailable(
-                    f"lock server {self.url} cannot be reached ({problem}; tried for "
-                    f"{budget:g} s); is `batchdeps lock-server` running there?")
+                    f"the lock server's {len(self.replicas)} replicas cannot be reached "
+                    f"({problem}; each tried in turn for {budget:g} s); is `batchdeps "
+                    "lock-server` running there?")
             time.sleep(wait)
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ import logging
 import os
 import signal
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -58,12 +58,32 @@ LOCK_URL_ENV = "BATCHDEPS_LOCK_URL"
 LOCK_TOKEN_ENV = "BATCHDEPS_LOCK_TOKEN"
 
 
-def lock_url_for(config: Config, lock_url: str | None = None) -> str | None:
-    """--lock-url, else `[lock] url`, else $BATCHDEPS_LOCK_URL, else None (local locks)."""
-    return lock_url or config.lock.get("url") or os.environ.get(LOCK_URL_ENV) or None
+def lock_url_for(config: Config,
+                 lock_url: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The lock server's replicas, in the order to try them: --lock-url (repeatable), else
+    `[lock] url`, else $BATCHDEPS_LOCK_URL (comma-separated); empty: local locks.
+
+    Raises ConfigError naming where a bad value came from (an empty list, a URL that is not
+    http(s)://HOST:PORT, a replica named twice).
+    """
+    from ..locks.replicas import ENV_SEPARATOR, lock_urls, option_urls
+
+    if lock_url:
+        return option_urls(lock_url)
+    configured = config.lock.get("url")
+    if configured:
+        return lock_urls(configured)  # checked when the config was read
+    from_env = os.environ.get(LOCK_URL_ENV, "").strip()
+    if not from_env:
+        return ()
+    parts = [part.strip() for part in from_env.split(ENV_SEPARATOR)]
+    try:
+        return lock_urls(parts if len(parts) > 1 else parts[0])
+    except ValueError as exc:
+        raise ConfigError(f"${LOCK_URL_ENV} {exc}; value not shown") from None
 
 
-def make_lock_provider(config: Config, lock_url: str | None = None,
+def make_lock_provider(config: Config, lock_url: str | Sequence[str] | None = None,
                        run_id: str | None = None) -> LockProvider:
     """The lock server client when a URL is configured, else machine-local locks.
 
@@ -143,7 +163,7 @@ class Session:
     force_upstream: bool = False
     #: family names or task ids: rebuild those and everything downstream of them
     force_from: list[str] = field(default_factory=list)
-    lock_url: str | None = None
+    lock_url: str | Sequence[str] | None = None
     #: a lock provider of the caller's (it stays open after the run); None: from config
     locks: LockProvider | None = None
     wait_timeout: float | None = None

@@ -7,7 +7,7 @@ enough), instead of one request per key that its rate limit would slow to a craw
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..config import Config
 from ..errors import BatchdepsError
@@ -16,7 +16,8 @@ from ..errors import BatchdepsError
 HolderLookup = Callable[[list[str]], dict[str, str]]
 
 
-def holder_lookup(config: Config, lock_url: str | None = None) -> tuple[HolderLookup, str]:
+def holder_lookup(config: Config, lock_url: str | Sequence[str] | None = None
+                  ) -> tuple[HolderLookup, str]:
     """The configured lock provider's holders, and a warning when they cannot be known.
 
     Never raises for an unreachable or refusing lock server: status still answers, without
@@ -46,7 +47,7 @@ def holder_lookup(config: Config, lock_url: str | None = None) -> tuple[HolderLo
     return local, ""
 
 
-def _server_lookup(url: str) -> tuple[HolderLookup, str]:
+def _server_lookup(url: Sequence[str]) -> tuple[HolderLookup, str]:
     from ..locks.auth import client_token
     from ..locks.protocol import describe_holder
     from ..locks.transport import LockTransport
