@@ -112,6 +112,12 @@ def _choice(*choices: str) -> Check:
     return check
 
 
+def _rerun_triggers(value: Any) -> list[str]:
+    from .staleness import parse_triggers  # the one list of trigger names; stdlib only
+
+    return sorted(parse_triggers(value))
+
+
 #: section -> key -> check. Extend here when a new key is added.
 SCHEMA: dict[str, dict[str, Check]] = {
     "batchdeps": {
@@ -141,6 +147,10 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "ttl": _number_between(1, 7 * 24 * 3600),  # the lock server's MIN_TTL..MAX_TTL
         "wait_timeout": _number_at_least(0),
     },
+    "run": {
+        "rerun_triggers": _rerun_triggers,
+        "record_builds": _bool,
+    },
     "notify": {
         "on_failure": _string,
         "command": _string,
@@ -161,6 +171,7 @@ class Config:
     lock: dict[str, Any] = field(default_factory=dict)
     notify: dict[str, Any] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
     storage: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -217,7 +228,7 @@ _ENV_REF = re.compile(r"\$\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 #: Environment overrides: BATCHDEPS_<KEY> for [batchdeps] keys, BATCHDEPS_<SECTION>__<KEY>
-#: for the other sections batchdeps owns ([lock], [notify], [history]).
+#: for the other sections batchdeps owns ([lock], [run], [notify], [history]).
 ENV_PREFIX = "BATCHDEPS_"
 #: Keys whose variable had a meaning before overrides existed, kept: $BATCHDEPS_LOCK_DIR is
 #: used only when `[batchdeps] lock_dir` is not set.

@@ -167,6 +167,7 @@ def resolve(
     *,
     force_upstream: bool = False,
     force_from: Iterable[str] = (),
+    rerun_triggers: Iterable[str] = (),
 ) -> Plan:
     """Walk back from `requested` and return the plan of what must run.
 
@@ -178,6 +179,9 @@ def resolve(
         force_from: selectors (a family name or a task id); the tasks they match and every
             task downstream of them, up to the requested ones, are rebuilt. A matched
             external task is not run, but what depends on it is.
+        rerun_triggers: also rebuild complete tasks that their build records show to be
+            stale by these triggers (staleness.py), with the reasons; none: the default
+            existence rule, and no record is read.
 
     Raises:
         UsageError: a `force_from` selector matches no task of the graph.
@@ -197,16 +201,26 @@ def resolve(
                 raise TaskDefinitionError(
                     f"can only build tasks, got {type(task).__name__} {task!r}")
         forced = forced_tasks(roots, force, force_upstream, list(force_from))
-        return _resolve(roots, forced)
+        triggers = frozenset(rerun_triggers)
+        if not triggers:
+            return _resolve(roots, forced)
+        from .staleness import find_stale
+
+        assessment = find_stale(roots, triggers)
+        for task, reasons in assessment.stale.items():
+            forced.setdefault(task, "; ".join(reasons))
+        return _resolve(roots, forced, expand=assessment.above)
     finally:
         if was_enabled:
             gc.enable()
 
 
 def _resolve(roots: list[Task], forced: dict[Task, str],
-             known: dict[Task, Step] | None = None, first_index: int = 0) -> Plan:
+             known: dict[Task, Step] | None = None, first_index: int = 0,
+             expand: Collection[Task] = frozenset()) -> Plan:
     """The plan for `roots`; a task in `known` (a running plan's steps) is not looked at
-    again: a new step that requires it is linked to its step."""
+    again: a new step that requires it is linked to its step. `expand`: tasks whose
+    requirements are visited even when complete (a stale task is below them)."""
     known = known or {}
 
     # task -> (is complete | None while unknown); requirements of expanded tasks.
@@ -256,8 +270,12 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
                 outputs[task] = flatten_outputs(task)
             complete[task] = done if not is_plain_wrapper(task) or task in forced else None
             if done or isinstance(task, ExternalTask):
-                continue
-            reqs = flatten_requires(task)
+                if task not in expand or isinstance(task, ExternalTask):
+                    continue
+                # complete, but a stale task is below: go down only towards it
+                reqs = [r for r in flatten_requires(task) if r in expand or r in forced]
+            else:
+                reqs = flatten_requires(task)
             requires[task] = reqs
             for req in reqs:
                 if req not in complete and req not in known:

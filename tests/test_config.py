@@ -271,6 +271,14 @@ CASES: dict[str, dict[str, tuple[list[tuple[Any, Any]], list[Any]]]] = {
                 [0.5, "5", True, math.nan, math.inf, 604801, 1_000_000]),
         "wait_timeout": _number(0),
     },
+    "run": {
+        "rerun_triggers": ([(["version", "params"], ["params", "version"]),
+                            ("upstream", ["upstream"]), ("version,unrecorded",
+                                                         ["unrecorded", "version"]),
+                            ("none", [])],
+                           ["bogus", ["version", "nope"], 5, [1], {"a": 1}]),
+        "record_builds": _bool(),
+    },
     "notify": {
         "on_failure": _string(),
         "command": _string(),

@@ -17,6 +17,7 @@ from .taskargs import (
     complete_task_name,
     invoke_for_task,
     requested_tasks,
+    rerun_triggers_option,
     single,
 )
 
@@ -36,6 +37,7 @@ def _common_options() -> list[click.Parameter]:
         click.Option(["--force-from"], multiple=True, metavar="SELECTOR",
                      help="Rebuild the tasks a family name or task id selects and everything "
                      "downstream of them up to the named task (repeatable)."),
+        rerun_triggers_option(),
         click.Option(["--max-tasks"], type=click.IntRange(min=1), default=None, multiple=True,
                      callback=single, metavar="N", help="Of a range A..B, build at most N of "
                      "the requested tasks that are not complete (oldest first)."),
@@ -208,7 +210,7 @@ def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
         lock_url=common["lock_url"], wait_timeout=common["wait_timeout"],
         log_format=common["log_format"], log_level=common["log_level"],
         default_log_dir=default_log_dir(config), console=True, handle_signals=True,
-        metrics_file=common["metrics_file"],
+        metrics_file=common["metrics_file"], rerun_triggers=common["rerun_triggers"],
     )
     plan = session.resolve(requested)
     # The plan lives until the process exits; frozen, the garbage collector stops

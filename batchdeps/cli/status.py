@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..errors import BatchdepsError
+from ..errors import BatchdepsError, ExitCode, UsageError
 from .common import fail
 from .taskargs import (
     TASK_COMMAND_SETTINGS,
@@ -17,6 +17,7 @@ from .taskargs import (
     invoke_for_task,
     no_task,
     requested_tasks,
+    rerun_triggers_option,
     single,
 )
 
@@ -46,6 +47,10 @@ def _options() -> list[click.Parameter]:
         click.Option(["--format", "output_format"], type=click.Choice(["text", "json"]),
                      default=("text",), multiple=True, callback=single,
                      help="text: a tree; json: every node with state, outputs, reasons."),
+        rerun_triggers_option(),
+        click.Option(["--stale"], is_flag=True, help="Exit 1 when a complete task is stale "
+                     "by the rerun triggers (--rerun-triggers, else [run] rerun_triggers), "
+                     "0 when none is; for CI checks."),
         *survey_options(),
     ]
 
@@ -58,10 +63,12 @@ def _options() -> list[click.Parameter]:
 def status_command(ctx: click.Context, task_name: str | None, args: tuple[str, ...]) -> None:
     """Show TASK's dependency tree and the state of every task in it.
 
-    Usage: batchdeps status TASK [--PARAM VALUE ...] [--depth N] [--format text|json].
-    States: complete (also "upstream missing" / "upstream newer"), missing, external
-    missing, blocked, running here / elsewhere. Exits 0 when `run` has nothing to do, 1
-    when it would build something, 3 when something is blocked by a missing input.
+    Usage: batchdeps status TASK [--PARAM VALUE ...] [--depth N] [--format text|json]
+    [--rerun-triggers TRIGGERS] [--stale].
+    States: complete (also "upstream missing" / "upstream newer", and with rerun triggers
+    "stale" / "no record"), missing, external missing, blocked, running here / elsewhere.
+    Exits 0 when `run` has nothing to do, 1 when it would build something, 3 when
+    something is blocked by a missing input; with --stale, 1 when something is stale.
     """
     if task_name is None or task_name.startswith("-"):
         no_task(ctx, task_name, args)
@@ -90,11 +97,27 @@ def _survey(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) 
     holders, warning = holder_lookup(config, own["lock_url"])
     if warning:
         click.echo(f"batchdeps: warning: {warning}", err=True)
-    result = survey(requested, holders)
+    result = survey(requested, holders, rerun_triggers=rerun_triggers_for(config, own))
     import gc
 
     gc.freeze()  # the graph lives until exit: the collector need not rescan it while printing
     return result
+
+
+def rerun_triggers_for(config: Any, own: dict[str, Any]) -> frozenset[str]:
+    """--rerun-triggers, else `[run] rerun_triggers`; --stale needs some."""
+    from ..staleness import parse_triggers
+
+    given = own.get("rerun_triggers")
+    try:
+        triggers = parse_triggers(given if given is not None
+                                  else config.run.get("rerun_triggers"))
+    except ValueError as exc:
+        raise UsageError(f"--rerun-triggers: {exc}") from None
+    if own.get("stale") and not triggers:
+        raise UsageError("--stale needs rerun triggers: give --rerun-triggers "
+                         "version,params,upstream (or set [run] rerun_triggers in config.toml)")
+    return triggers
 
 
 def _status(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> None:
@@ -105,4 +128,6 @@ def _status(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) 
         click.echo(render.to_json(result))
     else:
         click.echo(render.tree(result, own["depth"]))
+    if own["stale"]:
+        sys.exit(ExitCode.FAILED if result.stale else ExitCode.OK)  # 1: something is stale
     sys.exit(result.exit_code)

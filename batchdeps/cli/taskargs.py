@@ -327,3 +327,12 @@ def no_task(ctx: click.Context, task_name: str | None, args: tuple[str, ...]) ->
 #: How `status`, `graph` and `run` are declared: options after TASK belong to the task.
 TASK_COMMAND_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True,
                          "help_option_names": []}
+
+
+def rerun_triggers_option() -> click.Option:
+    """`--rerun-triggers`, as `run` and `status` take it."""
+    return click.Option(
+        ["--rerun-triggers"], default=None, multiple=True, callback=single,
+        metavar="TRIGGERS", help="Also rebuild complete tasks whose build record is out of "
+        "date: comma-separated version, params, upstream, unrecorded; none to turn off "
+        "[run] rerun_triggers (default: that setting, else none).")

@@ -103,6 +103,7 @@ class StepRun:
     paused: PausedRun | None = None
     continuing: bool = False  # the next submit goes on with the current attempt
     yielded: set[Task] | None = None  # every task run() yielded in this run
+    inputs: dict[str, Any] | None = None  # input identities for the build record
 
 
 @dataclass
@@ -117,6 +118,8 @@ class RunOptions:
     log_path_for: Callable[[Step, int], str | None] | None = None
     lock_poll_max: float = 1.0
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL of running attempts on stop
+    #: commit a build record beside each task's outputs (staleness.py; off by default)
+    record_builds: bool = False
 
 
 class Host(Protocol):
@@ -371,7 +374,10 @@ class Lifecycle:
         else:
             run.attempts += 1
             # After a failed attempt, look again: it may have left some.
-            self.leftovers.clean(step.outputs, fresh=run.attempts > 1)
+            cleaned = step.outputs
+            if self.options.record_builds:
+                cleaned = self._prepare_record(step, run)
+            self.leftovers.clean(cleaned, fresh=run.attempts > 1)
             log_path_for = self.options.log_path_for
             run.log_path = (log_path_for(step, run.attempts) if log_path_for is not None
                             else None)
@@ -402,6 +408,8 @@ class Lifecycle:
                 run.phase = Phase.FENCE
                 self._fence(step, run, outcome.staged)
                 run.phase = Phase.COMMIT
+                if self.options.record_builds:
+                    self._stage_record(step, run, outcome.staged)
                 outcome.staged.commit(step.outputs)  # all or nothing (targets/commit.py)
             except BatchdepsError as exc:
                 error = str(exc).splitlines()[-1]
@@ -474,6 +482,27 @@ class Lifecycle:
                 run.phase = Phase.DISCARD
                 staged.discard()
                 raise
+
+    def _prepare_record(self, step: Step, run: StepRun) -> list[Any]:
+        """Before an attempt: its inputs' identities for the build record; the targets to
+        clean, the record's among them."""
+        from ..staleness import capture_inputs
+        from ..targets.sidecar import record_target
+
+        record = record_target(step.outputs)
+        if record is None:
+            return step.outputs
+        run.inputs = capture_inputs(step.task)
+        return [*step.outputs, record]
+
+    def _stage_record(self, step: Step, run: StepRun, staged: Staging) -> None:
+        """The build record, one more write of the attempt's commit (targets/sidecar.py)."""
+        from ..staleness import build_record
+        from ..targets import sidecar
+
+        record = sidecar.record_target(step.outputs)
+        if record is not None and run.inputs is not None:
+            sidecar.stage(staged, record, build_record(step.task, run.inputs))
 
     def _hook(self, step: Step, name: str, *args: Any) -> None:
         try:

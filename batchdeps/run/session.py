@@ -186,6 +186,12 @@ class Session:
     local_history: bool = True
     #: write the run's Prometheus metrics to this file at the end (`--metrics-file`)
     metrics_file: str | None = None
+    #: rebuild complete tasks that are stale by these triggers (staleness.py); None: from
+    #: `[run] rerun_triggers`, else none
+    rerun_triggers: frozenset[str] | None = None
+    #: commit a build record with each task's outputs; None: `[run] record_builds`, else
+    #: only when triggers are on
+    record_builds: bool | None = None
 
     @classmethod
     def from_config(cls, config: Config | None = None, **overrides: Any) -> Session:
@@ -215,6 +221,16 @@ class Session:
                                  f"(the folder {folder} must exist and be writable)")
         if "log_level" not in given:
             given["log_level"] = config.batchdeps.get("log_level") or "INFO"
+        from ..staleness import parse_triggers
+
+        try:
+            triggers = parse_triggers(given.get("rerun_triggers",
+                                                config.run.get("rerun_triggers")))
+        except ValueError as exc:
+            raise UsageError(f"--rerun-triggers: {exc}") from None
+        given["rerun_triggers"] = triggers
+        if "record_builds" not in given:
+            given["record_builds"] = bool(config.run.get("record_builds", False))
         given["listeners"] = list(given.get("listeners", ()))
         given["force_from"] = list(given.get("force_from", ()))
         options = given.get("base_options")
@@ -234,7 +250,7 @@ class Session:
         requested = [tasks] if isinstance(tasks, Task) else list(tasks)
         default_storage.configure(self.config.storage)
         return resolve(requested, force=self.force, force_upstream=self.force_upstream,
-                       force_from=self.force_from)
+                       force_from=self.force_from, rerun_triggers=self.rerun_triggers or ())
 
     def execute(self, plan: Plan) -> BuildResult:
         """Run `plan` to the end.
@@ -294,6 +310,7 @@ class Session:
             "run_id": self.run_id,
             "workers": self.workers,
             "log_path_for": task_logs.path_for if task_logs is not None else None,
+            "record_builds": bool(self.record_builds or self.rerun_triggers),
         }
         if "kill_grace" in settings:
             values["kill_grace"] = float(settings["kill_grace"])

@@ -47,7 +47,8 @@ def tree(result: Survey, depth: int | None = None) -> str:
 
 def _details(node: Node) -> str:
     if node.state == COMPLETE:
-        reasons = [r for r in node.reasons() if r.startswith("upstream ")]
+        shown_for_complete = ("upstream ", "stale: ", "no record")
+        reasons = [r for r in node.reasons() if r.startswith(shown_for_complete)]
     else:
         reasons = node.reasons()
     return "— " + "; ".join(reasons) if reasons else ""
@@ -62,7 +63,7 @@ def summary(result: Survey) -> str:
     return f"{len(result.nodes)} task(s): {', '.join(parts)} (exit {int(code)}: {meaning})"
 
 
-def _node_json(node: Node, lineage: bool) -> dict[str, Any]:
+def _node_json(node: Node, lineage: bool, staleness: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "task_id": node.task_id,
         "family": node.task.family(),
@@ -84,6 +85,9 @@ def _node_json(node: Node, lineage: bool) -> dict[str, Any]:
         "upstream_missing": _id(node.upstream_missing),
         "upstream_newer": _id(node.upstream_newer),
     })
+    if staleness:  # rerun triggers were looked at
+        data["stale"] = node.stale
+        data["no_record"] = node.unrecorded
     return data
 
 
@@ -97,7 +101,7 @@ def to_json(result: Survey, lineage: bool = False) -> str:
         "requested": [root.task_id for root in result.roots],
         "exit_code": int(result.exit_code),
         "counts": result.counts(),
-        "nodes": [_node_json(node, lineage) for node in result.nodes],
+        "nodes": [_node_json(node, lineage, bool(result.triggers)) for node in result.nodes],
         "edges": [[node.task_id, req.task_id] for node in result.nodes for req in node.requires],
     }
     return json.dumps(document)  # no indent: the C encoder, 10x faster on big graphs

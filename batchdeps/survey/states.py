@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ExitCode
 from ..procinfo import hostname
@@ -24,7 +25,9 @@ from ..resolver import (
     full_graph,
     is_plain_wrapper,
 )
-from ..targets import Target, check_exists
+from ..staleness import assess, stamp
+from ..targets import Target, check_exists, check_identities
+from ..targets.sidecar import read_records, record_target
 from ..task import ExternalTask, Task, flatten_outputs
 from .holders import HolderLookup
 
@@ -53,6 +56,10 @@ class Node:
     upstream_missing: Node | None = field(default=None, repr=False)
     upstream_newer: Node | None = field(default=None, repr=False)
     holder: str = ""
+    #: Why a complete task is stale by the rerun triggers asked for (empty: it is not).
+    stale: list[str] = field(default_factory=list)
+    #: Complete, could have a build record, has none (only looked at with triggers).
+    unrecorded: bool = False
 
     @property
     def task_id(self) -> str:
@@ -76,6 +83,10 @@ class Node:
         if self.state != COMPLETE:
             return self.state
         flags = [COMPLETE]
+        if self.stale:
+            flags.append("stale")
+        elif self.unrecorded:
+            flags.append("no record")
         if self.upstream_missing is not None:
             flags.append("upstream missing")
         if self.upstream_newer is not None:
@@ -98,6 +109,10 @@ class Node:
             reasons.append(f"blocked: external input {paths} missing")
         if self.state == RUNNING:
             reasons.append(f"lock held by {self.holder}")
+        reasons += [f"stale: {reason}" for reason in self.stale]
+        if self.unrecorded and not self.stale:
+            reasons.append("no record: outputs built before build records or by another "
+                           "tool; up to date unless --rerun-triggers ...,unrecorded")
         if self.upstream_missing is not None:
             reasons.append(f"upstream {self.upstream_missing.task_id} missing")
         if self.upstream_newer is not None:
@@ -114,6 +129,13 @@ class Survey:
 
     roots: list[Node]
     nodes: list[Node]
+    #: the rerun triggers the survey looked at (none: staleness was not looked at)
+    triggers: frozenset[str] = frozenset()
+
+    @property
+    def stale(self) -> list[Node]:
+        """The tasks `run` with the same triggers would rebuild although complete."""
+        return [node for node in self.nodes if node.stale]
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
@@ -127,13 +149,13 @@ class Survey:
         needed = [node for node in self.nodes if node.needed]
         if any(node.state in (BLOCKED, EXTERNAL_MISSING) for node in needed):
             return ExitCode.MISSING_INPUT
-        if any(not node.complete for node in needed):
+        if any(not node.complete or node.stale for node in needed):
             return ExitCode.FAILED  # 1 here means "work to do", as make -q
         return ExitCode.OK
 
 
 def survey(requested: Iterable[Task], holders: HolderLookup | None = None,
-           newer: bool = True) -> Survey:
+           newer: bool = True, rerun_triggers: Iterable[str] = ()) -> Survey:
     """The state of every task below `requested`.
 
     Args:
@@ -141,6 +163,8 @@ def survey(requested: Iterable[Task], holders: HolderLookup | None = None,
         holders: asked once, without waiting, who holds which incomplete task (None: not
             asked; see holders.py).
         newer: compare modification times to find `upstream newer`.
+        rerun_triggers: also find which complete tasks are stale by these triggers
+            (staleness.py): their build records are read (none: no record is read).
 
     Raises:
         TaskDefinitionError, CycleError, TargetCheckError: as resolution does.
@@ -148,13 +172,15 @@ def survey(requested: Iterable[Task], holders: HolderLookup | None = None,
     was_enabled = gc.isenabled()
     gc.disable()  # as in resolve(): many objects, no cyclic garbage until the end
     try:
-        return _survey(list(dict.fromkeys(requested)), holders, newer)
+        return _survey(list(dict.fromkeys(requested)), holders, newer,
+                       frozenset(rerun_triggers))
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool) -> Survey:
+def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool,
+            triggers: frozenset[str]) -> Survey:
     graph = full_graph(roots)
     nodes = {task: Node(task) for task in graph}
     for task, reqs in graph.items():
@@ -169,7 +195,13 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool) -> Sur
             node.outputs = flatten_outputs(node.task)
             spans.append((node, len(batch), len(batch) + len(node.outputs)))
             batch.extend(node.outputs)
-    exists = check_exists(batch) if batch else []
+    if triggers:
+        # the same batch, identities instead of existence, and the records' files with it
+        slots = _record_slots(order, batch)
+        identities = dict(zip(batch, check_identities(batch))) if batch else {}
+        exists = [identities[target] is not None for target in batch]
+    else:
+        exists = check_exists(batch) if batch else []
     decided: set[Node] = set()
     for node, start, end in spans:
         node.missing_outputs = [t.url for t, ok in zip(node.outputs, exists[start:end]) if not ok]
@@ -178,6 +210,9 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool) -> Sur
 
     # 2. requirements first: completeness, blocked, upstream missing / newer.
     mtimes: dict[Target, float | None] = {}
+    if triggers:
+        mtimes.update((target, None if found is None else stamp(found))
+                      for target, found in identities.items())
     for node in order:
         if node.wrapper:
             node.complete = all(r.complete for r in node.requires)
@@ -209,13 +244,21 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool) -> Sur
                 break
         node.state = BLOCKED if node.blocked_by is not None else MISSING
 
-    # 3. what `run` would reach: from the requested tasks down through incomplete ones.
+    if triggers:
+        _assess(order, slots, identities, triggers)
+
+    # 3. what `run` would reach: from the requested tasks down through incomplete ones
+    # (and stale ones, which `run` rebuilds too).
     stack = [nodes[task] for task in roots]
     for node in stack:
-        node.needed = not node.complete
+        node.needed = not node.complete or bool(node.stale)
+    for node in order:
+        if node.stale and not node.needed:  # below a complete task: run goes to it
+            node.needed = True
+            stack.append(node)
     while stack:
         node = stack.pop()
-        if node.complete:
+        if node.complete and not node.stale:
             continue
         for req in node.requires:
             if not req.needed and not req.complete:
@@ -229,7 +272,45 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool) -> Sur
             node = pending[key]
             node.holder = holder
             node.state = RUNNING
-    return Survey(roots=[nodes[task] for task in roots], nodes=order)
+    return Survey(roots=[nodes[task] for task in roots], nodes=order, triggers=triggers)
+
+
+def _record_slots(order: list[Node], batch: list[Target]) -> dict[Node, Target]:
+    """Where each task's build record would be; added to `batch`, so that its existence
+    comes from the same listing as the outputs'."""
+    slots: dict[Node, Target] = {}
+    for node in order:
+        if node.wrapper:
+            continue
+        if not default_complete(node.task):  # a custom complete(): its outputs are inputs
+            node.outputs = flatten_outputs(node.task)
+            batch.extend(node.outputs)
+        if node.external:
+            continue
+        slot = record_target(node.outputs)
+        if slot is not None:
+            slots[node] = slot
+            batch.append(slot)
+    return slots
+
+
+def _assess(order: list[Node], slots: dict[Node, Target],
+            identities: dict[Target, dict[str, Any] | None], triggers: frozenset[str]) -> None:
+    """Read the records of complete tasks (one batch) and mark the stale nodes."""
+    wanted = [node for node in slots if node.complete]
+    present = [node for node in wanted if identities.get(slots[node]) is not None]
+    records: dict[Task, dict[str, Any] | None] = {node.task: None for node in wanted}
+    records.update(zip((node.task for node in present),
+                       read_records([slots[node] for node in present])))
+    # identities of outputs that custom complete() tasks declare come from the batch too
+    assessment = assess([node.task for node in order],
+                        {node.task: [req.task for req in node.requires] for node in order},
+                        {node.task: node.outputs for node in order},
+                        {node.task: node.complete for node in order},
+                        records, identities, triggers)
+    for node in order:
+        node.stale = assessment.stale.get(node.task, [])
+        node.unrecorded = node.task in assessment.unrecorded
 
 
 def _order(roots: list[Node]) -> list[Node]:

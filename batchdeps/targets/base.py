@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ..errors import ConfigError, TargetError, TaskDefinitionError
@@ -35,6 +35,36 @@ class Target:
         Used only to report "upstream newer" in `batchdeps status`, never to decide a build.
         """
         return None
+
+    def identity(self) -> dict[str, Any] | None:
+        """What tells the current content from a rewrite of it (JSON-ready); None if absent.
+
+        Kept in a task's build record for each of its inputs (staleness.py), and compared
+        with the input's identity now: the backend's own stamps (a local file's mtime_ns
+        and size, an S3 object's ETag and LastModified), never a clock of this machine.
+        """
+        if not self.exists():
+            return None
+        return {"mtime": self.modified()}
+
+    @classmethod
+    def identity_many(cls, targets: list[Target]) -> list[dict[str, Any] | None]:
+        """`identity()` of many targets of this class; backends batch as for existence."""
+        return [target.identity() for target in targets]
+
+    @classmethod
+    def read_many(cls, targets: list[Target]) -> list[bytes | None]:
+        """The content of many small files of this class (None: not there)."""
+        answers: list[bytes | None] = []
+        for target in targets:
+            try:
+                with target.open("rb") as handle:
+                    answers.append(handle.read())
+            except (FileNotFoundError, TargetError):
+                if target.exists():
+                    raise
+                answers.append(None)
+        return answers
 
     def cleanup_stale(self, fresh: bool = False, listings: dict[str, Any] | None = None) -> None:
         """Remove temporary files that a crashed writer of this target left behind.
@@ -169,6 +199,12 @@ class FileTarget(Target):
             staging.add(pending)
         else:
             pending.commit()
+
+    def sibling(self, name: str) -> FileTarget:
+        """The file `name` in this target's folder, on the same storage with the same options."""
+        rebuild, (cls, _, storage, options) = self.__reduce__()
+        head, sep, _ = self.url.rpartition("/")
+        return rebuild(cls, f"{head}{sep}{name}", storage, options)  # type: ignore[no-any-return]
 
     #: Whether a folder made at `temporary_path()` is committed as one (a rename).
     folder_commits = False
@@ -312,6 +348,30 @@ default_storage = Storage()
 
 def _default_storage() -> Storage:
     return default_storage
+
+
+def check_identities(targets: list[Target]) -> list[dict[str, Any] | None]:
+    """`identity()` of many targets (None: missing), batched per target class as
+    `check_exists`: on S3 the same one listing per prefix answers both."""
+    return _per_class(targets, lambda cls, group: cls.identity_many(group))
+
+
+def read_files(targets: list[Target]) -> list[bytes | None]:
+    """The content of many small files (None: not there), batched per target class."""
+    return _per_class(targets, lambda cls, group: cls.read_many(group))
+
+
+def _per_class(targets: list[Target],
+               ask: Callable[[type[Target], list[Target]], list[Any]]) -> list[Any]:
+    by_class: dict[type[Target], list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(type(target), []).append(index)
+    result: list[Any] = [None] * len(targets)
+    for cls, indices in by_class.items():
+        answers = ask(cls, [targets[i] for i in indices])
+        for index, answer in zip(indices, answers):
+            result[index] = answer
+    return result
 
 
 def check_exists(targets: list[Target]) -> list[bool]:

@@ -41,21 +41,26 @@ class FsspecTarget(FileTarget):
         return True
 
     def modified(self) -> float | None:
+        info = self._info()
+        return None if info is None else _stamp(info)
+
+    def identity(self) -> dict[str, Any] | None:
+        info = self._info()
+        if info is None:
+            return None
+        return {"mtime": _stamp(info), "size": info.get("size")}
+
+    def _info(self) -> dict[str, Any] | None:
+        fs = self.fs
         try:
-            info = self.fs.info(self.path)
+            fs.invalidate_cache(self.path)
+            return fs.info(self.path)  # type: ignore[no-any-return]
         except FileNotFoundError:
             return None
         except Exception as exc:
             raise TargetCheckError(
                 f"cannot check {self.url}: {type(exc).__name__}: {exc}"
             ) from exc
-        for key in ("mtime", "LastModified", "last_modified", "created"):
-            value = info.get(key)
-            if hasattr(value, "timestamp"):  # a datetime (S3's LastModified)
-                return float(value.timestamp())
-            if isinstance(value, (int, float)):
-                return float(value)
-        return None
 
     def _open_final(self, mode: str) -> IO[Any]:
         return self._open_staged(self.path, mode)
@@ -107,3 +112,14 @@ class FsspecTarget(FileTarget):
     def drop_backup(self, backup: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(backup)
+
+
+def _stamp(info: dict[str, Any]) -> float | None:
+    """The modification time in an fsspec `info()` answer (seconds), None if it has none."""
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if hasattr(value, "timestamp"):  # a datetime (S3's LastModified)
+            return float(value.timestamp())
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from ..errors import TargetCheckError, TargetError
 from ..paths import shown
-from .base import FileTarget, Storage
+from .base import FileTarget, Storage, Target
 from .journal import (
     OLD_SUFFIX,
     RECORD_SUFFIX,
@@ -46,6 +46,31 @@ class LocalTarget(FileTarget):
                 f"cannot check {shown(self.url)}: {exc.strerror or exc}"
             ) from exc
         return True
+
+    def identity(self) -> dict[str, Any] | None:
+        try:
+            info = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise TargetCheckError(
+                f"cannot check {shown(self.url)}: {exc.strerror or exc}") from exc
+        return {"mtime_ns": info.st_mtime_ns, "size": info.st_size}
+
+    @classmethod
+    def read_many(cls, targets: list[Target]) -> list[bytes | None]:
+        answers: list[bytes | None] = []
+        for target in targets:
+            path = target.path  # type: ignore[attr-defined]
+            try:
+                with open(path, "rb", buffering=0) as handle:
+                    answers.append(handle.read())
+            except (FileNotFoundError, NotADirectoryError):
+                answers.append(None)
+            except OSError as exc:
+                raise TargetCheckError(
+                    f"cannot read {shown(target.url)}: {exc.strerror or exc}") from exc
+        return answers
 
     def modified(self) -> float | None:
         try:

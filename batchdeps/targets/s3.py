@@ -262,17 +262,23 @@ CLEANUP_WAIT = 60.0
 
 
 async def _head(fs: Any, bucket: str, key: str, url: str) -> bool:
+    return await _head_info(fs, bucket, key, url) is not None
+
+
+async def _head_info(fs: Any, bucket: str, key: str, url: str) -> dict[str, Any] | None:
+    """The HEAD answer for a key (ETag, LastModified, ContentLength), None on 404."""
     try:
-        await _call(fs, "head_object", url, Bucket=bucket, Key=key)
+        answer = await _call(fs, "head_object", url, Bucket=bucket, Key=key)
     except Exception as exc:
         if _status_and_code(exc)[1] == "NoSuchBucket":
             raise no_such_bucket(bucket, url, exc) from exc
         if is_not_found(exc):
             # A HEAD answer has no body: a missing bucket looks like a missing key.
             await _require_bucket(fs, bucket, url)
-            return False
+            return None
         raise TargetCheckError(f"cannot check {url}: {describe(exc)}") from exc
-    return True
+    return {"ETag": answer.get("ETag"), "LastModified": answer.get("LastModified"),
+            "Size": answer.get("ContentLength")}
 
 
 async def _require_bucket(fs: Any, bucket: str, url: str) -> None:
@@ -301,14 +307,15 @@ async def _head_bucket(fs: Any, bucket: str, url: str) -> None:
 
 
 async def _list_group(fs: Any, bucket: str, prefix: str, keys: list[str],
-                      urls: dict[str, str], limit: asyncio.Semaphore) -> dict[str, bool]:
-    """Existence of `keys` (all directly under `prefix`) from a listing of their key range.
+                      urls: dict[str, str],
+                      limit: asyncio.Semaphore) -> dict[str, dict[str, Any] | None]:
+    """The listing entry (None: absent) of `keys` (all directly under `prefix`) from a listing of their key range.
 
     The listing starts just before the smallest key and stops after the largest; if it
     would take many more pages than the keys justify, the rest are checked by HEAD.
     """
     wanted = sorted(set(keys))
-    found: dict[str, bool] = {}
+    found: dict[str, dict[str, Any] | None] = {}
     # A page need hold little more than the wanted range when the prefix is dense with them.
     page_size = min(LIST_PAGE_SIZE, len(wanted) + 10)
     request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/",
@@ -336,11 +343,11 @@ async def _list_group(fs: Any, bucket: str, prefix: str, keys: list[str],
                 + (f" and {len(wanted) - 1} more" if len(wanted) > 1 else "")
                 + f": {describe(exc)}"
             ) from exc
-        listed = {item["Key"] for item in page.get("Contents", ())}
+        listed = {item["Key"]: item for item in page.get("Contents", ())}
         last = max(listed) if listed else None
         more = bool(page.get("IsTruncated"))
         while position < len(wanted) and (not more or (last is not None and wanted[position] <= last)):
-            found[wanted[position]] = wanted[position] in listed
+            found[wanted[position]] = listed.get(wanted[position])
             position += 1
         if position >= len(wanted) or not more or pages >= budget:
             break
@@ -354,10 +361,10 @@ async def _list_group(fs: Any, bucket: str, prefix: str, keys: list[str],
 
 
 async def _head_all(fs: Any, items: list[tuple[str, str, str]],
-                    limit: asyncio.Semaphore) -> list[bool]:
-    async def one(bucket: str, key: str, url: str) -> bool:
+                    limit: asyncio.Semaphore) -> list[dict[str, Any] | None]:
+    async def one(bucket: str, key: str, url: str) -> dict[str, Any] | None:
         async with limit:
-            return await _head(fs, bucket, key, url)
+            return await _head_info(fs, bucket, key, url)
 
     return list(await _gather_all([one(*item) for item in items]))
 
@@ -376,6 +383,13 @@ async def _gather_all(coros: list[Awaitable[T]]) -> list[T]:
 
 async def _exists_batch(fs: Any, items: list[tuple[str, str, str]]) -> list[bool]:
     """Existence of (bucket, key, url) items: listings for crowded prefixes, else HEADs."""
+    return [info is not None for info in await _stat_batch(fs, items)]
+
+
+async def _stat_batch(fs: Any,
+                      items: list[tuple[str, str, str]]) -> list[dict[str, Any] | None]:
+    """ETag, LastModified and Size (None: absent) of (bucket, key, url) items, found as
+    existence is: listings for crowded prefixes, else HEADs."""
     limit = asyncio.Semaphore(CHECK_CONCURRENCY)
     groups: dict[tuple[str, str], list[str]] = {}
     urls: dict[tuple[str, str], str] = {}
@@ -383,7 +397,7 @@ async def _exists_batch(fs: Any, items: list[tuple[str, str, str]]) -> list[bool
         prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
         groups.setdefault((bucket, prefix), []).append(key)
         urls[(bucket, key)] = url
-    jobs: list[Awaitable[dict[str, bool]]] = []
+    jobs: list[Awaitable[dict[str, dict[str, Any] | None]]] = []
     labels: list[str] = []
     for (bucket, prefix), keys in groups.items():
         unique = sorted(set(keys))
@@ -398,7 +412,7 @@ async def _exists_batch(fs: Any, items: list[tuple[str, str, str]]) -> list[bool
             continue
         labels.append(bucket)
         jobs.append(_heads_as_dict(fs, bucket, unique, group_urls, limit))
-    answers: dict[tuple[str, str], bool] = {}
+    answers: dict[tuple[str, str], dict[str, Any] | None] = {}
     for bucket, found in zip(labels, await _gather_all(jobs)):
         for key, ok in found.items():
             answers[(bucket, key)] = ok
@@ -406,9 +420,35 @@ async def _exists_batch(fs: Any, items: list[tuple[str, str, str]]) -> list[bool
 
 
 async def _heads_as_dict(fs: Any, bucket: str, keys: list[str], urls: dict[str, str],
-                         limit: asyncio.Semaphore) -> dict[str, bool]:
+                         limit: asyncio.Semaphore) -> dict[str, dict[str, Any] | None]:
     answers = await _head_all(fs, [(bucket, key, urls[key]) for key in keys], limit)
     return dict(zip(keys, answers))
+
+
+def _identity(info: dict[str, Any]) -> dict[str, Any]:
+    modified = info.get("LastModified")
+    return {"etag": info.get("ETag"),
+            "last_modified": int(modified.timestamp()) if modified is not None else None,
+            "size": info.get("Size")}
+
+
+async def _get_batch(fs: Any, items: list[tuple[str, str, str]]) -> list[bytes | None]:
+    limit = asyncio.Semaphore(CHECK_CONCURRENCY)
+
+    async def one(bucket: str, key: str, url: str) -> bytes | None:
+        async with limit:
+            try:
+                answer = await _call(fs, "get_object", url, Bucket=bucket, Key=key)
+                try:
+                    return await answer["Body"].read()  # type: ignore[no-any-return]
+                finally:
+                    answer["Body"].close()
+            except Exception as exc:
+                if is_not_found(exc):
+                    return None
+                raise TargetCheckError(f"cannot read {url}: {describe(exc)}") from exc
+
+    return await _gather_all([one(*item) for item in items])
 
 
 async def _upload(fs: Any, local_path: str, bucket: str, key: str, url: str) -> None:
@@ -557,6 +597,38 @@ class S3Target(FsspecTarget):
         for fs, indices in by_fs.values():
             items = [(t.bucket, t.key, t.url) for t in (targets[i] for i in indices)]  # type: ignore[attr-defined]
             answers = _run(fs, lambda: _exists_batch(fs, items))  # noqa: B023 - awaited here
+            for index, answer in zip(indices, answers):
+                result[index] = answer
+        return result
+
+    def identity(self) -> dict[str, Any] | None:
+        return self.identity_many([self])[0]
+
+    @classmethod
+    def identity_many(cls, targets: list[Target]) -> list[dict[str, Any] | None]:
+        """ETag, LastModified (whole seconds: a HEAD gives no more) and size of many
+        objects, from the same listings and HEADs as `_exists_many`."""
+        return [None if info is None else _identity(info)
+                for info in cls._for_each_fs(targets, _stat_batch)]
+
+    @classmethod
+    def read_many(cls, targets: list[Target]) -> list[bytes | None]:
+        """Many small objects, fetched concurrently (GET; None on 404)."""
+        return cls._for_each_fs(targets, _get_batch)
+
+    @classmethod
+    def _for_each_fs(cls, targets: list[Target],
+                     batch: Callable[[Any, list[tuple[str, str, str]]], Awaitable[list[T]]],
+                     ) -> list[T | None]:
+        result: list[T | None] = [None] * len(targets)
+        by_fs: dict[int, tuple[Any, list[int]]] = {}
+        for index, target in enumerate(targets):
+            assert isinstance(target, S3Target)
+            fs = target._filesystem_for_check()
+            by_fs.setdefault(id(fs), (fs, []))[1].append(index)
+        for fs, indices in by_fs.values():
+            items = [(t.bucket, t.key, t.url) for t in (targets[i] for i in indices)]  # type: ignore[attr-defined]
+            answers = _run(fs, lambda: batch(fs, items))  # noqa: B023 - awaited here
             for index, answer in zip(indices, answers):
                 result[index] = answer
         return result
