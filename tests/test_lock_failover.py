@@ -22,7 +22,7 @@ from support.lockutil import BATCHDEPS, TOKEN, LockProject, LockServer
 from support.sickreplica import SickReplica
 from support.waiting import wait_for
 
-from batchdeps.errors import LockServerUnavailable
+from batchdeps.errors import LockAuthError, LockServerUnavailable
 from batchdeps.locks.client import HttpLockProvider
 
 
@@ -154,6 +154,28 @@ def test_a_holder_renews_through_another_replica_when_its_own_is_down(
         b.stop()
 
 
+def test_a_rate_limit_or_a_refused_token_is_not_a_reason_to_move_on(
+        tmp_path: Path, sick: SickReplica) -> None:
+    """429 says "slow down", not "sick": the same replica is asked again. 401 is the same on
+    every replica: the request stops at once."""
+    limited = LockServer(tmp_path / "locks.db", extra=["--rate-limit", "5"]).start()
+    try:
+        provider = _provider([limited.url, sick.url])
+        try:
+            for n in range(10):
+                # this address's bucket emptied first: the client's requests meet 429s
+                drained = [limited.request("GET", "/v1/whoami")[0] for _ in range(8)]
+                assert 429 in drained
+                assert provider.try_acquire(f"R{n}") is not None
+        finally:
+            provider.close()
+        with pytest.raises(LockAuthError, match="refused the token"):
+            HttpLockProvider([limited.url, sick.url], token="wrong-token", ttl=5).start()
+        assert sick.seen() == 0
+    finally:
+        limited.stop()
+
+
 def test_no_replica_answering_is_unavailable_naming_each(sick: SickReplica) -> None:
     dead = _nobody_at()
     with pytest.raises(LockServerUnavailable, match="cannot be reached") as info:
@@ -228,7 +250,8 @@ def test_a_run_passes_over_a_sick_first_replica_and_its_history_arrives(
 
 
 @pytest.mark.parametrize("command", [
-    ["locks", "--json"], ["audit", "--json"], ["history", "--json"]])
+    ["locks", "--json"], ["audit", "--json"], ["history", "--json"],
+    ["locks", "release", "Nothing()"]])
 def test_server_commands_fail_over_to_the_next_replica(
         lock_project: LockProject, sick: SickReplica, command: list[str]) -> None:
     lock_project.write_config()
@@ -239,6 +262,9 @@ def test_server_commands_fail_over_to_the_next_replica(
             cwd=lock_project.root, env=lock_project.env(), capture_output=True, text=True,
             timeout=60, check=False)
         assert done.returncode == 0, done.stderr
+        if "release" in command:
+            assert done.stdout.strip() == "not held: Nothing()"
+            continue
         answer = json.loads(done.stdout)
         assert isinstance(answer, list)
         if command[0] != "locks":
