@@ -218,6 +218,20 @@ class AllShares(bd.WrapperTask):
         return [Shares(root=self.root, g=g) for g in range(self.parents)]
 
 
+class Chatty(bd.Task):
+    root = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/chatty.txt")
+
+    def run(self):
+        print("before the yield")
+        leaf = yield Leaf(root=self.root, n=5)
+        print("after the yield, got", leaf.open().read())
+        with self.output().open("w") as out:
+            out.write("chatty")
+
+
 #: inline: run() resumes at its yield in the runner's process; forked: run() runs again
 #: from the top in a worker process.
 MODES = {"inline": 1, "forked": 2}
@@ -343,6 +357,21 @@ def test_yields_that_cannot_be_served_fail_the_parent_with_a_reason(
     assert failed.status == Status.FAILED
     assert message in failed.error, failed.error
     assert not (tmp_path / f"{task_class.__name__}.txt").exists()
+
+
+def test_the_attempt_log_holds_what_run_printed_before_and_after_the_yield(
+        tmp_path: Path, mode: str) -> None:
+    parent = Chatty(root=str(tmp_path))
+    result = build(tmp_path, parent, MODES[mode], log_dir=str(tmp_path / "logs"))
+    assert result.exit_code == 0
+    log_path = result.tasks[parent.task_id].log_path
+    assert log_path is not None
+    text = Path(log_path).read_text()
+    assert "after the yield, got leaf5" in text
+    # Resumed at the yield, or run() again from the top: each part is in the log.
+    assert text.count("before the yield") == (1 if mode == "inline" else 2)
+    assert text.count("the attempt goes on") == 1
+    assert text.startswith(f"# {parent.task_id} attempt 1 of run ")
 
 
 def test_parents_waiting_for_yielded_tasks_leave_the_workers_to_them(tmp_path: Path) -> None:
@@ -478,3 +507,44 @@ def test_kill_9_of_the_runner_after_a_yield_then_the_rerun_finishes(
     ends = [line for line in journal_file.read_text().splitlines()
             if line.startswith("end\tDynParent")]
     assert len(ends) == 1  # the third run found everything complete
+
+
+def _batchdeps(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BATCHDEPS, *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_status_and_graph_show_what_run_yielded_in_the_last_run(tmp_path: Path) -> None:
+    import json
+
+    env = _local_project(tmp_path)
+    before = _batchdeps(tmp_path, env, "status", "DynTop", "--parents", "2", "--format", "json")
+    assert before.returncode == 1
+    assert not any(n["task_id"].startswith("DynLeaf") for n in json.loads(before.stdout)["nodes"])
+
+    assert _batchdeps(tmp_path, env, "run", "DynTop", "--parents", "2").returncode == 0
+    (tmp_path / "out" / "dynleaf-0.txt").unlink()
+    status = _batchdeps(tmp_path, env, "status", "DynTop", "--parents", "2", "--format", "json")
+    assert status.returncode == 0, status.stderr  # run builds nothing: the parents are complete
+    document = json.loads(status.stdout)
+    nodes = {n["task_id"]: n for n in document["nodes"]}
+    assert nodes["DynParent(g=0)"]["yielded"] == ["DynLeaf(n=0)", "DynLeaf(n=100)"]
+    assert nodes["DynLeaf(n=0)"]["state"] == "missing"
+    assert nodes["DynParent(g=0)"]["upstream_missing"] == "DynLeaf(n=0)"
+    assert ["DynParent(g=1)", "DynLeaf(n=101)"] in document["edges"]
+
+    text = _batchdeps(tmp_path, env, "status", "DynTop", "--parents", "2").stdout
+    assert "(yielded) DynLeaf(n=0)  [missing]" in text
+    dot = _batchdeps(tmp_path, env, "graph", "DynTop", "--parents", "2", "--format", "dot")
+    assert dot.returncode == 0 and "[style=dashed]" in dot.stdout
+
+    # A recorded class that is gone is left out with a warning, never guessed.
+    source = (tmp_path / "pipelines" / "dynpipe.py").read_text()
+    (tmp_path / "pipelines" / "dynpipe.py").write_text(source.replace(
+        "class DynLeaf(bd.Task):\n    n = bd.IntParameter()",
+        "class DynLeaf(bd.Task):\n    n = bd.IntParameter()\n    m = bd.IntParameter()"))
+    changed = _batchdeps(tmp_path, env, "status", "DynParent", "--g", "1")
+    assert changed.returncode == 0, changed.stderr
+    assert "DynLeaf(n=1)" in changed.stderr and "left out" in changed.stderr
+    assert "Traceback" not in changed.stderr
+    assert "DynLeaf" not in changed.stdout

@@ -94,10 +94,16 @@ def _survey(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) 
     default_storage.configure(config.storage)
     requested = requested_tasks(cls, values)
     requested = select(requested, own["max_tasks"], bool(own["reverse"])).tasks
+    from ..survey.yielded import recorded_yields
+
     holders, warning = holder_lookup(config, own["lock_url"])
     if warning:
         click.echo(f"batchdeps: warning: {warning}", err=True)
-    result = survey(requested, holders, rerun_triggers=rerun_triggers_for(config, own))
+    warnings: list[str] = []
+    result = survey(requested, holders, rerun_triggers=rerun_triggers_for(config, own),
+                    yielded=recorded_yields(config, warnings))
+    for text in warnings:
+        click.echo(f"batchdeps: warning: {text}", err=True)
     import gc
 
     gc.freeze()  # the graph lives until exit: the collector need not rescan it while printing

@@ -7,6 +7,7 @@ and are what sqlite3's executemany takes); `row_json`/`row_from_json` carry it o
 from __future__ import annotations
 
 import getpass
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from ..report.events import (
     TaskRetrying,
     TaskStarted,
     TaskWaiting,
+    TasksYielded,
 )
 
 EVENT_COLUMNS = ("run_id", "ts", "kind", "task_id", "family", "status", "attempt", "duration",
@@ -28,10 +30,11 @@ EVENT_COLUMNS = ("run_id", "ts", "kind", "task_id", "family", "status", "attempt
 RUN_COLUMNS = ("run_id", "requested", "host", "user", "pid", "started", "finished",
                "exit_code", "planned", "counts", "last_seen")
 
-#: Kinds of task rows. `finished` rows are the task records `batchdeps history` lists.
-PLANNED, STARTED, WAITING, ATTEMPT_FAILED, RETRYING, FINISHED = (
-    "planned", "started", "waiting", "attempt failed", "retrying", "finished")
-KINDS = (PLANNED, STARTED, WAITING, ATTEMPT_FAILED, RETRYING, FINISHED)
+#: Kinds of task rows. `finished` rows are the task records `batchdeps history` lists;
+#: a `yielded` row is one task a run() yielded (its `reason`: `yielded_spec`).
+PLANNED, STARTED, WAITING, ATTEMPT_FAILED, RETRYING, FINISHED, YIELDED = (
+    "planned", "started", "waiting", "attempt failed", "retrying", "finished", "yielded")
+KINDS = (PLANNED, STARTED, WAITING, ATTEMPT_FAILED, RETRYING, FINISHED, YIELDED)
 
 MAX_ERROR_CHARS = 2000
 MAX_TEXT_CHARS = 4096
@@ -80,7 +83,7 @@ class Recorder:
                 TaskStarted: self._task_started, TaskFinished: self._task_finished,
                 AttemptFailed: self._attempt_failed, TaskRetrying: self._retrying,
                 TaskWaiting: self._waiting, RunStarted: self._run_started,
-                RunFinished: self._run_finished,
+                RunFinished: self._run_finished, TasksYielded: self._yielded,
             }
         return handlers  # type: ignore[no-any-return]
 
@@ -110,6 +113,11 @@ class Recorder:
         family = event.task_id.split("(", 1)[0]
         return [(event.run_id, now, WAITING, event.task_id, family, "waiting", 0, 0.0,
                  "", "", _clip(f"held by {event.holder}"), self.host, self.pid, now)]
+
+    def _yielded(self, event: TasksYielded, now: float) -> list[Row]:
+        return [(event.run_id, now, YIELDED, event.task_id, event.family, "yielded", 0, 0.0,
+                 "", "", yielded_spec(task), self.host, self.pid, now)
+                for task in event.tasks]
 
     def _run_finished(self, event: RunFinished, now: float) -> list[Row]:
         result = event.result
@@ -141,6 +149,18 @@ class Recorder:
             for task in plan.complete
         )
         return rows
+
+
+def yielded_spec(task: Any) -> str:
+    """What `status` needs to make a yielded task again: its id, class and parameters as
+    the command line gives them (JSON; only the id when that would be too long)."""
+    cls = type(task)
+    spec = json.dumps({"task_id": task.task_id,
+                       "class": f"{cls.__module__}.{cls.__qualname__}",
+                       "params": task.to_str_params()}, sort_keys=True)
+    if len(spec) > MAX_TEXT_CHARS:
+        spec = json.dumps({"task_id": _clip(task.task_id, MAX_TEXT_CHARS - 20)})
+    return spec
 
 
 def row_json(row: Row) -> dict[str, Any]:

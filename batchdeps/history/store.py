@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .records import EVENT_COLUMNS, FINISHED, Row
+from .records import EVENT_COLUMNS, FINISHED, YIELDED, Row
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS history_runs (
@@ -60,6 +60,8 @@ CREATE INDEX IF NOT EXISTS history_finished_family ON history_events(family, ts)
     WHERE kind = '{FINISHED}';
 CREATE INDEX IF NOT EXISTS history_finished_failed ON history_events(ts)
     WHERE kind = '{FINISHED}' AND status = 'failed';
+CREATE INDEX IF NOT EXISTS history_yielded ON history_events(task_id, id)
+    WHERE kind = '{YIELDED}';
 """
 
 _INSERT_EVENT = (f"INSERT INTO history_events ({', '.join(EVENT_COLUMNS)}) "
@@ -146,6 +148,20 @@ class HistoryStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def yielded(self) -> dict[str, list[str]]:
+        """Per task id, what its run() yielded in the last run in which it yielded
+        anything (`records.yielded_spec` strings, in the order yielded)."""
+        latest: dict[str, tuple[str, list[str]]] = {}
+        for task_id, run_id, spec in self.db.execute(
+                "SELECT task_id, run_id, reason FROM history_events "
+                f"WHERE kind = '{YIELDED}' ORDER BY id"):
+            last = latest.get(task_id)
+            if last is None or last[0] != run_id:
+                latest[task_id] = last = (run_id, [])
+            if spec not in last[1]:
+                last[1].append(spec)
+        return {task_id: specs for task_id, (_, specs) in latest.items()}
 
     def prune(self, older_than: float) -> int:
         """Remove runs that started before `older_than` (epoch s) and their events."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..resolver import Plan
+    from ..task import Task
     from .result import BuildResult, Status
 
 
@@ -90,6 +91,7 @@ class TasksYielded:
     family: str
     yielded: tuple[str, ...]  # the task ids, as run() yielded them
     added: int = 0  # steps the plan gained for them (they and what they need)
+    tasks: tuple[Task, ...] = field(default=(), repr=False)  # the tasks themselves
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,15 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from ..procinfo import current_pid
-from .events import Event, RunFinished, RunStarted, TaskFinished, TaskRetrying, TaskStarted
+from .events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    TaskFinished,
+    TaskRetrying,
+    TaskStarted,
+    TasksYielded,
+)
 from .result import Status
 
 _CLEAR = "\r\x1b[K"
@@ -59,6 +67,9 @@ class ProgressListener:
                 self.total = len(event.plan.steps)
                 self.started = self.clock()
                 self._start_ticker()
+            elif isinstance(event, TasksYielded):
+                self.total += event.added  # the plan grew
+                self.running.discard(event.task_id)
             elif isinstance(event, TaskStarted):
                 self.running.add(event.task_id)
             elif isinstance(event, TaskRetrying):

@@ -16,6 +16,7 @@ from .events import (
     TaskRetrying,
     TaskStarted,
     TaskWaiting,
+    TasksYielded,
 )
 from .result import BuildResult, Status
 
@@ -71,6 +72,12 @@ class LogListener:
         elif isinstance(event, TaskWaiting):
             log.info("waiting for %s, held by %s", event.task_id, event.holder or "another run",
                      extra=_fields("task_waiting", event, holder=event.holder))
+        elif isinstance(event, TasksYielded):
+            shown = ", ".join(event.yielded[:3])
+            more = f" and {len(event.yielded) - 3} more" if len(event.yielded) > 3 else ""
+            log.info("%s: run() yielded %s%s; it goes on once they are built",
+                     event.task_id, shown, more,
+                     extra=_fields("task_yielded", event, yielded=list(event.yielded)))
 
 
 def _fields(name: str, event: Event, **more: object) -> dict[str, object]:

@@ -417,12 +417,32 @@ class _Capture:
             logs._held = False
 
     def _copy_out(self, fd: int, size: int) -> None:
+        """Copy the scratch file out to the attempt's log. An attempt that goes on after
+        the tasks its run() yielded were built has its log already: that part is added."""
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        out = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            _copy_range(fd, out, 0, size)
+            out = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                          0o644)
+            start = 0
+        except FileExistsError:
+            out, start = self._continued_log()
+        try:
+            _copy_range(fd, out, start, size)
         finally:
             os.close(out)
+
+    def _continued_log(self) -> tuple[int, int]:
+        """The log of this attempt, open to add to (and where its scratch part starts), or
+        (made anew) from the start when the file is another attempt's."""
+        header = self.logs.header(self.task_id, self.attempt).encode()
+        with open(self.log_path, "rb") as existing:
+            same = existing.read(len(header)) == header
+        if not same:
+            return os.open(self.log_path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC), 0
+        out = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        os.write(out, f"# the tasks run() yielded are built: the attempt goes on, "
+                      f"{_now_text()}\n".encode())
+        return out, self.header_size
 
 
 def _copy_range(source: int, target: int, start: int, end: int) -> None:

@@ -296,7 +296,7 @@ class Runner:
                 child.downstream.append(step)
                 step.upstream.append(child)
         self.emit(TasksYielded(self.options.run_id, step.task_id, step.task.family(),
-                               tuple(t.task_id for t in tasks), len(added)))
+                               tuple(t.task_id for t in tasks), len(added), tuple(tasks)))
         if pending:
             self._pending_up[step.index] = pending
         elif seen_before:

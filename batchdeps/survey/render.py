@@ -2,7 +2,9 @@
 
 JSON edges go from a task to a task it requires (the contract); in dot and Mermaid the
 arrows follow the data, from a requirement to the task that reads it, as Snakemake's
-`--dag` and Luigi's visualiser draw them.
+`--dag` and Luigi's visualiser draw them. A requirement a task's run() yielded (known from
+the last run that recorded it) is an edge like any other, listed in the node's `yielded`
+in JSON, marked `(yielded)` in the tree and drawn dashed in dot and Mermaid.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ def tree(result: Survey, depth: int | None = None) -> str:
     lines: list[str] = []
     shown: set[Node] = set()
     # (node, prefix for its own line, prefix for its children, depth)
-    stack: list[tuple[Node, str, str, int]] = [
-        (root, "", "", 0) for root in reversed(result.roots)]
+    stack: list[tuple[Node, str, str, int, bool]] = [
+        (root, "", "", 0, False) for root in reversed(result.roots)]
     while stack:
-        node, own_prefix, child_prefix, level = stack.pop()
-        line = f"{own_prefix}{node.task_id}  [{node.label}]"
+        node, own_prefix, child_prefix, level, via_yield = stack.pop()
+        mark = "(yielded) " if via_yield else ""
+        line = f"{own_prefix}{mark}{node.task_id}  [{node.label}]"
         details = _details(node)
         if node in shown and node.requires:
             lines.append(f"{line}  (shown above)")
@@ -37,10 +40,12 @@ def tree(result: Survey, depth: int | None = None) -> str:
         lines.append(line)
         shown.add(node)
         children = node.requires
+        yielded = set(node.yielded)
         for index in range(len(children) - 1, -1, -1):
             last = index == len(children) - 1
             stack.append((children[index], child_prefix + (_LAST if last else _TEE),
-                          child_prefix + (_GAP if last else _PIPE), level + 1))
+                          child_prefix + (_GAP if last else _PIPE), level + 1,
+                          children[index] in yielded))
     lines.append(summary(result))
     return "\n".join(lines)
 
@@ -84,6 +89,7 @@ def _node_json(node: Node, lineage: bool, staleness: bool = False) -> dict[str, 
         "blocked_by": _id(node.blocked_by),
         "upstream_missing": _id(node.upstream_missing),
         "upstream_newer": _id(node.upstream_newer),
+        "yielded": [req.task_id for req in node.yielded],
     })
     if staleness:  # rerun triggers were looked at
         data["stale"] = node.stale
@@ -126,8 +132,10 @@ def to_dot(result: Survey) -> str:
         lines.append(f'  {ids[node]} [label="{label}", '
                      f"fillcolor={_COLOURS[node.state]}{shape}];")
     for node in result.nodes:
+        yielded = set(node.yielded)
         for req in node.requires:
-            lines.append(f"  {ids[req]} -> {ids[node]};")
+            style = " [style=dashed]" if req in yielded else ""
+            lines.append(f"  {ids[req]} -> {ids[node]}{style};")
     lines.append("}")
     return "\n".join(lines)
 
@@ -141,8 +149,10 @@ def to_mermaid(result: Survey) -> str:
         open_, close = ("[(", ")]") if node.external else ("[", "]")
         lines.append(f'  {ids[node]}{open_}"{text}"{close}:::{node.state.replace("-", "_")}')
     for node in result.nodes:
+        yielded = set(node.yielded)
         for req in node.requires:
-            lines.append(f"  {ids[req]} --> {ids[node]}")
+            arrow = "-.->" if req in yielded else "-->"
+            lines.append(f"  {ids[req]} {arrow} {ids[node]}")
     for state, colour in _COLOURS.items():
         lines.append(f"  classDef {state.replace('-', '_')} fill:{colour}")
     return "\n".join(lines)

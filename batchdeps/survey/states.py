@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExitCode
 from ..procinfo import hostname
@@ -30,6 +30,9 @@ from ..targets import Target, check_exists, check_identities
 from ..targets.sidecar import read_records, record_target
 from ..task import ExternalTask, Task, flatten_outputs
 from .holders import HolderLookup
+
+if TYPE_CHECKING:
+    from .yielded import YieldedLookup
 
 COMPLETE = "complete"
 MISSING = "missing"
@@ -60,6 +63,8 @@ class Node:
     stale: list[str] = field(default_factory=list)
     #: Complete, could have a build record, has none (only looked at with triggers).
     unrecorded: bool = False
+    #: those of `requires` that its run() yielded in the last run that recorded it
+    yielded: list[Node] = field(default_factory=list)
 
     @property
     def task_id(self) -> str:
@@ -155,7 +160,8 @@ class Survey:
 
 
 def survey(requested: Iterable[Task], holders: HolderLookup | None = None,
-           newer: bool = True, rerun_triggers: Iterable[str] = ()) -> Survey:
+           newer: bool = True, rerun_triggers: Iterable[str] = (),
+           yielded: YieldedLookup | None = None) -> Survey:
     """The state of every task below `requested`.
 
     Args:
@@ -165,6 +171,8 @@ def survey(requested: Iterable[Task], holders: HolderLookup | None = None,
         newer: compare modification times to find `upstream newer`.
         rerun_triggers: also find which complete tasks are stale by these triggers
             (staleness.py): their build records are read (none: no record is read).
+        yielded: what a task's run() yielded, as last recorded (see yielded.py): shown as
+            requirements of that task.
 
     Raises:
         TaskDefinitionError, CycleError, TargetCheckError: as resolution does.
@@ -173,18 +181,21 @@ def survey(requested: Iterable[Task], holders: HolderLookup | None = None,
     gc.disable()  # as in resolve(): many objects, no cyclic garbage until the end
     try:
         return _survey(list(dict.fromkeys(requested)), holders, newer,
-                       frozenset(rerun_triggers))
+                       frozenset(rerun_triggers), yielded)
     finally:
         if was_enabled:
             gc.enable()
 
 
 def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool,
-            triggers: frozenset[str]) -> Survey:
+            triggers: frozenset[str], yielded: YieldedLookup | None = None) -> Survey:
     graph = full_graph(roots)
+    dynamic = _add_yielded(graph, yielded) if yielded is not None else {}
     nodes = {task: Node(task) for task in graph}
     for task, reqs in graph.items():
         nodes[task].requires = [nodes[req] for req in reqs]
+    for task, extra in dynamic.items():
+        nodes[task].yielded = [nodes[req] for req in extra]
     order = _order([nodes[task] for task in roots])
 
     # 1. every output of every task, checked in one batch.
@@ -311,6 +322,30 @@ def _assess(order: list[Node], slots: dict[Node, Target],
     for node in order:
         node.stale = assessment.stale.get(node.task, [])
         node.unrecorded = node.task in assessment.unrecorded
+
+
+def _add_yielded(graph: dict[Task, list[Task]],
+                 yielded: YieldedLookup) -> dict[Task, list[Task]]:
+    """Add to `graph` what each of its tasks' run() yielded last, and everything those
+    need (statically, and what they yielded in turn); the yielded ones per task."""
+    dynamic: dict[Task, list[Task]] = {}
+    pending = list(graph)
+    while pending:
+        task = pending.pop()
+        if isinstance(task, ExternalTask):
+            continue
+        extra = [t for t in dict.fromkeys(yielded(task)) if t not in graph[task]]
+        if not extra:
+            continue
+        dynamic[task] = extra
+        graph[task] = graph[task] + extra
+        new = [t for t in extra if t not in graph]
+        if new:
+            for found, reqs in full_graph(new).items():
+                if found not in graph:
+                    graph[found] = reqs
+                    pending.append(found)
+    return dynamic
 
 
 def _order(roots: list[Node]) -> list[Node]:
