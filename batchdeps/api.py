@@ -55,6 +55,7 @@ def build(
     wait_timeout: float | None = None,
     options: RunOptions | None = None,
     log_dir: str | None = None,
+    rerun_triggers: str | Iterable[str] | None = None,
 ) -> BuildResult:
     """Build `tasks` and what they need; returns what happened per task.
 
@@ -79,9 +80,12 @@ def build(
         options: full RunOptions, when more control is needed.
         log_dir: capture each attempt's output into `<log_dir>/<family>/<params>/<n>.log`
             (default: `[batchdeps] log_dir`; neither: output is not captured).
+        rerun_triggers: also rebuild complete tasks that are stale by these triggers
+            ("version,params,upstream[,unrecorded]" or a list; default: `[run]
+            rerun_triggers`, else none; see docs/staleness.md).
 
     Raises:
-        UsageError: `workers` below 1.
+        UsageError: `workers` below 1, an unknown rerun trigger.
         BatchdepsError: an error that stopped the run (the lock server or storage cannot
             be reached); `[notify]` alerts about it as about a failed run.
     """
@@ -91,6 +95,7 @@ def build(
         config, workers=workers, force=force or None, force_upstream=force_upstream or None,
         force_from=list(force_from), locks=locks, listeners=list(listeners),
         lock_url=lock_url, wait_timeout=wait_timeout, base_options=options, log_dir=log_dir,
+        rerun_triggers=rerun_triggers,
         # History goes beside a config file the caller loaded (or to its state_dir); a bare
         # bd.build() in a script or a test writes no file it was not asked for.
         local_history=bool(config.path or "state_dir" in config.batchdeps),

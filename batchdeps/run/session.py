@@ -310,7 +310,8 @@ class Session:
             "run_id": self.run_id,
             "workers": self.workers,
             "log_path_for": task_logs.path_for if task_logs is not None else None,
-            "record_builds": bool(self.record_builds or self.rerun_triggers),
+            "record_builds": bool(self.record_builds or self.rerun_triggers or (
+                self.base_options is not None and self.base_options.record_builds)),
         }
         if "kill_grace" in settings:
             values["kill_grace"] = float(settings["kill_grace"])

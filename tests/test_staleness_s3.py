@@ -1,0 +1,207 @@
+"""Staleness on S3 (moto's server): a rewritten object, two working copies that share the
+bucket, and the extra checks batched like existence (one listing per prefix)."""
+
+# ruff: noqa: F811  (pytest fixtures are imported from s3util by name)
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.project import Project
+from support.s3util import (  # noqa: F401 - fixtures
+    FAKE_CREDENTIALS,
+    boto_client,
+    bucket,
+    moto_endpoint,
+    moto_server,
+    s3_env,
+)
+
+import batchdeps as bd
+from batchdeps.config import Config
+from batchdeps.survey.states import survey
+from batchdeps.targets import default_storage, s3
+
+PIPELINE = '''
+"""Four days cleaned from raw objects on S3, and a report over them."""
+import os
+
+import batchdeps as bd
+
+from .demo import journal
+
+ROOT = os.environ["DATA_ROOT"]
+
+
+class Raw(bd.ExternalTask):
+    day = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(f"{ROOT}/raw/{self.day}.txt")
+
+
+class Clean(bd.Task):
+    version = os.environ.get("CLEAN_VERSION", "1")
+    day = bd.Parameter()
+
+    def requires(self):
+        return Raw(day=self.day)
+
+    def output(self):
+        return bd.FileTarget(f"{ROOT}/clean/{self.day}.txt")
+
+    def run(self):
+        journal("start", self)
+        with self.input().open() as src, self.output().open("w") as dst:
+            dst.write(src.read().upper())
+
+
+class Report(bd.Task):
+    def requires(self):
+        return [Clean(day=f"d{i}") for i in range(1, 5)]
+
+    def output(self):
+        return bd.FileTarget(f"{ROOT}/report.txt")
+
+    def run(self):
+        journal("start", self)
+        with self.output().open("w") as dst:
+            dst.write("report")
+'''
+
+TRIGGERS = ("--rerun-triggers", "version,params,upstream")
+
+
+def working_copy(root: Path, endpoint: str, bucket_name: str) -> Project:
+    """A fresh checkout: config, the pipeline, its own journal and locks; data on S3."""
+    from support.project import DEMO_PIPELINE
+
+    copy = Project(root)
+    copy.write("config.toml", f"""
+        [batchdeps]
+        modules = ["pipelines"]
+
+        [storage.s3]
+        endpoint_url = "{endpoint}"
+    """)
+    copy.write("pipelines/__init__.py", "")
+    (root / "pipelines" / "demo.py").write_text(DEMO_PIPELINE)
+    copy.write("pipelines/stale.py", PIPELINE)
+    copy.env.update(FAKE_CREDENTIALS)
+    copy.env["DATA_ROOT"] = f"s3://{bucket_name}/data"
+    copy.env["BATCHDEPS_SPOOL_DIR"] = str(root / "spool")
+    return copy
+
+
+def stale_of(copy: Project, **env: str) -> dict[str, list[str]]:
+    result = copy.run("status", "Report", *TRIGGERS, "--format", "json", **env)
+    assert result.returncode in (0, 1), result.stderr
+    return {n["task_id"]: n["stale"] for n in json.loads(result.stdout)["nodes"] if n["stale"]}
+
+
+def test_two_working_copies_sharing_s3_agree_on_what_is_stale(
+        tmp_path: Path, moto_endpoint: str, bucket: str) -> None:
+    client = boto_client(moto_endpoint)
+    for i in range(1, 5):
+        client.put_object(Bucket=bucket, Key=f"data/raw/d{i}.txt", Body=f"day {i}".encode())
+    first = working_copy(tmp_path / "first", moto_endpoint, bucket)
+    second = working_copy(tmp_path / "second", moto_endpoint, bucket)
+    assert first.run("run", "Report", *TRIGGERS).returncode == 0
+    assert len(first.runs()) == 5
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "data/clean/.d1.txt.batchdeps.json" in keys and "data/.report.txt.batchdeps.json" in keys
+    # the second copy has never run anything: the records on S3 say it is all up to date
+    assert second.run("status", "Report", *TRIGGERS, "--stale").returncode == 0
+
+    client.put_object(Bucket=bucket, Key="data/raw/d3.txt", Body=b"day 3, corrected")
+    seen = stale_of(second)
+    assert seen == stale_of(first)
+    assert set(seen) == {"Clean(day=d3)", "Report()"}
+    assert seen["Clean(day=d3)"][0].startswith(f"input s3://{bucket}/data/raw/d3.txt ")
+    assert seen["Report()"] == ["upstream Clean(day=d3) rebuilt"]
+
+    assert second.run("run", "Report", *TRIGGERS).returncode == 0
+    assert second.runs() == ["Clean(day=d3)", "Report()"]
+    assert stale_of(first) == {}  # the first copy sees the second one's records
+    assert first.run("run", "Report", *TRIGGERS).returncode == 0 and len(first.runs()) == 5
+    body = client.get_object(Bucket=bucket, Key="data/clean/d3.txt")["Body"].read()
+    assert body == b"DAY 3, CORRECTED"
+
+    bumped = stale_of(first, CLEAN_VERSION="2")
+    assert bumped == stale_of(second, CLEAN_VERSION="2")
+    assert bumped["Clean(day=d1)"] == ["version 1 → 2"] and len(bumped) == 5
+
+
+# -- batched like existence ------------------------------------------------------------------
+class Day(bd.ExternalTask):
+    day = bd.IntParameter()
+    root = bd.Parameter()
+
+    def output(self) -> Any:
+        return bd.FileTarget(f"{self.root}/raw/{self.day:03d}.txt")
+
+
+class Daily(bd.Task):
+    day = bd.IntParameter()
+    root = bd.Parameter()
+
+    def requires(self) -> Any:
+        return Day(day=self.day, root=self.root)
+
+    def output(self) -> Any:
+        return bd.FileTarget(f"{self.root}/daily/{self.day:03d}.txt")
+
+    def run(self) -> None:
+        with self.output().open("w") as out:
+            out.write("x")
+
+
+class AllDays(bd.WrapperTask):
+    root = bd.Parameter()
+
+    def requires(self) -> Any:
+        return [Daily(day=i, root=self.root) for i in range(120)]
+
+
+@pytest.fixture
+def storage_on_moto(s3_env: dict[str, str], moto_endpoint: str) -> Iterator[Config]:
+    config = Config(storage={"s3": {"endpoint_url": moto_endpoint}})
+    default_storage.configure(config.storage)
+    yield config
+    default_storage.configure({})
+
+
+def test_status_with_triggers_lists_each_prefix_and_reads_only_the_records(
+        storage_on_moto: Config, bucket: str, moto_endpoint: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client = boto_client(moto_endpoint)
+    for i in range(120):
+        client.put_object(Bucket=bucket, Key=f"d/raw/{i:03d}.txt", Body=b"raw")
+    root = f"s3://{bucket}/d"
+    result = bd.build(AllDays(root=root), config=storage_on_moto, rerun_triggers="upstream")
+    assert result.ok, result
+    methods: list[str] = []
+    real_call = s3._call
+
+    async def counting(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
+        methods.append(method)
+        return await real_call(fs, method, url, **kwargs)
+
+    monkeypatch.setattr(s3, "_call", counting)
+    found = survey([AllDays(root=root)], rerun_triggers={"upstream"})
+    assert not found.stale and found.exit_code == 0
+    # outputs, records and inputs of 120 tasks: one listing per prefix (raw/, daily/),
+    # no HEAD per object, and one GET per record
+    assert "head_object" not in methods
+    assert methods.count("list_objects_v2") <= 4
+    assert methods.count("get_object") == 120
+    client.put_object(Bucket=bucket, Key="d/raw/007.txt", Body=b"rewritten")
+    methods.clear()
+    found = survey([AllDays(root=root)], rerun_triggers={"upstream"})
+    assert [node.task_id for node in found.stale] == [f"Daily(day=7, root={root})",
+                                                       f"AllDays(root={root})"]
+    assert "head_object" not in methods
