@@ -52,6 +52,15 @@ def _top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
+def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The dotted name `from X import ...` in `module` imports from (relative resolved)."""
+    if not node.level:
+        return node.module or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the package modules it imports when it is imported."""
     known = modules()
@@ -62,12 +71,7 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
-                if node.level:
-                    base = name.split(".") if is_package else name.split(".")[:-1]
-                    base = base[: len(base) - (node.level - 1)]
-                    stem = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    stem = node.module or ""
+                stem = _absolute(node, name, is_package)
                 targets = [f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in known
                            else stem for alias in node.names]
             for target in targets:
@@ -118,10 +122,15 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
         "        failed.append(f'{name}: {type(exc).__name__}: {exc}')\n"
         "print('\\n'.join(failed))\n"
     )
+    assert _fresh_python(script) == ""
+
+
+def _fresh_python(script: str) -> str:
+    """What `script` prints in a new interpreter (which must exit 0)."""
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == ""
+    return done.stdout.strip()
 
 
 def _imported_names(source: str, module: str, is_package: bool = False) -> set[str]:
@@ -132,12 +141,7 @@ def _imported_names(source: str, module: str, is_package: bool = False) -> set[s
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".") if is_package else module.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                stem = ".".join(base + ([node.module] if node.module else []))
-            else:
-                stem = node.module or ""
+            stem = _absolute(node, module, is_package)
             names.add(stem)
             names.update(f"{stem}.{alias.name}" for alias in node.names)
     return names
@@ -176,7 +180,4 @@ def test_importing_the_lock_server_loads_nothing_of_web() -> None:
         "print(sorted(m for m in sys.modules if m == 'batchdeps.web' "
         "or m.startswith('batchdeps.web.')))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert _fresh_python(script) == "[]"
