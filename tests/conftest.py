@@ -11,8 +11,8 @@ import pytest
 from support.project import CONFIG, DEMO_PIPELINE, Project
 
 #: Fixtures of the lock-server tests (lock_server, lock_project) and the headless browser
-#: (browser), registered once for all.
-pytest_plugins = ["support.lockutil", "support.browser"]
+#: (browser) and the PostgreSQL server (pg_cluster, pg_url), registered once for all.
+pytest_plugins = ["support.lockutil", "support.browser", "support.pg"]
 
 
 @pytest.fixture

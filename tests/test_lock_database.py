@@ -107,7 +107,8 @@ def test_released_and_expired_leases_leave_no_rows(tmp_path: Path) -> None:
                 other.close()
 
         wait_for(lambda: rows() == 0, timeout=20, what="expired rows to be deleted")
-        assert server.request("GET", "/v1/health", token="")[1] == {"ok": True}
+        assert server.request("GET", "/v1/health", token="")[1] == {
+            "ok": True, "database": "sqlite", "answers": True}
         status, audit = server.request("GET", "/v1/audit")
         events = [line["event"] for line in audit["audit"]]
         assert events.count("expire") == 30 and events.count("release") == 30

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from batchdeps.locks.protocol import Holder
-from batchdeps.locks.store import LeaseNotHeld, LeaseStore, StoreError
+from batchdeps.locks.store import LeaseNotHeld, StoreError
+from batchdeps.locks.store import SqliteLeaseStore as LeaseStore
 
 A = Holder("host-a", 100, "run-a")
 B = Holder("host-b", 200, "run-b")
@@ -230,7 +231,7 @@ def test_a_damaged_database_is_refused_and_left_as_it_is(tmp_path: Path, clock: 
 
 def test_a_damaged_write_ahead_log_is_refused(tmp_path: Path, clock: Clock) -> None:
     path = str(tmp_path / "leases.db")
-    script = ("import os, sys\nfrom batchdeps.locks.store import LeaseStore\n"
+    script = ("import os, sys\nfrom batchdeps.locks.store import SqliteLeaseStore as LeaseStore\n"
               "from batchdeps.locks.protocol import Holder\n"
               "LeaseStore(sys.argv[1]).acquire('T', Holder('h', 1, 'r'), 10)\n"
               "os._exit(0)\n")  # like a kill -9: the WAL is not checkpointed

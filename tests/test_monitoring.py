@@ -75,7 +75,7 @@ def test_metrics_file_in_a_missing_folder_is_a_usage_error(project: Any) -> None
 # -- the lock server ------------------------------------------------------------------------
 def test_health_answers_without_a_token_and_tells_nothing(lock_server: LockServer) -> None:
     status, body = lock_server.request("GET", "/v1/health", token="")
-    assert status == 200 and body == {"ok": True}
+    assert status == 200 and body == {"ok": True, "database": "sqlite", "answers": True}
 
 
 def test_metrics_and_history_need_a_token(lock_server: LockServer) -> None:
@@ -280,7 +280,7 @@ def test_monitoring_md_names_only_tests_that_exist() -> None:
 
 def test_the_server_removes_history_past_its_history_days(tmp_path: Path) -> None:
     from batchdeps.history.store import HistoryStore
-    from batchdeps.locks.store import LeaseStore
+    from batchdeps.locks.store import SqliteLeaseStore as LeaseStore
 
     db = tmp_path / "locks.db"
     LeaseStore(str(db)).close()

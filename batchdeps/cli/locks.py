@@ -21,7 +21,12 @@ from .common import fail
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="TCP port (0: pick a free one; the chosen URL is printed).")
 @click.option("--db", default="batchdeps-locks.db", show_default=True,
-              help="SQLite file holding the leases and the audit log (WAL mode).")
+              help="SQLite file holding the leases and the audit log (WAL mode), or "
+              "postgresql://USER@HOST/DB shared by several replicas (password from "
+              "PGPASSWORD, ~/.pgpass or ${VAR} in the URL).")
+@click.option("--init", "init", is_flag=True,
+              help="Create or migrate the database's schema, then exit (needed once for "
+              "PostgreSQL; refuses a database of a newer version or of another program).")
 @click.option("--tokens-file", default=None,
               help="Tokens with roles: `ROLE SHA256-OF-TOKEN` per line; re-read on SIGHUP.")
 @click.option("--public-status", is_flag=True,
@@ -47,19 +52,22 @@ def lock_server_command(host: str, port: int, db: str, tokens_file: str | None,
                         rate_limit: float, max_connections: int,
                         max_connections_per_address: int, request_timeout: float,
                         keepalive_timeout: float, audit_days: float,
-                        history_days: float) -> None:
+                        history_days: float, init: bool = False) -> None:
     """Run the central lock server (token from $BATCHDEPS_LOCK_TOKEN or --tokens-file)."""
     import logging
 
     from ..locks.auth import Tokens, client_token
     from ..locks.connections import Limits
-    from ..locks.server import ServerOptions, serve
+    from ..locks.server import ServerOptions, init_database, serve
     from ..web.routes import register as monitoring_routes
     from .common import DATE_FORMAT, TEXT_FORMAT
 
     # The same line format as runs, so one grep reads both logs.
     logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT, datefmt=DATE_FORMAT)
     try:
+        if init:
+            click.echo(init_database(db))
+            return
         tokens = Tokens(client_token(), tokens_file)
         options = ServerOptions(
             rate=rate_limit, public_status=public_status, audit_days=audit_days,

@@ -1,7 +1,9 @@
-"""The lock server: an aiohttp application in front of the SQLite lease table.
+"""The lock server: an aiohttp application in front of a lease store (SQLite or PostgreSQL).
 
 Imported only by `batchdeps lock-server`. Handlers run on one event loop and call the
-store synchronously, so each request's read-modify-write is atomic. Each route needs a role
+store (the `store.LeaseStore` interface, nothing else) synchronously, so each request's
+read-modify-write is atomic in one process; across replicas the PostgreSQL store makes
+each call atomic in the database. Each route needs a role
 (`protocol.ROUTE_ROLES`, tokens in locks/auth.py); tokens are compared in constant time,
 bodies are size-limited, authenticated requests and authentication failures are
 rate-limited per client address in separate budgets, and connections are capped and timed
@@ -41,7 +43,14 @@ from .connections import (
     quiet_exception_handler,
     raise_file_limit,
 )
-from .store import LeaseNotHeld, LeaseRow, LeaseStore
+from .store import (
+    LeaseNotHeld,
+    LeaseRow,
+    LeaseStore,
+    SqliteLeaseStore,
+    StoreUnavailable,
+    is_postgres_url,
+)
 
 log = logs.get("batchdeps.lock_server")
 
@@ -226,6 +235,9 @@ class LockServer:
             return _error(exc.status, exc.reason or "bad request")
         except p.ProtocolError as exc:
             return _error(p.BAD_REQUEST, str(exc))
+        except StoreUnavailable as exc:  # nothing was decided: the client tries again
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            return _error(p.UNAVAILABLE, str(exc), **{"Retry-After": "1"})
         except Exception:  # a bug: answer 500, keep serving; the store is unchanged or whole
             log.exception("request %s %s failed", request.method, request.path)
             return _error(p.SERVER_ERROR, "internal error (see the server log)")
@@ -246,7 +258,11 @@ class LockServer:
 
     # -- routes ------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        """Liveness and the database: which kind, and whether it answers (503 when not)."""
+        state = self.store.health()
+        body = {"ok": bool(state["answers"]), "database": state["database"],
+                "answers": bool(state["answers"])}
+        return web.json_response(body, status=p.OK if body["ok"] else p.UNAVAILABLE)
 
     async def whoami(self, request: web.Request) -> web.Response:
         roles = request[ROLES_KEY]
@@ -281,14 +297,13 @@ class LockServer:
         now = time.time()
         with self.store.transaction():  # one commit for the batch
             released = self._release_first(request, req.holder, req.release)
-            for key in req.keys:
-                granted, lease = self.store.acquire(key, req.holder, req.ttl,
-                                                    address=request.remote or "")
-                assert lease is not None
-                body = lease_json(lease, now, with_token=granted)
-                body["granted"] = granted
-                any_granted = any_granted or granted
-                results.append(body)
+            answers = self.store.acquire_many(req.keys, req.holder, req.ttl,
+                                              address=request.remote or "")
+        for granted, lease in answers:
+            body = lease_json(lease, now, with_token=granted)
+            body["granted"] = granted
+            any_granted = any_granted or granted
+            results.append(body)
         if any_granted:
             await self.durable.wait()  # one fsync for the whole batch
         answer: dict[str, Any] = {"results": results}
@@ -323,7 +338,7 @@ class LockServer:
     async def check(self, request: web.Request) -> web.Response:
         ref = p.parse_lease_ref(await self._body(request))
         try:
-            lease = self.store.renew(ref.key, ref.token, ref.holder)
+            lease = self.store.check(ref.key, ref.token, ref.holder)
         except LeaseNotHeld as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=p.LEASE_LOST)
         return web.json_response({"ok": True, "expires_in": lease.expires_in})
@@ -436,9 +451,46 @@ def lock_database(db: str) -> bool:
     return created
 
 
+def open_store(db: str) -> LeaseStore:
+    """The store `--db` names: a postgresql:// URL, else an SQLite file (locked to us)."""
+    if is_postgres_url(db):
+        from .store.postgres import PgLeaseStore
+
+        return PgLeaseStore(db)
+    created = lock_database(db)
+    try:
+        return SqliteLeaseStore(db, existed=not created)
+    except BatchdepsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: one clear message
+        raise UsageError(f"cannot open the lease database {db}: {exc}") from None
+
+
+def init_database(db: str) -> str:
+    """`lock-server --init`: create or migrate the database's schema; what was done."""
+    if is_postgres_url(db):
+        from .store.postgres import init_database as init_postgres
+
+        return init_postgres(db)
+    store = open_store(db)  # an SQLite file is created or migrated when it is opened
+    store.close()
+    return f"the lease database {db} is ready"
+
+
+def skew_clock_for_tests() -> None:
+    """BATCHDEPS_TEST_CLOCK_SKEW=SECONDS moves this process's wall clock (a test hook: a
+    replica whose clock is off must not expire a lease early)."""
+    skew = os.environ.get("BATCHDEPS_TEST_CLOCK_SKEW")
+    if skew:
+        real = time.time
+        offset = float(skew)
+        time.time = lambda: real() + offset  # type: ignore[assignment]
+
+
 def serve(host: str, port: int, db: str, tokens: Tokens | str, cert: str | None = None,
           key: str | None = None, options: ServerOptions | None = None) -> None:
     """Run the server until SIGINT/SIGTERM; prints `listening on URL` once bound."""
+    skew_clock_for_tests()
     tokens = tokens if isinstance(tokens, Tokens) else Tokens(tokens)
     options = options or ServerOptions()
     if not is_loopback(host):
@@ -457,13 +509,7 @@ def serve(host: str, port: int, db: str, tokens: Tokens | str, cert: str | None 
             ssl_context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from None
-    created = lock_database(db)
-    try:
-        store = LeaseStore(db, existed=not created)
-    except BatchdepsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError: one clear message
-        raise UsageError(f"cannot open the lease database {db}: {exc}") from None
+    store = open_store(db)
     raise_file_limit()
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host

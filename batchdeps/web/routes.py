@@ -10,7 +10,7 @@
 
 `register()` adds them to a LockServer's app; `batchdeps lock-server` (cli/locks.py) hands
 it to the server, which imports nothing of this package. The history tables live in the
-server's own database file, beside the leases.
+server's own database (the SQLite file, or PostgreSQL), beside the leases.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class MonitoringRoutes:
 
     def __init__(self, server: LockServer) -> None:
         self.server = server
-        self.history = HistoryStore(server.store.path)
+        self.history: HistoryStore = server.store.history()
         self.metrics = TaskMetrics()
         self.acquisitions: dict[str, float] = {"granted": 0.0, "held_elsewhere": 0.0}
         self.fence_refusals = 0.0

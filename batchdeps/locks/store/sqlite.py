@@ -1,4 +1,4 @@
-"""The lock server's lease table and audit log: SQLite in WAL mode, expiry on the monotonic clock.
+"""The SQLite lease store: one file in WAL mode, expiry on this process's monotonic clock.
 
 Tables: `leases` (one row per *held* lease: key, fencing token, holder, ttl), `audit` (every
 grant, release, expiry, takeover, forced release and authentication failure) and `meta`
@@ -35,13 +35,19 @@ import os
 import sqlite3
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import LockError, UsageError
-from .protocol import Holder, resource_key
+from ..protocol import Holder, resource_key
+from .base import AUDIT_EVENTS, AuditRow, LeaseNotHeld, LeaseRow, StoreError
+
+if TYPE_CHECKING:
+    from ...history.store import HistoryStore
+
+__all__ = ["AUDIT_EVENTS", "AuditRow", "LeaseNotHeld", "LeaseRow", "SqliteLeaseStore",
+           "StoreError"]
 
 APPLICATION = "batchdeps-leases"
 SCHEMA_VERSION = 2
@@ -70,50 +76,10 @@ CREATE INDEX audit_at ON audit (at);
 """
 SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_MAGICS = (0x377F0682, 0x377F0683)
-AUDIT_EVENTS = ("grant", "release", "expire", "takeover", "force-release", "auth-failure")
 
 
-class StoreError(UsageError):
-    """The lease database cannot be used as it is (the server refuses to start: exit 2)."""
 
 
-@dataclass(frozen=True)
-class LeaseRow:
-    """One lease as the table knows it; `expires_in` in seconds from now (server clock)."""
-
-    key: str
-    token: int
-    holder: Holder
-    ttl: float
-    granted_at: float
-    expires_in: float
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    """One line of the audit log."""
-
-    id: int
-    at: float
-    event: str
-    key: str
-    token: int
-    holder: str
-    address: str
-    detail: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "at": self.at, "event": self.event, "key": self.key,
-                "token": self.token, "holder": self.holder, "address": self.address,
-                "detail": self.detail}
-
-
-class LeaseNotHeld(LockError):
-    """The named lease is not the caller's any more; the message says why.
-
-    The store's answer to a renew/check; the server turns it into a `lost` entry or a 409.
-    (The client-side `errors.LeaseLostError` is what a run sees.)
-    """
 
 
 def _wal_header_ok(header: bytes) -> bool:
@@ -155,7 +121,7 @@ def check_files(path: str, existed: bool) -> None:
                          "or move both files away to start afresh")
 
 
-class LeaseStore:
+class SqliteLeaseStore:
     """Leases keyed by task id (and resource slot), durable across restarts."""
 
     def __init__(self, path: str, clock: Callable[[], float] = time.monotonic,
@@ -167,6 +133,7 @@ class LeaseStore:
         it first); by default whether it exists now.
         """
         self.path = path
+        self.kind = "sqlite"
         self.clock = clock
         self.wall = wall
         if existed is None:
@@ -212,7 +179,7 @@ class LeaseStore:
                 raise StoreError(f"the lease database {path} is damaged ({problem}); it is "
                                  "not re-initialised. Restore it, or move it away to start "
                                  "afresh")
-            tables = LeaseStore._tables(ro)
+            tables = SqliteLeaseStore._tables(ro)
             if "meta" in tables:
                 meta = dict(ro.execute("SELECT name, value FROM meta"))
                 if meta.get("application") != APPLICATION:
@@ -289,6 +256,20 @@ class LeaseStore:
         except sqlite3.Error:
             pass
         self.db.close()
+
+    def health(self) -> dict[str, Any]:
+        """The file answers as long as this process has it open."""
+        try:
+            self.db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            return {"database": self.kind, "answers": False, "error": str(exc)}
+        return {"database": self.kind, "answers": True}
+
+    def history(self) -> HistoryStore:
+        """The history tables in the same file, on a connection of their own."""
+        from ...history.store import HistoryStore
+
+        return HistoryStore(self.path)
 
     def sync(self) -> None:
         """fsync the WAL: every change committed before this call survives a power loss.
@@ -468,6 +449,17 @@ class LeaseStore:
             return False, current
         return True, self._grant(key, row, holder, ttl, address)
 
+    def acquire_many(self, keys: Sequence[str], holder: Holder, ttl: float,
+                     address: str = "") -> list[tuple[bool, LeaseRow]]:
+        """`acquire` for each key, in one commit."""
+        answers = []
+        with self.transaction():
+            for key in keys:
+                granted, lease = self.acquire(key, holder, ttl, address)
+                assert lease is not None
+                answers.append((granted, lease))
+        return answers
+
     def acquire_resource(self, name: str, slots: int, holder: Holder, ttl: float,
                          address: str = "") -> LeaseRow | None:
         """A free slot of pool `name` (one the caller does not hold yet), or None."""
@@ -498,6 +490,10 @@ class LeaseStore:
         row = self._mine(key, token, holder)
         self._set_expiry(key, self.clock() + row[5])
         return self._lease(row)
+
+    def check(self, key: str, token: int, holder: Holder) -> LeaseRow:
+        """The fence before a commit: as `renew`."""
+        return self.renew(key, token, holder)
 
     def release(self, key: str, token: int, holder: Holder, address: str = "") -> bool:
         """Free the caller's lease; False (no change) when it is not theirs any more."""

@@ -1,0 +1,360 @@
+"""The PostgreSQL lease store: one database shared by any number of lock-server replicas.
+
+Everything that decides is in the database: fencing tokens come from one sequence
+(`batchdeps_token_seq`, CACHE 1, so strictly increasing whichever replica asks), deadlines
+are `now()` plus the TTL on the database's clock (a replica's clock is never read for
+them), a grant is one call of `batchdeps_acquire()` in its own transaction (pgschema.py),
+and expired leases are reaped with `FOR UPDATE SKIP LOCKED`, so two replicas sweeping at
+once each take different rows and neither waits for the other.
+
+Each call commits on its own (the connection is in autocommit): leases are independent,
+so a batch (acquire-many, release-many) need not be atomic, and a row lock lasts only one
+statement. A commit returns once PostgreSQL made it durable (synchronous_commit), so
+`grants` stays 0 and `sync()` does nothing. A connection that breaks (PostgreSQL
+restarted, a network cut) is dropped; the call is tried once more on a new connection
+when doing it twice is harmless, else it fails with StoreUnavailable (the server answers
+503 and the client retries, here or at another replica).
+
+psycopg is imported when a store is opened, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ...errors import UsageError
+from ..protocol import Holder, resource_key
+from . import pgschema
+from .base import AuditRow, LeaseNotHeld, LeaseRow, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ...history.store import HistoryStore
+
+T = TypeVar("T")
+EXTRA = "batchdeps[postgres]"
+#: libpq settings for every connection: fail fast when the server is gone, never hang
+CONNECT_OPTIONS = {"connect_timeout": 3, "keepalives_idle": 5, "keepalives_interval": 2,
+                   "keepalives_count": 2, "application_name": "batchdeps-lock-server"}
+SESSION_SETTINGS = "SET statement_timeout = '10s'; SET lock_timeout = '5s'"
+_COLUMNS = ("key, token, host, pid, run_id, ttl, extract(epoch FROM granted_at), "
+            "extract(epoch FROM expires_at - now())")
+
+
+def psycopg_module() -> Any:
+    """psycopg, or a UsageError naming the extra that brings it."""
+    try:
+        import psycopg
+    except ImportError:
+        raise UsageError(f"a postgresql:// lock database needs psycopg: pip install "
+                         f"'{EXTRA}'") from None
+    return psycopg
+
+
+def expand(url: str) -> str:
+    """`${NAME}` in the URL replaced from the environment (a password kept out of files)."""
+    from ...config import UnsetVariable, _interpolate
+
+    value = _interpolate(url, "--db", os.environ)
+    if isinstance(value, UnsetVariable):
+        raise value.error()
+    return str(value)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for logs, pages and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://(unparsable URL)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        if ":" in user:
+            user = user.split(":", 1)[0] + ":***"
+        netloc = f"{user}@{host}"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class PgLeaseStore:
+    """Leases in one PostgreSQL database (see the module docstring)."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        """Connect and check the schema; StoreError (exit 2) when it cannot be used."""
+        self.psycopg = psycopg_module()
+        self.url = expand(url)
+        self.path = redact(self.url)
+        self.grants = 0
+        self.event_counts: dict[str, int] = {}
+        self._conn: Any = None
+        conn = self._connect_or_refuse()
+        pgschema.require_current(conn, self.path)
+
+    # -- connection ---------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        conn = self.psycopg.connect(self.url, autocommit=True, **CONNECT_OPTIONS)
+        conn.execute(SESSION_SETTINGS)
+        self._conn = conn
+        return conn
+
+    def _connect_or_refuse(self) -> Any:
+        try:
+            return self._connect()
+        except self.psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the lease database {self.path}: "
+                             f"{_first_line(exc)}") from None
+
+    def _run(self, work: Callable[[Any], T], retry: bool = True) -> T:
+        """`work(connection)`, on a new connection if the last one broke."""
+        psycopg = self.psycopg
+        for attempt in (1, 2):
+            try:
+                conn = self._conn
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._connect()
+                return work(conn)
+            except psycopg.OperationalError as exc:
+                self._drop()
+                if attempt == 2 or not retry:
+                    raise StoreUnavailable(f"the lease database {self.path} did not answer: "
+                                           f"{_first_line(exc)}") from None
+        raise AssertionError("unreachable")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
+                pass
+        self._conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Each call commits on its own (see the module docstring): nothing to group."""
+        yield
+
+    def close(self) -> None:
+        self._drop()
+
+    def sync(self) -> None:
+        """Nothing to do: a commit has returned only once it was durable."""
+
+    def health(self) -> dict[str, Any]:
+        try:
+            self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        except StoreUnavailable as exc:
+            return {"database": self.kind, "answers": False, "error": str(exc)}
+        return {"database": self.kind, "answers": True}
+
+    def history(self) -> HistoryStore:
+        from ...history.pgstore import PgHistoryStore
+
+        return PgHistoryStore(self.url, self.path)
+
+    def _count(self, event: str, n: int = 1) -> None:
+        self.event_counts[event] = self.event_counts.get(event, 0) + n
+
+    # -- reading ------------------------------------------------------------------------------
+    @staticmethod
+    def _lease(row: Sequence[Any]) -> LeaseRow:
+        key, token, host, pid, run_id, ttl, granted_at, expires_in = row
+        return LeaseRow(key, int(token), Holder(host, int(pid), run_id), float(ttl),
+                        float(granted_at), float(expires_in))
+
+    def _select(self, where: str, args: Sequence[Any] = (), tail: str = "") -> list[LeaseRow]:
+        sql = f"SELECT {_COLUMNS} FROM batchdeps_leases WHERE {where} {tail}"
+        rows = self._run(lambda conn: conn.execute(sql, args).fetchall())
+        return [self._lease(row) for row in rows]
+
+    @property
+    def held_count(self) -> int:
+        return int(self._run(lambda conn: conn.execute(
+            "SELECT count(*) FROM batchdeps_leases WHERE expires_at > now()").fetchone())[0])
+
+    def get(self, key: str) -> LeaseRow | None:
+        found = self._select("key = %s AND expires_at > now()", (key,))
+        return found[0] if found else None
+
+    def live(self, limit: int | None = None) -> list[LeaseRow]:
+        tail = "ORDER BY granted_at" + (f" LIMIT {int(limit)}" if limit else "")
+        return self._select("expires_at > now()", (), tail)
+
+    def by_holder(self, host: str, pid: int) -> list[LeaseRow]:
+        return self._select("host = %s AND pid = %s AND expires_at > now()", (host, pid))
+
+    def token(self, key: str) -> int:
+        """The fencing token of the row on `key` (0 if none)."""
+        found = self._select("key = %s", (key,))
+        return found[0].token if found else 0
+
+    def token_high(self) -> int:
+        """The sequence's last value: above every token handed out (0 before --init)."""
+        return int(self._run(lambda conn: conn.execute(
+            "SELECT last_value FROM batchdeps_token_seq").fetchone())[0])
+
+    def audit_since(self, since: float = 0.0, limit: int = 1000) -> list[AuditRow]:
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT id, at, event, key, token, holder, address, detail FROM batchdeps_audit "
+            "WHERE at >= %s ORDER BY id DESC LIMIT %s", (since, int(limit))).fetchall())
+        return [AuditRow(int(r[0]), float(r[1]), *r[2:4], int(r[4]), *r[5:]) for r in rows]
+
+    # -- writing ------------------------------------------------------------------------------
+    def audit(self, event: str, address: str, detail: str = "", key: str = "") -> None:
+        self._run(lambda conn: conn.execute(
+            "INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
+            "VALUES (extract(epoch FROM now()), %s, %s, 0, '', %s, %s)",
+            (event, key, address, detail)), retry=False)
+        self._count(event)
+
+    def prune_audit(self, before: float, limit: int = 1000) -> int:
+        return int(self._run(lambda conn: conn.execute(
+            "DELETE FROM batchdeps_audit WHERE id IN (SELECT id FROM batchdeps_audit "
+            "WHERE at < %s ORDER BY id LIMIT %s)", (before, int(limit))).rowcount))
+
+    def _granted(self, row: Sequence[Any]) -> tuple[bool, LeaseRow]:
+        event = row[0]
+        lease = self._lease(row[1:])
+        if event in ("grant", "takeover"):
+            self._count("grant")
+            if event == "takeover":
+                self._count("takeover")
+            return True, lease
+        return event == "extended", lease
+
+    def acquire(self, key: str, holder: Holder, ttl: float,
+                address: str = "") -> tuple[bool, LeaseRow | None]:
+        granted, lease = self.acquire_many([key], holder, ttl, address)[0]
+        return granted, lease
+
+    def acquire_many(self, keys: Sequence[str], holder: Holder, ttl: float,
+                     address: str = "") -> list[tuple[bool, LeaseRow]]:
+        """One statement for the batch. Keys are locked in sorted order, so two batches
+        that overlap cannot deadlock. Safe to send twice: a grant to the same holder is
+        answered again with the same token."""
+        if not keys:
+            return []
+        ordered = sorted(set(keys))
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT a.* FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n) "
+            "CROSS JOIN LATERAL batchdeps_acquire(k.key, %s, %s, %s, %s, %s, false) AS a "
+            "ORDER BY k.n", (ordered, holder.host, holder.pid, holder.run_id, float(ttl),
+                             address)).fetchall())
+        by_key = {row[1]: self._granted(row) for row in rows}
+        return [by_key[key] for key in keys]
+
+    def acquire_resource(self, name: str, slots: int, holder: Holder, ttl: float,
+                         address: str = "") -> LeaseRow | None:
+        """Slots are tried in order, skipping those another grant has locked this instant.
+        Not sent twice on a broken connection (a second slot could be taken)."""
+        keys = [resource_key(name, slot) for slot in range(slots)]
+        row = self._run(lambda conn: conn.execute(
+            "SELECT * FROM batchdeps_acquire_slot(%s::text[], %s, %s, %s, %s, %s)",
+            (keys, holder.host, holder.pid, holder.run_id, float(ttl), address)).fetchone(),
+            retry=False)
+        return self._granted(row)[1] if row is not None else None
+
+    def renew(self, key: str, token: int, holder: Holder) -> LeaseRow:
+        row = self._run(lambda conn: conn.execute(
+            "UPDATE batchdeps_leases SET expires_at = now() + ttl * interval '1 second' "
+            "WHERE key = %s AND token = %s AND host = %s AND pid = %s AND run_id = %s "
+            f"AND expires_at > now() RETURNING {_COLUMNS}",
+            (key, token, holder.host, holder.pid, holder.run_id)).fetchone())
+        if row is not None:
+            return self._lease(row)
+        found = self._select("key = %s", (key,))
+        if not found:
+            raise LeaseNotHeld(f"{key} was released or expired")
+        current = found[0]
+        if current.token != token or current.holder != holder:
+            raise LeaseNotHeld(f"{key} was granted again (token {current.token}, held by "
+                               f"{current.holder.describe()})")
+        gone = self._run(lambda conn: conn.execute(
+            "WITH gone AS (DELETE FROM batchdeps_leases WHERE key = %s AND token = %s "
+            "AND expires_at <= now() RETURNING key, token) "
+            "INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
+            "SELECT extract(epoch FROM now()), 'expire', key, token, %s, '', "
+            "'expired before it was renewed' FROM gone", (key, token, holder.text())).rowcount)
+        self._count("expire", gone)
+        raise LeaseNotHeld(f"{key} expired before it was renewed")
+
+    def check(self, key: str, token: int, holder: Holder) -> LeaseRow:
+        return self.renew(key, token, holder)
+
+    def release(self, key: str, token: int, holder: Holder, address: str = "") -> bool:
+        done = self._run(lambda conn: conn.execute(
+            "WITH gone AS (DELETE FROM batchdeps_leases WHERE key = %s AND token = %s "
+            "AND host = %s AND pid = %s AND run_id = %s RETURNING key, token) "
+            "INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
+            "SELECT extract(epoch FROM now()), 'release', key, token, %s, %s, '' FROM gone",
+            (key, token, holder.host, holder.pid, holder.run_id, holder.text(),
+             address)).rowcount)
+        self._count("release", done)
+        return bool(done)
+
+    def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
+        row = self._run(lambda conn: conn.execute(
+            "WITH gone AS (DELETE FROM batchdeps_leases WHERE key = %s RETURNING *), "
+            "logged AS (INSERT INTO batchdeps_audit "
+            "(at, event, key, token, holder, address, detail) "
+            "SELECT extract(epoch FROM now()), 'force-release', key, token, "
+            "format('host %%s pid %%s run %%s', host, pid, run_id), %s, %s FROM gone) "
+            "SELECT key, token, host, pid, run_id, ttl, extract(epoch FROM granted_at), "
+            "extract(epoch FROM expires_at - now()) FROM gone",
+            (key, address, reason)).fetchone(), retry=False)
+        if row is None:
+            return None
+        self._count("force-release")
+        return self._lease(row)
+
+    def expire_due(self, limit: int = 500) -> int:
+        """Reap expired rows no other replica is reaping (SKIP LOCKED: no waiting, no
+        row reaped twice); a row renewed meanwhile fails the re-check and stays."""
+        done = int(self._run(lambda conn: conn.execute(
+            "WITH due AS (SELECT key FROM batchdeps_leases WHERE expires_at <= now() "
+            "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED), "
+            "gone AS (DELETE FROM batchdeps_leases l USING due WHERE l.key = due.key "
+            "AND l.expires_at <= now() RETURNING l.key, l.token, l.host, l.pid, l.run_id, "
+            "l.ttl) "
+            "INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
+            "SELECT extract(epoch FROM now()), 'expire', key, token, "
+            "format('host %%s pid %%s run %%s', host, pid, run_id), '', "
+            "format('not renewed within its ttl of %%s s', ttl) FROM gone",
+            (int(limit),)).rowcount))
+        self._count("expire", done)
+        return done
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def init_database(url: str) -> str:
+    """`lock-server --db URL --init`: create or migrate the schema; what was done."""
+    psycopg = psycopg_module()
+    full = expand(url)
+    shown = redact(full)
+    try:
+        conn = psycopg.connect(full, autocommit=True, **CONNECT_OPTIONS)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to the lease database {shown}: "
+                         f"{_first_line(exc)}") from None
+    try:
+        before, now = pgschema.init_schema(conn, shown)
+    except psycopg.Error as exc:
+        raise StoreError(f"could not initialise {shown}: {_first_line(exc)} (nothing was "
+                         "changed)") from None
+    finally:
+        conn.close()
+    if before is None:
+        return f"created the batchdeps schema {now} in {shown}"
+    if before < now:
+        return f"migrated {shown} from schema {before} to {now}"
+    return f"{shown} already has the batchdeps schema {now} (functions refreshed)"
