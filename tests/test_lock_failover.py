@@ -22,6 +22,7 @@ from support.lockutil import BATCHDEPS, TOKEN, LockProject, LockServer
 from support.sickreplica import SickReplica
 from support.waiting import wait_for
 
+import batchdeps as bd
 from batchdeps.errors import LockAuthError, LockServerUnavailable
 from batchdeps.locks.client import HttpLockProvider
 
@@ -247,6 +248,29 @@ def test_a_run_passes_over_a_sick_first_replica_and_its_history_arrives(
     assert status == 200, data
     assert {record["task_id"] for record in data["tasks"]} >= {"Top(groups=1)", "Leaf(n=2)"}
     assert sick.seen() >= 2  # the lock client and the history sender each asked it once
+
+
+class _Note(bd.Task):
+    """Writes one file (bd.build's own run, in this process)."""
+
+    path = bd.Parameter()
+
+    def output(self):  # type: ignore[no-untyped-def]
+        return bd.FileTarget(self.path)
+
+    def run(self):  # type: ignore[no-untyped-def]
+        with self.output().open("w") as out:
+            out.write("note\n")
+
+
+def test_bd_build_takes_a_list_of_replicas(lock_server: LockServer, sick: SickReplica,
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    monkeypatch.setenv("BATCHDEPS_LOCK_TOKEN", TOKEN)
+    target = tmp_path / "note.txt"
+    result = bd.build(_Note(path=str(target)), lock_url=[sick.url, lock_server.url])
+    assert result.exit_code == 0 and target.read_text() == "note\n"
+    assert sick.seen() >= 1  # asked first, passed over
 
 
 @pytest.mark.parametrize("command", [
