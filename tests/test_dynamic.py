@@ -58,6 +58,10 @@ class Leaf(bd.Task):
 
     def run(self):
         note(self.root, "start", self)
+        # What the yielding task wrote before its yield is not visible yet (leaves below
+        # 10 belong to one parent at a time; those of Shares run beside finished parents).
+        if self.n < 10:
+            assert not list(Path(self.root).glob("*-before.txt"))
         if self.fail:
             raise RuntimeError(f"leaf {self.n} broke")
         with self.output().open("w") as out:
@@ -377,9 +381,9 @@ def test_the_attempt_log_holds_what_run_printed_before_and_after_the_yield(
 def test_parents_waiting_for_yielded_tasks_leave_the_workers_to_them(tmp_path: Path) -> None:
     """More waiting parents than workers: a parent never sits on a worker while it waits."""
     root = str(tmp_path)
-    result = build(tmp_path, AllShares(root=root, parents=6), 2)
+    result = build(tmp_path, AllShares(root=root, parents=10), 2)
     assert result.exit_code == 0, result.tasks
-    for g in range(6):
+    for g in range(10):
         assert (tmp_path / f"shares-{g}.txt").read_text() == f"leaf{10 + g}leaf99"
     assert count(tmp_path, "start", Leaf(root=root, n=99).task_id) == 1
 
@@ -548,3 +552,24 @@ def test_status_and_graph_show_what_run_yielded_in_the_last_run(tmp_path: Path) 
     assert "DynLeaf(n=1)" in changed.stderr and "left out" in changed.stderr
     assert "Traceback" not in changed.stderr
     assert "DynLeaf" not in changed.stdout
+
+
+def test_a_task_waiting_for_what_it_yielded_keeps_its_lease_past_the_ttl(
+        lock_project: LockProject) -> None:
+    """The lease of a waiting task is renewed: another run waits for it instead of taking
+    it over, though the yielded task takes longer than the lease."""
+    (lock_project.root / "pipelines" / "dynpipe.py").write_text(DYN_PIPELINE)
+    lock_project.write_config(ttl=1)
+    first = lock_project.start("DynParent", "--g", "0", SLEEP_LEAF="3")
+    wait_for(lambda: any(e == "start" and t == "DynLeaf(n=0)"
+                         for e, t, _, _ in lock_project.events()),
+             what="the yielded task to start")
+    second = lock_project.start("DynParent", "--g", "0", SLEEP_LEAF="0")
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out + err
+    parent_runs = {pid for e, t, pid, _ in lock_project.events()
+                   if e == "start" and t == "DynParent(g=0)"}
+    assert parent_runs == {first.pid}
+    assert sorted(t for e, t, _, _ in lock_project.events() if e == "end") == [
+        "DynLeaf(n=0)", "DynLeaf(n=100)", "DynParent(g=0)"]

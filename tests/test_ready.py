@@ -150,3 +150,30 @@ class Yields(bd.Task):
 def test_yielded_tasks_with_a_priority_start_by_it(tmp_path: Path) -> None:
     names = started_names(tmp_path, [Yields(root=str(tmp_path))])
     assert names[1:3] == ["first", "plain"]
+
+
+def test_a_bad_priority_on_the_command_line_exits_2_and_runs_nothing(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from support.lockutil import BATCHDEPS
+
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "__init__.py").write_text(
+        "import batchdeps as bd\n\n\n"
+        "class Odd(bd.Task):\n"
+        "    priority = 'high'\n\n"
+        "    def output(self):\n"
+        "        return bd.FileTarget('odd.txt')\n\n"
+        "    def run(self):\n"
+        "        open('ran', 'w').close()\n")
+    (tmp_path / "config.toml").write_text('[batchdeps]\nmodules = ["pipelines"]\n')
+    env = {**os.environ, "BATCHDEPS_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("BATCHDEPS_CONFIG", None)
+    env.pop("BATCHDEPS_LOCK_URL", None)
+    done = subprocess.run([BATCHDEPS, "run", "Odd"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Odd(): priority must be a number, got str 'high'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "ran").exists()

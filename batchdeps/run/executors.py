@@ -41,7 +41,12 @@ class Executor(Protocol):
     inline: bool
 
     def start(self, steps: list[Step]) -> None:
-        """Prepare to run attempts of `steps` (a step is then named by its index)."""
+        """Prepare to run attempts of `steps` (a step is then named by its index).
+
+        The list grows while the plan runs (the tasks a `run()` yields): a step past those
+        there at the start comes to `submit` too. An attempt is run by `execute()`, which
+        drives a yielding `run()` and reports the tasks it asks for in `Outcome.requested`.
+        """
 
     def free_slots(self) -> int:
         """How many attempts `submit()` can take now."""
