@@ -142,7 +142,11 @@ def assess(order: list[Task], requires: Mapping[Task, list[Task]],
     result = Assessment()
     stale = result.stale
     for task in order:
-        if isinstance(task, ExternalTask) or not complete.get(task):
+        if isinstance(task, ExternalTask):
+            continue
+        if "version" in triggers:
+            task_version(task)  # a bad one is a definition error before anything runs
+        if not complete.get(task):
             continue
         reasons: list[str] = []
         if task in records:

@@ -346,3 +346,68 @@ def test_kill_9_mid_commit_leaves_outputs_and_record_consistent(
     assert _wide(project, TAG="new", WIDE_VERSION="2").returncode == 0
     assert _record(project)["version"] == "2" and _texts(project) == {"new"}
     assert _wide(project, "--dry-run", WIDE_VERSION="2").returncode == 0
+
+
+def test_a_record_that_cannot_be_parsed_counts_as_none(stale_project: Project) -> None:
+    project = stale_project
+    built(project, *TRIGGERS)
+    (project.root / "out/.report.txt.batchdeps.json").write_text("{not json")
+    nodes = status_json(project, *TRIGGERS)
+    assert nodes[REPORT]["no_record"] is True and nodes[REPORT]["stale"] == []
+    assert nodes[C1]["no_record"] is False
+    with_unrecorded = ("--rerun-triggers", "version,params,upstream,unrecorded")
+    assert built(project, *with_unrecorded) == [REPORT]
+
+
+# -- the decision itself, from records and identities (no I/O) ------------------------------
+def test_assess_names_added_and_removed_parameters_and_skips_tasks_without_files() -> None:
+    import batchdeps as bd
+    from batchdeps.staleness import assess, build_record
+
+    class Made(bd.Task):
+        version = 3
+        n = bd.IntParameter(default=1)
+
+        def output(self):  # noqa: ANN202
+            return bd.FileTarget("made.txt")
+
+    class Over(bd.WrapperTask):
+        def requires(self):  # noqa: ANN202
+            return Made()
+
+    made, over = Made(), Over()
+    record = build_record(made, {})
+    assert record["version"] == "3" and record["params"] == {"n": "1"}
+    record["params"] = {"m": "7"}
+    found = assess([made, over], {over: [made]}, {made: made.output(), over: []},
+                   {made: True, over: True}, {made: record}, {},
+                   frozenset({"params", "upstream", "unrecorded"}))
+    assert found.stale[made] == ["parameter n (none) → 1", "parameter m 7 → (none)"]
+    assert found.stale[over] == [f"upstream {made.task_id} rebuilt"]
+    assert over not in found.unrecorded  # no file output: it can have no record
+    assert found.above == {over}
+    quiet = assess([made, over], {over: [made]}, {made: made.output(), over: []},
+                   {made: True, over: True}, {made: record}, {}, frozenset({"version"}))
+    assert quiet.stale == {}
+
+
+def test_a_version_that_is_not_text_is_a_definition_error(stale_project: Project) -> None:
+    project = stale_project
+    project.write("pipelines/odd.py", """
+        import batchdeps as bd
+
+        class Odd(bd.Task):
+            version = ["1"]
+
+            def output(self):
+                return bd.FileTarget("out/odd.txt")
+
+            def run(self):
+                with self.output().open("w") as out:
+                    out.write("odd")
+    """)
+    assert project.run("run", "Odd").returncode == 0  # without triggers it is not looked at
+    result = project.run("status", "Odd", "--rerun-triggers", "version")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Odd(): version must be a string" in result.stderr and "Traceback" not in result.stderr
+    assert project.run("run", "Odd", "--force", "--rerun-triggers", "version").returncode == 2

@@ -205,3 +205,35 @@ def test_status_with_triggers_lists_each_prefix_and_reads_only_the_records(
     assert [node.task_id for node in found.stale] == [f"Daily(day=7, root={root})",
                                                        f"AllDays(root={root})"]
     assert "head_object" not in methods
+
+
+class Pair(bd.Task):
+    version = "1"
+    root = bd.Parameter()
+
+    def output(self) -> Any:
+        return [bd.FileTarget(f"{self.root}/first.txt"), bd.FileTarget(f"{self.root}/second.txt")]
+
+    def run(self) -> None:
+        for target in self.output():
+            with target.open("w") as out:
+                out.write("x")
+
+
+def test_on_s3_the_record_is_uploaded_before_the_sentinel_output(
+        storage_on_moto: Config, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    puts: list[str] = []
+    real_call = s3._call
+
+    async def counting(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
+        if method == "put_object":
+            puts.append(kwargs["Key"])
+        return await real_call(fs, method, url, **kwargs)
+
+    monkeypatch.setattr(s3, "_call", counting)
+    result = bd.build(Pair(root=f"s3://{bucket}/pair"), config=storage_on_moto,
+                      rerun_triggers=["version"])
+    assert result.ok, result
+    # the first output is the sentinel: while it is absent the task is not complete, so a
+    # kill -9 before it leaves a task that the next run rebuilds, record and all
+    assert puts == ["pair/second.txt", "pair/.first.txt.batchdeps.json", "pair/first.txt"]
