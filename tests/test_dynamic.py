@@ -444,6 +444,30 @@ class DynParent(bd.Task):
         journal("end", self)
 
 
+class DynNamed(bd.Task):
+    name = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(f"out/named-{len(self.name)}.txt")
+
+    def run(self):
+        journal("start", self)
+        with self.output().open("w") as out:
+            out.write("named")
+
+
+class DynLong(bd.Task):
+    """Yields a task whose id is longer than the lock server takes as a key."""
+
+    def output(self):
+        return bd.FileTarget("out/long.txt")
+
+    def run(self):
+        yield DynNamed(name="x" * 5000)
+        with self.output().open("w") as out:
+            out.write("never")
+
+
 class DynTop(bd.WrapperTask):
     parents = bd.IntParameter(default=4)
 
@@ -573,3 +597,14 @@ def test_a_task_waiting_for_what_it_yielded_keeps_its_lease_past_the_ttl(
     assert parent_runs == {first.pid}
     assert sorted(t for e, t, _, _ in lock_project.events() if e == "end") == [
         "DynLeaf(n=0)", "DynLeaf(n=100)", "DynParent(g=0)"]
+
+
+def test_a_yielded_task_the_lock_server_cannot_lock_fails_its_parent_clearly(
+        lock_project: LockProject) -> None:
+    (lock_project.root / "pipelines" / "dynpipe.py").write_text(DYN_PIPELINE)
+    code, text = lock_project.run("DynLong")
+    assert code == 1, text
+    assert "the lock server takes keys of at most 4096 characters" in text
+    assert "FAILED DynLong()" in text and "Traceback" not in text
+    assert not any(t.startswith("DynNamed") for _, t, _, _ in lock_project.events())
+    assert not (lock_project.root / "out" / "long.txt").exists()

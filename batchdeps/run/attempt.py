@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -118,6 +118,9 @@ class RunOptions:
     log_path_for: Callable[[Step, int], str | None] | None = None
     lock_poll_max: float = 1.0
     kill_grace: float = 5.0  # seconds between SIGTERM and SIGKILL of running attempts on stop
+    #: raises TaskDefinitionError for task ids the lock provider cannot take (the lock
+    #: server's key limits); for the steps a yielding run() adds to the plan
+    check_keys: Callable[[Iterable[str]], None] | None = None
     #: commit a build record beside each task's outputs (staleness.py; off by default)
     record_builds: bool = False
 

@@ -267,6 +267,14 @@ class Runner:
         except BatchdepsError as exc:  # a yielded task's definition is wrong
             self._fail_waiting(step, run, str(exc).splitlines()[-1])
             return
+        check_keys = self.options.check_keys
+        if check_keys is not None and added:
+            try:
+                check_keys(new.task_id for new in added)
+            except BatchdepsError as exc:  # the lock server could not lock them
+                self._add_steps(added, step, refused=str(exc).splitlines()[-1])
+                self._fail_waiting(step, run, str(exc).splitlines()[-1])
+                return
         self._add_steps(added, step)
         by_task = self.plan.by_task()
         results = self.result.tasks
@@ -308,9 +316,18 @@ class Runner:
         else:
             self._ready.append(step)  # complete meanwhile: run() goes on at once
 
-    def _add_steps(self, added: list[Step], needed_by: Step) -> None:
-        """Steps new to the plan get their bookkeeping; ready ones start, blocked ones close."""
+    def _add_steps(self, added: list[Step], needed_by: Step, refused: str = "") -> None:
+        """Steps new to the plan get their bookkeeping; ready ones start, blocked ones close
+        (all of them close as failed with the reason `refused`, when given)."""
         if not added:
+            return
+        if refused:
+            self.lifecycle.runs.extend(StepRun() for _ in added)
+            self._pending_up.extend(0 for _ in added)
+            self._open += len(added)
+            for new in added:
+                if new.task_id not in self.result.tasks:
+                    self.close(new, Status.FAILED, error=refused)
             return
         own = [priority_of(step) for step in added]
         ready = self._ready

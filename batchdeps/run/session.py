@@ -284,6 +284,7 @@ class Session:
             from ..locks.protocol import check_lock_keys  # ids the server would refuse: exit 2
 
             check_lock_keys(step.task.task_id for step in plan.steps)
+            options.check_keys = check_lock_keys  # and those of tasks a run() yields
         provider = self.locks if self.locks is not None else make_lock_provider(
             self.config, self.lock_url, self.run_id)
         try:
