@@ -359,18 +359,19 @@ class Runner:
         self.close(step, Status.FAILED, attempts=run.attempts, error=error)
 
     def _requires_step(self, starts: list[Step], target: Step) -> Step | None:
-        """The first of `starts` from which open steps lead upstream to `target`."""
+        """One of `starts` from which open steps lead upstream to `target` (one walk over
+        what they need together, each step looked at once)."""
         runs = self.lifecycle.runs
-        for start in starts:
-            seen = {start.index}
-            stack = [start]
-            while stack:
-                for up in stack.pop().upstream:
-                    if up is target:
-                        return start
-                    if up.index not in seen and runs[up.index].phase is not Phase.DONE:
-                        seen.add(up.index)
-                        stack.append(up)
+        seen = {start.index for start in starts}
+        stack = [(start, start) for start in starts]
+        while stack:
+            step, start = stack.pop()
+            for up in step.upstream:
+                if up is target:
+                    return start
+                if up.index not in seen and runs[up.index].phase is not Phase.DONE:
+                    seen.add(up.index)
+                    stack.append((up, start))
         return None
 
     def _wind_down(self, reason: str) -> None:
