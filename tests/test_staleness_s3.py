@@ -16,6 +16,7 @@ from support.s3util import (  # noqa: F401 - fixtures
     FAKE_CREDENTIALS,
     boto_client,
     bucket,
+    count_requests,
     moto_endpoint,
     moto_server,
     s3_env,
@@ -24,7 +25,7 @@ from support.s3util import (  # noqa: F401 - fixtures
 import batchdeps as bd
 from batchdeps.config import Config
 from batchdeps.survey.states import survey
-from batchdeps.targets import default_storage, s3
+from batchdeps.targets import default_storage
 
 PIPELINE = '''
 """Four days cleaned from raw objects on S3, and a report over them."""
@@ -184,14 +185,7 @@ def test_status_with_triggers_lists_each_prefix_and_reads_only_the_records(
     root = f"s3://{bucket}/d"
     result = bd.build(AllDays(root=root), config=storage_on_moto, rerun_triggers="upstream")
     assert result.ok, result
-    methods: list[str] = []
-    real_call = s3._call
-
-    async def counting(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
-        methods.append(method)
-        return await real_call(fs, method, url, **kwargs)
-
-    monkeypatch.setattr(s3, "_call", counting)
+    methods = count_requests(monkeypatch)
     found = survey([AllDays(root=root)], rerun_triggers={"upstream"})
     assert not found.stale and found.exit_code == 0
     # outputs, records and inputs of 120 tasks: one listing per prefix (raw/, daily/),
@@ -222,15 +216,8 @@ class Pair(bd.Task):
 
 def test_on_s3_the_record_is_uploaded_before_the_sentinel_output(
         storage_on_moto: Config, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    puts: list[str] = []
-    real_call = s3._call
-
-    async def counting(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
-        if method == "put_object":
-            puts.append(kwargs["Key"])
-        return await real_call(fs, method, url, **kwargs)
-
-    monkeypatch.setattr(s3, "_call", counting)
+    puts = count_requests(monkeypatch, lambda method, request: (
+        request["Key"] if method == "put_object" else None))
     result = bd.build(Pair(root=f"s3://{bucket}/pair"), config=storage_on_moto,
                       rerun_triggers=["version"])
     assert result.ok, result

@@ -588,18 +588,7 @@ class S3Target(FsspecTarget):
     @classmethod
     def _exists_many(cls, targets: list[Target]) -> list[bool]:
         """Existence of many S3 targets with few round trips (see `_exists_batch`)."""
-        result = [False] * len(targets)
-        by_fs: dict[int, tuple[Any, list[int]]] = {}
-        for index, target in enumerate(targets):
-            assert isinstance(target, S3Target)
-            fs = target._filesystem_for_check()
-            by_fs.setdefault(id(fs), (fs, []))[1].append(index)
-        for fs, indices in by_fs.values():
-            items = [(t.bucket, t.key, t.url) for t in (targets[i] for i in indices)]  # type: ignore[attr-defined]
-            answers = _run(fs, lambda: _exists_batch(fs, items))  # noqa: B023 - awaited here
-            for index, answer in zip(indices, answers):
-                result[index] = answer
-        return result
+        return [bool(found) for found in cls._for_each_fs(targets, _exists_batch)]
 
     def identity(self) -> dict[str, Any] | None:
         return self.identity_many([self])[0]
@@ -620,6 +609,7 @@ class S3Target(FsspecTarget):
     def _for_each_fs(cls, targets: list[Target],
                      batch: Callable[[Any, list[tuple[str, str, str]]], Awaitable[list[T]]],
                      ) -> list[T | None]:
+        """`batch` over the targets' (bucket, key, url), one event-loop round per filesystem."""
         result: list[T | None] = [None] * len(targets)
         by_fs: dict[int, tuple[Any, list[int]]] = {}
         for index, target in enumerate(targets):

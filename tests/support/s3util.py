@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -89,6 +89,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def count_requests(monkeypatch: pytest.MonkeyPatch,
+                   keep: Callable[[str, dict[str, Any]], str | None] | None = None) -> list[str]:
+    """Record every S3 request batchdeps makes (they still reach S3): its API method, or
+    what `keep(method, kwargs)` makes of it (None: not recorded)."""
+    from batchdeps.targets import s3
+
+    seen: list[str] = []
+    real_call = s3._call
+
+    async def counting(fs: Any, method: str, url: str, **kwargs: Any) -> Any:
+        entry = method if keep is None else keep(method, kwargs)
+        if entry is not None:
+            seen.append(entry)
+        return await real_call(fs, method, url, **kwargs)
+
+    monkeypatch.setattr(s3, "_call", counting)
+    return seen
 
 
 # -- fixtures ----------------------------------------------------------------------------
