@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -320,3 +321,31 @@ def test_a_folder_output_is_committed_as_one_or_refused(backend: Backend) -> Non
     folder = target.path  # type: ignore[attr-defined]
     assert sorted(os.listdir(folder)) == ["new0.txt", "new1.txt"]  # replaced as a whole
     assert backend.leftovers() == []
+
+
+def test_identity_is_none_when_missing_and_changes_when_rewritten(backend: Backend) -> None:
+    from batchdeps.targets import check_identities
+
+    targets = [backend.make(f"ident/{i}.txt") for i in range(6)]
+    assert check_identities(targets) == [None] * 6 and targets[0].identity() is None
+    for target in targets[:5]:
+        with target.open("w") as out:
+            out.write("first")
+    before = check_identities(targets)  # five under one prefix: the listing path on S3
+    assert before[5] is None and all(before[:5])
+    assert [t.identity() for t in targets] == before  # the single check agrees
+    json.dumps(before)  # kept in build records as it is
+    with targets[2].open("w") as out:
+        out.write("second, longer")
+    after = check_identities(targets)
+    assert after[2] != before[2]
+    assert after[:2] == before[:2] and after[3:] == before[3:]
+
+
+def test_read_many_gives_contents_and_none_for_missing(backend: Backend) -> None:
+    from batchdeps.targets import read_files
+
+    present, absent = backend.make("small/a.json"), backend.make("small/b.json")
+    with present.open("w") as out:
+        out.write('{"a": 1}')
+    assert read_files([present, absent]) == [b'{"a": 1}', None]
