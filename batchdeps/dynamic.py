@@ -19,7 +19,7 @@ must be complete once it was built (outputs, or a `complete()` that turns true).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,8 @@ class DynamicRequirements:
 
     def __init__(self, requirements: Any,
                  custom_complete: Callable[[CompleteFn], bool] | None = None) -> None:
+        if isinstance(requirements, Iterator):  # a generator: walked once, kept as a list
+            requirements = list(requirements)
         self.requirements = requirements
         self.custom_complete = custom_complete
         tasks = [requirements] if isinstance(requirements, Task) else list(_leaves(requirements))

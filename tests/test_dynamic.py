@@ -110,6 +110,12 @@ class YieldDict(Parent):
         return f"a={leaves['a'].open().read()} b={leaves['b'].open().read()}"
 
 
+class YieldGenerator(Parent):
+    def body(self):
+        leaves = yield (Leaf(root=self.root, n=n) for n in (1, 2))
+        return "+".join(t.open().read() for t in leaves)
+
+
 class YieldLoop(Parent):
     rounds = bd.IntParameter(default=10)
 
@@ -260,8 +266,9 @@ def starts_expected(mode: str, rounds: int) -> int:
     (YieldOne, 1, "got leaf1"),
     (YieldList, 1, "leaf1+leaf2"),
     (YieldDict, 1, "a=leaf1 b=leaf2"),
+    (YieldGenerator, 1, "leaf1+leaf2"),
     (YieldLoop, 10, ",".join(f"leaf{n}" for n in range(10))),
-], ids=["one", "list", "dict", "loop-10"])
+], ids=["one", "list", "dict", "generator", "loop-10"])
 def test_yield_builds_the_tasks_and_run_goes_on_with_their_outputs(
         tmp_path: Path, mode: str, task_class: type[Parent], rounds: int,
         expected: str) -> None:
