@@ -615,3 +615,61 @@ def test_a_yielded_task_the_lock_server_cannot_lock_fails_its_parent_clearly(
     assert "FAILED DynLong()" in text and "Traceback" not in text
     assert not any(t.startswith("DynNamed") for _, t, _, _ in lock_project.events())
     assert not (lock_project.root / "out" / "long.txt").exists()
+
+
+# -- the lifecycle with a fake lock provider: a lease lost while run() waits ---------------
+
+TAKEN_OVER: list[object] = []  # the FakeLocks of the test below, for LossyChild
+
+
+class LossyChild(bd.Task):
+    root = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/lossy-child.txt")
+
+    def run(self):
+        # Meanwhile the parent's lease expires, and another run takes the parent and builds it.
+        locks = TAKEN_OVER[0]
+        locks.take_over(Lossy(root=self.root).task_id)  # type: ignore[attr-defined]
+        Path(self.root, "lossy.txt").write_text("theirs")
+        with self.output().open("w") as out:
+            out.write("child")
+
+
+class Lossy(bd.Task):
+    root = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/lossy.txt")
+
+    def run(self):
+        try:
+            with bd.FileTarget(f"{self.root}/lossy-side.txt").open("w") as side:
+                side.write("staged before the yield")
+            yield LossyChild(root=self.root)
+            with self.output().open("w") as out:
+                out.write("ours")
+        finally:
+            Path(self.root, "closed.txt").write_text("the generator was ended")
+
+
+def test_a_lease_lost_while_run_waits_ends_the_paused_run_and_keeps_the_other_build(
+        tmp_path: Path) -> None:
+    from test_attempt import FakeLocks
+
+    from batchdeps.resolver import resolve
+    from batchdeps.run.executors import InlineExecutor
+    from batchdeps.run.runner import Runner
+
+    locks = FakeLocks()
+    TAKEN_OVER[:] = [locks]
+    parent = Lossy(root=str(tmp_path))
+    result = Runner(resolve([parent]), locks, InlineExecutor()).run()  # type: ignore[arg-type]
+    assert result.exit_code == 0, result.tasks
+    assert result.tasks[parent.task_id].status == Status.BUILT_ELSEWHERE
+    assert (tmp_path / "lossy.txt").read_text() == "theirs"
+    assert (tmp_path / "closed.txt").exists()
+    assert not (tmp_path / "lossy-side.txt").exists()  # the paused attempt's write: discarded
+    assert not list(tmp_path.rglob("*.tmp*"))
+    assert locks.ours == {}  # nothing left held
