@@ -151,6 +151,11 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "rerun_triggers": _rerun_triggers,
         "record_builds": _bool,
     },
+    "executor": {
+        "kind": _string,  # a name the executor registry knows: checked when a run starts
+        "address": _string,
+        "shared_paths": _string_list,
+    },
     "notify": {
         "on_failure": _string,
         "command": _string,
@@ -170,6 +175,7 @@ class Config:
     batchdeps: dict[str, Any] = field(default_factory=dict)
     lock: dict[str, Any] = field(default_factory=dict)
     notify: dict[str, Any] = field(default_factory=dict)
+    executor: dict[str, Any] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
     storage: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -13,6 +13,7 @@
     │   ├── LockServerUnavailable       1  the lock server cannot be reached
     │   ├── LockAuthError               1  the lock server refused the token
     │   └── LeaseLostError              1  a held lease expired or was taken over
+    ├── ExecutorError                   1  the executor's cluster cannot be used
     └── DeliveryError                   1  one delivery of an alert failed (logged, retried)
 
 Defined beside the code that raises them, in the same tree: `locks.protocol.ProtocolError`
@@ -108,6 +109,10 @@ class LockAuthError(LockError):
 
 class LeaseLostError(LockError):
     """A lease this worker held has expired or been granted to another holder."""
+
+
+class ExecutorError(BatchdepsError):
+    """Where attempts run cannot be used (a Dask scheduler that cannot be reached)."""
 
 
 class DeliveryError(BatchdepsError):

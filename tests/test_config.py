@@ -258,6 +258,11 @@ CASES: dict[str, dict[str, tuple[list[tuple[Any, Any]], list[Any]]]] = {
         "kill_grace": _number(0),
         "state_dir": _string(),
     },
+    "executor": {
+        "kind": _string(),
+        "address": _string(),
+        "shared_paths": _string_list(),
+    },
     "history": {
         "enabled": _bool(),
         "retention_days": _number(0.01),

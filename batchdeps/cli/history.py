@@ -110,5 +110,7 @@ def _duration(seconds: float) -> str:
 
 def _line(record: dict[str, Any]) -> str:
     when = (record.get("started") or "")[:19].replace("T", " ")
+    host = str(record.get("host") or "")
+    on = f"  on {host}" if "://" in host else ""  # a Dask worker's address
     return (f"{when}  {record['status']:<16} {_duration(float(record['duration'])):>7}  "
-            f"{record['task_id']}  run {record['run_id']}")
+            f"{record['task_id']}  run {record['run_id']}{on}")

@@ -43,6 +43,16 @@ def _common_options() -> list[click.Parameter]:
                      "the requested tasks that are not complete (oldest first)."),
         click.Option(["--reverse"], is_flag=True,
                      help="Of a range, take the newest requested tasks first."),
+        click.Option(["--executor"], default=None, multiple=True, callback=single,
+                     metavar="inline|local|dask", help="Where attempts run: in this process, "
+                     "in forked worker processes, or on a Dask cluster (default: [executor] "
+                     "kind, else inline for one worker, local for more)."),
+        click.Option(["--scheduler"], default=None, multiple=True, callback=single,
+                     metavar="ADDRESS", help="The Dask scheduler to run on, e.g. "
+                     "tcp://host:8786 (implies --executor dask; default: [executor] "
+                     "address, else a local cluster of --workers processes)."),
+        click.Option(["--upload-pipelines"], is_flag=True, help="With --executor dask, send "
+                     "the single-file modules of the pipeline's tasks to every worker."),
         click.Option(["--lock-url"], multiple=True, metavar="URL",
                      help="Lock server URL; repeat for replicas on one database, tried in "
                      "turn (default: [lock] url, else $BATCHDEPS_LOCK_URL, else "
@@ -211,6 +221,8 @@ def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
         log_format=common["log_format"], log_level=common["log_level"],
         default_log_dir=default_log_dir(config), console=True, handle_signals=True,
         metrics_file=common["metrics_file"], rerun_triggers=common["rerun_triggers"],
+        executor=common["executor"],
+        scheduler=common["scheduler"], upload_pipelines=bool(common["upload_pipelines"]),
     )
     plan = session.resolve(requested)
     # The plan lives until the process exits; frozen, the garbage collector stops

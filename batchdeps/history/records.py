@@ -96,12 +96,12 @@ class Recorder:
         started, reason = self._started.pop(event.task_id, (now, ""))
         return [(event.run_id, now, FINISHED, event.task_id, event.family, event.status,
                  event.attempts, event.duration, _clip(event.error), event.log_path or "",
-                 reason, self.host, event.worker_pid or self.pid, started)]
+                 reason, event.worker or self.host, event.worker_pid or self.pid, started)]
 
     def _attempt_failed(self, event: AttemptFailed, now: float) -> list[Row]:
         return [(event.run_id, now, ATTEMPT_FAILED, event.task_id, event.family,
                  "timed out" if event.timed_out else "failed", event.attempt, 0.0,
-                 _clip(event.error), event.log_path or "", "", self.host,
+                 _clip(event.error), event.log_path or "", "", event.worker or self.host,
                  event.worker_pid or self.pid, self._started.get(event.task_id, (now, ""))[0])]
 
     def _retrying(self, event: TaskRetrying, now: float) -> list[Row]:

@@ -56,6 +56,7 @@ class AttemptFailed:
     log_path: str | None = None
     timed_out: bool = False
     worker_pid: int = 0  # the process that ran the attempt (0: not known)
+    worker: str = ""  # where it ran when not on this machine (a Dask worker's address)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class TaskFinished:
     error: str = ""
     log_path: str | None = None
     worker_pid: int = 0  # the process that ran the last attempt (0: none ran, or not known)
+    worker: str = ""  # where the last attempt ran when not on this machine (a Dask worker)
 
 
 @dataclass(frozen=True)

@@ -52,14 +52,18 @@ class LogListener:
         elif isinstance(event, TaskFinished):
             fields = _fields("task_finished", event, attempt=event.attempts,
                              status=event.status, log_path=event.log_path)
+            on = f" on {event.worker}" if event.worker else ""
+            if event.worker:
+                fields["worker"] = event.worker
             if event.status == Status.FAILED:
                 where = f" (log {event.log_path})" if event.log_path else ""
-                log.error("FAILED %s after %d attempt(s): %s%s", event.task_id, event.attempts,
-                          event.error, where, extra={**fields, "error": event.error})
+                log.error("FAILED %s after %d attempt(s)%s: %s%s", event.task_id,
+                          event.attempts, on, event.error, where,
+                          extra={**fields, "error": event.error})
             elif event.status in (Status.UPSTREAM_FAILED, Status.BLOCKED, Status.NOT_RUN):
                 log.debug("%s %s", event.status, event.task_id, extra=fields)
             elif log.isEnabledFor(logging.INFO):
-                logs.emit(log, logging.INFO, "%s %s", event.status, event.task_id,
+                logs.emit(log, logging.INFO, "%s %s%s", event.status, event.task_id, on,
                           extra=fields)
         elif isinstance(event, TaskRetrying):
             log_path = self._failed_log.pop(event.task_id, None)

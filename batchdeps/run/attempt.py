@@ -104,6 +104,7 @@ class StepRun:
     continuing: bool = False  # the next submit goes on with the current attempt
     yielded: set[Task] | None = None  # every task run() yielded in this run
     inputs: dict[str, Any] | None = None  # input identities for the build record
+    worker: str = ""  # where it ran when not on this machine (a Dask worker's address)
 
 
 @dataclass
@@ -397,6 +398,7 @@ class Lifecycle:
         run = self.runs[step.index]
         run.duration += outcome.duration
         run.worker_pid = outcome.worker_pid
+        run.worker = outcome.worker
         error = outcome.error
         if outcome.requested:
             if self.host.stopping:  # it will not go on; the wind-down closes it as not run
@@ -431,7 +433,7 @@ class Lifecycle:
         host = self.host
         host.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
                                 run.attempts, error, run.log_path, outcome.timed_out,
-                                outcome.worker_pid))
+                                outcome.worker_pid, outcome.worker))
         lost = run.lease is not None and run.lease.lost
         if lost and not host.stopping and run.leases_lost < MAX_LEASES_LOST:
             # Not this attempt's fault: wait for the lock like any other contended task,

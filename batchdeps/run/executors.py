@@ -1,11 +1,16 @@
 """Where a task attempt's `run()` executes: inline in this process, or in forked workers.
 
 `Executor` is the interface the runner and the command line use; `InlineExecutor` and
-`ForkedExecutor` implement it. An attempt runs inside a staging scope; its closed writes
-come back to the runner as that `Staging` (each write with its target and storage
-options), which the runner commits or discards after checking outputs and the lease.
-Forked workers are used when `workers > 1` or a task has a timeout (only a process can be
-killed); they are forked after resolution, so a step travels as its index in the plan.
+`ForkedExecutor` implement it (`DaskExecutor`, in dask_executor.py, is a third). Executors
+are found by name through an `ExecutorRegistry` ("inline", "local", "dask", and any an
+installed package declares in the `batchdeps.executors` entry point group), each made from
+one `ExecutorSettings` by its `from_settings()`, so a new kind needs no change to the runner.
+
+An attempt runs inside a staging scope; its closed writes come back to the runner as that
+`Staging` (each write with its target and storage options), which the runner commits or
+discards after checking outputs and the lease. With no kind asked for, forked workers are
+used when `workers > 1` or a task has a timeout (only a process can be killed), else the
+inline executor; workers are forked after resolution, so a step travels as its index.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import UsageError
 from ..procinfo import current_pid
 from ..targets import Staging, staging_scope
 
 if TYPE_CHECKING:
     from ..dynamic import PausedRun
-    from ..resolver import Step
+    from ..resolver import Plan, Step
     from ..task import Task
 
 AttemptHook = Callable[["Step", int, str | None], Any]
@@ -72,6 +78,86 @@ class Executor(Protocol):
 
 
 @dataclass
+class ExecutorSettings:
+    """Everything an executor kind may need to make itself for one run."""
+
+    workers: int = 1
+    plan: Plan | None = None
+    attempt_context: AttemptHook | None = None
+    #: the run's TaskLogs (None: output is not captured), for executors whose attempts run
+    #: where the runner's log folder is not
+    task_logs: Any = None
+    run_id: str = ""
+    kill_grace: float = 5.0
+    task_defaults: dict[str, Any] = field(default_factory=dict)
+    address: str | None = None  # an existing cluster's scheduler (dask)
+    shared_paths: list[str] = field(default_factory=list)  # local folders every worker sees
+    upload_pipelines: bool = False  # send single-file pipeline modules to the workers
+    storage_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def any_timeout(self) -> bool:
+        """Whether some step of the plan has a timeout (only a process can be killed)."""
+        default = self.task_defaults.get("timeout")
+        return any((getattr(type(step.task), "timeout", None) or default)
+                   for step in (self.plan.steps if self.plan is not None else ()))
+
+
+class ExecutorKind(Protocol):
+    """An executor class as the registry knows it."""
+
+    def from_settings(self, settings: ExecutorSettings) -> Executor:
+        """An executor for one run."""
+
+
+#: Built-in kinds: name -> "module:Class", imported when first asked for (dask only then).
+BUILTIN_EXECUTORS: dict[str, str] = {
+    "inline": "batchdeps.run.executors:InlineExecutor",
+    "local": "batchdeps.run.executors:ForkedExecutor",
+    "dask": "batchdeps.run.dask_executor:DaskExecutor",
+}
+ENTRY_POINT_GROUP = "batchdeps.executors"
+
+
+class ExecutorRegistry:
+    """Executor kinds by name, each a "module:Class" imported on first use.
+
+    Names not built in are looked up in the `batchdeps.executors` entry point group
+    (`ray = "mypkg.executor:RayExecutor"`), only when asked for.
+    """
+
+    def __init__(self, kinds: dict[str, str] | None = None, entry_points: bool = True) -> None:
+        self.kinds = dict(BUILTIN_EXECUTORS if kinds is None else kinds)
+        self.entry_points = entry_points
+
+    def register(self, name: str, spec: str) -> None:
+        self.kinds[name] = spec
+
+    def names(self) -> list[str]:
+        names = set(self.kinds)
+        if self.entry_points:
+            names.update(ep.name for ep in _entry_points())
+        return sorted(names)
+
+    def load(self, name: str) -> ExecutorKind:
+        """The class of kind `name`; UsageError naming the known kinds when there is none."""
+        import importlib
+
+        spec = self.kinds.get(name)
+        if spec is None and self.entry_points:
+            spec = next((ep.value for ep in _entry_points() if ep.name == name), None)
+        if spec is None:
+            raise UsageError(f"unknown executor {name!r} (known: {', '.join(self.names())})")
+        module, _, attribute = spec.partition(":")
+        return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+
+
+def _entry_points() -> list[Any]:
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+@dataclass
 class Outcome:
     """How one attempt ended, as seen by the process that ran it."""
 
@@ -89,6 +175,7 @@ class Outcome:
     requested: list[Task] = field(default_factory=list)
     #: that run() waits at the yield in this process, to be resumed (inline executor only)
     paused: PausedRun | None = None
+    worker: str = ""  # where it ran, when not on this machine (a Dask worker's address)
 
 
 def execute(step: Step, attempt: int, log_path: str | None = None,
@@ -167,6 +254,18 @@ class InlineExecutor:
     """
 
     inline = True
+
+    @classmethod
+    def from_settings(cls, settings: ExecutorSettings) -> InlineExecutor:
+        """Refused for several workers or a task with a timeout: only a process can be
+        killed, and one attempt runs at a time here."""
+        if settings.workers > 1:
+            raise UsageError(f"--executor inline runs one attempt at a time; with --workers "
+                             f"{settings.workers} use --executor local")
+        if settings.any_timeout():
+            raise UsageError("--executor inline cannot stop a task at its timeout (only a "
+                             "process can be killed): use --executor local")
+        return cls(settings.attempt_context)
 
     def __init__(self, attempt_context: AttemptHook | None = None) -> None:
         self._done: list[Outcome] = []
@@ -457,6 +556,10 @@ class ForkedExecutor:
     """
 
     inline = False
+
+    @classmethod
+    def from_settings(cls, settings: ExecutorSettings) -> ForkedExecutor:
+        return cls(max(1, settings.workers), settings.attempt_context)
 
     def __init__(self, workers: int, attempt_context: AttemptHook | None = None) -> None:
         import multiprocessing

@@ -209,7 +209,8 @@ class Runner:
         self._open -= 1
         self.emit(TaskFinished(self.options.run_id, step.task_id, step.task.family(), status,
                                attempts, run.duration, error, log_path,
-                               run.worker_pid if attempts else 0))
+                               run.worker_pid if attempts else 0,
+                               run.worker if attempts else ""))
         if status in Status.OK:
             pending_up = self._pending_up
             for down in step.downstream:

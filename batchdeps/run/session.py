@@ -46,7 +46,7 @@ from ..report.events import Listener
 from ..report.result import BuildResult
 from ..resolver import Plan, resolve
 from ..task import Task
-from .executors import Executor, ForkedExecutor, InlineExecutor
+from .executors import Executor, ExecutorRegistry, ExecutorSettings
 from .runner import OPTION_DEFAULTS, Runner, RunOptions
 
 if TYPE_CHECKING:
@@ -105,16 +105,30 @@ def make_lock_provider(config: Config, lock_url: str | Sequence[str] | None = No
 
 
 def make_executor(plan: Plan, workers: int, options: RunOptions,
-                  attempt_context: Any = None) -> Executor:
-    """Inline for one worker; forked workers for several, or when a task has a timeout."""
-    defaults = {**OPTION_DEFAULTS, **options.task_defaults}
-    needs_process = workers > 1 or any(
-        (getattr(type(step.task), "timeout", None) or defaults.get("timeout"))
-        for step in plan.steps
-    )
-    if needs_process:
-        return ForkedExecutor(max(1, workers), attempt_context)
-    return InlineExecutor(attempt_context)
+                  attempt_context: Any = None, *, kind: str | None = None,
+                  address: str | None = None, shared_paths: Iterable[str] = (),
+                  upload_pipelines: bool = False, task_logs: Any = None,
+                  storage_options: dict[str, dict[str, Any]] | None = None,
+                  registry: ExecutorRegistry | None = None) -> Executor:
+    """The executor of kind `kind`, found through the registry.
+
+    No kind: "dask" when a scheduler address is given; else "local" (forked workers) for
+    several workers or when a task has a timeout, and "inline" otherwise.
+    """
+    settings = ExecutorSettings(
+        workers=workers, plan=plan, attempt_context=attempt_context, task_logs=task_logs,
+        run_id=options.run_id, kill_grace=options.kill_grace,
+        task_defaults={**OPTION_DEFAULTS, **options.task_defaults}, address=address,
+        shared_paths=list(shared_paths), upload_pipelines=upload_pipelines,
+        storage_options=dict(storage_options or {}))
+    if kind is None:
+        if address:
+            kind = "dask"
+        else:
+            kind = "local" if workers > 1 or settings.any_timeout() else "inline"
+    elif address and kind != "dask":
+        raise UsageError(f"--scheduler {address} needs --executor dask (not {kind})")
+    return (registry or ExecutorRegistry()).load(kind).from_settings(settings)
 
 
 def task_defaults_from(config: Config) -> dict[str, Any]:
@@ -192,6 +206,13 @@ class Session:
     #: commit a build record with each task's outputs; None: `[run] record_builds`, else
     #: only when triggers are on
     record_builds: bool | None = None
+    #: where attempts run: inline, local, dask, ... (None: `[executor] kind`, else chosen
+    #: by the worker count, see `make_executor`)
+    executor: str | None = None
+    #: a Dask scheduler to run attempts on (None: `[executor] address`)
+    scheduler: str | None = None
+    #: send single-file pipeline modules to the Dask workers (`--upload-pipelines`)
+    upload_pipelines: bool = False
 
     @classmethod
     def from_config(cls, config: Config | None = None, **overrides: Any) -> Session:
@@ -231,6 +252,13 @@ class Session:
         given["rerun_triggers"] = triggers
         if "record_builds" not in given:
             given["record_builds"] = bool(config.run.get("record_builds", False))
+        executor_config = config.executor
+        given.setdefault("executor", executor_config.get("kind"))
+        given.setdefault("scheduler", executor_config.get("address"))
+        if given["executor"] is None:
+            given.pop("executor")
+        if given["scheduler"] is None:
+            given.pop("scheduler")
         given["listeners"] = list(given.get("listeners", ()))
         given["force_from"] = list(given.get("force_from", ()))
         options = given.get("base_options")
@@ -290,8 +318,13 @@ class Session:
         try:
             try:
                 provider.start()
-                executor = make_executor(plan, self.workers, options,
-                                         task_logs.attempt_context if task_logs else None)
+                executor = make_executor(
+                    plan, self.workers, options,
+                    task_logs.attempt_context if task_logs else None, kind=self.executor,
+                    address=self.scheduler,
+                    shared_paths=self.config.executor.get("shared_paths", ()),
+                    upload_pipelines=self.upload_pipelines, task_logs=task_logs,
+                    storage_options=dict(self.config.storage))
             except BatchdepsError as exc:
                 if listeners.notifier is not None:
                     listeners.notifier.notify_error(exc, self.run_id,

@@ -1,7 +1,8 @@
 """File targets on any fsspec filesystem, with honest existence checks and atomic writes.
 
-    base.py      Target, FileTarget and the protocol registry, Storage, check_exists
-    staging.py   temporary files, the staging scope, PendingWrite
+    target.py    Target (the interface) and PendingWrite
+    base.py      FileTarget and the protocol registry, Storage, check_exists
+    staging.py   temporary files, the staging scope
     commit.py    committing one attempt's writes together (all or none)
     journal.py   commit records: finishing a commit that a crash cut short
     leftovers.py run-scoped clean-up of stale files and empty temporary folders

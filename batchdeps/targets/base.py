@@ -16,99 +16,10 @@ from typing import IO, Any
 from ..errors import ConfigError, TargetError, TaskDefinitionError
 from ..procinfo import current_pid
 from .staging import AtomicFile, PendingWrite, current_staging
+from .target import Target
 
-
-class Target:
-    """Something a task makes; subclasses say whether it exists and how to open it."""
-
-    url: str
-
-    def exists(self) -> bool:
-        raise NotImplementedError
-
-    def open(self, mode: str = "r") -> IO[Any]:
-        raise NotImplementedError
-
-    def modified(self) -> float | None:
-        """When the target last changed (seconds since the epoch); None if unknown or absent.
-
-        Used only to report "upstream newer" in `batchdeps status`, never to decide a build.
-        """
-        return None
-
-    def identity(self) -> dict[str, Any] | None:
-        """What tells the current content from a rewrite of it (JSON-ready); None if absent.
-
-        Kept in a task's build record for each of its inputs (staleness.py), and compared
-        with the input's identity now: the backend's own stamps (a local file's mtime_ns
-        and size, an S3 object's ETag and LastModified), never a clock of this machine.
-        """
-        if not self.exists():
-            return None
-        return {"mtime": self.modified()}
-
-    @classmethod
-    def identity_many(cls, targets: list[Target]) -> list[dict[str, Any] | None]:
-        """`identity()` of many targets of this class; backends batch as for existence."""
-        return [target.identity() for target in targets]
-
-    @classmethod
-    def read_many(cls, targets: list[Target]) -> list[bytes | None]:
-        """The content of many small files of this class (None: not there)."""
-        answers: list[bytes | None] = []
-        for target in targets:
-            try:
-                with target.open("rb") as handle:
-                    answers.append(handle.read())
-            except (FileNotFoundError, TargetError):
-                if target.exists():
-                    raise
-                answers.append(None)
-        return answers
-
-    def cleanup_stale(self, fresh: bool = False, listings: dict[str, Any] | None = None) -> None:
-        """Remove temporary files that a crashed writer of this target left behind.
-
-        Called by the runner, holding the task's lock, before an attempt. `fresh` asks for
-        a new look at the store; otherwise what was found when this run first looked (kept
-        in the run-scoped `listings`) may be used: stale files come from earlier runs.
-        """
-
-    def commit_tmp(self, tmp_path: str) -> None:
-        """Move a finished temporary file into place, atomically."""
-        raise NotImplementedError
-
-    def discard_tmp(self, tmp_path: str) -> None:
-        """Remove a temporary file that will not be committed."""
-        raise NotImplementedError
-
-    # A commit of several writes (commit.py) keeps what each one replaces until it is done.
-    def keep_previous(self, tmp_path: str, hide: bool) -> Any:
-        """Keep the current file aside so that `undo_commit` can restore it; `hide` also
-        takes it out of view. Returns what `undo_commit` needs, None if there was none."""
-        raise NotImplementedError
-
-    def undo_commit(self, backup: Any) -> None:
-        """Undo `commit_tmp`: put back what `keep_previous` kept, or remove the new file."""
-        raise NotImplementedError
-
-    def drop_backup(self, backup: Any) -> None:
-        """The commit is done: remove what `keep_previous` kept."""
-        raise NotImplementedError
-
-    @classmethod
-    def exists_many(cls, targets: list[Target]) -> list[bool]:
-        """Existence of many targets of this class; subclasses may batch round trips."""
-        return [target.exists() for target in targets]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.url == self.url  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self.url)
+__all__ = ["FileTarget", "Storage", "Target", "check_exists", "default_storage",
+           "register_protocol", "target_class"]
 
 
 class FileTarget(Target):

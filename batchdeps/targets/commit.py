@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import logs
 from . import journal
 
-if TYPE_CHECKING:
-    from .base import Target
-    from .staging import PendingWrite
+from .target import PendingWrite, Target
 
 log = logs.get("batchdeps.targets")
 

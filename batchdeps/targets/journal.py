@@ -19,14 +19,12 @@ import contextlib
 import json
 import os
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import logs
 from ..errors import TargetError
 
-if TYPE_CHECKING:
-    from .base import Target
-    from .staging import PendingWrite
+from .target import PendingWrite, Target
 
 log = logs.get("batchdeps.targets")
 

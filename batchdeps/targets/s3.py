@@ -12,7 +12,12 @@ An `S3Target` is what `FileTarget("s3://bucket/key")` returns. Its choices:
 * A write spools to a local file. The object is uploaded only when the write is committed
   (at close, or by the runner after a successful attempt) straight to its final key: one
   PUT, or a multipart upload above `PART_SIZE` that is aborted on any error, so no partial
-  object and no temporary key ever exists on S3.
+  object and no temporary key ever exists on S3. The one exception: an attempt that ran on
+  another machine (a Dask worker) hands its write over as a staging object
+  `<folder>/.batchdeps-tmp/<name>.<writer>`, which the runner copies to the final key when
+  it commits (one server-side copy: the final object appears whole) and then deletes;
+  staging objects that an attempt or a runner which died left are deleted before the
+  task's next attempt.
 * Throttling, 5xx answers and broken connections are retried by botocore's own retry modes
   ("standard" with `MAX_ATTEMPTS` attempts unless the user's `AWS_RETRY_MODE`,
   `AWS_MAX_ATTEMPTS`, AWS profile or `retries` in `config_kwargs` say otherwise). What
@@ -30,6 +35,7 @@ import functools
 import hashlib
 import math
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -512,6 +518,29 @@ async def _abort_stale_uploads(fs: Any, bucket: str, key: str, url: str) -> int:
     return len(stale)
 
 
+#: How a handed-over write's staging object is named in a PendingWrite (`hand_over_tmp`).
+STAGED_PREFIX = "s3://"
+#: What follows `<name>.` in a staging object's key: the writer tag of `_tmp_suffix()`.
+_STAGED_SUFFIX = re.compile(r"[0-9a-f]+-\d+\.[0-9a-f]+\.\d+")
+
+
+async def _drop_staged(fs: Any, bucket: str, prefix: str, url: str) -> int:
+    """Delete the staging objects (and abort unfinished uploads of them) under `prefix`
+    that belong to this target; kept-aside copies (`.old`) are left alone."""
+    dropped = 0
+    answer = await _call(fs, "list_objects_v2", url, Bucket=bucket, Prefix=prefix)
+    for item in answer.get("Contents", ()):
+        if _STAGED_SUFFIX.fullmatch(item["Key"][len(prefix):]):
+            await _call(fs, "delete_object", url, Bucket=bucket, Key=item["Key"])
+            dropped += 1
+    uploads = await _call(fs, "list_multipart_uploads", url, Bucket=bucket, Prefix=prefix)
+    for upload in uploads.get("Uploads", ()):
+        if _STAGED_SUFFIX.fullmatch(upload.get("Key", "")[len(prefix):]):
+            await _call(fs, "abort_multipart_upload", url, Bucket=bucket, Key=upload["Key"],
+                        UploadId=upload["UploadId"])
+    return dropped
+
+
 # -- local spool -----------------------------------------------------------------------
 def spool_dir() -> str:
     """Where unfinished S3 writes wait on the local disk (`$BATCHDEPS_SPOOL_DIR` or tmp)."""
@@ -636,7 +665,31 @@ class S3Target(FsspecTarget):
             raise TargetError(f"cannot read {self.url}: {cause}") from exc
 
     def _open_staged(self, tmp_path: str, mode: str) -> IO[Any]:
+        if tmp_path.startswith(STAGED_PREFIX):  # handed over by another machine's attempt
+            return self.fs.open(tmp_path[len(STAGED_PREFIX):], mode)  # type: ignore[no-any-return]
         return open(tmp_path, mode)  # the local spool file
+
+    def _staging_prefix(self) -> str:
+        parent, _, base = self.key.rpartition("/")
+        return f"{parent + '/' if parent else ''}{TMP_DIR_NAME}/{base}."
+
+    def hand_over_tmp(self, tmp_path: str) -> str:
+        """Upload the spooled file to a staging object beside the target (removing the
+        spool); returns its `s3://` URL, which `commit_tmp` moves into place."""
+        if tmp_path.startswith(STAGED_PREFIX):
+            return tmp_path
+        key = self._staging_prefix() + _tmp_suffix()
+        try:
+            fs = self.fs
+            _run(fs, lambda: _upload(fs, tmp_path, self.bucket, key, self.url))
+        except TargetError:
+            raise
+        except Exception as exc:
+            raise TargetError(f"cannot stage {self.url}: {describe(exc)}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+        return f"{STAGED_PREFIX}{self.bucket}/{key}"
 
     def _tmp_path(self) -> str:
         return os.path.join(private_spool_dir(), _spool_prefix(self.url) + _tmp_suffix())
@@ -646,7 +699,24 @@ class S3Target(FsspecTarget):
         return open(spool, mode), spool
 
     def commit_tmp(self, tmp_path: str) -> None:
-        """Upload the spooled file to the final key; the spool is removed either way."""
+        """Upload the spooled file to the final key; the spool is removed either way. A
+        staging object (`hand_over_tmp`) is copied to the final key, then deleted."""
+        if tmp_path.startswith(STAGED_PREFIX):
+            staged_key = tmp_path[len(STAGED_PREFIX):].partition("/")[2]
+
+            async def move(fs: Any) -> None:
+                try:
+                    await _call(fs, "copy_object", self.url, Bucket=self.bucket, Key=self.key,
+                                CopySource={"Bucket": self.bucket, "Key": staged_key})
+                except Exception as exc:
+                    if _status_and_code(exc)[1] not in ("InvalidRequest", "EntityTooLarge"):
+                        raise
+                    # Over 5 GB: s3fs copies part by part; the object appears when complete.
+                    await fs._copy(f"{self.bucket}/{staged_key}", self.path)
+                await _call(fs, "delete_object", self.url, Bucket=self.bucket, Key=staged_key)
+
+            self._request("move the staged object into place", move)
+            return
         try:
             fs = self.fs
             _run(fs, lambda: _upload(fs, tmp_path, self.bucket, self.key, self.url))
@@ -659,6 +729,11 @@ class S3Target(FsspecTarget):
                 os.unlink(tmp_path)
 
     def discard_tmp(self, tmp_path: str) -> None:
+        if tmp_path.startswith(STAGED_PREFIX):
+            staged_key = tmp_path[len(STAGED_PREFIX):].partition("/")[2]
+            self._request("remove the staged object", lambda fs: _call(
+                fs, "delete_object", self.url, Bucket=self.bucket, Key=staged_key))
+            return
         remove_path(tmp_path)
 
     def keep_previous(self, tmp_path: str, hide: bool) -> str | None:
@@ -724,11 +799,16 @@ class S3Target(FsspecTarget):
                 if entry.startswith(prefix):
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(directory, entry))
+        staging = self._staging_prefix()
         try:
             fs = self.fs
             aborted = _run(fs, lambda: _abort_stale_uploads(fs, self.bucket, self.key, self.url))
+            dropped = _run(fs, lambda: _drop_staged(fs, self.bucket, staging, self.url))
         except Exception as exc:  # noqa: BLE001 - the write itself will report the problem
             log.warning("could not look for unfinished uploads of %s: %s", self.url, describe(exc))
             return
         if aborted:
             log.info("aborted %d unfinished multipart upload(s) of %s", aborted, self.url)
+        if dropped:
+            log.info("removed %d staged object(s) of %s left by attempts that did not "
+                     "finish", dropped, self.url)

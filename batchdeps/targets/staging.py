@@ -3,6 +3,9 @@
 While the runner runs a task it opens a *staging* scope: closed writes are then held back and
 committed together after `run()` returned and the lease was re-checked, so a `run()` that
 raises leaves no output at all, and a worker that lost its lease commits nothing.
+
+Imports go one way: target.py (the interface) <- journal.py <- commit.py <- this module
+<- base.py (the target model) <- the backends.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .. import logs
 from ..procinfo import current_pid
+from .commit import commit_together
+from .target import PendingWrite, Target
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-    from .base import Target
 
 log = logs.get("batchdeps.targets")
 
@@ -63,11 +66,24 @@ class Staging:
         `outputs` are the task's declared outputs, in order (see commit.py for why).
         Raises TargetError when a write could not be committed.
         """
-        from .commit import commit_together  # here: a run with nothing to do needs none of it
-
         writes = list(self.pending.values())
         self.pending.clear()
         commit_together(writes, outputs)
+
+    def hand_over(self) -> None:
+        """Stage every write where another machine can commit it (see `hand_over_tmp`);
+        on a failure every write is discarded and the error raised."""
+        done: dict[str, PendingWrite] = {}
+        try:
+            for url, write in self.pending.items():
+                done[url] = write.hand_over()
+        except BaseException:
+            for url, write in self.pending.items():
+                with contextlib.suppress(Exception):
+                    (done.get(url) or write).discard()
+            self.pending.clear()
+            raise
+        self.pending = done
 
     def discard(self) -> None:
         """Remove every staged temporary file (a failure to remove one is only logged)."""
@@ -119,22 +135,6 @@ def current_staging() -> Staging | None:
         if len(scopes) == 1:
             return scopes[0]
     return staging
-
-
-class PendingWrite:
-    """A finished temporary file waiting to be moved into place by its target."""
-
-    __slots__ = ("target", "tmp_path")
-
-    def __init__(self, target: Target, tmp_path: str) -> None:
-        self.target = target
-        self.tmp_path = tmp_path
-
-    def commit(self) -> None:
-        self.target.commit_tmp(self.tmp_path)
-
-    def discard(self) -> None:
-        self.target.discard_tmp(self.tmp_path)
 
 
 class AtomicFile:
