@@ -283,3 +283,45 @@ def test_workers_are_forked_from_the_runner_when_history_is_recorded(project: An
     assert (project.root / "batchdeps-history.db").exists(), "no history: the test's premise"
     parents = {int((project.root / f"out/ppid-{n}.txt").read_text()) for n in range(4)}
     assert parents == {proc.pid}, (parents, proc.pid)
+
+
+# -- the executor registry -------------------------------------------------------------
+def test_an_unknown_executor_is_a_usage_error_naming_the_known_ones(project: Any) -> None:
+    done = project.run("run", "D", "--executor", "warp")
+    assert done.returncode == 2, done.stderr
+    assert "unknown executor 'warp'" in done.stderr
+    assert "dask, inline, local" in done.stderr and "Traceback" not in done.stderr
+    assert project.runs() == []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--executor", "inline", "--workers", "2"], "--executor inline runs one attempt at a time"),
+    (["--executor", "local", "--scheduler", "tcp://127.0.0.1:1"], "needs --executor dask"),
+])
+def test_executor_options_that_contradict_each_other_are_refused(
+        project: Any, args: list[str], says: str) -> None:
+    done = project.run("run", "D", *args)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
+    assert project.runs() == []
+
+
+def test_a_kind_registered_by_name_is_made_without_touching_the_runner(tmp_path: Path) -> None:
+    from batchdeps.resolver import resolve
+    from batchdeps.run.executors import ExecutorRegistry, ForkedExecutor, InlineExecutor
+    from batchdeps.run.runner import RunOptions
+    from batchdeps.run.session import make_executor
+
+    class Out(bd.Task):
+        def output(self) -> Any:
+            return bd.FileTarget(str(tmp_path / "out.txt"))
+
+    plan = resolve([Out()])
+    registry = ExecutorRegistry(entry_points=False)
+    registry.register("mine", "batchdeps.run.executors:ForkedExecutor")
+    assert isinstance(make_executor(plan, 1, RunOptions(), kind="mine", registry=registry),
+                      ForkedExecutor)
+    assert isinstance(make_executor(plan, 1, RunOptions()), InlineExecutor)
+    assert isinstance(make_executor(plan, 3, RunOptions()), ForkedExecutor)
+    with pytest.raises(bd.errors.UsageError, match="known: dask, inline, local, mine"):
+        registry.load("ray")

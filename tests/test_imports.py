@@ -181,3 +181,28 @@ def test_importing_the_lock_server_loads_nothing_of_web() -> None:
         "or m.startswith('batchdeps.web.')))\n"
     )
     assert _fresh_python(script) == "[]"
+
+
+def test_dask_is_imported_only_by_a_run_with_the_dask_executor(tmp_path: Path) -> None:
+    """`import batchdeps`, the command line's modules and runs with the inline and local
+    executors load neither dask nor distributed; nor does the Dask executor's module
+    until a run starts (the attempt process on a worker stays light)."""
+    script = (
+        "import sys\n"
+        "import batchdeps as bd\n"
+        "import batchdeps.cli.run, batchdeps.run.session\n"
+        "import batchdeps.run.dask_executor, batchdeps.run.dask_attempt\n"
+        "class Out(bd.Task):\n"
+        "    n = bd.IntParameter()\n"
+        "    def output(self):\n"
+        f"        return bd.FileTarget({str(tmp_path)!r} + f'/out-{{self.n}}.txt')\n"
+        "    def run(self):\n"
+        "        with self.output().open('w') as out:\n"
+        "            out.write('x')\n"
+        "one = bd.build([Out(n=1)], workers=1)\n"
+        "two = bd.build([Out(n=2), Out(n=3)], workers=2)\n"
+        "assert one.exit_code == 0 and two.exit_code == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
+    )
+    assert _fresh_python(script) == "[]"
+    assert (tmp_path / "out-3.txt").exists()

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 log = logs.get()
 
 EXTRA_HINT = "pip install 'batchdeps[dask]'"
-#: Seconds to reach a scheduler given by address.
-CONNECT_TIMEOUT = 10.0
+#: Seconds to reach a scheduler given by address, when Dask's config does not say.
+CONNECT_TIMEOUT = 30.0
 #: Seconds past a task's timeout (and the kill grace) after which the runner gives up on
 #: a worker that has not answered.
 BACKSTOP = 30.0
@@ -127,6 +127,9 @@ class DaskExecutor:
 
     # -- start and stop ------------------------------------------------------------------
     def start(self, steps: list[Step]) -> None:
+        """Connect to the scheduler, or start the local cluster (not for an empty plan)."""
+        if not steps:
+            return
         import dask
 
         distributed = import_distributed()
@@ -135,7 +138,10 @@ class DaskExecutor:
             logging.getLogger("distributed").setLevel(logging.ERROR)
         if address:
             try:
-                self._client = distributed.Client(address, timeout=CONNECT_TIMEOUT,
+                # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s).
+                timeout = dask.config.get("distributed.comm.timeouts.connect",
+                                          CONNECT_TIMEOUT)
+                self._client = distributed.Client(address, timeout=timeout,
                                                   set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise ExecutorError(f"cannot reach the Dask scheduler at {address}: "

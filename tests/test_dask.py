@@ -1,0 +1,477 @@
+"""The Dask executor through the real command, on real clusters.
+
+Two kinds of cluster: the `distributed.LocalCluster` that `batchdeps run --executor dask`
+starts itself (two worker processes), and, shared by the tests of this module, a
+`dask scheduler` with two `dask worker` processes on 127.0.0.1, each worker in a working
+folder of its own, reached with `--scheduler`. Outputs go to the moto S3 server the suite
+starts, or to a local folder declared in `[executor] shared_paths`.
+
+Every run() appends a line to a journal file (a local file every process here reaches), so
+a test can count how often each task really ran, and where.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.lockutil import LockServer
+from support.project import BATCHDEPS
+from support.s3util import (  # noqa: F401 - moto_server, moto_endpoint: fixtures
+    FAKE_CREDENTIALS,
+    boto_client,
+    free_port,
+    keys_under,
+    moto_endpoint,
+    moto_server,
+    new_bucket,
+)
+from support.waiting import wait_for
+
+pytest.importorskip("distributed")
+
+PIPELINE = '''
+"""Dask test pipeline: Total(n) <- Part(i); Slow and Hang for the fault cases."""
+import os
+import subprocess
+import time
+
+import batchdeps as bd
+
+
+def note(journal, what, task):
+    line = f"{what} {task.task_id} pid={os.getpid()} parent={os.getppid()}\\n"
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+class Part(bd.Task):
+    """Part i of a total; prints a line (it goes to the task log)."""
+    i = bd.IntParameter()
+    root = bd.Parameter()
+    journal = bd.Parameter()
+    pause = bd.FloatParameter(default=0.0)
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/part-{self.i}.txt")
+
+    def run(self):
+        note(self.journal, "start", self)
+        print(f"making part {self.i}")
+        time.sleep(self.pause)
+        with self.output().open("w") as out:
+            out.write(f"{self.i * self.i}\\n")
+        note(self.journal, "end", self)
+
+
+class Total(bd.Task):
+    """The sum of n parts."""
+    n = bd.IntParameter(default=4)
+    root = bd.Parameter()
+    journal = bd.Parameter()
+    pause = bd.FloatParameter(default=0.0)
+
+    def requires(self):
+        return [Part(i=i, root=self.root, journal=self.journal, pause=self.pause)
+                for i in range(self.n)]
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/total.txt")
+
+    def run(self):
+        note(self.journal, "start", self)
+        total = 0
+        for target in self.input():
+            with target.open("r") as src:
+                total += int(src.read())
+        with self.output().open("w") as out:
+            out.write(f"{total}\\n")
+        note(self.journal, "end", self)
+
+
+class Slow(bd.Task):
+    """Writes its output, then sleeps `seconds` inside run() (the write is staged)."""
+    root = bd.Parameter()
+    journal = bd.Parameter()
+    seconds = bd.FloatParameter(default=3.0)
+    retries = 1
+    retry_delay = 0.1
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/slow.txt")
+
+    def run(self):
+        note(self.journal, "start", self)
+        with self.output().open("w") as out:
+            out.write("slow\\n")
+        time.sleep(self.seconds)
+        note(self.journal, "end", self)
+
+
+class Hang(bd.Task):
+    """Starts a child process that sleeps, then waits; stopped only by a kill."""
+    root = bd.Parameter()
+    journal = bd.Parameter()
+    timeout = 1.5
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/hang.txt")
+
+    def run(self):
+        child = subprocess.Popen(["sleep", "600"])
+        note(self.journal, f"child={child.pid}", self)
+        time.sleep(600)
+
+
+class Waits(Hang):
+    """As Hang, with no timeout: a stop of the runner must reach it."""
+    timeout = None
+'''
+
+LOCAL_ONLY = '''
+"""A module only the runner's folder has: the workers cannot import it."""
+import batchdeps as bd
+
+
+class Hidden(bd.Task):
+    root = bd.Parameter()
+    journal = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/hidden.txt")
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("hidden\\n")
+'''
+
+
+def _env(code: Path, endpoint: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(FAKE_CREDENTIALS)
+    env["S3_ENDPOINT"] = endpoint
+    env["PYTHONPATH"] = str(code)
+    env["DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"] = "3s"
+    env.pop("BATCHDEPS_LOCK_URL", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline module, on the import path of the runners and of every worker."""
+    folder = tmp_path_factory.mktemp("code")
+    (folder / "dpipe.py").write_text(PIPELINE)
+    return folder
+
+
+class Cluster:
+    """A `dask scheduler` and two `dask worker` processes, each in its own folder."""
+
+    def __init__(self, base: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        dask = os.path.join(os.path.dirname(sys.executable), "dask")
+        self.processes = [subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+             "--no-dashboard"], cwd=base, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)]
+        for n in range(2):
+            folder = base / f"worker-{n}"
+            folder.mkdir()
+            self.processes.append(subprocess.Popen(
+                [dask, "worker", self.address, "--nthreads", "1", "--no-dashboard",
+                 "--no-nanny", "--local-directory", str(folder), "--host", "127.0.0.1"],
+                cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, code: Path,
+            moto_endpoint: str) -> Iterator[Cluster]:
+    running = Cluster(tmp_path_factory.mktemp("cluster"), _env(code, moto_endpoint))
+    yield running
+    running.stop()
+
+
+class Runner:
+    """A project folder (config.toml) whose `batchdeps run` uses the test pipeline."""
+
+    def __init__(self, folder: Path, code: Path, endpoint: str, executor: str = "") -> None:
+        self.folder = folder
+        self.code = code
+        self.endpoint = endpoint
+        self.journal = folder / "journal.txt"
+        self.env = _env(code, endpoint)
+        self.write_config(executor)
+
+    def write_config(self, executor: str = "", modules: str = '["dpipe"]') -> None:
+        (self.folder / "config.toml").write_text(textwrap.dedent(f"""
+            [batchdeps]
+            modules = {modules}
+            task_logs = "auto"
+
+            [storage.s3]
+            endpoint_url = "{self.endpoint}"
+            {executor}
+            """))
+
+    def command(self, *args: str) -> list[str]:
+        return [BATCHDEPS, "run", *args, "--journal", str(self.journal)]
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), cwd=self.folder, env=self.env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.command(*args), cwd=self.folder, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def lines(self) -> list[str]:
+        return self.journal.read_text().splitlines() if self.journal.exists() else []
+
+    def starts(self) -> Counter[str]:
+        return Counter(line.split(" pid=")[0].removeprefix("start ")
+                       for line in self.lines() if line.startswith("start "))
+
+
+def _object(endpoint: str, bucket: str, key: str) -> str | None:
+    try:
+        body = boto_client(endpoint).get_object(Bucket=bucket, Key=key)["Body"]
+    except Exception:  # noqa: BLE001 - NoSuchKey
+        return None
+    return body.read().decode()  # type: ignore[no-any-return]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as handle:  # a zombie is gone too
+        return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+# -- a LocalCluster that batchdeps starts ----------------------------------------------
+def test_local_cluster_builds_the_same_outputs_as_local_workers_then_has_nothing_to_do(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    local = runner.run("Total", "--root", f"s3://{bucket}/local", "--executor", "local",
+                       "--workers", "2")
+    assert local.returncode == 0, local.stderr
+    done = runner.run("Total", "--root", f"s3://{bucket}/dask", "--executor", "dask",
+                      "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert "Dask dashboard: http://127.0.0.1:" in done.stderr
+    for name in ["total.txt", *(f"part-{i}.txt" for i in range(4))]:
+        assert _object(moto_endpoint, bucket, f"dask/{name}") == \
+            _object(moto_endpoint, bucket, f"local/{name}") is not None
+    assert _object(moto_endpoint, bucket, "dask/total.txt") == "14\n"
+    assert [k for k in keys_under(moto_endpoint, bucket) if ".batchdeps-tmp" in k] == []
+    # Each attempt ran on one of the two worker processes: their pids, not the runner's.
+    dask_parents = {line.split("parent=")[1] for line in runner.lines()[-10:]}
+    assert len(dask_parents) == 2
+    # Where each attempt ran, in the log lines and in the history.
+    assert "built Part(i=0" in done.stderr and " on tcp://127.0.0.1:" in done.stderr
+    history = subprocess.run([BATCHDEPS, "history", "--json", "--limit", "5"], cwd=tmp_path,
+                             env=runner.env, capture_output=True, text=True, check=True)
+    hosts = {record["host"] for record in json.loads(history.stdout)}
+    assert all(host.startswith("tcp://127.0.0.1:") for host in hosts), hosts
+    # The task's printed line came back to the runner's log folder.
+    logs = list((tmp_path / "logs" / "Part").rglob("*.log"))
+    assert logs and any("making part" in log.read_text() for log in logs)
+
+    runs = len(runner.lines())
+    again = runner.run("Total", "--root", f"s3://{bucket}/dask", "--executor", "dask",
+                       "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    assert len(runner.lines()) == runs  # no run() at all
+    assert "Dask dashboard" not in again.stderr  # nothing to do: no cluster started
+
+
+def test_kill_9_of_a_dask_worker_mid_task_is_a_failed_attempt_then_retried(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    process = runner.start("Slow", "--root", f"s3://{bucket}/w", "--seconds", "4",
+                           "--executor", "dask", "--workers", "2")
+    wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60)
+    first = runner.lines()[0]
+    worker_pid = int(first.split("parent=")[1])
+    os.kill(worker_pid, signal.SIGKILL)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 0, err
+    assert "was lost while running the attempt" in err
+    assert sum(runner.starts().values()) == 2  # the retry, and no quiet re-run by Dask
+    assert sum(1 for line in runner.lines() if line.startswith("end ")) == 1
+    assert _object(moto_endpoint, bucket, "w/slow.txt") == "slow\n"
+    assert [k for k in keys_under(moto_endpoint, bucket) if ".batchdeps-tmp" in k] == []
+
+
+def test_a_timeout_kills_the_attempt_and_its_children_on_the_worker(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    runner = Runner(tmp_path, code, moto_endpoint)
+    done = runner.run("Hang", "--root", str(tmp_path / "out"), "--executor", "dask",
+                      "--workers", "2")
+    assert done.returncode == 1, done.stderr
+    assert "timed out after 1.5 s" in done.stderr
+    child = int(runner.lines()[0].split("child=")[1].split()[0])
+    assert wait_for(lambda: _gone(child), timeout=5)
+    assert not (tmp_path / "out" / "hang.txt").exists()
+
+
+def test_sigterm_of_the_runner_stops_the_attempt_on_the_worker(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    runner = Runner(tmp_path, code, moto_endpoint)
+    process = runner.start("Waits", "--root", str(tmp_path / "out"), "--executor", "dask",
+                           "--workers", "2")
+    wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60)
+    child = int(runner.lines()[0].split("child=")[1].split()[0])
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert wait_for(lambda: _gone(child), timeout=5)
+    assert "Traceback" not in err
+
+
+def test_without_dask_installed_the_error_names_the_extra(tmp_path: Path, code: Path,
+                                                          moto_endpoint: str) -> None:
+    runner = Runner(tmp_path, code, moto_endpoint)
+    blocked = ("import sys; sys.modules['distributed'] = None; sys.argv = ['batchdeps'] + "
+               "sys.argv[1:]; from batchdeps.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", blocked, "run", "Total", "--root",
+                           str(tmp_path / "out"), "--journal", str(runner.journal),
+                           "--executor", "dask"], cwd=tmp_path, env=runner.env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "batchdeps[dask]" in done.stderr and "Traceback" not in done.stderr
+    assert not runner.journal.exists()
+
+
+# -- an existing cluster: --scheduler ----------------------------------------------------
+def test_scheduler_builds_on_a_declared_shared_folder(tmp_path: Path, code: Path,
+                                                      moto_endpoint: str,
+                                                      cluster: Cluster) -> None:
+    runner = Runner(tmp_path, code, moto_endpoint,
+                    f'[executor]\nkind = "dask"\naddress = "{cluster.address}"\n'
+                    f'shared_paths = ["{tmp_path}"]')
+    done = runner.run("Total", "--root", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "total.txt").read_text() == "14\n"
+    assert not list((tmp_path / "out").glob(".batchdeps-tmp/*"))
+    # The attempts ran in the two `dask worker` processes.
+    parents = {line.split("parent=")[1] for line in runner.lines()}
+    assert parents <= {str(p.pid) for p in cluster.processes[1:]} and len(parents) == 2
+    again = runner.run("Total", "--root", str(tmp_path / "out"))
+    assert again.returncode == 0 and len(runner.lines()) == 10
+
+
+def test_scheduler_refuses_an_undeclared_local_path_before_anything_runs(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    runner = Runner(tmp_path, code, moto_endpoint)
+    done = runner.run("Total", "--root", str(tmp_path / "out"), "--scheduler",
+                      cluster.address)
+    assert done.returncode == 2, done.stderr
+    assert "Part(i=0" in done.stderr or "Total(" in done.stderr
+    assert str(tmp_path / "out") in done.stderr and "shared_paths" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not runner.journal.exists()
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(tmp_path: Path, code: Path,
+                                                   moto_endpoint: str) -> None:
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    done = runner.run("Total", "--root", f"s3://{bucket}/x", "--scheduler", address)
+    assert done.returncode in (1, 2), done.stderr
+    assert f"cannot reach the Dask scheduler at {address}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not runner.journal.exists()
+
+
+def test_a_worker_that_cannot_import_the_module_fails_the_task_naming_both(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    runner.write_config(modules='["dpipe", "dpipe_local"]')
+    (tmp_path / "dpipe_local.py").write_text(LOCAL_ONLY)
+    done = runner.run("Hidden", "--root", f"s3://{bucket}/h", "--scheduler",
+                      cluster.address)
+    assert done.returncode == 1, done.stderr
+    assert "cannot import module 'dpipe_local'" in done.stderr
+    assert f"Dask worker tcp://127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _object(moto_endpoint, bucket, "h/hidden.txt") is None
+
+
+def test_runner_kill_9_leaves_no_output_and_the_rerun_cleans_staging(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    root = f"s3://{bucket}/k"
+    process = runner.start("Slow", "--root", root, "--seconds", "3", "--scheduler",
+                           cluster.address)
+    wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60)
+    attempt_pid = int(runner.lines()[0].split("pid=")[1].split()[0])
+    process.kill()
+    process.communicate(timeout=10)
+    # The attempt is stopped once the scheduler sees the runner's client go away, and
+    # nothing ever commits its write.
+    assert wait_for(lambda: _gone(attempt_pid), timeout=15)
+    time.sleep(4)  # longer than the attempt would have taken
+    assert _object(moto_endpoint, bucket, "k/slow.txt") is None
+    assert not any(line.startswith("end ") for line in runner.lines())
+    # What an attempt that died after handing its write over would leave: a staging object.
+    boto_client(moto_endpoint).put_object(
+        Bucket=bucket, Key="k/.batchdeps-tmp/slow.txt.0badc0de-4242.abcdef.0", Body=b"x")
+    again = runner.run("Slow", "--root", root, "--seconds", "0", "--scheduler",
+                       cluster.address)
+    assert again.returncode == 0, again.stderr
+    assert _object(moto_endpoint, bucket, "k/slow.txt") == "slow\n"
+    assert [k for k in keys_under(moto_endpoint, bucket) if ".batchdeps-tmp" in k] == []
+
+
+def test_two_runs_on_one_cluster_with_the_lock_server_build_each_task_once(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    server = LockServer(tmp_path / "locks.db").start()
+    try:
+        bucket = new_bucket(moto_endpoint)
+        runner = Runner(tmp_path, code, moto_endpoint)
+        runner.env.update(BATCHDEPS_LOCK_TOKEN=server.token)
+        args = ("Total", "--n", "6", "--root", f"s3://{bucket}/t", "--pause", "0.3",
+                "--scheduler", cluster.address, "--lock-url", server.url)
+        first, second = runner.start(*args), runner.start(*args)
+        results = [p.communicate(timeout=120) for p in (first, second)]
+        assert first.returncode == 0, results[0][1]
+        assert second.returncode == 0, results[1][1]
+        starts = runner.starts()
+        assert len(starts) == 7 and set(starts.values()) == {1}, starts
+        assert _object(moto_endpoint, bucket, "t/total.txt") == "55\n"
+    finally:
+        server.stop()
