@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -475,3 +476,38 @@ def test_two_runs_on_one_cluster_with_the_lock_server_build_each_task_once(
         assert _object(moto_endpoint, bucket, "t/total.txt") == "55\n"
     finally:
         server.stop()
+
+
+def test_the_example_pipeline_builds_on_a_local_cluster_as_with_local_workers(
+        tmp_path: Path) -> None:
+    """The README's `batchdeps run WeeklyReport --executor dask`, beside `--executor local`."""
+    repo = Path(__file__).resolve().parent.parent
+    outputs = {}
+    for kind in ("local", "dask"):
+        folder = tmp_path / kind
+        shutil.copytree(repo / "pipelines", folder / "pipelines",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(repo / "config.toml", folder / "config.toml")
+        env = {"BATCHDEPS_LOCK_DIR": str(folder / "locks"), "PATH": "/usr/bin:/bin"}
+        subprocess.run([sys.executable, "-m", "pipelines.sample_data", "--lines", "200"],
+                       cwd=folder, env=env, check=True, capture_output=True)
+        done = subprocess.run([BATCHDEPS, "run", "WeeklyReport", "--executor", kind],
+                              cwd=folder, env=env, text=True, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "15 built" in done.stdout
+        outputs[kind] = {str(p.relative_to(folder)): p.read_bytes()
+                         for p in sorted((folder / "data").rglob("*"))
+                         if p.is_file() and ".batchdeps-tmp" not in p.parts}
+    assert outputs["dask"] == outputs["local"] and len(outputs["dask"]) > 15
+
+
+def test_upload_pipelines_lets_workers_without_the_module_run_it(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    runner.write_config(modules='["dpipe", "dpipe_sent"]')
+    (tmp_path / "dpipe_sent.py").write_text(LOCAL_ONLY)
+    done = runner.run("Hidden", "--root", f"s3://{bucket}/u", "--scheduler",
+                      cluster.address, "--upload-pipelines")
+    assert done.returncode == 0, done.stderr
+    assert _object(moto_endpoint, bucket, "u/hidden.txt") == "hidden\n"

@@ -102,7 +102,7 @@ def run_attempt(request: AttemptRequest) -> AttemptReply | None:
     log_path = (os.path.join(log_dir, f"{request.index}-{request.attempt}.log")
                 if request.log_mode not in (None, "off") else None)
     try:
-        child.send((request, log_dir, log_path))
+        child.send((request, log_dir, log_path, list(sys.path)))
     except OSError as exc:
         child.kill()
         return failed(f"cannot start the attempt process on Dask worker {where}: {exc}")
@@ -289,9 +289,11 @@ def _attempt_loop(read_fd: int, write_fd: int) -> None:
     task_logs: dict[tuple[str, str, int], Any] = {}
     while True:
         try:
-            request, log_dir, log_path = _receive(read_fd)
+            request, log_dir, log_path, worker_path = _receive(read_fd)
         except (EOFError, OSError, KeyboardInterrupt):
             os._exit(ExitCode.OK)
+        # Folders the worker's import path gained since (Client.upload_file's among them).
+        sys.path[:0] = [entry for entry in worker_path if entry not in sys.path]
         if request.storage_options != configured:
             default_storage.configure(request.storage_options)
             configured = request.storage_options
