@@ -68,6 +68,10 @@ class Plan:
     steps: list[Step]
     complete: list[Task]
     forced: frozenset[Task] = frozenset()
+    #: those of `forced` that run only because they are stale by `rerun_triggers`: the
+    #: runner looks again after taking the lease (another run may have rebuilt them)
+    stale: frozenset[Task] = frozenset()
+    rerun_triggers: frozenset[str] = frozenset()
     #: task -> its step, made when first asked for (`by_task`), kept by `extend`
     _by_task: dict[Task, Step] | None = field(default=None, repr=False, compare=False)
 
@@ -207,9 +211,13 @@ def resolve(
         from .staleness import find_stale
 
         assessment = find_stale(roots, triggers)
-        for task, reasons in assessment.stale.items():
-            forced.setdefault(task, "; ".join(reasons))
-        return _resolve(roots, forced, expand=assessment.above)
+        stale = [task for task in assessment.stale if task not in forced]
+        for task in stale:
+            forced[task] = "; ".join(assessment.stale[task])
+        plan = _resolve(roots, forced, expand=assessment.above)
+        plan.stale = frozenset(stale)
+        plan.rerun_triggers = triggers
+        return plan
     finally:
         if was_enabled:
             gc.enable()

@@ -102,6 +102,30 @@ def capture_inputs(task: Task) -> dict[str, Identity]:
     return {t.url: identity for t, identity in zip(targets, found) if identity is not None}
 
 
+def still_stale(task: Task, outputs: list[Target], triggers: frozenset[str]) -> bool:
+    """Whether a task found stale is stale still, now that its lease is held: another run
+    may have rebuilt it since (then its record matches the inputs as they are now).
+
+    Where its record cannot tell (no record, or a requirement without file outputs,
+    whose rebuild leaves no trace in the record), it is taken as still stale.
+    """
+    from .targets import check_identities
+    from .targets.sidecar import read_records, record_target
+    from .task import flatten_outputs, flatten_requires
+
+    slot = record_target(outputs)
+    record = read_records([slot])[0] if slot is not None else None
+    if record is None:
+        return True
+    requires = flatten_requires(task)
+    inputs = {req: flatten_outputs(req) for req in requires}
+    if "upstream" in triggers and not all(inputs.values()):
+        return True
+    targets = [t for found in inputs.values() for t in found]
+    identities = dict(zip(targets, check_identities(targets))) if targets else {}
+    return bool(_own_reasons(task, record, requires, inputs, identities, triggers))
+
+
 def build_record(task: Task, inputs: Mapping[str, Identity]) -> dict[str, Any]:
     """What the record of a build of `task` from `inputs` says."""
     from .targets.sidecar import make_record

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import batchdeps as bd
 
@@ -42,6 +43,7 @@ class Clean(bd.Task):
 
     def run(self):
         journal("start", self)
+        time.sleep(float(os.environ.get("SLEEP_CLEAN", "0")))
         with self.input().open() as src, self.output().open("w") as dst:
             dst.write(src.read().upper())
 
@@ -411,3 +413,17 @@ def test_a_version_that_is_not_text_is_a_definition_error(stale_project: Project
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Odd(): version must be a string" in result.stderr and "Traceback" not in result.stderr
     assert project.run("run", "Odd", "--force", "--rerun-triggers", "version").returncode == 2
+
+
+def test_two_runs_at_once_rebuild_each_stale_task_once(stale_project: Project) -> None:
+    project = stale_project
+    built(project, *TRIGGERS)
+    before = len(project.runs())
+    runs = [project.popen("run", "Report", *TRIGGERS, CLEAN_VERSION="2", SLEEP_CLEAN="1")
+            for _ in range(2)]
+    for proc in runs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert sorted(project.runs()[before:]) == sorted([C1, C2, REPORT])  # each once
+    assert project.run("status", "Report", *TRIGGERS, "--stale",
+                       CLEAN_VERSION="2").returncode == 0

@@ -321,7 +321,8 @@ class Lifecycle:
     def _complete_after_lease(self, step: Step, run: StepRun) -> bool:
         """With the lease just taken, is the task complete (another run built it)? Closes
         the step when it is, or when its complete() raised."""
-        if step.task in self.plan.forced and not run.contended:
+        plan = self.plan
+        if step.task in plan.forced and step.task not in plan.stale and not run.contended:
             return False
         try:
             complete = self._complete_now(step)
@@ -336,7 +337,7 @@ class Lifecycle:
         if not complete:
             return False
         self.release(run)
-        if run.contended:
+        if run.contended or step.task in plan.stale:
             self.host.close(step, Status.BUILT_ELSEWHERE, reason="built by another run")
         else:
             self.host.close(step, Status.COMPLETE, reason="complete when locked")
@@ -345,8 +346,14 @@ class Lifecycle:
     def _complete_now(self, step: Step) -> bool:
         task = step.task
         if type(task).complete is Task.complete:
-            return bool(step.outputs) and all(check_exists(step.outputs))
-        return bool(task.complete())
+            complete = bool(step.outputs) and all(check_exists(step.outputs))
+        else:
+            complete = bool(task.complete())
+        if complete and task in self.plan.stale:
+            from ..staleness import still_stale
+
+            return not still_stale(task, step.outputs, self.plan.rerun_triggers)
+        return complete
 
     def _take_resources(self, step: Step, run: StepRun) -> bool:
         wanted = getattr(type(step.task), "resources", None)
