@@ -56,6 +56,8 @@ def build(
     options: RunOptions | None = None,
     log_dir: str | None = None,
     rerun_triggers: str | Iterable[str] | None = None,
+    wait_for_inputs: float | None = None,
+    poll: float | None = None,
 ) -> BuildResult:
     """Build `tasks` and what they need; returns what happened per task.
 
@@ -83,6 +85,10 @@ def build(
         rerun_triggers: also rebuild complete tasks that are stale by these triggers
             ("version,params,upstream[,unrecorded]" or a list; default: `[run]
             rerun_triggers`, else none; see docs/staleness.md).
+        wait_for_inputs: seconds to wait for missing external inputs while the rest is
+            built (default: `[run] wait_for_inputs`, else no wait; docs/sensors.md).
+        poll: the longest delay in seconds between two looks at them (default: `[run]
+            poll`, else 60).
 
     Raises:
         UsageError: `workers` below 1, an unknown rerun trigger.
@@ -96,6 +102,7 @@ def build(
         force_from=list(force_from), locks=locks, listeners=list(listeners),
         lock_url=lock_url, wait_timeout=wait_timeout, base_options=options, log_dir=log_dir,
         rerun_triggers=rerun_triggers,
+        wait_for_inputs=wait_for_inputs, poll=poll,
         # History goes beside a config file the caller loaded (or to its state_dir); a bare
         # bd.build() in a script or a test writes no file it was not asked for.
         local_history=bool(config.path or "state_dir" in config.batchdeps),

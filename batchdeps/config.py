@@ -95,6 +95,19 @@ def _number_between(minimum: float, maximum: float) -> Check:
     return check
 
 
+def _duration(value: Any) -> float:
+    from .durations import parse_duration
+
+    return parse_duration(value)
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError("must be more than 0 seconds")
+    return seconds
+
+
 def _lock_url(value: Any) -> str | list[str]:
     """One lock server URL, or a list of replicas in the order to try them."""
     from .locks.replicas import lock_urls  # the lock server's own rule; stdlib only
@@ -150,6 +163,8 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "run": {
         "rerun_triggers": _rerun_triggers,
         "record_builds": _bool,
+        "wait_for_inputs": _duration,   # --wait-for-inputs
+        "poll": _positive_duration,     # --poll
     },
     "executor": {
         "kind": _string,  # a name the executor registry knows: checked when a run starts

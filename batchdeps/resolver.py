@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .arrival import Arrival, guarded, look
 from .errors import BatchdepsError, CycleError, ExitCode, TaskDefinitionError, UsageError
 from .paths import shown, shown_all
 from .targets import Target, check_exists
@@ -147,9 +148,13 @@ class Plan:
 
 
 def default_complete(task: Task) -> bool:
-    """True when `task.complete` is the built-in one (so outputs can be checked in batch)."""
+    """True when `task.complete` is the built-in one (so outputs can be checked in batch).
+
+    Not for an external input with `ready_after` or `stable_for`: `arrival.look` decides it.
+    """
     return type(task).complete is Task.complete or (
         isinstance(task, ExternalTask) and type(task).complete is ExternalTask.complete
+        and not guarded(task)
     )
 
 
@@ -237,6 +242,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
     outputs: dict[Task, list[Target]] = {}
     missing_paths: dict[Task, list[str]] = {}
     custom_false: set[Task] = set()
+    not_arrived: dict[Task, Arrival] = {}  # guarded external inputs (arrival.py)
     wrappers: list[Task] = []
 
     frontier = roots
@@ -271,6 +277,12 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
                 done = False  # decided once its requirements are known
             elif task in missing_paths:
                 done = bool(complete[task])
+            elif guarded(task):
+                arrival = look(task)
+                done = arrival.arrived
+                if not done:
+                    not_arrived[task] = arrival
+                outputs[task] = flatten_outputs(task)
             else:
                 done = call_complete(task)
                 if not done:
@@ -300,11 +312,13 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
         if decided:
             continue
         if isinstance(task, ExternalTask):
-            paths = missing_paths.get(task) or [t.url for t in outputs.get(task, [])]
-            steps[task] = Step(
-                task, MISSING, f"external input {shown_all(paths, cwd) or task.task_id} missing",
-                outputs=outputs.get(task, []), missing_paths=paths,
-            )
+            arrival = not_arrived.get(task)
+            paths = (list(arrival.paths) if arrival is not None else missing_paths.get(task)
+                     ) or [t.url for t in outputs.get(task, [])]
+            reason = arrival.reason if arrival is not None else \
+                f"external input {shown_all(paths, cwd) or task.task_id} missing"
+            steps[task] = Step(task, MISSING, reason, outputs=outputs.get(task, []),
+                               missing_paths=paths)
             continue
         if task in forced:
             reason = forced[task]
@@ -461,7 +475,13 @@ def _forced_requested(roots: list[Task]) -> list[Task]:
 
 
 def call_complete(task: Task) -> bool:
-    """`task.complete()`, an exception from it turned into a TaskDefinitionError naming it."""
+    """`task.complete()`, an exception from it turned into a TaskDefinitionError naming it.
+
+    An external input with `ready_after` or `stable_for` is decided by `arrival.look`,
+    also when it has a `complete()` of its own.
+    """
+    if guarded(task):
+        return look(task).arrived
     try:
         return bool(task.complete())
     except BatchdepsError:

@@ -147,7 +147,23 @@ class Task:
 
 
 class ExternalTask(Task):
-    """Data made outside the pipeline: only `output()`; never run."""
+    """Data made outside the pipeline: only `output()`; never run.
+
+    When it counts as arrived (docs/sensors.md; decided in `arrival.py`): `ready_after`
+    (a time of day "02:00", a `datetime.time` or `datetime.datetime`, or a property or
+    method giving one per instance) before which it is not even looked at, and
+    `stable_for` (seconds) that its outputs must have gone unchanged, so that a file still
+    being written is not taken. A custom `complete()` (a `_SUCCESS` marker) may replace
+    the existence check; both guards still apply around it.
+    """
+
+    ready_after: ClassVar[Any] = None
+    stable_for: ClassVar[float | None] = None
+
+    def complete(self) -> bool:
+        from .arrival import guarded, look
+
+        return look(self).arrived if guarded(self) else super().complete()
 
     def run(self) -> None:  # pragma: no cover - the runner never calls it
         raise TaskDefinitionError(f"{self.task_id} is external and cannot be run")

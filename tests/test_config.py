@@ -283,6 +283,12 @@ CASES: dict[str, dict[str, tuple[list[tuple[Any, Any]], list[Any]]]] = {
                             ("none", [])],
                            ["bogus", ["version", "nope"], 5, [1], {"a": 1}]),
         "record_builds": _bool(),
+        "wait_for_inputs": ([(0, 0.0), (90, 90.0), ("30s", 30.0), ("6h", 21600.0),
+                             ("1h30m", 5400.0), ("0.5s", 0.5), ("2d", 172800.0)],
+                            ["", "5x", "30 s", "m5", "5m1h", "5m5m", -1, True, math.nan,
+                             math.inf, [1]]),
+        "poll": ([(1, 1.0), ("5m", 300.0), ("0.25s", 0.25)],
+                 [0, "0s", "", "fast", -5, True, math.nan]),
     },
     "notify": {
         "on_failure": _string(),

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..errors import BatchdepsError, ExitCode
+from ..errors import BatchdepsError, ExitCode, UsageError
 from .common import fail, scan, setup_logging
 from .taskargs import (
     TaskCommand,
@@ -20,6 +20,29 @@ from .taskargs import (
     rerun_triggers_option,
     single,
 )
+
+
+class Duration(click.ParamType):
+    """A length of time: `30s`, `5m`, `6h`, `1h30m`, or seconds; seconds as a float."""
+
+    name = "duration"
+
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        from ..durations import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(f"{exc}, got {value!r}", param, ctx)
+        if self.positive and seconds <= 0:
+            self.fail(f"must be more than 0 seconds, got {value!r}", param, ctx)
+        return seconds
 
 
 def _common_options() -> list[click.Parameter]:
@@ -60,6 +83,16 @@ def _common_options() -> list[click.Parameter]:
         click.Option(["--wait-timeout"], type=click.FloatRange(min=0), default=None,
                      multiple=True, callback=single, metavar="SECONDS",
                      help="Seconds to wait for a task held elsewhere (exit 4 after)."),
+        click.Option(["--wait-for-inputs"], type=Duration(), default=None, multiple=True,
+                     callback=single, metavar="DURATION",
+                     help="Wait up to DURATION (30s, 5m, 6h, 1h30m) for missing external "
+                     "inputs, building the rest meanwhile and each branch as its input "
+                     "arrives; exit 3 only if one is still missing then (default: [run] "
+                     "wait_for_inputs, else no wait)."),
+        click.Option(["--poll"], type=Duration(positive=True), default=None, multiple=True,
+                     callback=single, metavar="DURATION",
+                     help="Longest delay between two looks at the inputs waited for "
+                     "(default: [run] poll, else 1m; looks start at 1 s and back off)."),
         click.Option(["--config"], default=None, multiple=True, callback=single, metavar="FILE",
                      help="Config file (default: $BATCHDEPS_CONFIG, else ./config.toml)."),
         click.Option(["--log-level"], type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -223,7 +256,11 @@ def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
         metrics_file=common["metrics_file"], rerun_triggers=common["rerun_triggers"],
         executor=common["executor"],
         scheduler=common["scheduler"], upload_pipelines=bool(common["upload_pipelines"]),
+        wait_for_inputs=common["wait_for_inputs"], poll=common["poll"],
     )
+    if common["poll"] is not None and not session.wait_for_inputs:
+        raise UsageError("--poll is the delay between looks at inputs waited for: give "
+                         "--wait-for-inputs DURATION (or [run] wait_for_inputs) with it")
     plan = session.resolve(requested)
     # The plan lives until the process exits; frozen, the garbage collector stops
     # rescanning its objects during the run (a tenth of the time at 100,000 tasks).

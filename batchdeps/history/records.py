@@ -23,6 +23,7 @@ from ..report.events import (
     TaskStarted,
     TaskWaiting,
     TasksYielded,
+    WaitingForInput,
 )
 
 EVENT_COLUMNS = ("run_id", "ts", "kind", "task_id", "family", "status", "attempt", "duration",
@@ -35,6 +36,8 @@ RUN_COLUMNS = ("run_id", "requested", "host", "user", "pid", "started", "finishe
 PLANNED, STARTED, WAITING, ATTEMPT_FAILED, RETRYING, FINISHED, YIELDED = (
     "planned", "started", "waiting", "attempt failed", "retrying", "finished", "yielded")
 KINDS = (PLANNED, STARTED, WAITING, ATTEMPT_FAILED, RETRYING, FINISHED, YIELDED)
+#: The status of a WAITING row for a missing external input (`--wait-for-inputs`).
+WAITING_FOR_INPUT = "waiting for input"
 
 MAX_ERROR_CHARS = 2000
 MAX_TEXT_CHARS = 4096
@@ -82,7 +85,8 @@ class Recorder:
             handlers = self.__dict__["_handler_table"] = {
                 TaskStarted: self._task_started, TaskFinished: self._task_finished,
                 AttemptFailed: self._attempt_failed, TaskRetrying: self._retrying,
-                TaskWaiting: self._waiting, RunStarted: self._run_started,
+                TaskWaiting: self._waiting, WaitingForInput: self._waiting_for_input,
+                RunStarted: self._run_started,
                 RunFinished: self._run_finished, TasksYielded: self._yielded,
             }
         return handlers  # type: ignore[no-any-return]
@@ -118,6 +122,16 @@ class Recorder:
         return [(event.run_id, now, YIELDED, event.task_id, event.family, "yielded", 0, 0.0,
                  "", "", yielded_spec(task), self.host, self.pid, now)
                 for task in event.tasks]
+
+    def _waiting_for_input(self, event: WaitingForInput, now: float) -> list[Row]:
+        import datetime as dt
+
+        until = dt.datetime.fromtimestamp(event.until).strftime("%H:%M:%S")
+        # Its finished row then says since when and why it was waited for.
+        self._started.setdefault(event.task_id, (event.since, f"waited for: {event.reason}"))
+        return [(event.run_id, now, WAITING, event.task_id, event.family, WAITING_FOR_INPUT,
+                 0, 0.0, "", "", _clip(f"{event.reason}; waiting until {until}", MAX_TEXT_CHARS),
+                 self.host, self.pid, event.since)]
 
     def _run_finished(self, event: RunFinished, now: float) -> list[Row]:
         result = event.result

@@ -221,7 +221,8 @@ class HistoryStore:
             "SELECT max(id) FROM history_events WHERE run_id = ? GROUP BY task_id)",
             (run_id,)).fetchall()
         counts: dict[str, int] = {}
-        order = {"running": 0, "retrying": 1, "waiting": 2, "failed": 3, "timed out": 3,
+        order = {"running": 0, "retrying": 1, "waiting": 2, "waiting for input": 2,
+                 "failed": 3, "timed out": 3,
                  "planned": 5}
         states = []
         for row in rows:

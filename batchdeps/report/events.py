@@ -69,6 +69,23 @@ class TaskWaiting:
 
 
 @dataclass(frozen=True)
+class WaitingForInput:
+    """An external input is missing and this run waits for it (`--wait-for-inputs`).
+
+    Emitted once per input when the wait begins; its `TaskFinished` ends it (`complete`:
+    it arrived; `missing input`: the wait ran out).
+    """
+
+    run_id: str
+    task_id: str
+    family: str
+    paths: tuple[str, ...]
+    since: float  # seconds since the epoch
+    until: float  # seconds since the epoch: when the wait runs out
+    reason: str = ""  # why it is not taken yet ("... missing", "... still growing ...")
+
+
+@dataclass(frozen=True)
 class TaskFinished:
     """A task reached its final state in this run (see `result.Status`)."""
 
@@ -102,8 +119,8 @@ class RunFinished:
     result: BuildResult = field(repr=False)
 
 
-Event = (RunStarted | TaskStarted | AttemptFailed | TaskRetrying | TaskWaiting | TaskFinished
-         | TasksYielded | RunFinished)
+Event = (RunStarted | TaskStarted | AttemptFailed | TaskRetrying | TaskWaiting
+         | WaitingForInput | TaskFinished | TasksYielded | RunFinished)
 
 
 class Listener(Protocol):

@@ -24,6 +24,7 @@ from .events import (
     TaskRetrying,
     TaskStarted,
     TasksYielded,
+    WaitingForInput,
 )
 from .result import Status
 
@@ -52,6 +53,7 @@ class ProgressListener:
         self.failed = 0
         self.skipped = 0
         self.running: set[str] = set()
+        self.waiting: dict[str, float] = {}  # input waited for -> since (epoch seconds)
         self.started = clock()
         self._shown = False
         self._stop = threading.Event()
@@ -72,10 +74,13 @@ class ProgressListener:
                 self.running.discard(event.task_id)
             elif isinstance(event, TaskStarted):
                 self.running.add(event.task_id)
+            elif isinstance(event, WaitingForInput):
+                self.waiting[event.task_id] = event.since
             elif isinstance(event, TaskRetrying):
                 self.running.discard(event.task_id)
             elif isinstance(event, TaskFinished):
                 self.running.discard(event.task_id)
+                self.waiting.pop(event.task_id, None)
                 if event.status in Status.OK:
                     self.done += 1
                 elif event.status in _FAILED:
@@ -92,10 +97,17 @@ class ProgressListener:
     def line(self) -> str:
         """The progress line as text (no terminal control characters)."""
         finished = self.done + self.failed + self.skipped
-        pending = max(0, self.total - finished - len(self.running))
+        waiting = len(self.waiting)
+        pending = max(0, self.total - finished - len(self.running) - waiting)
         elapsed = self.clock() - self.started
         parts = [f"{self.done}/{self.total} done", f"{len(self.running)} running",
                  f"{pending} pending", f"{self.failed} failed"]
+        if waiting:
+            import datetime as dt
+
+            since = dt.datetime.fromtimestamp(min(self.waiting.values())).strftime("%H:%M:%S")
+            what = next(iter(self.waiting)) if waiting == 1 else f"{waiting} inputs"
+            parts.append(f"waiting for {what} since {since}")
         if self.skipped:
             parts.append(f"{self.skipped} skipped")
         left = "?"

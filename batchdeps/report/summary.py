@@ -17,6 +17,7 @@ from .events import (
     TaskStarted,
     TaskWaiting,
     TasksYielded,
+    WaitingForInput,
 )
 from .result import BuildResult, Status
 
@@ -73,6 +74,11 @@ class LogListener:
                         extra=_fields("task_retrying", event, attempt=event.attempt,
                                       delay=round(event.delay, 3), error=event.error,
                                       log_path=log_path))
+        elif isinstance(event, WaitingForInput):
+            log.info("waiting for input %s until %s: %s", event.task_id, _clock(event.until),
+                     event.reason, extra=_fields("waiting_for_input", event,
+                                                 paths=list(event.paths),
+                                                 since=event.since, until=event.until))
         elif isinstance(event, TaskWaiting):
             log.info("waiting for %s, held by %s", event.task_id, event.holder or "another run",
                      extra=_fields("task_waiting", event, holder=event.holder))
@@ -82,6 +88,12 @@ class LogListener:
             log.info("%s: run() yielded %s%s; it goes on once they are built",
                      event.task_id, shown, more,
                      extra=_fields("task_yielded", event, yielded=list(event.yielded)))
+
+
+def _clock(seconds: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds).strftime("%H:%M:%S")
 
 
 def _fields(name: str, event: Event, **more: object) -> dict[str, object]:
@@ -113,7 +125,11 @@ def format_summary(result: BuildResult) -> str:
     if missing:
         lines.append("missing external inputs:")
         for item in missing:
-            lines.append(f"  {item.task_id}: {shown_all(item.missing_paths) or item.error}")
+            # The error says more than the paths when the input is there but not taken
+            # (still growing, not expected yet) or was waited for.
+            plain = not item.error or item.error.endswith(" missing")
+            lines.append(f"  {item.task_id}: "
+                         f"{(plain and shown_all(item.missing_paths)) or item.error}")
     timeouts = result.by_status(Status.LOCK_TIMEOUT)
     if timeouts:
         lines.append("still held elsewhere:")

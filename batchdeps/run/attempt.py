@@ -124,6 +124,9 @@ class RunOptions:
     check_keys: Callable[[Iterable[str]], None] | None = None
     #: commit a build record beside each task's outputs (staleness.py; off by default)
     record_builds: bool = False
+    #: seconds to wait for missing external inputs (run/waiting.py); None: do not wait
+    wait_for_inputs: float | None = None
+    poll: float = 60.0  # the longest delay between two looks at inputs waited for
 
 
 class Host(Protocol):

@@ -3,7 +3,8 @@
 The runner takes its collaborators (lock provider, executor, listeners) as arguments and
 holds the run's schedule: the queue of ready steps, the heap of steps due later, and what
 each closed step releases downstream. What happens to one step (lease, resources,
-re-check, execute, fence, commit or discard) is `attempt.Lifecycle`'s. All bookkeeping
+re-check, execute, fence, commit or discard) is `attempt.Lifecycle`'s. Missing external
+inputs, when the run waits for them, are `waiting.InputWaiter`'s until they close. All bookkeeping
 is O(1) per step and per edge.
 """
 
@@ -28,7 +29,7 @@ from ..report.events import (
     TasksYielded,
 )
 from ..report.result import BuildResult, Status, TaskResult
-from ..resolver import Plan, Step
+from ..resolver import MISSING, Plan, Step
 from ..task import Task
 from .attempt import OPTION_DEFAULTS, Lifecycle, Phase, RunOptions, StepRun
 from .executors import Executor, InlineExecutor
@@ -39,6 +40,7 @@ from .ready import (
     own_priorities,
     priority_of,
 )
+from .waiting import InputWaiter
 
 __all__ = ["OPTION_DEFAULTS", "RunOptions", "Runner"]
 
@@ -79,6 +81,9 @@ class Runner:
         self.result = BuildResult(run_id=self.options.run_id)
         self.lifecycle = Lifecycle(plan, locks, self.executor, self, self.options, clock,
                                    sleep_rand)
+        #: missing external inputs waited for (`wait_for_inputs`); None: they close at once
+        self.waiter = InputWaiter(self, self.options, clock, rand=sleep_rand) \
+            if self.options.wait_for_inputs else None
 
     # -- public --------------------------------------------------------------------------
     def stop(self) -> None:
@@ -103,6 +108,8 @@ class Runner:
                                                    reason="already complete")
         self._pending_up = [len(step.upstream) for step in self.plan.steps]
         self._ready: ReadySteps = self._ready_queue()
+        awaited = [s for s in self.plan.steps if not s.upstream and s.kind is MISSING] \
+            if self.waiter is not None else []
         self._refusals_seen = 0  # refused leases the ready queue was last turned for
         self._delayed: list[tuple[float, int, Step]] = []  # (due, index, step)
         self._open = len(self.plan.steps)
@@ -111,6 +118,8 @@ class Runner:
             # writer), and workers forked before any thread need no fork server.
             self.executor.start(self.plan.steps)
             self.emit(RunStarted(self.options.run_id, self.plan, self.options.workers))
+            if self.waiter is not None:
+                self.waiter.start(awaited)
             self._loop()
         except KeyboardInterrupt:
             self.stopping = True
@@ -131,7 +140,9 @@ class Runner:
     def _ready_queue(self) -> ReadySteps:
         """The steps that can start now: a deque, or by priority when any task has one."""
         steps = self.plan.steps
-        first = (step for step in steps if not step.upstream)
+        waiting = self.waiter is not None  # its missing inputs are the waiter's
+        first = (step for step in steps
+                 if not step.upstream and not (waiting and step.kind is MISSING))
         own = own_priorities(steps)
         if own is None:
             return deque(first)
@@ -155,11 +166,15 @@ class Runner:
         executor = self.executor
         lifecycle = self.lifecycle
         delayed = self._delayed
+        waiter = self.waiter
         while self._open and not self.stopping:
             ready = self._ready  # a dynamic dependency with a priority may change its kind
             now = self.clock()
             while delayed and delayed[0][0] <= now:
                 ready.append(heapq.heappop(delayed)[2])
+            awaiting = waiter is not None and bool(waiter.waiting)
+            if waiter is not None and awaiting and waiter.due <= now:
+                waiter.poll()
             started = 0
             # Inline, an attempt ends inside start(): with priorities, what it makes ready
             # must be in the queue before the next step is chosen.
@@ -180,12 +195,15 @@ class Runner:
                 timeout = max(0.0, min(0.5, delayed[0][0] - self.clock()))
             else:
                 timeout = 0.5
-            outcomes = executor.wait(timeout if executor.running or delayed else 0.0)
+            if waiter is not None and awaiting:  # at most 0.5 s still: a signal ends the wait
+                timeout = min(timeout, max(0.0, waiter.due - self.clock()))
+            outcomes = executor.wait(timeout if executor.running or delayed or awaiting
+                                     else 0.0)
             for outcome in outcomes:
                 lifecycle.finish(outcome)
             # The inline executor hands back finished attempts with nothing "running".
             if not outcomes and not executor.running and not ready and not delayed \
-                    and self._open and not self.stopping:
+                    and not awaiting and self._open and not self.stopping:
                 raise RuntimeError("runner stalled with open steps")  # pragma: no cover
 
     def later(self, step: Step, due: float) -> None:
@@ -353,7 +371,10 @@ class Runner:
                     self._block([new], up, done.status, done.missing_paths)
             pending_up.append(pending)
             if not pending and new.task_id not in results:
-                self._ready.append(new)
+                if self.waiter is not None and new.kind is MISSING:
+                    self.waiter.add([new])
+                else:
+                    self._ready.append(new)
 
     def _fail_waiting(self, step: Step, run: StepRun, error: str) -> None:
         self.lifecycle.release(run)

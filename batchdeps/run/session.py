@@ -181,6 +181,10 @@ class Session:
     #: a lock provider of the caller's (it stays open after the run); None: from config
     locks: LockProvider | None = None
     wait_timeout: float | None = None
+    #: seconds to wait for missing external inputs (`--wait-for-inputs`; 0 or None: none)
+    wait_for_inputs: float | None = None
+    #: the longest delay between two looks at them (`--poll`)
+    poll: float | None = None
     listeners: list[Listener] = field(default_factory=list)
     #: task log folder over `[batchdeps] log_dir` (`bd.build(log_dir=...)`)
     log_dir: str | None = None
@@ -231,6 +235,11 @@ class Session:
             raise UsageError(f"workers must be a whole number of 1 or more, got {workers!r}")
         if "wait_timeout" not in given and config.lock.get("wait_timeout") is not None:
             given["wait_timeout"] = config.lock["wait_timeout"]
+        for name in ("wait_for_inputs", "poll"):
+            if name not in given and config.run.get(name) is not None:
+                given[name] = config.run[name]
+        if given.get("poll") is not None and not given["poll"] > 0:
+            raise UsageError(f"poll must be more than 0 seconds, got {given['poll']!r}")
         if "log_format" not in given:
             given["log_format"] = config.batchdeps.get("log_format") or "text"
         metrics_file = given.get("metrics_file")
@@ -349,6 +358,10 @@ class Session:
         }
         if "kill_grace" in settings:
             values["kill_grace"] = float(settings["kill_grace"])
+        if self.wait_for_inputs:
+            values["wait_for_inputs"] = float(self.wait_for_inputs)
+        if self.poll is not None:
+            values["poll"] = float(self.poll)
         if self.base_options is not None:
             if self.base_options.log_path_for is not None:
                 values["log_path_for"] = self.base_options.log_path_for

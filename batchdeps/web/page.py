@@ -22,7 +22,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafa
 h1{font-size:1.4em;margin:0 0 .2em} h2{font-size:1.1em;margin:1.6em 0 .4em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;width:100%;background:#fff} td,th{padding:.25em .5em;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 th{background:#f0f0f0;font-weight:600} code{font:12px ui-monospace,monospace;word-break:break-all}
-.failed,.timed-out{color:#b00020;font-weight:600} .built,.ok{color:#1b5e20} .running,.retrying{color:#0d47a1} .waiting{color:#8d6e00}
+.failed,.timed-out{color:#b00020;font-weight:600} .built,.ok{color:#1b5e20} .running,.retrying{color:#0d47a1} .waiting,.waiting-for-input{color:#8d6e00}
 .muted{color:#777} .pager{margin:.4em 0} .pager a{margin-right:1em} nav a{margin-right:1em}
 .counts span{margin-right:1em} svg{vertical-align:middle}
 """
