@@ -72,13 +72,14 @@ class InputWaiter:
     def start(self, steps: list[Step]) -> None:
         """Begin the wait, from now, with `steps` (MISSING steps of the plan)."""
         self.deadline = self.clock() + self.wait
-        self._until = self.wall() + self.wait
-        self.add(steps)
+        since = self.wall()
+        self._until = since + self.wait
+        self.add(steps, since)
 
-    def add(self, steps: list[Step]) -> None:
+    def add(self, steps: list[Step], since: float | None = None) -> None:
         """Wait for `steps` too (missing inputs of tasks a run() yielded), until the same
         deadline; they are looked at with the others."""
-        since = self.wall()
+        since = self.wall() if since is None else since
         for step in steps:
             self.waiting[step] = since
             self.host.emit(WaitingForInput(self.run_id, step.task_id, step.task.family(),
