@@ -445,3 +445,13 @@ def test_input_not_due_yet_is_not_looked_at_before_its_ready_after(tmp_path: Pat
     now[0] = waiter.due
     waiter.poll()
     assert host.closed and host.closed[0][1] == Status.COMPLETE
+
+
+def test_bad_durations_and_a_poll_without_a_wait_are_usage_errors(late: Project) -> None:
+    for args, needle in [(["--wait-for-inputs", "5x"], "--wait-for-inputs"),
+                         (["--wait-for-inputs", "1m", "--poll", "0"], "--poll"),
+                         (["--poll", "5m"], "give --wait-for-inputs")]:
+        done = late.run("run", "Nightly", *args)
+        assert done.returncode == ExitCode.USAGE, (args, done.stderr)
+        assert needle in done.stderr and "Traceback" not in done.stderr
+    assert late.files() == []  # nothing ran
