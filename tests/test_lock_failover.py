@@ -358,3 +358,54 @@ def test_replicas_from_the_environment_variable_are_comma_separated(
     code, output = lock_project.run("Top", BATCHDEPS_LOCK_URL=f"{sick.url},,{sick.url}")
     assert code == 2, output
     assert "$BATCHDEPS_LOCK_URL [1] must be a non-empty string" in output, output
+
+
+# -- two replicas on one PostgreSQL database -------------------------------------------------
+RUNNERS = 4
+GROUPS = 500  # Top(groups=500): 500 Mids of 3 Leaves each, and Top: 2,001 tasks
+
+
+@pytest.mark.slow
+def test_two_replicas_on_postgresql_survive_the_kill_9_of_one_under_four_runners(
+        tmp_path: Path, pg_url: str) -> None:
+    """4 runners x 2 workers spread over two replicas of one PostgreSQL database build
+    2,001 tasks; one replica is killed with -9 mid-run. The runs finish, every task built
+    exactly once, and no runner lost a lease: each moved to the other replica within one
+    TTL (a lease is given up only after a whole TTL without a renewal)."""
+    a = LockServer(pg_url).start()  # type: ignore[arg-type]
+    b = LockServer(pg_url).start()  # type: ignore[arg-type]
+    root = tmp_path / "project"
+    root.mkdir()
+    project = LockProject(root, a)
+    _use_replicas(project, [a.url, b.url], ttl=5)
+    orders = [[a.url, b.url], [b.url, a.url]]
+    logs = [root / f"runner-{n}.log" for n in range(RUNNERS)]
+    runs = []
+    for n, log in enumerate(logs):  # output to files: a pipe nobody reads would stall a run
+        with log.open("w") as out:
+            runs.append(subprocess.Popen(
+                [BATCHDEPS, "run", "Top", "--groups", str(GROUPS), "--workers", "2",
+                 *[arg for url in orders[n % 2] for arg in ("--lock-url", url)]],
+                cwd=root, env=project.env(), stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True))
+    try:
+        wait_for(lambda: len(project.starts()) >= GROUPS, timeout=120,
+                 what="a quarter of the tasks to start")
+        a.kill9()
+        codes = [run.wait(timeout=600) for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+        a.stop()
+        b.stop()
+    results = [(code, log.read_text()) for code, log in zip(codes, logs)]
+    for code, text in results:
+        assert code == 0, text[-3000:]
+        assert "lost" not in text, text[-3000:]
+    moved = [text for code, text in results if f"using {b.url} from now on" in text]
+    assert len(moved) == RUNNERS // 2, [text[-1000:] for _, text in results]
+    starts = project.starts()
+    assert len(starts) == GROUPS * 4 + 1
+    assert set(starts.values()) == {1}, {k: v for k, v in starts.items() if v != 1}
+    project.assert_no_overlap()

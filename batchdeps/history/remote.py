@@ -180,7 +180,7 @@ class RemoteHistory:
         for index in self.replicas.order():
             answer, problem = self._post_to(index, body)
             if answer != "down":
-                self.replicas.answered(index, "; ".join(problems))
+                self.replicas.answered(index, problems[0] if problems else "")
                 self._answering = True
                 if answer == "refused":
                     self._answering = False

@@ -99,8 +99,8 @@ class Replicas:
             if before == index:
                 return
             self._current = index
-        log.warning("lock server %s did not answer (%s); using %s from now on",
-                    self.urls[before], problem or "failed", self.urls[index])
+        log.warning("lock server %s failed (%s); using %s from now on",
+                    self.urls[before], problem or "no answer", self.urls[index])
 
     def describe(self) -> str:
         """The URLs for messages: `URL`, or `URL, URL, ...`."""

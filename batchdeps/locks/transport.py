@@ -133,7 +133,8 @@ class LockTransport:
         Returns the first answer that is not a 5xx: (status, parsed JSON); that replica is
         the one in use from then on. Raises NoReplicaAnswered when every replica failed.
         """
-        problems: list[str] = []
+        problems: list[str] = []  # each failed replica's, named when there are several
+        first_problem = ""  # the replica in use's, for the log line of a switch
         last: tuple[int, Any] | None = None
         for index in self.replicas.order():
             try:
@@ -142,10 +143,11 @@ class LockTransport:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
                 if status not in NEXT_REPLICA:
-                    self.replicas.answered(index, "; ".join(problems))
+                    self.replicas.answered(index, first_problem)
                     return status, data
                 last = (status, data)
                 problem = f"HTTP {status}"
+            first_problem = first_problem or problem
             problems.append(f"{self.replicas.urls[index]}: {problem}"
                             if len(self.replicas) > 1 else problem)
         raise NoReplicaAnswered(problems, last)
