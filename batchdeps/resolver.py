@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import graphlib
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -41,7 +41,7 @@ RUN = StepKind.RUN
 MISSING = StepKind.MISSING
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Step:
     """One task the plan will run (or an external input found missing), and why."""
 
@@ -52,7 +52,9 @@ class Step:
     upstream: list[Step] = field(default_factory=list)
     downstream: list[Step] = field(default_factory=list)
     outputs: list[Target] = field(default_factory=list)
-    missing_paths: list[str] = field(default_factory=list)
+    #: the missing paths of a MISSING step (a plan of a million steps keeps no empty list
+    #: per RUN step: their value is the shared empty tuple)
+    missing_paths: Sequence[str] = ()
     #: The missing external input (a MISSING step) that keeps this step from running.
     blocked_by: Step | None = field(default=None, repr=False)
 

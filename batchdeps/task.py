@@ -92,14 +92,13 @@ class Task:
             f"{p.name}={p.render(v)}" for p, v in zip(params, values)
         )
         self.task_id = f"{family}({rendered})"
-        self._hash = hash(self.task_id)
 
     # -- identity ----------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Task) and other.task_id == self.task_id
 
     def __hash__(self) -> int:
-        return self._hash
+        return hash(self.task_id)  # a str keeps its hash: nothing to store per task
 
     def __repr__(self) -> str:
         return self.task_id

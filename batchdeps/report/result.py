@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from collections.abc import Sequence
 from typing import ClassVar
 
 from ..errors import BatchdepsError, ExitCode
@@ -32,7 +33,7 @@ class Status(str, Enum):
 Status.OK = frozenset({Status.BUILT, Status.COMPLETE, Status.BUILT_ELSEWHERE})
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskResult:
     """What happened to one task; `error` is one line (the full text is in its log)."""
 
@@ -43,7 +44,7 @@ class TaskResult:
     duration: float = 0.0
     error: str = ""
     log_path: str | None = None
-    missing_paths: list[str] = field(default_factory=list)
+    missing_paths: Sequence[str] = ()  # a list when there are any; () is shared
     holder: str = ""
 
 

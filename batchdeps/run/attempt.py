@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,7 +88,8 @@ class StepRun:
     phase: Phase = Phase.LEASE
     attempts: int = 0
     lease: Lease | None = None
-    resource_leases: list[Lease] = field(default_factory=list)
+    #: resource slots held; a list of its own only while some are (most tasks take none)
+    resource_leases: list[Lease] | tuple[()] = ()
     contended: bool = False  # another holder had the task at some point in this run
     leases_lost: int = 0
     waiting_since: float | None = None
@@ -141,7 +142,7 @@ class Host(Protocol):
         """Start `step` again (from its phase) at clock time `due`."""
 
     def close(self, step: Step, status: Status, *, attempts: int = 0, error: str = "",
-              reason: str = "", missing_paths: list[str] | None = None,
+              reason: str = "", missing_paths: Sequence[str] | None = None,
               holder: str = "") -> None:
         """`step` reached its final status (its phase becomes DONE); release what depends
         on it."""
@@ -377,6 +378,8 @@ class Lifecycle:
                         run.phase = Phase.CONFIRM  # the wait may outlast the lease
                     self.host.later(step, self.clock() + delay)
                     return False
+                if not isinstance(run.resource_leases, list):
+                    run.resource_leases = []
                 run.resource_leases.append(lease)
         return True
 
@@ -540,7 +543,7 @@ class Lifecycle:
         if run.resource_leases:
             for lease in run.resource_leases:
                 self.locks.release(lease)
-            run.resource_leases.clear()
+            run.resource_leases = ()
 
     def give_up_paused(self, run: StepRun) -> None:
         """The attempt waiting for what its run() yielded will not go on as it is: a run()

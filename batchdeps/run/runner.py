@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from .. import logs
 from ..errors import BatchdepsError, TargetCheckError
@@ -211,18 +211,19 @@ class Runner:
 
     # -- closing steps ---------------------------------------------------------------------
     def close(self, step: Step, status: Status, *, attempts: int = 0, error: str = "",
-              reason: str = "", missing_paths: list[str] | None = None,
+              reason: str = "", missing_paths: Sequence[str] | None = None,
               holder: str = "") -> None:
         """Record `step`'s final status; ready its downstream, or close it as blocked."""
         run = self.lifecycle.runs[step.index]
         run.phase = Phase.DONE
         log_path = run.log_path if attempts else None
+        run.log_path = None  # the result keeps it if the log was written
         if log_path is not None and not os.path.exists(log_path):
             log_path = None  # per-attempt logs are made only when there is something in them
         self.result.tasks[step.task_id] = TaskResult(
             step.task_id, status, reason=reason or step.reason, attempts=attempts,
             duration=run.duration, error=error, log_path=log_path,
-            missing_paths=list(missing_paths or []), holder=holder,
+            missing_paths=list(missing_paths) if missing_paths else (), holder=holder,
         )
         self._open -= 1
         self.emit(TaskFinished(self.options.run_id, step.task_id, step.task.family(), status,
@@ -240,7 +241,7 @@ class Runner:
         self._block(step.downstream, step, status, missing_paths)
 
     def _block(self, stack: list[Step], source: Step, status: Status,
-               missing_paths: list[str] | None) -> None:
+               missing_paths: Sequence[str] | None) -> None:
         """Close the steps of `stack` and everything downstream of them: `source` ended
         with `status`. A step whose run() waits for `source` (it yielded it) fails, or is
         blocked or not run, itself."""
@@ -264,7 +265,7 @@ class Runner:
                 down.task_id, status_here, reason=f"{status}: {source.task_id}",
                 attempts=attempts, duration=run.duration,
                 error=error if status_here is Status.FAILED else "",
-                missing_paths=list(missing_paths or []),
+                missing_paths=list(missing_paths) if missing_paths else (),
             )
             self._open -= 1
             self.emit(TaskFinished(self.options.run_id, down.task_id, down.task.family(),

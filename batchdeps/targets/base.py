@@ -39,6 +39,8 @@ class FileTarget(Target):
         **storage_options: options for this target's filesystem, over the configured ones.
     """
 
+    __slots__ = ()
+
     def __new__(cls, url: str, *, storage: Storage | None = None, **storage_options: Any) -> Any:
         if not isinstance(url, str) or not url:
             raise TypeError(f"FileTarget needs a non-empty URL string, got {url!r}")

@@ -31,6 +31,8 @@ _made_dirs: set[str] = set()
 class LocalTarget(FileTarget):
     """A file on the local disk, handled with `os` directly."""
 
+    __slots__ = ("path", "url")
+
     def __init__(self, url: str, *, storage: Storage | None = None, **storage_options: Any) -> None:
         path = url.removeprefix("file://")
         self.path = path  # relative paths stay relative: no getcwd() per target

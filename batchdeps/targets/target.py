@@ -15,6 +15,10 @@ from ..errors import TargetError
 class Target:
     """Something a task makes; subclasses say whether it exists and how to open it."""
 
+    # No per-instance dict in the classes of the package (a plan keeps one target per output,
+    # a million of them for a million tasks); a subclass without __slots__ gets its dict.
+    __slots__ = ()
+
     url: str
 
     def exists(self) -> bool:
