@@ -273,8 +273,11 @@ def _gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    with open(f"/proc/{pid}/stat") as handle:  # a zombie is gone too
-        return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as handle:  # a zombie is gone too
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:  # gone between the two looks
+        return True
 
 
 # -- a LocalCluster that batchdeps starts ----------------------------------------------

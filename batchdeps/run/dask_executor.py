@@ -51,6 +51,8 @@ CONNECT_TIMEOUT = 30.0
 #: Seconds past a task's timeout (and the kill grace) after which the runner gives up on
 #: a worker that has not answered.
 BACKSTOP = 30.0
+#: Attempts handed to the cluster per worker thread (running and queued).
+QUEUE_DEPTH = 2
 
 
 def import_distributed() -> Any:
@@ -94,8 +96,9 @@ class _Attempt:
     attempt: int
     log_path: str | None
     started: float
-    backstop: float | None
+    backstop: float | None  # set when a worker starts it (it may wait in a queue first)
     worker: str = ""  # where it runs, once the worker said so
+    timeout: float | None = None
 
 
 class DaskExecutor:
@@ -207,7 +210,9 @@ class DaskExecutor:
 
     # -- attempts --------------------------------------------------------------------------
     def free_slots(self) -> int:
-        return max(0, self._slots - len(self._attempts))
+        # One attempt queued per worker thread beyond the running ones: a thread that
+        # finishes starts the next at once, without waiting for a round trip to the runner.
+        return max(0, QUEUE_DEPTH * self._slots - len(self._attempts))
 
     def prefetch_limit(self) -> int:
         return self.free_slots() + self._slots
@@ -227,8 +232,8 @@ class DaskExecutor:
         key = f"batchdeps-{settings.run_id}-{step.index}-{attempt}"
         future = self._client.submit(run_attempt, request, key=key, pure=False)
         now = time.monotonic()
-        backstop = now + timeout + settings.kill_grace + BACKSTOP if timeout else None
-        self._attempts[key] = _Attempt(future, step.index, attempt, log_path, now, backstop)
+        self._attempts[key] = _Attempt(future, step.index, attempt, log_path, now, None,
+                                       timeout=timeout)
         self.running[step.index] = now
         future.add_done_callback(lambda _, key=key: self._done.put(key))
 
@@ -288,6 +293,9 @@ class DaskExecutor:
             attempt = self._attempts.get(key)
             if attempt is not None and message.get("worker"):
                 attempt.worker = message["worker"]
+                if message.get("started") and attempt.timeout:
+                    attempt.backstop = (time.monotonic() + attempt.timeout
+                                        + self.settings.kill_grace + BACKSTOP)
 
     def _forget(self, key: str) -> None:
         attempt = self._attempts.pop(key)

@@ -679,17 +679,21 @@ class S3Target(FsspecTarget):
         if tmp_path.startswith(STAGED_PREFIX):
             return tmp_path
         key = self._staging_prefix() + _tmp_suffix()
+        self._upload_spool(tmp_path, key, "stage")
+        return f"{STAGED_PREFIX}{self.bucket}/{key}"
+
+    def _upload_spool(self, tmp_path: str, key: str, what: str) -> None:
+        """Upload the spooled file to `key`; the spool is removed either way."""
         try:
             fs = self.fs
             _run(fs, lambda: _upload(fs, tmp_path, self.bucket, key, self.url))
         except TargetError:
             raise
         except Exception as exc:
-            raise TargetError(f"cannot stage {self.url}: {describe(exc)}") from exc
+            raise TargetError(f"cannot {what} {self.url}: {describe(exc)}") from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
-        return f"{STAGED_PREFIX}{self.bucket}/{key}"
 
     def _tmp_path(self) -> str:
         return os.path.join(private_spool_dir(), _spool_prefix(self.url) + _tmp_suffix())
@@ -717,16 +721,7 @@ class S3Target(FsspecTarget):
 
             self._request("move the staged object into place", move)
             return
-        try:
-            fs = self.fs
-            _run(fs, lambda: _upload(fs, tmp_path, self.bucket, self.key, self.url))
-        except TargetError:
-            raise
-        except Exception as exc:
-            raise TargetError(f"cannot upload {self.url}: {describe(exc)}") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_path)
+        self._upload_spool(tmp_path, self.key, "upload")
 
     def discard_tmp(self, tmp_path: str) -> None:
         if tmp_path.startswith(STAGED_PREFIX):
