@@ -60,7 +60,8 @@ CREATE INDEX IF NOT EXISTS history_finished_family ON history_events(family, ts)
     WHERE kind = '{FINISHED}';
 CREATE INDEX IF NOT EXISTS history_finished_failed ON history_events(ts)
     WHERE kind = '{FINISHED}' AND status = 'failed';
-CREATE INDEX IF NOT EXISTS history_yielded ON history_events(task_id, id)
+DROP INDEX IF EXISTS history_yielded;
+CREATE INDEX IF NOT EXISTS history_yielded_order ON history_events(kind, id)
     WHERE kind = '{YIELDED}';
 """
 
@@ -148,20 +149,6 @@ class HistoryStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-
-    def yielded(self) -> dict[str, list[str]]:
-        """Per task id, what its run() yielded in the last run in which it yielded
-        anything (`records.yielded_spec` strings, in the order yielded)."""
-        latest: dict[str, tuple[str, list[str]]] = {}
-        for task_id, run_id, spec in self.db.execute(
-                "SELECT task_id, run_id, reason FROM history_events "
-                f"WHERE kind = '{YIELDED}' ORDER BY id"):
-            last = latest.get(task_id)
-            if last is None or last[0] != run_id:
-                latest[task_id] = last = (run_id, [])
-            if spec not in last[1]:
-                last[1].append(spec)
-        return {task_id: specs for task_id, (_, specs) in latest.items()}
 
     def prune(self, older_than: float) -> int:
         """Remove runs that started before `older_than` (epoch s) and their events."""
@@ -272,6 +259,32 @@ class HistoryStore:
         (count,) = self.db.execute(
             f"SELECT count(*) FROM history_events WHERE {' AND '.join(where)}", args).fetchone()
         return int(count)
+
+
+def read_yielded(path: str) -> dict[str, list[str]]:
+    """Per task id, what its run() yielded in the last run in which it yielded anything
+    (`records.yielded_spec` strings, in the order yielded), from the history file at
+    `path`, opened read-only: `status` neither writes the history nor needs to be able to.
+
+    Raises:
+        sqlite3.Error: the file cannot be read as a history.
+    """
+    from pathlib import Path
+
+    db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+    latest: dict[str, tuple[str, list[str]]] = {}
+    try:
+        rows = db.execute("SELECT task_id, run_id, reason FROM history_events "
+                          f"WHERE kind = '{YIELDED}' ORDER BY id")
+        for task_id, run_id, spec in rows:
+            last = latest.get(task_id)
+            if last is None or last[0] != run_id:
+                latest[task_id] = last = (run_id, [])
+            if spec not in last[1]:
+                last[1].append(spec)
+    finally:
+        db.close()
+    return {task_id: specs for task_id, (_, specs) in latest.items()}
 
 
 def _run_record(row: Sequence[Any]) -> dict[str, Any]:

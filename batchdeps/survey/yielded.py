@@ -34,20 +34,13 @@ def recorded_yields(config: Any, warnings: list[str]) -> YieldedLookup | None:
         return None
     import sqlite3
 
-    from ..history.store import HistoryStore
+    from ..history.store import read_yielded
 
     try:
-        store = HistoryStore(path)
+        specs = read_yielded(path)
     except (sqlite3.Error, OSError) as exc:
         warnings.append(f"cannot read the history in {path} for yielded tasks: {exc}")
         return None
-    try:
-        specs = store.yielded()
-    except sqlite3.Error as exc:
-        warnings.append(f"cannot read the history in {path} for yielded tasks: {exc}")
-        return None
-    finally:
-        store.close()
     if not specs:
         return None
     cache: dict[str, Task | None] = {}
