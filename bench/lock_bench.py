@@ -14,6 +14,12 @@ With `--runners`: for each count R, R `batchdeps run AllSleepers` processes star
 over one tree of 2,000 tasks of 5 ms (`--sleepers`, `--ms`), 2 workers each, once with
 machine-local locks and once through the lock server (interleaved, `--repeats` times, the
 median kept), and the ratio of the two: more runners must not make a run slower.
+
+With `--postgres`: the same round trips (1 and 16 clients) and the same N-task build through
+the SQLite server and through servers on one PostgreSQL database (one replica, and two with
+the clients dealt between them), side by side, with each one's ratio to SQLite. The
+PostgreSQL server is a throwaway cluster (tests/support/pg.py) with fsync on, as SQLite's
+grants are fsynced.
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ from batchdeps.locks.local import LocalLockProvider
 TOKEN = "bench-token-0123456789"
 
 
-def start_server(folder: str) -> tuple[subprocess.Popen[str], str]:
+def start_server(folder: str, db: str | None = None) -> tuple[subprocess.Popen[str], str]:
     exe = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
     proc = subprocess.Popen(
-        [exe, "lock-server", "--port", "0", "--db", os.path.join(folder, "locks.db"),
+        [exe, "lock-server", "--port", "0", "--db", db or os.path.join(folder, "locks.db"),
          "--rate-limit", "0"],
         env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN}, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -66,12 +72,13 @@ def _client(url: str, seconds: float, start_at: float, index: int, out: Any) -> 
     out.put(done)
 
 
-def round_trips(url: str, clients: int, seconds: float) -> float:
-    """Acquire+release pairs per second over all clients."""
+def round_trips(url: str | list[str], clients: int, seconds: float) -> float:
+    """Acquire+release pairs per second over all clients (dealt over the URLs in turn)."""
+    urls = [url] if isinstance(url, str) else url
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     start_at = time.time() + 0.5
-    procs = [ctx.Process(target=_client, args=(url, seconds, start_at, i, out))
+    procs = [ctx.Process(target=_client, args=(urls[i % len(urls)], seconds, start_at, i, out))
              for i in range(clients)]
     for proc in procs:
         proc.start()
@@ -167,6 +174,51 @@ def runner_counts(args: argparse.Namespace, url: str, folder: str) -> None:
               f"{remote_s:6.2f} s ({remote_s / local_s:.2f}x)", flush=True)
 
 
+def compare_stores(args: argparse.Namespace, folder: str) -> None:
+    """SQLite against PostgreSQL (one and two replicas), interleaved, best of `repeats`."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from support.pg import PgCluster
+
+    from batchdeps.locks.store.postgres import init_database
+
+    cluster = PgCluster(fsync=True).start()
+    servers: list[subprocess.Popen[str]] = []
+    try:
+        url = cluster.fresh_url()
+        init_database(url)
+        sqlite_server, sqlite_url = start_server(folder)
+        pg_a, url_a = start_server(folder, url)
+        pg_b, url_b = start_server(folder, url)
+        servers += [sqlite_server, pg_a, pg_b]
+        setups: dict[str, list[str]] = {"sqlite": [sqlite_url], "postgresql, 1 replica": [url_a],
+                                        "postgresql, 2 replicas": [url_a, url_b]}
+        print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}; load "
+              f"{os.getloadavg()[0]:.1f}; best of {args.repeats}, interleaved")
+        best: dict[tuple[str, str], float] = {}
+        timed_run(min(args.tasks, 1000), NoLocks(), folder)
+        for _ in range(args.repeats):
+            for name, urls in setups.items():
+                for clients in (1, 16):
+                    rate = round_trips(urls, clients, args.seconds)
+                    best[(name, f"rt{clients}")] = max(best.get((name, f"rt{clients}"), 0), rate)
+                took = timed_run(args.tasks, HttpLockProvider(urls, token=TOKEN, ttl=30), folder)
+                best[(name, "build")] = min(best.get((name, "build"), float("inf")), took)
+        base = {what: best[("sqlite", what)] for what in ("rt1", "rt16", "build")}
+        print(f"| server | round trips/s, 1 client | round trips/s, 16 clients | "
+              f"{args.tasks} tasks, 1 worker |")
+        print("| --- | --- | --- | --- |")
+        for name in setups:
+            rt1, rt16, build = (best[(name, w)] for w in ("rt1", "rt16", "build"))
+            print(f"| {name} | {rt1:.0f} ({rt1 / base['rt1']:.2f}x) | {rt16:.0f} "
+                  f"({rt16 / base['rt16']:.2f}x) | {build:.2f} s "
+                  f"({build / base['build']:.2f}x) |", flush=True)
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait()
+        cluster.destroy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -176,8 +228,16 @@ def main() -> None:
     parser.add_argument("--sleepers", type=int, default=2000)
     parser.add_argument("--ms", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--postgres", action="store_true",
+                        help="SQLite against PostgreSQL with one and two replicas")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="lock-bench-")
+    if args.postgres:
+        try:
+            compare_stores(args, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     server, url = start_server(folder)
     if args.runners:
         try:

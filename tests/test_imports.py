@@ -206,3 +206,14 @@ def test_dask_is_imported_only_by_a_run_with_the_dask_executor(tmp_path: Path) -
     )
     assert _fresh_python(script) == "[]"
     assert (tmp_path / "out-3.txt").exists()
+
+
+def test_the_postgresql_store_imports_psycopg_only_when_a_store_is_opened() -> None:
+    """`lock-server` on SQLite (and `--help`) never pays for the driver."""
+    script = (
+        "import sys\n"
+        "import batchdeps.locks.server, batchdeps.locks.store.postgres\n"
+        "import batchdeps.history.pgstore, batchdeps.cli.locks\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))\n"
+    )
+    assert _fresh_python(script) == "[]"

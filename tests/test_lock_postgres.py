@@ -1,0 +1,237 @@
+"""The PostgreSQL lease store on a real server: --init and its refusals, the missing driver,
+passwords kept out of sight, one winner among 16 concurrent acquirers over 1,000 rounds,
+and a replica whose clock is minutes ahead. (The shared cases are in
+test_lock_store_conformance.py; runs across replicas in test_lock_replicas.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from support.lockutil import BATCHDEPS, LockServer
+from support.pg import PgCluster
+
+from batchdeps.locks.protocol import Holder
+from batchdeps.locks.store.postgres import PgLeaseStore, init_database, redact
+
+HOLDER = {"host": "h", "pid": 1, "run_id": "r"}
+
+
+def _lock_server(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BATCHDEPS, "lock-server", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def _tables(cluster: PgCluster, url: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+        return {name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+                for name in names}
+
+
+def test_init_creates_the_schema_once_and_the_server_then_serves(
+        pg_cluster: PgCluster, tmp_path: Path) -> None:
+    url = pg_cluster.fresh_url()
+    refused = _lock_server("--db", url, "--port", "0")
+    assert refused.returncode == 2 and "--init" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and _tables(pg_cluster, url) == {}
+    first = _lock_server("--db", url, "--init")
+    assert first.returncode == 0 and "created the batchdeps schema 1" in first.stdout
+    again = _lock_server("--db", url, "--init")
+    assert again.returncode == 0 and "already has the batchdeps schema 1" in again.stdout
+    server = LockServer(url).start()  # type: ignore[arg-type]
+    try:
+        status, health = server.request("GET", "/v1/health", token="")
+        assert status == 200 and health == {"ok": True, "database": "postgresql",
+                                            "answers": True}
+        status, body = server.request("POST", "/v1/acquire",
+                                      {"key": "K", "holder": HOLDER, "ttl": 5})
+        assert status == 200 and body["granted"]
+    finally:
+        server.stop()
+
+
+def test_a_database_of_a_newer_version_is_refused_and_left_as_it_is(
+        pg_cluster: PgCluster, pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE batchdeps_meta SET value = '99' WHERE name = 'schema'")
+    before = _tables(pg_cluster, pg_url)
+    for args in (("--init",), ("--port", "0")):
+        done = _lock_server("--db", pg_url, *args)
+        assert done.returncode == 2, done
+        assert "newer batchdeps (schema 99" in done.stderr and "Traceback" not in done.stderr
+    assert _tables(pg_cluster, pg_url) == before
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT value FROM batchdeps_meta WHERE name = 'schema'"
+                            ).fetchone()[0] == "99"
+
+
+def test_a_database_of_another_program_is_refused_and_left_as_it_is(
+        pg_cluster: PgCluster) -> None:
+    import psycopg
+
+    url = pg_cluster.fresh_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.execute("INSERT INTO orders VALUES (1), (2)")
+    done = _lock_server("--db", url, "--init")
+    assert done.returncode == 2 and "not a batchdeps lease database" in done.stderr
+    assert "orders" in done.stderr and "Traceback" not in done.stderr
+    assert _tables(pg_cluster, url) == {"orders": 2}
+    other = pg_cluster.fresh_url()
+    with psycopg.connect(other, autocommit=True) as conn:
+        conn.execute("CREATE TABLE batchdeps_meta (name text PRIMARY KEY, value text)")
+        conn.execute("INSERT INTO batchdeps_meta VALUES ('application', 'someone-else')")
+    done = _lock_server("--db", other, "--init")
+    assert done.returncode == 2 and "another program" in done.stderr
+    assert _tables(pg_cluster, other) == {"batchdeps_meta": 1}
+
+
+def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    from support.pg import free_port
+
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    for args in (("--init",), ("--port", "0")):
+        done = _lock_server("--db", url, *args)
+        assert done.returncode == 2 and "cannot connect to the lease database" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_without_psycopg_a_postgresql_url_names_the_extra(tmp_path: Path) -> None:
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "psycopg.py").write_text("raise ImportError('psycopg is not installed')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    for args in (["--init"], ["--port", "0"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "batchdeps.cli", "lock-server", "--db",
+             "postgresql://u@127.0.0.1/db", *args],
+            capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 2, done
+        assert "batchdeps[postgres]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_password_comes_from_the_environment_and_is_never_shown(
+        pg_cluster: PgCluster, pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE lockuser LOGIN PASSWORD 's3cret-pw'")
+        conn.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO lockuser")
+        conn.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO lockuser")
+    dbname = pg_url.rsplit("/", 1)[1]
+    templated = f"postgresql://lockuser:${{LOCKPW}}@127.0.0.1:{pg_cluster.port}/{dbname}"
+    os.environ["LOCKPW"] = "s3cret-pw"
+    try:
+        store = PgLeaseStore(templated)
+    finally:
+        del os.environ["LOCKPW"]
+    try:
+        assert "s3cret-pw" not in store.path and "lockuser:***@" in store.path
+        assert store.acquire("K", Holder("h", 1, "r"), 5)[0]
+    finally:
+        store.close()
+    assert redact("postgresql://u:pw@h/db?password=x&sslmode=require") == \
+        "postgresql://u:***@h/db?password=***&sslmode=require"
+    unset = _lock_server("--db", templated, "--port", "0",
+                         env={"LOCKPW_UNSET": "1"})
+    assert unset.returncode == 2 and "LOCKPW" in unset.stderr
+    assert "Traceback" not in unset.stderr
+
+
+CONTENDER = textwrap.dedent("""\
+    import sys
+    from batchdeps.locks.protocol import Holder
+    from batchdeps.locks.store.postgres import PgLeaseStore
+
+    url, me, rounds, gate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    store = PgLeaseStore(url)
+    holder = Holder("host", me, "run")
+    print("ready", flush=True)
+    sys.stdin.readline()  # everyone starts together
+    for r in range(rounds):
+        granted, lease = store.acquire(f"K{r}", holder, 60)
+        if granted:
+            print(r, lease.token, flush=True)
+    """)
+
+
+@pytest.mark.slow
+def test_sixteen_concurrent_acquirers_get_one_winner_in_each_of_1000_rounds(
+        pg_url: str, tmp_path: Path) -> None:
+    """16 processes, each its own store and connection (as 16 replicas would be), race for
+    the same key in each round; every key has exactly one winner and distinct tokens."""
+    script = tmp_path / "contend.py"
+    script.write_text(CONTENDER)
+    rounds = 1000
+    procs = [subprocess.Popen([sys.executable, str(script), pg_url, str(n), str(rounds),
+                               ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for n in range(16)]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    winners: dict[int, list[tuple[int, int]]] = {}
+    for n, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        for line in out.splitlines():
+            r, token = line.split()
+            winners.setdefault(int(r), []).append((n, int(token)))
+    assert sorted(winners) == list(range(rounds))
+    assert all(len(won) == 1 for won in winners.values()), \
+        {r: won for r, won in winners.items() if len(won) != 1}
+    tokens = [won[0][1] for won in winners.values()]
+    assert len(set(tokens)) == rounds
+    assert len({won[0][0] for won in winners.values()}) > 1  # they did contend
+
+
+def test_a_replica_whose_clock_is_ahead_expires_nothing_early(pg_url: str) -> None:
+    """Deadlines are on the database's clock: a replica ten minutes ahead neither reaps
+    nor hands out a lease that a holder renews through the other replica."""
+    os.environ["BATCHDEPS_TEST_CLOCK_SKEW"] = "600"
+    try:
+        skewed = LockServer(pg_url).start()  # type: ignore[arg-type]
+    finally:
+        del os.environ["BATCHDEPS_TEST_CLOCK_SKEW"]
+    normal = LockServer(pg_url).start()  # type: ignore[arg-type]
+    try:
+        other = {"host": "h2", "pid": 2, "run_id": "r2"}
+        status, lease = normal.request("POST", "/v1/acquire",
+                                       {"key": "K", "holder": HOLDER, "ttl": 3})
+        assert status == 200 and lease["granted"]
+        status, skewed_lease = skewed.request("POST", "/v1/acquire",
+                                              {"key": "S", "holder": HOLDER, "ttl": 3})
+        assert status == 200 and skewed_lease["granted"]
+        for _ in range(5):  # 5 s: past the TTL, with renewals through each replica
+            time.sleep(1.0)
+            status, renewed = normal.request("POST", "/v1/renew", {
+                "holder": HOLDER, "leases": [{"key": "K", "token": lease["token"]},
+                                             {"key": "S", "token": skewed_lease["token"]}]})
+            assert status == 200 and renewed["lost"] == [], renewed
+            for server in (skewed, normal):
+                status, held = server.request("POST", "/v1/holder", {"key": "K"})
+                assert held["held"] and 0 < held["expires_in"] <= 3, held
+                if server is skewed:  # the hook is in force: its own clock reads 10 min on
+                    assert held["age"] > 500, held
+                status, taken = server.request("POST", "/v1/acquire",
+                                               {"key": "S", "holder": other, "ttl": 3})
+                assert status == 200 and not taken["granted"], taken
+        status, audit = normal.request("GET", "/v1/audit")
+        assert not [line for line in audit["audit"] if line["event"] in ("expire",
+                                                                        "takeover")]
+    finally:
+        skewed.stop()
+        normal.stop()

@@ -1,0 +1,262 @@
+"""One conformance suite for lease stores, run against every store: SQLite and PostgreSQL.
+
+Every case goes through the `LeaseStore` interface only, on each store's own clock (the
+monotonic clock for SQLite, the database's now() for PostgreSQL), so expiry is waited for
+with short TTLs rather than faked. The PostgreSQL cases skip, saying why, where no server
+can be started (tests/support/pg.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from batchdeps.history.store import TaskQuery
+from batchdeps.locks.protocol import Holder
+from batchdeps.locks.store import LeaseNotHeld, LeaseStore, SqliteLeaseStore
+
+A = Holder("host-a", 100, "run-a")
+B = Holder("host-b", 200, "run-b")
+SHORT = 0.4  # seconds: a TTL that the cases wait out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], LeaseStore]]:
+    """Opens the store of the case's kind on one database (again: a restart)."""
+    opened: list[LeaseStore] = []
+    if request.param == "sqlite":
+        path = str(tmp_path / "leases.db")
+
+        def make() -> LeaseStore:
+            opened.append(SqliteLeaseStore(path))
+            return opened[-1]
+    else:
+        from batchdeps.locks.store.postgres import PgLeaseStore
+
+        url = request.getfixturevalue("pg_url")
+
+        def make() -> LeaseStore:
+            opened.append(PgLeaseStore(url))
+            return opened[-1]
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(opener: Callable[[], LeaseStore]) -> LeaseStore:
+    return opener()
+
+
+def test_second_holder_is_refused_while_the_lease_is_live(store: LeaseStore) -> None:
+    granted, lease = store.acquire("T(a=1)", A, 10)
+    assert granted and lease is not None and lease.token >= 1 and lease.holder == A
+    granted, current = store.acquire("T(a=1)", B, 10)
+    assert not granted and current is not None and current.holder == A
+    assert current.token == lease.token and 0 < current.expires_in <= 10
+
+
+def test_acquiring_again_by_the_same_holder_keeps_the_token(store: LeaseStore) -> None:
+    _, first = store.acquire("T", A, 10)
+    granted, again = store.acquire("T", A, 10)
+    assert granted and first is not None and again is not None
+    assert again.token == first.token
+
+
+def test_tokens_grow_on_every_grant_and_across_a_reopen(
+        opener: Callable[[], LeaseStore]) -> None:
+    store = opener()
+    tokens = []
+    for holder in (A, B, A):
+        _, lease = store.acquire("T", holder, 10)
+        assert lease is not None
+        tokens.append(lease.token)
+        assert store.release("T", lease.token, holder)
+    _, other = store.acquire("U", A, 10)
+    assert other is not None
+    tokens.append(other.token)
+    store.close()
+    reopened = opener()
+    _, lease = reopened.acquire("T", B, 10)
+    assert lease is not None
+    tokens.append(lease.token)
+    assert tokens == sorted(set(tokens)), tokens
+    assert reopened.token_high() >= lease.token
+
+
+def test_tokens_are_above_the_wall_clock_in_microseconds(store: LeaseStore) -> None:
+    """So a move from another store (or a fresh database) never hands out a smaller one."""
+    before = int(time.time() * 1_000_000) - 60_000_000  # a minute of leeway for clocks
+    _, lease = store.acquire("T", A, 10)
+    assert lease is not None and lease.token > before
+
+
+def test_an_expired_lease_goes_to_the_next_holder_and_fences_the_old_one(
+        store: LeaseStore) -> None:
+    _, old = store.acquire("T", A, SHORT)
+    assert old is not None
+    time.sleep(SHORT + 0.2)
+    assert store.get("T") is None
+    granted, new = store.acquire("T", B, 10)
+    assert granted and new is not None and new.token > old.token
+    with pytest.raises(LeaseNotHeld, match="granted again"):
+        store.renew("T", old.token, A)
+    with pytest.raises(LeaseNotHeld, match="granted again"):
+        store.check("T", old.token, A)
+    assert store.release("T", old.token, A) is False
+    current = store.get("T")
+    assert current is not None and current.holder == B
+    events = [(row.event, row.holder) for row in store.audit_since(0.0)]
+    assert ("takeover", A.text()) in events
+
+
+def test_renewal_keeps_a_lease_past_its_ttl(store: LeaseStore) -> None:
+    _, lease = store.acquire("T", A, 1.0)
+    assert lease is not None
+    for _ in range(3):  # 1.8 s in all, each renewal within the TTL
+        time.sleep(0.6)
+        renewed = store.renew("T", lease.token, A)
+        assert renewed.token == lease.token and renewed.expires_in > 0.5
+    granted, current = store.acquire("T", B, 1.0)
+    assert not granted and current is not None and current.holder == A
+
+
+def test_renewal_after_expiry_is_refused_even_when_nobody_took_it(store: LeaseStore) -> None:
+    _, lease = store.acquire("T", A, SHORT)
+    assert lease is not None
+    time.sleep(SHORT + 0.2)
+    with pytest.raises(LeaseNotHeld, match="expired"):
+        store.renew("T", lease.token, A)
+    with pytest.raises(LeaseNotHeld):
+        store.check("T", lease.token, A)
+    assert store.get("T") is None
+
+
+def test_release_needs_the_holder_and_the_token(store: LeaseStore) -> None:
+    _, lease = store.acquire("T", A, 10)
+    assert lease is not None
+    assert store.release("T", lease.token, B) is False
+    assert store.release("T", lease.token + 1, A) is False
+    assert store.get("T") is not None
+    assert store.release("T", lease.token, A) is True
+    assert store.get("T") is None
+    assert store.release("T", lease.token, A) is False
+
+
+def test_acquire_many_answers_each_key_in_order(store: LeaseStore) -> None:
+    store.acquire("b", B, 10)
+    answers = store.acquire_many(["c", "b", "a"], A, 10)
+    assert [(lease.key, granted) for granted, lease in answers] == [
+        ("c", True), ("b", False), ("a", True)]
+    assert answers[1][1].holder == B
+    again = store.acquire_many(["a", "c"], A, 10)
+    assert [granted for granted, _ in again] == [True, True]
+    assert [lease.token for _, lease in again] == [answers[2][1].token, answers[0][1].token]
+
+
+def test_a_resource_pool_grants_at_most_its_slots(store: LeaseStore) -> None:
+    first = store.acquire_resource("warehouse", 2, A, 10)
+    second = store.acquire_resource("warehouse", 2, A, SHORT)
+    assert first is not None and second is not None and first.key != second.key
+    assert store.acquire_resource("warehouse", 2, B, 10) is None
+    assert store.release(first.key, first.token, A)
+    third = store.acquire_resource("warehouse", 2, B, 10)
+    assert third is not None and third.key == first.key and third.token > first.token
+    assert store.acquire_resource("warehouse", 2, B, 10) is None
+    time.sleep(SHORT + 0.2)  # A's second slot expires
+    fourth = store.acquire_resource("warehouse", 2, B, 10)
+    assert fourth is not None and fourth.key == second.key
+
+
+def test_force_release_frees_anyones_lease_and_is_audited(store: LeaseStore) -> None:
+    _, lease = store.acquire("T", A, 10)
+    assert lease is not None
+    freed = store.force_release("T", "10.0.0.9", "stuck run")
+    assert freed is not None and freed.holder == A and freed.token == lease.token
+    assert store.get("T") is None
+    assert store.force_release("T", "10.0.0.9", "again") is None
+    line = store.audit_since(0.0)[0]
+    assert (line.event, line.key, line.holder, line.address, line.detail) == (
+        "force-release", "T", A.text(), "10.0.0.9", "stuck run")
+
+
+def test_holder_lookups_see_only_live_leases(store: LeaseStore) -> None:
+    store.acquire("T1", A, 10)
+    store.acquire("T2", A, SHORT)
+    store.acquire("T3", B, 10)
+    assert {lease.key for lease in store.by_holder(A.host, A.pid)} == {"T1", "T2"}
+    assert [lease.key for lease in store.live()] == ["T1", "T2", "T3"]
+    assert len(store.live(limit=2)) == 2
+    time.sleep(SHORT + 0.2)
+    assert {lease.key for lease in store.by_holder(A.host, A.pid)} == {"T1"}
+    assert {lease.key for lease in store.live()} == {"T1", "T3"}
+    assert store.get("T2") is None and store.get("T3") is not None
+
+
+def test_expire_due_deletes_expired_leases_once_and_audits_them(store: LeaseStore) -> None:
+    for n in range(5):
+        store.acquire(f"E{n}", A, SHORT)
+    store.acquire("Live", B, 10)
+    time.sleep(SHORT + 0.2)
+    assert store.expire_due(3) == 3
+    assert store.expire_due(500) == 2
+    assert store.expire_due(500) == 0
+    assert store.held_count == 1
+    expired = [row for row in store.audit_since(0.0) if row.event == "expire"]
+    assert sorted(row.key for row in expired) == [f"E{n}" for n in range(5)]
+    assert all(row.detail == f"not renewed within its ttl of {SHORT:g} s" for row in expired)
+    assert store.event_counts["expire"] == 5 and store.event_counts["grant"] == 6
+
+
+def test_the_audit_reads_newest_first_within_a_window_and_prunes(store: LeaseStore) -> None:
+    _, lease = store.acquire("T", A, 10)
+    assert lease is not None
+    store.release("T", lease.token, A, address="127.0.0.1")
+    store.audit("auth-failure", "10.1.2.3", "GET /: wrong token")
+    rows = store.audit_since(0.0)
+    assert [row.event for row in rows] == ["auth-failure", "release", "grant"]
+    assert rows[2].detail == "ttl 10 s" and rows[2].token == lease.token
+    assert rows[1].address == "127.0.0.1" and rows[0].address == "10.1.2.3"
+    assert [row.id for row in rows] == sorted((row.id for row in rows), reverse=True)
+    assert len(store.audit_since(0.0, limit=2)) == 2
+    assert store.audit_since(time.time() + 3600) == []
+    assert store.prune_audit(time.time() + 3600, limit=2) == 2
+    assert len(store.audit_since(0.0)) == 1
+
+
+def test_health_names_the_database_and_says_it_answers(store: LeaseStore) -> None:
+    assert store.health() == {"database": store.kind, "answers": True}
+    assert store.kind in ("sqlite", "postgresql")
+
+
+def test_history_lives_in_the_same_database(store: LeaseStore) -> None:
+    history = store.history()
+    try:
+        now = time.time()
+        run = {"run_id": "r1", "requested": ["T()"], "host": "h", "user": "u", "pid": 7,
+               "started": now - 5, "finished": None, "exit_code": None, "planned": 2,
+               "counts": {}, "last_seen": now - 5}
+        rows = [("r1", now - 2, "finished", "T(n=1)", "T", "built", 1, 0.5, "", "", "", "h",
+                 7, now - 3),
+                ("r1", now - 1, "finished", "T(n=2)", "T", "failed", 2, 0.25, "boom", "log",
+                 "", "h", 7, now - 2)]
+        history.write(rows, run)
+        history.write([], {**run, "finished": now, "exit_code": 1,
+                           "counts": {"built": 1, "failed": 1}, "last_seen": now})
+        records = history.tasks(TaskQuery(family="T"))
+        assert [(r["task_id"], r["status"]) for r in records] == [
+            ("T(n=2)", "failed"), ("T(n=1)", "built")]
+        assert [r["task_id"] for r in history.tasks(TaskQuery(status="failed"))] == ["T(n=2)"]
+        assert history.count_tasks(TaskQuery(since=now - 10)) == 2
+        (recorded,) = history.runs()
+        assert recorded["exit_code"] == 1 and recorded["counts"] == {"built": 1, "failed": 1}
+        counts, _ = history.run_tasks("r1")
+        assert counts == {"built": 1, "failed": 1}
+        (stats,) = history.family_stats(now - 86400)
+        assert (stats["built"], stats["failed"], stats["success_rate"]) == (1, 1, 0.5)
+        assert history.prune(now + 1) == 1 and history.runs() == []
+    finally:
+        history.close()
