@@ -235,3 +235,35 @@ def test_a_replica_whose_clock_is_ahead_expires_nothing_early(pg_url: str) -> No
     finally:
         skewed.stop()
         normal.stop()
+
+
+def test_two_replicas_reaping_at_once_expire_each_lease_once(pg_url: str) -> None:
+    """SKIP LOCKED: sweepers on two connections take different rows and never wait."""
+    import threading
+
+    first, second = PgLeaseStore(pg_url), PgLeaseStore(pg_url)
+    try:
+        holder = Holder("h", 1, "r")
+        first.acquire_many([f"E{n}" for n in range(400)], holder, 0.2)
+        time.sleep(0.4)
+        reaped: list[int] = []
+
+        def sweep(store: PgLeaseStore) -> None:
+            while True:
+                done = store.expire_due(20)
+                reaped.append(done)
+                if done == 0:
+                    return
+
+        threads = [threading.Thread(target=sweep, args=(store,)) for store in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sum(reaped) == 400
+        expired = [row.key for row in first.audit_since(0.0, 10_000) if row.event == "expire"]
+        assert sorted(expired) == sorted(f"E{n}" for n in range(400))
+        assert first.event_counts.get("expire", 0) + second.event_counts.get("expire", 0) == 400
+    finally:
+        first.close()
+        second.close()
