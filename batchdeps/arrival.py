@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import BatchdepsError, TargetCheckError, TaskDefinitionError
+from .errors import BatchdepsError, TaskDefinitionError
 from .paths import shown, shown_all
 
 if TYPE_CHECKING:
@@ -255,39 +255,21 @@ def _stable(task: Task, sightings: Sightings | None, now: float, cwd: str) -> Ar
 def signature(target: Target) -> tuple[Signature, float | None, float] | None:
     """(what changes when the file grows or is rewritten, its modification time as seconds
     since the epoch, that time's resolution in seconds) of a file target; None when it
-    does not exist."""
-    from .targets import LocalTarget
+    does not exist.
 
-    if isinstance(target, LocalTarget):
-        try:
-            stat = os.stat(target.path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise TargetCheckError(
-                f"cannot check {shown(target.url)}: {exc.strerror or exc}") from exc
-        return (stat.st_size, stat.st_mtime_ns), stat.st_mtime, 0.0
-    fs = getattr(target, "fs", None)
-    path = getattr(target, "path", None)
-    if fs is None or path is None:
+    Read from the target's own `identity()` (a local file's mtime_ns and size; an fsspec
+    file's mtime and size; an S3 object's ETag, LastModified and size), the stamps the
+    build records keep, with the backend's error translation.
+    """
+    identity = target.identity()
+    if identity is None:
+        return None
+    if "mtime_ns" in identity:  # a local file: nanoseconds
+        return tuple(sorted(identity.items())), identity["mtime_ns"] / 1e9, 0.0
+    modified = identity.get("mtime", identity.get("last_modified"))
+    if modified is None and len(identity) == 1:  # a target with no stamps of its own
         raise TaskDefinitionError(f"stable_for needs file targets (bd.FileTarget), got "
                                   f"{target!r}")
-    try:
-        fs.invalidate_cache(path)
-        info = fs.info(path)
-    except FileNotFoundError:
-        return None
-    except Exception as exc:
-        raise TargetCheckError(
-            f"cannot check {target.url}: {type(exc).__name__}: {exc}") from exc
-    modified = None
-    for key in ("LastModified", "mtime", "last_modified", "created"):
-        value = info.get(key)
-        if hasattr(value, "timestamp"):
-            modified = float(value.timestamp())
-            break
-        if isinstance(value, (int, float)):
-            modified = float(value)
-            break
-    tag = info.get("ETag") or info.get("etag") or modified
-    return (info.get("size"), tag), modified, 1.0
+    # Kept to the second (S3's LastModified) or by a remote clock: a second of slack.
+    return (tuple(sorted(identity.items())),
+            float(modified) if modified is not None else None, 1.0)
