@@ -9,7 +9,7 @@ import pytest
 from support.project import Project
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = {"run": "D", "status": "D", "graph": "D", "list": None}
+PAGES = {"run": "D", "status": "D", "graph": "D", "list": None, "watch": "D"}
 
 
 @pytest.mark.parametrize("command", sorted(PAGES))
@@ -27,7 +27,7 @@ def test_each_command_page_documents_only_options_the_command_has(
 
 def test_the_commands_index_links_every_page_and_the_luigi_guide_exists() -> None:
     index = (DOCS / "commands" / "README.md").read_text()
-    for page in ["run.md", "status.md", "graph.md", "list.md", "completion.md"]:
+    for page in ["run.md", "status.md", "graph.md", "list.md", "watch.md", "completion.md"]:
         assert f"({page}" in index and (DOCS / "commands" / page).exists()
     guide = (DOCS / "from-luigi.md").read_text()
     for concept in ["--local-scheduler", "luigi-deps-tree", "RangeDaily", "[retcode]", "luigid"]:

@@ -10,6 +10,7 @@
     history.py  batchdeps history
     ui.py       batchdeps ui
     audit.py    batchdeps audit
+    watch.py    batchdeps watch
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMANDS = {
     "list": ("list", "list_command"),
     "audit": ("audit", "audit_command"),
     "ui": ("ui", "ui_command"),
+    "watch": ("watch", "watch_command"),
 }
 
 

@@ -1,0 +1,315 @@
+"""`batchdeps watch`: rounds when inputs arrive or change, one watcher per target, signals.
+
+Real `batchdeps watch` processes over local files (machine-local locks and a real lock
+server); inputs are written while they watch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support.journal import JOURNAL_FUNCTION
+from support.lockutil import LockServer
+from support.project import BATCHDEPS, CONFIG, Project
+from support.waiting import wait_for
+
+from batchdeps.errors import ExitCode
+from batchdeps.run.watch import InputWatch, watch_key
+
+PIPELINE = '''
+"""Two days cleaned from raw inputs that arrive late, and a wrapper over them."""
+import os
+import time
+
+import batchdeps as bd
+
+''' + JOURNAL_FUNCTION + '''
+
+
+class Raw(bd.ExternalTask):
+    day = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(f"in/raw-{self.day}.txt")
+
+
+class Growing(bd.ExternalTask):
+    stable_for = 1
+
+    def output(self):
+        return bd.FileTarget("in/growing.txt")
+
+
+class Clean(bd.Task):
+    day = bd.Parameter()
+
+    def requires(self):
+        return Raw(day=self.day)
+
+    def output(self):
+        return bd.FileTarget(f"out/clean-{self.day}.txt")
+
+    def run(self):
+        journal("start", self)
+        time.sleep(float(os.environ.get("SLEEP_CLEAN", "0")))
+        with self.input().open() as src, self.output().open("w") as dst:
+            dst.write(src.read().upper())
+        journal("end", self)
+
+
+class Days(bd.WrapperTask):
+    def requires(self):
+        return [Clean(day=day) for day in ("d1", "d2")]
+
+
+class Gather(bd.Task):
+    """Finds out what it needs only while it runs."""
+
+    def output(self):
+        return bd.FileTarget("out/gather.txt")
+
+    def run(self):
+        journal("start", self)
+        raw = yield Raw(day="late")
+        with raw.open() as src, self.output().open("w") as dst:
+            dst.write(src.read())
+'''
+
+
+class Watch:
+    """One `batchdeps watch` process, its output in a file."""
+
+    def __init__(self, project: Project, name: str, *args: str, **env: str) -> None:
+        self.log = project.root / f"{name}.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [BATCHDEPS, "watch", *args], cwd=project.root, env={**project.env, **env},
+                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def says(self, text: str, count: int = 1) -> bool:
+        return self.text().count(text) >= count
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def watched(project: Project) -> Project:
+    project.write("pipelines/watched.py", PIPELINE)
+    return project
+
+
+def _until(watch: Watch, text: str, count: int = 1, timeout: float = 30) -> None:
+    wait_for(lambda: watch.says(text, count) or watch.proc.poll() is not None, timeout,
+             f"{text!r} x{count} in the watcher's log")
+    assert watch.says(text, count), watch.text()
+
+
+def test_two_watchers_build_each_task_once_and_the_one_standing_by_takes_over(
+        watched: Project) -> None:
+    first = Watch(watched, "first", "Days", "--every", "0.5s")
+    watchers = [first]
+    try:
+        _until(first, "round 1 done (exit 3)")
+        second = Watch(watched, "second", "Days", "--every", "0.5s")
+        watchers.append(second)
+        _until(second, "another watcher of Days() holds its watch lease")
+        watched.write("in/raw-d1.txt", "one\n")
+        _until(first, "input in/raw-d1.txt")
+        _until(first, "round 2 done (exit 3)")
+        assert watched.runs() == ["Clean(day=d1)"]
+        # The first stops; the second takes the lease and goes on from there.
+        assert first.stop() == ExitCode.INTERRUPTED
+        _until(second, "round 1 of Days(): the watch lease was taken")
+        watched.write("in/raw-d2.txt", "two\n")
+        _until(second, "round 2 done (exit 0)")
+        assert second.stop() == ExitCode.INTERRUPTED
+    finally:
+        for watch in watchers:
+            watch.kill()
+    assert sorted(watched.runs()) == ["Clean(day=d1)", "Clean(day=d2)"], watched.runs()
+    assert (watched.root / "out" / "clean-d2.txt").read_text() == "TWO\n"
+    assert "Clean(day=" not in second.text().split("another watcher")[0]  # built nothing first
+
+
+def test_a_new_input_starts_a_round_and_a_rewritten_one_rebuilds_with_the_upstream_trigger(
+        watched: Project) -> None:
+    watched.write("in/raw-d1.txt", "one\n")
+    watch = Watch(watched, "watch", "Days", "--every", "0.5s", "--rerun-triggers", "upstream")
+    try:
+        _until(watch, "round 1 done (exit 3)")
+        assert watched.runs() == ["Clean(day=d1)"]
+        watched.write("in/raw-d2.txt", "two\n")
+        _until(watch, "round 2 done (exit 0)")
+        assert watched.runs() == ["Clean(day=d1)", "Clean(day=d2)"]
+        time.sleep(0.02)  # a new mtime_ns even on a coarse clock
+        watched.write("in/raw-d1.txt", "one again\n")
+        _until(watch, "input in/raw-d1.txt")
+        _until(watch, "round 3 done (exit 0)")
+        # Quiet inputs start no round.
+        looks_later = time.monotonic() + 2
+        wait_for(lambda: time.monotonic() > looks_later, 5)
+        assert not watch.says("round 4")
+        assert watch.stop() == ExitCode.INTERRUPTED
+    finally:
+        watch.kill()
+    assert watched.runs() == ["Clean(day=d1)", "Clean(day=d2)", "Clean(day=d1)"]
+    assert (watched.root / "out" / "clean-d1.txt").read_text() == "ONE AGAIN\n"
+    assert "input in/raw-d1.txt" in watch.text() and "rewritten" in watch.text()
+
+
+def test_a_rewritten_input_without_the_upstream_trigger_says_nothing_is_rebuilt(
+        watched: Project) -> None:
+    watched.write("in/raw-d1.txt", "one\n")
+    watched.write("in/raw-d2.txt", "two\n")
+    watch = Watch(watched, "watch", "Days", "--every", "0.5s")
+    try:
+        _until(watch, "round 1 done (exit 0)")
+        time.sleep(0.02)
+        watched.write("in/raw-d1.txt", "changed\n")
+        _until(watch, "round 2: nothing to do")
+        assert watch.stop(signal.SIGINT) == ExitCode.INTERRUPTED
+    finally:
+        watch.kill()
+    assert "--rerun-triggers upstream" in watch.text()
+    assert watched.runs() == ["Clean(day=d1)", "Clean(day=d2)"]
+
+
+def test_an_input_that_a_run_yields_is_watched_from_the_round_that_found_it(
+        watched: Project) -> None:
+    watch = Watch(watched, "watch", "Gather", "--every", "0.5s")
+    try:
+        _until(watch, "round 1 done (exit 3); watching 1 input(s)")
+        watched.write("in/raw-late.txt", "late\n")
+        _until(watch, "input in/raw-late.txt")
+        _until(watch, "round 2 done (exit 0)")
+        assert watch.stop() == ExitCode.INTERRUPTED
+    finally:
+        watch.kill()
+    assert (watched.root / "out" / "gather.txt").read_text() == "late\n"
+
+
+def test_sigterm_during_a_round_stops_the_run_cleanly_and_frees_the_watch(
+        watched: Project) -> None:
+    watched.write("in/raw-d1.txt", "one\n")
+    watch = Watch(watched, "watch", "Days", "--every", "0.5s", SLEEP_CLEAN="30")
+    try:
+        wait_for(lambda: watched.runs() == ["Clean(day=d1)"], 30, "Clean(d1) to start")
+        assert watch.stop() == ExitCode.INTERRUPTED
+    finally:
+        watch.kill()
+    assert watched.runs("end") == []
+    assert watched.files() == []  # nothing half-made left behind
+    assert "watch stopped (interrupted)" in watch.text()
+    # The lease and the task's lock are free: a new watcher takes over at once and builds.
+    again = Watch(watched, "again", "Days", "--every", "0.5s")
+    try:
+        _until(again, "round 1 done (exit 3)")
+        assert again.stop() == ExitCode.INTERRUPTED
+    finally:
+        again.kill()
+    assert "another watcher" not in again.text()
+    assert watched.runs("end") == ["Clean(day=d1)"]
+
+
+def test_two_watchers_on_a_lock_server_build_each_task_once(
+        watched: Project, lock_server: LockServer) -> None:
+    watched.write("config.toml", CONFIG + f'\n[lock]\nurl = "{lock_server.url}"\nttl = 2\n')
+    env = {"BATCHDEPS_LOCK_TOKEN": lock_server.token}
+    watchers = [Watch(watched, name, "Days", "--every", "0.5s", **env)
+                for name in ("one", "two")]
+    try:
+        wait_for(lambda: any(w.says("round 1 done") for w in watchers), 30, "a first round")
+        watched.write("in/raw-d1.txt", "one\n")
+        watched.write("in/raw-d2.txt", "two\n")
+        wait_for(lambda: any(w.says("done (exit 0)") for w in watchers), 30, "a build")
+        standing = [w for w in watchers if w.says("another watcher of Days() holds")]
+        assert len(standing) == 1, [w.text() for w in watchers]
+        active = next(w for w in watchers if w is not standing[0])
+        # kill -9: its lease runs out after the TTL, then the other takes over.
+        active.kill()
+        _until(standing[0], "the watch lease was taken", timeout=30)
+        _until(standing[0], "round 1: nothing to do")
+        assert standing[0].stop() == ExitCode.INTERRUPTED
+    finally:
+        for watch in watchers:
+            watch.kill()
+    assert sorted(watched.runs()) == ["Clean(day=d1)", "Clean(day=d2)"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("Days", "--every", "0"), "--every"),
+    (("Days", "--every", "soon"), "--every"),
+    (("Days", "--every", "1m", "--every", "2m"), "given 2 times"),
+    (("Days", "--rerun-triggers", "mtime"), "--rerun-triggers"),
+    (("Days", "--workers", "0"), "--workers"),
+    (("NoSuchTask",), "NoSuchTask"),
+    ((), "missing TASK"),
+])
+def test_bad_arguments_are_a_usage_error(watched: Project, args: tuple[str, ...],
+                                         message: str) -> None:
+    result = watched.run("watch", *args, timeout=30)
+    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_input_watch_tells_arrived_rewritten_gone_and_waits_for_a_growing_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    spec = importlib.util.spec_from_loader("watched_pipeline", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setenv("JOURNAL", str(tmp_path / "journal"))
+    exec(compile(PIPELINE, "watched_pipeline", "exec"), module.__dict__)
+    def short(lines: list[str]) -> list[str]:  # "input in/x.txt (/abs/in/x.txt) arrived"
+        return [f"{line.split(' ')[1]} {line.rsplit(' ', 1)[1]}" for line in lines]
+
+    now = [time.time()]
+    inputs = InputWatch([module.Raw(day="d1"), module.Growing(), module.Clean(day="d1")],
+                        wall=lambda: now[0], clock=lambda: now[0])
+    assert len(inputs.tasks) == 2  # external inputs only
+    assert inputs.look().changes == []  # the first look notes what is there
+    (tmp_path / "in" / "raw-d1.txt").write_text("x")
+    (tmp_path / "in" / "growing.txt").write_text("part")
+    look = inputs.look()
+    assert short(look.changes) == ["in/raw-d1.txt arrived"]  # growing.txt changed just now
+    assert look.not_before is not None and look.not_before > now[0]
+    now[0] += 5  # the file has not changed for longer than stable_for
+    assert short(inputs.look().changes) == ["in/growing.txt arrived"]
+    stat = os.stat(tmp_path / "in" / "raw-d1.txt")
+    os.utime(tmp_path / "in" / "raw-d1.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert short(inputs.look().changes) == ["in/raw-d1.txt rewritten"]
+    (tmp_path / "in" / "raw-d1.txt").unlink()
+    look = inputs.look()
+    assert look.changes == [] and short(look.gone) == ["in/raw-d1.txt gone"]
+
+
+def test_the_watch_key_is_short_for_a_range_of_tasks(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import batchdeps as bd
+
+    class Day(bd.Task):
+        day = bd.IntParameter()
+
+    assert watch_key([Day(day=1)]) == "watch:Day(day=1)"
+    many = watch_key([Day(day=n) for n in range(500)])
+    assert many.startswith("watch:Day[500]:") and len(many) < 60
+    assert many == watch_key([Day(day=n) for n in reversed(range(500))])
