@@ -157,6 +157,40 @@ def test_acquire_many_answers_each_key_in_order(store: LeaseStore) -> None:
     assert [lease.token for _, lease in again] == [answers[2][1].token, answers[0][1].token]
 
 
+def test_release_many_answers_each_lease_in_order_and_frees_only_the_callers(
+        store: LeaseStore) -> None:
+    answers = store.acquire_many(["k3", "k1", "k2", "k4"], A, 10)
+    t3, t1, t2, t4 = (lease.token for _, lease in answers)
+    _, theirs = store.acquire("b1", B, 10)
+    assert theirs is not None
+    released = store.release_many(
+        [("k2", t2), ("b1", theirs.token), ("k1", t1 + 1), ("k3", t3), ("k2", t2),
+         ("gone", 5)], A, address="10.0.0.7")
+    assert released == [True, False, False, True, False, False]
+    assert {lease.key for lease in store.live()} == {"k1", "k4", "b1"}
+    lines = [(row.event, row.key, row.token, row.address) for row in store.audit_since(0.0)
+             if row.event == "release"]
+    assert sorted(lines) == [("release", "k2", t2, "10.0.0.7"),
+                             ("release", "k3", t3, "10.0.0.7")]
+    assert store.release_many([], A) == []
+    assert store.release_many([("k1", t1), ("k4", t4)], A) == [True, True]
+    assert {lease.key for lease in store.live()} == {"b1"}
+
+
+def test_a_batch_is_answered_key_by_key_not_all_or_nothing(store: LeaseStore) -> None:
+    """Each key of an acquire-many is decided as its own acquire: a key held by another
+    holder is refused without holding back the others (the runner asks for many ready
+    tasks at once and runs those it got); a key given twice gets one lease."""
+    store.acquire("taken", B, 10)
+    answers = store.acquire_many(["free1", "taken", "free2", "free1"], A, 10)
+    assert [granted for granted, _ in answers] == [True, False, True, True]
+    assert answers[0][1].token == answers[3][1].token
+    assert answers[1][1].holder == B
+    assert {lease.key for lease in store.by_holder(A.host, A.pid)} == {"free1", "free2"}
+    grants = [row.key for row in store.audit_since(0.0) if row.event == "grant"]
+    assert sorted(grants) == ["free1", "free2", "taken"]
+
+
 def test_a_resource_pool_grants_at_most_its_slots(store: LeaseStore) -> None:
     first = store.acquire_resource("warehouse", 2, A, 10)
     second = store.acquire_resource("warehouse", 2, A, SHORT)

@@ -272,8 +272,7 @@ class LockServer:
     def _release_first(self, request: web.Request, holder: p.Holder,
                        leases: tuple[tuple[str, int], ...]) -> list[bool]:
         """The releases an acquire carries, done before it (as release-many would)."""
-        return [self.store.release(key, token, holder, address=request.remote or "")
-                for key, token in leases]
+        return self.store.release_many(leases, holder, address=request.remote or "")
 
     async def acquire(self, request: web.Request) -> web.Response:
         req = p.parse_acquire(await self._body(request))
@@ -350,9 +349,8 @@ class LockServer:
 
     async def release_many(self, request: web.Request) -> web.Response:
         req = p.parse_release_many(await self._body(request))
-        with self.store.transaction():
-            released = [self.store.release(key, token, req.holder, address=request.remote or "")
-                        for key, token in req.leases]
+        released = self.store.release_many(req.leases, req.holder,
+                                           address=request.remote or "")
         return web.json_response({"released": released})
 
     async def holder(self, request: web.Request) -> web.Response:

@@ -123,6 +123,11 @@ class LeaseStore(Protocol):
         """Free the caller's lease; False (no change) when it is not theirs any more."""
         ...
 
+    def release_many(self, leases: Sequence[tuple[str, int]], holder: Holder,
+                     address: str = "") -> list[bool]:
+        """`release` for each (key, token), in order, in one commit (one round trip)."""
+        ...
+
     def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
         """Free `key` whoever holds it (audited); the lease that was freed, or None."""
         ...

@@ -7,13 +7,15 @@ them), a grant is one call of `batchdeps_acquire()` in its own transaction (pgsc
 and expired leases are reaped with `FOR UPDATE SKIP LOCKED`, so two replicas sweeping at
 once each take different rows and neither waits for the other.
 
-Each call commits on its own (the connection is in autocommit): leases are independent,
-so a batch (acquire-many, release-many) need not be atomic, and a row lock lasts only one
-statement. A commit returns once PostgreSQL made it durable (synchronous_commit), so
-`grants` stays 0 and `sync()` does nothing. A connection that breaks (PostgreSQL
-restarted, a network cut) is dropped; the call is tried once more on a new connection
-when doing it twice is harmless, else it fails with StoreUnavailable (the server answers
-503 and the client retries, here or at another replica).
+Each call is one statement and commits on its own (the connection is in autocommit), so a
+row lock lasts only one statement; a batch (acquire-many, release-many) is one statement,
+hence one transaction and one commit, answered key by key (leases are independent: a
+batch is not all-or-nothing, as in the SQLite store). A commit returns once PostgreSQL
+made it durable (synchronous_commit), so `grants` stays 0 and `sync()` does nothing. A
+connection that breaks (PostgreSQL restarted, a network cut) is dropped; the call is tried
+once more on a new connection when doing it twice is harmless, else it fails with
+StoreUnavailable (the server answers 503 and the client retries, here or at another
+replica).
 
 psycopg is imported when a store is opened, never at import time.
 """
@@ -297,6 +299,37 @@ class PgLeaseStore:
              address)).rowcount)
         self._count("release", done)
         return bool(done)
+
+    def release_many(self, leases: Sequence[tuple[str, int]], holder: Holder,
+                     address: str = "") -> list[bool]:
+        """One statement for the batch. The rows are locked in key order (`COLLATE "C"`:
+        code point order, as Python sorts the keys of an acquire-many), so a release and
+        an acquire-many that share keys cannot deadlock. Safe to send twice."""
+        if not leases:
+            return []
+        keys = [key for key, _ in leases]
+        tokens = [int(token) for _, token in leases]
+        rows = self._run(lambda conn: conn.execute(
+            "WITH mine AS (SELECT l.key, l.token FROM batchdeps_leases l "
+            "JOIN unnest(%s::text[], %s::bigint[]) AS r(key, token) "
+            "ON l.key = r.key AND l.token = r.token "
+            "WHERE l.host = %s AND l.pid = %s AND l.run_id = %s "
+            'ORDER BY l.key COLLATE "C" FOR UPDATE OF l), '
+            "gone AS (DELETE FROM batchdeps_leases l USING mine "
+            "WHERE l.key = mine.key AND l.token = mine.token RETURNING l.key, l.token), "
+            "logged AS (INSERT INTO batchdeps_audit "
+            "(at, event, key, token, holder, address, detail) "
+            "SELECT extract(epoch FROM now()), 'release', key, token, %s, %s, '' FROM gone) "
+            "SELECT key, token FROM gone",
+            (keys, tokens, holder.host, holder.pid, holder.run_id, holder.text(),
+             address)).fetchall())
+        freed = {(key, int(token)) for key, token in rows}
+        self._count("release", len(freed))
+        answers = []
+        for key, token in leases:  # a pair given twice is freed once, as by release()
+            answers.append((key, int(token)) in freed)
+            freed.discard((key, int(token)))
+        return answers
 
     def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
         row = self._run(lambda conn: conn.execute(

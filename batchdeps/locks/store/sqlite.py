@@ -505,6 +505,12 @@ class SqliteLeaseStore:
             self._audit("release", key, token, holder.text(), address)
         return True
 
+    def release_many(self, leases: Sequence[tuple[str, int]], holder: Holder,
+                     address: str = "") -> list[bool]:
+        """`release` for each (key, token), in order, in one commit."""
+        with self.transaction():
+            return [self.release(key, token, holder, address) for key, token in leases]
+
     def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
         """Free `key` whoever holds it (an operator's decision, audited); the lease or None."""
         row = self._row(key)
