@@ -115,3 +115,27 @@ def test_progress_line_shows_what_is_waited_for_and_since_when() -> None:
                                       since + 3600, "external input in/x missing"))
     assert "waiting for Raw(day=2026-12-06) since 02:00:05" in progress.line()
     assert "2 pending" in progress.line()
+
+
+def test_status_names_why_an_input_that_is_there_is_not_taken_yet(tmp_path: Path) -> None:
+    from batchdeps.survey.states import BLOCKED, EXTERNAL_MISSING, survey
+
+    path = tmp_path / "drop.csv"
+    path.write_text("yesterday's file at the same path")
+    tomorrow = dt.datetime.combine(dt.date.today() + dt.timedelta(days=1), dt.time(2, 0))
+    vendor = _vendor(path, ready_after=tomorrow)
+
+    class Load(bd.Task):
+        def requires(self) -> Any:
+            return vendor
+
+        def output(self) -> Any:
+            return bd.FileTarget(str(tmp_path / "loaded.csv"))
+
+    found = {node.task_id: node for node in survey([Load()]).nodes}
+    assert found["Vendor()"].state == EXTERNAL_MISSING
+    assert found["Vendor()"].reasons() == [
+        f"not expected before {tomorrow:%Y-%m-%d %H:%M:%S} (ready_after)"]
+    assert found["Load()"].state == BLOCKED
+    assert f"blocked: not expected before {tomorrow:%Y-%m-%d %H:%M:%S} (ready_after)" in \
+        found["Load()"].reasons()

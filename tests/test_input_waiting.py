@@ -238,6 +238,14 @@ def test_file_still_growing_is_not_taken_until_it_has_stopped(late: Project) -> 
         assert once.returncode == ExitCode.MISSING_INPUT, once.stdout + once.stderr
         assert "still growing" in once.stdout and "stable_for = 2 s" in once.stdout
         assert late.files() == []
+        # `status` says why it is not taken, for the input and for what it blocks.
+        status = late.run("status", "CopyGrowing", STABLE_FOR="2")
+        assert status.returncode == ExitCode.MISSING_INPUT, status.stdout + status.stderr
+        lines = {line.split("  [")[0].lstrip("└─├│ "): line
+                 for line in status.stdout.splitlines() if "  [" in line}
+        assert "still growing" in lines["Growing()"] and "stable_for = 2 s" in lines["Growing()"]
+        blocked = lines["CopyGrowing(name=late)"]
+        assert "blocked: external input" in blocked and "still growing" in blocked
         waited = late.run("run", "CopyGrowing", "--wait-for-inputs", "60s", "--poll", "0.5s",
                           STABLE_FOR="2")
         assert writer.wait(30) == 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExitCode
+from ..arrival import guarded, look
 from ..procinfo import hostname
 from ..resolver import (
     call_complete,
@@ -65,6 +66,8 @@ class Node:
     unrecorded: bool = False
     #: those of `requires` that its run() yielded in the last run that recorded it
     yielded: list[Node] = field(default_factory=list)
+    #: an external input with `ready_after`/`stable_for` not taken yet: why (arrival.py)
+    not_arrived: str = ""
 
     @property
     def task_id(self) -> str:
@@ -102,7 +105,8 @@ class Node:
         """Why the node has its state, one short sentence each."""
         reasons: list[str] = []
         if self.state == EXTERNAL_MISSING:
-            reasons += [f"external input {url} missing" for url in self.missing_outputs]
+            reasons += [self.not_arrived] if self.not_arrived else [
+                f"external input {url} missing" for url in self.missing_outputs]
         elif self.state in (MISSING, BLOCKED, RUNNING):
             reasons += [f"output {url} missing" for url in self.missing_outputs]
             if not self.outputs and not self.missing_outputs:
@@ -111,7 +115,9 @@ class Node:
                                else "has no outputs")
         if self.state == BLOCKED and self.blocked_by is not None:
             paths = ", ".join(self.blocked_by.missing_outputs) or self.blocked_by.task_id
-            reasons.append(f"blocked: external input {paths} missing")
+            reasons.append(f"blocked: {self.blocked_by.not_arrived}" if
+                           self.blocked_by.not_arrived else
+                           f"blocked: external input {paths} missing")
         if self.state == RUNNING:
             reasons.append(f"lock held by {self.holder}")
         reasons += [f"stale: {reason}" for reason in self.stale]
@@ -227,6 +233,15 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool,
     for node in order:
         if node.wrapper:
             node.complete = all(r.complete for r in node.requires)
+        elif node not in decided and guarded(node.task):
+            # ready_after / stable_for: the reason it is not taken yet ("still growing")
+            arrival = look(node.task)
+            node.complete = arrival.arrived
+            node.not_arrived = arrival.reason
+            if not node.outputs:
+                node.outputs = flatten_outputs(node.task)
+            if not arrival.arrived:
+                node.missing_outputs = list(arrival.paths)
         elif node not in decided:
             node.complete = call_complete(node.task)
             if not node.outputs:
