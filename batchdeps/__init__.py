@@ -26,13 +26,18 @@ _EXPORTS = {
     "resolve": "resolver", "BuildResult": "report.result", "Status": "report.result",
     "TaskResult": "report.result", "FileTarget": "targets", "Storage": "targets",
     "Target": "targets", "ExternalTask": "task", "Task": "task", "WrapperTask": "task",
-    "DynamicRequirements": "dynamic",
+    "DynamicRequirements": "dynamic", "Settings": "task", "namespace": "namespaces",
+    "auto_namespace": "namespaces", "Event": "handlers", "inherits": "inherit",
+    "requires": "inherit", "luigi_task_id": "taskid",
 }
 
 if TYPE_CHECKING:
     from .api import build
     from .config import Config, load_config
     from .dynamic import DynamicRequirements
+    from .handlers import Event
+    from .inherit import inherits, requires
+    from .namespaces import auto_namespace, namespace
     from .errors import BatchdepsError
     from .parameters import (
         BoolParameter,
@@ -47,7 +52,8 @@ if TYPE_CHECKING:
     from .report.result import BuildResult, Status, TaskResult
     from .resolver import Plan, resolve
     from .targets import FileTarget, Storage, Target
-    from .task import ExternalTask, Task, WrapperTask
+    from .task import ExternalTask, Settings, Task, WrapperTask
+    from .taskid import luigi_task_id
 
 
 def __getattr__(name: str) -> Any:
@@ -69,7 +75,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchdepsError", "BoolParameter", "BuildResult", "Config", "DateParameter",
-    "DynamicRequirements",
+    "DynamicRequirements", "Event", "Settings", "auto_namespace", "inherits", "luigi_task_id",
+    "namespace", "requires",
     "DateTimeParameter", "EnumParameter", "ExternalTask", "FileTarget", "FloatParameter",
     "IntParameter", "ListParameter", "Parameter", "Plan", "Status", "Storage", "Target",
     "Task", "TaskResult", "WrapperTask", "build", "load_config", "resolve",

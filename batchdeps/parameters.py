@@ -27,14 +27,26 @@ MAX_RANGE_VALUES = 100_000
 
 
 class Parameter:
-    """A task parameter holding a string; the base of every other parameter type."""
+    """A task parameter holding a string; the base of every other parameter type.
+
+    Options every parameter takes (keyword only), as in Luigi:
+    `significant=False`: settable, but not part of the task's identity (its `task_id`, its
+    lock key, equality); `positional=False`: only given by name, never positionally;
+    `batch_method`: accepted for Luigi's batching and recorded, but each task still runs on
+    its own (docs/from-luigi.md#batch_method).
+    """
 
     type_name = "str"
 
-    def __init__(self, default: Any = _NO_DEFAULT, description: str = "") -> None:
-        self.description = description
+    def __init__(self, default: Any = _NO_DEFAULT, description: str | None = "", *,
+                 significant: bool = True, positional: bool = True,
+                 batch_method: Any = None) -> None:
+        self.description = description or ""
         self.name = ""  # set by __set_name__
         self._default = default
+        self.significant = bool(significant)
+        self.positional = bool(positional)
+        self.batch_method = batch_method
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -177,8 +189,9 @@ class BoolParameter(Parameter):
     _TRUE = {"1", "true", "yes", "on"}
     _FALSE = {"0", "false", "no", "off"}
 
-    def __init__(self, default: Any = False, description: str = "") -> None:
-        super().__init__(default=default, description=description)
+    def __init__(self, default: Any = False, description: str | None = "",
+                 **options: Any) -> None:
+        super().__init__(default=default, description=description, **options)
 
     def parse(self, text: str) -> bool:
         lowered = text.strip().lower()
@@ -238,9 +251,9 @@ class DateTimeParameter(Parameter):
     type_name = "datetime"
     supports_range = True
 
-    def __init__(self, default: Any = _NO_DEFAULT, description: str = "",
-                 step: _dt.timedelta = _dt.timedelta(hours=1)) -> None:
-        super().__init__(default=default, description=description)
+    def __init__(self, default: Any = _NO_DEFAULT, description: str | None = "",
+                 step: _dt.timedelta = _dt.timedelta(hours=1), **options: Any) -> None:
+        super().__init__(default=default, description=description, **options)
         if not isinstance(step, _dt.timedelta) or step <= _dt.timedelta(0):
             raise TypeError(f"DateTimeParameter step must be a positive timedelta, got {step!r}")
         self.step = step
@@ -275,9 +288,10 @@ class EnumParameter(Parameter):
     type_name = "enum"
 
     def __init__(
-        self, enum: type[enum.Enum], default: Any = _NO_DEFAULT, description: str = ""
+        self, enum: type[enum.Enum], default: Any = _NO_DEFAULT, description: str | None = "",
+        **options: Any,
     ) -> None:
-        super().__init__(default=default, description=description)
+        super().__init__(default=default, description=description, **options)
         self.enum = enum
         self.type_name = "{" + "|".join(m.name for m in enum) + "}"
 

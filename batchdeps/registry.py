@@ -1,4 +1,10 @@
-"""Finding task classes by name in the configured modules, and binding config defaults."""
+"""Finding task classes by name in the configured modules, and binding config defaults.
+
+A name is looked up as a family first (`Daily`, or `reports.Daily` for a class in the
+namespace `reports`); only a dotted name that is no family is imported as a path
+`package.module.Class`. So a namespace wins over a module of the same name, and a class
+outside the configured modules is still reachable by its path.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +22,26 @@ from typing import Any
 
 from .config import UnsetVariable
 from .errors import ConfigError, ParameterError, TaskDefinitionError, UnknownTaskError
-from .task import ExternalTask, Task, WrapperTask
+from .task import ExternalTask, Settings, Task, WrapperTask
 
-_BASES = (Task, ExternalTask, WrapperTask)
+_BASES = (Task, ExternalTask, WrapperTask, Settings)
 
 
 class TaskRegistry:
-    """The task classes of a set of modules, looked up by class name or dotted path."""
+    """The task classes of a set of modules, looked up by family or dotted path.
+
+    `by_name` holds every family, settings classes (`bd.Settings`) too, so that their
+    `[tasks.NAME]` defaults are bound; `names()` and `get()` are for tasks only.
+    """
 
     def __init__(self) -> None:
         self.by_name: dict[str, list[type[Task]]] = {}
 
     # -- filling -----------------------------------------------------------------------
     def add(self, cls: type[Task]) -> None:
-        bucket = self.by_name.setdefault(cls.__name__, [])
+        if cls in _BASES:
+            return
+        bucket = self.by_name.setdefault(cls.family(), [])
         if cls not in bucket:
             bucket.append(cls)
 
@@ -67,27 +79,45 @@ class TaskRegistry:
 
     # -- lookup ------------------------------------------------------------------------
     def get(self, name: str) -> type[Task]:
-        """The task class called `name` (class name or `package.module.Class`)."""
-        if "." in name:
-            with _noting_interrupts():
-                return _import_dotted(name)
+        """The task class called `name`: a family (namespace included), else a dotted
+        path `package.module.Class`."""
         found = self.by_name.get(name)
+        if not found and "." in name:
+            module = name.rpartition(".")[0]
+            unknown = self._unknown(name, f": no family of that name, and no module '{module}' "
+                                          "to import it from.")
+            with _noting_interrupts():
+                found = [_import_dotted(name, unknown)]
         if not found:
-            suggestions = difflib.get_close_matches(name, list(self.by_name), n=3, cutoff=0.5)
-            if not suggestions:
-                lowered = {n.lower(): n for n in self.by_name}
-                if name.lower() in lowered:
-                    suggestions = [lowered[name.lower()]]
-            hint = f" Did you mean {' or '.join(suggestions)}?" if suggestions else ""
-            known = ", ".join(sorted(self.by_name)) or "none"
-            raise UnknownTaskError(f"unknown task '{name}'.{hint} Known tasks: {known}.")
+            raise self._unknown(name)
         if len(found) > 1:
             paths = ", ".join(f"{c.__module__}.{c.__name__}" for c in found)
             raise UnknownTaskError(f"task name '{name}' is ambiguous: use one of {paths}")
-        return found[0]
+        cls = found[0]
+        if issubclass(cls, Settings):
+            raise UnknownTaskError(f"'{name}' is a settings class (bd.Settings), not a task: "
+                                   "it holds parameters read from config and cannot be run")
+        return cls
+
+    def _unknown(self, name: str, detail: str = ".") -> UnknownTaskError:
+        names = self.names()
+        suggestions = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        if not suggestions:
+            lowered = {n.lower(): n for n in names}
+            bare = {n.rpartition(".")[2].lower(): n for n in names if "." in n}
+            key = name.lower()
+            if key in lowered:
+                suggestions = [lowered[key]]
+            elif key.rpartition(".")[2] in bare:  # the class name without its namespace
+                suggestions = [bare[key.rpartition(".")[2]]]
+        hint = f" Did you mean {' or '.join(suggestions)}?" if suggestions else ""
+        known = ", ".join(names) or "none"
+        return UnknownTaskError(f"unknown task '{name}'{detail}{hint} Known tasks: {known}.")
 
     def names(self) -> list[str]:
-        return sorted(self.by_name)
+        """Every task family (settings classes left out), sorted."""
+        return sorted(name for name, classes in self.by_name.items()
+                      if not all(issubclass(c, Settings) for c in classes))
 
     # -- config defaults ---------------------------------------------------------------
     def apply_defaults(self, tasks: dict[str, dict[str, Any]], label: str = "config") -> None:
@@ -99,7 +129,7 @@ class TaskRegistry:
         for bound in self.by_name.values():
             for cls in bound:
                 cls._config_defaults = {}
-        for family, values in tasks.items():
+        for family, values in self._families(tasks):
             classes = self.by_name.get(family)
             if not classes:
                 raise ConfigError(f"{label}: [tasks.{family}] names no known task")
@@ -121,6 +151,22 @@ class TaskRegistry:
                     except ParameterError as exc:
                         raise ConfigError(f"{label}: [tasks.{family}] {key}: {exc}") from None
                 cls._config_defaults = parsed
+
+    def _families(self, tasks: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """`[tasks.FAMILY]` tables by family: `[tasks."ns.Daily"]`, and `[tasks.ns.Daily]`
+        (TOML's nested tables) when `ns` is no family but a namespace of known ones."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        for name, values in tasks.items():
+            prefix = name + "."
+            nested = (name not in self.by_name and values
+                      and all(isinstance(v, dict) for v in dict.values(values))
+                      and any(f.startswith(prefix) for f in self.by_name))
+            if nested:
+                found.extend(self._families({prefix + key: value
+                                             for key, value in dict.items(values)}))
+            else:
+                found.append((name, values))
+        return found
 
 
 #: True while a SIGINT has arrived during `_noting_interrupts()`: a KeyboardInterrupt out of
@@ -190,9 +236,13 @@ def _import_tree(name: str) -> list[ModuleType]:
     return modules
 
 
-def _import_dotted(name: str) -> type[Task]:
+def _import_dotted(name: str, unknown: UnknownTaskError) -> type[Task]:
+    """The class at path `name`; `unknown` (no such family) when no module has that path."""
     module_name, _, class_name = name.rpartition(".")
-    module = _import(module_name)
+    try:
+        module = _import(module_name)
+    except ConfigError:  # no such module: the name was meant as a family
+        raise unknown from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise UnknownTaskError(f"'{name}': {module_name} has no task class {class_name}")

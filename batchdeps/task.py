@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from types import GeneratorType
 from typing import Any, ClassVar
 
@@ -13,15 +13,80 @@ from .errors import ConfigError, ParameterError, TaskDefinitionError
 from .parameters import Parameter
 
 
+def _bind(cls: type[Task], params: tuple[Parameter, ...], args: Sequence[Any],
+          kwargs: dict[str, Any]) -> list[Any]:
+    """The values of `params` for `cls(*args, **kwargs)` (`kwargs` is emptied)."""
+    family = cls.task_family
+    if args:
+        positional = [p for p in params if p.positional]
+        if len(args) > len(positional):
+            how = "" if len(positional) == len(params) else " positionally"
+            raise ParameterError(
+                f"{family}: takes {len(positional)} parameter(s){how}, {len(args)} given")
+        for param, value in zip(positional, args):
+            if param.name in kwargs:
+                raise ParameterError(f"{family}: parameter '{param.name}' given twice")
+            kwargs[param.name] = value
+    values: list[Any] = []
+    config_defaults = cls._config_defaults
+    for param in params:
+        name = param.name
+        if name in kwargs:
+            value = param.convert(family, kwargs.pop(name))
+        elif name in config_defaults:
+            value = config_defaults[name]
+            if isinstance(value, UnsetVariable):
+                raise value.error()
+        elif param.has_default:
+            value = param.convert(family, param.default)
+        else:
+            raise ParameterError(f"{family}: missing value for parameter '{name}'")
+        values.append(value)
+    if kwargs:
+        unknown = ", ".join(sorted(kwargs))
+        raise ParameterError(f"{family}: unknown parameter(s) {unknown}")
+    return values
+
+
+def _render(params: tuple[Parameter, ...], values: Sequence[Any]) -> str:
+    """The inside of a task id: `name=value, ...` of the significant parameters."""
+    return ", ".join(f"{p.name}={p.render(v)}" for p, v in zip(params, values) if p.significant)
+
+
+def _map_retry_count(cls: type[Task]) -> None:
+    """Luigi's `retry_count` (runs in all) set on `cls` becomes `retries` (runs after the
+    first); both set on one class and disagreeing is a definition error."""
+    if "retry_count" not in vars(cls):
+        return
+    count = vars(cls)["retry_count"]
+    if count is None:
+        return
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise TaskDefinitionError(
+            f"{cls.task_family}: retry_count must be a whole number of 0 or more (the runs "
+            f"a task gets in all), got {count!r}")
+    retries = max(count - 1, 0)
+    given = vars(cls).get("retries")
+    if given is not None and given != retries:
+        raise TaskDefinitionError(
+            f"{cls.task_family}: retry_count = {count} means retries = {retries}, but "
+            f"retries = {given!r} is set too; keep one of them")
+    cls.retries = retries
+
+
 class Task:
     """A unit of work: parameters, `requires()`, `output()` and `run()`.
 
-    Two tasks of the same family with the same parameter values are equal, hash alike and
-    share one `task_id`, the string `Family(param=value, ...)` used in logs and as lock key.
+    Two tasks of the same family with the same values of their significant parameters are
+    equal, hash alike and share one `task_id`, the string `Family(param=value, ...)` used in
+    logs and as lock key. The family is the class name, prefixed by the class's namespace
+    when it has one (`task_namespace`, `bd.namespace()`): `reports.Daily`.
     """
 
     # Options; None means "take the config default, else the built-in default".
     retries: ClassVar[int | None] = None
+    #: Luigi's name: how many runs a task gets in all (`retries = retry_count - 1`)
+    retry_count: ClassVar[int | None] = None
     retry_delay: ClassVar[float | None] = None
     retry_backoff: ClassVar[float | None] = None
     max_retry_delay: ClassVar[float | None] = None
@@ -29,13 +94,31 @@ class Task:
     resources: ClassVar[dict[str, int]] = {}
     #: among ready tasks, a higher one starts first (Luigi's); may be a property
     priority: float = 0
+    #: the namespace of this class and its subclasses (None: the one `bd.namespace()` set)
+    task_namespace: ClassVar[str | None] = None
+    #: `namespace.ClassName` or `ClassName`; set per class (a class may set its own)
+    task_family: ClassVar[str] = "Task"
 
     # Filled in per class by __init_subclass__ and by the registry.
     _params: ClassVar[tuple[Parameter, ...]] = ()
     _config_defaults: ClassVar[dict[str, Any]] = {}
+    _namespace_at_definition: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.collect_parameters()
+        cls._config_defaults = {}
+        from .namespaces import current
+
+        cls._namespace_at_definition = current.for_module(cls.__module__)
+        if "task_family" not in vars(cls):
+            namespace = cls.get_task_namespace()
+            cls.task_family = f"{namespace}.{cls.__name__}" if namespace else cls.__name__
+        _map_retry_count(cls)
+
+    @classmethod
+    def collect_parameters(cls) -> None:
+        """Find the class's parameters again (after `bd.inherits` added some)."""
         params: dict[str, Parameter] = {}
         for klass in reversed(cls.__mro__):
             for name, value in vars(klass).items():
@@ -44,54 +127,128 @@ class Task:
                 elif name in params:  # a subclass replaced the parameter with a constant
                     del params[name]
         cls._params = tuple(params.values())
-        cls._config_defaults = {}
+
+    @classmethod
+    def get_task_namespace(cls) -> str | None:
+        """`task_namespace` as the class or a base sets it, else the namespace in effect
+        for its module when the class was defined (`bd.namespace`); None: none."""
+        for klass in cls.__mro__:
+            if klass is Task:
+                break
+            if "task_namespace" in vars(klass):
+                return vars(klass)["task_namespace"] or None
+        return cls._namespace_at_definition
 
     @classmethod
     def family(cls) -> str:
-        """The family name: the class name."""
-        return cls.__name__
+        """The family name: `namespace.ClassName`, or the class name without a namespace."""
+        return cls.task_family
+
+    @classmethod
+    def get_task_family(cls) -> str:
+        """Luigi's name for `family()`."""
+        return cls.task_family
 
     @classmethod
     def parameters(cls) -> tuple[Parameter, ...]:
         """The class's parameters in declaration order (inherited ones first)."""
         return cls._params
 
+    @classmethod
+    def get_params(cls) -> list[tuple[str, Parameter]]:
+        """(name, parameter) of every parameter, in declaration order (inherited first)."""
+        return [(p.name, p) for p in cls._params]
+
+    @classmethod
+    def get_param_names(cls, include_significant: bool = False) -> list[str]:
+        """The names of the significant parameters; `include_significant=True` (Luigi's
+        name for it): of every parameter."""
+        return [p.name for p in cls._params if include_significant or p.significant]
+
+    @classmethod
+    def get_param_values(cls, params: Sequence[tuple[str, Parameter]], args: Sequence[Any],
+                         kwargs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        """(name, value) of `params` as a call `cls(*args, **kwargs)` binds them: positional
+        arguments, then keywords, then `[tasks.FAMILY]` defaults, then the parameters' own;
+        values normalised. Raises ParameterError for a missing, repeated or unknown one."""
+        chosen = tuple(param for _, param in params)
+        values = _bind(cls, chosen, args, dict(kwargs))
+        return [(param.name, value) for param, value in zip(chosen, values)]
+
+    @classmethod
+    def from_str_params(cls, params_str: Mapping[str, Any]) -> Task:
+        """The task whose parameters, as strings (`to_str_params()`), are these; keys that
+        name no parameter are left out, as in Luigi."""
+        family = cls.task_family
+        kwargs: dict[str, Any] = {}
+        for param in cls._params:
+            if param.name in params_str:
+                text = params_str[param.name]
+                try:
+                    kwargs[param.name] = param.parse(text) if isinstance(text, str) \
+                        else param.normalize(text)
+                except (ValueError, TypeError) as exc:
+                    raise ParameterError(f"{family}: bad value {text!r} for parameter "
+                                         f"'{param.name}' ({param.type_name}): {exc}") from None
+        return cls(**kwargs)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
-        family = cls.__name__
         params = cls._params
-        if len(args) > len(params):
-            raise ParameterError(
-                f"{family}: takes {len(params)} parameter(s), {len(args)} given positionally"
-            )
-        for param, value in zip(params, args):
-            if param.name in kwargs:
-                raise ParameterError(f"{family}: parameter '{param.name}' given twice")
-            kwargs[param.name] = value
-        values: list[Any] = []
-        config_defaults = cls._config_defaults
-        for param in params:
+        values = _bind(cls, params, args, kwargs)
+        state = self.__dict__
+        for param, value in zip(params, values):
+            state[param.name] = value
+        self.param_values = tuple(values)
+        self.task_id = f"{cls.task_family}({_render(params, values)})"
+
+    @property
+    def param_kwargs(self) -> dict[str, Any]:
+        """Every parameter's value by name (insignificant ones too)."""
+        return {p.name: v for p, v in zip(self._params, self.param_values)}
+
+    def clone(self, cls: type[Task] | None = None, **kwargs: Any) -> Task:
+        """A task of `cls` (default: this one's class) with this task's values of the
+        parameters both have, and `kwargs` over them (keys `cls` has no parameter for are
+        left out, as in Luigi)."""
+        target = type(self) if cls is None else cls
+        mine = self.param_kwargs
+        values: dict[str, Any] = {}
+        for param in target._params:
             name = param.name
             if name in kwargs:
-                value = param.convert(family, kwargs.pop(name))
-            elif name in config_defaults:
-                value = config_defaults[name]
-                if isinstance(value, UnsetVariable):
-                    raise value.error()
-            elif param.has_default:
-                value = param.convert(family, param.default)
-            else:
-                raise ParameterError(f"{family}: missing value for parameter '{name}'")
-            self.__dict__[name] = value
-            values.append(value)
-        if kwargs:
-            unknown = ", ".join(sorted(kwargs))
-            raise ParameterError(f"{family}: unknown parameter(s) {unknown}")
-        self.param_values = tuple(values)
-        rendered = ", ".join(
-            f"{p.name}={p.render(v)}" for p, v in zip(params, values)
-        )
-        self.task_id = f"{family}({rendered})"
+                values[name] = kwargs[name]
+            elif name in mine:
+                values[name] = mine[name]
+        return target(**values)
+
+    # -- event handlers ----------------------------------------------------------------
+    @classmethod
+    def event_handler(cls, event: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: call the function on `event` (a `bd.Event`) of this class's tasks and
+        its subclasses'; see handlers.py for each event's arguments."""
+        from .handlers import check_event, handlers
+
+        check_event(cls, event)
+
+        def register(callback: Callable[..., Any]) -> Callable[..., Any]:
+            handlers.add(cls, event, callback)
+            return callback
+
+        return register
+
+    @classmethod
+    def remove_event_handler(cls, event: str, callback: Callable[..., Any]) -> None:
+        """Unregister a callback `event_handler` registered on this class."""
+        from .handlers import handlers
+
+        handlers.remove(cls, event, callback)
+
+    def trigger_event(self, event: str, *args: Any, **kwargs: Any) -> None:
+        """Call the handlers of `event` this task's class hears, in this process."""
+        from .handlers import handlers
+
+        handlers.fire(self, event, *args, **kwargs)
 
     # -- identity ----------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -103,9 +260,13 @@ class Task:
     def __repr__(self) -> str:
         return self.task_id
 
-    def to_str_params(self) -> dict[str, str]:
-        """Parameter values as the strings the command line would take."""
-        return {p.name: p.serialize(v) for p, v in zip(self._params, self.param_values)}
+    def to_str_params(self, only_significant: bool = False,
+                      only_public: bool = False) -> dict[str, str]:
+        """Parameter values as the strings the command line would take (`only_significant`:
+        those in the task id). `only_public` is Luigi's and changes nothing: batchdeps
+        parameters have no visibility."""
+        return {p.name: p.serialize(v) for p, v in zip(self._params, self.param_values)
+                if p.significant or not only_significant}
 
     # -- what users override -----------------------------------------------------------
     def requires(self) -> Any:
@@ -116,9 +277,13 @@ class Task:
         """The targets this task makes: a target, or a list/tuple/dict of targets."""
         return []
 
-    def run(self) -> None:
-        """Do the work; every output must exist when this returns."""
-        raise NotImplementedError(f"{self.task_id} has no run()")
+    def run(self) -> Any:
+        """Do the work; every output must exist when this returns.
+
+        The default does nothing (as in Luigi): a task with outputs that keeps it fails
+        with "run() returned but output ... does not exist"; one without outputs is built.
+        """
+        return None
 
     def input(self) -> Any:
         """The outputs of `requires()`, in the same shape."""
@@ -176,6 +341,18 @@ class WrapperTask(Task):
 
     def run(self) -> None:
         return None
+
+
+class Settings(Task):
+    """Settings a pipeline reads in code (Luigi's `luigi.Config`): parameters only.
+
+    `Db().host` has the value of `host` in `[tasks.Db]` of config.toml (`[tasks."ns.Db"]`
+    with a namespace), else the parameter's default, as a task's parameters do. A settings
+    class is not a task: `batchdeps run` refuses it and `batchdeps list` leaves it out.
+    """
+
+    def run(self) -> None:  # pragma: no cover - the registry never hands it to a run
+        raise TaskDefinitionError(f"{self.task_family} is a settings class, not a task")
 
 
 # -- structures ------------------------------------------------------------------------

@@ -127,9 +127,12 @@ def test_dotted_path_to_non_task_is_unknown_task(make_package: Callable[..., str
             registry.get(f"{name}.helpers.{attribute}")
 
 
-def test_dotted_path_to_missing_module_names_it() -> None:
-    with pytest.raises(ConfigError, match="cannot import task module 'no_such_pkg_xyz.mod'"):
+def test_dotted_name_neither_family_nor_module_names_both() -> None:
+    with pytest.raises(UnknownTaskError) as info:
         TaskRegistry().get("no_such_pkg_xyz.mod.Task")
+    assert str(info.value) == (
+        "unknown task 'no_such_pkg_xyz.mod.Task': no family of that name, and no module "
+        "'no_such_pkg_xyz.mod' to import it from. Known tasks: none.")
 
 
 def test_unknown_name_suggests_close_matches(make_package: Callable[..., str]) -> None:

@@ -116,7 +116,7 @@ def task_options(cls: type, taken: set[str], command: str) -> list[click.Paramet
             text = str(value) if isinstance(value, UnsetVariable) else param.serialize(value)
             shown = f"default: {text} (config)"
         elif param.has_default:
-            default = param.convert(cls.__name__, param.default)
+            default = param.convert(cls.family(), param.default)
             shown = "default: None" if default is None else f"default: {param.serialize(default)}"
         else:
             shown = "required"
@@ -135,7 +135,7 @@ def task_options(cls: type, taken: set[str], command: str) -> list[click.Paramet
     clash = names & (taken | {"help"})
     if clash:
         raise TaskDefinitionError(
-            f"{cls.__name__}: parameter name(s) {', '.join(sorted(clash))} clash with "
+            f"{cls.family()}: parameter name(s) {', '.join(sorted(clash))} clash with "
             f"options of `batchdeps {command}`; rename them"
         )
     return options
@@ -152,8 +152,8 @@ def requested_tasks(cls: Any, values: dict[str, Any]) -> list[Any]:
                 and param.name not in cls._config_defaults:
             flag = "--" + param.name.replace("_", "-")
             raise UsageError(
-                f"{cls.__name__} needs {flag} ({param.type_name}): give it on the command "
-                f"line or as [tasks.{cls.__name__}] {param.name} in the config"
+                f"{cls.family()} needs {flag} ({param.type_name}): give it on the command "
+                f"line or as [tasks.{_table_key(cls.family())}] {param.name} in the config"
             )
     ranged = [name for name, value in given.items() if isinstance(value, ValueRange)]
     combos = itertools.product(*(given[name].values for name in ranged))
@@ -164,6 +164,11 @@ def requested_tasks(cls: Any, values: dict[str, Any]) -> list[Any]:
     except ParameterError as exc:
         raise UsageError(str(exc)) from None
     return tasks
+
+
+def _table_key(family: str) -> str:
+    """A family as TOML writes it in a table header (`"ns.Daily"` quoted)."""
+    return f'"{family}"' if "." in family else family
 
 
 def load_registry(config_path: str | None) -> tuple[Any, Any]:
@@ -180,7 +185,7 @@ def load_registry(config_path: str | None) -> tuple[Any, Any]:
 
 def task_class(registry: Any, config: Any, name: str) -> Any:
     cls = registry.get(name)
-    if cls not in registry.by_name.get(cls.__name__, []):  # a dotted path outside the modules
+    if cls not in registry.by_name.get(cls.family(), []):  # a dotted path outside the modules
         registry.add(cls)
         registry.apply_defaults(config.tasks, label=config.where())
     return cls

@@ -117,6 +117,9 @@ BUILTIN_EXECUTORS: dict[str, str] = {
 }
 ENTRY_POINT_GROUP = "batchdeps.executors"
 
+#: How the error of an attempt whose worker process died begins.
+WORKER_DIED = "worker process died"
+
 
 class ExecutorRegistry:
     """Executor kinds by name, each a "module:Class" imported on first use.
@@ -679,7 +682,7 @@ class ForkedExecutor:
         elapsed = time.monotonic() - worker.started
         self._free(worker)
         self._replace(worker)
-        message = f"worker process died ({how})"
+        message = f"{WORKER_DIED} ({how})"
         return Outcome(index or 0, attempt, False, error=message,
                        duration=elapsed)
 

@@ -18,6 +18,7 @@ which they hear each event:
     4b. run metrics for a textfile collector   `metrics_file` (`--metrics-file`)
     5. the end-of-run summary                  console runs
     6. the `[notify]` alerter                  `[notify]` is configured
+    6b. the tasks' event handlers (handlers.py) a handler is registered
     7. the caller's own (`listeners=`)
 
 A listener that every run should have (metrics, ...) is added in `assemble_listeners()`,
@@ -428,6 +429,11 @@ class Session:
         assembled.notifier = notifier_from(self.config)
         if assembled.notifier is not None:
             listeners.append(assembled.notifier)
+        from ..handlers import listener_for
+
+        handler_listener = listener_for()
+        if handler_listener is not None:
+            listeners.append(handler_listener)
         listeners.extend(self.listeners)
         return assembled
 

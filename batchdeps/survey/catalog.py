@@ -41,7 +41,7 @@ def describe(cls: type[Task]) -> dict[str, Any]:
                                    else param.serialize(configured))
             source = "config"
         elif param.has_default:
-            value = param.convert(cls.__name__, param.default)
+            value = param.convert(cls.family(), param.default)
             default = None if value is None else param.serialize(value)
             source = "code"
         else:
@@ -56,7 +56,7 @@ def describe(cls: type[Task]) -> dict[str, Any]:
             "range": bool(param.supports_range),
         })
     return {
-        "family": cls.__name__,
+        "family": cls.family(),
         "module": cls.__module__,
         "kind": kind_of(cls),
         "summary": first_line(cls),
