@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -456,3 +457,25 @@ def test_luigi_task_id_matches_real_luigi(index: int) -> None:
         .replace("Many", "LuigiMany").replace("NoParams", "LuigiNone")
     assert bd.luigi_task_id(family, ours.to_str_params(only_significant=True)) \
         == theirs.task_id  # type: ignore[attr-defined]
+
+
+class Warehouse(bd.Settings):
+    host = bd.Parameter(default="localhost")
+
+
+class ReadsWarehouse(bd.Task):
+    def run(self) -> None:
+        ReadsWarehouse.seen = Warehouse().host  # type: ignore[attr-defined]
+
+
+def test_settings_read_through_bd_build_config(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[batchdeps]\nmodules = []\n[history]\nenabled = false\n'
+        '[tasks.Warehouse]\nhost = "db.internal"\n')
+    config = bd.load_config(str(tmp_path / "config.toml"))
+    try:
+        result = bd.build(ReadsWarehouse(), config=config)
+        assert result.ok
+        assert ReadsWarehouse.seen == "db.internal"  # type: ignore[attr-defined]
+    finally:
+        Warehouse._config_defaults = {}
