@@ -14,11 +14,13 @@ import pytest
 from support.project import Project
 from support.s3util import (  # noqa: F401 - fixtures
     FAKE_CREDENTIALS,
+    MotoServer,
     boto_client,
     bucket,
     count_requests,
     moto_endpoint,
     moto_server,
+    new_bucket,
     s3_env,
 )
 
@@ -59,6 +61,20 @@ class Clean(bd.Task):
         journal("start", self)
         with self.input().open() as src, self.output().open("w") as dst:
             dst.write(src.read().upper())
+
+
+class Wide(bd.Task):
+    """Ten outputs; the first (the sentinel) is uploaded last, after the build record."""
+    version = os.environ.get("WIDE_VERSION", "1")
+
+    def output(self):
+        return [bd.FileTarget(f"{ROOT}/wide/{i:02d}.txt") for i in range(10)]
+
+    def run(self):
+        journal("start", self)
+        for target in self.output():
+            with target.open("w") as out:
+                out.write(f"version {self.version}")
 
 
 class Report(bd.Task):
@@ -224,3 +240,70 @@ def test_on_s3_the_record_is_uploaded_before_the_sentinel_output(
     # the first output is the sentinel: while it is absent the task is not complete, so a
     # kill -9 before it leaves a task that the next run rebuilds, record and all
     assert puts == ["pair/second.txt", "pair/.first.txt.batchdeps.json", "pair/first.txt"]
+
+
+# -- kill -9 mid-commit ----------------------------------------------------------------------
+def test_kill_9_mid_commit_on_s3_leaves_outputs_and_record_consistent(
+        tmp_path: Path, moto_server: MotoServer) -> None:
+    import os
+    import signal
+
+    from support.httpcount import CountingProxy
+
+    from batchdeps.errors import ExitCode
+
+    victim: list[int] = []
+
+    def kill_at_the_record(method: str, path: str) -> None:
+        # the record is on S3; the sentinel (hidden at the commit's start) is not back yet
+        if method == "PUT" and path.split("?")[0].endswith("/wide/.00.txt.batchdeps.json") \
+                and victim:
+            os.killpg(victim.pop(), signal.SIGKILL)
+
+    proxy = CountingProxy(moto_server.port, after=kill_at_the_record)
+    bucket_name = new_bucket(moto_server.endpoint)
+    try:
+        copy = working_copy(tmp_path / "copy", proxy.endpoint, bucket_name)
+        assert copy.run("run", "Wide", "--rerun-triggers", "version").returncode == 0
+        client = boto_client(moto_server.endpoint)
+
+        def objects() -> dict[str, bytes]:
+            listed = client.list_objects_v2(Bucket=bucket_name, Prefix="data/wide/")
+            return {o["Key"].removeprefix("data/wide/"): client.get_object(
+                Bucket=bucket_name, Key=o["Key"])["Body"].read()
+                for o in listed.get("Contents", [])
+                if not o["Key"].startswith("data/wide/.batchdeps-tmp/")}
+
+        def record() -> dict:
+            return json.loads(objects()[".00.txt.batchdeps.json"])
+
+        assert record()["version"] == "1"
+        proc = copy.popen("run", "Wide", "--rerun-triggers", "version", WIDE_VERSION="2")
+        victim.append(proc.pid)
+        proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+        # Cut short after the record: the new record and new outputs are there, the
+        # sentinel is not, so no one takes the task as complete, with either version.
+        seen = objects()
+        assert "00.txt" not in seen and seen["01.txt"] == b"version 2"
+        assert record()["version"] == "2"
+        for version in ("1", "2"):
+            status = copy.run("status", "Wide", "--rerun-triggers", "version", "--format",
+                              "json", WIDE_VERSION=version)
+            assert status.returncode == ExitCode.FAILED, status.stderr  # work to do
+            node = json.loads(status.stdout)["nodes"][0]
+            assert node["state"] == "missing" and node["missing_outputs"] == [
+                f"s3://{bucket_name}/data/wide/00.txt"]
+        # The next run builds it again, record and all; then nothing is stale.
+        assert copy.run("run", "Wide", "--rerun-triggers", "version",
+                        WIDE_VERSION="2").returncode == 0
+        seen = objects()
+        assert {name: body for name, body in seen.items() if name.endswith(".txt")
+                and not name.startswith(".")} == {
+                    f"{i:02d}.txt": b"version 2" for i in range(10)}
+        assert record()["version"] == "2"
+        assert copy.run("status", "Wide", "--rerun-triggers", "version", "--stale",
+                        WIDE_VERSION="2").returncode == 0
+        assert copy.runs() == ["Wide()", "Wide()", "Wide()"]
+    finally:
+        proxy.stop()

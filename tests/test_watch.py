@@ -4,6 +4,8 @@ Real `batchdeps watch` processes over local files (machine-local locks and a rea
 server); inputs are written while they watch.
 """
 
+# ruff: noqa: F811  (pytest fixtures are imported from s3util by name)
+
 from __future__ import annotations
 
 import os
@@ -16,6 +18,14 @@ import pytest
 from support.journal import JOURNAL_FUNCTION
 from support.lockutil import LockServer
 from support.project import BATCHDEPS, CONFIG, Project
+from support.s3util import (  # noqa: F401 - fixtures
+    MotoServer,
+    boto_client,
+    bucket,
+    moto_endpoint,
+    moto_server,
+    s3_env,
+)
 from support.waiting import wait_for
 
 from batchdeps.errors import ExitCode
@@ -313,3 +323,35 @@ def test_the_watch_key_is_short_for_a_range_of_tasks(tmp_path: Path,
     many = watch_key([Day(day=n) for n in range(500)])
     assert many.startswith("watch:Day[500]:") and len(many) < 60
     assert many == watch_key([Day(day=n) for n in reversed(range(500))])
+
+
+def test_a_look_at_a_thousand_inputs_on_s3_is_one_listing(
+        s3_env: dict[str, str], bucket: str, moto_server: MotoServer) -> None:
+    from support.httpcount import CountingProxy
+
+    import batchdeps as bd
+    from batchdeps.targets import default_storage
+
+    class Drop(bd.ExternalTask):
+        n = bd.IntParameter()
+
+        def output(self) -> bd.FileTarget:
+            return bd.FileTarget(f"s3://{bucket}/drops/{self.n:04d}.csv")
+
+    proxy = CountingProxy(moto_server.port)
+    default_storage.configure({"s3": {"endpoint_url": proxy.endpoint}})
+    try:
+        inputs = InputWatch([Drop(n=n) for n in range(1000)])
+        for _ in range(3):
+            before = len(proxy.requests)
+            assert inputs.look().changes == []
+            made = proxy.requests[before:]
+            assert len(made) <= 2 and all(method == "GET" for method, _ in made), made
+        boto_client(moto_server.endpoint).put_object(Bucket=bucket, Key="drops/0500.csv",
+                                                     Body=b"x")
+        before = len(proxy.requests)
+        assert inputs.look().changes == [f"input s3://{bucket}/drops/0500.csv arrived"]
+        assert proxy.lists() >= 1 and len(proxy.requests) - before <= 2
+    finally:
+        default_storage.configure({})
+        proxy.stop()

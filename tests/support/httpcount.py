@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,8 +23,12 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 class CountingProxy:
     """Forwards to http://127.0.0.1:`upstream_port`; `requests` lists (method, path)."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int,
+                 after: Callable[[str, str], None] | None = None) -> None:
+        """`after(method, path)` is called once a request was answered upstream, before
+        the answer is passed back (a test kills its client there, mid-request)."""
         self.upstream_port = upstream_port
+        self.after = after
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -50,6 +55,8 @@ class CountingProxy:
                     data = answer.read()
                 finally:
                     upstream.close()
+                if proxy.after is not None:
+                    proxy.after(self.command, self.path)
                 self.send_response(answer.status, answer.reason)
                 for name, value in answer.getheaders():
                     if name.lower() not in _HOP_BY_HOP:
