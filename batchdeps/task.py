@@ -1,4 +1,5 @@
-"""The task model: Task, ExternalTask, WrapperTask, their identity and their structures."""
+"""The task model: Task, ExternalTask, WrapperTask, Settings, their identity, parameter API
+and structures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from typing import Any, ClassVar
 from .config import UnsetVariable
 from .errors import ConfigError, ParameterError, TaskDefinitionError
 from .parameters import Parameter
+
+
+#: How `to_str_params` writes a parameter whose value is None (as the task id and Luigi do).
+NONE_TEXT = "None"
 
 
 def _bind(cls: type[Task], params: tuple[Parameter, ...], args: Sequence[Any],
@@ -184,6 +189,9 @@ class Task:
         for param in cls._params:
             if param.name in params_str:
                 text = params_str[param.name]
+                if text == NONE_TEXT and param.has_default and param.default is None:
+                    kwargs[param.name] = None
+                    continue
                 try:
                     kwargs[param.name] = param.parse(text) if isinstance(text, str) \
                         else param.normalize(text)
@@ -265,7 +273,8 @@ class Task:
         """Parameter values as the strings the command line would take (`only_significant`:
         those in the task id). `only_public` is Luigi's and changes nothing: batchdeps
         parameters have no visibility."""
-        return {p.name: p.serialize(v) for p, v in zip(self._params, self.param_values)
+        return {p.name: NONE_TEXT if v is None else p.serialize(v)
+                for p, v in zip(self._params, self.param_values)
                 if p.significant or not only_significant}
 
     # -- what users override -----------------------------------------------------------

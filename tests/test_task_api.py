@@ -212,6 +212,15 @@ def test_str_params_round_trip_and_only_significant() -> None:
         Plain.from_str_params({"day": "soon"})
 
 
+def test_str_params_of_a_none_value_round_trip() -> None:
+    class Maybe(bd.Task):
+        day = bd.DateParameter(default=None)
+
+    assert Maybe().to_str_params() == {"day": "None"}
+    assert Maybe.from_str_params({"day": "None"}).day is None
+    assert Maybe.from_str_params({"day": "2026-11-24"}).day == dt.date(2026, 11, 24)
+
+
 def test_clone_copies_shared_parameters_and_takes_overrides() -> None:
     task = Plain(day="2026-11-24", n=5, note="why")
     assert task.clone() == task
@@ -427,6 +436,10 @@ class LuigiNone(luigi.Task):
     pass
 
 
+class LuigiUnset(luigi.Task):
+    day = luigi.DateParameter(default=None)
+
+
 class Many(bd.Task):
     path = bd.Parameter()
     colour = bd.EnumParameter(Colour)
@@ -438,6 +451,10 @@ class NoParams(bd.Task):
     pass
 
 
+class Unset(bd.Task):
+    day = bd.DateParameter(default=None)
+
+
 def _pairs() -> list[tuple[bd.Task, object]]:
     long_path = "s3://bucket/some/very/long/path/with spaces/é/and-dashes.csv"
     return [
@@ -447,14 +464,16 @@ def _pairs() -> list[tuple[bd.Task, object]]:
         (Many(path=long_path, colour=Colour.blue, zeta=7, alpha="a,b=c"),
          LuigiMany(path=long_path, colour=Colour.blue, zeta=7, alpha="a,b=c")),
         (NoParams(), LuigiNone()),
+        (Unset(), LuigiUnset()),
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_luigi_task_id_matches_real_luigi(index: int) -> None:
     ours, theirs = _pairs()[index]
     family = ours.task_family.replace("Plain", "LuigiPlain").replace("Spaced", "LuigiSpaced") \
-        .replace("Many", "LuigiMany").replace("NoParams", "LuigiNone")
+        .replace("Many", "LuigiMany").replace("NoParams", "LuigiNone") \
+        .replace("Unset", "LuigiUnset")
     assert bd.luigi_task_id(family, ours.to_str_params(only_significant=True)) \
         == theirs.task_id  # type: ignore[attr-defined]
 
