@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from support.lockutil import BATCHDEPS, TOKEN, LockProject, LockServer
+from support.pg import audit_counts
 from support.sickreplica import SickReplica
 from support.waiting import wait_for
 
@@ -371,7 +372,9 @@ def test_two_replicas_on_postgresql_survive_the_kill_9_of_one_under_four_runners
     """4 runners x 2 workers spread over two replicas of one PostgreSQL database build
     2,001 tasks; one replica is killed with -9 mid-run. The runs finish, every task built
     exactly once, and no runner lost a lease: each moved to the other replica within one
-    TTL (a lease is given up only after a whole TTL without a renewal)."""
+    TTL. Both sides of that are checked: no client gave a lease up (it does after a whole
+    TTL without a renewal), and the database let no lease run out or be taken over (on
+    its own clock, whatever the runners believed)."""
     a = LockServer(pg_url).start()  # type: ignore[arg-type]
     b = LockServer(pg_url).start()  # type: ignore[arg-type]
     root = tmp_path / "project"
@@ -405,6 +408,9 @@ def test_two_replicas_on_postgresql_survive_the_kill_9_of_one_under_four_runners
         assert "lost" not in text, text[-3000:]
     moved = [text for code, text in results if f"using {b.url} from now on" in text]
     assert len(moved) == RUNNERS // 2, [text[-1000:] for _, text in results]
+    events = audit_counts(pg_url)
+    assert "expire" not in events and "takeover" not in events, events
+    assert events["grant"] >= GROUPS * 4 + 1
     starts = project.starts()
     assert len(starts) == GROUPS * 4 + 1
     assert set(starts.values()) == {1}, {k: v for k, v in starts.items() if v != 1}

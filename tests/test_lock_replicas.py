@@ -11,13 +11,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.lockutil import BATCHDEPS, LockProject, LockServer
-from support.pg import PgCluster
+from support.lockutil import BATCHDEPS, TOKEN, LockProject, LockServer
+from support.pg import PgCluster, audit_counts
 from support.waiting import wait_for
 
 GROUPS, SMALL_GROUPS = 500, 8
 BIG = GROUPS * 4 + 1  # 2,001 tasks: three leaves and a mid per group, the top
 SMALL = SMALL_GROUPS * 4 + 1
+
+
+def _postmaster_started(url: str) -> float:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return float(conn.execute(
+            "SELECT extract(epoch FROM pg_postmaster_start_time())").fetchone()[0])
+
+
+def _task_of(output: str) -> str:
+    """The task id whose output file is `output` (the lock test pipeline's names)."""
+    stem = output.removesuffix(".txt")
+    if stem == "top":
+        return f"Top(groups={SMALL_GROUPS})"
+    family, number = stem.split("-")
+    return f"Leaf(n={number})" if family == "leaf" else f"Mid(g={number}, per=3)"
 
 
 def _replicas(url: str, count: int = 2) -> list[LockServer]:
@@ -103,7 +120,7 @@ def test_four_runners_over_two_replicas_build_2000_tasks_exactly_once(
 
 
 def test_kill_9_of_one_replica_mid_run_the_runs_finish_exactly_once(
-        tmp_path: Path, replicas: list[LockServer]) -> None:
+        tmp_path: Path, pg_url: str, replicas: list[LockServer]) -> None:
     project = _project(tmp_path, replicas, ttl=4)
     procs = [_start(project, replicas, n % 2, SMALL_GROUPS, SLEEP_LEAF="0.2")
              for n in range(4)]
@@ -116,6 +133,11 @@ def test_kill_9_of_one_replica_mid_run_the_runs_finish_exactly_once(
     assert status == 200
     assert not [line for line in audit["audit"] if line["event"] == "takeover"], \
         "a holder lost its lease when its replica died"
+    events = audit_counts(pg_url)
+    # No lease ran out on the database's clock: each holder's renewals reached the other
+    # replica within its TTL.
+    assert "expire" not in events and "takeover" not in events, events
+    assert events["grant"] >= SMALL
 
 
 def test_a_postgresql_restart_within_a_ttl_goes_unnoticed(
@@ -129,14 +151,18 @@ def test_a_postgresql_restart_within_a_ttl_goes_unnoticed(
         project = _project(tmp_path, servers, ttl=10)
         procs = [_start(project, servers, n % 2, SMALL_GROUPS, SLEEP_LEAF="0.2")
                  for n in range(2)]
+        started = _postmaster_started(url)
         wait_for(lambda: len(project.starts()) >= 4, what="some tasks to start")
         own_pg_cluster.restart()
+        assert _postmaster_started(url) > started
         for code, text in _finish(procs, timeout=120):
             assert code == 0, text[-3000:]
             assert "lost" not in text, text[-3000:]
         _exactly_once(project, SMALL)
         for server in servers:
             assert server.request("GET", "/v1/health", token="")[1]["answers"]
+        events = audit_counts(url)
+        assert "expire" not in events and "takeover" not in events, events
     finally:
         for server in servers:
             server.stop()
@@ -169,9 +195,64 @@ def test_a_postgresql_outage_past_the_ttl_stops_the_runs_without_committing(
         own_pg_cluster.start()  # nothing lost: a rerun builds what is missing, once
         code, text = _finish([_start(project, servers, 0, SMALL_GROUPS)], 120)[0]
         assert code == 0, text[-3000:]
-        built = {task for task, n in project.starts().items()}
-        assert len(built) == SMALL
+        starts = project.starts()
+        assert len(starts) == SMALL
         assert (out / "top.txt").exists()
+        for name in committed:  # what was committed before the outage was kept, not redone
+            assert starts[_task_of(name)] == 1, (name, starts[_task_of(name)])
+        assert len(list(out.glob("*.txt"))) == SMALL
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_holder_whose_replica_died_renews_through_the_other(
+        pg_url: str, replicas: list[LockServer]) -> None:
+    """A lease granted through A, whose process is then killed with -9, stays its holder's
+    past three TTLs: the heartbeat renews it through B with the same fencing token, and
+    the database never let it run out."""
+    from batchdeps.locks.client import HttpLockProvider
+
+    a, b = replicas
+    provider = HttpLockProvider([a.url, b.url], token=TOKEN, ttl=2)
+    provider.start()
+    try:
+        lease = provider.try_acquire("Held()")
+        assert lease is not None and provider.url == a.url
+        a.kill9()
+        wait_for(lambda: provider.url == b.url, timeout=10, what="a renewal through B")
+        killed = time.monotonic()
+        wait_for(lambda: time.monotonic() - killed > 6, timeout=10)  # three TTLs
+        assert not lease.lost, lease.lost_reason
+        status, held = b.request("POST", "/v1/holder", {"key": "Held()"})
+        assert status == 200 and held["held"] and held["token"] == lease.fencing_token, held
+        provider.check(lease)
+        status, other = b.request("POST", "/v1/acquire", {
+            "key": "Held()", "holder": {"host": "elsewhere", "pid": 9, "run_id": "x"},
+            "ttl": 2})
+        assert status == 200 and not other["granted"]
+    finally:
+        provider.close()
+    events = audit_counts(pg_url)
+    assert "expire" not in events and "takeover" not in events, events
+    assert events["release"] == 1  # close() gave it back through B
+
+
+def test_every_replica_gone_past_the_ttl_stops_the_runs_with_exit_1(
+        tmp_path: Path, pg_url: str, replicas: list[LockServer]) -> None:
+    project = _project(tmp_path, replicas, ttl=2)
+    procs = [_start(project, replicas, n % 2, SMALL_GROUPS, SLEEP_LEAF="0.5")
+             for n in range(2)]
+    wait_for(lambda: len(project.starts()) >= 4, what="some tasks to start")
+    for server in replicas:
+        server.kill9()
+    time.sleep(1.0)  # a commit whose fence check answered just before has landed
+    out = project.root / "out"
+    committed = sorted(p.name for p in out.glob("*.txt"))
+    for code, text in _finish(procs, timeout=120):
+        assert code == 1, text[-3000:]
+        assert "Traceback" not in text and "lost" in text, text[-3000:]
+        assert "replicas cannot be reached" in text, text[-3000:]
+        assert all(server.url in text for server in replicas), text[-3000:]
+    assert sorted(p.name for p in out.glob("*.txt")) == committed
+    assert "top.txt" not in committed

@@ -131,6 +131,15 @@ class PgCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def audit_counts(url: str) -> dict[str, int]:
+    """How many audit lines of each event the database at `url` holds."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {event: int(n) for event, n in conn.execute(
+            "SELECT event, count(*) FROM batchdeps_audit GROUP BY event").fetchall()}
+
+
 def wait_until_refused(port: int, timeout: float = 30.0) -> None:
     """Until nothing listens on 127.0.0.1:port (a stopped server)."""
     deadline = time.monotonic() + timeout
