@@ -427,3 +427,92 @@ def test_two_runs_at_once_rebuild_each_stale_task_once(stale_project: Project) -
     assert sorted(project.runs()[before:]) == sorted([C1, C2, REPORT])  # each once
     assert project.run("status", "Report", *TRIGGERS, "--stale",
                        CLEAN_VERSION="2").returncode == 0
+
+
+# -- dynamic dependencies: what the record covers ---------------------------------------
+DYNAMIC = '''
+"""A task that finds its input only while it runs, and one that also lists it."""
+import os
+import time
+
+import batchdeps as bd
+
+from .demo import journal
+from .stale import Raw
+
+
+class Yields(bd.Task):
+    version = os.environ.get("YIELDS_VERSION", "1")
+
+    def output(self):
+        return bd.FileTarget("out/yields.txt")
+
+    def run(self):
+        journal("start", self)
+        raw = yield Raw(day="d1")
+        with raw.open() as src, self.output().open("w") as dst:
+            dst.write(src.read())
+
+
+class YieldsListed(Yields):
+    """The same input in requires() too: then `upstream` sees it."""
+
+    def requires(self):
+        return Raw(day="d1")
+
+    def output(self):
+        return bd.FileTarget("out/yields-listed.txt")
+'''
+
+
+def test_a_yielded_input_is_outside_the_record_unless_requires_lists_it(
+        stale_project: Project) -> None:
+    project = stale_project
+    project.write("pipelines/dyn.py", DYNAMIC)
+    for family in ("Yields", "YieldsListed"):
+        done = project.run("run", family, *TRIGGERS)
+        assert done.returncode == 0, done.stdout + done.stderr
+    # version and params work as for any task
+    bumped = project.run("run", "Yields", *TRIGGERS, "--dry-run", YIELDS_VERSION="2")
+    assert planned(bumped.stdout) == {"Yields()": "version 1 → 2"}
+    # a rewritten input that only run() yields is not seen by `upstream` (docs/staleness.md)
+    stat = os.stat(project.root / "in/raw-d1.txt")
+    project.write("in/raw-d1.txt", "one, corrected\n")
+    os.utime(project.root / "in/raw-d1.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert project.run("status", "Yields", *TRIGGERS, "--stale").returncode == 0
+    listed = project.run("run", "YieldsListed", *TRIGGERS, "--dry-run")
+    assert planned(listed.stdout)["YieldsListed()"].startswith("input in/raw-d1.txt")
+
+
+def _page_with(root: Path, text: str) -> str | None:
+    """The status page's HTML once it shows `text`, else None."""
+    from batchdeps.history.store import HistoryStore
+    from batchdeps.web.page import render
+    from batchdeps.web.status import page_data
+
+    path = root / "batchdeps-history.db"
+    if not path.exists():
+        return None
+    store = HistoryStore(str(path))
+    try:
+        html = render(page_data(store, {}, title="t", source="local"))
+    finally:
+        store.close()
+    return html if text in html else None
+
+
+def test_the_status_page_shows_why_a_stale_task_is_being_rebuilt(
+        stale_project: Project) -> None:
+    from support.waiting import wait_for
+
+    project = stale_project
+    built(project, *TRIGGERS)
+    proc = project.popen("run", "Report", *TRIGGERS, CLEAN_VERSION="2", SLEEP_CLEAN="30")
+    try:
+        page = wait_for(lambda: _page_with(project.root, "version 1 → 2"), 30,
+                        "the stale rebuild on the status page")
+        assert "Clean(day=d1)" in page or "Clean(day=d2)" in page
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 130
