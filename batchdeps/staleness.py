@@ -214,8 +214,12 @@ def _own_reasons(task: Task, record: dict[str, Any], requires: Iterable[Task],
         if old != new:
             reasons.append(f"version {_text(old)} → {_text(new)}")
     if "params" in triggers:
-        old_params = record.get("params") or {}
-        new_params = task.to_str_params()
+        # An insignificant parameter (significant=False) is not the task's identity: a
+        # change of it alone does not make the task stale.
+        new_params = task.to_str_params(only_significant=True)
+        insignificant = set(task.get_param_names(include_significant=True)) - set(new_params)
+        old_params = {name: value for name, value in (record.get("params") or {}).items()
+                      if name not in insignificant}
         for name in [*new_params, *(n for n in old_params if n not in new_params)]:
             if old_params.get(name) != new_params.get(name):
                 reasons.append(f"parameter {name} {_text(old_params.get(name))} → "

@@ -52,6 +52,20 @@ class Daily(bd.Task):
             out.write(f"{self.note}\\n")
 
 
+class Scored(bd.Task):
+    """Its output does not encode its parameters (what the params trigger is for)."""
+    top = bd.IntParameter(default=5)
+    note = bd.Parameter(default="", significant=False)
+
+    def output(self):
+        return bd.FileTarget("out/scored.txt")
+
+    def run(self):
+        journal("start", self)
+        with self.output().open("w") as out:
+            out.write(f"{self.top}\\n")
+
+
 class Flaky(bd.Task):
     retry_count = 3
 
@@ -263,6 +277,19 @@ def test_insignificant_parameter_does_not_make_another_task(api_project: Project
     assert second.returncode == 0
     assert len(proj.runs()) == 1  # same task id: complete, not built again
     assert (proj.root / "out/daily-2026-11-24-configured.txt").read_text() == "a\n"
+
+
+def test_insignificant_parameter_change_is_not_stale_by_the_params_trigger(
+        api_project: Project) -> None:
+    proj = api_project
+    triggers = ("--rerun-triggers", "params")
+    assert proj.run("run", "Scored", "--note", "a", *triggers).returncode == 0
+    again = proj.run("run", "Scored", "--note", "b", *triggers)
+    assert again.returncode == 0, again.stderr
+    assert proj.runs() == ["Scored(top=5)"]
+    changed = proj.run("run", "Scored", "--top", "6", "--note", "b", *triggers)
+    assert changed.returncode == 0, changed.stderr
+    assert proj.runs() == ["Scored(top=5)", "Scored(top=6)"]  # a significant one: rebuilt
 
 
 # -- options and defaults ------------------------------------------------------------------
