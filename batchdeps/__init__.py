@@ -19,17 +19,30 @@ from typing import TYPE_CHECKING, Any
 # server do not pay for the task model, runner and config loader they do not need.
 _EXPORTS = {
     "build": "api", "Config": "config", "load_config": "config", "BatchdepsError": "errors",
-    "BoolParameter": "parameters", "DateParameter": "parameters",
-    "DateTimeParameter": "parameters", "EnumParameter": "parameters",
-    "FloatParameter": "parameters", "IntParameter": "parameters",
-    "ListParameter": "parameters", "Parameter": "parameters", "Plan": "resolver",
+    "Plan": "resolver",
     "resolve": "resolver", "BuildResult": "report.result", "Status": "report.result",
     "TaskResult": "report.result", "FileTarget": "targets", "Storage": "targets",
     "Target": "targets", "ExternalTask": "task", "Task": "task", "WrapperTask": "task",
     "DynamicRequirements": "dynamic", "Settings": "task", "namespace": "namespaces",
     "auto_namespace": "namespaces", "Event": "handlers", "inherits": "inherit",
     "requires": "inherit", "luigi_task_id": "taskid",
+    "date_interval": None, "ParameterTypeWarning": "parameters", "FrozenDict": "parameters",
+    "LocalTarget": "targets",
 }
+#: Every parameter type, from batchdeps.parameters (kept in step by tests/test_parameters.py).
+_PARAMETER_TYPES = (
+    "BoolParameter", "ChoiceListParameter", "ChoiceParameter", "DateHourParameter",
+    "DateIntervalParameter", "DateMinuteParameter", "DateParameter", "DateSecondParameter",
+    "DateTimeParameter", "DictParameter", "EnumListParameter", "EnumParameter",
+    "FloatParameter", "IntParameter", "ListParameter", "MonthParameter",
+    "NumericalParameter", "OptionalBoolParameter", "OptionalChoiceParameter",
+    "OptionalDictParameter", "OptionalFloatParameter", "OptionalIntParameter",
+    "OptionalListParameter", "OptionalNumericalParameter", "OptionalParameter",
+    "OptionalPathParameter", "OptionalStrParameter", "OptionalTupleParameter", "Parameter",
+    "PathParameter", "StrParameter", "TaskParameter", "TimeDeltaParameter",
+    "TupleParameter", "YearParameter",
+)
+_EXPORTS.update(dict.fromkeys(_PARAMETER_TYPES, "parameters"))
 
 if TYPE_CHECKING:
     from .api import build
@@ -39,30 +52,63 @@ if TYPE_CHECKING:
     from .inherit import inherits, requires
     from .namespaces import auto_namespace, namespace
     from .errors import BatchdepsError
+    from . import date_interval
     from .parameters import (
         BoolParameter,
+        ChoiceListParameter,
+        ChoiceParameter,
+        DateHourParameter,
+        DateIntervalParameter,
+        DateMinuteParameter,
         DateParameter,
+        DateSecondParameter,
         DateTimeParameter,
+        DictParameter,
+        EnumListParameter,
         EnumParameter,
         FloatParameter,
+        FrozenDict,
         IntParameter,
         ListParameter,
+        MonthParameter,
+        NumericalParameter,
+        OptionalBoolParameter,
+        OptionalChoiceParameter,
+        OptionalDictParameter,
+        OptionalFloatParameter,
+        OptionalIntParameter,
+        OptionalListParameter,
+        OptionalNumericalParameter,
+        OptionalParameter,
+        OptionalPathParameter,
+        OptionalStrParameter,
+        OptionalTupleParameter,
         Parameter,
+        ParameterTypeWarning,
+        PathParameter,
+        StrParameter,
+        TaskParameter,
+        TimeDeltaParameter,
+        TupleParameter,
+        YearParameter,
     )
     from .report.result import BuildResult, Status, TaskResult
     from .resolver import Plan, resolve
-    from .targets import FileTarget, Storage, Target
+    from .targets import FileTarget, LocalTarget, Storage, Target
     from .task import ExternalTask, Settings, Task, WrapperTask
     from .taskid import luigi_task_id
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in _EXPORTS:
         raise AttributeError(f"module 'batchdeps' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    module = _EXPORTS[name]
+    if module is None:  # a submodule: bd.date_interval
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 
@@ -74,10 +120,9 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
-    "BatchdepsError", "BoolParameter", "BuildResult", "Config", "DateParameter",
-    "DynamicRequirements", "Event", "Settings", "auto_namespace", "inherits", "luigi_task_id",
-    "namespace", "requires",
-    "DateTimeParameter", "EnumParameter", "ExternalTask", "FileTarget", "FloatParameter",
-    "IntParameter", "ListParameter", "Parameter", "Plan", "Status", "Storage", "Target",
-    "Task", "TaskResult", "WrapperTask", "build", "load_config", "resolve",
+    "BatchdepsError", "BuildResult", "Config", "DynamicRequirements", "Event",
+    "ExternalTask", "FileTarget", "FrozenDict", "LocalTarget", "ParameterTypeWarning", "Plan",
+    "Settings", "Status", "Storage", "Target", "Task", "TaskResult", "WrapperTask",
+    "auto_namespace", "build", "date_interval", "inherits", "load_config", "luigi_task_id",
+    "namespace", "requires", "resolve", *_PARAMETER_TYPES,
 ]

@@ -28,6 +28,18 @@ class ValueRange:
         self.values = values
 
 
+class _GivenNone:
+    """`--name ""` for an Optional parameter: None, given (not "use the default")."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "''"
+
+
+GIVEN_NONE = _GivenNone()
+
+
 class TaskParamType(click.ParamType):
     """A click type that parses with a batchdeps Parameter, so errors read the same."""
 
@@ -42,7 +54,8 @@ class TaskParamType(click.ParamType):
             values = self.param.parse_range(value)
             if values is not None:
                 return ValueRange(value, tuple(values))
-            return self.param.parse(value)
+            parsed = self.param.parse(value)
+            return GIVEN_NONE if parsed is None else parsed
         except ValueError as exc:
             self.fail(f"{value!r} is not a valid {self.param.type_name}: {exc}", param, ctx)
 
@@ -50,10 +63,8 @@ class TaskParamType(click.ParamType):
                        incomplete: str) -> list[Any]:
         from click.shell_completion import CompletionItem
 
-        choices = getattr(self.param, "enum", None)
-        if choices is None:
-            return []
-        return [CompletionItem(m.name) for m in choices if m.name.startswith(incomplete)]
+        return [CompletionItem(choice) for choice in self.param.completions()
+                if choice.startswith(incomplete)]
 
 
 def _once(kind: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -68,7 +79,8 @@ def _once(kind: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
         if not value:
             return None
         if kind == "list":
-            return tuple(item for part in value for item in part)
+            parts = [part for part in value if part is not GIVEN_NONE]
+            return tuple(item for part in parts for item in part) if parts else GIVEN_NONE
         if kind == "flag":
             if len(set(value)) > 1:
                 raise click.BadParameter(f"both {option.opts[0]} and "
@@ -123,7 +135,7 @@ def task_options(cls: type, taken: set[str], command: str) -> list[click.Paramet
         if param.supports_range:
             shown += "; A..B for a range"
         help_text = f"{param.description} [{param.type_name}; {shown}]".strip()
-        kind = "list" if param.type_name == "list" else "scalar"
+        kind = "list" if param.multiple else "scalar"
         if param.type_name == "bool":
             option = click.Option([f"{flag}/--no-{flag[2:]}", param.name], default=None,
                                   multiple=True, callback=_once("flag"), help=help_text)
@@ -146,7 +158,8 @@ def requested_tasks(cls: Any, values: dict[str, Any]) -> list[Any]:
 
     Several ranges give every combination, ordered by the first range, then the next.
     """
-    given = {name: value for name, value in values.items() if value is not None}
+    given = {name: None if value is GIVEN_NONE else value
+             for name, value in values.items() if value is not None}
     for param in cls.parameters():
         if param.name not in given and not param.has_default \
                 and param.name not in cls._config_defaults:
