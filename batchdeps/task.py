@@ -272,8 +272,9 @@ class Task:
                       only_public: bool = False) -> dict[str, str]:
         """Parameter values as the strings the command line would take (`only_significant`:
         those in the task id). `only_public` is Luigi's and changes nothing: batchdeps
-        parameters have no visibility."""
-        return {p.name: NONE_TEXT if v is None else p.serialize(v)
+        parameters have no visibility. None is `None`, except for an Optional parameter,
+        whose None is the empty string (as Luigi writes it)."""
+        return {p.name: NONE_TEXT if v is None and not p.nullable else p.serialize(v)
                 for p, v in zip(self._params, self.param_values)
                 if p.significant or not only_significant}
 
