@@ -1,6 +1,7 @@
 """Earlier code against this tree, side by side: the same whole processes, interleaved.
 
-    python bench/compare.py REV [--cases tree,chain,noop,startup] [--reps 5] [--dir DIR]
+    python bench/compare.py REV [--cases tree,chain,noop,startup] [--sizes 10000] [--reps 5]
+                           [--dir DIR]
 
 REV is a git revision of this repository (the commit before a change, say). Its tree is
 checked out into a temporary worktree, and both trees run as whole processes with the same
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("rev", help="the earlier revision, e.g. HEAD~3 or a commit id")
     parser.add_argument("--cases", default="tree,chain,noop,startup")
     parser.add_argument("--reps", type=int, default=5, help="pairs per case (1 at 100,000)")
+    parser.add_argument("--sizes", default=None,
+                        help="only these sizes of the cases (comma-separated, e.g. 10000)")
     parser.add_argument("--dir", default=None, help="where the workspace goes")
     args = parser.parse_args()
     cases = [c for c in args.cases.split(",") if c]
@@ -114,8 +117,11 @@ def main() -> None:
                 return sample
             return one
 
+        sizes = {int(n) for n in args.sizes.split(",")} if args.sizes else None
         for case in cases:
             for size in CASES[case]:
+                if sizes is not None and size not in sizes and case != "startup":
+                    continue
                 reps = 1 if size >= 100_000 else args.reps
                 if case == "tree":
                     label, one = f"build all, tree of {size:,}", build(
