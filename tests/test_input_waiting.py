@@ -30,6 +30,7 @@ from support.s3util import (  # noqa: F401 - fixtures
     moto_server,
     new_bucket,
 )
+from support.statuspage import page_showing
 from support.waiting import wait_for
 
 from batchdeps.errors import ExitCode
@@ -184,7 +185,8 @@ def test_sigterm_during_the_wait_stops_cleanly_and_the_rerun_builds_the_rest(
              "the independent branches to be built")
     assert proc.poll() is None, _finish(proc)
     # The status page over this machine's history shows what is waited for, and since when.
-    page = wait_for(lambda: _status_page(late.root), 30, "the wait in the history")
+    page = wait_for(lambda: page_showing(
+        late.root, 'class="waiting-for-input">waiting for input<'), 30, "the wait in the history")
     assert "external input in/late.txt" in page and "waiting until" in page
     proc.send_signal(signal.SIGTERM)
     out, err = _finish(proc)
@@ -197,23 +199,6 @@ def test_sigterm_during_the_wait_stops_cleanly_and_the_rerun_builds_the_rest(
     assert rerun.returncode == ExitCode.OK, rerun.stdout + rerun.stderr
     assert (out_dir / "report.txt").read_text() == "report of data\n"
     assert _mtime(out_dir / "early-0.txt") == early  # not rebuilt
-
-
-def _status_page(root: Path) -> str | None:
-    """The status page's HTML once it shows a task waiting for input, else None."""
-    from batchdeps.history.store import HistoryStore
-    from batchdeps.web.page import render
-    from batchdeps.web.status import page_data
-
-    path = root / "batchdeps-history.db"
-    if not path.exists():
-        return None
-    store = HistoryStore(str(path))
-    try:
-        html = render(page_data(store, {}, title="t", source="local"))
-    finally:
-        store.close()
-    return html if 'class="waiting-for-input">waiting for input<' in html else None
 
 
 WRITER = """

@@ -484,32 +484,16 @@ def test_a_yielded_input_is_outside_the_record_unless_requires_lists_it(
     assert planned(listed.stdout)["YieldsListed()"].startswith("input in/raw-d1.txt")
 
 
-def _page_with(root: Path, text: str) -> str | None:
-    """The status page's HTML once it shows `text`, else None."""
-    from batchdeps.history.store import HistoryStore
-    from batchdeps.web.page import render
-    from batchdeps.web.status import page_data
-
-    path = root / "batchdeps-history.db"
-    if not path.exists():
-        return None
-    store = HistoryStore(str(path))
-    try:
-        html = render(page_data(store, {}, title="t", source="local"))
-    finally:
-        store.close()
-    return html if text in html else None
-
-
 def test_the_status_page_shows_why_a_stale_task_is_being_rebuilt(
         stale_project: Project) -> None:
+    from support.statuspage import page_showing
     from support.waiting import wait_for
 
     project = stale_project
     built(project, *TRIGGERS)
     proc = project.popen("run", "Report", *TRIGGERS, CLEAN_VERSION="2", SLEEP_CLEAN="30")
     try:
-        page = wait_for(lambda: _page_with(project.root, "version 1 → 2"), 30,
+        page = wait_for(lambda: page_showing(project.root, "version 1 → 2"), 30,
                         "the stale rebuild on the status page")
         assert "Clean(day=d1)" in page or "Clean(day=d2)" in page
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -82,3 +83,32 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_guarded(config: Any, own: dict[str, Any], body: Callable[[], int],
+                interrupted: str = "batchdeps: interrupted") -> NoReturn:
+    """What `run` and `watch` share around their work: logging set up from the options
+    and config, SIGTERM taken as a Ctrl-C until a runner installs its own handlers, the one
+    error handler; exits with the code `body` returns."""
+    debug = bool(own["debug"])
+    setup_logging((own["log_level"] or config.batchdeps.get("log_level") or "INFO").upper(),
+                  own["log_format"] or config.batchdeps.get("log_format") or "text")
+    # Before the runner takes over (resolution can take a while) nothing is locked or
+    # written yet, and the exit code is still ExitCode.INTERRUPTED.
+    import signal
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        code = body()
+    except BatchdepsError as exc:
+        fail(exc, debug)
+    except KeyboardInterrupt:
+        click.echo(interrupted, err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for a clear message
+        fail(exc, debug)
+    sys.exit(code)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 from typing import Any
 
 import click
 
 from ..errors import BatchdepsError, ExitCode, UsageError
-from .common import fail, scan, setup_logging
+from .common import run_guarded, scan
 from .taskargs import (
     TaskCommand,
     complete_task_args,
@@ -200,30 +199,9 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
     ctx.exit(ExitCode.OK if wants_help else ExitCode.USAGE)
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def _run(cls: Any, config: Any, values: dict[str, Any], common: dict[str, Any]) -> None:
-    debug = bool(common["debug"])
-    setup_logging((common["log_level"] or config.batchdeps.get("log_level") or "INFO").upper(),
-                  common["log_format"] or config.batchdeps.get("log_format") or "text")
-    # Until the runner takes over (resolution can take a while), SIGTERM is a Ctrl-C too:
-    # nothing is locked or written yet, and the exit code is still ExitCode.INTERRUPTED.
-    import signal
-
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    try:
-        requested = _requested(cls, values, common, config)
-        code = _build(requested, common, config)
-    except BatchdepsError as exc:
-        fail(exc, debug)
-    except KeyboardInterrupt:
-        click.echo("batchdeps: interrupted", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence for a clear message
-        fail(exc, debug)
-    sys.exit(code)
+    run_guarded(config, common, lambda: _build(_requested(cls, values, common, config),
+                                               common, config))
 
 
 def _requested(cls: Any, values: dict[str, Any], common: dict[str, Any],

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from ..errors import BatchdepsError, ExitCode
-from .common import fail, setup_logging
+from ..errors import ExitCode
+from .common import run_guarded
 from .run import Duration
 from .taskargs import (
     TASK_COMMAND_SETTINGS,
@@ -79,31 +78,13 @@ def watch_command(ctx: click.Context, task_name: str | None, args: tuple[str, ..
     invoke_for_task(ctx, task_name, args, "watch", _options(), _watch)
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+STOPPED = "batchdeps: watch stopped (interrupted)"
 
 
 def _watch(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> None:
-    debug = bool(own["debug"])
-    setup_logging((own["log_level"] or config.batchdeps.get("log_level") or "INFO").upper(),
-                  own["log_format"] or config.batchdeps.get("log_format") or "text")
-    import signal
-
     # Between rounds a signal unwinds the loop (the watch lease is released on the way
     # out); during a round the session's own handlers stop the run cleanly first.
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    try:
-        code = _loop(cls, config, values, own)
-    except BatchdepsError as exc:
-        fail(exc, debug)
-    except KeyboardInterrupt:
-        click.echo("batchdeps: watch stopped (interrupted)", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence for a clear message
-        fail(exc, debug)
-    if code == ExitCode.INTERRUPTED:
-        click.echo("batchdeps: watch stopped (interrupted)", err=True)
-    sys.exit(code)
+    run_guarded(config, own, lambda: _loop(cls, config, values, own), STOPPED)
 
 
 def _loop(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> ExitCode:
@@ -128,4 +109,7 @@ def _loop(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) ->
         check_lock_keys([watch_key(requested)])
     provider = make_lock_provider(config, own["lock_url"], f"watch-{uuid.uuid4().hex[:8]}")
     every = own["every"] if own["every"] is not None else DEFAULT_EVERY
-    return Watcher(requested, new_session, provider, every).run()
+    code = Watcher(requested, new_session, provider, every).run()
+    if code == ExitCode.INTERRUPTED:  # stopped during a round
+        click.echo(STOPPED, err=True)
+    return code
