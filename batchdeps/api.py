@@ -58,6 +58,8 @@ def build(
     rerun_triggers: str | Iterable[str] | None = None,
     wait_for_inputs: float | None = None,
     poll: float | None = None,
+    executor: str | None = None,
+    scheduler: str | None = None,
 ) -> BuildResult:
     """Build `tasks` and what they need; returns what happened per task.
 
@@ -89,9 +91,13 @@ def build(
             built (default: `[run] wait_for_inputs`, else no wait; docs/sensors.md).
         poll: the longest delay in seconds between two looks at them (default: `[run]
             poll`, else 60).
+        executor: where attempts run: "inline", "local", "dask" or a registered kind
+            (`--executor`; default: `[executor] kind`, else chosen by `workers`).
+        scheduler: a Dask scheduler's address to run on (`--scheduler`, implies "dask";
+            default: `[executor] address`; none: "dask" starts a LocalCluster).
 
     Raises:
-        UsageError: `workers` below 1, an unknown rerun trigger.
+        UsageError: `workers` below 1, an unknown rerun trigger or executor.
         BatchdepsError: an error that stopped the run (the lock server or storage cannot
             be reached); `[notify]` alerts about it as about a failed run.
     """
@@ -102,7 +108,7 @@ def build(
         force_from=list(force_from), locks=locks, listeners=list(listeners),
         lock_url=lock_url, wait_timeout=wait_timeout, base_options=options, log_dir=log_dir,
         rerun_triggers=rerun_triggers,
-        wait_for_inputs=wait_for_inputs, poll=poll,
+        wait_for_inputs=wait_for_inputs, poll=poll, executor=executor, scheduler=scheduler,
         # History goes beside a config file the caller loaded (or to its state_dir); a bare
         # bd.build() in a script or a test writes no file it was not asked for.
         local_history=bool(config.path or "state_dir" in config.batchdeps),

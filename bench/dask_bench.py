@@ -2,18 +2,24 @@
 
     python bench/dask_bench.py                     # the figures of docs/benchmarks.md
     python bench/dask_bench.py --quick             # smaller sizes, one round
+    python bench/run.py --cases dask               # the same, from the benchmark driver
 
-Cases, each as whole `batchdeps run` processes, the executors interleaved (A B C A B C):
+Cases, each as whole `batchdeps run` processes, the executors interleaved round by round
+(A B C A B C ...), so that a busy minute on a shared machine hits all of them alike:
 
 * 4 workers, 200 independent tasks that each sleep 50 ms (ideal: 200 * 0.05 / 4 = 2.5 s):
   `--executor local --workers 4`; `--executor dask --workers 4` (a LocalCluster started by
-  the run: its start-up is in the figure); `--scheduler` on a cluster of 4 `dask worker`
-  processes started beforehand (what a long-lived cluster costs a run).
+  the run: its start-up and close are in both figures); `--scheduler` on a cluster of 4
+  `dask worker` processes started beforehand (what a run costs on a long-lived cluster).
+  Two times each: the wall time of the whole process (interpreter start-up and imports
+  included), and the run's own time from its summary line (from the executor's start to
+  its close: without the interpreter and the imports, with the LocalCluster's start-up).
 * N no-op tasks (each writes an empty file) for N = 1,000, 2,000, 10,000: local against
-  `--scheduler`; the per-task overhead is (dask - local) / N, and the growth from 1,000 to
-  10,000 tasks says whether it stays linear.
+  `--scheduler`; the per-task overhead is (dask - local) / N of the wall times, and the
+  time per task at 1,000 and at 10,000 says whether it stays linear.
 
-Printed: the median wall time of each, and the run's own time from the summary line.
+Printed: medians, the median of the round-by-round dask/local ratios, and the load
+average (the machine may be shared) before each case.
 """
 
 from __future__ import annotations
@@ -94,7 +100,11 @@ class Cluster:
         for process in reversed(self.processes):
             process.terminate()
         for process in self.processes:
-            process.wait(10)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
 
 
 def run(workspace: str, n: int, ms: int, *executor: str) -> tuple[float, float]:
@@ -113,15 +123,71 @@ def run(workspace: str, n: int, ms: int, *executor: str) -> tuple[float, float]:
     return wall, float(found.group(1)) if found else float("nan")
 
 
+def load() -> str:
+    return f"load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)"
+
+
 def measure(workspace: str, rounds: int, n: int, ms: int,
-            cases: dict[str, list[str]]) -> dict[str, tuple[float, float]]:
-    """Median (wall, run) per case, the cases interleaved round by round."""
+            cases: dict[str, list[str]]) -> dict[str, list[tuple[float, float]]]:
+    """(wall, run) samples per case, the cases interleaved round by round."""
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, args in cases.items():
             samples[name].append(run(workspace, n, ms, *args))
-    return {name: (statistics.median(s[0] for s in got), statistics.median(s[1] for s in got))
-            for name, got in samples.items()}
+    return samples
+
+
+def median(samples: list[tuple[float, float]], which: int) -> float:
+    return statistics.median(sample[which] for sample in samples)
+
+
+def paired(samples: list[tuple[float, float]], base: list[tuple[float, float]],
+           which: int) -> float:
+    """The median of the round-by-round ratios samples / base."""
+    return statistics.median(a[which] / b[which] for a, b in zip(samples, base))
+
+
+def sleeps(workspace: str, rounds: int, n: int, cases: dict[str, list[str]]) -> None:
+    ideal = n * 0.05 / 4
+    print(f"\n{n} tasks of 50 ms on 4 workers (ideal {ideal:.2f} s), {rounds} round(s); "
+          f"{load()}")
+    got = measure(workspace, rounds, n, 50, cases)
+    local = got["local --workers 4"]
+    print("| executor | wall | wall / ideal | run (summary) | run / ideal "
+          "| wall / local, paired |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, samples in got.items():
+        wall, own = median(samples, 0), median(samples, 1)
+        print(f"| {name} | {wall:.2f} s | {wall / ideal:.2f}x | {own:.2f} s | "
+              f"{own / ideal:.2f}x | {paired(samples, local, 0):.2f}x |")
+    own_cluster = got.get("dask --workers 4 (LocalCluster started by the run)")
+    given = got.get("dask --scheduler (4 workers, started before)")
+    if own_cluster and given:
+        extra = statistics.median(a[0] - b[0] for a, b in zip(own_cluster, given))
+        print(f"\nLocalCluster start-up and close (paired wall difference against "
+              f"--scheduler): {extra:.2f} s")
+
+
+def overhead(workspace: str, rounds: int, sizes: list[int], local: list[str],
+             dask: list[str]) -> None:
+    print(f"\nno-op tasks, local --workers 4 against dask --scheduler (4 workers); {load()}")
+    print("| tasks | rounds | local | dask | dask / local, paired | dask per task "
+          "| (dask - local) per task |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    walls: dict[int, tuple[float, float]] = {}
+    for size in sizes:
+        # The largest size once: its figure is tens of seconds, steady enough.
+        times = 1 if size >= 10_000 else rounds
+        got = measure(workspace, times, size, 0, {"local": local, "dask": dask})
+        lo, da = median(got["local"], 0), median(got["dask"], 0)
+        walls[size] = (lo, da)
+        print(f"| {size:,} | {times} | {lo:.2f} s | {da:.2f} s | "
+              f"{paired(got['dask'], got['local'], 0):.2f}x | {da / size * 1e6:,.0f} µs | "
+              f"{(da - lo) / size * 1e6:,.0f} µs |", flush=True)
+    first, last = sizes[0], sizes[-1]
+    print(f"\ngrowth {first:,} -> {last:,} tasks (x{last // first}): dask "
+          f"{walls[last][1] / walls[first][1]:.1f}x, local "
+          f"{walls[last][0] / walls[first][0]:.1f}x; {load()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,44 +202,24 @@ def main(argv: list[str] | None = None) -> int:
                      f'[history]\nenabled = false\n\n[executor]\nshared_paths = ["{workspace}"]\n')
     with open(os.path.join(workspace, "naps.py"), "w") as handle:
         handle.write(PIPELINE)
-    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+    print(f"{load()} before starting the cluster")
     cluster = Cluster(workspace, 4)
     try:
         local = ["--executor", "local", "--workers", "4"]
         scheduler = ["--scheduler", cluster.address]
-        n = 40 if args.quick else 200
-        ideal = n * 0.05 / 4
-        result = measure(workspace, rounds, n, 50, {
+        run(workspace, 8, 0, *scheduler)  # every worker's attempt process started once
+        sleeps(workspace, rounds, 40 if args.quick else 200, {
             "local --workers 4": local,
             "dask --workers 4 (LocalCluster started by the run)": [
                 "--executor", "dask", "--workers", "4"],
             "dask --scheduler (4 workers, started before)": scheduler,
         })
-        print(f"\n{n} tasks of 50 ms on 4 workers (ideal {ideal:.2f} s)")
-        print("| executor | wall | run (summary) | run / ideal |")
-        print("| --- | ---: | ---: | ---: |")
-        for name, (wall, own) in result.items():
-            print(f"| {name} | {wall:.2f} s | {own:.2f} s | {own / ideal:.2f}x |")
-        sizes = [200, 1_000] if args.quick else [1_000, 2_000, 10_000]
-        overhead: dict[int, tuple[float, float]] = {}
-        for size in sizes:
-            # The largest size once: its figure is tens of seconds, steady enough.
-            got = measure(workspace, 1 if size >= 10_000 else rounds, size, 0,
-                          {"local": local, "dask": scheduler})
-            overhead[size] = (got["local"][0], got["dask"][0])
-        print("\nno-op tasks, local --workers 4 against dask --scheduler (4 workers)")
-        print("| tasks | local | dask | dask - local per task |")
-        print("| ---: | ---: | ---: | ---: |")
-        for size, (lo, da) in overhead.items():
-            print(f"| {size:,} | {lo:.2f} s | {da:.2f} s | {(da - lo) / size * 1e6:,.0f} µs |")
-        first, last = sizes[0], sizes[-1]
-        print(f"\ngrowth {first:,} -> {last:,} tasks (x{last // first}): dask "
-              f"{overhead[last][1] / overhead[first][1]:.1f}x, local "
-              f"{overhead[last][0] / overhead[first][0]:.1f}x")
+        overhead(workspace, rounds, [200, 1_000] if args.quick else [1_000, 2_000, 10_000],
+                 local, scheduler)
     finally:
         cluster.stop()
         shutil.rmtree(workspace, ignore_errors=True)
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"\n{load()} at the end")
     return 0
 
 

@@ -493,11 +493,24 @@ def _report_from_json(path: Path, doc: str | None) -> int:
     return 0
 
 
+def case_dask(quick: bool) -> None:
+    """The Dask executor against the local one (bench/dask_bench.py prints its tables;
+    docs/benchmarks.md, "Dask executor", holds them). Needs the dask extra."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("Dask is not installed (pip install -e '.[dask]'); no Dask figures")
+        return
+    import dask_bench
+
+    dask_bench.main(["--quick"] if quick else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, two repetitions")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per figure")
-    parser.add_argument("--cases", default="build,noop,workers,startup,locks,s3,memory",
+    parser.add_argument("--cases", default="build,noop,workers,startup,locks,s3,memory,dask",
                         help="comma-separated cases to run")
     parser.add_argument("--luigi-limit", type=float, default=900.0,
                         help="skip Luigi at sizes predicted to take longer (seconds)")
@@ -542,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             case_startup(bench)
         if "memory" in cases:
             case_memory(bench)
+        if "dask" in cases:
+            case_dask(args.quick)
         judge(bench)
     finally:
         bench.close()

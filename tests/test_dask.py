@@ -139,6 +139,40 @@ class Hang(bd.Task):
 class Waits(Hang):
     """As Hang, with no timeout: a stop of the runner must reach it."""
     timeout = None
+
+
+class Gather(bd.Task):
+    """Finds out in run() that it needs parts (dynamic dependencies), then sums them."""
+    n = bd.IntParameter(default=2)
+    root = bd.Parameter()
+    journal = bd.Parameter()
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/gather.txt")
+
+    def run(self):
+        note(self.journal, "start", self)
+        targets = yield [Part(i=i, root=self.root, journal=self.journal)
+                         for i in range(self.n)]
+        total = 0
+        for target in targets:
+            with target.open("r") as src:
+                total += int(src.read())
+        with self.output().open("w") as out:
+            out.write(f"{total}\\n")
+        note(self.journal, "end", self)
+
+
+class Late(bd.WrapperTask):
+    """Two quick parts and a Slow one: the run goes on after the parts are built."""
+    root = bd.Parameter()
+    journal = bd.Parameter()
+    seconds = bd.FloatParameter(default=3.0)
+
+    def requires(self):
+        return [Part(i=0, root=self.root, journal=self.journal),
+                Part(i=1, root=self.root, journal=self.journal),
+                Slow(root=self.root, journal=self.journal, seconds=self.seconds)]
 '''
 
 LOCAL_ONLY = '''
@@ -200,6 +234,14 @@ class Cluster:
 
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
+
+    def worker_ports(self) -> list[int]:
+        """The listening ports of the worker processes (their addresses' ports)."""
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            return [int(address.rsplit(":", 1)[1])
+                    for address in client.scheduler_info()["workers"]]
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -441,16 +483,20 @@ def test_runner_kill_9_leaves_no_output_and_the_rerun_cleans_staging(
     root = f"s3://{bucket}/k"
     process = runner.start("Slow", "--root", root, "--seconds", "3", "--scheduler",
                            cluster.address)
-    wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60)
+    wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60,
+             what="the attempt to start")
+    assert process.poll() is None, process.communicate()[1]
+    started = time.monotonic()
     attempt_pid = int(runner.lines()[0].split("pid=")[1].split()[0])
     process.kill()
-    process.communicate(timeout=10)
-    # The attempt is stopped once the scheduler sees the runner's client go away, and
-    # nothing ever commits its write.
-    assert wait_for(lambda: _gone(attempt_pid), timeout=15)
-    time.sleep(4)  # longer than the attempt would have taken
+    process.communicate(timeout=30)
+    # The attempt is stopped once the scheduler sees the runner's client go away (the
+    # worker then ends the attempt's process group), and nothing ever commits its write.
+    wait_for(lambda: _gone(attempt_pid), timeout=30, what="the attempt's process to end")
+    # Past the time the attempt would have taken: no other worker ran it meanwhile.
+    time.sleep(max(0.0, started + 4.0 - time.monotonic()))
     assert _object(moto_endpoint, bucket, "k/slow.txt") is None
-    assert not any(line.startswith("end ") for line in runner.lines())
+    assert len(runner.lines()) == 1, runner.lines()  # its start, no end, no re-run
     # What an attempt that died after handing its write over would leave: a staging object.
     boto_client(moto_endpoint).put_object(
         Bucket=bucket, Key="k/.batchdeps-tmp/slow.txt.0badc0de-4242.abcdef.0", Body=b"x")
@@ -514,3 +560,152 @@ def test_upload_pipelines_lets_workers_without_the_module_run_it(
                       cluster.address, "--upload-pipelines")
     assert done.returncode == 0, done.stderr
     assert _object(moto_endpoint, bucket, "u/hidden.txt") == "hidden\n"
+
+
+def test_a_yielding_run_reruns_from_the_top_once_its_yielded_tasks_are_built(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    done = runner.run("Gather", "--n", "3", "--root", f"s3://{bucket}/g", "--scheduler",
+                      cluster.address)
+    assert done.returncode == 0, done.stderr
+    assert _object(moto_endpoint, bucket, "g/gather.txt") == "5\n"  # 0 + 1 + 4
+    starts = runner.starts()
+    gather = next(key for key in starts if key.startswith("Gather("))
+    # Stopped at the yield on a worker, then run again from the top; each part built once.
+    assert starts[gather] == 2, starts
+    assert sorted(v for k, v in starts.items() if k.startswith("Part(")) == [1, 1, 1]
+    assert sum(1 for line in runner.lines() if line.startswith("end Gather(")) == 1
+    assert [k for k in keys_under(moto_endpoint, bucket) if ".batchdeps-tmp" in k] == []
+    again = runner.run("Gather", "--n", "3", "--root", f"s3://{bucket}/g", "--scheduler",
+                       cluster.address)
+    assert again.returncode == 0 and sum(runner.starts().values()) == 5
+
+
+def test_the_operator_view_names_the_worker_of_each_attempt(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    """Log lines, `status`, `history`, the status page and the task logs say where each
+    attempt ran; the page shows it while the run is still going."""
+    from batchdeps.config import load_config
+    from batchdeps.history.listener import history_path
+    from batchdeps.history.store import HistoryStore
+    from batchdeps.web.page import render
+    from batchdeps.web.status import page_data
+
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    root = f"s3://{bucket}/o"
+    workers = {f"tcp://127.0.0.1:{port}" for port in cluster.worker_ports()}
+    process = runner.start("Late", "--root", root, "--seconds", "4", "--scheduler",
+                           cluster.address)
+    try:
+        config = load_config(str(tmp_path / "config.toml"), environ={})
+        path = history_path(config)
+
+        def page_names_a_worker() -> str:
+            if process.poll() is not None or not os.path.exists(path):
+                return ""
+            store = HistoryStore(path)
+            try:
+                html = render(page_data(store, {}, title="t", source="s"))
+            finally:
+                store.close()
+            return html if any(f"<td>{w}</td>" in html for w in workers) else ""
+
+        # Parts built, Slow still running: the run's table names their workers.
+        html = wait_for(page_names_a_worker, timeout=60, what="the page naming a worker")
+        assert "<th>worker</th>" in html and "Part(i=0" in html
+        _, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    # The log lines.
+    built_on = [line for line in err.splitlines() if "built Part(i=0" in line]
+    assert built_on and any(f" on {w}" in built_on[0] for w in workers), err
+    # batchdeps status: the worker of each task's last attempt.
+    status = subprocess.run([BATCHDEPS, "status", "Late", "--root", root, "--seconds", "4",
+                             "--journal", str(runner.journal), "--format", "json"], cwd=tmp_path,
+                            env=runner.env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    nodes = {n["task_id"].split("(")[0]: n for n in json.loads(status.stdout)["nodes"]}
+    assert nodes["Part"]["worker"] in workers and nodes["Slow"]["worker"] in workers
+    assert nodes["Late"]["worker"] is None  # a wrapper: no attempt ran anywhere
+    text = subprocess.run([BATCHDEPS, "status", "Late", "--root", root, "--seconds", "4",
+                           "--journal", str(runner.journal)], cwd=tmp_path, env=runner.env,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "last attempt ran on tcp://127.0.0.1:" in text
+    # batchdeps history, text and JSON.
+    listing = subprocess.run([BATCHDEPS, "history", "--limit", "10"], cwd=tmp_path,
+                             env=runner.env, capture_output=True, text=True, check=True)
+    assert any(f"on {w}" in listing.stdout for w in workers), listing.stdout
+    records = json.loads(subprocess.run(
+        [BATCHDEPS, "history", "--json", "--limit", "10"], cwd=tmp_path, env=runner.env,
+        capture_output=True, text=True, check=True).stdout)
+    assert {r["host"] for r in records if r["task_id"].startswith(("Part", "Slow"))} <= workers
+    # Each attempt's output came back to the runner's log folder.
+    logs = list((tmp_path / "logs" / "Part").rglob("*.log"))
+    assert len(logs) == 2 and all("making part" in log.read_text() for log in logs)
+
+
+def test_a_worker_lost_on_an_external_scheduler_fails_the_attempt_then_the_retry_builds(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    """kill -9 of a `dask worker` process mid-task: the scheduler drops it, the runner
+    hears of it, fails the attempt (Slow retries once) and commits one result."""
+    bucket = new_bucket(moto_endpoint)
+    (tmp_path / "cluster").mkdir()
+    own = Cluster(tmp_path / "cluster", _env(code, moto_endpoint))
+    try:
+        runner = Runner(tmp_path, code, moto_endpoint)
+        process = runner.start("Slow", "--root", f"s3://{bucket}/x", "--seconds", "4",
+                               "--scheduler", own.address)
+        wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60)
+        first = runner.lines()[0]
+        attempt_pid = int(first.split("pid=")[1].split()[0])
+        worker_pid = int(first.split("parent=")[1])
+        assert worker_pid in {p.pid for p in own.processes[1:]}
+        os.kill(worker_pid, signal.SIGKILL)
+        _, err = process.communicate(timeout=90)
+        assert process.returncode == 0, err
+        assert "was lost while running the attempt" in err and "retry Slow(" in err
+        assert wait_for(lambda: _gone(attempt_pid), timeout=10)  # it died with its worker
+        # Built by the retry on the other worker, and committed once.
+        ends = [line for line in runner.lines() if line.startswith("end ")]
+        assert len(ends) == 1 and f"parent={worker_pid}" not in ends[0]
+        assert _object(moto_endpoint, bucket, "x/slow.txt") == "slow\n"
+        assert [k for k in keys_under(moto_endpoint, bucket) if ".batchdeps-tmp" in k] == []
+        records = json.loads(subprocess.run(
+            [BATCHDEPS, "history", "--json", "--limit", "1"], cwd=tmp_path, env=runner.env,
+            capture_output=True, text=True, check=True).stdout)
+        assert records[0]["status"] == "built" and records[0]["attempts"] == 2
+    finally:
+        own.stop()
+
+
+def test_build_api_takes_the_executor_and_the_scheduler(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    bucket = new_bucket(moto_endpoint)
+    runner = Runner(tmp_path, code, moto_endpoint)
+    script = textwrap.dedent(f"""
+        import sys
+        import batchdeps as bd
+        import dpipe
+
+        config = bd.load_config("config.toml")
+        task = dpipe.Total(n=2, root="s3://{bucket}/b", journal={str(runner.journal)!r})
+        result = bd.build(task, config=config, executor="dask", scheduler={cluster.address!r})
+        print(result.counts())
+        try:
+            bd.build(task, config=config, executor="nope", force=True)
+        except bd.BatchdepsError as exc:
+            print("refused:", exc)
+        sys.exit(result.exit_code)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=runner.env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert _object(moto_endpoint, bucket, "b/total.txt") == "1\n"
+    parents = {line.split("parent=")[1] for line in runner.lines()}
+    assert parents <= {str(p.pid) for p in cluster.processes[1:]}, parents
+    assert "refused: unknown executor 'nope' (known: dask, inline, local" in done.stdout
+    assert len(runner.lines()) == 6  # the refused build ran nothing

@@ -102,12 +102,36 @@ def _survey(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) 
     warnings: list[str] = []
     result = survey(requested, holders, rerun_triggers=rerun_triggers_for(config, own),
                     yielded=recorded_yields(config, warnings))
+    _add_workers(result, config, warnings)
     for text in warnings:
         click.echo(f"batchdeps: warning: {text}", err=True)
     import gc
 
     gc.freeze()  # the graph lives until exit: the collector need not rescan it while printing
     return result
+
+
+def _add_workers(result: Any, config: Any, warnings: list[str]) -> None:
+    """Name on each node the worker its last recorded attempt ran on (local history)."""
+    import os
+
+    from ..history.listener import history_path
+
+    path = history_path(config)
+    if not config.history.get("enabled", True) or not os.path.exists(path):
+        return
+    import sqlite3
+
+    from ..history.store import read_workers
+
+    try:
+        workers = read_workers(path)
+    except (sqlite3.Error, OSError) as exc:
+        warnings.append(f"cannot read the history in {path} for the workers: {exc}")
+        return
+    if workers:
+        for node in result.nodes:
+            node.worker = workers.get(node.task_id, "")
 
 
 def rerun_triggers_for(config: Any, own: dict[str, Any]) -> frozenset[str]:

@@ -287,6 +287,26 @@ def read_yielded(path: str) -> dict[str, list[str]]:
     return {task_id: specs for task_id, (_, specs) in latest.items()}
 
 
+def read_workers(path: str) -> dict[str, str]:
+    """Per task id, the worker address (`tcp://host:port`) its last finished attempt ran
+    on, for tasks whose last record names one (an executor such as Dask's reports it; a
+    machine's own name has no `://`), from the history file at `path`, opened read-only.
+
+    Raises:
+        sqlite3.Error: the file cannot be read as a history.
+    """
+    from pathlib import Path
+
+    db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+    try:
+        # The bare column of a max() row is that row's (SQLite): each task's last record.
+        rows = db.execute(f"SELECT task_id, host, max(id) FROM history_events "
+                          f"WHERE {_FINISHED_ROWS} GROUP BY task_id").fetchall()
+    finally:
+        db.close()
+    return {task_id: host for task_id, host, _ in rows if "://" in host}
+
+
 def _run_record(row: Sequence[Any]) -> dict[str, Any]:
     (run_id, requested, host, user, pid, started, finished, exit_code, planned, counts,
      last_seen) = row

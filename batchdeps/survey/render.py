@@ -52,7 +52,7 @@ def tree(result: Survey, depth: int | None = None) -> str:
 
 def _details(node: Node) -> str:
     if node.state == COMPLETE:
-        shown_for_complete = ("upstream ", "stale: ", "no record")
+        shown_for_complete = ("upstream ", "stale: ", "no record", "last attempt ran on ")
         reasons = [r for r in node.reasons() if r.startswith(shown_for_complete)]
     else:
         reasons = node.reasons()
@@ -90,6 +90,7 @@ def _node_json(node: Node, lineage: bool, staleness: bool = False) -> dict[str, 
         "upstream_missing": _id(node.upstream_missing),
         "upstream_newer": _id(node.upstream_newer),
         "yielded": [req.task_id for req in node.yielded],
+        "worker": node.worker or None,
     })
     if staleness:  # rerun triggers were looked at
         data["stale"] = node.stale

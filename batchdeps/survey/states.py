@@ -68,6 +68,8 @@ class Node:
     yielded: list[Node] = field(default_factory=list)
     #: an external input with `ready_after`/`stable_for` not taken yet: why (arrival.py)
     not_arrived: str = ""
+    #: the worker its last recorded attempt ran on, when an executor named one (Dask)
+    worker: str = ""
 
     @property
     def task_id(self) -> str:
@@ -128,6 +130,8 @@ class Node:
             reasons.append(f"upstream {self.upstream_missing.task_id} missing")
         if self.upstream_newer is not None:
             reasons.append(f"upstream {self.upstream_newer.task_id} is newer than its user")
+        if self.worker:
+            reasons.append(f"last attempt ran on {self.worker}")
         if not self.complete and not self.needed and not self.external:
             reasons.append("not rebuilt by `run`: what needs it is complete "
                            "(rebuild it with --force-from)")

@@ -126,13 +126,20 @@ def _runs_in_progress(data: PageData) -> str:
             f'{esc(when(run["started_ts"]))}, {esc(run["planned"])} task(s) planned</h3>'
             f'<p>requested: {", ".join(f"<code>{esc(t)}</code>" for t in run["requested"])}'
             f'</p><p class="counts">{shown}</p>'
-            + _table(["task", "state", "attempt", "since", "reason / error"], (
+            + _table(["task", "state", "attempt", "worker", "since", "reason / error"], (
                 [f"<code>{esc(t['task_id'])}</code>",
                  f'<span class="{_css_class(t["status"])}">{esc(t["status"])}</span>',
-                 esc(t["attempts"] or ""), esc((t["finished"] or "")[11:19]),
-                 esc(t["error"] or t["reason"] or "")]
+                 esc(t["attempts"] or ""), esc(_worker(t, run)),
+                 esc((t["finished"] or "")[11:19]), esc(t["error"] or t["reason"] or "")]
                 for t in tasks), "no task has started yet"))
     return "".join(parts)
+
+
+def _worker(task: dict[str, Any], run: dict[str, Any]) -> str:
+    """Where the task's latest attempt ran, when not in the run's own process (a Dask
+    worker's address); empty otherwise."""
+    host = str(task.get("host") or "")
+    return host if host and host != run["host"] else ""
 
 
 def _leases(data: PageData) -> str:
