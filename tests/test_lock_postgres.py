@@ -299,3 +299,48 @@ def test_two_replicas_reaping_at_once_expire_each_lease_once(pg_url: str) -> Non
     finally:
         first.close()
         second.close()
+
+
+def test_releases_do_not_wait_for_the_disk_and_grants_do() -> None:
+    """A release commits without waiting for its WAL flush (as the SQLite store does not
+    sync releases); the setting is for that transaction alone, so each grant, on the same
+    connection right after, still waits for its commit to be durable. Counted by the
+    server itself (pg_stat_wal.wal_sync) on a cluster of this test's own with fsync on."""
+    import psycopg
+    from support.pg import skip_reason
+
+    if skip_reason():
+        pytest.skip(skip_reason())
+    cluster = PgCluster(fsync=True).start()
+    try:
+        url = cluster.fresh_url()
+        init_database(url)
+        store = PgLeaseStore(url)
+        watcher = psycopg.connect(url, autocommit=True)
+        holder = Holder("h", 1, "r")
+
+        def wal_syncs() -> int:
+            store._conn.execute("SELECT pg_stat_force_next_flush()")
+            store._conn.execute("SELECT 1")  # the flush happens at the end of a statement
+            watcher.execute("SELECT pg_stat_clear_snapshot()")
+            return int(watcher.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0])
+
+        try:
+            leases = [store.acquire(f"K{n}", holder, 30)[1] for n in range(40)]
+            before = wal_syncs()
+            for lease in leases[:20]:
+                assert lease is not None and store.release(lease.key, lease.token, holder)
+            assert store.release_many([(lease.key, lease.token) for lease in leases[20:]
+                                       if lease is not None], holder) == [True] * 20
+            released = wal_syncs()
+            for n in range(20):
+                assert store.acquire(f"G{n}", holder, 30)[0]
+            granted = wal_syncs()
+            assert released - before <= 3  # the WAL writer's own flushes, if any
+            assert granted - released >= 20  # one flush per grant, waited for
+            assert store._conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        finally:
+            watcher.close()
+            store.close()
+    finally:
+        cluster.destroy()

@@ -43,6 +43,26 @@ EXTRA = "batchdeps[postgres]"
 CONNECT_OPTIONS = {"connect_timeout": 3, "keepalives_idle": 5, "keepalives_interval": 2,
                    "keepalives_count": 2, "application_name": "batchdeps-lock-server"}
 SESSION_SETTINGS = "SET statement_timeout = '10s'; SET lock_timeout = '5s'"
+#: release-many: lock the caller's rows in key order, delete them, audit each, answer them;
+#: `relaxed` turns synchronous_commit off for this one transaction (a row is deleted only
+#: after the join read `relaxed`, so the setting is in force before the commit).
+#: `{match}` picks the rows: RELEASE_MATCH (for one pair, the primary key's equality)
+RELEASE_SQL = (
+    "WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), "
+    "mine AS (SELECT l.key, l.token FROM relaxed, batchdeps_leases l WHERE {match} "
+    "AND l.host = %(host)s AND l.pid = %(pid)s AND l.run_id = %(run)s "
+    'ORDER BY l.key COLLATE "C" FOR UPDATE OF l), '
+    "gone AS (DELETE FROM batchdeps_leases l USING mine "
+    "WHERE l.key = mine.key AND l.token = mine.token RETURNING l.key, l.token), "
+    "logged AS (INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
+    "SELECT extract(epoch FROM now()), 'release', key, token, %(holder)s, %(address)s, '' "
+    "FROM gone) SELECT key, token FROM gone")
+RELEASE_MATCH = {
+    "one": RELEASE_SQL.format(match="l.key = %(key)s AND l.token = %(token)s"),
+    "many": RELEASE_SQL.format(
+        match="l.key = ANY(%(keys)s::text[]) AND (l.key, l.token) IN "
+              "(SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::bigint[]))"),
+}
 _COLUMNS = ("key, token, host, pid, run_id, ttl, extract(epoch FROM granted_at), "
             "extract(epoch FROM expires_at - now())")
 
@@ -232,8 +252,11 @@ class PgLeaseStore:
 
     def acquire(self, key: str, holder: Holder, ttl: float,
                 address: str = "") -> tuple[bool, LeaseRow | None]:
-        granted, lease = self.acquire_many([key], holder, ttl, address)[0]
-        return granted, lease
+        """One call of `batchdeps_acquire()`; safe to send twice (see acquire_many)."""
+        row = self._run(lambda conn: conn.execute(
+            "SELECT * FROM batchdeps_acquire(%s, %s, %s, %s, %s, %s, false)",
+            (key, holder.host, holder.pid, holder.run_id, float(ttl), address)).fetchone())
+        return self._granted(row)
 
     def acquire_many(self, keys: Sequence[str], holder: Holder, ttl: float,
                      address: str = "") -> list[tuple[bool, LeaseRow]]:
@@ -290,39 +313,28 @@ class PgLeaseStore:
         return self.renew(key, token, holder)
 
     def release(self, key: str, token: int, holder: Holder, address: str = "") -> bool:
-        done = self._run(lambda conn: conn.execute(
-            "WITH gone AS (DELETE FROM batchdeps_leases WHERE key = %s AND token = %s "
-            "AND host = %s AND pid = %s AND run_id = %s RETURNING key, token) "
-            "INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
-            "SELECT extract(epoch FROM now()), 'release', key, token, %s, %s, '' FROM gone",
-            (key, token, holder.host, holder.pid, holder.run_id, holder.text(),
-             address)).rowcount)
-        self._count("release", done)
-        return bool(done)
+        return self.release_many([(key, token)], holder, address)[0]
 
     def release_many(self, leases: Sequence[tuple[str, int]], holder: Holder,
                      address: str = "") -> list[bool]:
-        """One statement for the batch. The rows are locked in key order (`COLLATE "C"`:
-        code point order, as Python sorts the keys of an acquire-many), so a release and
-        an acquire-many that share keys cannot deadlock. Safe to send twice."""
+        """One statement for the batch, safe to send twice.
+
+        The rows are locked in key order (`COLLATE "C"`: code point order, as Python sorts
+        the keys of an acquire-many), so a release and an acquire-many that share keys
+        cannot deadlock. The commit does not wait for the disk (`synchronous_commit` off
+        for this transaction only, set in `relaxed`): as in the SQLite store, a release
+        that a crash of the database forgets leaves the lease held until its deadline, and
+        any later grant of the key is flushed with the release before it.
+        """
         if not leases:
             return []
         keys = [key for key, _ in leases]
         tokens = [int(token) for _, token in leases]
-        rows = self._run(lambda conn: conn.execute(
-            "WITH mine AS (SELECT l.key, l.token FROM batchdeps_leases l "
-            "JOIN unnest(%s::text[], %s::bigint[]) AS r(key, token) "
-            "ON l.key = r.key AND l.token = r.token "
-            "WHERE l.host = %s AND l.pid = %s AND l.run_id = %s "
-            'ORDER BY l.key COLLATE "C" FOR UPDATE OF l), '
-            "gone AS (DELETE FROM batchdeps_leases l USING mine "
-            "WHERE l.key = mine.key AND l.token = mine.token RETURNING l.key, l.token), "
-            "logged AS (INSERT INTO batchdeps_audit "
-            "(at, event, key, token, holder, address, detail) "
-            "SELECT extract(epoch FROM now()), 'release', key, token, %s, %s, '' FROM gone) "
-            "SELECT key, token FROM gone",
-            (keys, tokens, holder.host, holder.pid, holder.run_id, holder.text(),
-             address)).fetchall())
+        args = {"keys": keys, "tokens": tokens, "key": keys[0], "token": tokens[0],
+                "host": holder.host, "pid": holder.pid, "run": holder.run_id,
+                "holder": holder.text(), "address": address}
+        sql = RELEASE_MATCH["one" if len(leases) == 1 else "many"]
+        rows = self._run(lambda conn: conn.execute(sql, args).fetchall())
         freed = {(key, int(token)) for key, token in rows}
         self._count("release", len(freed))
         answers = []
