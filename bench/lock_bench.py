@@ -5,8 +5,11 @@ or `python bench/lock_bench.py --runners 1,4,8,32` for many runners at once.
 It starts a real `batchdeps lock-server` on 127.0.0.1 (free port, temp database, rate
 limit off) and prints:
 
-- round trips/s of acquire + release on loopback with 1 and 16 concurrent clients (each
-  client is its own process with its own persistent connection);
+- leases/s (acquire + release, each a round trip) on loopback with 1, 16 and 64 concurrent
+  clients (`--clients`; each client is its own process with its own persistent
+  connection), single (`acquire` then `release-many` of one lease) and batched
+  (`acquire-many` of `--batch` keys, default 32, then `release-many` of them): every lease
+  granted, fsync'd and released, so batched is two round trips per `--batch` leases;
 - the wall time of a run of N independent trivial tasks with no locks, machine-local
   flock() locks and the lock server, and the overhead per task that each lock adds.
 
@@ -55,7 +58,8 @@ def start_server(folder: str, db: str | None = None) -> tuple[subprocess.Popen[s
     return proc, line.split()[2]
 
 
-def _client(url: str, seconds: float, start_at: float, index: int, out: Any) -> None:
+def _client(url: str, seconds: float, start_at: float, index: int, out: Any,
+            batch: int = 1) -> None:
     provider = HttpLockProvider(url, token=TOKEN, ttl=30)
     provider.start()
     while time.time() < start_at:
@@ -63,22 +67,29 @@ def _client(url: str, seconds: float, start_at: float, index: int, out: Any) -> 
     done = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        lease = provider.try_acquire(f"Bench(client={index}, n={done})")
-        assert lease is not None
-        provider.release(lease)
-        provider.flush_releases()  # each pair is two round trips, not a queued release
-        done += 1
+        if batch == 1:
+            leases = [provider.try_acquire(f"Bench(client={index}, n={done})")]
+        else:
+            leases = provider.try_acquire_many(
+                [f"Bench(client={index}, n={done + i})" for i in range(batch)])
+        for lease in leases:
+            assert lease is not None
+            provider.release(lease)
+        provider.flush_releases()  # a round trip of its own, not a release riding along
+        done += len(leases)
     provider.close()
     out.put(done)
 
 
-def round_trips(url: str | list[str], clients: int, seconds: float) -> float:
-    """Acquire+release pairs per second over all clients (dealt over the URLs in turn)."""
+def round_trips(url: str | list[str], clients: int, seconds: float, batch: int = 1) -> float:
+    """Leases acquired and released per second over all clients (dealt over the URLs in
+    turn), `batch` keys per acquire request."""
     urls = [url] if isinstance(url, str) else url
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    start_at = time.time() + 0.5
-    procs = [ctx.Process(target=_client, args=(urls[i % len(urls)], seconds, start_at, i, out))
+    start_at = time.time() + 0.5 + clients * 0.02
+    procs = [ctx.Process(target=_client,
+                         args=(urls[i % len(urls)], seconds, start_at, i, out, batch))
              for i in range(clients)]
     for proc in procs:
         proc.start()
@@ -136,7 +147,9 @@ def runners_at_once(count: int, url: str | None, folder: str, sleepers: int, ms:
                      '[history]\nenabled = false\n')
     env = {**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN,
            "BATCHDEPS_LOCK_DIR": os.path.join(root, "locks"),
-           "PYTHONPATH": os.path.join(os.path.dirname(os.path.abspath(__file__)), "dags")}
+           "PYTHONPATH": os.pathsep.join(
+               [os.path.join(os.path.dirname(os.path.abspath(__file__)), "dags")]
+               + [entry for entry in [os.environ.get("PYTHONPATH", "")] if entry])}
     argv = [exe, "run", "AllSleepers", "--size", str(sleepers), "--ms", str(ms),
             "--root", os.path.join(root, "data"), "--workers", str(workers)]
     if url:
@@ -221,6 +234,23 @@ def compare_stores(args: argparse.Namespace, folder: str) -> None:
         cluster.destroy()
 
 
+def lease_rates(args: argparse.Namespace, url: str) -> None:
+    """The leases/s table: single and batched, for each client count, median of repeats."""
+    counts = [int(c) for c in args.clients.split(",")]
+    rates: dict[tuple[int, int], list[float]] = {}
+    for _ in range(args.repeats):  # interleaved, so load on the machine hits every cell
+        for clients in counts:
+            for batch in (1, args.batch):
+                rates.setdefault((clients, batch), []).append(
+                    round_trips(url, clients, args.seconds, batch))
+    print(f"| clients | leases/s, single | leases/s, batched ({args.batch} keys) |")
+    print("| ---: | ---: | ---: |")
+    for clients in counts:
+        single, batched = (sorted(rates[(clients, b)])[args.repeats // 2]
+                           for b in (1, args.batch))
+        print(f"| {clients} | {single:.0f} | {batched:.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -230,6 +260,11 @@ def main() -> None:
     parser.add_argument("--sleepers", type=int, default=2000)
     parser.add_argument("--ms", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", default="1,16,64",
+                        help="concurrent clients for leases/s, e.g. 1,16,64")
+    parser.add_argument("--batch", type=int, default=32, help="keys per acquire-many")
+    parser.add_argument("--leases-only", action="store_true",
+                        help="only the leases/s table, not the N-task build")
     parser.add_argument("--postgres", action="store_true",
                         help="SQLite against PostgreSQL with one and two replicas")
     args = parser.parse_args()
@@ -250,10 +285,11 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
         return
     try:
-        print(f"lock server at {url}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
-        for clients in (1, 16):
-            rate = round_trips(url, clients, args.seconds)
-            print(f"acquire+release round trips/s, {clients:2d} client(s): {rate:9.0f}")
+        print(f"lock server at {url}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
+              f"load {os.getloadavg()[0]:.1f}; median of {args.repeats}, interleaved")
+        lease_rates(args, url)
+        if args.leases_only:
+            return
         timed_run(min(args.tasks, 1000), NoLocks(), folder)  # warm up imports and caches
         baseline = local = remote = float("inf")
         for _ in range(args.repeats):  # interleaved; the best of each is least disturbed

@@ -292,3 +292,65 @@ def test_a_queued_release_rides_along_with_the_next_acquire(lock_server: LockSer
     assert lock_server.proc is not None and lock_server.proc.stderr is not None
     log = lock_server.proc.stderr.read()
     assert "stopping after" in log and "release_many" not in log and "release " not in log
+
+
+def test_the_transport_reads_every_framing_of_an_answer_and_survives_a_closed_connection(
+        ) -> None:
+    """The client's own HTTP/1.1 reader against a raw socket server on 127.0.0.1: a
+    Content-Length body, a chunked one, one that runs to the end of an HTTP/1.0
+    connection, `Connection: close`, and a kept-alive connection the server closed
+    meanwhile (sent again once on a fresh connection)."""
+    import threading
+
+    from batchdeps.locks.transport import LockTransport
+
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n"
+        b'{"roles": []}',
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'5\r\n{"rol\r\n8;ext=1\r\nes": [1]\r\n1\r\n}\r\n0\r\nX-Trailer: y\r\n\r\n',
+        None,  # close the kept-alive connection without answering
+        b'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 15\r\n\r\n{"roles": [22]}',
+        b'HTTP/1.0 200 OK\r\n\r\n{"roles": [3]}',
+    ]
+    seen: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        pending = list(answers)
+        while pending:
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rb") as reader:  # both closed: the peer sees EOF
+                while pending:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        byte = reader.read(1)
+                        if not byte:
+                            break
+                        head += byte
+                    if not head:
+                        break
+                    seen.append(head)
+                    answer = pending.pop(0)
+                    if answer is None:
+                        break  # drop the connection: the client must try once more
+                    conn.sendall(answer)
+                    if b"close" in answer or b"HTTP/1.0" in answer:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    transport = LockTransport(f"http://127.0.0.1:{listener.getsockname()[1]}", "tok-1",
+                              retry_for=2.0)
+    try:
+        assert transport.call("whoami") == (200, {"roles": []})
+        assert transport.call("whoami") == (200, {"roles": [1]})
+        assert transport.call("whoami") == (200, {"roles": [22]})
+        assert transport.call("whoami") == (200, {"roles": [3]})
+    finally:
+        transport.close()
+        listener.close()
+    thread.join(timeout=5)
+    assert len(seen) == 5
+    assert all(head.startswith(b"GET /v1/whoami HTTP/1.1\r\n") for head in seen)
+    assert all(b"Authorization: Bearer tok-1\r\n" in head for head in seen)

@@ -200,3 +200,162 @@ def test_acquire_many_and_release_many_routes(lock_server) -> None:
         status, body = post("/v1/acquire-many", bad)
         assert status == 400, bad
         assert "error" in body
+
+
+def test_concurrent_batches_grant_each_key_once_durably_with_growing_tokens(
+        lock_server: LockServer) -> None:
+    """Many clients at once, acquire-many with releases riding along and release-many:
+    the server puts requests that arrive together in one commit and one fsync. A key is
+    never granted to two holders at once, tokens grow with every grant, and every grant
+    answered is there again, same holder and token, after a kill -9 and a restart."""
+    import http.client
+    import json as _json
+    import random
+    import threading
+
+    keys = [f"Task(n={n})" for n in range(48)]
+    answered: list[tuple[str, int, str]] = []  # (key, token, run_id) of every grant seen
+    held: dict[str, dict[str, int]] = {}  # run_id -> key -> token it holds at the end
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        me = {"host": "h", "pid": index, "run_id": f"run-{index}"}
+        conn = http.client.HTTPConnection("127.0.0.1", lock_server.port, timeout=30)
+        mine: dict[str, int] = {}
+        rand = random.Random(index)
+        try:
+            for round_ in range(6):
+                wanted = rand.sample(keys, 12)
+                body: dict[str, object] = {"keys": wanted, "holder": me, "ttl": 30}
+                if round_ % 2 and mine:  # give some back with the next acquire
+                    back = sorted(mine)[: len(mine) // 2]
+                    body["release"] = [{"key": k, "token": mine.pop(k)} for k in back]
+                conn.request("POST", "/v1/acquire-many", body=_json.dumps(body),
+                             headers={"Authorization": f"Bearer {TOKEN}",
+                                      "Content-Type": "application/json"})
+                answer = _json.loads(conn.getresponse().read())
+                assert all(answer.get("released", [True]))
+                for key, result in zip(wanted, answer["results"]):
+                    if result["granted"]:
+                        assert mine.get(key, result["token"]) == result["token"]
+                        mine[key] = result["token"]
+                        with lock:
+                            answered.append((key, result["token"], me["run_id"]))
+                if round_ == 4 and mine:
+                    back = sorted(mine)[:2]
+                    conn.request("POST", "/v1/release-many", body=_json.dumps({
+                        "holder": me, "leases": [{"key": k, "token": mine.pop(k)}
+                                                 for k in back]}),
+                        headers={"Authorization": f"Bearer {TOKEN}",
+                                 "Content-Type": "application/json"})
+                    assert _json.loads(conn.getresponse().read())["released"] == [True, True]
+        finally:
+            conn.close()
+        with lock:
+            held[me["run_id"]] = mine
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(held) == 8
+    # One token per grant, never shared between two keys or two holders.
+    grants = {(key, token): run for key, token, run in answered}
+    assert len({token for _, token in grants}) == len(grants)
+    status, audit = lock_server.request("GET", "/v1/audit?limit=10000")
+    assert status == 200
+    granted = [line for line in reversed(audit["audit"]) if line["event"] == "grant"]
+    tokens = [line["token"] for line in granted]
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)  # strictly growing
+    assert {(line["key"], line["token"]) for line in granted} == set(grants)
+    # A key's next grant comes only after its holder gave it back.
+    live: dict[str, int] = {}
+    for line in reversed(audit["audit"]):
+        if line["event"] == "grant":
+            assert line["key"] not in live, f"{line['key']} granted while held"
+            live[line["key"]] = line["token"]
+        elif line["event"] == "release":
+            assert live.pop(line["key"]) == line["token"]
+    lock_server.kill9()
+    lock_server.start(port=lock_server.port)
+    status, body = lock_server.request("GET", "/v1/leases")
+    assert status == 200
+    after = {(lease["key"], lease["token"], lease["holder"]["run_id"])
+             for lease in body["leases"]}
+    assert after == {(key, token, run) for run, mine in held.items()
+                     for key, token in mine.items()}
+
+
+def test_a_batch_of_requests_answers_as_each_request_alone(tmp_path: Path) -> None:
+    """GroupCommit: changes of requests that arrive together share one transaction; the
+    answers and the database are those of each change made in a transaction of its own,
+    and a change that fails fails alone."""
+    import asyncio
+
+    from batchdeps.locks.protocol import Holder
+    from batchdeps.locks.server import GroupCommit
+    from batchdeps.locks.store import SqliteLeaseStore
+
+    a, b = Holder("h", 1, "a"), Holder("h", 2, "b")
+
+    def changes(store: SqliteLeaseStore) -> list:
+        def broken() -> None:
+            store.acquire("half-done", a, 30)
+            raise RuntimeError("a bug in one request")
+
+        return [lambda: store.acquire("x", a, 30), lambda: store.acquire("x", b, 30),
+                lambda: store.acquire_many(["y", "z"], b, 30), broken,
+                lambda: store.release("x", store.token("x"), a),
+                lambda: store.acquire("x", b, 30)]
+
+    async def grouped(store: SqliteLeaseStore) -> list:
+        commits = GroupCommit(store)
+        results = await asyncio.gather(*(commits.run(c) for c in changes(store)),
+                                       return_exceptions=True)
+        assert commits.batches == 1 + len(results)  # rolled back once, then one by one
+        good = await asyncio.gather(*(commits.run(c) for i, c in enumerate(changes(store))
+                                      if i != 3))
+        assert commits.batches == 2 + len(results)  # without the bug: one commit for all
+        return [*results, *good]
+
+    def alone(store: SqliteLeaseStore) -> list:
+        results: list = []
+        for round_ in range(2):
+            for i, change in enumerate(changes(store)):
+                if round_ and i == 3:
+                    continue
+                try:
+                    with store.transaction():
+                        results.append(change())
+                except RuntimeError as exc:
+                    results.append(exc)
+        return results
+
+    def shape(value: object, rank: dict[int, int]) -> object:
+        """Results with tokens as their rank: a batch rolled back has used up a few tokens
+        (tokens only grow), so only their order can be the same."""
+        if isinstance(value, Exception):
+            return repr(value)
+        if isinstance(value, (tuple, list)):
+            return [shape(v, rank) for v in value]
+        if hasattr(value, "token"):
+            return (value.key, rank[value.token], value.holder)  # type: ignore[attr-defined]
+        return value
+
+    def seen(store: SqliteLeaseStore, results: list) -> tuple[object, object, object]:
+        audit = [(r.event, r.key, r.token) for r in store.audit_since(0)]
+        rank = {token: i for i, token in enumerate(sorted({t for _, _, t in audit}))}
+        return (shape(results, rank),
+                [(lease.key, rank[lease.token], lease.holder) for lease in store.live()],
+                [(event, key, rank[token]) for event, key, token in audit])
+
+    wall = lambda: 1000.0  # noqa: E731 - tokens from the mark alone, in step in both stores
+    fast = SqliteLeaseStore(str(tmp_path / "grouped.db"), wall=wall)
+    slow = SqliteLeaseStore(str(tmp_path / "alone.db"), wall=wall)
+    got = asyncio.run(grouped(fast))
+    assert seen(fast, got) == seen(slow, alone(slow))
+    assert isinstance(got[3], RuntimeError) and fast.get("half-done") is None
+    assert [g for g, _ in got[0:2]] == [True, False] and got[4] is True
+    fast.close()
+    slow.close()

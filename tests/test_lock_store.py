@@ -289,3 +289,56 @@ def test_audit_since_reads_newest_first_within_the_window(tmp_path: Path,
     assert len(store.audit_since(0, limit=1)) == 1
     assert store.prune_audit(now[0] - 1) == 1
     assert [line.event for line in store.audit_since(0)] == ["auth-failure", "release"]
+
+
+def _same_start(tmp_path: Path, name: str, clock: Clock) -> LeaseStore:
+    """A store with one lease of B live, one of A live and one of B expired."""
+    store = LeaseStore(str(tmp_path / name), clock=clock, wall=lambda: 1000.0)
+    store.acquire("held-by-b", B, 10)
+    store.acquire("held-by-a", A, 10)
+    store.acquire("expired", B, 1)
+    return store
+
+
+def test_acquire_many_answers_as_acquire_key_by_key(tmp_path: Path, clock: Clock) -> None:
+    """The batch path (rows read in one SELECT, one commit) and acquire() one key at a
+    time give the same answers, tokens, rows and audit lines."""
+    batched = _same_start(tmp_path, "batched.db", clock)
+    single = _same_start(tmp_path, "single.db", clock)
+    clock.now += 5  # "expired" ran out; the others are live
+    keys = ["free-1", "held-by-b", "expired", "held-by-a", "free-2", "free-1"]
+    many = batched.acquire_many(keys, A, 10)
+    one_by_one = [single.acquire(key, A, 10) for key in keys]
+    assert [(g, lease.key, lease.token, lease.holder) for g, lease in many] == [
+        (g, lease.key, lease.token, lease.holder) for g, lease in one_by_one if lease]
+    assert [g for g, _ in many] == [True, False, True, True, True, True]
+    assert many[0][1].token == many[5][1].token  # a key named twice is granted once
+    assert [(r.event, r.key, r.token, r.holder) for r in batched.audit_since(0)] == [
+        (r.event, r.key, r.token, r.holder) for r in single.audit_since(0)]
+    assert [(lease.key, lease.token) for lease in batched.live()] == [
+        (lease.key, lease.token) for lease in single.live()]
+    assert batched.token_high() == single.token_high()
+
+
+def test_a_rolled_back_transaction_leaves_leases_as_they_were(store: LeaseStore,
+                                                              clock: Clock,
+                                                              tmp_path: Path) -> None:
+    _, kept = store.acquire("kept", A, 10)
+    assert kept is not None
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            taken = store.acquire_many(["new-1", "new-2"], A, 10)
+            assert store.release("kept", kept.token, A)
+            raise RuntimeError("a bug in the middle of a batch")
+    assert store.get("new-1") is None and store.held_count == 1
+    again = store.get("kept")
+    assert again is not None and again.token == kept.token and again.expires_in > 0
+    clock.now += 11
+    assert store.expire_due() == 1  # the restored expiry still runs out
+    _, after = store.acquire("new-1", A, 10)
+    assert after is not None and after.token > max(lease.token for _, lease in taken)
+    events = [line.event for line in store.audit_since(0)]
+    assert events.count("grant") == 2 and "release" not in events
+    store.close()
+    reopened = LeaseStore(str(tmp_path / "leases.db"), clock=clock)
+    assert reopened.token_high() == after.token

@@ -191,6 +191,28 @@ def test_a_batch_is_answered_key_by_key_not_all_or_nothing(store: LeaseStore) ->
     assert sorted(grants) == ["free1", "free2", "taken"]
 
 
+def test_an_exception_inside_a_transaction_undoes_it_where_the_store_groups(
+        store: LeaseStore) -> None:
+    """`groups`: SQLite undoes every call made inside a failed transaction; PostgreSQL
+    commits each call on its own, so each stays done (and the server never batches)."""
+    granted, kept = store.acquire("kept", A, 10)
+    assert granted and kept is not None
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.acquire("new", A, 10)
+            assert store.release("kept", kept.token, A)
+            raise RuntimeError("a bug in the middle of a batch")
+    if store.groups:
+        assert store.get("new") is None
+        again = store.get("kept")
+        assert again is not None and again.token == kept.token and again.holder == A
+        assert store.acquire("kept", B, 10)[0] is False
+    else:
+        assert store.get("new") is not None and store.get("kept") is None
+    _, later = store.acquire("later", B, 10)
+    assert later is not None and later.token > kept.token
+
+
 def test_a_resource_pool_grants_at_most_its_slots(store: LeaseStore) -> None:
     first = store.acquire_resource("warehouse", 2, A, 10)
     second = store.acquire_resource("warehouse", 2, A, SHORT)

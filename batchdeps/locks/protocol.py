@@ -9,7 +9,7 @@ heavier than the standard library. Bodies are JSON objects. Every request carrie
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,7 +110,7 @@ class Holder:
         return f"host {self.host} pid {self.pid} run {self.run_id}"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"host": self.host, "pid": self.pid, "run_id": self.run_id}
 
     @classmethod
     def from_json(cls, value: Any) -> Holder:

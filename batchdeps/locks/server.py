@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -58,6 +58,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: adds a package's routes to a server's app: `register(server, app)`
 RouteSet = Callable[["LockServer", web.Application], None]
 ROLES_KEY = "batchdeps_roles"  # request[ROLES_KEY]: the roles of the request's token
+T = TypeVar("T")
 EXPIRY_SWEEP_SECONDS = 1.0
 AUDIT_PRUNE_SECONDS = 600.0
 
@@ -66,18 +67,24 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
-def lease_json(lease: LeaseRow, now_wall: float, with_token: bool = True) -> dict[str, Any]:
-    body = {
-        "key": lease.key,
-        "token": lease.token,
-        "holder": lease.holder.to_json(),
-        "holder_text": lease.holder.describe(),
-        "ttl": lease.ttl,
-        "age": max(0.0, now_wall - lease.granted_at),
-        "expires_in": max(0.0, lease.expires_in),
-    }
-    if not with_token:
-        del body["token"]
+def lease_json(lease: LeaseRow, now_wall: float, with_token: bool = True,
+               holders: dict[p.Holder, tuple[dict[str, Any], str]] | None = None
+               ) -> dict[str, Any]:
+    """A lease as the API shows it. `holders`: a cache of holders already described (a
+    batch's answers name the same one again and again)."""
+    holder = lease.holder
+    described = holders.get(holder) if holders is not None else None
+    if described is None:
+        described = (holder.to_json(), holder.describe())
+        if holders is not None:
+            holders[holder] = described
+    body: dict[str, Any] = {"key": lease.key}
+    if with_token:
+        body["token"] = lease.token
+    body["holder"], body["holder_text"] = described
+    body["ttl"] = lease.ttl
+    body["age"] = max(0.0, now_wall - lease.granted_at)
+    body["expires_in"] = max(0.0, lease.expires_in)
     return body
 
 
@@ -133,6 +140,71 @@ class GroupSync:
             self._running = None
 
 
+class GroupCommit:
+    """Makes the lease changes of requests that arrive together in one store transaction.
+
+    A handler hands its change (a function that calls the store and does not await) to
+    `run()`. The changes handed in while the event loop serves what came in from its
+    sockets in one pass are made one after another, in arrival order, inside one
+    `transaction()`: SQLite then writes and commits them once, and the grants among them
+    then wait for one fsync together (`GroupSync`) before any is answered. Should one
+    change raise, the whole transaction is rolled back and every change of the batch is
+    made again in a transaction of its own, so one bad request never fails another. A
+    store whose `transaction()` groups nothing (`groups` False: PostgreSQL, where every
+    call commits on its own) gets each change on its own at once.
+    """
+
+    def __init__(self, store: LeaseStore) -> None:
+        self.store = store
+        self.batches = 0  # transactions made, each for one batch (or one retried change)
+        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+
+    async def run(self, change: Callable[[], T]) -> T:
+        """The result of `change()`, made inside a transaction shared with its batch."""
+        if not self.store.groups:
+            with self.store.transaction():
+                return change()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.append((change, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._commit)
+        return await future
+
+    def _commit(self) -> None:
+        batch = [(change, future) for change, future in self._queue
+                 if not future.cancelled()]  # a request gone before its turn changes nothing
+        self._queue = []
+        if not batch:
+            return
+        try:
+            with self.store.transaction():
+                results = [change() for change, _ in batch]
+        except Exception:  # noqa: BLE001 - rolled back whole: each change on its own now
+            self.one_at_a_time(batch)
+            return
+        finally:
+            self.batches += 1
+        for (_, future), result in zip(batch, results):
+            if not future.cancelled():
+                future.set_result(result)
+
+    def one_at_a_time(self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]]) -> None:
+        """Each change of `batch` in a transaction of its own (the slow twin of a batch)."""
+        for change, future in batch:
+            try:
+                with self.store.transaction():
+                    result = change()
+            except Exception as exc:  # noqa: BLE001 - this request's own error: 4xx/500/503
+                if not future.cancelled():
+                    future.set_exception(exc)
+            else:
+                if not future.cancelled():
+                    future.set_result(result)
+            finally:
+                self.batches += 1
+
+
 @dataclass
 class ServerOptions:
     """Everything `batchdeps lock-server` is told, besides where to listen."""
@@ -159,6 +231,7 @@ class LockServer:
         self.failures = RateLimiter(self.options.auth_failure_rate,
                                     max(4 * self.options.auth_failure_rate, 1.0))
         self.durable = GroupSync(store)
+        self.commits = GroupCommit(store)
         self._roles: dict[Any, str | None] = {}  # aiohttp route -> role it needs
         self.served: Counter[str] = Counter()  # requests by route name, logged at the end
         self._route_sets: list[RouteSet] = list(self.options.routes)
@@ -269,17 +342,21 @@ class LockServer:
         return web.json_response({"roles": [r for r in ("reader", "worker", "admin")
                                              if r in roles]})
 
-    def _release_first(self, request: web.Request, holder: p.Holder,
+    def _release_first(self, address: str, holder: p.Holder,
                        leases: tuple[tuple[str, int], ...]) -> list[bool]:
         """The releases an acquire carries, done before it (as release-many would)."""
-        return self.store.release_many(leases, holder, address=request.remote or "")
+        return self.store.release_many(leases, holder, address=address)
 
     async def acquire(self, request: web.Request) -> web.Response:
         req = p.parse_acquire(await self._body(request))
-        with self.store.transaction():
-            released = self._release_first(request, req.holder, req.release)
-            granted, lease = self.store.acquire(req.key, req.holder, req.ttl,
-                                                address=request.remote or "")
+        address = request.remote or ""
+
+        def change() -> tuple[list[bool], bool, LeaseRow | None]:
+            released = self._release_first(address, req.holder, req.release)
+            return (released, *self.store.acquire(req.key, req.holder, req.ttl,
+                                                  address=address))
+
+        released, granted, lease = await self.commits.run(change)
         assert lease is not None
         if granted:
             await self.durable.wait()
@@ -291,15 +368,20 @@ class LockServer:
 
     async def acquire_many(self, request: web.Request) -> web.Response:
         req = p.parse_acquire_many(await self._body(request))
+        address = request.remote or ""
+
+        def change() -> tuple[list[bool], list[tuple[bool, LeaseRow]]]:
+            released = self._release_first(address, req.holder, req.release)
+            return released, self.store.acquire_many(req.keys, req.holder, req.ttl,
+                                                     address=address)
+
+        released, answers = await self.commits.run(change)  # one commit for the batch
         results: list[dict[str, Any]] = []
         any_granted = False
         now = time.time()
-        with self.store.transaction():  # one commit for the batch
-            released = self._release_first(request, req.holder, req.release)
-            answers = self.store.acquire_many(req.keys, req.holder, req.ttl,
-                                              address=request.remote or "")
+        holders: dict[p.Holder, tuple[dict[str, Any], str]] = {}  # each described once
         for granted, lease in answers:
-            body = lease_json(lease, now, with_token=granted)
+            body = lease_json(lease, now, with_token=granted, holders=holders)
             body["granted"] = granted
             any_granted = any_granted or granted
             results.append(body)
@@ -312,8 +394,9 @@ class LockServer:
 
     async def acquire_resource(self, request: web.Request) -> web.Response:
         req = p.parse_resource(await self._body(request))
-        lease = self.store.acquire_resource(req.name, req.slots, req.holder, req.ttl,
-                                            address=request.remote or "")
+        address = request.remote or ""
+        lease = await self.commits.run(lambda: self.store.acquire_resource(
+            req.name, req.slots, req.holder, req.ttl, address=address))
         if lease is None:
             return web.json_response({"granted": False, "name": req.name})
         await self.durable.wait()
@@ -344,13 +427,15 @@ class LockServer:
 
     async def release(self, request: web.Request) -> web.Response:
         ref = p.parse_lease_ref(await self._body(request))
-        return web.json_response({"released": self.store.release(
-            ref.key, ref.token, ref.holder, address=request.remote or "")})
+        address = request.remote or ""
+        return web.json_response({"released": await self.commits.run(
+            lambda: self.store.release(ref.key, ref.token, ref.holder, address=address))})
 
     async def release_many(self, request: web.Request) -> web.Response:
         req = p.parse_release_many(await self._body(request))
-        released = self.store.release_many(req.leases, req.holder,
-                                           address=request.remote or "")
+        address = request.remote or ""
+        released = await self.commits.run(
+            lambda: self.store.release_many(req.leases, req.holder, address=address))
         return web.json_response({"released": released})
 
     async def holder(self, request: web.Request) -> web.Response:
@@ -548,8 +633,10 @@ async def _serve(server: LockServer, sock: socket.socket,
     for task in background:
         task.cancel()
     served = server.served
-    log.info("stopping after %d requests (%s)", sum(served.values()),
-             ", ".join(f"{name} {count}" for name, count in served.most_common()))
+    log.info("stopping after %d requests (%s); lease changes in %d commits",
+             sum(served.values()),
+             ", ".join(f"{name} {count}" for name, count in served.most_common()),
+             server.commits.batches)
     listener.close()
     await runner.cleanup()
     server.store.close()

@@ -1,7 +1,9 @@
 """The lock client's transport: HTTP to the lock server's replicas, retries, errors mapped.
 
-Uses the standard library's http.client with one persistent connection per thread and
-replica, so no aiohttp import on the client side. A request goes to the replica in use
+Speaks HTTP/1.1 itself over one persistent connection per thread and replica
+(`Connection`: a request is one `sendall`, the answer is read through one buffered reader;
+http.client's header parsing through the email package cost more than the rest of a
+round trip's client side), so no aiohttp import on the client side. A request goes to the replica in use
 (locks/replicas.py); on a connection error or a 5xx it goes on at once to the next one,
 and the first that answers is the one in use from then on. `call()` retries what may pass
 (no replica answers, 429, 502-504) with the team's one `Backoff` for a time budget, then
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import threading
 import time
@@ -44,6 +47,131 @@ class NoReplicaAnswered(Exception):
             problem.endswith(f"HTTP {p.SERVER_ERROR}") for problem in problems)
 
 
+MAX_LINE = 65536  # bytes of a status or header line
+MAX_HEADERS = 100
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection to one replica: a request, then its answer.
+
+    Raises OSError or http.client.HTTPException (RemoteDisconnected when the server closed
+    a kept-alive connection before answering) like http.client, and is closed after any.
+    """
+
+    def __init__(self, host: str, port: int, https: bool, timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.https = https
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self._reader: Any = None
+        shown = f"[{host}]" if ":" in host else host
+        self._host_header = f"{shown}:{port}"
+
+    def _open(self) -> None:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.https:
+                sock = ssl.create_default_context().wrap_socket(sock,
+                                                                server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self._reader = sock.makefile("rb")
+
+    def request(self, method: str, target: str, payload: bytes | None,
+                headers: str) -> tuple[int, bytes, bool]:
+        """(status, body, whether the server closes the connection now)."""
+        if self.sock is None:
+            self._open()
+        assert self.sock is not None
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n{headers}"
+        if payload is not None:
+            head += f"Content-Length: {len(payload)}\r\n"
+        data = (head + "\r\n").encode("latin-1") + (payload or b"")
+        try:
+            self.sock.sendall(data)
+            return self._response()
+        except BaseException:
+            self.close()
+            raise
+
+    def _line(self) -> bytes:
+        line: bytes = self._reader.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        return line
+
+    def _response(self) -> tuple[int, bytes, bool]:
+        line = self._line()
+        if not line:
+            raise http.client.RemoteDisconnected("the server closed the connection without "
+                                                 "answering")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise http.client.BadStatusLine(line.decode("latin-1", "replace")[:200])
+        status = int(parts[1])
+        close = parts[0] == b"HTTP/1.0"
+        length: int | None = None
+        chunked = False
+        for _ in range(MAX_HEADERS + 1):
+            line = self._line()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise http.client.HTTPException("bad Content-Length") from None
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        else:
+            raise http.client.HTTPException(f"more than {MAX_HEADERS} headers")
+        if chunked:
+            body = self._chunked()
+        elif length is not None:
+            body = self._reader.read(length)
+            if len(body) < length:
+                raise http.client.IncompleteRead(body, length - len(body))
+        else:  # no length: the body runs to the end of the connection
+            body = self._reader.read()
+            close = True
+        if close:
+            self.close()
+        return status, body, close
+
+    def _chunked(self) -> bytes:
+        pieces = []
+        while True:
+            size_line = self._line().split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise http.client.HTTPException("bad chunk size") from None
+            if size == 0:
+                while self._line() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(pieces)
+            piece = self._reader.read(size + 2)
+            if len(piece) < size + 2:
+                raise http.client.IncompleteRead(piece, size + 2 - len(piece))
+            pieces.append(piece[:size])
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 class LockTransport:
     """Requests to a lock server's replicas, each retried with backoff while none answers."""
 
@@ -61,27 +189,24 @@ class LockTransport:
         self.request_timeout = request_timeout
         self.retry_for = retry_for
         self.unreachable = False  # the last call ran out of retries
+        self._headers = (f"Authorization: Bearer {token}\r\nAccept: application/json\r\n")
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[http.client.HTTPConnection] = []
+        self._connections: list[Connection] = []
 
     @property
     def url(self) -> str:
         """The replica in use."""
         return self.replicas.url
 
-    def _connection(self, index: int) -> http.client.HTTPConnection:
-        conns: dict[int, http.client.HTTPConnection] | None = getattr(self._local, "conns", None)
+    def _connection(self, index: int) -> Connection:
+        conns: dict[int, Connection] | None = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
         conn = conns.get(index)
         if conn is None:
             https, host, port, _ = self._endpoints[index]
-            if https:
-                conn = http.client.HTTPSConnection(host, port, timeout=self.request_timeout,
-                                                   context=ssl.create_default_context())
-            else:
-                conn = http.client.HTTPConnection(host, port, timeout=self.request_timeout)
+            conn = Connection(host, port, https, self.request_timeout)
             conns[index] = conn
             with self._lock:
                 self._connections.append(conn)
@@ -97,20 +222,18 @@ class LockTransport:
               query: dict[str, Any] | None) -> tuple[int, Any]:
         """One request to replica `index`: (status, parsed JSON). Raises OSError/HTTPException."""
         method, path = p.ROUTES[route]
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = self._headers
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            headers += "Content-Type: application/json\r\n"
         target = self._endpoints[index][3] + path + (f"?{urlencode(query)}" if query else "")
         conns = getattr(self._local, "conns", None) or {}
         kept = index in conns  # a kept-alive connection the server may have closed meanwhile
         while True:
             conn = self._connection(index)
             try:
-                conn.request(method, target, body=payload, headers=headers)
-                response = conn.getresponse()
-                raw = response.read()
+                status, raw, closed = conn.request(method, target, payload, headers)
             except (OSError, http.client.HTTPException) as exc:
                 self._drop_connection(index)
                 if kept and not isinstance(exc, TimeoutError):
@@ -118,13 +241,13 @@ class LockTransport:
                     continue
                 raise
             break
-        if response.getheader("Connection", "").lower() == "close":
+        if closed:
             self._drop_connection(index)
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
             data = {"error": raw[:200].decode("utf-8", "replace")}
-        return response.status, data
+        return status, data
 
     def once(self, route: str, body: Any = None,
              query: dict[str, Any] | None = None) -> tuple[int, Any]:

@@ -78,12 +78,16 @@ class LeaseStore(Protocol):
     `path` names the database for people (a file, or a postgresql URL without password);
     `kind` is `sqlite` or `postgresql`. `grants` counts grants that `sync()` must still make
     durable before they are announced (a store whose commits are durable keeps it at 0);
-    `event_counts` counts audit events by kind since this process started.
+    `event_counts` counts audit events by kind since this process started. `groups` says
+    whether `transaction()` makes one commit of the calls inside, so that an exception
+    inside undoes all of them (SQLite); a store whose every call commits on its own says
+    False (PostgreSQL), and the server then never puts two requests' calls in one.
     """
 
     path: str
     kind: str
     grants: int
+    groups: bool
     event_counts: dict[str, int]
 
     @property

@@ -107,6 +107,7 @@ class PgLeaseStore:
     """Leases in one PostgreSQL database (see the module docstring)."""
 
     kind = "postgresql"
+    groups = False  # every call commits on its own; transaction() groups nothing
 
     def __init__(self, url: str) -> None:
         """Connect and check the schema; StoreError (exit 2) when it cannot be used."""

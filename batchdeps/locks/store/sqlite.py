@@ -13,7 +13,10 @@ above every token the old file issued, as long as the server's clock has not gon
 the old file issued fewer than a million grants per second on average.
 
 Every change is committed at once (WAL, synchronous=NORMAL: it survives a kill -9 of the
-server). Grants must also survive a power loss, or a fencing token could be handed out
+server); changes made inside `transaction()` share one commit. Within a transaction the
+audit lines wait in memory and go in with one `executemany` just before the COMMIT, and the
+token high-water mark is kept in memory and written once, in the same transaction as the
+grants that raised it. Grants must also survive a power loss, or a fencing token could be handed out
 twice: the server calls `sync()` (an fsync of the WAL) after a grant and before it answers,
 and one fsync covers every grant committed meanwhile (group commit). Releases are not
 synced: if a power loss drops one, that lease stays held for one more TTL.
@@ -75,6 +78,7 @@ CREATE TABLE audit (
 CREATE INDEX audit_at ON audit (at);
 """
 SQLITE_MAGIC = b"SQLite format 3\x00"
+ROWS_PER_SELECT = 500  # keys per `WHERE key IN (...)`: below SQLite's limit of variables
 WAL_MAGICS = (0x377F0682, 0x377F0683)
 
 
@@ -154,6 +158,12 @@ class SqliteLeaseStore:
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._depth = 0
+        self._audit_rows: list[tuple[Any, ...]] = []  # audit lines of the open transaction
+        self._undo: list[tuple[str, float | None]] = []  # expiries the transaction changed
+        self.groups = True  # transaction() is one commit: a failure inside undoes it all
+        self._token_high = int(self.db.execute(
+            "SELECT value FROM meta WHERE name = 'token_high'").fetchone()[0])
+        self._token_written = self._token_high  # the mark as the database has it
         self.grants = 0  # grants committed by this process; `sync()` makes them durable
         self.event_counts: dict[str, int] = {}  # audit events by kind since start (metrics)
         now = self.clock()
@@ -297,17 +307,60 @@ class SqliteLeaseStore:
         except BaseException:
             self._depth -= 1
             if self._depth == 0:
-                self.db.execute("ROLLBACK")
+                self._rollback()
             raise
         self._depth -= 1
         if self._depth == 0:
+            try:
+                self._write_pending()
+            except BaseException:
+                self._rollback()
+                raise
             self.db.execute("COMMIT")
+            self._undo.clear()
+            self._token_written = self._token_high
+
+    def _rollback(self) -> None:
+        """Undo the open transaction: its rows, audit lines and the expiries it changed."""
+        self._audit_rows.clear()
+        self.db.execute("ROLLBACK")
+        for key, before in reversed(self._undo):
+            if before is None:
+                self._expires.pop(key, None)
+            else:
+                self._expires[key] = before
+                heapq.heappush(self._heap, (before, key))
+        self._undo.clear()
+        # a token taken in the rolled-back transaction stays used: tokens only grow
+        self._token_written = int(self.db.execute(
+            "SELECT value FROM meta WHERE name = 'token_high'").fetchone()[0])
+
+    def _write_pending(self) -> None:
+        """The transaction's audit lines and token mark, just before its COMMIT."""
+        if self._audit_rows:
+            rows, self._audit_rows = self._audit_rows, []
+            self.db.executemany(
+                "INSERT INTO audit (at, event, key, token, holder, address, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            for row in rows:
+                self.event_counts[row[1]] = self.event_counts.get(row[1], 0) + 1
+        if self._token_high != self._token_written:
+            self.db.execute("UPDATE meta SET value = ? WHERE name = 'token_high'",
+                            (self._token_high,))
 
     # -- expiry ------------------------------------------------------------------------------
     def _set_expiry(self, key: str, when: float) -> None:
-        if key not in self._expires:
+        before = self._expires.get(key)
+        if self._depth:
+            self._undo.append((key, before))
+        if before is None:
             heapq.heappush(self._heap, (when, key))
         self._expires[key] = when  # a later expiry is found when the heap entry comes up
+
+    def _forget_expiry(self, key: str) -> None:
+        before = self._expires.pop(key, None)  # its heap entry is skipped when it comes up
+        if self._depth and before is not None:
+            self._undo.append((key, before))
 
     def expire_due(self, limit: int = 500) -> int:
         """Delete up to `limit` leases whose TTL ran out (audited); how many were deleted."""
@@ -323,7 +376,7 @@ class SqliteLeaseStore:
                     heapq.heappush(self._heap, (current, key))  # renewed: look again later
                     continue
                 row = self._row(key)
-                del self._expires[key]
+                self._forget_expiry(key)
                 if row is not None:
                     self.db.execute("DELETE FROM leases WHERE key = ?", (key,))
                     self._audit("expire", key, row[1], self._holder(row).text(), "",
@@ -374,8 +427,7 @@ class SqliteLeaseStore:
 
     def token_high(self) -> int:
         """The highest fencing token this database ever handed out."""
-        return int(self.db.execute(
-            "SELECT value FROM meta WHERE name = 'token_high'").fetchone()[0])
+        return self._token_high
 
     def audit_since(self, since: float = 0.0, limit: int = 1000) -> list[AuditRow]:
         """Audit lines at or after wall time `since`, newest first, at most `limit`."""
@@ -387,11 +439,9 @@ class SqliteLeaseStore:
     # -- writing ----------------------------------------------------------------------------
     def _audit(self, event: str, key: str, token: int, holder: str, address: str,
                detail: str = "") -> None:
-        self.event_counts[event] = self.event_counts.get(event, 0) + 1
-        self.db.execute(
-            "INSERT INTO audit (at, event, key, token, holder, address, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", (self.wall(), event, key, token, holder, address,
-                                             detail))
+        """An audit line, written with the open transaction's commit (always inside one)."""
+        assert self._depth > 0, "audit lines are written inside a transaction"
+        self._audit_rows.append((self.wall(), event, key, token, holder, address, detail))
 
     def audit(self, event: str, address: str, detail: str = "", key: str = "") -> None:
         """Record an event that is not a lease change (an authentication failure)."""
@@ -407,9 +457,10 @@ class SqliteLeaseStore:
         return cursor.rowcount
 
     def _next_token(self) -> int:
-        high = self.token_high()
-        token = max(high + 1, int(self.wall() * 1_000_000))
-        self.db.execute("UPDATE meta SET value = ? WHERE name = 'token_high'", (token,))
+        """The next fencing token; the mark is written with the transaction's commit."""
+        assert self._depth > 0, "tokens are taken inside a transaction"
+        token = max(self._token_high + 1, int(self.wall() * 1_000_000))
+        self._token_high = token
         return token
 
     def _grant(self, key: str, row: tuple | None, holder: Holder,  # type: ignore[type-arg]
@@ -440,7 +491,11 @@ class SqliteLeaseStore:
 
         Acquiring again by the same holder is idempotent: same token, expiry extended.
         """
-        row = self._row(key)
+        return self._acquire_row(key, self._row(key), holder, ttl, address)
+
+    def _acquire_row(self, key: str, row: tuple | None, holder: Holder,  # type: ignore[type-arg]
+                     ttl: float, address: str) -> tuple[bool, LeaseRow]:
+        """`acquire` of `key`, whose row (or None) the caller has just read."""
         if self._live(row):
             current = self._lease(row)  # type: ignore[arg-type]
             if current.holder == holder:
@@ -449,14 +504,31 @@ class SqliteLeaseStore:
             return False, current
         return True, self._grant(key, row, holder, ttl, address)
 
+    def _rows(self, keys: Sequence[str]) -> dict[str, tuple]:  # type: ignore[type-arg]
+        """The rows of `keys` that exist, read in a few SELECTs instead of one per key."""
+        found: dict[str, tuple] = {}  # type: ignore[type-arg]
+        for start in range(0, len(keys), ROWS_PER_SELECT):
+            chunk = keys[start:start + ROWS_PER_SELECT]
+            for row in self.db.execute(
+                    "SELECT key, token, host, pid, run_id, ttl, granted_at FROM leases "
+                    f"WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+                found[row[0]] = row
+        return found
+
     def acquire_many(self, keys: Sequence[str], holder: Holder, ttl: float,
                      address: str = "") -> list[tuple[bool, LeaseRow]]:
-        """`acquire` for each key, in one commit."""
+        """`acquire` for each key, in one commit, the rows read together first.
+
+        Gives the same answers as `acquire` called for each key in turn (a key named twice
+        is granted once and then answered as the caller's, same token)."""
         answers = []
         with self.transaction():
+            rows = self._rows(list(keys))
             for key in keys:
-                granted, lease = self.acquire(key, holder, ttl, address)
-                assert lease is not None
+                granted, lease = self._acquire_row(key, rows.get(key), holder, ttl, address)
+                if granted and (key not in rows or rows[key][1] != lease.token):
+                    rows[key] = (key, lease.token, holder.host, holder.pid, holder.run_id,
+                                 lease.ttl, lease.granted_at)  # what _row would read now
                 answers.append((granted, lease))
         return answers
 
@@ -496,14 +568,17 @@ class SqliteLeaseStore:
         return self.renew(key, token, holder)
 
     def release(self, key: str, token: int, holder: Holder, address: str = "") -> bool:
-        """Free the caller's lease; False (no change) when it is not theirs any more."""
-        row = self._row(key)
-        if row is None or row[1] != token or self._holder(row) != holder:
-            return False
+        """Free the caller's lease; False (no change) when it is not theirs any more.
+
+        One DELETE that matches key, token and holder together (no read first)."""
         with self.transaction():
-            self._delete(key)
-            self._audit("release", key, token, holder.text(), address)
-        return True
+            gone = self.db.execute(
+                "DELETE FROM leases WHERE key = ? AND token = ? AND host = ? AND pid = ? "
+                "AND run_id = ?", (key, token, holder.host, holder.pid, holder.run_id)).rowcount
+            if gone:
+                self._forget_expiry(key)
+                self._audit("release", key, token, holder.text(), address)
+        return bool(gone)
 
     def release_many(self, leases: Sequence[tuple[str, int]], holder: Holder,
                      address: str = "") -> list[bool]:
@@ -524,7 +599,7 @@ class SqliteLeaseStore:
 
     def _delete(self, key: str) -> None:
         self.db.execute("DELETE FROM leases WHERE key = ?", (key,))
-        self._expires.pop(key, None)  # its heap entry is skipped when it comes up
+        self._forget_expiry(key)
 
     def token(self, key: str) -> int:
         """The fencing token of the lease held on `key` (0 if none)."""
