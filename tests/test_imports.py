@@ -217,3 +217,27 @@ def test_the_postgresql_store_imports_psycopg_only_when_a_store_is_opened() -> N
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))\n"
     )
     assert _fresh_python(script) == "[]"
+
+
+def test_importing_batchdeps_luigi_is_cheap() -> None:
+    """`import batchdeps.luigi as luigi` and a module's class definitions load neither
+    Luigi itself nor the runner, the command line, fsspec, s3fs, dask or aiohttp; the
+    contrib stand-ins (hdfs, postgres, spark) load nothing heavy either."""
+    script = (
+        "import sys\n"
+        "import batchdeps.luigi as luigi\n"
+        "import batchdeps.luigi.contrib.hdfs, batchdeps.luigi.contrib.postgres\n"
+        "import batchdeps.luigi.contrib.spark\n"
+        "from batchdeps.luigi import util, date_interval, format, Event\n"
+        "class T(luigi.Task):\n"
+        "    day = luigi.DateParameter()\n"
+        "    span = luigi.DateIntervalParameter()\n"
+        "    def output(self):\n"
+        "        return luigi.LocalTarget(path=f'out/{self.day}', format=format.Gzip)\n"
+        "T(day='2026-11-24', span='2026-W48').output()\n"
+        "heavy = ('luigi', 'batchdeps.run', 'batchdeps.resolver', 'batchdeps.cli', 'click',\n"
+        "         'fsspec', 's3fs', 'dask', 'distributed', 'aiohttp', 'psycopg', 'tornado')\n"
+        "print(sorted(m for m in sys.modules if m in heavy or m.split('.')[0] in heavy\n"
+        "             or any(m.startswith(h + '.') for h in heavy)))\n"
+    )
+    assert _fresh_python(script) == "[]"

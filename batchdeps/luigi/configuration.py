@@ -1,0 +1,95 @@
+"""Luigi's config access: `get_config()` over the luigi.cfg files Luigi would read.
+
+The files and their order are batchdeps.config's (`luigi_cfg_paths`); keys are read with
+dashes or underscores alike (`retry-count` is `retry_count`).
+"""
+
+from __future__ import annotations
+
+import configparser
+from typing import Any
+
+from ..config import luigi_cfg_paths, luigi_key
+
+__all__ = ["LuigiConfigParser", "add_config_path", "get_config"]
+
+_NO_DEFAULT: Any = object()
+
+
+class LuigiConfigParser(configparser.ConfigParser):
+    """A ConfigParser with Luigi's `get(section, option, default)` and dash-blind keys."""
+
+    _instance: LuigiConfigParser | None = None
+    _config_paths: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("interpolation", None)
+        kwargs.setdefault("strict", False)
+        super().__init__(*args, **kwargs)
+
+    def optionxform(self, optionstr: str) -> str:
+        return luigi_key(optionstr)
+
+    @classmethod
+    def instance(cls) -> LuigiConfigParser:
+        if cls._instance is None:
+            cls._instance = cls()
+            cls._instance.reload()
+        return cls._instance
+
+    @classmethod
+    def add_config_path(cls, path: str) -> None:
+        cls._config_paths.append(path)
+        cls.reload_instance()
+
+    @classmethod
+    def reload_instance(cls) -> None:
+        if cls._instance is not None:
+            cls._instance.reload()
+
+    def reload(self) -> list[str]:
+        return self.read([*luigi_cfg_paths(), *self._config_paths], encoding="utf-8")
+
+    def get(self, section: str, option: str, default: Any = _NO_DEFAULT,  # type: ignore[override]
+            **kwargs: Any) -> Any:
+        try:
+            return super().get(section, option, **kwargs)
+        except (configparser.NoSectionError, configparser.NoOptionError):
+            if default is _NO_DEFAULT:
+                raise
+            return default
+
+    def _typed(self, convert: Any, section: str, option: str, default: Any) -> Any:
+        value = self.get(section, option, default)
+        return value if value is default else convert(value)
+
+    def getint(self, section: str, option: str, default: Any = _NO_DEFAULT,  # type: ignore[override]
+               **kwargs: Any) -> Any:
+        return self._typed(int, section, option, default)
+
+    def getfloat(self, section: str, option: str, default: Any = _NO_DEFAULT,  # type: ignore[override]
+                 **kwargs: Any) -> Any:
+        return self._typed(float, section, option, default)
+
+    def getboolean(self, section: str, option: str, default: Any = _NO_DEFAULT,  # type: ignore[override]
+                   **kwargs: Any) -> Any:
+        value = self.get(section, option, default)
+        if value is default or isinstance(value, bool):
+            return value
+        return self.BOOLEAN_STATES[str(value).lower()]
+
+    def get_task_value(self, family: str, param: str) -> str | None:
+        """The `[family] param` string, or None."""
+        if not self.has_section(family):
+            return None
+        value = self.get(family, param, None)
+        return None if value is None else str(value)
+
+
+def get_config() -> LuigiConfigParser:
+    """The luigi.cfg settings of this process (read once; `reload()` reads again)."""
+    return LuigiConfigParser.instance()
+
+
+def add_config_path(path: str) -> None:
+    LuigiConfigParser.add_config_path(path)

@@ -1,0 +1,180 @@
+"""Luigi's targets: `Target`, `LocalTarget(path=, format=, is_tmp=)` and its file system.
+
+`LocalTarget` is batchdeps' local file target (writes atomic, committed with the task's
+other outputs) with Luigi's constructor, formats, `fs`, `remove()`, `makedirs()`,
+`move()`, `copy()` and `temporary_path()`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from types import TracebackType
+from typing import IO, Any
+
+from ..targets import Target
+from ..targets.local import LocalTarget as _BdLocalTarget
+from .format import Format, TextFormat, get_default_format
+
+__all__ = ["FileSystemTarget", "LocalFileSystem", "LocalTarget", "Target"]
+
+
+class _FormattedWrite:
+    """A write through a format over batchdeps' atomic file: an error inside the `with`
+    throws the write away, a clean close commits it."""
+
+    def __init__(self, outer: IO[Any], atomic: Any) -> None:
+        self._outer = outer
+        self._atomic = atomic
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._outer, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._outer)
+
+    def write(self, data: Any) -> int:
+        return int(self._outer.write(data) or 0)
+
+    def close(self) -> None:
+        self._outer.close()
+
+    def __enter__(self) -> _FormattedWrite:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._atomic.abort()
+
+
+class FileSystemMixin:
+    """Luigi's file-target methods, over a batchdeps file target with a `format`."""
+
+    format: Format
+
+    def open(self, mode: str = "r") -> Any:  # type: ignore[override]
+        """Open for reading ("r") or an atomic write ("w"), through the target's format."""
+        plain = mode.replace("b", "").replace("t", "")
+        if plain not in ("r", "w"):
+            raise ValueError(f"unsupported mode {mode!r}: use r or w")
+        fmt = self.format
+        if type(fmt) is TextFormat and fmt.encoding is None:
+            return super().open(mode)  # type: ignore[misc]
+        if plain == "r":
+            return fmt.pipe_reader(super().open("rb"))  # type: ignore[misc]
+        atomic = super().open("wb")  # type: ignore[misc]
+        return _FormattedWrite(fmt.pipe_writer(atomic), atomic)
+
+
+class LocalFileSystem:
+    """Luigi's LocalFileSystem: a few os and shutil calls under Luigi's names."""
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return [os.path.join(path, name) for name in os.listdir(path)]
+
+    def mkdir(self, path: str, parents: bool = True, raise_if_exists: bool = False) -> None:
+        if raise_if_exists and os.path.exists(path):
+            raise FileExistsError(path)
+        if parents:
+            os.makedirs(path, exist_ok=True)
+        elif not os.path.isdir(path):
+            os.mkdir(path)
+
+    def remove(self, path: str, recursive: bool = True, skip_trash: bool = True) -> None:
+        if recursive and os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+    def move(self, old_path: str, new_path: str, raise_if_exists: bool = False) -> None:
+        if raise_if_exists and os.path.exists(new_path):
+            raise FileExistsError(new_path)
+        parent = os.path.dirname(new_path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        os.replace(old_path, new_path)
+
+    def rename_dont_move(self, path: str, dest: str) -> None:
+        self.move(path, dest, raise_if_exists=True)
+
+    def copy(self, old_path: str, new_path: str, raise_if_exists: bool = False) -> None:
+        if raise_if_exists and os.path.exists(new_path):
+            raise FileExistsError(new_path)
+        parent = os.path.dirname(new_path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        shutil.copy(old_path, new_path)
+
+
+class LocalTarget(FileSystemMixin, _BdLocalTarget):
+    """A local file (Luigi's LocalTarget); `is_tmp=True` without a path makes a temporary one."""
+
+    fs = LocalFileSystem()
+
+    def __new__(cls, path: str | None = None, format: Format | None = None,
+                is_tmp: bool = False, **kwargs: Any) -> Any:
+        return object.__new__(cls)
+
+    def __init__(self, path: str | None = None, format: Format | None = None,
+                 is_tmp: bool = False, **kwargs: Any) -> None:
+        if path is None:
+            if not is_tmp:
+                raise ValueError("path or is_tmp must be set")
+            path = os.path.join(tempfile.gettempdir(),
+                                f"luigi-tmp-{random.randrange(0, 10_000_000_000):010d}")
+        if not isinstance(path, str):
+            path = os.fspath(path)
+        super().__init__(path)
+        self.format = format if format is not None else get_default_format()
+        self.is_tmp = is_tmp
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_local, (type(self), self.path, self.format, self.is_tmp))
+
+    def makedirs(self) -> None:
+        """Make the folder this file goes in."""
+        parent = os.path.dirname(os.path.normpath(self.path))
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+
+    def remove(self) -> None:
+        """Delete the file (or folder)."""
+        self.fs.remove(self.path)
+
+    def move(self, new_path: str, raise_if_exists: bool = False) -> None:
+        self.fs.move(self.path, new_path, raise_if_exists=raise_if_exists)
+
+    def move_dir(self, new_path: str) -> None:
+        self.move(new_path)
+
+    def copy(self, new_path: str, raise_if_exists: bool = False) -> None:
+        self.fs.copy(self.path, new_path, raise_if_exists=raise_if_exists)
+
+    @property
+    def fn(self) -> str:
+        return self.path
+
+    def __del__(self) -> None:
+        if getattr(self, "is_tmp", False) and os.path.exists(self.path):
+            try:
+                self.remove()
+            except OSError:
+                pass
+
+
+def _rebuild_local(cls: type[LocalTarget], path: str, fmt: Format, is_tmp: bool) -> LocalTarget:
+    return cls(path, format=fmt, is_tmp=is_tmp)
+
+
+FileSystemTarget = LocalTarget

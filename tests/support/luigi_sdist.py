@@ -1,0 +1,237 @@
+"""Luigi's own examples and tests, fetched at test time, run with Luigi and batchdeps.luigi.
+
+`luigi_source()` downloads Luigi's source distribution once (`pip download --no-deps
+--no-binary :all: luigi==3.8.1`) into a cache outside the repository (pytest's cache,
+or $BATCHDEPS_LUIGI_SDIST), and unpacks examples/ and test/. Nothing of Luigi is kept in
+this repository.
+
+`ExampleRun` copies one example into a folder of its own twice, once left for Luigi and
+once with its import lines changed to batchdeps.luigi, applies the same rewrites to both
+(listed in REWRITES and in docs/from-luigi.md), and runs a driver in a subprocess that
+builds the example's task and records which tasks ran (Luigi's event handlers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LUIGI_VERSION = "3.8.1"
+CACHE_ENV = "BATCHDEPS_LUIGI_SDIST"
+
+#: Rewrites applied to both copies of an example, and why (docs/from-luigi.md lists them).
+REWRITES: list[tuple[str, str, str]] = [
+    (r'(["\'])/var/tmp/', r"\1var/tmp/",
+     "absolute /var/tmp/ paths made relative, so each run writes in its own folder"),
+    (r'(["\'])/tmp/', r"\1tmp/",
+     "absolute /tmp/ paths made relative, so each run writes in its own folder"),
+    (r"time\.sleep\([^)]*\)", "time.sleep(0)",
+     "sleeps (1 s per output() call, 5 s per run()) cut to 0, to keep the suite fast"),
+]
+
+#: The import lines changed for batchdeps.luigi, and nothing else.
+IMPORT_REWRITES: list[tuple[str, str]] = [
+    (r"^import luigi$", "import batchdeps.luigi as luigi"),
+    (r"^import luigi\.(\S+)$", r"import batchdeps.luigi.\1"),
+    (r"^from luigi\.(\S+) import", r"from batchdeps.luigi.\1 import"),
+    (r"^from luigi import", "from batchdeps.luigi import"),
+]
+
+
+def _download(dest: Path) -> Path:
+    """The unpacked source tree of Luigi under `dest` (downloaded the first time)."""
+    root = dest / f"luigi-{LUIGI_VERSION}"
+    if (root / "examples").is_dir() and (root / "test").is_dir():
+        return root
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / f"luigi-{LUIGI_VERSION}.tar.gz"
+    if not archive.exists():
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+             ":all:", f"luigi=={LUIGI_VERSION}", "-d", str(dest)],
+            capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or not archive.exists():
+            raise RuntimeError(f"pip download of luigi=={LUIGI_VERSION} failed "
+                               f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    partial = dest / "unpacking"
+    shutil.rmtree(partial, ignore_errors=True)
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers()
+                   if m.name.split("/")[1:2] in (["examples"], ["test"])]
+        tar.extractall(partial, members=members, filter="data")
+    os.replace(partial / f"luigi-{LUIGI_VERSION}", root)
+    shutil.rmtree(partial, ignore_errors=True)
+    return root
+
+
+def luigi_source(cache_dir: Path) -> Path:
+    """Luigi's unpacked source distribution (examples/ and test/), cached."""
+    chosen = Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else cache_dir
+    return _download(chosen)
+
+
+def rewrite_common(source: str) -> str:
+    for pattern, replacement, _ in REWRITES:
+        source = re.sub(pattern, replacement, source)
+    return source
+
+
+def rewrite_imports(source: str) -> str:
+    """Luigi's import lines as batchdeps.luigi's; `luigi` stays the name used."""
+    lines = []
+    bound = False
+    for line in source.splitlines():
+        new = line
+        for pattern, replacement in IMPORT_REWRITES:
+            new = re.sub(pattern, replacement, new)
+        if new != line and new.startswith("import batchdeps.luigi.") and not bound:
+            lines.append("import batchdeps.luigi as luigi")
+        bound = bound or new == "import batchdeps.luigi as luigi"
+        lines.append(new)
+    return "\n".join(lines) + "\n"
+
+
+_DRIVER = '''
+import json, sys, os
+{import_line}
+import {module} as example
+
+log = open("{events}", "a")
+def note(kind):
+    def handler(task, *args):
+        log.write(json.dumps([kind, task.task_id]) + "\\n"); log.flush()
+    return handler
+luigi.Task.event_handler(luigi.Event.START)(note("start"))
+luigi.Task.event_handler(luigi.Event.SUCCESS)(note("success"))
+luigi.Task.event_handler(luigi.Event.FAILURE)(note("failure"))
+{prelude}
+task = {task}
+result = luigi.build([task], local_scheduler=True, detailed_summary=True, workers={workers},
+                     log_level="WARNING")
+with open("{answer}", "w") as out:
+    json.dump({{"status": result.status.name,
+               "scheduling_succeeded": result.scheduling_succeeded}}, out)
+'''
+
+HARNESS_FILES = {"driver.py", "events.jsonl", "answer.json", "__pycache__", ".batchdeps-tmp",
+                 "luigi.cfg"}
+
+
+@dataclass
+class Outcome:
+    """One run of the driver: what its event handlers saw, and build()'s answer."""
+
+    started: list[str]
+    succeeded: set[str]
+    failed: set[str]
+    status: str
+    scheduling_succeeded: bool
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ran(self) -> set[str]:
+        return set(self.started)
+
+
+@dataclass
+class ExampleRun:
+    """An example copied into `folder` for one tool ("luigi" or "batchdeps")."""
+
+    source: Path
+    module: str
+    folder: Path
+    tool: str
+    task: str
+    workers: int = 1
+    prelude: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def prepare(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = rewrite_common(self.source.read_text())
+        if self.tool == "batchdeps":
+            text = rewrite_imports(text)
+        (self.folder / f"{self.module}.py").write_text(text)
+
+    def run(self, timeout: float = 120) -> Outcome:
+        events = self.folder / "events.jsonl"
+        answer = self.folder / "answer.json"
+        events.unlink(missing_ok=True)
+        answer.unlink(missing_ok=True)
+        import_line = ("import batchdeps.luigi as luigi" if self.tool == "batchdeps"
+                       else "import luigi")
+        (self.folder / "driver.py").write_text(_DRIVER.format(
+            import_line=import_line, module=self.module, events="events.jsonl",
+            answer="answer.json", task=self.task, workers=self.workers,
+            prelude=self.prelude))
+        env = {**os.environ, "PYTHONPATH": str(self.folder), **self.extra_env}
+        env.pop("BATCHDEPS_CONFIG", None)
+        done = subprocess.run([sys.executable, "driver.py"], cwd=self.folder, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0 or not answer.exists():
+            raise AssertionError(f"{self.tool} run of {self.module} failed "
+                                 f"(exit {done.returncode}):\n{done.stderr[-4000:]}")
+        started, succeeded, failed = [], set(), set()
+        for line in events.read_text().splitlines() if events.exists() else []:
+            kind, task_id = json.loads(line)
+            if kind == "start":
+                started.append(task_id)
+            elif kind == "success":
+                succeeded.add(task_id)
+            else:
+                failed.add(task_id)
+        reply = json.loads(answer.read_text())
+        return Outcome(started, succeeded, failed, reply["status"],
+                       reply["scheduling_succeeded"], done.stdout, done.stderr)
+
+    def tree(self) -> dict[str, bytes]:
+        """Every file the example made (relative path -> bytes), harness files left out."""
+        found: dict[str, bytes] = {}
+        for path in sorted(self.folder.rglob("*")):
+            rel = path.relative_to(self.folder)
+            if any(part in HARNESS_FILES for part in rel.parts) or path.is_dir():
+                continue
+            if rel.parts == (f"{self.module}.py",):
+                continue
+            found[str(rel)] = path.read_bytes()
+        return found
+
+
+def pair(source_root: Path, name: str, base: Path, task: str, workers: int = 1,
+         prelude: str = "", config: str = "") -> tuple[ExampleRun, ExampleRun]:
+    """The example `name` set up twice under `base`: for Luigi, and for batchdeps.luigi."""
+    runs = []
+    for tool in ("luigi", "batchdeps"):
+        run = ExampleRun(source_root / "examples" / f"{name}.py", name, base / tool, tool,
+                         task, workers, prelude)
+        run.prepare()
+        if config:
+            (run.folder / "luigi.cfg").write_text(config)
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def remove(runs: tuple[ExampleRun, ...], relative: list[str]) -> None:
+    """Delete the same outputs in each run's folder (a partial rerun)."""
+    for run in runs:
+        for rel in relative:
+            path = run.folder / rel
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def as_dict(outcome: Outcome) -> dict[str, Any]:
+    return {"ran": sorted(outcome.ran), "succeeded": sorted(outcome.succeeded),
+            "failed": sorted(outcome.failed), "status": outcome.status,
+            "scheduling_succeeded": outcome.scheduling_succeeded}

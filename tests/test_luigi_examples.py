@@ -1,0 +1,212 @@
+"""Luigi's own examples, run with Luigi 3.8.1 and through batchdeps.luigi, compared.
+
+Each example is copied twice into a folder of its own; the batchdeps copy differs only in
+its import lines (support/luigi_sdist.py, IMPORT_REWRITES). Both copies get the same
+rewrites of absolute paths and sleeps (REWRITES, listed in docs/from-luigi.md). Compared:
+the files made, byte for byte, and the tasks run (Luigi's START/SUCCESS/FAILURE event
+handlers, by Luigi's task id) on a first run, a second run and a rerun after some outputs
+were deleted; also what `luigi.build(..., detailed_summary=True)` answers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.luigi_sdist import ExampleRun, Outcome, as_dict, luigi_source, pair, remove
+
+
+@pytest.fixture(scope="session")
+def luigi_root(request: pytest.FixtureRequest) -> Path:
+    return luigi_source(Path(request.config.cache.mkdir("luigi-sdist")))
+
+
+def both(runs: tuple[ExampleRun, ExampleRun]) -> tuple[Outcome, Outcome]:
+    return runs[0].run(), runs[1].run()
+
+
+def assert_same(luigi: Outcome, ours: Outcome, runs: tuple[ExampleRun, ExampleRun],
+                failed_too: set[str] = frozenset()) -> None:
+    """Same tasks run, same answers, same files; `failed_too`: tasks batchdeps fails on
+    purpose where Luigi leaves them pending (docs/from-luigi.md)."""
+    assert ours.ran == luigi.ran
+    assert ours.succeeded == luigi.succeeded
+    assert ours.failed == luigi.failed | failed_too
+    assert (ours.status, ours.scheduling_succeeded) == (luigi.status,
+                                                        luigi.scheduling_succeeded)
+    assert runs[1].tree() == runs[0].tree()
+
+
+def test_hello_world_runs_its_task_as_luigi(luigi_root: Path, tmp_path: Path) -> None:
+    runs = pair(luigi_root, "hello_world", tmp_path, "example.HelloWorldTask()")
+    first = both(runs)
+    assert first[0].ran == {"examples.HelloWorldTask__99914b932b"}
+    assert "HelloWorldTask says: Hello world!" in first[1].stdout + first[1].stderr
+    assert_same(*first, runs)
+    assert_same(*both(runs), runs)  # no outputs: it runs every time, in both
+
+
+def test_hello_world_as_a_script_runs_through_luigi_run(luigi_root: Path,
+                                                        tmp_path: Path) -> None:
+    """The example's own `luigi.run([...])` under `__main__`, as `python hello_world.py`."""
+    runs = pair(luigi_root, "hello_world", tmp_path, "None")
+    outputs = []
+    for run in runs:
+        done = subprocess.run([sys.executable, "hello_world.py"], cwd=run.folder,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert "HelloWorldTask says: Hello world!" in outputs[0]
+    assert outputs[1] == outputs[0]
+
+
+def test_foo_builds_the_same_files_and_tasks(luigi_root: Path, tmp_path: Path) -> None:
+    runs = pair(luigi_root, "foo", tmp_path, "example.Foo()", workers=2)
+    first = both(runs)
+    assert len(first[0].succeeded) == 11  # Foo and Bar(0..9)
+    assert_same(*first, runs)
+    second = both(runs)
+    assert second[0].ran == set()  # a WrapperTask over complete tasks is complete
+    assert_same(*second, runs)
+    remove(runs, ["tmp/bar/3", "tmp/bar/7"])
+    partial = both(runs)
+    assert len(partial[0].ran) == 3  # the two Bars and Foo
+    assert_same(*partial, runs)
+
+
+def test_dynamic_requirements_yields_the_same_tasks(luigi_root: Path, tmp_path: Path) -> None:
+    runs = pair(luigi_root, "dynamic_requirements", tmp_path, "example.Dynamic()")
+    first = both(runs)
+    assert (tmp_path / "luigi" / "tmp" / "Dynamic_1.txt").read_text() == "Tada!"
+    assert len(first[0].succeeded) > 7  # Configuration, its Data tasks, Dynamic
+    assert_same(*first, runs)
+    assert_same(*both(runs), runs)
+    data = sorted(p.name for p in (tmp_path / "luigi" / "tmp").glob("Data_*.txt"))
+    remove(runs, ["tmp/Dynamic_1.txt", f"tmp/{data[0]}", f"tmp/{data[-1]}"])
+    partial = both(runs)
+    assert len(partial[0].succeeded) == 3
+    assert_same(*partial, runs)
+
+
+def test_execution_summary_example_reports_missing_external(luigi_root: Path,
+                                                            tmp_path: Path) -> None:
+    runs = pair(luigi_root, "execution_summary_example", tmp_path, "example.EntryPoint()")
+    first = both(runs)
+    assert first[0].status == "MISSING_EXT"
+    assert len(first[0].succeeded) == 196  # Bar(5..199) and Boom
+    assert_same(*first, runs)
+    second = both(runs)
+    assert len(second[0].succeeded) == 1  # Boom: no outputs, so it runs again
+    assert_same(*second, runs)
+    remove(runs, ["tmp/bar/5", "tmp/bar/100", "tmp/bar/199"])
+    partial = both(runs)
+    assert len(partial[0].succeeded) == 4
+    assert_same(*partial, runs)
+
+
+#: Both tools read this luigi.cfg; Luigi's scheduler ignores it without keep-alive.
+NO_RETRY_DELAY = "[scheduler]\nretry_delay = 0\n"
+
+
+def test_per_task_retry_policy_runs_and_fails_the_same_tasks(luigi_root: Path,
+                                                             tmp_path: Path) -> None:
+    runs = pair(luigi_root, "per_task_retry_policy", tmp_path,
+                "example.PerTaskRetryPolicy()", config=NO_RETRY_DELAY)
+    first = both(runs)
+    luigi, ours = first
+    assert luigi.failed == {"ErrorTask1__99914b932b", "ErrorTask2__99914b932b",
+                            "DynamicErrorTask1__99914b932b"}
+    # batchdeps fails the task whose yielded task failed; Luigi leaves it pending.
+    assert_same(*first, runs, failed_too={"DynamicErrorTaskSubmitter__99914b932b"})
+    # retry_count is the most runs: ErrorTask1 5, ErrorTask2 2, DynamicErrorTask1 3
+    # (Luigi, without --worker-keep-alive, runs each once in one `luigi` run).
+    assert ours.started.count("ErrorTask1__99914b932b") == 5
+    assert ours.started.count("ErrorTask2__99914b932b") == 2
+    assert ours.started.count("DynamicErrorTask1__99914b932b") == 3
+    assert_same(*both(runs), runs, failed_too={"DynamicErrorTaskSubmitter__99914b932b"})
+
+
+def test_wordcount_counts_the_same_words(luigi_root: Path, tmp_path: Path) -> None:
+    runs = pair(luigi_root, "wordcount", tmp_path,
+                "example.WordCount(date_interval=luigi.date_interval.Week(2026, 47))")
+    day = datetime.date(2026, 11, 16)
+    for run in runs:
+        for offset in range(7):
+            text = run.folder / "var/tmp/text" / f"{day + datetime.timedelta(offset)}.txt"
+            text.parent.mkdir(parents=True, exist_ok=True)
+            text.write_text(f"the quick brown fox {offset}\njumps over the lazy dog\n" * 3)
+    first = both(runs)
+    assert [t.rpartition("_")[0] for t in first[0].succeeded] == ["WordCount_2026_W47"]
+    assert_same(*first, runs)
+    assert_same(*both(runs), runs)
+    remove(runs, ["var/tmp/text-count/2026-W47"])
+    assert_same(*both(runs), runs)
+    remove(runs, ["var/tmp/text/2026-11-18.txt", "var/tmp/text-count/2026-W47"])
+    missing = both(runs)
+    assert missing[0].status == "MISSING_EXT"
+    assert_same(*missing, runs)
+
+
+def test_foo_complex_builds_a_random_tree_the_same_way(luigi_root: Path,
+                                                       tmp_path: Path) -> None:
+    """Its requires() draws random numbers and counts calls in a global, so the trees
+    differ from run to run in either tool: compared by shape, not by name."""
+    runs = pair(luigi_root, "foo_complex", tmp_path, "example.Foo()", workers=2)
+    first = both(runs)
+    for outcome, run in zip(first, runs):
+        bars = {t for t in outcome.succeeded if t.startswith("examples.Bar_")}
+        files = set((run.folder / "tmp" / "bar").iterdir())
+        assert "examples.Foo__99914b932b" in outcome.succeeded
+        assert len(bars) == len(files) >= 3
+        assert all(f.read_bytes() == b"" for f in files)
+        assert {f"examples.Bar_{f.name}_" for f in files} == {b.rpartition("_")[0] + "_"
+                                                               for b in bars}
+    second = both(runs)
+    assert second[0].ran == second[1].ran == {"examples.Foo__99914b932b"}
+    remove(runs, ["tmp/bar/0"])
+    partial = both(runs)
+    for outcome in partial:
+        assert {"examples.Foo__99914b932b"} < outcome.succeeded
+        assert any(t.startswith("examples.Bar_0_") for t in outcome.succeeded)
+
+
+def test_top_artists_without_spark_matches_luigi(luigi_root: Path, tmp_path: Path) -> None:
+    """top_artists imports luigi.contrib.hdfs, postgres and spark: batchdeps.luigi loads
+    them, and Top10Artists without --use-spark needs none. Streams writes random numbers,
+    so its files are compared by shape; with Luigi's streams copied over, the aggregates
+    and the top 10 are compared byte for byte."""
+    interval = "luigi.date_interval.Custom.parse('2026-11-01-2026-11-04')"
+    runs = pair(luigi_root, "top_artists", tmp_path,
+                f"example.Top10Artists(date_interval={interval})")
+    first = both(runs)
+    assert len(first[0].succeeded) == 5  # 3 Streams, AggregateArtists, Top10Artists
+    assert first[1].ran == first[0].ran and first[1].succeeded == first[0].succeeded
+    for run in runs:
+        streams = sorted((run.folder / "data").glob("streams_*_faked.tsv"))
+        assert len(streams) == 3
+        for path in streams:
+            rows = [line.split() for line in path.read_text().splitlines()]
+            assert len(rows) == 1000 and all(len(r) == 3 and all(v.isdigit() for v in r)
+                                             for r in rows)
+    shutil.rmtree(runs[1].folder / "data")
+    shutil.copytree(runs[0].folder / "data", runs[1].folder / "data")
+    assert_same(*both(runs), runs)  # nothing to do in either
+    remove(runs, ["data/artist_streams_2026-11-01-2026-11-04.tsv",
+                  "data/top_artists_2026-11-01-2026-11-04.tsv"])
+    partial = both(runs)
+    assert len(partial[0].succeeded) == 2
+    assert_same(*partial, runs)
+
+
+def test_top_artists_with_spark_is_refused_by_name(luigi_root: Path, tmp_path: Path) -> None:
+    interval = "luigi.date_interval.Custom.parse('2026-11-01-2026-11-04')"
+    _, ours = pair(luigi_root, "top_artists", tmp_path,
+                   f"example.Top10Artists(date_interval={interval}, use_spark=True)")
+    with pytest.raises(AssertionError) as failed:
+        ours.run()
+    assert "luigi.contrib.spark.SparkSubmitTask" in str(failed.value)
+    assert "docs/from-luigi.md" in str(failed.value)
