@@ -29,13 +29,11 @@ def both(runs: tuple[ExampleRun, ExampleRun]) -> tuple[Outcome, Outcome]:
     return runs[0].run(), runs[1].run()
 
 
-def assert_same(luigi: Outcome, ours: Outcome, runs: tuple[ExampleRun, ExampleRun],
-                failed_too: set[str] = frozenset()) -> None:
-    """Same tasks run, same answers, same files; `failed_too`: tasks batchdeps fails on
-    purpose where Luigi leaves them pending (docs/from-luigi.md)."""
+def assert_same(luigi: Outcome, ours: Outcome, runs: tuple[ExampleRun, ExampleRun]) -> None:
+    """Same tasks started, built and failed, same answers from build(), same files."""
     assert ours.ran == luigi.ran
     assert ours.succeeded == luigi.succeeded
-    assert ours.failed == luigi.failed | failed_too
+    assert ours.failed == luigi.failed
     assert (ours.status, ours.scheduling_succeeded) == (luigi.status,
                                                         luigi.scheduling_succeeded)
     assert runs[1].tree() == runs[0].tree()
@@ -120,14 +118,15 @@ def test_per_task_retry_policy_runs_and_fails_the_same_tasks(luigi_root: Path,
     luigi, ours = first
     assert luigi.failed == {"ErrorTask1__99914b932b", "ErrorTask2__99914b932b",
                             "DynamicErrorTask1__99914b932b"}
-    # batchdeps fails the task whose yielded task failed; Luigi leaves it pending.
-    assert_same(*first, runs, failed_too={"DynamicErrorTaskSubmitter__99914b932b"})
-    # retry_count is the most runs: ErrorTask1 5, ErrorTask2 2, DynamicErrorTask1 3
-    # (Luigi, without --worker-keep-alive, runs each once in one `luigi` run).
-    assert ours.started.count("ErrorTask1__99914b932b") == 5
-    assert ours.started.count("ErrorTask2__99914b932b") == 2
-    assert ours.started.count("DynamicErrorTask1__99914b932b") == 3
-    assert_same(*both(runs), runs, failed_too={"DynamicErrorTaskSubmitter__99914b932b"})
+    # batchdeps fails the task whose yielded task failed (Luigi leaves it pending); none
+    # of its attempts failed, so its FAILURE handlers are not called, as in Luigi.
+    assert_same(*first, runs)
+    # retry_count is the most runs in all; with no retry delay Luigi's scheduler, too,
+    # retries within the one run.
+    for task_id, runs_in_all in (("ErrorTask1__99914b932b", 5), ("ErrorTask2__99914b932b", 2),
+                                 ("DynamicErrorTask1__99914b932b", 3)):
+        assert luigi.started.count(task_id) == ours.started.count(task_id) == runs_in_all
+    assert_same(*both(runs), runs)
 
 
 def test_wordcount_counts_the_same_words(luigi_root: Path, tmp_path: Path) -> None:
@@ -151,27 +150,41 @@ def test_wordcount_counts_the_same_words(luigi_root: Path, tmp_path: Path) -> No
     assert_same(*missing, runs)
 
 
+def _bars_made(outcome: Outcome, run: ExampleRun) -> set[str]:
+    """The Bar tasks built, checked against the empty files each made."""
+    bars = {t for t in outcome.succeeded if t.startswith("examples.Bar_")}
+    folder = run.folder / "tmp" / "bar"
+    files = set(folder.iterdir()) if folder.exists() else set()
+    assert all(f.read_bytes() == b"" for f in files)
+    assert {b.split("_")[1] for b in bars} <= {f.name for f in files}
+    return bars
+
+
 def test_foo_complex_builds_a_random_tree_the_same_way(luigi_root: Path,
                                                        tmp_path: Path) -> None:
-    """Its requires() draws random numbers and counts calls in a global, so the trees
-    differ from run to run in either tool: compared by shape, not by name."""
+    """Its requires() draws random numbers and counts its calls in a global, so the tree
+    differs from run to run in either tool: compared by shape. Luigi calls requires()
+    again when a task is about to run and may find other requirements than it built
+    ("Unfulfilled dependencies at run time": that task fails); batchdeps calls it once
+    per run, so Foo is always built."""
     runs = pair(luigi_root, "foo_complex", tmp_path, "example.Foo()", workers=2)
-    first = both(runs)
-    for outcome, run in zip(first, runs):
-        bars = {t for t in outcome.succeeded if t.startswith("examples.Bar_")}
-        files = set((run.folder / "tmp" / "bar").iterdir())
-        assert "examples.Foo__99914b932b" in outcome.succeeded
-        assert len(bars) == len(files) >= 3
-        assert all(f.read_bytes() == b"" for f in files)
-        assert {f"examples.Bar_{f.name}_" for f in files} == {b.rpartition("_")[0] + "_"
-                                                               for b in bars}
-    second = both(runs)
-    assert second[0].ran == second[1].ran == {"examples.Foo__99914b932b"}
+    luigi, ours = both(runs)
+    assert len(_bars_made(luigi, runs[0])) >= 3
+    assert "examples.Foo__99914b932b" in luigi.succeeded or any(
+        "Unfulfilled dependencies at run time" in line for line in luigi.stderr.splitlines())
+    bars = _bars_made(ours, runs[1])
+    assert len(bars) >= 3 and "examples.Foo__99914b932b" in ours.succeeded
+    assert ours.failed == set() and ours.ran == bars | {"examples.Foo__99914b932b"}
+    assert {f.name for f in (runs[1].folder / "tmp" / "bar").iterdir()} == {
+        b.split("_")[1] for b in bars}
+    # Luigi's second run and rerun depend on its random draws and may fail a task, so
+    # only batchdeps' are checked from here: every Bar is complete, so only Foo runs.
+    _, ours = both(runs)
+    assert ours.ran == {"examples.Foo__99914b932b"}  # no outputs: it runs every time
     remove(runs, ["tmp/bar/0"])
-    partial = both(runs)
-    for outcome in partial:
-        assert {"examples.Foo__99914b932b"} < outcome.succeeded
-        assert any(t.startswith("examples.Bar_0_") for t in outcome.succeeded)
+    _, ours = both(runs)
+    assert {"examples.Foo__99914b932b", "examples.Bar_0_e0cbafafd8"} <= ours.succeeded
+    assert ours.failed == set() and _bars_made(ours, runs[1])
 
 
 def test_top_artists_without_spark_matches_luigi(luigi_root: Path, tmp_path: Path) -> None:

@@ -79,39 +79,6 @@ _IGNORED_ENV = {"local_scheduler", "no_lock", "lock_pid_dir", "lock_size", "take
 _REFUSED_ENV = {"scheduler_host", "scheduler_port", "scheduler_url", "assistant"}
 
 
-class EventBridge:
-    """A listener that calls Luigi's event handlers from batchdeps' events."""
-
-    def __init__(self) -> None:
-        self.tasks: dict[str, Any] = {}
-
-    def on_event(self, event: Any) -> None:
-        from ..report.events import RunStarted, TaskFinished, TasksYielded
-        from ..report.result import Status
-        from .event import Event
-
-        if isinstance(event, RunStarted):
-            for step in event.plan.steps:
-                self.tasks[step.task.task_id] = step.task
-        elif isinstance(event, TasksYielded):
-            for task in event.tasks:
-                self.tasks.setdefault(task.task_id, task)
-        elif isinstance(event, TaskFinished):
-            task = self.tasks.get(event.task_id)
-            trigger = getattr(task, "trigger_event", None)
-            if trigger is None:
-                return
-            if event.status == Status.BUILT:
-                trigger(Event.SUCCESS, task)
-                trigger(Event.PROCESSING_TIME, task, event.duration)
-            elif event.status == Status.FAILED:
-                trigger(Event.FAILURE, task, RuntimeError(event.error))
-            elif event.status == Status.MISSING_INPUT:
-                trigger(Event.DEPENDENCY_MISSING, task)
-            elif event.status == Status.COMPLETE:
-                trigger(Event.DEPENDENCY_PRESENT, task)
-
-
 def load_run_config() -> Any:
     """The config a Luigi run uses: config.toml (or $BATCHDEPS_CONFIG), else luigi.cfg."""
     from ..config import load_config
@@ -186,8 +153,7 @@ def build(tasks: Any, worker_scheduler_factory: Any = None, detailed_summary: bo
             raise UsageError(f"build(workers={workers!r}): a whole number is needed") from None
     requested = list(tasks) if isinstance(tasks, Iterable) else [tasks]
     config = load_run_config()
-    result = api.build(requested, workers=workers, config=config, listeners=[EventBridge()],
-                       lock_url=lock_url)
+    result = api.build(requested, workers=workers, config=config, lock_url=lock_url)
     outcome = LuigiRunResult(result)
     return outcome if detailed_summary else outcome.scheduling_succeeded
 

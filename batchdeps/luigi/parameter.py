@@ -72,13 +72,12 @@ class Parameter(_bd.Parameter):
                  config_path: dict[str, str] | None = None, positional: bool = True,
                  always_in_help: bool = False, batch_method: Any = None,
                  visibility: ParameterVisibility = ParameterVisibility.PUBLIC) -> None:
-        super().__init__(default=default, description=description or "")
+        super().__init__(default=default, description=description or "",
+                         significant=significant, positional=positional and not is_global,
+                         batch_method=batch_method)
         self.is_global = is_global
-        self.significant = significant
-        self.positional = positional and not is_global
         self.config_path = config_path
         self.always_in_help = always_in_help
-        self.batch_method = batch_method
         self.visibility = visibility if ParameterVisibility.has_value(visibility) \
             else ParameterVisibility.PUBLIC
         self._counter = next(_counter)  # Luigi orders a task's parameters by creation
