@@ -22,7 +22,7 @@ GLOBAL_OPTIONS = {
     "no-lock": False, "lock-pid-dir": True, "lock-size": True, "take-lock": False,
     "parallel-scheduling": False, "detailed-summary": False, "logging-conf-file": True,
     "no-configure-logging": False, "help": False, "help-all": False,
-    "worker-keep-alive": False, "retcode-already-running": True,
+    "worker-keep-alive": False, "retcode-already-running": True, "lock-url": True,
 }
 #: Options Luigi has that ask for what batchdeps does not do: an error naming them.
 REFUSED_OPTIONS = {

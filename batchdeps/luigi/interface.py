@@ -176,7 +176,8 @@ def _run(cmdline_args: Sequence[str] | None, main_task_cls: Any,
     with CmdlineParser.global_instance(args, allow_override=True) as parser:
         task = parser.get_task_obj()
         result = build([task], worker_scheduler_factory=worker_scheduler_factory,
-                       detailed_summary=True, workers=parser.workers)
+                       detailed_summary=True, workers=parser.workers,
+                       lock_url=parser.options.get("lock-url"))
     assert isinstance(result, LuigiRunResult)
     return result
 

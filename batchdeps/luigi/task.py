@@ -21,7 +21,6 @@ from ..taskid import luigi_task_id
 from .parameter import (
     DuplicateParameterException,
     MissingParameterException,
-    Parameter,
     ParameterVisibility,
     UnknownParameterException,
 )
@@ -114,10 +113,11 @@ class Task(_bd.Task, metaclass=Register):
             self.__dict__[name] = value
         self.param_values = tuple(value for _, value in values)
         self.param_args = self.param_values
-        significant = self.to_str_params(only_significant=True, only_public=True)
-        self.task_id = luigi_task_id(cls.task_family, significant)
+        self.task_id = luigi_task_id(
+            cls.task_family, self.to_str_params(only_significant=True, only_public=True))
         self._repr = cls.task_family + "(" + ", ".join(
-            f"{name}={significant[name]}" for name, _ in values if name in significant) + ")"
+            f"{p.name}={self._luigi_str(p, v)}" for p, v in zip(cls._params, self.param_values)
+            if p.significant) + ")"
 
     def __repr__(self) -> str:
         return self._repr
@@ -126,11 +126,17 @@ class Task(_bd.Task, metaclass=Register):
 
     def to_str_params(self, only_significant: bool = False,
                       only_public: bool = False) -> dict[str, str]:
-        """Parameter values as Luigi serializes them (`only_public`: not hidden/private)."""
-        public = ParameterVisibility.PUBLIC
-        return {p.name: p.serialize(v) for p, v in zip(self._params, self.param_values)
+        """Parameter values as Luigi writes them; these make the task id. A private
+        parameter is never among them, a hidden one not with `only_public` (Luigi's)."""
+        return {p.name: self._luigi_str(p, v) for p, v in zip(self._params, self.param_values)
                 if (p.significant or not only_significant)
-                and (not only_public or getattr(p, "visibility", public) == public)}
+                and _visibility(p) != ParameterVisibility.PRIVATE
+                and (not only_public or _visibility(p) == ParameterVisibility.PUBLIC)}
+
+    @staticmethod
+    def _luigi_str(param: Any, value: Any) -> str:
+        return _bd.NONE_TEXT if value is None and not param.nullable \
+            else str(param.luigi_serialize(value))
 
     @classmethod
     def from_str_params(cls, params_str: Any) -> Task:
@@ -148,13 +154,15 @@ class Task(_bd.Task, metaclass=Register):
         return dict(self.resources)
 
 
+def _visibility(param: Any) -> Any:
+    return getattr(param, "visibility", ParameterVisibility.PUBLIC)
+
+
 def _parse(family: str, param: Any, text: str) -> Any:
     """A string from the command line or luigi.cfg, parsed by the parameter."""
-    if isinstance(param, Parameter):
-        return param.parse_value(family, text)
     try:
         return param.convert(family, param.parse(text))
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         from ..errors import ParameterError
 
         raise ParameterError(f"{family}: bad value {text!r} for parameter '{param.name}': "

@@ -1,0 +1,213 @@
+"""batchdeps.luigi against Luigi 3.8.1 itself: the same class source gives the same task
+ids, families, reprs and string parameters; and what the module refuses, by name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+#: One module's source, imported once as Luigi's and once as batchdeps.luigi's.
+TASKS = '''
+import datetime, enum, json
+{import_line}
+from {prefix}luigi import date_interval
+
+class Color(enum.Enum):
+    red = 1
+    blue = 2
+
+class Plain(luigi.Task):
+    pass
+
+class Many(luigi.Task):
+    a = luigi.IntParameter(default="3")
+    b = luigi.BoolParameter()
+    c = luigi.DateParameter(default=datetime.date(2026, 11, 24))
+    d = luigi.Parameter(default="a value longer than sixteen characters, with / and spaces")
+    e = luigi.ListParameter(default=[1, [2, 3], "x"])
+    f = luigi.DateIntervalParameter(default=date_interval.Month(2026, 2))
+    g = luigi.FloatParameter(default=1)
+    h = luigi.DictParameter(default={{"x": 1, "y": [1, 2]}})
+    i = luigi.Parameter(significant=False, default="left out")
+    j = luigi.TupleParameter(default=((1, 2), (3, 4)))
+    k = luigi.EnumParameter(enum=Color, default=Color.blue)
+    l = luigi.EnumListParameter(enum=Color, default=[Color.red, Color.blue])
+    m = luigi.ChoiceParameter(choices=["x", "y"], default="y")
+    n = luigi.MonthParameter(default=datetime.date(2026, 3, 1))
+    o = luigi.YearParameter(default=datetime.date(2026, 1, 1))
+    p = luigi.DateHourParameter(default=datetime.datetime(2026, 11, 24, 13))
+    q = luigi.DateMinuteParameter(default=datetime.datetime(2026, 11, 24, 13, 45))
+    r = luigi.DateSecondParameter(default=datetime.datetime(2026, 11, 24, 13, 45, 7))
+    s = luigi.TimeDeltaParameter(default=datetime.timedelta(days=8, hours=3, seconds=5))
+    t = luigi.OptionalParameter(default=None)
+    u = luigi.OptionalIntParameter(default=None)
+    v = luigi.NumericalParameter(var_type=int, min_value=0, max_value=10, default=4)
+    w = luigi.Parameter(default="private", visibility=luigi.parameter.ParameterVisibility.PRIVATE)
+    x = luigi.ChoiceListParameter(choices=["a", "b", "c"], default=["c", "a"])
+
+class Spaced(luigi.Task):
+    task_namespace = "reports.daily"
+    day = luigi.DateParameter()
+    shard = luigi.IntParameter(default=0)
+
+luigi.namespace("scoped", scope=__name__)
+
+class InScope(luigi.Task):
+    when = luigi.DateIntervalParameter()
+
+luigi.namespace(scope=__name__)
+
+class Positional(luigi.Task):
+    first = luigi.Parameter()
+    second = luigi.IntParameter(positional=False, default=2)
+    third = luigi.IntParameter(default=3)
+
+made = [
+    Plain(), Many(), Many(a=7, b=True, d="short", g=2.5, t="set", u=5),
+    Spaced(day=datetime.date(2026, 11, 24)),
+    Spaced(datetime.date(2026, 11, 25), 3),
+    InScope(when=date_interval.Week(2026, 48)),
+    InScope(when=date_interval.Custom.parse("2026-11-01-2026-11-08")),
+    InScope(when=date_interval.Date(2026, 11, 24)),
+    InScope(when=date_interval.Year(2026)),
+    Positional("one", 9),
+    Many.from_str_params(Many(b=True, e=[5], g=1.5).to_str_params()),
+    Many(a=4).clone(Spaced, day=datetime.date(2026, 1, 2)),
+]
+print(json.dumps([{{"id": t.task_id, "family": t.task_family, "repr": repr(t),
+                   "str_params": t.to_str_params(),
+                   "significant": t.to_str_params(only_significant=True),
+                   "params": [name for name, _ in type(t).get_params()]}}
+                  for t in made]))
+'''
+
+
+def _describe(tmp_path: Path, tool: str) -> list[dict[str, object]]:
+    if tool == "luigi":
+        source = TASKS.format(import_line="import luigi", prefix="")
+    else:
+        source = TASKS.format(import_line="import batchdeps.luigi as luigi",
+                              prefix="batchdeps.")
+    folder = tmp_path / tool
+    folder.mkdir()
+    (folder / "tasks.py").write_text(source)
+    done = subprocess.run([sys.executable, "-W", "ignore", "tasks.py"], cwd=folder,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def test_task_ids_families_and_reprs_are_luigis(tmp_path: Path) -> None:
+    luigi = _describe(tmp_path, "luigi")
+    ours = _describe(tmp_path, "batchdeps")
+    assert len(luigi) == len(ours) == 12
+    for theirs, mine in zip(luigi, ours):
+        assert mine == theirs
+    assert luigi[3]["id"].startswith("reports.daily.Spaced_2026_11_24_0_")
+    assert luigi[5]["family"] == "scoped.InScope"
+
+
+def run_module(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "pipe.py").write_text(textwrap.dedent(source))
+    return subprocess.run([sys.executable, "-m", "batchdeps.luigi", "--module", "pipe", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+
+
+CHAIN = '''
+    import batchdeps.luigi as luigi
+
+    class Source(luigi.Task):
+        size = luigi.IntParameter(default=1)
+        def output(self):
+            return luigi.LocalTarget(f"out/source-{self.size}.txt")
+        def run(self):
+            with self.output().open("w") as out:
+                out.write("x" * self.size)
+
+    class Report(luigi.Task):
+        task_namespace = "rep"
+        name = luigi.Parameter()
+        def requires(self):
+            return Source()
+        def output(self):
+            return luigi.LocalTarget(f"out/{self.name}-{self.task_id}.txt")
+        def run(self):
+            with self.input().open() as src, self.output().open("w") as out:
+                out.write(src.read().upper())
+'''
+
+
+def test_the_luigi_command_line_takes_family_flags(tmp_path: Path) -> None:
+    """`--Source-size 3` sets the parameter of a task other than the one named."""
+    done = run_module(tmp_path, CHAIN, "rep.Report", "--name", "weekly", "--Source-size",
+                      "3", "--local-scheduler", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    made = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert made[0] == "source-3.txt"
+    assert made[1].startswith("weekly-rep.Report_weekly_")
+    assert (tmp_path / "out" / made[1]).read_text() == "XXX"
+
+
+def test_luigi_cfg_gives_defaults_with_dashed_keys(tmp_path: Path) -> None:
+    (tmp_path / "luigi.cfg").write_text("[Source]\nsize = 4\n[rep.Report]\nname = cfg\n"
+                                        "[core]\nworkers = 2\n")
+    done = run_module(tmp_path, CHAIN, "rep.Report")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "source-4.txt").read_text() == "xxxx"
+
+
+@pytest.mark.parametrize(("cfg", "named"), [
+    ("[retcode]\ntask_failed = 3\n", "[retcode]"),
+    ("[hdfs]\nclient = hadoopcli\n", "[hdfs]"),
+    ("[core]\ndefault-scheduler-url = http://x:8082\n", "default_scheduler_url"),
+    ("[NoSuchTask]\nx = 1\n", "[NoSuchTask]"),
+])
+def test_luigi_cfg_that_cannot_be_honoured_is_an_error_naming_it(
+        tmp_path: Path, cfg: str, named: str) -> None:
+    (tmp_path / "luigi.cfg").write_text(cfg)
+    done = run_module(tmp_path, CHAIN, "rep.Report", "--name", "x")
+    assert done.returncode == 2
+    assert named in done.stderr and "docs/from-luigi.md" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["rep.Report", "--name", "x", "--scheduler-host", "h"], "--scheduler-host"),
+    (["rep.Report", "--name", "x", "--Nope-size", "3"], "--Nope-size"),
+    (["rep.Report", "--name", "x", "--Source-colour", "3"], "colour"),
+    (["rep.Report"], "'name'"),
+    (["NoTask"], "NoTask"),
+    (["rep.Report", "--name", "x", "--Source-size", "many"], "many"),
+])
+def test_bad_luigi_command_lines_exit_2_naming_the_problem(
+        tmp_path: Path, args: list[str], named: str) -> None:
+    done = run_module(tmp_path, CHAIN, *args)
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr
+
+
+def test_contrib_modules_without_a_stand_in_are_refused_by_name(tmp_path: Path) -> None:
+    done = run_module(tmp_path, "from batchdeps.luigi.contrib.bigquery import BigQueryTarget\n",
+                      "X")
+    assert done.returncode == 2
+    assert "luigi.contrib.bigquery" in done.stderr and "docs/from-luigi.md" in done.stderr
+
+
+def test_hdfs_target_is_refused_when_made(tmp_path: Path) -> None:
+    source = CHAIN + '''
+    import batchdeps.luigi.contrib.hdfs
+    class OnHdfs(luigi.Task):
+        def output(self):
+            return luigi.contrib.hdfs.HdfsTarget("data/x")
+    '''
+    done = run_module(tmp_path, source, "OnHdfs")
+    assert done.returncode == 2, done.stderr
+    assert "luigi.contrib.hdfs.HdfsTarget" in done.stderr
+    assert "docs/from-luigi.md" in done.stderr and "Traceback" not in done.stderr
