@@ -169,20 +169,20 @@ def test_foo_complex_builds_a_random_tree_the_same_way(luigi_root: Path,
     per run, so Foo is always built."""
     runs = pair(luigi_root, "foo_complex", tmp_path, "example.Foo()", workers=2)
     luigi, ours = both(runs)
-    assert len(_bars_made(luigi, runs[0])) >= 3
+    assert _bars_made(luigi, runs[0])  # as few as one when Luigi fails the others
     assert "examples.Foo__99914b932b" in luigi.succeeded or any(
-        "Unfulfilled dependencies at run time" in line for line in luigi.stderr.splitlines())
+        "Unfulfilled dependenc" in line for line in luigi.stderr.splitlines())
     bars = _bars_made(ours, runs[1])
     assert len(bars) >= 3 and "examples.Foo__99914b932b" in ours.succeeded
     assert ours.failed == set() and ours.ran == bars | {"examples.Foo__99914b932b"}
     assert {f.name for f in (runs[1].folder / "tmp" / "bar").iterdir()} == {
         b.split("_")[1] for b in bars}
-    # Luigi's second run and rerun depend on its random draws and may fail a task, so
-    # only batchdeps' are checked from here: every Bar is complete, so only Foo runs.
-    _, ours = both(runs)
+    # Luigi's second run and rerun depend on its random draws (and on what its first run
+    # failed), so only batchdeps' are checked from here: every Bar is complete, only Foo runs.
+    ours = runs[1].run()
     assert ours.ran == {"examples.Foo__99914b932b"}  # no outputs: it runs every time
-    remove(runs, ["tmp/bar/0"])
-    _, ours = both(runs)
+    remove(runs[1:], ["tmp/bar/0"])
+    ours = runs[1].run()
     assert {"examples.Foo__99914b932b", "examples.Bar_0_e0cbafafd8"} <= ours.succeeded
     assert ours.failed == set() and _bars_made(ours, runs[1])
 
