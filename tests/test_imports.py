@@ -241,3 +241,25 @@ def test_importing_batchdeps_luigi_is_cheap() -> None:
         "             or any(m.startswith(h + '.') for h in heavy)))\n"
     )
     assert _fresh_python(script) == "[]"
+
+
+def test_a_default_run_loads_neither_staleness_nor_the_input_waiter(tmp_path: Path) -> None:
+    """Without rerun triggers and without a wait, a run does not import staleness.py or
+    run/waiting.py (the default stays as light as before they existed); with them, it
+    does."""
+    script = (
+        "import sys\n"
+        "import batchdeps as bd\n"
+        "class Out(bd.Task):\n"
+        "    def output(self):\n"
+        f"        return bd.FileTarget({str(tmp_path)!r} + '/out.txt')\n"
+        "    def run(self):\n"
+        "        with self.output().open('w') as out:\n"
+        "            out.write('x')\n"
+        "names = ('batchdeps.staleness', 'batchdeps.run.waiting')\n"
+        "assert bd.build([Out()]).exit_code == 0\n"
+        "print([m for m in names if m in sys.modules], end=' ')\n"
+        "assert bd.build([Out()], rerun_triggers='version', wait_for_inputs=1).exit_code == 0\n"
+        "print([m for m in names if m in sys.modules])\n"
+    )
+    assert _fresh_python(script) == "[] ['batchdeps.staleness', 'batchdeps.run.waiting']"

@@ -16,6 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .. import logs
 from ..errors import BatchdepsError, TargetCheckError
@@ -40,7 +41,9 @@ from .ready import (
     own_priorities,
     priority_of,
 )
-from .waiting import InputWaiter
+
+if TYPE_CHECKING:
+    from .waiting import InputWaiter
 
 __all__ = ["OPTION_DEFAULTS", "RunOptions", "Runner"]
 
@@ -82,8 +85,11 @@ class Runner:
         self.lifecycle = Lifecycle(plan, locks, self.executor, self, self.options, clock,
                                    sleep_rand)
         #: missing external inputs waited for (`wait_for_inputs`); None: they close at once
-        self.waiter = InputWaiter(self, self.options, clock, rand=sleep_rand) \
-            if self.options.wait_for_inputs else None
+        self.waiter: InputWaiter | None = None
+        if self.options.wait_for_inputs:
+            from .waiting import InputWaiter  # a run that does not wait does not import it
+
+            self.waiter = InputWaiter(self, self.options, clock, rand=sleep_rand)
 
     # -- public --------------------------------------------------------------------------
     def stop(self) -> None:

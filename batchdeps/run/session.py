@@ -252,14 +252,16 @@ class Session:
                                  f"(the folder {folder} must exist and be writable)")
         if "log_level" not in given:
             given["log_level"] = config.batchdeps.get("log_level") or "INFO"
-        from ..staleness import parse_triggers
+        asked = given.get("rerun_triggers", config.run.get("rerun_triggers"))
+        if asked is None:  # the default run does not import staleness.py
+            given["rerun_triggers"] = frozenset()
+        else:
+            from ..staleness import parse_triggers
 
-        try:
-            triggers = parse_triggers(given.get("rerun_triggers",
-                                                config.run.get("rerun_triggers")))
-        except ValueError as exc:
-            raise UsageError(f"--rerun-triggers: {exc}") from None
-        given["rerun_triggers"] = triggers
+            try:
+                given["rerun_triggers"] = parse_triggers(asked)
+            except ValueError as exc:
+                raise UsageError(f"--rerun-triggers: {exc}") from None
         if "record_builds" not in given:
             given["record_builds"] = bool(config.run.get("record_builds", False))
         executor_config = config.executor
