@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.journal import JOURNAL_FUNCTION
@@ -66,6 +67,8 @@ class Clean(bd.Task):
 
     def run(self):
         journal("start", self)
+        if os.path.exists(f"fail-{self.day}"):
+            raise RuntimeError(f"marker says Clean({self.day}) fails")
         time.sleep(float(os.environ.get("SLEEP_CLEAN", "0")))
         with self.input().open() as src, self.output().open("w") as dst:
             dst.write(src.read().upper())
@@ -75,6 +78,11 @@ class Clean(bd.Task):
 class Days(bd.WrapperTask):
     def requires(self):
         return [Clean(day=day) for day in ("d1", "d2")]
+
+
+class Broken(bd.Task):
+    def requires(self):
+        raise ValueError("broken on purpose")
 
 
 class Gather(bd.Task):
@@ -139,6 +147,7 @@ def test_two_watchers_build_each_task_once_and_the_one_standing_by_takes_over(
         second = Watch(watched, "second", "Days", "--every", "0.5s")
         watchers.append(second)
         _until(second, "another watcher of Days() holds its watch lease")
+        assert "standing by (trying every 0.5s)" in second.text()
         watched.write("in/raw-d1.txt", "one\n")
         _until(first, "input in/raw-d1.txt")
         _until(first, "round 2 done (exit 3)")
@@ -214,6 +223,79 @@ def test_an_input_that_a_run_yields_is_watched_from_the_round_that_found_it(
     assert (watched.root / "out" / "gather.txt").read_text() == "late\n"
 
 
+def test_a_failed_task_is_tried_again_at_the_next_round(watched: Project) -> None:
+    watched.write("in/raw-d1.txt", "one\n")
+    watched.write("fail-d1", "")
+    watch = Watch(watched, "watch", "Days")  # the default: a look every minute
+    try:
+        _until(watch, "round 1 done (exit 1)")
+        assert "looking at its external inputs every 1m" in watch.text()
+        assert watch.stop() == ExitCode.INTERRUPTED
+    finally:
+        watch.kill()
+    (watched.root / "fail-d1").unlink()
+    watch = Watch(watched, "again", "Days", "--every", "0.5s")
+    try:
+        _until(watch, "round 1 done (exit 3)")
+        watched.write("in/raw-d2.txt", "two\n")
+        _until(watch, "round 2 done (exit 0)")
+        assert watch.stop() == ExitCode.INTERRUPTED
+    finally:
+        watch.kill()
+    assert watched.runs() == ["Clean(day=d1)", "Clean(day=d1)", "Clean(day=d2)"]
+
+
+def test_a_look_or_a_round_that_fails_is_logged_and_made_again_later(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The Watcher with a fake clock and session: a look that cannot be made starts no
+    round and is made again one interval later; the next look that sees a change does;
+    a round that cannot finish is made again at the next look, without a change."""
+    from batchdeps.errors import TargetCheckError
+    from batchdeps.locks.local import LocalLockProvider
+    from batchdeps.run.watch import Look, Watcher
+
+    class Session:
+        rerun_triggers = frozenset()
+
+        def resolve(self, tasks: list) -> Any:
+            rounds.append(now[0])
+            if len(rounds) == 2:
+                raise TargetCheckError("storage unreachable in the round")
+            return type("Plan", (), {"steps": []})()
+
+    class Inputs(InputWatch):
+        def look(self) -> Look:
+            looks.append(now[0])
+            if len(looks) == 2:
+                raise TargetCheckError("storage unreachable")
+            if len(looks) == 4:
+                return Look(changes=["input x arrived"])
+            return Look()
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if len(rounds) == 3:
+            watcher.stop()
+
+    import batchdeps as bd
+
+    class Top(bd.WrapperTask):
+        pass
+
+    now = [0.0]
+    rounds: list[float] = []
+    looks: list[float] = []
+    watcher = Watcher([Top()], Session, LocalLockProvider(str(tmp_path)), every=10,
+                      clock=lambda: now[0], sleep=sleep, wall=lambda: now[0])
+    watcher.inputs = Inputs()
+    with caplog.at_level("WARNING", logger="batchdeps"):
+        assert watcher.run() == ExitCode.OK
+    assert looks == [0.0, 10.0, 20.0, 30.0, 40.0]  # the baseline, the failed one, ...
+    assert rounds == [0.0, 30.0, 40.0]  # at the start, after the change, once more
+    assert "could not look at the" in caplog.text and "storage unreachable" in caplog.text
+    assert "round 2 could not finish: storage unreachable in the round" in caplog.text
+
+
 def test_sigterm_during_a_round_stops_the_run_cleanly_and_frees_the_watch(
         watched: Project) -> None:
     watched.write("in/raw-d1.txt", "one\n")
@@ -269,6 +351,7 @@ def test_two_watchers_on_a_lock_server_build_each_task_once(
     (("Days", "--rerun-triggers", "mtime"), "--rerun-triggers"),
     (("Days", "--workers", "0"), "--workers"),
     (("NoSuchTask",), "NoSuchTask"),
+    (("Broken",), "broken on purpose"),  # the first round cannot be resolved
     ((), "missing TASK"),
 ])
 def test_bad_arguments_are_a_usage_error(watched: Project, args: tuple[str, ...],

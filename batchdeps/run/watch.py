@@ -19,7 +19,10 @@ after, with another identity: a local file's mtime and size, an S3 object's ETag
 input that disappears is logged, not acted on. Looks are made every `every` seconds, all
 inputs in one batch (`InputWatch.look`: one LIST per prefix on S3, as completeness), and
 sooner when an input that has not arrived can arrive sooner (`stable_for`). A failed
-task is tried again at the next round, that is, when an input changes.
+task is tried again at the next round, that is, when an input changes. An error that ends
+a round early (storage or the lock server unreachable) ends the watcher when it is the
+first round (nothing was ever built: as `batchdeps run`, with its exit code), and is
+otherwise logged and the round made again at the next look.
 """
 
 from __future__ import annotations
@@ -186,6 +189,9 @@ class Watcher:
         self.stopped = False
         self.exit_code = ExitCode.OK
         self._standing_by = False
+        #: the last round stopped on an error (storage, lock server): the next look runs
+        #: it again even if no input changed
+        self._round_failed = False
 
     @property
     def name(self) -> str:
@@ -236,7 +242,9 @@ class Watcher:
             look = self._look()
             next_look = self._next_look()
             if look is not None:
-                pending = look.changes
+                pending = look.changes or (
+                    ["the last round could not finish: trying again"] if self._round_failed
+                    else [])
 
     def _next_look(self) -> float:
         """`every` from now, or sooner when an input that has not arrived can by then."""
@@ -293,6 +301,7 @@ class Watcher:
         shown = "; ".join(why[:5]) + (f"; and {len(why) - 5} more" if len(why) > 5 else "")
         log.info("round %d of %s: %s", self.rounds, self.name, shown)
         session = self.new_session()
+        self._round_failed = False
         try:
             plan = session.resolve(self.requested)
             self.inputs.add(step.task for step in plan.steps)
@@ -312,8 +321,9 @@ class Watcher:
         except BatchdepsError as exc:
             if self.rounds == 1:
                 raise
-            log.error("round %d failed: %s; trying again when an input changes",
+            log.error("round %d could not finish: %s; trying again at the next look",
                       self.rounds, exc)
+            self._round_failed = True
             return
         if result.interrupted:
             self.exit_code = ExitCode.INTERRUPTED
