@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,12 +45,16 @@ CONNECT_OPTIONS = {"connect_timeout": 3, "keepalives_idle": 5, "keepalives_inter
                    "keepalives_count": 2, "application_name": "batchdeps-lock-server"}
 SESSION_SETTINGS = "SET statement_timeout = '10s'; SET lock_timeout = '5s'"
 #: release-many: lock the caller's rows in key order, delete them, audit each, answer them;
-#: `relaxed` turns synchronous_commit off for this one transaction (a row is deleted only
-#: after the join read `relaxed`, so the setting is in force before the commit).
+#: without waiting for the disk (a row is deleted only after the join read `relaxed`, so
+#: the setting is in force before the commit).
+#: turns synchronous_commit off for the statement's own transaction (a FROM item of it)
+RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+#: sync(): a write, so that its commit waits for the WAL flush (a transaction that wrote
+#: nothing, even one with a transaction id, commits without flushing)
+SYNC_SQL = "UPDATE batchdeps_meta SET value = value WHERE name = 'schema'"
 #: `{match}` picks the rows: RELEASE_MATCH (for one pair, the primary key's equality)
 RELEASE_SQL = (
-    "WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), "
-    "mine AS (SELECT l.key, l.token FROM relaxed, batchdeps_leases l WHERE {match} "
+    f"WITH mine AS (SELECT l.key, l.token FROM {RELAXED}, batchdeps_leases l WHERE {{match}} "
     "AND l.host = %(host)s AND l.pid = %(pid)s AND l.run_id = %(run)s "
     'ORDER BY l.key COLLATE "C" FOR UPDATE OF l), '
     "gone AS (DELETE FROM batchdeps_leases l USING mine "
@@ -117,6 +122,8 @@ class PgLeaseStore:
         self.grants = 0
         self.event_counts: dict[str, int] = {}
         self._conn: Any = None
+        self._sync_conn: Any = None  # sync()'s own (it runs in another thread)
+        self._sync_lock = threading.Lock()
         conn = self._connect_or_refuse()
         pgschema.require_current(conn, self.path)
 
@@ -165,9 +172,42 @@ class PgLeaseStore:
 
     def close(self) -> None:
         self._drop()
+        with self._sync_lock:
+            self._close_sync()
 
     def sync(self) -> None:
-        """Nothing to do: a commit has returned only once it was durable."""
+        """Flush the WAL up to now: every grant committed before this call is durable.
+
+        Grants commit without waiting for the disk; this commits a transaction of its own
+        that writes (SYNC_SQL) and so waits for its flush (synchronous_commit on: on disk,
+        and on a synchronous standby where one is configured), and a flush covers all the
+        WAL before it. The server calls it,
+        from a thread, before it announces a grant, once for all that piled up meanwhile
+        (its GroupSync), so it runs on a connection of its own.
+        """
+        psycopg = self.psycopg
+        with self._sync_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._sync_conn is None or self._sync_conn.closed:
+                        self._sync_conn = self.psycopg.connect(
+                            self.url, autocommit=True, **CONNECT_OPTIONS)
+                        self._sync_conn.execute(SESSION_SETTINGS)
+                    self._sync_conn.execute(SYNC_SQL)
+                    return
+                except psycopg.OperationalError as exc:
+                    self._close_sync()
+                    if attempt == 2:
+                        raise StoreUnavailable(f"the lease database {self.path} did not "
+                                               f"answer: {_first_line(exc)}") from None
+
+    def _close_sync(self) -> None:
+        if self._sync_conn is not None:
+            try:
+                self._sync_conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
+                pass
+        self._sync_conn = None
 
     def health(self) -> dict[str, Any]:
         try:
@@ -244,6 +284,8 @@ class PgLeaseStore:
     def _granted(self, row: Sequence[Any]) -> tuple[bool, LeaseRow]:
         event = row[0]
         lease = self._lease(row[1:])
+        if event != "held":
+            self.grants += 1  # announced only once sync() has flushed it
         if event in ("grant", "takeover"):
             self._count("grant")
             if event == "takeover":
@@ -255,7 +297,8 @@ class PgLeaseStore:
                 address: str = "") -> tuple[bool, LeaseRow | None]:
         """One call of `batchdeps_acquire()`; safe to send twice (see acquire_many)."""
         row = self._run(lambda conn: conn.execute(
-            "SELECT * FROM batchdeps_acquire(%s, %s, %s, %s, %s, %s, false)",
+            f"SELECT a.* FROM {RELAXED}, "
+            "batchdeps_acquire(%s, %s, %s, %s, %s, %s, false) AS a",
             (key, holder.host, holder.pid, holder.run_id, float(ttl), address)).fetchone())
         return self._granted(row)
 
@@ -268,7 +311,7 @@ class PgLeaseStore:
             return []
         ordered = sorted(set(keys))
         rows = self._run(lambda conn: conn.execute(
-            "SELECT a.* FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n) "
+            f"SELECT a.* FROM {RELAXED}, unnest(%s::text[]) WITH ORDINALITY AS k(key, n) "
             "CROSS JOIN LATERAL batchdeps_acquire(k.key, %s, %s, %s, %s, %s, false) AS a "
             "ORDER BY k.n", (ordered, holder.host, holder.pid, holder.run_id, float(ttl),
                              address)).fetchall())
@@ -281,7 +324,8 @@ class PgLeaseStore:
         Not sent twice on a broken connection (a second slot could be taken)."""
         keys = [resource_key(name, slot) for slot in range(slots)]
         row = self._run(lambda conn: conn.execute(
-            "SELECT * FROM batchdeps_acquire_slot(%s::text[], %s, %s, %s, %s, %s)",
+            f"SELECT a.* FROM {RELAXED}, "
+            "batchdeps_acquire_slot(%s::text[], %s, %s, %s, %s, %s) AS a",
             (keys, holder.host, holder.pid, holder.run_id, float(ttl), address)).fetchone(),
             retry=False)
         return self._granted(row)[1] if row is not None else None
