@@ -23,6 +23,12 @@ __all__ = [*_bd.PARAMETER_TYPES, "DuplicateParameterException", "FrozenOrderedDi
 
 _made = itertools.count()
 FrozenOrderedDict = _bd.FrozenDict
+_no_value: Any = _bd.base._NO_DEFAULT  # Luigi's name for "no default"
+OptionalParameterTypeWarning = _bd.ParameterTypeWarning
+
+
+class UnconsumedParameterWarning(Warning):
+    """Luigi warns of a config value no parameter takes; batchdeps.luigi does not."""
 
 
 class ParameterException(ParameterError):
@@ -71,6 +77,16 @@ class _LuigiOptions:
         self.config_path = config_path
         self.is_global = is_global
         self._counter = next(_made)
+
+    def next_in_enumeration(self, value: Any) -> Any:
+        """Luigi's: the value after `value`, where there is one (None: no such order)."""
+        step = getattr(self, "_range_value", None)
+        if value is None or step is None or not getattr(self, "supports_range", False):
+            return None
+        try:
+            return step(value, 1)
+        except (NotImplementedError, TypeError, ValueError):
+            return None
 
     def parse_value(self, task_family: str, text: str) -> Any:
         """A command-line or config string as a value (ParameterError naming the task)."""

@@ -18,7 +18,24 @@ from ..targets import Target
 from ..targets.local import LocalTarget as _BdLocalTarget
 from .format import Format, TextFormat, get_default_format
 
-__all__ = ["FileSystemTarget", "LocalFileSystem", "LocalTarget", "Target"]
+__all__ = ["FileAlreadyExists", "FileSystemException", "FileSystemTarget", "LocalFileSystem",
+           "LocalTarget", "MissingParentDirectory", "NotADirectory", "Target"]
+
+
+class FileSystemException(Exception):
+    """Luigi's base of file-system errors."""
+
+
+class FileAlreadyExists(FileSystemException):
+    """A move or copy would replace a file (with raise_if_exists=True)."""
+
+
+class MissingParentDirectory(FileSystemException):
+    """The folder a file would go in does not exist."""
+
+
+class NotADirectory(FileSystemException):
+    """A folder was expected."""
 
 
 class _FormattedWrite:
@@ -85,7 +102,7 @@ class LocalFileSystem:
 
     def mkdir(self, path: str, parents: bool = True, raise_if_exists: bool = False) -> None:
         if raise_if_exists and os.path.exists(path):
-            raise FileExistsError(path)
+            raise FileAlreadyExists(path)
         if parents:
             os.makedirs(path, exist_ok=True)
         elif not os.path.isdir(path):
@@ -99,7 +116,7 @@ class LocalFileSystem:
 
     def move(self, old_path: str, new_path: str, raise_if_exists: bool = False) -> None:
         if raise_if_exists and os.path.exists(new_path):
-            raise FileExistsError(new_path)
+            raise FileAlreadyExists(new_path)
         parent = os.path.dirname(new_path)
         if parent:
             os.makedirs(parent, exist_ok=True)
@@ -110,7 +127,7 @@ class LocalFileSystem:
 
     def copy(self, old_path: str, new_path: str, raise_if_exists: bool = False) -> None:
         if raise_if_exists and os.path.exists(new_path):
-            raise FileExistsError(new_path)
+            raise FileAlreadyExists(new_path)
         parent = os.path.dirname(new_path)
         if parent:
             os.makedirs(parent, exist_ok=True)

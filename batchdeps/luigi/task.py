@@ -169,6 +169,46 @@ def _parse(family: str, param: Any, text: str) -> Any:
                              f"{exc}") from None
 
 
+def flatten(struct: Any) -> list[Any]:
+    """The leaves of a task, target, list, tuple or dict structure, as a list (Luigi's)."""
+    if struct is None:
+        return []
+    if isinstance(struct, (_bd.Task, str)) or not hasattr(struct, "__iter__") and \
+            not isinstance(struct, dict):
+        return [struct]
+    return list(_bd._leaves(struct))
+
+
+def flatten_output(task: Any) -> list[Any]:
+    """The outputs of `task`, or of what it requires where it has none (Luigi's)."""
+    outputs = flatten(task.output())
+    if not outputs:
+        for dep in flatten(task.requires()):
+            outputs += flatten_output(dep)
+    return outputs
+
+
+def getpaths(struct: Any) -> Any:
+    """The outputs of the tasks in `struct`, in its shape."""
+    if isinstance(struct, _bd.Task):
+        return struct.output()
+    return _bd.map_structure(lambda task: task.output(), struct)
+
+
+def externalize(taskclass_or_taskobject: Any) -> Any:
+    """A copy of the class (or task) whose run() is None, so it is never run (Luigi's)."""
+    import copy
+
+    copied = copy.copy(taskclass_or_taskobject)
+    if copied is taskclass_or_taskobject:  # a class: make a subclass that is external
+        cls = taskclass_or_taskobject
+        return type(cls.__name__, (cls,), {"run": None, "__module__": cls.__module__,
+                                          "task_family": cls.task_family,
+                                          "_visible_in_registry": False})
+    copied.run = None
+    return copied
+
+
 class ExternalTask(Task, _bd.ExternalTask):
     """Data made outside the pipeline (Luigi's ExternalTask): never run."""
 

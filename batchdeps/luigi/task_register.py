@@ -121,9 +121,10 @@ class Register(type):
 
 
 def _listed(cls: type) -> bool:
-    """Whether the command line may name `cls`: not this package's bases, not a contrib
-    stand-in, not a class that hides itself (`_visible_in_registry = False`)."""
-    if cls.__module__.startswith("batchdeps.luigi") or "_luigi_unsupported" in cls.__dict__:
+    """Whether the command line may name `cls`: not a contrib stand-in, not a class that
+    hides itself (`_visible_in_registry = False`)."""
+    if "_luigi_unsupported" in cls.__dict__ or "_visible_in_registry" in cls.__dict__ \
+            and not cls.__dict__["_visible_in_registry"]:
         return False
     return bool(getattr(cls, "_visible_in_registry", True))
 

@@ -235,3 +235,95 @@ def as_dict(outcome: Outcome) -> dict[str, Any]:
     return {"ran": sorted(outcome.ran), "succeeded": sorted(outcome.succeeded),
             "failed": sorted(outcome.failed), "status": outcome.status,
             "scheduling_succeeded": outcome.scheduling_succeeded}
+
+
+# -- Luigi's own tests ---------------------------------------------------------------------
+#: A conftest.py for a copy of Luigi's test/: `import luigi` (and `luigi.X`) gives
+#: batchdeps.luigi (and batchdeps.luigi.X); a submodule it lacks fails to import, by name.
+MOCK_ALIAS = '''
+import sys, unittest.mock
+sys.modules.setdefault("mock", unittest.mock)  # Luigi's tests use the `mock` backport
+'''
+
+ALIAS_CONFTEST = MOCK_ALIAS + '''
+import importlib, importlib.abc, importlib.util, sys
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name == "luigi" or name.startswith("luigi."):
+            return importlib.util.spec_from_loader(name, self)
+        return None
+    def create_module(self, spec):
+        return importlib.import_module("batchdeps." + spec.name)
+    def exec_module(self, module):
+        pass
+
+sys.meta_path.insert(0, _Alias())
+import luigi.task_register
+import pytest
+
+@pytest.fixture(autouse=True)
+def _fresh_register():
+    saved = luigi.task_register.Register._get_reg()
+    luigi.task_register.Register.clear_instance_cache()
+    yield
+    luigi.task_register.Register._set_reg(saved)
+    luigi.task_register.Register.clear_instance_cache()
+'''
+
+
+@dataclass
+class SuiteResult:
+    """What pytest reported for each test of one file."""
+
+    file: str
+    outcomes: dict[str, str]  # test name -> passed | failed | error | skipped
+    collect_error: str = ""
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for value in self.outcomes.values() if value == outcome)
+
+
+def run_luigi_tests(source_root: Path, folder: Path, files: list[str], tool: str,
+                    timeout: float = 600) -> dict[str, SuiteResult]:
+    """Run Luigi's test files (from its sdist) with pytest, against `tool` ("luigi" for
+    Luigi itself, "batchdeps" for batchdeps.luigi through ALIAS_CONFTEST)."""
+    import xml.etree.ElementTree as ET
+
+    test_dir = folder / tool / "test"
+    shutil.rmtree(test_dir, ignore_errors=True)
+    test_dir.mkdir(parents=True)
+    for name in [*files, "helpers.py"]:
+        shutil.copy(source_root / "test" / name, test_dir / name)
+    if tool == "batchdeps":
+        (test_dir / "conftest.py").write_text(ALIAS_CONFTEST)
+    else:
+        (test_dir / "conftest.py").write_text(
+            MOCK_ALIAS + (source_root / "test" / "conftest.py").read_text())
+    report = folder / tool / "report.xml"
+    env = {**os.environ, "PYTHONPATH": str(test_dir)}
+    env.pop("BATCHDEPS_CONFIG", None)
+    # From the folder above test/, as Luigi runs its tests (some make files in "test/").
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    "--continue-on-collection-errors",
+                    "-o", "addopts=", "-W", "ignore", f"--junitxml={report}",
+                    "--rootdir", str(test_dir), *(f"test/{name}" for name in files)],
+                   cwd=test_dir.parent, env=env, capture_output=True, text=True,
+                   timeout=timeout)
+    results = {name: SuiteResult(name, {}) for name in files}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        classname, name = case.get("classname", ""), case.get("name", "")
+        collecting = not classname  # a file that could not be collected
+        module = (name if collecting else classname.split(".")[0]) + ".py"
+        target = results.get(module)
+        if target is None:
+            continue
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = {"failure": "failed"}[child.tag] if child.tag == "failure" \
+                    else child.tag
+                if collecting:
+                    target.collect_error = (child.text or child.get("message", ""))[-600:]
+        target.outcomes[f"{classname}::{name}"] = outcome
+    return results
