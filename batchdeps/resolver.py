@@ -41,26 +41,62 @@ RUN = StepKind.RUN
 MISSING = StepKind.MISSING
 
 
-@dataclass(eq=False, slots=True)
-class Step:
-    """One task the plan will run (or an external input found missing), and why."""
+class OutputsMissing:
+    """A step's reason while it is "its outputs are missing" (all of them): the text is
+    made when asked for, from the step's outputs, so a plan of a million steps keeps no
+    reason string per step. One per plan: it holds the folder relative paths resolve in."""
 
-    task: Task
-    kind: StepKind
-    reason: str
-    index: int = -1
-    upstream: list[Step] = field(default_factory=list)
-    downstream: list[Step] = field(default_factory=list)
-    outputs: list[Target] = field(default_factory=list)
-    #: the missing paths of a MISSING step (a plan of a million steps keeps no empty list
-    #: per RUN step: their value is the shared empty tuple)
-    missing_paths: Sequence[str] = ()
-    #: The missing external input (a MISSING step) that keeps this step from running.
-    blocked_by: Step | None = field(default=None, repr=False)
+    __slots__ = ("cwd",)
+
+    def __init__(self, cwd: str) -> None:
+        self.cwd = cwd
+
+    def text(self, step: Step) -> str:
+        return _missing_reason([t.url for t in step.outputs], self.cwd)
+
+
+class Step:
+    """One task the plan will run (or an external input found missing), and why.
+
+    `upstream` and `downstream` are tuples (the shared empty tuple for none): a plan keeps
+    no list per edge end. The resolver and the runner replace them, never change them.
+    """
+
+    __slots__ = ("task", "kind", "_reason", "index", "upstream", "downstream", "outputs",
+                 "missing_paths", "blocked_by")
+
+    def __init__(self, task: Task, kind: StepKind, reason: str | OutputsMissing,
+                 index: int = -1, upstream: Sequence[Step] = (),
+                 downstream: Sequence[Step] = (), outputs: Sequence[Target] = (),
+                 missing_paths: Sequence[str] = (), blocked_by: Step | None = None) -> None:
+        self.task = task
+        self.kind = kind
+        self._reason = reason
+        self.index = index
+        self.upstream: tuple[Step, ...] = tuple(upstream)
+        self.downstream: tuple[Step, ...] = tuple(downstream)
+        self.outputs: tuple[Target, ...] = tuple(outputs)  # () shared when there are none
+        #: the missing paths of a MISSING step (a plan of a million steps keeps no empty
+        #: list per RUN step: their value is the shared empty tuple)
+        self.missing_paths = missing_paths
+        #: The missing external input (a MISSING step) that keeps this step from running.
+        self.blocked_by = blocked_by
+
+    @property
+    def reason(self) -> str:
+        reason = self._reason
+        return reason if type(reason) is str else reason.text(self)  # type: ignore[union-attr]
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._reason = value
 
     @property
     def task_id(self) -> str:
         return self.task.task_id
+
+    def __repr__(self) -> str:
+        return f"Step({self.task_id}, {self.kind.value}, index={self.index})"
 
 
 @dataclass
@@ -253,20 +289,25 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
     while frontier:
         # 1. gather targets of the whole level and check them in one batch.
         batch: list[Target] = []
-        owners: list[tuple[Task, int, int]] = []
+        owners: list[Task] = []  # whose targets are in `batch`, in order (no span kept)
         for task in frontier:
             if is_plain_wrapper(task) and task not in forced:
                 continue
             if default_complete(task):
                 targets = flatten_outputs(task)
                 outputs[task] = targets
-                owners.append((task, len(batch), len(batch) + len(targets)))
+                owners.append(task)
                 batch.extend(targets)
         exists = check_exists(batch) if batch else []
-        for task, start, end in owners:
+        del batch
+        end = 0
+        for task in owners:
             targets = outputs[task]
+            start, end = end, end + len(targets)
             missing = [t.url for t, ok in zip(targets, exists[start:end]) if not ok]
-            missing_paths[task] = missing
+            # all missing (the usual case of a task that runs): the targets say which
+            missing_paths[task] = _ALL_MISSING if missing and len(missing) == len(targets) \
+                else missing
             complete[task] = bool(targets) and not missing
         # 2. decide each task of the level and expand the incomplete ones.
         next_frontier: list[Task] = []
@@ -298,7 +339,8 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
                 reqs = [r for r in flatten_requires(task) if r in expand or r in forced]
             else:
                 reqs = flatten_requires(task)
-            requires[task] = reqs
+            if reqs:  # most tasks of a large plan (the leaves) require none
+                requires[task] = reqs
             for req in reqs:
                 if req not in complete and req not in known:
                     complete[req] = None
@@ -310,41 +352,70 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
     # 3. the steps: every incomplete task reached, with its reason.
     steps: dict[Task, Step] = {}
     cwd = os.getcwd()  # relative paths in reasons are shown resolved against it
+    outputs_missing = OutputsMissing(cwd)
     for task, decided in complete.items():
         if decided:
             continue
+        task_outputs = outputs.pop(task, ())  # the step keeps them (as a tuple)
+        missing = missing_paths.pop(task, None)
+        all_missing = missing is _ALL_MISSING
         if isinstance(task, ExternalTask):
+            if all_missing:
+                missing = [t.url for t in task_outputs]
             arrival = not_arrived.get(task)
-            paths = (list(arrival.paths) if arrival is not None else missing_paths.get(task)
-                     ) or [t.url for t in outputs.get(task, [])]
+            paths = (list(arrival.paths) if arrival is not None else missing
+                     ) or [t.url for t in task_outputs]
             reason = arrival.reason if arrival is not None else \
                 f"external input {shown_all(paths, cwd) or task.task_id} missing"
-            steps[task] = Step(task, MISSING, reason, outputs=outputs.get(task, []),
+            steps[task] = Step(task, MISSING, reason, outputs=task_outputs,
                                missing_paths=paths)
             continue
+        why: str | OutputsMissing
         if task in forced:
-            reason = forced[task]
+            why = forced[task]
         elif task in custom_false:
-            reason = "complete() returned False"
-        elif is_plain_wrapper(task) or not outputs.get(task):
+            why = "complete() returned False"
+        elif is_plain_wrapper(task) or not task_outputs:
             pending = [r for r in requires.get(task, []) if not complete.get(r)]
-            reason = f"upstream {pending[0].task_id} runs" if pending else "has no outputs"
+            why = f"upstream {pending[0].task_id} runs" if pending else "has no outputs"
             if len(pending) > 1:
-                reason = f"upstream {pending[0].task_id} and {len(pending) - 1} more run"
+                why = f"upstream {pending[0].task_id} and {len(pending) - 1} more run"
+        elif all_missing:
+            why = outputs_missing  # made from the outputs when asked for
         else:
-            reason = _missing_reason(missing_paths.get(task, []), cwd)
-        steps[task] = Step(task, RUN, reason, outputs=outputs.get(task, []))
+            why = _missing_reason(missing or [], cwd)
+        steps[task] = Step(task, RUN, why, outputs=task_outputs)
+    del missing_paths, outputs
 
+    # Edges, kept as tuples: a step's downstream is a list only while it gains a second
+    # one (most steps of a tree or a chain have one), then a tuple again.
+    grown: list[Step] = []
     for task, step in steps.items():
-        for req in requires.get(task, ()):
+        reqs = requires.get(task)
+        if not reqs:
+            continue
+        ups: list[Step] = []
+        for req in reqs:
             up = steps.get(req)
             if up is None and known:
                 up = known.get(req)
             if up is not None and up is not step:
-                step.upstream.append(up)
-                up.downstream.append(step)
+                ups.append(up)
+                downs = up.downstream
+                if not downs:
+                    up.downstream = (step,)
+                elif type(downs) is tuple:
+                    up.downstream = [*downs, step]  # type: ignore[assignment]
+                    grown.append(up)
+                else:
+                    downs.append(step)  # type: ignore[attr-defined]
             elif up is step:
                 raise CycleError(f"task {task.task_id} requires itself")
+        step.upstream = tuple(ups)
+    del requires
+    for step in grown:
+        step.downstream = tuple(step.downstream)
+    del grown
 
     ordered = _order(steps)
     if known:  # the order names the known steps new ones require: they keep their place
@@ -364,6 +435,10 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
         complete=[t for t in roots if complete.get(t)],
         forced=frozenset(forced),
     )
+
+
+#: `missing_paths` of a task whose outputs are all missing (no list of them per task)
+_ALL_MISSING: list[str] = []
 
 
 def forced_tasks(roots: list[Task], force: bool, force_upstream: bool,
@@ -516,13 +591,53 @@ def _decide_wrappers(
 
 
 def _order(steps: dict[Task, Step]) -> list[Step]:
-    sorter: graphlib.TopologicalSorter[Step] = graphlib.TopologicalSorter()
+    """The steps in dependency order (and the known steps they require, first), in the
+    order graphlib's `static_order` gives; a cycle raises CycleError naming it.
+
+    Kahn's algorithm over the steps' own edges: per step a count of open upstream steps,
+    no node record or successor list of its own (graphlib keeps both: a tenth of a plan's
+    memory while it is made at a million steps).
+    """
+    # The nodes in the order graphlib would first see them: each step, then its upstream.
+    # A new step's place is kept in its `index` (set for good by the caller afterwards),
+    # a known step's (of the running plan) in `known_at`.
+    nodes: list[Step] = []
+    known_at: dict[Step, int] = {}
+    left: list[int] = []  # open upstream steps; graphlib counts none for a known step
     for step in steps.values():
-        sorter.add(step, *step.upstream)
-    try:
-        return list(sorter.static_order())
-    except graphlib.CycleError as exc:
-        raise cycle_error([s.task for s in exc.args[1]]) from None
+        for node in (step, *step.upstream):
+            if steps.get(node.task) is node:
+                if node.index < 0:
+                    node.index = len(nodes)
+                    nodes.append(node)
+                    left.append(len(node.upstream))
+            elif node not in known_at:
+                known_at[node] = len(nodes)
+                nodes.append(node)
+                left.append(0)
+    ready = [node for node, count in zip(nodes, left) if count == 0]
+    order: list[Step] = []
+    while ready:
+        order.extend(ready)
+        batch, ready = ready, []
+        for node in batch:
+            for down in node.downstream:
+                if steps.get(down.task) is not down:
+                    continue  # a step of the running plan, already placed
+                at = down.index
+                left[at] -= 1
+                if left[at] == 0:
+                    ready.append(down)
+    if len(order) < len(nodes):
+        sorter: graphlib.TopologicalSorter[Step] = graphlib.TopologicalSorter()
+        for step in steps.values():
+            sorter.add(step, *step.upstream)
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            raise cycle_error([s.task for s in exc.args[1]]) from None
+        raise RuntimeError("dependency order: steps left over without a cycle")  # pragma: no cover
+    return order
 
 
 def cycle_error(cycle: list[Task]) -> CycleError:

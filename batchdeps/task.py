@@ -79,6 +79,19 @@ def _map_retry_count(cls: type[Task]) -> None:
     cls.retries = retries
 
 
+_set_attribute = object.__setattr__
+
+
+class _ParamValues:
+    """`task.param_values`, the parameter values in order: made when asked, so a task keeps
+    no tuple of its own (a subclass that sets the attribute keeps what it set)."""
+
+    def __get__(self, task: Task | None, owner: type | None = None) -> Any:
+        if task is None:
+            return self
+        return tuple(getattr(task, param.name) for param in task._params)
+
+
 class Task:
     """A unit of work: parameters, `requires()`, `output()` and `run()`.
 
@@ -107,6 +120,8 @@ class Task:
     # Filled in per class by __init_subclass__ and by the registry.
     _params: ClassVar[tuple[Parameter, ...]] = ()
     _config_defaults: ClassVar[dict[str, Any]] = {}
+    #: the parameter values in declaration order (made when asked)
+    param_values: Any = _ParamValues()
     _namespace_at_definition: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -204,10 +219,8 @@ class Task:
         cls = type(self)
         params = cls._params
         values = _bind(cls, params, args, kwargs)
-        state = self.__dict__
         for param, value in zip(params, values):
-            state[param.name] = value
-        self.param_values = tuple(values)
+            _set_attribute(self, param.name, value)  # self.__dict__ would make a dict per task
         self.task_id = f"{cls.task_family}({_render(params, values)})"
 
     @property

@@ -17,10 +17,11 @@ busy run it finds nothing to do.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
@@ -99,6 +100,9 @@ class HistoryListener:
     def on_event(self, event: Event) -> None:
         if self._closed:
             return
+        if type(event) is RunStarted and self.remote is None and self.path is not None:
+            self._run_started(event)
+            return
         rows = self.recorder.rows(event)
         if self.remote is not None:
             changed = isinstance(event, (RunStarted, RunFinished))
@@ -123,6 +127,19 @@ class HistoryListener:
                 self._pending and self.clock() - self._last_write >= self.interval):
             self.flush()  # the run shows at once; then a batch or a time slice at a time
 
+    def _run_started(self, event: RunStarted) -> None:
+        """The plan's rows, written as they are made, in one transaction with the run
+        record (the run shows at once, whole)."""
+        rows = self.recorder.planned(event)
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._started_at.clear()
+            self._last_write = self.clock()
+            run = self.recorder.run
+            self._write(itertools.chain(pending, rows), dict(run) if run is not None else None)
+        if self._ticker is None and not self._closed:
+            self._ticker = _Ticker(self.interval, self._tick)
+
     def flush(self, *, final: bool = False) -> None:
         """Write the pending rows and the run record (also with no rows when `final`)."""
         if self.path is None or not (self._pending or final):
@@ -143,7 +160,7 @@ class HistoryListener:
                 self.clock() - self._last_write >= self.interval):
             self.flush()
 
-    def _write(self, rows: list[Row], run: dict[str, Any] | None) -> None:
+    def _write(self, rows: Iterable[Row], run: dict[str, Any] | None) -> None:
         if self.broken:
             return
         try:

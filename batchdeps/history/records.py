@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..procinfo import current_pid, hostname
@@ -148,21 +148,27 @@ class Recorder:
                 "exit_code": None, "planned": planned, "counts": {}, "last_seen": now}
 
     def _run_started(self, event: RunStarted, now: float) -> list[Row]:
+        return list(self.planned(event, now))
+
+    def planned(self, event: RunStarted, now: float | None = None) -> Iterator[Row]:
+        """The rows of the run's start (one per step, one per requested task already
+        complete), made one at a time as they are written (a plan of a million steps
+        would make a million rows at once); sets `self.run` first."""
+        now = self.clock() if now is None else now
         plan = event.plan
         self.run = self._run_record(event.run_id, [t.task_id for t in plan.requested], now,
                                     len(plan.steps))
+        return self._planned_rows(event, now)
+
+    def _planned_rows(self, event: RunStarted, now: float) -> Iterator[Row]:
+        plan = event.plan
         run_id, host, pid = event.run_id, self.host, self.pid
-        rows: list[Row] = [
-            (run_id, now, PLANNED, step.task_id, step.task.family(), "planned", 0, 0.0, "",
-             "", step.reason, host, pid, now)
-            for step in plan.steps
-        ]
-        rows.extend(
-            (run_id, now, FINISHED, task.task_id, task.family(), "complete", 0, 0.0, "", "",
-             "already complete", host, pid, now)
-            for task in plan.complete
-        )
-        return rows
+        for step in plan.steps:
+            yield (run_id, now, PLANNED, step.task_id, step.task.family(), "planned", 0, 0.0,
+                   "", "", step.reason, host, pid, now)
+        for task in plan.complete:
+            yield (run_id, now, FINISHED, task.task_id, task.family(), "complete", 0, 0.0, "",
+                   "", "already complete", host, pid, now)
 
 
 def yielded_spec(task: Any) -> str:

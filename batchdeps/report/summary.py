@@ -19,7 +19,7 @@ from .events import (
     TasksYielded,
     WaitingForInput,
 )
-from .result import BuildResult, Status
+from .result import BuildResult, Status, TaskResults
 
 log = logs.get()
 
@@ -135,7 +135,9 @@ def format_summary(result: BuildResult) -> str:
         lines.append("still held elsewhere:")
         for item in timeouts:
             lines.append(f"  {item.task_id}: {item.error}")
-    retried = [r for r in result.tasks.values() if r.attempts > 1 and r.status != Status.FAILED]
+    tasks = result.tasks
+    retried = [r for r in (tasks.matching(min_attempts=2) if isinstance(tasks, TaskResults)
+                           else tasks.values()) if r.attempts > 1 and r.status != Status.FAILED]
     if retried:
         lines.append("needed retries:")
         for item in retried:

@@ -108,6 +108,20 @@ class StepRun:
     worker: str = ""  # where it ran when not on this machine (a Dask worker's address)
 
 
+class _ClosedRun(StepRun):
+    """The StepRun of a step that has its result: shared, so it cannot be changed."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a closed step's StepRun cannot change ({name})")
+
+
+#: The StepRun of every step that has its result (one shared object).
+CLOSED = StepRun(phase=Phase.DONE)
+CLOSED.__class__ = _ClosedRun
+
+
 @dataclass
 class RunOptions:
     """Settings of one run that are not collaborators."""
@@ -166,7 +180,22 @@ class Lifecycle:
         self.rand = rand
         self.leftovers = Leftovers()  # this run's look at temporary folders
         self.refusals = 0  # leases another holder refused us in this run
-        self.runs = [StepRun() for _ in plan.steps]  # by step index
+        #: by step index: None until the step begins, CLOSED once it has its result (a
+        #: step keeps its StepRun only while it is under way)
+        self.runs: list[StepRun | None] = [None] * len(plan.steps)
+
+    def run_of(self, step: Step) -> StepRun:
+        """`step`'s StepRun, made when the step begins."""
+        run = self.runs[step.index]
+        if run is None:
+            run = self.runs[step.index] = StepRun()
+        return run
+
+    def done(self, step: Step) -> StepRun | None:
+        """`step` has its result: its StepRun goes (the last look at it is returned)."""
+        run = self.runs[step.index]
+        self.runs[step.index] = CLOSED
+        return None if run is CLOSED else run
 
     def option(self, step: Step, name: str) -> Any:
         """A task option: the class attribute, else `[batchdeps]`, else the built-in."""
@@ -190,14 +219,15 @@ class Lifecycle:
         for step in ready:
             if len(batch) >= limit:
                 break
-            if runs[step.index].phase is Phase.LEASE and step.kind is not MISSING and (
+            run = runs[step.index]
+            if (run is None or run.phase is Phase.LEASE) and step.kind is not MISSING and (
                     step.task in forced or not isinstance(step.task, WrapperTask)):
                 batch.append(step)
         if len(batch) < 2:
             return
         leases = self.locks.try_acquire_many([step.task_id for step in batch])
         for step, lease in zip(batch, leases):
-            run = runs[step.index]
+            run = self.run_of(step)
             if lease is None:
                 self.refusals += 1
                 run.phase = Phase.WAITING  # refused just now: wait before asking again
@@ -208,7 +238,8 @@ class Lifecycle:
     def start(self, step: Step) -> None:
         """Drive a ready step from its phase until it is submitted, waits, or is closed."""
         run = self.runs[step.index]
-        if run.phase is Phase.LEASE and run.attempts == 0 and not run.contended:
+        if run is None or (run.phase is Phase.LEASE and run.attempts == 0
+                           and not run.contended):
             if step.kind is MISSING:
                 self.host.close(step, Status.MISSING_INPUT, error=step.reason,
                                 missing_paths=step.missing_paths)
@@ -216,6 +247,8 @@ class Lifecycle:
             if isinstance(step.task, WrapperTask) and step.task not in self.plan.forced:
                 self.host.close(step, Status.BUILT)
                 return
+            if run is None:
+                run = self.run_of(step)
         while True:
             phase = run.phase
             if phase is Phase.RESOURCES:
@@ -409,6 +442,10 @@ class Lifecycle:
         """An attempt ended: fence and commit, or discard; then built, retry or failed."""
         step = self.plan.steps[outcome.index]
         run = self.runs[step.index]
+        if run is None or run is CLOSED:  # pragma: no cover - only a step under way ends
+            if outcome.staged is not None:
+                outcome.staged.discard()
+            return
         run.duration += outcome.duration
         run.worker_pid = outcome.worker_pid
         run.worker = outcome.worker

@@ -29,7 +29,7 @@ from ..report.events import (
     TaskFinished,
     TasksYielded,
 )
-from ..report.result import BuildResult, Status, TaskResult
+from ..report.result import BuildResult, Status, TaskResult, TaskResults
 from ..resolver import MISSING, Plan, Step
 from ..task import Task
 from .attempt import OPTION_DEFAULTS, Lifecycle, Phase, RunOptions, StepRun
@@ -82,6 +82,8 @@ class Runner:
         self.clock = clock
         self.stopping = False
         self.result = BuildResult(run_id=self.options.run_id)
+        self.results = TaskResults()  # the result's tasks (kept compact: see TaskResults)
+        self.result.tasks = self.results
         self.lifecycle = Lifecycle(plan, locks, self.executor, self, self.options, clock,
                                    sleep_rand)
         #: missing external inputs waited for (`wait_for_inputs`); None: they close at once
@@ -112,6 +114,8 @@ class Runner:
         for task in self.plan.complete:
             result.tasks[task.task_id] = TaskResult(task.task_id, Status.COMPLETE,
                                                    reason="already complete")
+        requested = set(self.plan.requested)
+        self.results.bind(self.plan.steps, [s for s in self.plan.steps if s.task in requested])
         self._pending_up = [len(step.upstream) for step in self.plan.steps]
         self._ready: ReadySteps = self._ready_queue()
         awaited = [s for s in self.plan.steps if not s.upstream and s.kind is MISSING] \
@@ -220,28 +224,31 @@ class Runner:
               reason: str = "", missing_paths: Sequence[str] | None = None,
               holder: str = "") -> None:
         """Record `step`'s final status; ready its downstream, or close it as blocked."""
-        run = self.lifecycle.runs[step.index]
-        run.phase = Phase.DONE
-        log_path = run.log_path if attempts else None
-        run.log_path = None  # the result keeps it if the log was written
+        run = self.lifecycle.done(step)  # what it knew, for the last time (None: never began)
+        duration = run.duration if run is not None else 0.0
+        log_path = run.log_path if attempts and run is not None else None
         if log_path is not None and not os.path.exists(log_path):
             log_path = None  # per-attempt logs are made only when there is something in them
-        self.result.tasks[step.task_id] = TaskResult(
-            step.task_id, status, reason=reason or step.reason, attempts=attempts,
-            duration=run.duration, error=error, log_path=log_path,
-            missing_paths=list(missing_paths) if missing_paths else (), holder=holder,
-        )
+        if reason or error or log_path or missing_paths or holder:
+            detail = TaskResult(
+                step.task_id, status, reason=reason or step.reason, attempts=attempts,
+                duration=duration, error=error, log_path=log_path,
+                missing_paths=list(missing_paths) if missing_paths else (), holder=holder)
+            self.results.record(step, status, detail=detail)
+        else:  # the plan's reason, nothing more: kept as a status byte and two numbers
+            self.results.record(step, status, attempts, duration)
         self._open -= 1
         self.emit(TaskFinished(self.options.run_id, step.task_id, step.task.family(), status,
-                               attempts, run.duration, error, log_path,
-                               run.worker_pid if attempts else 0,
-                               run.worker if attempts else ""))
+                               attempts, duration, error, log_path,
+                               run.worker_pid if attempts and run is not None else 0,
+                               run.worker if attempts and run is not None else ""))
         if status in Status.OK:
             pending_up = self._pending_up
+            closed = self.results.closed
             for down in step.downstream:
                 left = pending_up[down.index] - 1
                 pending_up[down.index] = left
-                if left == 0 and down.task_id not in self.result.tasks:
+                if left == 0 and not closed(down.index):
                     self._ready.append(down)
             return
         self._block(step.downstream, step, status, missing_paths)
@@ -253,29 +260,29 @@ class Runner:
         blocked or not run, itself."""
         blocked = _DOWNSTREAM_OF.get(status, Status.UPSTREAM_FAILED)
         stack = list(stack)
-        runs = self.lifecycle.runs
+        results = self.results
         while stack:
             down = stack.pop()
-            if down.task_id in self.result.tasks:
+            if results.closed(down.index):
                 continue
-            run = runs[down.index]
+            run = self.lifecycle.done(down)
             status_here, attempts, error = blocked, 0, f"{status}: {source.task_id}"
-            if run.phase is Phase.DEPENDS:
+            duration = run.duration if run is not None else 0.0
+            if run is not None and run.phase is Phase.DEPENDS:
                 self.lifecycle.release(run)
                 attempts = run.attempts
                 if blocked is Status.UPSTREAM_FAILED:
                     status_here = Status.FAILED
                     error = f"task {source.task_id} that run() yielded {status}"
-            run.phase = Phase.DONE
-            self.result.tasks[down.task_id] = TaskResult(
+            results.record(down, status_here, detail=TaskResult(
                 down.task_id, status_here, reason=f"{status}: {source.task_id}",
-                attempts=attempts, duration=run.duration,
+                attempts=attempts, duration=duration,
                 error=error if status_here is Status.FAILED else "",
                 missing_paths=list(missing_paths) if missing_paths else (),
-            )
+            ))
             self._open -= 1
             self.emit(TaskFinished(self.options.run_id, down.task_id, down.task.family(),
-                                   status_here, attempts, run.duration, error))
+                                   status_here, attempts, duration, error))
             stack.extend(down.downstream)
 
     # -- dynamic dependencies --------------------------------------------------------------
@@ -283,7 +290,7 @@ class Runner:
         """`step`'s run() yielded `tasks`, not all complete: the plan gains the steps they
         need (resolved as any other), `step` waits for them, and is ready again when they
         are closed well (a yielded task that fails fails `step`)."""
-        run = self.lifecycle.runs[step.index]
+        run = self.lifecycle.run_of(step)
         seen_before = run.yielded is not None and all(t in run.yielded for t in tasks)
         run.yielded = (run.yielded or set()) | set(tasks)
         try:
@@ -303,7 +310,7 @@ class Runner:
                 return
         self._add_steps(added, step)
         by_task = self.plan.by_task()
-        results = self.result.tasks
+        results = self.results
         pending = 0
         waited: list[Step] = []
         for task in dict.fromkeys(tasks):
@@ -314,7 +321,7 @@ class Runner:
                 self._fail_waiting(step, run, "run() yielded its own task")
                 return
             waited.append(child)
-            done = results.get(child.task_id)
+            done = results.at(child.index)
             if done is None:
                 pending += 1
             elif done.status not in Status.OK:
@@ -326,9 +333,9 @@ class Runner:
                                f"{cycle.task_id}, which requires {step.task_id}")
             return
         for child in waited:
-            if child.task_id not in results:
-                child.downstream.append(step)
-                step.upstream.append(child)
+            if not results.closed(child.index):
+                child.downstream = (*child.downstream, step)
+                step.upstream = (*step.upstream, child)
         self.emit(TasksYielded(self.options.run_id, step.task_id, step.task.family(),
                                tuple(t.task_id for t in tasks), len(added), tuple(tasks)))
         if pending:
@@ -348,11 +355,11 @@ class Runner:
         if not added:
             return
         if refused:
-            self.lifecycle.runs.extend(StepRun() for _ in added)
+            self.lifecycle.runs.extend(None for _ in added)
             self._pending_up.extend(0 for _ in added)
             self._open += len(added)
             for new in added:
-                if new.task_id not in self.result.tasks:
+                if not self.results.closed(new.index):
                     self.close(new, Status.FAILED, error=refused)
             return
         own = [priority_of(step) for step in added]
@@ -364,20 +371,20 @@ class Runner:
             before = [priority_of(step) for step in steps[:len(steps) - len(added)]]
             effective = effective_priorities(steps, before + own)
             self._ready = PriorityQueue(effective, ready)
-        results = self.result.tasks
-        self.lifecycle.runs.extend(StepRun() for _ in added)
+        results = self.results
+        self.lifecycle.runs.extend(None for _ in added)
         self._open += len(added)
         pending_up = self._pending_up
         for new in added:
             pending = 0
             for up in new.upstream:
-                done = results.get(up.task_id)
+                done = results.at(up.index)
                 if done is None:
                     pending += 1
-                elif done.status not in Status.OK and new.task_id not in results:
+                elif done.status not in Status.OK and not results.closed(new.index):
                     self._block([new], up, done.status, done.missing_paths)
             pending_up.append(pending)
-            if not pending and new.task_id not in results:
+            if not pending and not results.closed(new.index):
                 if self.waiter is not None and new.kind is MISSING:
                     self.waiter.add([new])
                 else:
@@ -390,7 +397,7 @@ class Runner:
     def _requires_step(self, starts: list[Step], target: Step) -> Step | None:
         """One of `starts` from which open steps lead upstream to `target` (one walk over
         what they need together, each step looked at once)."""
-        runs = self.lifecycle.runs
+        closed = self.results.closed
         seen = {start.index for start in starts}
         stack = [(start, start) for start in starts]
         while stack:
@@ -398,7 +405,7 @@ class Runner:
             for up in step.upstream:
                 if up is target:
                     return start
-                if up.index not in seen and runs[up.index].phase is not Phase.DONE:
+                if up.index not in seen and not closed(up.index):
                     seen.add(up.index)
                     stack.append((up, start))
         return None
@@ -412,9 +419,10 @@ class Runner:
         for index in running:
             lifecycle.leftovers.clean(self.plan.steps[index].outputs, fresh=True)
         for run in lifecycle.runs:
-            lifecycle.release(run)
+            if run is not None:
+                lifecycle.release(run)
         for step in self.plan.steps:
-            if step.task_id not in self.result.tasks:
-                lifecycle.runs[step.index].phase = Phase.DONE
-                self.result.tasks[step.task_id] = TaskResult(
-                    step.task_id, Status.NOT_RUN, reason=reason)
+            if not self.results.closed(step.index):
+                lifecycle.done(step)
+                self.results.record(step, Status.NOT_RUN, detail=TaskResult(
+                    step.task_id, Status.NOT_RUN, reason=reason))
