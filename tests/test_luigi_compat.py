@@ -211,3 +211,67 @@ def test_hdfs_target_is_refused_when_made(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "luigi.contrib.hdfs.HdfsTarget" in done.stderr
     assert "docs/from-luigi.md" in done.stderr and "Traceback" not in done.stderr
+
+
+NATIVE = '''
+import batchdeps as bd
+
+class Source(bd.Task):
+    size = bd.IntParameter(default=1)
+    def output(self):
+        return bd.FileTarget(f"out/source-{self.size}.txt")
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("x" * self.size)
+
+class Report(bd.Task):
+    name = bd.Parameter()
+    def requires(self):
+        return Source()
+    def output(self):
+        return bd.FileTarget(f"out/{self.name}.txt")
+    def run(self):
+        with self.input().open() as src, self.output().open("w") as out:
+            out.write(src.read().upper())
+'''
+
+
+def _native_project(tmp_path: Path, size_in_config: int | None = None) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "__init__.py").write_text(NATIVE)
+    config = '[batchdeps]\nmodules = ["pipelines"]\n'
+    if size_in_config is not None:
+        config += f"[tasks.Source]\nsize = {size_in_config}\n"
+    (tmp_path / "config.toml").write_text(config)
+
+
+def _batchdeps(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    from support.project import BATCHDEPS
+
+    return subprocess.run([BATCHDEPS, *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_batchdeps_run_takes_family_flags_over_the_config(tmp_path: Path) -> None:
+    """`batchdeps run Report --name w --Source-size 3`: Luigi's flag for a parameter of
+    another task family, over its `[tasks.Source]` default."""
+    _native_project(tmp_path, size_in_config=2)
+    done = _batchdeps(tmp_path, "run", "Report", "--name", "w", "--Source-size", "3")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "source-3.txt").read_text() == "xxx"
+    assert (tmp_path / "out" / "w.txt").read_text() == "XXX"
+    assert not (tmp_path / "out" / "source-2.txt").exists()
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--Source-colour", "3"], "no parameter 'colour'"),
+    (["--Source-size", "many"], "'many' is not a valid int"),
+    (["--Source-size"], "--Source-size needs a value"),
+])
+def test_bad_family_flags_exit_2_naming_them(tmp_path: Path, args: list[str],
+                                             named: str) -> None:
+    _native_project(tmp_path)
+    done = _batchdeps(tmp_path, "run", "Report", "--name", "w", *args)
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

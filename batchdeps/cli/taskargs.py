@@ -288,6 +288,52 @@ class TaskCommand(click.Command):
         return super().shell_complete(ctx, incomplete)
 
 
+def take_family_flags(registry: Any, args: tuple[str, ...]) -> tuple[str, ...]:
+    """Apply `--Family-param VALUE` (Luigi's flag for a parameter of any task family) as
+    that family's default for this command, over `[tasks.Family]`; the other arguments
+    come back. A family that is known with a parameter it lacks is a usage error.
+    """
+    families = sorted(registry.by_name, key=len, reverse=True)
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        token = args[index]
+        index += 1
+        name, has_value, inline = token[2:].partition("=") if token.startswith("--") \
+            else ("", "", "")
+        family = next((f for f in families if name.startswith(f + "-")), None)
+        if family is None:
+            rest.append(token)
+            continue
+        param_name = name[len(family) + 1:].replace("-", "_")
+        classes = registry.by_name[family]
+        params = [{p.name: p for p in cls.parameters()}.get(param_name) for cls in classes]
+        if any(param is None for param in params):
+            known = ", ".join(p.name for p in classes[0].parameters()) or "none"
+            raise UsageError(f"--{name}: task {family} has no parameter '{param_name}' "
+                             f"(parameters: {known})")
+        if has_value:
+            text = inline
+        elif params[0].type_name == "bool" and (index >= len(args)
+                                                or args[index].startswith("--")):
+            text = "true"  # a flag: `--Family-dry`
+        elif index < len(args):
+            text = args[index]
+            index += 1
+        else:
+            raise UsageError(f"--{name} needs a value")
+        for cls, param in zip(classes, params):
+            try:
+                value = param.convert(family, param.parse(text))
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"--{name}: {text!r} is not a valid {param.type_name}: "
+                                 f"{exc}") from None
+            except ParameterError as exc:
+                raise UsageError(f"--{name}: {exc}") from None
+            cls._config_defaults = {**cls._config_defaults, param_name: value}
+    return tuple(rest)
+
+
 def invoke_for_task(
     ctx: click.Context,
     task_name: str,
@@ -307,6 +353,7 @@ def invoke_for_task(
     try:
         config, registry = load_registry(scan(args, "--config"))
         cls = task_class(registry, config, task_name)
+        args = take_family_flags(registry, args)
         own_names = {p.name for p in own_options if p.name}
         options = task_options(cls, own_names, command)
     except BatchdepsError as exc:
