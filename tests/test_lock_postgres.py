@@ -358,5 +358,19 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
         finally:
             reopened.close()
         assert held == {lease.key: lease.token for lease in leases[10:] if lease is not None}
+        # A database whose own synchronous_commit is off: sync() still waits for a flush.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET synchronous_commit = off")
+        store = PgLeaseStore(url)
+        try:
+            assert store._conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+            assert store.acquire("After", holder, 600)[0]
+            written = store._conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+            store.sync()
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn",
+                                    (str(written),)).fetchone()[0]
+        finally:
+            store.close()
     finally:
         cluster.destroy()

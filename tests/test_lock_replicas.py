@@ -256,3 +256,36 @@ def test_every_replica_gone_past_the_ttl_stops_the_runs_with_exit_1(
         assert all(server.url in text for server in replicas), text[-3000:]
     assert sorted(p.name for p in out.glob("*.txt")) == committed
     assert "top.txt" not in committed
+
+
+def test_replicas_behind_a_load_balancer_one_url_survive_the_kill_9_of_one(
+        tmp_path: Path, pg_url: str, replicas: list[LockServer]) -> None:
+    """The clients are given one URL, a TCP balancer's that sends each connection to the
+    first replica that accepts one. Replica A is killed with -9 mid-run: the broken
+    connections are made again through the balancer, now to B; the runs finish, every task
+    built once, and the database let no lease run out."""
+    from support.balancer import Balancer
+
+    a, b = replicas
+    balancer = Balancer([a.port, b.port])
+    try:
+        root = tmp_path / "project"
+        root.mkdir()
+        project = LockProject(root, a)
+        (root / "config.toml").write_text(
+            f'[batchdeps]\nmodules = ["pipelines"]\n\n[lock]\nurl = "{balancer.url}"\n'
+            'ttl = 4\n')
+        procs = [Run(project, ["Top", "--groups", str(SMALL_GROUPS), "--workers", "2"],
+                     {"SLEEP_LEAF": "0.2"}) for _ in range(2)]
+        wait_for(lambda: len(project.starts()) >= 6, what="some tasks to start")
+        assert balancer.sent[a.port] >= 2 and balancer.sent[b.port] == 0
+        a.kill9()
+        for code, text in _finish(procs, timeout=120):
+            assert code == 0, text[-3000:]
+            assert "lost" not in text, text[-3000:]
+        _exactly_once(project, SMALL)
+        assert balancer.sent[b.port] >= 2
+    finally:
+        balancer.stop()
+    events = audit_counts(pg_url)
+    assert "expire" not in events and "takeover" not in events, events

@@ -10,8 +10,15 @@ once each take different rows and neither waits for the other.
 Each call is one statement and commits on its own (the connection is in autocommit), so a
 row lock lasts only one statement; a batch (acquire-many, release-many) is one statement,
 hence one transaction and one commit, answered key by key (leases are independent: a
-batch is not all-or-nothing, as in the SQLite store). A commit returns once PostgreSQL
-made it durable (synchronous_commit), so `grants` stays 0 and `sync()` does nothing. A
+batch is not all-or-nothing, as in the SQLite store).
+
+Durability, as in the SQLite store: grants and releases commit without waiting for the
+disk (synchronous_commit off for their own transaction only); `grants` counts the grants,
+and the server announces one only after `sync()`, a flush on a connection of its own that
+covers every grant before it (one for all that piled up: group commit). A release is not
+flushed before it is answered (one that a crash forgets leaves its lease held until its
+deadline). Renewals and fence checks commit synchronously: a forgotten renewal would bring
+a deadline forward. A
 connection that breaks (PostgreSQL restarted, a network cut) is dropped; the call is tried
 once more on a new connection when doing it twice is harmless, else it fails with
 StoreUnavailable (the server answers 503 and the client retries, here or at another
@@ -179,9 +186,10 @@ class PgLeaseStore:
         """Flush the WAL up to now: every grant committed before this call is durable.
 
         Grants commit without waiting for the disk; this commits a transaction of its own
-        that writes (SYNC_SQL) and so waits for its flush (synchronous_commit on: on disk,
-        and on a synchronous standby where one is configured), and a flush covers all the
-        WAL before it. The server calls it,
+        that writes (SYNC_SQL) and so waits for its flush (on disk, and on a synchronous
+        standby where one is configured; the database's synchronous_commit is kept, but
+        `off` is raised to `on` for this connection), and a flush covers all the WAL before
+        it. The server calls it,
         from a thread, before it announces a grant, once for all that piled up meanwhile
         (its GroupSync), so it runs on a connection of its own.
         """
@@ -193,6 +201,9 @@ class PgLeaseStore:
                         self._sync_conn = self.psycopg.connect(
                             self.url, autocommit=True, **CONNECT_OPTIONS)
                         self._sync_conn.execute(SESSION_SETTINGS)
+                        if self._sync_conn.execute(
+                                "SHOW synchronous_commit").fetchone()[0] == "off":
+                            self._sync_conn.execute("SET synchronous_commit = on")
                     self._sync_conn.execute(SYNC_SQL)
                     return
                 except psycopg.OperationalError as exc:
