@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support.s3util import boto_client, bucket, moto_endpoint, moto_server, s3_env  # noqa: F401
 
 #: One module's source, imported once as Luigi's and once as batchdeps.luigi's.
 TASKS = '''
@@ -275,3 +276,139 @@ def test_bad_family_flags_exit_2_naming_them(tmp_path: Path, args: list[str],
     assert done.returncode == 2, done.stderr
     assert named in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+FORMATS = '''
+import gzip, sys
+{import_line}
+from {prefix}luigi import format
+
+class Write(luigi.Task):
+    def output(self):
+        return {{"text": luigi.LocalTarget("out/text.txt"),
+                "utf8": luigi.LocalTarget(path="out/utf8.txt", format=format.UTF8),
+                "nop": luigi.LocalTarget("out/nop.bin", format=format.Nop),
+                "gzip": luigi.LocalTarget("out/data.gz", format=format.Gzip),
+                "gzip_text": luigi.LocalTarget("out/text.gz", format=format.UTF8 >> format.Gzip)}}
+    def run(self):
+        out = self.output()
+        with out["text"].open("w") as f:
+            f.write("plain\\r\\nlines\\n")
+        with out["utf8"].open("w") as f:
+            f.write("h\\u00e9llo \\u2603\\n")
+        with out["nop"].open("w") as f:
+            f.write(bytes(range(256)))
+        with out["gzip"].open("w") as f:
+            f.write(b"compressed bytes\\n" * 50)
+        with out["gzip_text"].open("w") as f:
+            f.write("compressed text \\u00e9\\n")
+
+class Read(luigi.Task):
+    def requires(self):
+        return Write()
+    def output(self):
+        return luigi.LocalTarget("out/read.txt")
+    def run(self):
+        got = self.input()
+        with got["gzip"].open("r") as f:
+            data = f.read()
+        with got["gzip_text"].open("r") as f:
+            text = f.read()
+        with got["nop"].open("r") as f:
+            raw = f.read()
+        with self.output().open("w") as out:
+            out.write(repr((data[:17], text, raw[:4], len(raw))))
+
+assert luigi.build([Read()], local_scheduler=True, log_level="WARNING")
+'''
+
+
+def _formats(tmp_path: Path, tool: str) -> dict[str, bytes]:
+    folder = tmp_path / tool
+    folder.mkdir()
+    if tool == "luigi":
+        source = FORMATS.format(import_line="import luigi", prefix="")
+    else:
+        source = FORMATS.format(import_line="import batchdeps.luigi as luigi",
+                                prefix="batchdeps.")
+    (folder / "formats.py").write_text(source)
+    done = subprocess.run([sys.executable, "formats.py"], cwd=folder, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return {p.name: p.read_bytes() for p in (folder / "out").iterdir() if p.is_file()}
+
+
+def test_formats_write_and_read_the_bytes_luigi_does(tmp_path: Path) -> None:
+    """Text, UTF8, Nop byte for byte; Gzip (whose header holds a time) once unpacked."""
+    import gzip
+
+    theirs = _formats(tmp_path, "luigi")
+    ours = _formats(tmp_path, "batchdeps")
+    assert sorted(ours) == sorted(theirs) == ["data.gz", "nop.bin", "read.txt", "text.gz",
+                                              "text.txt", "utf8.txt"]
+    for name in ("text.txt", "utf8.txt", "nop.bin", "read.txt"):
+        assert ours[name] == theirs[name], name
+    for name in ("data.gz", "text.gz"):
+        assert gzip.decompress(ours[name]) == gzip.decompress(theirs[name]), name
+    assert theirs["utf8.txt"] == "h\u00e9llo \u2603\n".encode()
+
+
+def test_a_failed_write_through_a_format_leaves_nothing(tmp_path: Path) -> None:
+    import batchdeps.luigi as luigi
+
+    target = luigi.LocalTarget(str(tmp_path / "x.gz"), format=luigi.format.Gzip)
+    with pytest.raises(RuntimeError), target.open("w") as out:
+        out.write(b"half")
+        raise RuntimeError("boom")
+    assert not target.exists()
+    with target.open("w") as out:
+        out.write(b"whole")
+    with target.open("r") as back:
+        assert back.read() == b"whole"
+
+
+S3_PIPE = r'''
+import batchdeps.luigi as luigi
+import batchdeps.luigi.contrib.s3
+from batchdeps.luigi import format
+
+class Upload(luigi.Task):
+    bucket = luigi.Parameter()
+    def output(self):
+        return luigi.contrib.s3.S3Target(f"s3://{self.bucket}/up/{self.task_id}.gz",
+                                         format=format.UTF8 >> format.Gzip)
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("d\u00e9j\u00e0 vu\n")
+
+class Check(luigi.Task):
+    bucket = luigi.Parameter()
+    def requires(self):
+        return Upload(self.bucket)
+    def output(self):
+        return luigi.LocalTarget("check.txt")
+    def run(self):
+        with self.input().open("r") as got, self.output().open("w") as out:
+            out.write(got.read())
+'''
+
+
+def test_s3_target_writes_through_batchdeps_s3_with_a_format(
+        tmp_path: Path, bucket: str, moto_endpoint: str) -> None:
+    """luigi.contrib.s3.S3Target on moto's S3 server, its options from [storage.s3]."""
+    import gzip
+
+    (tmp_path / "pipe.py").write_text(S3_PIPE)
+    (tmp_path / "config.toml").write_text(
+        '[storage.s3]\nendpoint_url = "${S3_ENDPOINT}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "batchdeps.luigi", "--module", "pipe", "Check",
+         "--bucket", bucket], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "check.txt").read_text() == "d\u00e9j\u00e0 vu\n"
+    keys = [o["Key"] for o in boto_client(moto_endpoint).list_objects_v2(
+        Bucket=bucket).get("Contents", [])]
+    assert len(keys) == 1 and keys[0].startswith("up/Upload_") and keys[0].endswith(".gz")
+    body = boto_client(moto_endpoint).get_object(Bucket=bucket, Key=keys[0])["Body"].read()
+    assert gzip.decompress(body) == "d\u00e9j\u00e0 vu\n".encode()

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import BatchdepsError, TaskDefinitionError, UsageError
 
 __all__ = ["CmdlineParser"]
 
@@ -34,6 +34,18 @@ REFUSED_OPTIONS = {
                      "`batchdeps lock-server` (docs/from-luigi.md, \"Running\")",
     "assistant": "there is no central scheduler to assist (docs/from-luigi.md, \"Running\")",
 }
+
+
+def _import_error(name: str, exc: BaseException) -> TaskDefinitionError:
+    """A module given with --module that raised while importing, named with where."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    if isinstance(exc, SyntaxError):
+        where = f" ({exc.filename}:{exc.lineno})"
+    return TaskDefinitionError(f"importing --module {name} failed{where}: "
+                               f"{type(exc).__name__}: {exc}")
 
 
 class _Known:
@@ -93,7 +105,13 @@ class CmdlineParser:
                 try:
                     importlib.import_module(name)
                 except ModuleNotFoundError as exc:
-                    raise UsageError(f"--module {name}: cannot import it ({exc})") from None
+                    if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                        raise UsageError(f"--module {name}: no such module") from None
+                    raise _import_error(name, exc) from exc
+                except BatchdepsError:
+                    raise
+                except Exception as exc:
+                    raise _import_error(name, exc) from exc
                 rest.extend(["--module", name])
             else:
                 rest.append(token)

@@ -2,7 +2,7 @@
 
 A format wraps the binary file a target opens: Text and UTF8 read and write `str`
 (newlines as written, as Luigi), Nop reads and writes `bytes`, Gzip and Bzip2 compress
-`bytes`. `Gzip >> UTF8` chains them: text, compressed.
+`bytes`. `UTF8 >> Gzip` chains them as Luigi does: text, encoded, then compressed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ __all__ = ["Bzip2", "Format", "Gzip", "Nop", "Text", "UTF8", "get_default_format
 
 
 class Format:
-    """How the bytes of a file become what `open()` gives; `a >> b` applies a, then b."""
+    """How the bytes of a file become what `open()` gives; in `a >> b`, `a` is what the
+    task reads and writes, `b` is next to the file."""
 
     input = "bytes"   # what the file holds
     output = "bytes"  # what open() reads and writes
@@ -31,20 +32,21 @@ class Format:
 
 
 class ChainFormat(Format):
-    """Two formats applied in turn: the first next to the file."""
+    """Formats in turn: the first is what the task reads and writes, the last is next to
+    the file (Luigi's order: `UTF8 >> Gzip`)."""
 
     def __init__(self, *formats: Format) -> None:
         self.formats = formats
-        self.input = formats[0].input
-        self.output = formats[-1].output
+        self.input = formats[-1].input
+        self.output = formats[0].output
 
     def pipe_reader(self, handle: IO[bytes]) -> IO[Any]:
-        for fmt in self.formats:
+        for fmt in reversed(self.formats):
             handle = fmt.pipe_reader(handle)
         return handle
 
     def pipe_writer(self, handle: IO[bytes]) -> IO[Any]:
-        for fmt in self.formats:
+        for fmt in reversed(self.formats):
             handle = fmt.pipe_writer(handle)
         return handle
 

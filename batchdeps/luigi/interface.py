@@ -84,6 +84,10 @@ def load_run_config() -> Any:
     from ..config import load_config
 
     config = load_config()
+    if "modules" not in config.batchdeps:
+        # The tasks come from the caller (`--module`, or imported by the script): the
+        # default `pipelines` package is not looked for, unless config.toml names it.
+        config.batchdeps["modules"] = []
     check_luigi_sections()
     return config
 
