@@ -47,6 +47,9 @@ PRUNE_MARKER = ".pruned"  # its mtime: when old run folders were last removed
 PRUNE_EVERY = 3600.0
 _MAX_COMPONENT = 150
 _COPY_CHUNK = 1 << 20
+#: the scratch file of a process whose fds 1 and 2 stay on it grows from one attempt to
+#: the next and is emptied at the first attempt after it passed this size
+SCRATCH_KEEP = 1 << 20
 
 
 def safe_params_component(task_id: str) -> str:
@@ -269,15 +272,16 @@ class TaskLogs:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             scratch = self._find_scratch(event.task_id, event.attempt)
             if scratch is not None:
-                shutil.copyfile(scratch, path)
+                _copy_from(scratch[0], scratch[1], path)
             else:
                 with open(path, "w", encoding="utf-8") as log_file:
                     log_file.write(self.header(event.task_id, event.attempt) + "\n")
         with open(path, "a", encoding="utf-8") as log_file:
             log_file.write(f"# attempt {event.attempt} failed: {event.error}\n")
 
-    def _find_scratch(self, task_id: str, attempt: int) -> str | None:
-        """The scratch file a killed worker left for this attempt, if any."""
+    def _find_scratch(self, task_id: str, attempt: int) -> tuple[str, int] | None:
+        """The scratch file a killed worker left for this attempt and where the attempt's
+        part of it begins (the last header of the attempt in it), if any."""
         prefix = (self.header(task_id, attempt) + ",").encode("utf-8")
         directory = self._scratch_dir()
         try:
@@ -288,10 +292,17 @@ class TaskLogs:
             candidate = os.path.join(directory, name)
             try:
                 with open(candidate, "rb") as handle:
-                    if handle.read(len(prefix)) == prefix:
-                        return candidate
+                    content = handle.read()
             except OSError:
                 continue
+            if content.startswith(prefix):
+                at = 0
+            else:
+                at = content.rfind(b"\n" + prefix)
+                if at < 0:
+                    continue
+                at += 1
+            return candidate, at
         return None
 
     def _remove_abandoned_scratch(self, max_age: float = SCRATCH_MAX_AGE) -> None:
@@ -346,14 +357,17 @@ def _remove_if_empty(folder: str) -> None:
 class _Capture:
     """Redirects fds 1 and 2 and the root logger into the scratch file for one attempt."""
 
-    __slots__ = ("attempt", "header_size", "log_path", "logs", "task_id")
+    __slots__ = ("attempt", "header_size", "log_path", "logs", "start", "task_id", "wrote")
 
     def __init__(self, logs: TaskLogs, task_id: str, attempt: int, log_path: str) -> None:
         self.logs = logs
         self.task_id = task_id
         self.attempt = attempt
         self.log_path = log_path
-        self.header_size = 0
+        self.start = 0  # where this attempt's part of the scratch file begins
+        self.header_size = 0  # where its header ends (an offset in the scratch file)
+        #: whether the attempt's log file was written (None: not known yet)
+        self.wrote: bool | None = None
 
     def __enter__(self) -> _Capture:  # noqa: PYI034 - typing.Self needs Python 3.11
         fd = self.logs._prepare_process()
@@ -368,12 +382,19 @@ class _Capture:
         logs = self.logs
         _flush_std_streams()
         if logs._held:
+            # fds 1 and 2 stayed on the scratch file: its size is known (strays passed
+            # on), and the attempt's part begins there; the file is emptied only once it
+            # grew past SCRATCH_KEEP, not for every attempt (a journalled metadata
+            # change on a disk's file system)
             logs._pass_on_strays()
-        os.ftruncate(fd, 0)
+            self.start = logs._scratch_end
+        if not logs._held or self.start > SCRATCH_KEEP:
+            os.ftruncate(fd, 0)
+            self.start = logs._scratch_end = 0
         header = (f"{logs.header(self.task_id, self.attempt)}, pid {current_pid()}, "
                   f"started {_now_text()}\n").encode()
         os.write(fd, header)
-        self.header_size = len(header)
+        self.header_size = self.start + len(header)
         if not logs._held:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
@@ -399,7 +420,8 @@ class _Capture:
             self._restore(keep_fds=logs._holds())
         size = os.fstat(fd).st_size
         logs._scratch_end = size
-        if size > self.header_size or exc is not None or logs.mode == "always":
+        self.wrote = size > self.header_size or exc is not None or logs.mode == "always"
+        if self.wrote:
             self._copy_out(fd, size)
 
     def _restore(self, keep_fds: bool = False) -> None:
@@ -423,7 +445,7 @@ class _Capture:
         try:
             out = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                           0o644)
-            start = 0
+            start = self.start
         except FileExistsError:
             out, start = self._continued_log()
         try:
@@ -438,11 +460,18 @@ class _Capture:
         with open(self.log_path, "rb") as existing:
             same = existing.read(len(header)) == header
         if not same:
-            return os.open(self.log_path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC), 0
+            return os.open(self.log_path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC), self.start
         out = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         os.write(out, f"# the tasks run() yielded are built: the attempt goes on, "
                       f"{_now_text()}\n".encode())
         return out, self.header_size
+
+
+def _copy_from(source: str, offset: int, target: str) -> None:
+    """Copy file `source` from byte `offset` on into a new file `target`."""
+    with open(source, "rb") as given, open(target, "wb") as out:
+        given.seek(offset)
+        shutil.copyfileobj(given, out)
 
 
 def _copy_range(source: int, target: int, start: int, end: int) -> None:

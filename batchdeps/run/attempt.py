@@ -98,6 +98,9 @@ class StepRun:
     next_recheck: float = 0.0
     duration: float = 0.0
     log_path: str | None = None  # the current attempt's log file (made only if needed)
+    #: whether the current attempt's log file was written, as its captures said (None:
+    #: one could not say, e.g. a killed worker: the file is looked at)
+    log_written: bool | None = False
     worker_pid: int = 0  # the process that ran the last attempt (history)
     #: DEPENDS: the run() stopped at its yield in this process (None: it runs again from
     #: the top); handed to the executor when the attempt goes on
@@ -423,6 +426,7 @@ class Lifecycle:
             run.continuing = False
         else:
             run.attempts += 1
+            run.log_written = False
             # After a failed attempt, look again: it may have left some.
             cleaned = step.outputs
             if self.options.record_builds:
@@ -449,6 +453,10 @@ class Lifecycle:
         run.duration += outcome.duration
         run.worker_pid = outcome.worker_pid
         run.worker = outcome.worker
+        if outcome.log_written is None or run.log_written is None:
+            run.log_written = None
+        elif outcome.log_written:
+            run.log_written = True
         error = outcome.error
         if outcome.requested:
             if self.host.stopping:  # it will not go on; the wind-down closes it as not run

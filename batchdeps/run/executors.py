@@ -179,6 +179,9 @@ class Outcome:
     #: that run() waits at the yield in this process, to be resumed (inline executor only)
     paused: PausedRun | None = None
     worker: str = ""  # where it ran, when not on this machine (a Dask worker's address)
+    #: whether the attempt's log file was written, as its capture saw it (None: not known,
+    #: e.g. a killed worker; the runner then looks at the file)
+    log_written: bool | None = None
 
 
 def execute(step: Step, attempt: int, log_path: str | None = None,
@@ -239,7 +242,8 @@ def execute(step: Step, attempt: int, log_path: str | None = None,
                        duration=time.perf_counter() - started, worker_pid=current_pid(),
                        requested=wanted, paused=paused_run)
     return Outcome(step.index, attempt, True, staged=staging,
-                   duration=time.perf_counter() - started, worker_pid=current_pid())
+                   duration=time.perf_counter() - started, worker_pid=current_pid(),
+                   log_written=getattr(context, "wrote", None))
 
 
 def _last_line(exc: BaseException) -> str:

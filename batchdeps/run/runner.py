@@ -227,8 +227,14 @@ class Runner:
         run = self.lifecycle.done(step)  # what it knew, for the last time (None: never began)
         duration = run.duration if run is not None else 0.0
         log_path = run.log_path if attempts and run is not None else None
-        if log_path is not None and not os.path.exists(log_path):
-            log_path = None  # per-attempt logs are made only when there is something in them
+        if log_path is not None:  # per-attempt logs are made only when there is something
+            # in them: a built task's capture says whether it wrote one; a failed attempt's
+            # log may be made by the task logs' listener, and is looked for
+            written = run.log_written if status is Status.BUILT else None  # type: ignore[union-attr]
+            if written is None:
+                written = os.path.exists(log_path)
+            if not written:
+                log_path = None
         if reason or error or log_path or missing_paths or holder:
             detail = TaskResult(
                 step.task_id, status, reason=reason or step.reason, attempts=attempts,
