@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.luigi_sdist import ExampleRun, Outcome, as_dict, luigi_source, pair, remove
+from support.luigi_sdist import ExampleRun, Outcome, luigi_source, pair, remove
+
+pytestmark = pytest.mark.slow  # each runs Luigi and batchdeps in subprocesses, three times
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 LUIGI_VERSION = "3.8.1"
 CACHE_ENV = "BATCHDEPS_LUIGI_SDIST"
@@ -230,11 +229,6 @@ def remove(runs: tuple[ExampleRun, ...], relative: list[str]) -> None:
             else:
                 path.unlink()
 
-
-def as_dict(outcome: Outcome) -> dict[str, Any]:
-    return {"ran": sorted(outcome.ran), "succeeded": sorted(outcome.succeeded),
-            "failed": sorted(outcome.failed), "status": outcome.status,
-            "scheduling_succeeded": outcome.scheduling_succeeded}
 
 
 # -- Luigi's own tests ---------------------------------------------------------------------
