@@ -14,6 +14,8 @@ Cases, each as whole `batchdeps run` processes, the executors interleaved round 
   Two times each: the wall time of the whole process (interpreter start-up and imports
   included), and the run's own time from its summary line (from the executor's start to
   its close: without the interpreter and the imports, with the LocalCluster's start-up).
+* A LocalCluster of 4 workers started and closed on its own, its worker processes
+  spawned (Dask's default) or forked from a fork server (what the executor asks for).
 * N no-op tasks (each writes an empty file) for N = 1,000, 2,000, 10,000: local against
   `--scheduler`; the per-task overhead is (dask - local) / N of the wall times, and the
   time per task at 1,000 and at 10,000 says whether it stays linear.
@@ -190,11 +192,51 @@ def overhead(workspace: str, rounds: int, sizes: list[int], local: list[str],
           f"{walls[last][0] / walls[first][0]:.1f}x; {load()}")
 
 
+def _cluster_start(method: str) -> None:
+    """In a process of its own: start and close a LocalCluster as the executor does, with
+    worker processes made by `method`; print the two times."""
+    import logging
+
+    import dask
+    import distributed
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": method,
+                          "distributed.worker.daemon": False}):
+        started = time.perf_counter()
+        cluster = distributed.LocalCluster(
+            n_workers=4, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+        up = time.perf_counter()
+        cluster.close()
+        print(f"{up - started:.3f} {time.perf_counter() - up:.3f}")
+
+
+def cluster_start(rounds: int) -> None:
+    """A 4-worker LocalCluster's start and close, workers spawned (Dask's default) against
+    forked from a fork server (what the executor asks for), interleaved."""
+    print(f"\nLocalCluster of 4 workers, {rounds} round(s) each; {load()}")
+    times: dict[str, list[tuple[float, float]]] = {"spawn": [], "forkserver": []}
+    for _ in range(rounds):
+        for method in times:
+            done = subprocess.run([sys.executable, __file__, "--cluster-start", method],
+                                  capture_output=True, text=True, check=True)
+            up, down = done.stdout.split()[-2:]
+            times[method].append((float(up), float(down)))
+    print("| worker processes | start | close |")
+    print("| --- | ---: | ---: |")
+    for method, samples in times.items():
+        print(f"| {method} | {median(samples, 0):.2f} s | {median(samples, 1):.2f} s |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--cluster-start", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.cluster_start:
+        _cluster_start(args.cluster_start)
+        return 0
     rounds = args.rounds or (1 if args.quick else 3)
     workspace = tempfile.mkdtemp(prefix="bd-dask-bench-")
     with open(os.path.join(workspace, "config.toml"), "w") as handle:
@@ -216,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         })
         overhead(workspace, rounds, [200, 1_000] if args.quick else [1_000, 2_000, 10_000],
                  local, scheduler)
+        cluster_start(rounds)
     finally:
         cluster.stop()
         shutil.rmtree(workspace, ignore_errors=True)
