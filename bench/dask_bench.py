@@ -30,6 +30,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         _cluster_start(args.cluster_start)
         return 0
     rounds = args.rounds or (1 if args.quick else 3)
+    # A SIGTERM (timeout, kill) still stops the cluster below.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     workspace = tempfile.mkdtemp(prefix="bd-dask-bench-")
     with open(os.path.join(workspace, "config.toml"), "w") as handle:
         handle.write('[batchdeps]\nmodules = ["naps"]\ntask_logs = "off"\n\n'
