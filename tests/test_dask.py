@@ -433,6 +433,8 @@ def test_scheduler_builds_on_a_declared_shared_folder(tmp_path: Path, code: Path
     # The attempts ran in the two `dask worker` processes.
     parents = {line.split("parent=")[1] for line in runner.lines()}
     assert parents <= {str(p.pid) for p in cluster.processes[1:]} and len(parents) == 2
+    # Each worker thread keeps one attempt process: 5 attempts ran in 2 processes.
+    assert len({line.split("pid=")[1].split()[0] for line in runner.lines()}) == 2
     again = runner.run("Total", "--root", str(tmp_path / "out"))
     assert again.returncode == 0 and len(runner.lines()) == 10
 
