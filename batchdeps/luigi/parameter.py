@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import warnings  # noqa: F401 - Luigi's code (and tests) reach luigi.parameter.warnings
 from typing import Any
 
 from .. import parameters as _bd
@@ -79,9 +80,11 @@ class _LuigiOptions:
         self._counter = next(_made)
 
     def next_in_enumeration(self, value: Any) -> Any:
-        """Luigi's: the value after `value`, where there is one (None: no such order)."""
+        """Luigi's: the value after `value`, where there is one (None: no such order, and
+        always for an Optional parameter, as in Luigi)."""
         step = getattr(self, "_range_value", None)
-        if value is None or step is None or not getattr(self, "supports_range", False):
+        if value is None or step is None or getattr(self, "nullable", False) \
+                or not getattr(self, "supports_range", False):
             return None
         try:
             return step(value, 1)
