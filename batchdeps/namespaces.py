@@ -38,9 +38,11 @@ class Namespaces:
     def for_module(self, module: str) -> str | None:
         """The namespace a class defined now in `module` gets (None: none)."""
         best: str | None = None
-        for scope in self.by_scope:
+        for scope, namespace in self.by_scope.items():
+            # A scope whose namespace was ended (`namespace(scope=...)`) covers nothing:
+            # a wider scope's namespace applies again, as in Luigi.
             covers = not scope or module == scope or module.startswith(scope + ".")
-            if covers and (best is None or len(scope) > len(best)):
+            if covers and namespace is not None and (best is None or len(scope) > len(best)):
                 best = scope
         if best is None:
             return None

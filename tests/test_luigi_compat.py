@@ -412,3 +412,31 @@ def test_s3_target_writes_through_batchdeps_s3_with_a_format(
     assert len(keys) == 1 and keys[0].startswith("up/Upload_") and keys[0].endswith(".gz")
     body = boto_client(moto_endpoint).get_object(Bucket=bucket, Key=keys[0])["Body"].read()
     assert gzip.decompress(body) == "d\u00e9j\u00e0 vu\n".encode()
+
+
+ENDED_SCOPE = '''
+{import_line}
+luigi.namespace("all")
+luigi.namespace("pipe", scope=__name__)
+class Inside(luigi.Task):
+    pass
+luigi.namespace(None, scope=__name__)
+class After(luigi.Task):
+    pass
+luigi.namespace()
+class Last(luigi.Task):
+    pass
+print(Inside.get_task_family(), After.get_task_family(), Last.get_task_family())
+'''
+
+
+def test_an_ended_namespace_scope_falls_back_as_in_luigi(tmp_path: Path) -> None:
+    """`namespace(None, scope=m)` ends that scope: the wider namespace applies again."""
+    seen = []
+    for tool, line in (("luigi", "import luigi"), ("batchdeps", "import batchdeps.luigi as luigi")):
+        (tmp_path / f"{tool}_ns.py").write_text(ENDED_SCOPE.format(import_line=line))
+        done = subprocess.run([sys.executable, f"{tool}_ns.py"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        seen.append(done.stdout.split())
+    assert seen[0] == seen[1] == ["pipe.Inside", "all.After", "Last"]

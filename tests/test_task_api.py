@@ -83,6 +83,10 @@ def test_longest_scope_wins_and_scopes_end_at_module_boundaries() -> None:
     assert spaces.for_module("pkg.pipe") == "pipe"
     assert spaces.for_module("pkg.pipeline") == "all"  # not a submodule of pkg.pipe
     spaces.set(None, scope="pkg.pipe")
+    # Ended, the scope covers nothing: the wider namespace applies again, as in Luigi
+    # (tests/test_luigi_compat.py compares with Luigi itself).
+    assert spaces.for_module("pkg.pipe.daily") == "all"
+    spaces.set(None)
     assert spaces.for_module("pkg.pipe.daily") is None
 
 
