@@ -407,3 +407,43 @@ def test_once_another_run_is_seen_outputs_are_looked_at_before_taking_a_lease(
     only = result.tasks[later.task_id]
     assert only.status == Status.BUILT_ELSEWHERE and "before taking its lock" in only.reason
     assert later.task_id not in locks.granted and executor.started == []
+
+
+def test_lock_polls_due_together_go_in_one_request_and_answer_as_lone_polls(
+        tmp_path: Path) -> None:
+    """Three tasks held elsewhere are polled together (one acquire-many per round, no
+    single acquire after the first refusals), on the same backoff as a lone poll, and end
+    as a lone task's wait ends: built once the other run gives them back."""
+
+    def waits(count: int) -> tuple[Any, list[tuple[float, str, int]]]:
+        tasks = [Out(path=str(tmp_path / f"n{count}-{i}")) for i in range(count)]
+        clock, locks = Clock(), FakeLocks()
+        locks.other.update(task.task_id for task in tasks)
+        calls: list[tuple[float, str, int]] = []
+        single = locks.try_acquire
+
+        def one(key: str) -> Lease | None:
+            calls.append((clock.now, "single", 1))
+            return single(key)
+
+        def batch(keys: list[str]) -> list[Lease | None]:
+            calls.append((clock.now, "many", len(keys)))
+            return [single(key) for key in keys]
+
+        locks.try_acquire = one  # type: ignore[method-assign]
+        locks.try_acquire_many = batch  # type: ignore[method-assign]
+        executor = FakeExecutor(clock, writes(), slots=count, at={
+            3.0: lambda: locks.other.difference_update(t.task_id for t in tasks)})
+        result, _ = run(tasks, locks, executor, clock, lock_poll_max=1.0)
+        assert result.exit_code == 0
+        assert {r.status for r in result.tasks.values()} == {Status.BUILT}
+        return result, calls
+
+    _, alone = waits(1)
+    _, together = waits(3)
+    polls_alone = [when for when, _, _ in alone[1:]]  # after the first refusal
+    first = [call for call in together if call[0] == 0.0]
+    later = [call for call in together if call[0] > 0.0]
+    assert all(kind == "many" and size == 3 for _, kind, size in later), together
+    assert [when for when, _, _ in later] == pytest.approx(polls_alone)
+    assert sum(size for _, _, size in first) == 3  # each task asked for once at the start

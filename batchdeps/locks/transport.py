@@ -3,8 +3,8 @@
 Speaks HTTP/1.1 itself over one persistent connection per thread and replica
 (`Connection`: a request is one `sendall`, the answer is read through one buffered reader;
 http.client's header parsing through the email package cost more than the rest of a
-round trip's client side), so no aiohttp import on the client side. A request goes to the replica in use
-(locks/replicas.py); on a connection error or a 5xx it goes on at once to the next one,
+round trip's client side), so no aiohttp import on the client side. A request goes to the
+replica in use (locks/replicas.py); on a connection error or a 5xx it goes on at once to the next one,
 and the first that answers is the one in use from then on. `call()` retries what may pass
 (no replica answers, 429, 502-504) with the team's one `Backoff` for a time budget, then
 raises LockServerUnavailable; 401 is LockAuthError, 403 LockAuthError naming the missing

@@ -238,6 +238,38 @@ class Lifecycle:
                 run.lease = lease
                 run.phase = Phase.RECHECK
 
+    def poll(self, due: list[Step]) -> list[Step]:
+        """Steps whose wait is over: their lock polls in one round trip; the steps that
+        go on to the ready queue.
+
+        Steps waiting for a lease held elsewhere first look at their outputs when that is
+        due (built there: closed), then are asked for together (one acquire-many);
+        refused again, a step waits on without entering the ready queue. A lone poll and
+        whatever else was waiting (a retry, a resource poll) go on to the ready queue as
+        they are. Refused polls are due again together (the poll backoff has no jitter),
+        so polls stay batched.
+        """
+        runs = self.runs
+        polls = [step for step in due if runs[step.index].phase is Phase.WAITING
+                 and runs[step.index].waiting_since is not None]
+        if len(polls) < 2:
+            return due
+        polled = set(polls)
+        ready = [step for step in due if step not in polled]
+        polls = [step for step in polls if not self._built_while_waiting(step, runs[step.index])]
+        if len(polls) == 1:
+            return [*ready, *polls]
+        for step, lease in zip(polls, self.locks.try_acquire_many(
+                [step.task_id for step in polls]) if polls else ()):
+            run = runs[step.index]
+            if lease is None:
+                self._wait(step, run)  # checks the wait timeout, then polls again later
+            else:
+                run.lease = lease
+                run.phase = Phase.RECHECK
+                ready.append(step)
+        return ready
+
     def start(self, step: Step) -> None:
         """Drive a ready step from its phase until it is submitted, waits, or is closed."""
         run = self.runs[step.index]

@@ -180,8 +180,12 @@ class Runner:
         while self._open and not self.stopping:
             ready = self._ready  # a dynamic dependency with a priority may change its kind
             now = self.clock()
-            while delayed and delayed[0][0] <= now:
-                ready.append(heapq.heappop(delayed)[2])
+            if delayed and delayed[0][0] <= now:
+                due = []
+                while delayed and delayed[0][0] <= now:
+                    due.append(heapq.heappop(delayed)[2])
+                for step in lifecycle.poll(due):  # lock polls due together: one request
+                    ready.append(step)
             awaiting = waiter is not None and bool(waiter.waiting)
             if waiter is not None and awaiting and waiter.due <= now:
                 waiter.poll()
