@@ -263,3 +263,14 @@ def test_a_default_run_loads_neither_staleness_nor_the_input_waiter(tmp_path: Pa
         "print([m for m in names if m in sys.modules])\n"
     )
     assert _fresh_python(script) == "[] ['batchdeps.staleness', 'batchdeps.run.waiting']"
+
+
+def test_compression_is_imported_only_by_a_target_that_uses_it() -> None:
+    """The formats module is part of every run; gzip is loaded by a Gzip read or write."""
+    script = (
+        "import sys\n"
+        "import batchdeps as bd, batchdeps.cli.run, batchdeps.targets.formats\n"
+        "bd.FileTarget('x.gz', format=batchdeps.targets.formats.Gzip)\n"
+        "print(sorted(m for m in sys.modules if m == 'gzip'))\n"
+    )
+    assert _fresh_python(script) == "[]"

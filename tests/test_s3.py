@@ -58,7 +58,7 @@ def test_storage_options_come_from_config_with_env(bucket: str, moto_endpoint: s
     with target.open("w") as out:
         out.write("configured")
     assert keys_under(moto_endpoint, bucket) == ["cfg/x.txt"]
-    fs = target.fs  # type: ignore[attr-defined]
+    fs = target.filesystem  # type: ignore[attr-defined]
     assert fs.config_kwargs["read_timeout"] == 7  # the config's value wins
     assert fs.config_kwargs["connect_timeout"] == s3.DEFAULT_CONFIG_KWARGS["connect_timeout"]
 
@@ -292,7 +292,7 @@ def test_the_users_retry_mode_is_the_one_botocore_uses(
         monkeypatch.setenv(name, value)
     storage = Storage({"s3": {"endpoint_url": moto_endpoint, "config_kwargs": config_kwargs}})
     target = bd.FileTarget("s3://some-bucket/k", storage=storage)
-    fs = target.fs  # type: ignore[attr-defined]
+    fs = target.filesystem  # type: ignore[attr-defined]
     client = asyncio.run_coroutine_threadsafe(s3._client(fs, None), fs.loop).result(30)
     assert client.meta.config.retries["mode"] == mode
 

@@ -22,7 +22,7 @@ class Backend:
     """How to make targets on one backend, and how to see what it holds underneath."""
 
     name: str
-    make: Callable[[str], bd.Target]
+    make: Callable[..., bd.Target]  # (name, **keywords of FileTarget)
     leftovers: Callable[[], list[str]]  # everything stored besides committed outputs
     broken: Callable[[], bd.Target] | None  # a target whose existence cannot be decided
 
@@ -44,8 +44,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
                 loop.symlink_to(loop)
             return bd.FileTarget(str(loop / "x.csv"))  # stat fails with ELOOP, not ENOENT
 
-        return Backend("local", lambda name: bd.FileTarget(str(root / name)), local_leftovers,
-                       local_broken)
+        return Backend("local", lambda name, **kw: bd.FileTarget(str(root / name), **kw),
+                       local_leftovers, local_broken)
     if request.param == "memory":
         storage = Storage()
         prefix = f"memory://conformance-{uuid.uuid4().hex[:8]}"
@@ -55,7 +55,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
             base = prefix[len("memory://"):]
             return [p for p in fs.find("/" + base) if ".batchdeps-tmp" in p]
 
-        return Backend("memory", lambda name: bd.FileTarget(f"{prefix}/{name}", storage=storage),
+        return Backend("memory",
+                       lambda name, **kw: bd.FileTarget(f"{prefix}/{name}", storage=storage, **kw),
                        memory_leftovers, None)
     endpoint = request.getfixturevalue("moto_endpoint")
     request.getfixturevalue("s3_env")
@@ -67,9 +68,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
     request.getfixturevalue("monkeypatch").setenv("BATCHDEPS_SPOOL_DIR", str(spool))
     made: set[str] = set()
 
-    def make_s3(name: str) -> bd.Target:
+    def make_s3(name: str, **kw: Any) -> bd.Target:
         made.add(name)
-        return bd.FileTarget(f"s3://{bucket}/{name}", storage=storage)
+        return bd.FileTarget(f"s3://{bucket}/{name}", storage=storage, **kw)
 
     def s3_leftovers() -> list[str]:
         stray = [k for k in keys_under(endpoint, bucket) if ".batchdeps" in k]
@@ -349,3 +350,168 @@ def test_read_many_gives_contents_and_none_for_missing(backend: Backend) -> None
     with present.open("w") as out:
         out.write('{"a": 1}')
     assert read_files([present, absent]) == [b'{"a": 1}', None]
+
+
+# -- Luigi's target helpers: path=, format=, remove(), makedirs(), fs ------------------------
+def test_path_keyword_names_the_same_target(backend: Backend) -> None:
+    from pathlib import PurePosixPath
+
+    target = backend.make("kw/a.txt")
+    assert backend.make("kw/a.txt", format=None) == target
+    again = type(target)(path=target.url, storage=getattr(target, "_storage", None))
+    assert again == target and str(again) == str(target)
+    if backend.name == "local":
+        assert bd.FileTarget(path=PurePosixPath(str(target))) == target  # os.PathLike
+        assert str(target) == target.path  # type: ignore[attr-defined]
+    else:
+        assert str(target) == target.url
+    with pytest.raises(TypeError, match="not both"):
+        bd.FileTarget("a.txt", path="b.txt")
+    with pytest.raises(TypeError, match="needs its location"):
+        bd.FileTarget()
+
+
+FORMATS = ["Gzip", "Bzip2", "UTF8", "Nop", "UTF8 >> Gzip"]
+
+
+def _format(name: str) -> Any:
+    from batchdeps.targets import formats
+
+    if name == "UTF8 >> Gzip":
+        return formats.UTF8 >> formats.Gzip
+    return getattr(formats, name)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_formats_round_trip_and_write_what_they_say(backend: Backend, name: str) -> None:
+    import bz2
+    import gzip
+
+    fmt = _format(name)
+    target = backend.make(f"fmt/{name.replace(' ', '')}.out", format=fmt)
+    text = "héllo\nwörld\n" * 200
+    data = text if name.startswith("UTF8") else text.encode("utf-8")
+    with target.open("w") as out:
+        out.write(data)
+        assert target.exists() is False  # atomic through the format too
+    with target.open("r") as src:
+        assert src.read() == data
+    with backend.make(f"fmt/{name.replace(' ', '')}.out").open("rb") as raw:
+        stored = raw.read()
+    plain = {"Gzip": gzip.decompress, "Bzip2": bz2.decompress,
+             "UTF8 >> Gzip": gzip.decompress}.get(name, lambda b: b)(stored)
+    assert plain == text.encode("utf-8")
+    assert backend.leftovers() == []
+
+
+@pytest.mark.parametrize("name", ["Gzip", "UTF8"])
+def test_a_formatted_write_that_raises_or_is_dropped_leaves_nothing(backend: Backend,
+                                                                    name: str) -> None:
+    import gc
+
+    target = backend.make(f"fmtfail/{name}.out", format=_format(name))
+    data: Any = "x" * 1000 if name == "UTF8" else b"x" * 1000
+    with pytest.raises(RuntimeError), target.open("w") as out:
+        out.write(data)
+        raise RuntimeError("boom")
+    dropped = target.open("w")
+    dropped.write(data)
+    del dropped
+    gc.collect()
+    assert target.exists() is False
+    assert backend.leftovers() == []
+
+
+def test_a_formatted_write_is_staged_like_any_write(backend: Backend) -> None:
+    import gzip
+
+    target = backend.make("fmtstage/day.csv.gz", format=_format("UTF8 >> Gzip"))
+    with staging_scope() as staging:
+        with target.open("w") as out:
+            out.write("a,b\n")
+        assert target.exists()  # the attempt sees its own write ...
+        with target.open("r") as src:
+            assert src.read() == "a,b\n"
+    assert target.exists() is False  # ... no one else does before the commit
+    staging.commit([target])
+    with backend.make("fmtstage/day.csv.gz").open("rb") as raw:
+        assert gzip.decompress(raw.read()) == b"a,b\n"
+    assert backend.leftovers() == []
+
+
+def test_a_formatted_target_travels_with_its_format(backend: Backend) -> None:
+    import pickle
+
+    target = backend.make("fmtpickle/x.gz", format=_format("Gzip"))
+    copy = pickle.loads(pickle.dumps(target))
+    assert copy == target and type(copy.format) is type(target.format)  # type: ignore[attr-defined]
+    with staging_scope() as staging, target.open("w") as out:
+        out.write(b"travelled")
+    moved = pickle.loads(pickle.dumps(staging))
+    moved.commit([target])
+    with target.open("r") as src:
+        assert src.read() == b"travelled"
+
+
+def test_remove_deletes_now_and_drops_a_staged_write(backend: Backend) -> None:
+    target = backend.make("rm/a.txt")
+    with target.open("w") as out:
+        out.write("x")
+    target.remove()  # type: ignore[attr-defined]
+    assert target.exists() is False
+    target.remove()  # type: ignore[attr-defined]  # nothing there: nothing done
+    with staging_scope() as staging:
+        with target.open("w") as out:
+            out.write("staged")
+        target.remove()  # type: ignore[attr-defined]
+        assert target.exists() is False and len(staging) == 0
+    staging.commit([target])
+    assert target.exists() is False
+    assert backend.leftovers() == []
+
+
+def test_makedirs_makes_the_folder_a_tool_can_write_into(backend: Backend) -> None:
+    target = backend.make("deep/er/still/x.txt")
+    target.makedirs()  # type: ignore[attr-defined]
+    parent = str(target).rpartition("/")[0]
+    if backend.name == "local":
+        assert os.path.isdir(parent)
+    elif backend.name == "memory":
+        assert target.fs.isdir(parent)  # type: ignore[attr-defined]
+    target.makedirs()  # type: ignore[attr-defined]  # there already: fine
+
+
+def test_fs_lists_checks_and_removes_on_the_targets_storage(backend: Backend) -> None:
+    targets = [backend.make(f"fsdir/{name}") for name in ("a.txt", "sub/b.txt")]
+    for target in targets:
+        with target.open("w") as out:
+            out.write("x")
+    fs = targets[0].fs  # type: ignore[attr-defined]
+    folder = str(targets[0]).rpartition("/")[0]
+    assert list(fs.listdir(folder)) == [str(t) for t in targets]
+    assert fs.exists(str(targets[1])) and not fs.exists(folder + "/nothing.txt")
+    fs.remove(str(targets[1]))
+    assert targets[1].exists() is False and targets[0].exists()
+    with pytest.raises(TargetError, match="not there"):
+        fs.remove(str(targets[1]))
+    fs.copy(str(targets[0]), folder + "/copied.txt")
+    assert _read(backend.make("fsdir/copied.txt")) == "x"
+    if backend.broken is not None:
+        broken = backend.broken()
+        with pytest.raises(TargetCheckError):
+            broken.fs.exists(str(broken))  # type: ignore[attr-defined]
+
+
+def test_temporary_path_inside_a_run_is_staged_with_the_other_writes(backend: Backend) -> None:
+    if backend.name == "memory":
+        pytest.skip("memory has no temporary_path")
+    target = backend.make("tmprun/made.txt")
+    with staging_scope() as staging:
+        with target.temporary_path() as path:  # type: ignore[attr-defined]
+            with open(path, "w") as out:
+                out.write("made by a tool")
+        assert len(staging) == 1
+    assert target.exists() is False  # nothing until the attempt commits
+    staging.commit([target])
+    assert _read(target) == "made by a tool"
+    assert backend.leftovers() == []

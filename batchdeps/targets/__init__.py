@@ -2,6 +2,8 @@
 
     target.py    Target (the interface) and PendingWrite
     base.py      FileTarget and the protocol registry, Storage, check_exists
+    formats.py   how a target's bytes are read and written: Text, UTF8, Nop, Gzip, Bzip2
+    filesystem.py  a target's storage as `target.fs`: exists, remove, listdir, ...
     staging.py   temporary files, the staging scope
     commit.py    committing one attempt's writes together (all or none)
     journal.py   commit records: finishing a commit that a crash cut short
@@ -24,13 +26,17 @@ from .base import (
     register_protocol,
     target_class,
 )
+from .filesystem import FileSystem, FsspecFileSystem, LocalFileSystem
 from .leftovers import Leftovers
 from .local import LocalTarget
 from .staging import TMP_DIR_NAME, PendingWrite, Staging, current_staging, staging_scope
 
 __all__ = [
     "TMP_DIR_NAME",
+    "FileSystem",
     "FileTarget",
+    "FsspecFileSystem",
+    "LocalFileSystem",
     "Leftovers",
     "LocalTarget",
     "PendingWrite",

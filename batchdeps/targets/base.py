@@ -15,11 +15,13 @@ from typing import IO, Any
 
 from ..errors import ConfigError, TargetError, TaskDefinitionError
 from ..procinfo import current_pid
+from .filesystem import FileSystem
+from .formats import Format, FormattedFile
 from .staging import AtomicFile, PendingWrite, current_staging
 from .target import Target
 
 __all__ = ["FileTarget", "Storage", "Target", "check_exists", "default_storage",
-           "register_protocol", "target_class"]
+           "register_protocol", "target_class", "target_location"]
 
 
 class FileTarget(Target):
@@ -34,23 +36,32 @@ class FileTarget(Target):
     `_open_tmp`, `commit_tmp`, `discard_tmp`.
 
     Args:
-        url: where the file lives.
+        url: where the file lives (a string or an `os.PathLike`; `path=` is the same).
+        format: how its bytes are read and written (`targets.formats`: `Gzip`, `UTF8`,
+            `Nop`, ...); `open("r")` / `open("w")` then go through it. None: `open()`'s
+            own text or binary mode.
         storage: the Storage whose per-protocol options apply (default: the configured one).
         **storage_options: options for this target's filesystem, over the configured ones.
     """
 
     __slots__ = ()
 
-    def __new__(cls, url: str, *, storage: Storage | None = None, **storage_options: Any) -> Any:
-        if not isinstance(url, str) or not url:
-            raise TypeError(f"FileTarget needs a non-empty URL string, got {url!r}")
-        chosen = target_class(url) if cls is FileTarget else cls
+    #: How the file's bytes are read and written; None: as `open()` gives them.
+    format: Format | None = None
+
+    def __new__(cls, url: Any = None, *, path: Any = None, format: Format | None = None,
+                storage: Storage | None = None, **storage_options: Any) -> Any:
+        location = target_location(url, path)
+        chosen = target_class(location) if cls is FileTarget else cls
         return super().__new__(chosen)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A staged write travels from a forked worker to the runner with its target, so a
-        # target pickles as what rebuilds it: class, URL, storage and options.
-        return (_rebuild, (type(self), self.url, None, {}))
+        # target pickles as what rebuilds it: class, URL, storage, options and format.
+        return (_rebuild, (type(self), self.url, None, {}, self.format))
+
+    def __str__(self) -> str:
+        return self.url
 
     # -- what every backend shares -----------------------------------------------------------
     def exists(self) -> bool:
@@ -70,7 +81,16 @@ class FileTarget(Target):
         return result
 
     def open(self, mode: str = "r") -> IO[Any]:
-        """Open for reading ("r", "rb") or for an atomic write ("w", "wb")."""
+        """Open for reading ("r", "rb") or for an atomic write ("w", "wb").
+
+        With a `format`, "r" and "w" ("b" and "t" make no difference, as in Luigi) give
+        the format's streams; the write is just as atomic.
+        """
+        if self.format is not None:
+            return self._open_formatted(mode)
+        return self._open_plain(mode)
+
+    def _open_plain(self, mode: str) -> IO[Any]:
         if mode not in ("r", "rb", "w", "wb"):
             raise ValueError(f"unsupported mode {mode!r}: use r, rb, w or wb")
         if "r" in mode:
@@ -80,6 +100,44 @@ class FileTarget(Target):
             return self._open_final(mode)
         handle, tmp_path = self._open_tmp(mode)
         return AtomicFile(handle, PendingWrite(self, tmp_path))  # type: ignore[return-value]
+
+    def _open_formatted(self, mode: str) -> IO[Any]:
+        assert self.format is not None
+        kind = mode.replace("b", "").replace("t", "")
+        if kind not in ("r", "w"):
+            raise ValueError(f"unsupported mode {mode!r} with a format: use r or w")
+        fmt = self.format
+        raw = self._open_plain(kind + "b")  # the bytes underneath, through the usual paths
+        try:
+            stream = fmt.pipe_reader(raw) if kind == "r" else fmt.pipe_writer(raw)
+        except BaseException:
+            if kind == "w":
+                raw.abort()  # type: ignore[attr-defined]
+            else:
+                raw.close()
+            raise
+        return FormattedFile(stream, raw, writing=kind == "w")  # type: ignore[return-value]
+
+    # -- Luigi's helpers -------------------------------------------------------------------
+    def remove(self) -> None:
+        """Remove the file (or folder) now, and drop a write of it the running attempt
+        staged. Not staged itself: it takes effect at once. Nothing there: nothing done."""
+        staging = current_staging()
+        if staging is not None:
+            staging.drop(self.url)
+        self._remove()
+
+    def makedirs(self) -> None:
+        """Make the folder the file goes in, and its parents (nothing on S3: no folders)."""
+
+    @property
+    def fs(self) -> FileSystem:
+        """The storage this target lives on: `exists`, `remove`, `listdir`, `mkdir`, ...
+        (targets/filesystem.py), over paths of the same kind as this target's."""
+        raise NotImplementedError
+
+    def _remove(self) -> None:
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def temporary_path(self) -> Iterator[str]:
@@ -115,7 +173,7 @@ class FileTarget(Target):
 
     def sibling(self, name: str) -> FileTarget:
         """The file `name` in this target's folder, on the same storage with the same options."""
-        rebuild, (cls, _, storage, options) = self.__reduce__()
+        rebuild, (cls, _, storage, options, _format) = self.__reduce__()
         head, sep, _ = self.url.rpartition("/")
         return rebuild(cls, f"{head}{sep}{name}", storage, options)  # type: ignore[no-any-return]
 
@@ -151,8 +209,21 @@ class FileTarget(Target):
 
 
 def _rebuild(cls: type[FileTarget], url: str, storage: Storage | None,
-             options: dict[str, Any]) -> FileTarget:
-    return cls(url, storage=storage, **options)  # type: ignore[no-any-return]
+             options: dict[str, Any], format: Format | None = None) -> FileTarget:
+    return cls(url, storage=storage, format=format, **options)  # type: ignore[no-any-return]
+
+
+def target_location(url: Any, path: Any) -> str:
+    """The one location given as `url` or as `path=` (Luigi's keyword), as a string."""
+    if (url is None) == (path is None):
+        raise TypeError("a file target needs its location, as the first argument or as "
+                        f"path= (not both): got {url!r} and path={path!r}")
+    location = url if path is None else path
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    if not isinstance(location, str) or not location:
+        raise TypeError(f"FileTarget needs a non-empty URL string, got {location!r}")
+    return location
 
 
 def _staged_path(url: str) -> str | None:

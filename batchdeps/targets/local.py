@@ -10,7 +10,9 @@ from typing import IO, Any
 
 from ..errors import TargetCheckError, TargetError
 from ..paths import shown
-from .base import FileTarget, Storage, Target
+from .base import FileTarget, Storage, Target, target_location
+from .filesystem import LOCAL
+from .formats import Format
 from .journal import (
     OLD_SUFFIX,
     RECORD_SUFFIX,
@@ -31,12 +33,36 @@ _made_dirs: set[str] = set()
 class LocalTarget(FileTarget):
     """A file on the local disk, handled with `os` directly."""
 
-    __slots__ = ("path", "url")
+    __slots__ = ("format", "path", "url")
 
-    def __init__(self, url: str, *, storage: Storage | None = None, **storage_options: Any) -> None:
-        path = url.removeprefix("file://")
-        self.path = path  # relative paths stay relative: no getcwd() per target
+    def __init__(self, url: Any = None, *, path: Any = None, format: Format | None = None,
+                 storage: Storage | None = None, **storage_options: Any) -> None:
+        if type(url) is not str or path is not None:
+            url = target_location(url, path)
+        self.path = url.removeprefix("file://")  # relative paths stay relative: no getcwd()
         self.url = url
+        self.format = format
+
+    #: `target.fs`: this machine's files (targets/filesystem.py).
+    fs = LOCAL  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        return self.path
+
+    def _remove(self) -> None:
+        try:
+            remove_path(self.path)
+        except OSError as exc:
+            raise TargetError(f"cannot remove {shown(self.url)}: {exc.strerror or exc}") from exc
+
+    def makedirs(self) -> None:
+        parent = os.path.dirname(os.path.normpath(self.path))
+        if parent:
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise TargetError(f"cannot make the folder of {shown(self.url)}: "
+                                  f"{exc.strerror or exc}") from exc
 
     def _exists(self) -> bool:
         try:
@@ -256,3 +282,4 @@ def parse_tmp_name(entry: str) -> tuple[str, str, str] | None:
     if len(parts) != 4 or not parts[3].isdigit():
         return None
     return parts[0], parts[1], kind
+

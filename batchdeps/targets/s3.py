@@ -45,6 +45,7 @@ from typing import IO, Any, TypeVar
 from .. import logs
 from ..errors import TargetCheckError, TargetError
 from .base import Storage, Target
+from .formats import Format
 from .fsspec import FsspecTarget
 from .journal import OLD_SUFFIX, remove_path
 from .staging import TMP_DIR_NAME, _tmp_suffix
@@ -592,20 +593,35 @@ def _spool_prefix(url: str) -> str:
 class S3Target(FsspecTarget):
     """An object `s3://bucket/key`; see the module docstring for the guarantees."""
 
-    def __init__(self, url: str, *, storage: Storage | None = None, **storage_options: Any) -> None:
-        super().__init__(url, storage=storage, **storage_options)
+    def __init__(self, url: Any = None, *, path: Any = None, format: Format | None = None,
+                 storage: Storage | None = None, **storage_options: Any) -> None:
+        super().__init__(url, path=path, format=format, storage=storage, **storage_options)
         self.bucket, _, self.key = self.path.partition("/")
         if not self.bucket or not self.key or self.key.endswith("/"):
-            raise TargetError(f"{url} is not an S3 object URL: use s3://bucket/key")
+            raise TargetError(f"{self.url} is not an S3 object URL: use s3://bucket/key")
+
+    def makedirs(self) -> None:
+        """Nothing: S3 has no folders (a key's prefix exists once a key under it does)."""
+
+    def _remove(self) -> None:
+        fs = self._filesystem_for_check()
+        try:
+            _run(fs, lambda: _call(fs, "delete_object", self.url, Bucket=self.bucket,
+                                   Key=self.key))
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise TargetError(f"cannot remove {self.url}: {describe(exc)}") from exc
+        fs.invalidate_cache(self.path)
 
     @property
-    def fs(self) -> Any:
+    def filesystem(self) -> Any:
         merged = {**self._storage.options.get("s3", {}), **self._options}
         return self._storage.filesystem("s3", s3_options(merged))
 
     def _filesystem_for_check(self) -> Any:
         try:
-            return self.fs
+            return self.filesystem
         except TargetError as exc:
             raise TargetCheckError(f"cannot check {self.url}: {exc}") from exc
 
@@ -653,7 +669,7 @@ class S3Target(FsspecTarget):
         return result
 
     def _open_final(self, mode: str) -> IO[Any]:
-        fs = self.fs
+        fs = self.filesystem
         try:
             _run(fs, lambda: _client(fs, self.bucket))  # reads log their retries too
             fs.invalidate_cache(self.path)
@@ -666,7 +682,7 @@ class S3Target(FsspecTarget):
 
     def _open_staged(self, tmp_path: str, mode: str) -> IO[Any]:
         if tmp_path.startswith(STAGED_PREFIX):  # handed over by another machine's attempt
-            return self.fs.open(tmp_path[len(STAGED_PREFIX):], mode)  # type: ignore[no-any-return]
+            return self.filesystem.open(tmp_path[len(STAGED_PREFIX):], mode)  # type: ignore[no-any-return]
         return open(tmp_path, mode)  # the local spool file
 
     def _staging_prefix(self) -> str:
@@ -685,7 +701,7 @@ class S3Target(FsspecTarget):
     def _upload_spool(self, tmp_path: str, key: str, what: str) -> None:
         """Upload the spooled file to `key`; the spool is removed either way."""
         try:
-            fs = self.fs
+            fs = self.filesystem
             _run(fs, lambda: _upload(fs, tmp_path, self.bucket, key, self.url))
         except TargetError:
             raise
@@ -778,7 +794,7 @@ class S3Target(FsspecTarget):
 
     def _request(self, what: str, make: Callable[[Any], Awaitable[T]]) -> T:
         try:
-            fs = self.fs
+            fs = self.filesystem
             return _run(fs, lambda: make(fs))
         except TargetError:
             raise
@@ -796,7 +812,7 @@ class S3Target(FsspecTarget):
                         os.unlink(os.path.join(directory, entry))
         staging = self._staging_prefix()
         try:
-            fs = self.fs
+            fs = self.filesystem
             aborted = _run(fs, lambda: _abort_stale_uploads(fs, self.bucket, self.key, self.url))
             dropped = _run(fs, lambda: _drop_staged(fs, self.bucket, staging, self.url))
         except Exception as exc:  # noqa: BLE001 - the write itself will report the problem

@@ -56,6 +56,12 @@ class Staging:
             previous.discard()
         self.pending[write.target.url] = write
 
+    def drop(self, url: str) -> None:
+        """Forget and remove the staged write of `url`, if there is one (`remove()`)."""
+        write = self.pending.pop(url, None)
+        if write is not None:
+            write.discard()
+
     def staged_path(self, url: str) -> str | None:
         write = self.pending.get(url)
         return write.tmp_path if write is not None else None
