@@ -1,8 +1,8 @@
 """Luigi's targets: `Target`, `LocalTarget(path=, format=, is_tmp=)` and its file system.
 
 `LocalTarget` is batchdeps' local file target (writes atomic, committed with the task's
-other outputs) with Luigi's constructor, formats, `fs`, `remove()`, `makedirs()`,
-`move()`, `copy()` and `temporary_path()`.
+other outputs; formats, `temporary_path()`, `makedirs()` its own) with Luigi's
+constructor, `fs`, `remove()`, `move()` and `copy()`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import os
 import random
 import shutil
 import tempfile
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 from ..targets import Target
 from ..targets.local import LocalTarget as _BdLocalTarget
-from .format import Format, TextFormat, get_default_format
+from .format import Format
 
 __all__ = ["FileAlreadyExists", "FileSystemException", "FileSystemTarget", "LocalFileSystem",
            "LocalTarget", "MissingParentDirectory", "NotADirectory", "Target"]
@@ -36,56 +35,6 @@ class MissingParentDirectory(FileSystemException):
 
 class NotADirectory(FileSystemException):
     """A folder was expected."""
-
-
-class _FormattedWrite:
-    """A write through a format over batchdeps' atomic file: an error inside the `with`
-    throws the write away, a clean close commits it."""
-
-    def __init__(self, outer: IO[Any], atomic: Any) -> None:
-        self._outer = outer
-        self._atomic = atomic
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._outer, name)
-
-    def __iter__(self) -> Any:
-        return iter(self._outer)
-
-    def write(self, data: Any) -> int:
-        return int(self._outer.write(data) or 0)
-
-    def close(self) -> None:
-        self._outer.close()
-
-    def __enter__(self) -> _FormattedWrite:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._atomic.abort()
-
-
-class FileSystemMixin:
-    """Luigi's file-target methods, over a batchdeps file target with a `format`."""
-
-    format: Format
-
-    def open(self, mode: str = "r") -> Any:  # type: ignore[override]
-        """Open for reading ("r") or an atomic write ("w"), through the target's format."""
-        plain = mode.replace("b", "").replace("t", "")
-        if plain not in ("r", "w"):
-            raise ValueError(f"unsupported mode {mode!r}: use r or w")
-        fmt = self.format
-        if type(fmt) is TextFormat and fmt.encoding is None:
-            return super().open(mode)  # type: ignore[misc]
-        if plain == "r":
-            return fmt.pipe_reader(super().open("rb"))  # type: ignore[misc]
-        atomic = super().open("wb")  # type: ignore[misc]
-        return _FormattedWrite(fmt.pipe_writer(atomic), atomic)
 
 
 class LocalFileSystem:
@@ -134,7 +83,7 @@ class LocalFileSystem:
         shutil.copy(old_path, new_path)
 
 
-class LocalTarget(FileSystemMixin, _BdLocalTarget):
+class LocalTarget(_BdLocalTarget):
     """A local file (Luigi's LocalTarget); `is_tmp=True` without a path makes a temporary one."""
 
     fs = LocalFileSystem()
@@ -152,8 +101,7 @@ class LocalTarget(FileSystemMixin, _BdLocalTarget):
                                 f"luigi-tmp-{random.randrange(0, 10_000_000_000):010d}")
         if not isinstance(path, str):
             path = os.fspath(path)
-        super().__init__(path)
-        self.format = format if format is not None else get_default_format()
+        super().__init__(path, format=format)  # no format: open()'s own text or bytes
         self.is_tmp = is_tmp
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -166,8 +114,11 @@ class LocalTarget(FileSystemMixin, _BdLocalTarget):
             os.makedirs(parent, exist_ok=True)
 
     def remove(self) -> None:
-        """Delete the file (or folder)."""
-        self.fs.remove(self.path)
+        """Delete the file (or folder), and a write of it staged by the running task; as
+        in Luigi, nothing there is an error."""
+        if not self.exists():
+            raise FileNotFoundError(f"cannot remove {self.path}: not there")
+        super().remove()
 
     def move(self, new_path: str, raise_if_exists: bool = False) -> None:
         self.fs.move(self.path, new_path, raise_if_exists=raise_if_exists)

@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from ...targets.s3 import S3Target as _BdS3Target
-from ..format import Format, get_default_format
-from ..target import FileSystemMixin
+from ..format import Format
 from . import UnsupportedFeature
 
 __all__ = ["S3Target"]
 
 
-class S3Target(FileSystemMixin, _BdS3Target):
+class S3Target(_BdS3Target):
     """An object in S3 (Luigi's S3Target): `S3Target("s3://bucket/key", format=...)`."""
 
     def __new__(cls, path: str, format: Format | None = None, client: Any = None,
@@ -30,16 +29,11 @@ class S3Target(FileSystemMixin, _BdS3Target):
                 "S3Target(client=...) is not supported by batchdeps.luigi: give the "
                 "endpoint and credentials in [storage.s3] of config.toml (see "
                 'docs/from-luigi.md, "Targets")')
-        super().__init__(path, **kwargs)
+        super().__init__(path, format=format, **kwargs)
         self.path = path
-        self.format = format if format is not None else get_default_format()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.path, self.format))
-
-    def remove(self) -> None:
-        """Delete the object."""
-        self.fs.rm(self._key if hasattr(self, "_key") else self.url)
 
 
 def _rebuild(cls: type[S3Target], path: str, fmt: Format) -> S3Target:
