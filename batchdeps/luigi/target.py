@@ -37,6 +37,11 @@ class NotADirectory(FileSystemException):
     """A folder was expected."""
 
 
+class FileSystemMixin:
+    """Kept for the targets built on it: opening through a format, atomic writes,
+    `temporary_path()` and `makedirs()` are every batchdeps file target's own now."""
+
+
 class LocalFileSystem:
     """Luigi's LocalFileSystem: a few os and shutil calls under Luigi's names."""
 
