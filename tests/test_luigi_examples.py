@@ -171,7 +171,9 @@ def test_foo_complex_builds_a_random_tree_the_same_way(luigi_root: Path,
     per run, so Foo is always built."""
     runs = pair(luigi_root, "foo_complex", tmp_path, "example.Foo()", workers=2)
     luigi, ours = both(runs)
-    assert _bars_made(luigi, runs[0])  # as few as one when Luigi fails the others
+    # Luigi may fail every Bar (each re-draws its requirements at run time), so only the
+    # files of the Bars it did report built are checked against what it said.
+    _bars_made(luigi, runs[0])
     assert "examples.Foo__99914b932b" in luigi.succeeded or any(
         "Unfulfilled dependenc" in line for line in luigi.stderr.splitlines())
     bars = _bars_made(ours, runs[1])
