@@ -248,7 +248,8 @@ def test_concurrent_batches_grant_each_key_once_durably_with_growing_tokens(
                                                  for k in back]}),
                         headers={"Authorization": f"Bearer {TOKEN}",
                                  "Content-Type": "application/json"})
-                    assert _json.loads(conn.getresponse().read())["released"] == [True, True]
+                    released = _json.loads(conn.getresponse().read())["released"]
+                    assert released == [True] * len(back)  # one key only when one is held
         finally:
             conn.close()
         with lock:
