@@ -165,11 +165,7 @@ class PgLeaseStore:
         raise AssertionError("unreachable")
 
     def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
-                pass
+        _close_quietly(self._conn)
         self._conn = None
 
     @contextmanager
@@ -213,11 +209,7 @@ class PgLeaseStore:
                                                f"answer: {_first_line(exc)}") from None
 
     def _close_sync(self) -> None:
-        if self._sync_conn is not None:
-            try:
-                self._sync_conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
-                pass
+        _close_quietly(self._sync_conn)
         self._sync_conn = None
 
     def health(self) -> dict[str, Any]:
@@ -430,6 +422,15 @@ class PgLeaseStore:
             (int(limit),)).rowcount))
         self._count("expire", done)
         return done
+
+
+def _close_quietly(conn: Any) -> None:
+    """Close `conn` (None: nothing); a broken connection may fail to close too."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - nothing more to do with it
+            pass
 
 
 def _first_line(exc: BaseException) -> str:
