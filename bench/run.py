@@ -62,7 +62,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.workspace = Path(tempfile.mkdtemp(prefix="batchdeps-bench-"))
+        self.workspace = Path(tempfile.mkdtemp(prefix="batchdeps-bench-", dir=args.dir))
         for source in (HERE / "dags").glob("*.py"):
             shutil.copy(source, self.workspace / source.name)
         (self.workspace / "config.toml").write_text('[batchdeps]\nmodules = ["bd_dags"]\n')
@@ -345,7 +345,8 @@ def judge(bench: Bench) -> None:
             if row is None or row.batchdeps.median is None or row.floor is None:
                 continue
             ratio = paired_ratio(row.batchdeps, row.floor) or float("nan")
-            goals = [(f"<= 2x floor (is {ratio:.2f}x)", ratio <= 2)]
+            limit = 3 if getattr(bench.args, "tmpfs", False) else 2  # issue 22: 3x on tmpfs
+            goals = [(f"<= {limit}x floor (is {ratio:.2f}x)", ratio <= limit)]
             if size == 10_000 and shape == "tree" and row.luigi and row.luigi.median:
                 faster = row.luigi.median / row.batchdeps.median
                 goals.append((f">= 100x faster than Luigi (is {faster:.0f}x)", faster >= 100))
@@ -506,6 +507,19 @@ def case_dask(quick: bool) -> None:
     dask_bench.main(["--quick"] if quick else [])
 
 
+def _on_tmpfs(folder: str) -> bool:
+    """Whether `folder` is on a tmpfs (Linux: the longest matching mount point)."""
+    try:
+        with open("/proc/mounts") as mounts:
+            entries = [line.split()[1:3] for line in mounts]
+    except OSError:
+        return False
+    real = os.path.realpath(folder)
+    best = max((point for point, _ in entries if real == point or real.startswith(
+        point.rstrip("/") + "/")), key=len, default="")
+    return any(point == best and kind == "tmpfs" for point, kind in entries)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, two repetitions")
@@ -519,6 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", default=None,
                         help="write the report here (default: docs/benchmarks.md on a full run)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    parser.add_argument("--dir", default=None,
+                        help="where the workspace goes (default: the system's temp folder; "
+                        "/dev/shm for tmpfs, where the floor is stable)")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated build sizes (default 1000,10000,100000)")
     parser.add_argument("--from-json", default=None, metavar="FILE",
                         help="measure nothing: write the report from a saved results file")
     args = parser.parse_args(argv)
@@ -535,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = set(args.cases.split(","))
     bench = Bench(args)
     sizes = [1_000] if args.quick else [1_000, 10_000, 100_000]
+    if args.sizes:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    args.tmpfs = _on_tmpfs(args.dir or tempfile.gettempdir())
     try:
         warm = bench.fresh("warm")  # compile both tools' bytecode outside the figures
         bench.run(bench.batchdeps("Leaf", "--n", "0", "--root", str(warm)))
