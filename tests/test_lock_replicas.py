@@ -251,7 +251,10 @@ def test_every_replica_gone_past_the_ttl_stops_the_runs_with_exit_1(
     committed = sorted(p.name for p in out.glob("*.txt"))
     for code, text in _finish(procs, timeout=120):
         assert code == 1, text[-3000:]
-        assert "Traceback" not in text and "lost" in text, text[-3000:]
+        # The run stops through whichever call meets the dead replicas first: a heartbeat
+        # (its leases are then "lost") or an acquire whose retries ran out; either way the
+        # message names every replica, and nothing is committed afterwards (below).
+        assert "Traceback" not in text, text[-3000:]
         assert "replicas cannot be reached" in text, text[-3000:]
         assert all(server.url in text for server in replicas), text[-3000:]
     assert sorted(p.name for p in out.glob("*.txt")) == committed
