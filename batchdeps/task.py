@@ -241,6 +241,8 @@ class Task:
                 values[name] = kwargs[name]
             elif name in mine:
                 values[name] = mine[name]
+            elif hasattr(self, name):  # a plain attribute or property of this task, as Luigi
+                values[name] = getattr(self, name)
         return target(**values)
 
     # -- event handlers ----------------------------------------------------------------

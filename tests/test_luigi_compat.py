@@ -440,3 +440,28 @@ def test_an_ended_namespace_scope_falls_back_as_in_luigi(tmp_path: Path) -> None
         assert done.returncode == 0, done.stderr
         seen.append(done.stdout.split())
     assert seen[0] == seen[1] == ["pipe.Inside", "all.After", "Last"]
+
+
+def test_flatten_output_lists_a_shared_requirement_once_and_clone_takes_plain_attributes(
+        tmp_path: Path) -> None:
+    """Luigi's flatten_output walks a diamond of wrappers breadth first and names each task
+    with outputs once; clone() fills a parameter of the new class from a plain attribute
+    of the same name. The same script through Luigi and through batchdeps.luigi."""
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import sys\n"
+        "if sys.argv[1] == 'luigi':\n    import luigi\nelse:\n    import batchdeps.luigi as luigi\n"
+        "from luigi.task import flatten_output\n"
+        "class A(luigi.Task):\n    n = luigi.IntParameter()\n"
+        "    def output(self): return luigi.LocalTarget(f'file{self.n}.txt')\n"
+        "class B(luigi.WrapperTask):\n    def requires(self): return [A(n=1), A(n=2)]\n"
+        "class C(luigi.WrapperTask):\n    def requires(self): return A(n=1)\n"
+        "class D(luigi.WrapperTask):\n    def requires(self): return [B(), C(), A(n=3)]\n"
+        "class P(luigi.Task):\n    x = luigi.Parameter()\n"
+        "class Q(luigi.Task):\n    x = 'from attribute'\n"
+        "print([t.path for t in flatten_output(D())], Q().clone(P).x)\n")
+    answers = [subprocess.run([sys.executable, str(script), tool], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout
+               for tool in ("luigi", "batchdeps")]
+    assert answers[0] == answers[1]
+    assert answers[1].split("]")[0].count("file1.txt") == 1 and "from attribute" in answers[1]

@@ -181,11 +181,14 @@ def flatten(struct: Any) -> list[Any]:
 
 def flatten_output(task: Any) -> list[Any]:
     """The outputs of `task`, or of what it requires where it has none (Luigi's)."""
-    outputs = flatten(task.output())
-    if not outputs:
-        for dep in flatten(task.requires()):
-            outputs += flatten_output(dep)
-    return outputs
+    found: dict[Any, None] = {}  # tasks with outputs, each once, breadth first
+    queue = [task]
+    for current in queue:
+        if flatten(current.output()):
+            found.setdefault(current)
+        else:
+            queue.extend(flatten(current.requires()))
+    return [target for owner in found for target in flatten(owner.output())]
 
 
 def getpaths(struct: Any) -> Any:
