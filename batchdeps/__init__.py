@@ -29,7 +29,8 @@ _EXPORTS = {
     "date_interval": None, "ParameterTypeWarning": "parameters", "FrozenDict": "parameters",
     "LocalTarget": "targets",
 }
-#: Every parameter type, from batchdeps.parameters (kept in step by tests/test_parameters.py).
+#: Every parameter type batchdeps.parameters defines (batchdeps.parameters.PARAMETER_TYPES is
+#: this tuple; tests/test_parameters_types.py checks each name is a parameter class there).
 _PARAMETER_TYPES = (
     "BoolParameter", "ChoiceListParameter", "ChoiceParameter", "DateHourParameter",
     "DateIntervalParameter", "DateMinuteParameter", "DateParameter", "DateSecondParameter",

@@ -243,6 +243,9 @@ def test_every_parameter_type_is_exported_from_the_package() -> None:
     for name in parameters.PARAMETER_TYPES:
         assert getattr(bd, name) is getattr(parameters, name)
         assert issubclass(getattr(bd, name), bd.Parameter)
+    defined = {name for name, value in vars(parameters).items()
+               if isinstance(value, type) and issubclass(value, bd.Parameter)}
+    assert defined == set(parameters.PARAMETER_TYPES)  # none defined and left unlisted
 
 
 def test_a_typed_parameter_never_warns_about_its_own_values() -> None:

@@ -62,19 +62,10 @@ from .structured import (
 )
 from .tasks import TaskParameter
 
-#: Every parameter type, by name (what `batchdeps` and `batchdeps.luigi` export).
-PARAMETER_TYPES = (
-    "BoolParameter", "ChoiceListParameter", "ChoiceParameter", "DateHourParameter",
-    "DateIntervalParameter", "DateMinuteParameter", "DateParameter", "DateSecondParameter",
-    "DateTimeParameter", "DictParameter", "EnumListParameter", "EnumParameter",
-    "FloatParameter", "IntParameter", "ListParameter", "MonthParameter",
-    "NumericalParameter", "OptionalBoolParameter", "OptionalChoiceParameter",
-    "OptionalDictParameter", "OptionalFloatParameter", "OptionalIntParameter",
-    "OptionalListParameter", "OptionalNumericalParameter", "OptionalParameter",
-    "OptionalPathParameter", "OptionalStrParameter", "OptionalTupleParameter", "Parameter",
-    "PathParameter", "StrParameter", "TaskParameter", "TimeDeltaParameter",
-    "TupleParameter", "YearParameter",
-)
+#: Every parameter type, by name (what `batchdeps` and `batchdeps.luigi` export). The list
+#: lives in the top-level package, which cannot import this one to read it (its names are
+#: imported on first use).
+from .. import _PARAMETER_TYPES as PARAMETER_TYPES
 
 __all__ = [
     *PARAMETER_TYPES, "MAX_RANGE_VALUES", "RANGE_SEPARATOR", "FrozenDict", "OptionalMixin",
