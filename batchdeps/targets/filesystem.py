@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from ..errors import TargetCheckError, TargetError
@@ -26,6 +26,14 @@ class FileSystem(Protocol):
     def move(self, path: str, dest: str, raise_if_exists: bool = False) -> None: ...
     def copy(self, path: str, dest: str, raise_if_exists: bool = False) -> None: ...
     def rename_dont_move(self, path: str, dest: str) -> None: ...
+
+
+def _copy_any(path: str, dest: str) -> None:
+    """A folder copied whole (into an existing `dest` too), a file with its times."""
+    if os.path.isdir(path):
+        shutil.copytree(path, dest, dirs_exist_ok=True)
+    else:
+        shutil.copy2(path, dest)
 
 
 class LocalFileSystem:
@@ -80,33 +88,30 @@ class LocalFileSystem:
 
     def move(self, path: str, dest: str, raise_if_exists: bool = False) -> None:
         """Move a file or folder, making `dest`'s folder if needed (one rename on one disk)."""
-        if raise_if_exists and os.path.lexists(dest):
-            raise TargetError(f"cannot move {path} to {dest}: {dest} exists")
-        parent = os.path.dirname(dest)
-        try:
-            if parent:
-                os.makedirs(parent, exist_ok=True)
-            shutil.move(path, dest)
-        except OSError as exc:
-            raise TargetError(f"cannot move {path} to {dest}: {exc.strerror or exc}") from exc
+        self._transfer("move", path, dest, raise_if_exists, shutil.move)
 
     def rename_dont_move(self, path: str, dest: str) -> None:
         """Rename `path` to `dest`, never into a folder `dest`; refused if `dest` exists."""
         self.move(path, dest, raise_if_exists=True)
 
     def copy(self, path: str, dest: str, raise_if_exists: bool = False) -> None:
+        """Copy a file or folder, making `dest`'s folder if needed."""
+        self._transfer("copy", path, dest, raise_if_exists, _copy_any)
+
+    @staticmethod
+    def _transfer(verb: str, path: str, dest: str, raise_if_exists: bool,
+                  action: Callable[[str, str], object]) -> None:
+        """`action(path, dest)` after making `dest`'s folder; refused if `dest` exists and
+        `raise_if_exists`; an OSError becomes a TargetError naming both paths."""
         if raise_if_exists and os.path.lexists(dest):
-            raise TargetError(f"cannot copy {path} to {dest}: {dest} exists")
+            raise TargetError(f"cannot {verb} {path} to {dest}: {dest} exists")
         parent = os.path.dirname(dest)
         try:
             if parent:
                 os.makedirs(parent, exist_ok=True)
-            if os.path.isdir(path):
-                shutil.copytree(path, dest, dirs_exist_ok=True)
-            else:
-                shutil.copy2(path, dest)
+            action(path, dest)
         except OSError as exc:
-            raise TargetError(f"cannot copy {path} to {dest}: {exc.strerror or exc}") from exc
+            raise TargetError(f"cannot {verb} {path} to {dest}: {exc.strerror or exc}") from exc
 
 
 class FsspecFileSystem:
