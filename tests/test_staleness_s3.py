@@ -6,6 +6,7 @@ bucket, and the extra checks batched like existence (one listing per prefix)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,36 @@ def test_status_with_triggers_lists_each_prefix_and_reads_only_the_records(
     assert [node.task_id for node in found.stale] == [f"Daily(day=7, root={root})",
                                                        f"AllDays(root={root})"]
     assert "head_object" not in methods
+
+
+def test_plain_status_finds_upstream_newer_from_the_listing_without_a_head_per_object(
+        s3_env: dict[str, str], bucket: str, moto_server: MotoServer) -> None:
+    from support.httpcount import CountingProxy
+
+    client = boto_client(moto_server.endpoint)
+    for i in range(120):
+        client.put_object(Bucket=bucket, Key=f"n/raw/{i:03d}.txt", Body=b"raw")
+    root = f"s3://{bucket}/n"
+    proxy = CountingProxy(moto_server.port)  # counts real HTTP requests, HEADs included
+    config = Config(storage={"s3": {"endpoint_url": proxy.endpoint}})
+    default_storage.configure(config.storage)
+    try:
+        assert bd.build(AllDays(root=root), config=config).ok
+        time.sleep(1.1)  # S3 stamps whole seconds: the rewrite must land in a later second
+        client.put_object(Bucket=bucket, Key="n/raw/007.txt", Body=b"rewritten")
+        before = len(proxy.requests)
+        found = survey([AllDays(root=root)])  # plain `status`: modification times compared
+        made = proxy.requests[before:]
+    finally:
+        default_storage.configure({})
+        proxy.stop()
+    newer = {node.task_id: node.upstream_newer.task_id
+             for node in found.nodes if node.upstream_newer is not None}
+    assert newer[f"Daily(day=7, root={root})"] == f"Day(day=7, root={root})"
+    assert f"Daily(day=8, root={root})" not in newer
+    # 240 outputs, each with its time: one listing per prefix, not a HEAD per object
+    assert [method for method, _ in made if method == "HEAD"] == []
+    assert len(made) <= 4, made
 
 
 class Pair(bd.Task):

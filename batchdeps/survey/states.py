@@ -216,9 +216,12 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool,
             node.outputs = flatten_outputs(node.task)
             spans.append((node, len(batch), len(batch) + len(node.outputs)))
             batch.extend(node.outputs)
-    if triggers:
-        # the same batch, identities instead of existence, and the records' files with it
-        slots = _record_slots(order, batch)
+    identities: dict[Target, dict[str, Any] | None] = {}
+    if triggers or newer:
+        # the same batch, identities instead of existence: their modification times answer
+        # "upstream newer" (on S3 from the listing that answers existence, not a HEAD per
+        # output), and with triggers the records' files come with it
+        slots = _record_slots(order, batch) if triggers else {}
         identities = dict(zip(batch, check_identities(batch))) if batch else {}
         exists = [identities[target] is not None for target in batch]
     else:
@@ -231,7 +234,7 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool,
 
     # 2. requirements first: completeness, blocked, upstream missing / newer.
     mtimes: dict[Target, float | None] = {}
-    if triggers:
+    if newer:
         mtimes.update((target, None if found is None else stamp(found))
                       for target, found in identities.items())
     for node in order:
