@@ -283,44 +283,63 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
     not_arrived: dict[Task, Arrival] = {}  # guarded external inputs (arrival.py)
     wrappers: list[Task] = []
 
+    kinds: dict[type, tuple[int, bool]] = {}  # a class -> (its kind, is it external)
     frontier = roots
     for task in roots:
         complete[task] = None
     while frontier:
         # 1. gather targets of the whole level and check them in one batch.
         batch: list[Target] = []
-        owners: list[Task] = []  # whose targets are in `batch`, in order (no span kept)
+        checked: list[list[Target] | None] = []  # per task of the level: its checked targets
         for task in frontier:
-            if is_plain_wrapper(task) and task not in forced:
-                continue
-            if default_complete(task):
+            cls = type(task)
+            kind = kinds.get(cls)
+            if kind is None:
+                kind = kinds[cls] = _kind_of(task)
+            if kind[0] == _BATCHED:
                 targets = flatten_outputs(task)
-                outputs[task] = targets
-                owners.append(task)
+                checked.append(targets)
                 batch.extend(targets)
+            else:
+                checked.append(None)
         exists = check_exists(batch) if batch else []
         del batch
-        end = 0
-        for task in owners:
-            targets = outputs[task]
-            start, end = end, end + len(targets)
-            missing = [t.url for t, ok in zip(targets, exists[start:end]) if not ok]
-            # all missing (the usual case of a task that runs): the targets say which
-            missing_paths[task] = _ALL_MISSING if missing and len(missing) == len(targets) \
-                else missing
-            complete[task] = bool(targets) and not missing
         # 2. decide each task of the level and expand the incomplete ones.
         next_frontier: list[Task] = []
-        for task in frontier:
-            if task in forced:
+        end = 0
+        for task, targets in zip(frontier, checked):
+            kind, external = kinds[type(task)]
+            is_forced = bool(forced) and task in forced
+            missing: list[str] = _ALL_MISSING
+            there = False  # every output exists (and there is one)
+            if targets is not None:
+                count = len(targets)
+                start, end = end, end + count
+                if count == 1:  # the usual case: one output, there or not
+                    there = bool(exists[start])
+                    missing = _NONE_MISSING if there else _ALL_MISSING
+                else:
+                    missing = [t.url for t, ok in zip(targets, exists[start:end]) if not ok]
+                    there = bool(targets) and not missing
+                    # all missing (the usual case of a task that runs): the targets say which
+                    if missing and len(missing) == count:
+                        missing = _ALL_MISSING
+            if is_forced:
                 done = False
-                outputs.setdefault(task, flatten_outputs(task))
-            elif is_plain_wrapper(task):
+                if targets is None:
+                    outputs[task] = flatten_outputs(task)
+                else:
+                    outputs[task] = targets
+                    missing_paths[task] = missing
+            elif kind == _WRAPPER:
                 wrappers.append(task)
                 done = False  # decided once its requirements are known
-            elif task in missing_paths:
-                done = bool(complete[task])
-            elif guarded(task):
+            elif targets is not None:
+                done = there
+                if not done:  # a complete task's outputs are not kept
+                    outputs[task] = targets
+                    missing_paths[task] = missing
+            elif kind == _GUARDED:
                 arrival = look(task)
                 done = arrival.arrived
                 if not done:
@@ -331,9 +350,9 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
                 if not done:
                     custom_false.add(task)
                 outputs[task] = flatten_outputs(task)
-            complete[task] = done if not is_plain_wrapper(task) or task in forced else None
-            if done or isinstance(task, ExternalTask):
-                if task not in expand or isinstance(task, ExternalTask):
+            complete[task] = done if kind != _WRAPPER or is_forced else None
+            if done or external:
+                if external or not (expand and task in expand):
                     continue
                 # complete, but a stale task is below: go down only towards it
                 reqs = [r for r in flatten_requires(task) if r in expand or r in forced]
@@ -341,10 +360,10 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
                 reqs = flatten_requires(task)
             if reqs:  # most tasks of a large plan (the leaves) require none
                 requires[task] = reqs
-            for req in reqs:
-                if req not in complete and req not in known:
-                    complete[req] = None
-                    next_frontier.append(req)
+                for req in reqs:
+                    if req not in complete and not (known and req in known):
+                        complete[req] = None
+                        next_frontier.append(req)
         frontier = next_frontier
 
     _decide_wrappers(wrappers, requires, complete, forced)
@@ -439,6 +458,29 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
 
 #: `missing_paths` of a task whose outputs are all missing (no list of them per task)
 _ALL_MISSING: list[str] = []
+#: what is missing of a task whose outputs are all there (kept only for a forced task,
+#: where nothing reads it)
+_NONE_MISSING: list[str] = []
+
+#: What a task's class makes of it in resolution (`_kind_of`): a plain WrapperTask, a task
+#: whose outputs are checked in the level's batch (the built-in complete()), an external
+#: input with `ready_after` or `stable_for` (arrival.look), any other complete().
+_WRAPPER, _BATCHED, _GUARDED, _CUSTOM = range(4)
+
+
+def _kind_of(task: Task) -> tuple[int, bool]:
+    """The kind of `task` in resolution and whether it is external; the same for every
+    task of its class (each test below reads the class only), so it is asked once per
+    class and resolution."""
+    if is_plain_wrapper(task):
+        kind = _WRAPPER
+    elif default_complete(task):
+        kind = _BATCHED
+    elif guarded(task):
+        kind = _GUARDED
+    else:
+        kind = _CUSTOM
+    return kind, isinstance(task, ExternalTask)
 
 
 def forced_tasks(roots: list[Task], force: bool, force_upstream: bool,

@@ -182,3 +182,193 @@ def test_a_built_tasks_log_path_is_the_same_whether_the_capture_says_or_the_file
     assert said == looked
     assert [k for k, v in said.items() if v] == [
         f"Talk(n={n}, root={tmp_path}/R)" for n in (0, 3, 6, 7, 9)]
+
+
+# -- structures of requires() / output(): a list of known leaf classes taken as it is ------
+
+
+def _node_classes():
+    import collections.abc
+
+    import batchdeps as bd
+
+    class FastLeaf(bd.Task):
+        n = bd.IntParameter()
+
+        def output(self):
+            return bd.FileTarget(f"/nonexistent/fast/{self.n}.txt")
+
+    class MappingTask(bd.Task, collections.abc.Mapping):
+        """A task that is also a mapping: `_leaves` walks its values, so it is never taken
+        as a leaf by the fast path."""
+
+        n = bd.IntParameter()
+
+        def __getitem__(self, key):
+            return {"child": FastLeaf(n=self.n)}[key]
+
+        def __iter__(self):
+            return iter(["child"])
+
+        def __len__(self):
+            return 1
+
+        __hash__ = bd.Task.__hash__
+        __eq__ = bd.Task.__eq__
+
+    class Shaped(bd.Task):
+        shape = bd.Parameter()
+
+        def requires(self):
+            a, b = FastLeaf(n=1), FastLeaf(n=2)
+            return {
+                "list": [a, b],
+                "empty": [],
+                "one": a,
+                "nested": [a, [b, (a,)], {"x": b}],
+                "dict": {"x": a, "y": [b]},
+                "generator": (FastLeaf(n=i) for i in range(3)),
+                "mapping task": [MappingTask(n=4), a],
+                "wrong": [a, "not a task"],
+            }[self.shape]
+
+        def output(self):
+            if self.shape == "wrong":
+                return [bd.FileTarget("/nonexistent/a"), 5]
+            if self.shape == "nested":
+                return [bd.FileTarget("/nonexistent/a"), {"b": bd.FileTarget("/nonexistent/b")}]
+            return [bd.FileTarget(f"/nonexistent/{self.shape}")]
+
+    return FastLeaf, Shaped
+
+
+SHAPES = ["list", "empty", "one", "nested", "dict", "generator", "mapping task", "wrong"]
+
+
+def _flattened(shaped):
+    from batchdeps.errors import TaskDefinitionError
+    from batchdeps.task import flatten_outputs, flatten_requires
+
+    found = []
+    for flatten in (flatten_requires, flatten_outputs):
+        try:
+            found.append([repr(leaf) for leaf in flatten(shaped)])
+        except TaskDefinitionError as exc:
+            found.append(f"error: {exc}")
+    return found
+
+
+def test_a_list_of_known_leaf_classes_flattens_as_the_walk_does(monkeypatch):
+    """flatten_requires/flatten_outputs take a list of leaves of classes met before as it
+    is; the same structures flattened with nothing learnt yet (the walk and the check of
+    every leaf) give the same leaves and the same errors."""
+    from batchdeps import task as task_module
+
+    _, Shaped = _node_classes()
+    tasks = [Shaped(shape=shape) for shape in SHAPES]
+    monkeypatch.setattr(task_module, "_TASK_LEAVES", set())
+    monkeypatch.setattr(task_module, "_TARGET_LEAVES", set())
+    slow = []
+    for shaped in tasks:
+        task_module._TASK_LEAVES.clear()
+        task_module._TARGET_LEAVES.clear()
+        slow.append(_flattened(shaped))
+    for shaped in tasks:  # learn every class first, then flatten again
+        _flattened(shaped)
+    assert task_module._TASK_LEAVES and task_module._TARGET_LEAVES
+    assert not any(issubclass(cls, __import__("collections.abc").abc.Mapping)
+                   for cls in task_module._TASK_LEAVES)
+    fast = [_flattened(shaped) for shaped in tasks]
+    assert fast == slow
+    by_shape = dict(zip(SHAPES, slow))
+    assert by_shape["list"][0] == ["FastLeaf(n=1)", "FastLeaf(n=2)"]
+    assert by_shape["mapping task"][0] == ["FastLeaf(n=4)", "FastLeaf(n=1)"]  # walked
+    assert by_shape["wrong"][0].startswith("error: Shaped(shape=wrong): requires() must "
+                                           "return tasks, got str")
+    assert by_shape["wrong"][1].startswith("error: Shaped(shape=wrong): output() must "
+                                           "return targets, got int")
+
+
+def test_a_flattened_list_is_a_copy_of_what_requires_returned():
+    import batchdeps as bd
+    from batchdeps.task import flatten_requires
+
+    FastLeaf, _ = _node_classes()
+    kept = [FastLeaf(n=1), FastLeaf(n=2)]
+
+    class Holder(bd.Task):
+        def requires(self):
+            return kept
+
+    flatten_requires(Holder())  # the classes are known from here on
+    flat = flatten_requires(Holder())
+    assert flat == kept and flat is not kept
+    flat.append(FastLeaf(n=3))
+    assert len(kept) == 2
+
+
+# -- task-log folder names: str.translate for ASCII, quote() for the rest -----------------
+def test_percent_encoding_of_task_log_folders_is_quotes():
+    import random
+    from urllib.parse import quote
+
+    from batchdeps.report.tasklogs import percent_encoded, safe_params_component
+
+    rand = random.Random(22)
+    alphabet = "abcXYZ019_.-~=,+@ /%()\"'é漢\U0001F600\n\t:;?#&*\x7f\x00"
+    texts = ["".join(rand.choice(alphabet) for _ in range(rand.randint(0, 24)))
+             for _ in range(3000)] + [chr(code) for code in range(160)]
+    for text in texts:
+        assert percent_encoded(text) == quote(text, safe="=,+-_@"), text
+    assert safe_params_component("T(n=1, root=/srv/x y)") == "n=1,root=%2Fsrv%2Fx%20y"
+    assert safe_params_component("T(city=Zürich)") == "city=Z%C3%BCrich"
+
+
+# -- resolution: one output decided from its answer, several from the list of missing -----
+def test_resolution_decides_one_and_several_outputs_as_the_per_task_check(tmp_path):
+    """The resolver reads a one-output task's answer directly and lists the missing ones of
+    a task with several; both agree with `complete_many` (the batch check of each task) and
+    with `Task.complete()` (one target at a time), and the reasons name what is missing."""
+    import batchdeps as bd
+    from batchdeps.resolver import complete_many, resolve
+
+    class One(bd.Task):
+        n = bd.IntParameter()
+
+        def output(self):
+            return bd.FileTarget(str(tmp_path / f"one-{self.n}"))
+
+    class Several(bd.Task):
+        n = bd.IntParameter()
+
+        def output(self):
+            return [bd.FileTarget(str(tmp_path / f"several-{self.n}-{k}")) for k in range(3)]
+
+    class NoOutputs(bd.Task):
+        pass
+
+    class Top(bd.WrapperTask):
+        def requires(self):
+            return [*(One(n=n) for n in range(4)), *(Several(n=n) for n in range(4)),
+                    NoOutputs()]
+
+    for n in (1, 3):
+        (tmp_path / f"one-{n}").write_text("x")
+    for n, present in ((1, range(3)), (2, [0, 2]), (3, [1])):
+        for k in present:
+            (tmp_path / f"several-{n}-{k}").write_text("x")
+    tasks = Top().requires()
+    plan = resolve([Top()])
+    planned = {step.task for step in plan.steps}
+    by_check = dict(zip(tasks, complete_many(tasks)))
+    assert {task: task not in planned for task in tasks} == by_check
+    assert {task: task.complete() for task in tasks} == by_check
+    assert [t.task_id for t in tasks if by_check[t]] == ["One(n=1)", "One(n=3)", "Several(n=1)"]
+    reasons = {step.task_id: step.reason for step in plan.steps}
+    assert reasons["One(n=0)"] == f"output {tmp_path}/one-0 missing"
+    assert reasons["Several(n=0)"].startswith(f"outputs {tmp_path}/several-0-0, ")
+    assert reasons["Several(n=0)"].endswith(" and 1 more missing")
+    assert reasons["Several(n=2)"] == f"output {tmp_path}/several-2-1 missing"
+    assert reasons["Several(n=3)"] == (f"outputs {tmp_path}/several-3-0, "
+                                       f"{tmp_path}/several-3-2 missing")
+    assert reasons["NoOutputs()"] == "has no outputs"

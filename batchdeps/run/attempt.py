@@ -224,7 +224,7 @@ class Lifecycle:
                 break
             run = runs[step.index]
             if (run is None or run.phase is Phase.LEASE) and step.kind is not MISSING and (
-                    step.task in forced or not isinstance(step.task, WrapperTask)):
+                    not isinstance(step.task, WrapperTask) or step.task in forced):
                 batch.append(step)
         if len(batch) < 2:
             return
@@ -394,7 +394,9 @@ class Lifecycle:
         """With the lease just taken, is the task complete (another run built it)? Closes
         the step when it is, or when its complete() raised."""
         plan = self.plan
-        if step.task in plan.forced and step.task not in plan.stale and not run.contended:
+        # (the sets are looked in only when not empty: a task hashes by a call of its own)
+        if plan.forced and step.task in plan.forced and step.task not in plan.stale \
+                and not run.contended:
             return False
         try:
             complete = self._complete_now(step)
@@ -421,7 +423,7 @@ class Lifecycle:
             complete = bool(step.outputs) and all(check_exists(step.outputs))
         else:
             complete = bool(task.complete())
-        if complete and task in self.plan.stale:
+        if complete and self.plan.stale and task in self.plan.stale:
             from ..staleness import still_stale
 
             return not still_stale(task, step.outputs, self.plan.rerun_triggers)
