@@ -83,6 +83,19 @@ def _map_retry_count(cls: type[Task]) -> None:
     cls.retries = retries
 
 
+def _mark_abstract(cls: type[Task]) -> None:
+    """`@abc.abstractmethod` works on a task class without `abc.ABC`: a class that leaves
+    one undefined cannot be made (TypeError, as for Python's ABCs)."""
+    names = {name for name, value in vars(cls).items()
+             if getattr(value, "__isabstractmethod__", False)}
+    for base in cls.__bases__:
+        for name in getattr(base, "__abstractmethods__", ()):
+            if getattr(getattr(cls, name, None), "__isabstractmethod__", False):
+                names.add(name)
+    if names:
+        cls.__abstractmethods__ = frozenset(names)  # what object.__new__ refuses to make
+
+
 _set_attribute = object.__setattr__
 
 
@@ -139,6 +152,7 @@ class Task:
             namespace = cls.get_task_namespace()
             cls.task_family = f"{namespace}.{cls.__name__}" if namespace else cls.__name__
         _map_retry_count(cls)
+        _mark_abstract(cls)
 
     @classmethod
     def collect_parameters(cls) -> None:

@@ -6,6 +6,8 @@ import pytest
 from support.project import Project
 
 BROKEN_TASKS = '''
+import abc
+
 import batchdeps as bd
 
 
@@ -54,6 +56,14 @@ class Clash(bd.Task):
     workers = bd.IntParameter(default=1)
     def output(self):
         return bd.FileTarget("out/clash")
+
+
+class Abstract(bd.Task):
+    @abc.abstractmethod
+    def source(self):
+        ...
+    def output(self):
+        return bd.FileTarget("out/abstract")
 '''
 
 
@@ -99,6 +109,7 @@ DEFINITION_CASES = [
     ("BadOutputType", ["BadOutputType()", "output() must return targets", "int 42"]),
     ("BadDefault", ["BadDefault", "'n'", "many"]),
     ("Clash", ["Clash", "workers", "clash with options"]),
+    ("Abstract", ["Abstract is abstract", "leaves source undefined", "run a subclass"]),
 ]
 
 

@@ -465,3 +465,102 @@ def test_flatten_output_lists_a_shared_requirement_once_and_clone_takes_plain_at
                for tool in ("luigi", "batchdeps")]
     assert answers[0] == answers[1]
     assert answers[1].split("]")[0].count("file1.txt") == 1 and "from attribute" in answers[1]
+
+
+TARGET_API = r'''
+import abc, os, re, sys
+if sys.argv[1] == "luigi":
+    import luigi
+    import luigi.format
+    import luigi.target
+    from luigi.local_target import LocalFileSystem
+else:
+    import batchdeps.luigi as luigi
+    import batchdeps.luigi.format
+    import batchdeps.luigi.target
+    from batchdeps.luigi.local_target import LocalFileSystem
+seen = []
+for make in (lambda: luigi.target.Target(),
+             lambda: type("NoExists", (luigi.target.Target,), {})(),
+             lambda: type("NoFs", (luigi.target.FileSystemTarget,), {"open": None})("x")):
+    try:
+        make()
+        seen.append("made")
+    except TypeError:
+        seen.append("TypeError")
+
+class Folder(luigi.target.FileSystem):
+    """A file system of one's own, on a real folder, that logs what it is asked."""
+    calls = []
+    def exists(self, path):
+        return os.path.exists(path)
+    def remove(self, path, recursive=True, skip_trash=True):
+        os.remove(path)
+    def mkdir(self, path, parents=True, raise_if_exists=False):
+        self.calls.append(("mkdir", path, parents, raise_if_exists))
+        os.makedirs(path, exist_ok=True)
+    def move(self, path, dest):
+        self.calls.append(("move", re.sub(r"\d{10}", "N", path), dest))
+        os.rename(path, dest)
+
+class Mine(luigi.target.FileSystemTarget):
+    fs = Folder()
+    def open(self, mode="r"):
+        return open(self.path, mode)
+
+mine = Mine("deep/down/file.txt")
+seen.append(mine.exists())
+with mine.temporary_path() as tmp:
+    with open(tmp, "w") as out:
+        out.write("made")
+seen += [mine.exists(), open("deep/down/file.txt").read(), Folder.calls]
+try:
+    with Mine("deep/down/other.txt").temporary_path() as tmp:
+        open(tmp, "w").close()
+        raise KeyError("stop")
+except KeyError:
+    seen.append(sorted(re.sub(r"\d{10}", "N", n) for n in os.listdir("deep/down")))
+mine.remove()
+seen.append(mine.exists())
+
+local = luigi.LocalTarget("modes/out.bin", format=luigi.format.Nop)
+with local.open("bw") as out:
+    out.write(b"bytes")
+with local.open("br") as back:
+    seen.append(back.read())
+seen.append(isinstance(local, luigi.target.FileSystemTarget))
+lines = luigi.LocalTarget("lines.txt", luigi.format.SysNewLine)
+with lines.open("w") as out:
+    out.write(b"a\rb\nc\r\nd")
+with lines.open("r") as back:
+    seen.append(back.read())
+seen.append(open("lines.txt", "rb").read())
+try:
+    LocalFileSystem().mkdir("no/such/parent", parents=False)
+except luigi.target.MissingParentDirectory:
+    seen.append("MissingParentDirectory")
+print(seen)
+'''
+
+
+def test_target_api_of_ones_own_goes_through_its_file_system_as_in_luigi(
+        tmp_path: Path) -> None:
+    """Luigi's abstract Target and FileSystemTarget cannot be made; a FileSystemTarget on a
+    FileSystem of one's own gets exists(), remove() and temporary_path() through that file
+    system (its folder made, then rename_dont_move, nothing when the block raises); the
+    'bw' and 'br' modes, SysNewLine and LocalFileSystem.mkdir(parents=False). One script
+    through Luigi and through batchdeps.luigi, each in a folder of its own."""
+    script = tmp_path / "check.py"
+    script.write_text(TARGET_API)
+    answers = []
+    for tool in ("luigi", "batchdeps"):
+        (tmp_path / tool).mkdir()
+        done = subprocess.run([sys.executable, str(script), tool], cwd=tmp_path / tool,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        answers.append(done.stdout)
+    assert answers[0] == answers[1]
+    assert answers[1].startswith("['TypeError', 'TypeError', 'TypeError', False, True, 'made'")
+    assert "('move', 'deep/down/file.txt-luigi-tmp-N', 'deep/down/file.txt')" in answers[1]
+    assert "b'a\\nb\\nc\\nd'" in answers[1] and "MissingParentDirectory" in answers[1]
+    assert "b'bytes'" in answers[1]

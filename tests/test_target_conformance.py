@@ -114,6 +114,22 @@ def test_binary_round_trip(backend: Backend) -> None:
         assert src.read() == payload
 
 
+def test_modes_take_every_spelling_python_open_takes(backend: Backend) -> None:
+    """"bw"/"br" are "wb"/"rb", "wt"/"rt" are "w"/"r" (Python's `open()` reads them so);
+    anything else is refused by name."""
+    target = backend.make("out/spelled.bin")
+    with target.open("bw") as out:
+        out.write(b"\x00bytes")
+    with target.open("br") as src:
+        assert src.read() == b"\x00bytes"
+    with target.open("tw") as out:
+        out.write("text")
+    with target.open("rt") as src:
+        assert src.read() == "text"
+    with pytest.raises(ValueError, match="unsupported mode 'a'"):
+        target.open("a")
+
+
 def test_overwrite_replaces_content(backend: Backend) -> None:
     target = backend.make("out/v.txt")
     for text in ("first", "second"):

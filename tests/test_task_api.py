@@ -406,6 +406,36 @@ def test_event_handler_decorator_registers_and_remove_unregisters() -> None:
         Local.event_handler("event.core.nope")
 
 
+def test_an_abstract_method_left_undefined_makes_the_class_abstract() -> None:
+    """`@abc.abstractmethod` works on task classes without abc.ABC, as on Luigi's (whose
+    metaclass is an ABCMeta): the class cannot be made, a subclass that defines it can."""
+    import abc
+
+    class Base(bd.Task):
+        n = bd.IntParameter(default=1)
+
+        @property
+        @abc.abstractmethod
+        def label(self) -> str: ...
+
+        @abc.abstractmethod
+        def helper(self) -> str: ...
+
+    class Half(Base):
+        def helper(self) -> str:
+            return "h"
+
+    class Whole(Half):
+        label = "w"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Base()
+    with pytest.raises(TypeError, match="label"):
+        Half()
+    assert Whole(n=2).label + Whole(n=2).helper() == "wh"
+    assert not getattr(Whole, "__abstractmethods__", frozenset())
+
+
 def test_event_names_are_luigis() -> None:
     luigi_event = pytest.importorskip("luigi.event")
     for name in ("DEPENDENCY_DISCOVERED", "DEPENDENCY_MISSING", "DEPENDENCY_PRESENT",

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..targets.fsspec import FsspecTarget
 from .format import Format, get_default_format
-from .target import FileSystemMixin
+from .target import FileSystemTarget
 
 __all__ = ["MockFileSystem", "MockTarget"]
 
@@ -48,7 +48,7 @@ class MockFileSystem:
         _memory().pseudo_dirs[:] = [""]
 
 
-class MockTarget(FileSystemMixin, FsspecTarget):
+class MockTarget(FsspecTarget, FileSystemTarget):  # batchdeps' methods first
     """A file in memory (Luigi's MockTarget): `MockTarget("name", format=...)`."""
 
     fs = MockFileSystem()

@@ -8,6 +8,7 @@ finds a class by its family for the command line.
 
 from __future__ import annotations
 
+import abc
 import difflib
 from typing import Any
 
@@ -29,7 +30,7 @@ class TaskClassAmbigiousException(TaskClassException):
     """Several task classes have the family asked for (Luigi's spelling)."""
 
 
-class Register(type):
+class Register(abc.ABCMeta):
     """The metaclass of Luigi tasks: registers each class, caches instances."""
 
     _reg: list[type] = []

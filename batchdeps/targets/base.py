@@ -92,7 +92,9 @@ class FileTarget(Target):
 
     def _open_plain(self, mode: str) -> IO[Any]:
         if mode not in ("r", "rb", "w", "wb"):
-            raise ValueError(f"unsupported mode {mode!r}: use r, rb, w or wb")
+            if mode not in _SPELLINGS:
+                raise ValueError(f"unsupported mode {mode!r}: use r, rb, w or wb")
+            mode = _SPELLINGS[mode]
         if "r" in mode:
             staged = _staged_path(self.url)
             if staged is not None:
@@ -206,6 +208,10 @@ class FileTarget(Target):
     def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
         """A new temporary file for a write: the open handle and its path."""
         raise NotImplementedError
+
+
+#: The other ways of writing the modes `open()` takes, as Python's `open()` reads them.
+_SPELLINGS = {"br": "rb", "bw": "wb", "rt": "r", "tr": "r", "wt": "w", "tw": "w"}
 
 
 def _rebuild(cls: type[FileTarget], url: str, storage: Storage | None,

@@ -177,11 +177,12 @@ class AtomicFile:
         except BaseException:
             self._pending.discard()
             raise
-        staging = current_staging()
+        pending, self._pending = self._pending, None  # type: ignore[assignment]
+        staging = current_staging()  # the closed file no longer keeps its target alive
         if staging is not None:
-            staging.add(self._pending)
+            staging.add(pending)
         else:
-            self._pending.commit()
+            pending.commit()
 
     def abort(self) -> None:
         """Drop the write: nothing becomes visible."""
