@@ -7,8 +7,10 @@ run's events (report/events.py), with Luigi's arguments:
     START(task)                       an attempt starts (each retry too)
     SUCCESS(task)                     built: run() returned and its outputs are committed
     PROCESSING_TIME(task, seconds)    just before SUCCESS: the time its attempts took
-    FAILURE(task, exception)          an attempt failed (each retry too); the exception
-                                      carries the error's last line
+    FAILURE(task, exception)          an attempt failed (each retry too): what run()
+                                      raised, or, when it could not travel from the
+                                      worker process (not picklable), a TaskFailed
+                                      carrying the error's last line
     TIMEOUT(task, message)            an attempt ran past `timeout` and was killed
     PROCESS_FAILURE(task, message)    the worker process running the attempt died
     DEPENDENCY_MISSING(task)          an external task's output is missing
@@ -16,6 +18,10 @@ run's events (report/events.py), with Luigi's arguments:
                                       by a task that runs)
     DEPENDENCY_DISCOVERED(task, dep)  for each task that runs, each task it requires
     PROGRESS(...)                     only what a task fires itself (`trigger_event`)
+
+Other names than `event.core.*` are events of one's own, as in Luigi: a handler may be
+registered for any such string, and only `trigger_event` fires them. A name under
+`event.core.` that is none of these is refused (a typo would never fire).
 
 A handler that raises is logged and changes nothing. `BROKEN_TASK` is never fired: a
 `requires()` or `complete()` that raises is a definition error before anything runs.
@@ -65,14 +71,23 @@ class Event:
 KNOWN_EVENTS = frozenset(value for name, value in vars(Event).items() if name.isupper())
 
 
-def check_event(cls: type, event: str) -> None:
-    """TaskDefinitionError for an event name that is none of `Event`'s."""
-    if event not in KNOWN_EVENTS:
-        from .errors import TaskDefinitionError
+#: The prefix of the events batchdeps fires (Luigi's); other names are one's own.
+CORE_PREFIX = "event.core."
 
+
+def check_event(cls: type, event: str) -> None:
+    """TaskDefinitionError for an event name that is not a string, or is under
+    `event.core.` but none of `Event`'s (a misspelt event would never fire)."""
+    from .errors import TaskDefinitionError
+
+    if not isinstance(event, str) or not event:
+        raise TaskDefinitionError(f"{cls.__name__}.event_handler({event!r}): an event is a "
+                                  "name (a bd.Event, or a string of one's own)")
+    if event.startswith(CORE_PREFIX) and event not in KNOWN_EVENTS:
         raise TaskDefinitionError(
             f"{cls.__name__}.event_handler({event!r}): no such event; use one of "
-            f"bd.Event.{', bd.Event.'.join(n for n in vars(Event) if n.isupper())}")
+            f"bd.Event.{', bd.Event.'.join(n for n in vars(Event) if n.isupper())}, or a "
+            f"name of one's own outside {CORE_PREFIX}*")
 
 
 class HandlerRegistry:
@@ -121,8 +136,8 @@ handlers = HandlerRegistry()
 
 
 class TaskFailed(RuntimeError):
-    """What a FAILURE handler receives: the error's last line (the attempt may have run in
-    another process, so the original exception is not at hand)."""
+    """What a FAILURE handler receives when the exception run() raised could not come back
+    from the worker process that ran it (it did not pickle): the error's last line."""
 
 
 class EventHandlerListener:
@@ -166,7 +181,9 @@ class EventHandlerListener:
         elif event.error.startswith(WORKER_DIED):
             self._fire(event.task_id, Event.PROCESS_FAILURE, event.error)
         else:
-            self._fire(event.task_id, Event.FAILURE, TaskFailed(event.error))
+            exception = event.exception
+            self._fire(event.task_id, Event.FAILURE,
+                       exception if exception is not None else TaskFailed(event.error))
 
     def _discover(self, plan: Plan) -> None:
         """DEPENDENCY_PRESENT for the complete tasks, DISCOVERED for each requirement."""

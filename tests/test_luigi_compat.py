@@ -4,6 +4,7 @@ ids, families, reprs and string parameters; and what the module refuses, by name
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -554,8 +555,8 @@ def test_target_api_of_ones_own_goes_through_its_file_system_as_in_luigi(
     script.write_text(TARGET_API)
     answers = []
     for tool in ("luigi", "batchdeps"):
-        (tmp_path / tool).mkdir()
-        done = subprocess.run([sys.executable, str(script), tool], cwd=tmp_path / tool,
+        (tmp_path / f"run-{tool}").mkdir()  # not a folder named as a package
+        done = subprocess.run([sys.executable, str(script), tool], cwd=tmp_path / f"run-{tool}",
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         answers.append(done.stdout)
@@ -564,3 +565,93 @@ def test_target_api_of_ones_own_goes_through_its_file_system_as_in_luigi(
     assert "('move', 'deep/down/file.txt-luigi-tmp-N', 'deep/down/file.txt')" in answers[1]
     assert "b'a\\nb\\nc\\nd'" in answers[1] and "MissingParentDirectory" in answers[1]
     assert "b'bytes'" in answers[1]
+
+
+WORKER_API = r'''
+import sys
+if sys.argv[1] == "luigi":
+    import luigi
+    import luigi.worker
+else:
+    import batchdeps.luigi as luigi
+    import batchdeps.luigi.worker
+
+class Broke(Exception):
+    pass
+
+class Part(luigi.Task):
+    n = luigi.IntParameter()
+    def output(self):
+        return luigi.LocalTarget(f"out/part-{self.n}.txt")
+    def run(self):
+        with self.output().open("w") as out:
+            out.write(f"{self.n}\n")
+
+class Fails(luigi.Task):
+    def output(self):
+        return luigi.LocalTarget("out/fails.txt")
+    def run(self):
+        raise Broke("on purpose")
+
+class NoInit(luigi.Task):
+    def __init__(self):
+        pass
+
+seen = []
+@Fails.event_handler(luigi.Event.FAILURE)
+def failed(task, exception):
+    seen.append(("FAILURE", type(exception).__name__, str(exception)))
+
+with luigi.worker.Worker(worker_processes=2, keep_alive=False, wait_interval=0.1) as w:
+    seen.append(w.add(Part(n=1)))
+    seen.append(w.add(Part(n=2)))
+    seen.append(w.run())
+seen.append(sorted(open(f"out/part-{n}.txt").read() for n in (1, 2)))
+with luigi.worker.Worker() as w:
+    w.add(Fails())
+    seen.append(w.run())
+for bad in (None, NoInit()):
+    try:
+        luigi.worker.Worker().add(bad)
+        seen.append("added")
+    except luigi.worker.TaskException:
+        seen.append("TaskException")
+answer = luigi.build([Part(n=3)], local_scheduler=True, detailed_summary=True)
+seen.append(isinstance(answer.worker, luigi.worker.Worker))
+print(seen)
+'''
+
+
+def test_a_worker_adds_tasks_then_runs_them_as_luigis(tmp_path: Path) -> None:
+    """Luigi's `luigi.worker.Worker` as a context manager: add() answers True, run() builds
+    what was added (True, or False when a task failed), [worker] keys that tune a keep-alive
+    worker are taken, what is not a made task is a TaskException, build() answers with its
+    worker; FAILURE handlers get what run() raised. One script, Luigi and batchdeps.luigi."""
+    script = tmp_path / "check.py"
+    script.write_text(WORKER_API)
+    answers = []
+    for tool in ("luigi", "batchdeps"):
+        (tmp_path / f"run-{tool}").mkdir()  # not a folder named as a package
+        done = subprocess.run([sys.executable, str(script), tool], cwd=tmp_path / f"run-{tool}",
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        answers.append(done.stdout)
+    assert answers[0] == answers[1]
+    assert answers[1].strip() == ("[True, True, True, ['1\\n', '2\\n'], ('FAILURE', 'Broke', "
+                                  "'on purpose'), False, 'TaskException', 'TaskException', "
+                                  "True]")
+
+
+def test_a_worker_refuses_what_it_cannot_honour_by_name() -> None:
+    from batchdeps.errors import UsageError
+    from batchdeps.luigi.worker import Worker
+
+    for kwargs, needle in (({"scheduler": object()}, "no scheduler"),
+                           ({"assistant": True}, "assist"),
+                           ({"task_limit": 3}, "task_limit=...): batchdeps cannot honour"),
+                           ({"worker_processes": 0}, "worker_processes=0"),
+                           ({"timeout": "soon"}, "timeout='soon'")):
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            Worker(**kwargs)
+    assert Worker(timeout=5).options == {"timeout": 5.0}
+    assert Worker(timeout=0, count_uniques=True).options == {}

@@ -27,9 +27,10 @@ PASSING = {
     "choice_parameter_test.py": 5,   # of 9
     "numerical_parameter_test.py": 4,  # of 17
     "optional_parameter_test.py": 2,   # of 12
-    "event_callbacks_test.py": 5,    # of 10
+    "event_callbacks_test.py": 7,    # of 10
     "wrap_test.py": 2,               # of 4
     "instance_wrap_test.py": 1,      # of 1
+    "instance_test.py": 5,           # of 5
     "fib_test.py": 3,                # of 3
     "factorial_test.py": 1,          # of 1
     "subtask_test.py": 2,            # of 2
@@ -58,4 +59,4 @@ def test_luigis_own_tests_pass_through_batchdeps_luigi(suite: dict) -> None:
         assert len(passed) >= floor, (name, len(passed), floor)
         assert passed <= set(theirs[name].outcomes), name  # the same tests, by name
     total = sum(r.count("passed") for r in ours.values())
-    assert total >= sum(PASSING.values()) == 221
+    assert total >= sum(PASSING.values()) == 228

@@ -436,6 +436,29 @@ def test_an_abstract_method_left_undefined_makes_the_class_abstract() -> None:
     assert not getattr(Whole, "__abstractmethods__", frozenset())
 
 
+def test_events_of_ones_own_are_fired_by_trigger_event_and_core_typos_refused() -> None:
+    """As in Luigi, any name is an event a handler can be registered for and a task can
+    fire; only a name under `event.core.` that batchdeps does not fire is refused."""
+    class Custom(bd.Task):
+        pass
+
+    heard: list[tuple[str, ...]] = []
+
+    @Custom.event_handler("foo event")
+    def foo(*args: str) -> None:
+        heard.append(args)
+
+    Custom().trigger_event("foo event", "a", "b")
+    Custom().trigger_event("other event")
+    Custom.remove_event_handler("foo event", foo)
+    Custom().trigger_event("foo event", "c")
+    assert heard == [("a", "b")]
+    with pytest.raises(TaskDefinitionError, match="outside event.core"):
+        Custom.event_handler("event.core.sucess")
+    with pytest.raises(TaskDefinitionError, match="an event is a name"):
+        Custom.event_handler(42)  # type: ignore[arg-type]
+
+
 def test_event_names_are_luigis() -> None:
     luigi_event = pytest.importorskip("luigi.event")
     for name in ("DEPENDENCY_DISCOVERED", "DEPENDENCY_MISSING", "DEPENDENCY_PRESENT",

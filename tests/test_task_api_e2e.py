@@ -77,6 +77,18 @@ class Flaky(bd.Task):
         raise RuntimeError("flaky broke")
 
 
+class Opaque(bd.Task):
+    """Fails with an exception that cannot be pickled (it holds a lock)."""
+
+    def output(self):
+        return bd.FileTarget("out/opaque.txt")
+
+    def run(self):
+        import threading
+
+        raise ValueError("cannot travel", threading.Lock())
+
+
 class NoRun(bd.Task):
     def output(self):
         return bd.FileTarget("out/norun.txt")
@@ -157,7 +169,7 @@ class Yielder(bd.Task):
 
 class Mixed(bd.WrapperTask):
     def requires(self):
-        return [Summary(n=2), NeedsMissing(), Flaky(), Yielder()]
+        return [Summary(n=2), NeedsMissing(), Flaky(), Yielder(), Opaque()]
 
 
 @bd.Task.event_handler(bd.Event.START)
@@ -346,7 +358,13 @@ def test_event_handlers_fire_in_the_runner_process(api_project: Project, workers
         assert str(pid) not in run_pids  # while run() ran in worker processes
     assert events(proj, "START").count(["Flaky()"]) == 3
     failures = events(proj, "FAILURE")
-    assert failures == [["Flaky()", "TaskFailed", "RuntimeError: flaky broke"]] * 3
+    # what run() raised, from a worker process too (pickled) ...
+    assert [f for f in failures if f[0] == "Flaky()"] == [["Flaky()", "RuntimeError",
+                                                           "flaky broke"]] * 3
+    # ... and when it cannot be pickled, a TaskFailed with its last line, from a worker
+    opaque = [f for f in failures if f[0] == "Opaque()"]
+    assert len(opaque) == 1 and "cannot travel" in opaque[0][2]
+    assert opaque[0][1] == ("ValueError" if workers == "1" else "TaskFailed")
     assert sorted(events(proj, "SUCCESS")) == [["Part(n=2)"], ["Part(n=5)"], ["Summary(n=2)"],
                                                 ["Yielder()"]]
     assert events(proj, "PROCESSING_TIME").count(["Part(n=2)", "True"]) == 1

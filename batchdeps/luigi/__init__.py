@@ -44,7 +44,8 @@ _PARAMETERS = (
 _EXPORTS.update({name: "parameter" for name in _PARAMETERS})
 _SUBMODULES = {"util", "date_interval", "format", "contrib", "configuration", "parameter",
                "task", "target", "event", "interface", "cmdline_parser", "task_register",
-               "local_target", "mock", "execution_summary", "freezing", "notifications"}
+               "local_target", "mock", "execution_summary", "freezing", "notifications",
+               "worker"}
 _ALIASES = {"execution_summary": "interface",
             "freezing": "parameter"}
 

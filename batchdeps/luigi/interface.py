@@ -38,12 +38,12 @@ class LuigiRunResult:
     `result` is the full `batchdeps.BuildResult` (per task, with its status and error).
     """
 
-    def __init__(self, result: Any) -> None:
+    def __init__(self, result: Any, worker: Any = None) -> None:
         from ..report.result import Status
         from ..report.summary import format_summary
 
         self.result = result
-        self.worker = None
+        self.worker = worker  # the luigi.worker.Worker that ran the tasks
         counts = result.counts()
         failed = counts.get(Status.FAILED, 0) + counts.get(Status.UPSTREAM_FAILED, 0)
         retried = any(r.status == Status.BUILT and r.attempts > 1 for r in result.tasks.values())
@@ -132,10 +132,23 @@ _UNHONOURED_SECTIONS = {
 }
 
 
+def run_tasks(tasks: list[Any], workers: int | None = None, options: dict[str, Any] | None = None,
+              lock_url: Any = None) -> Any:
+    """batchdeps' BuildResult of one build of `tasks` with the config a Luigi run reads,
+    and `options` (run options by batchdeps' names: `timeout`, `retries`) over it."""
+    from .. import api
+
+    config = load_run_config()
+    config.batchdeps.update(options or {})
+    return api.build(tasks, workers=workers, config=config, lock_url=lock_url)
+
+
 def build(tasks: Any, worker_scheduler_factory: Any = None, detailed_summary: bool = False,
           **env_params: Any) -> Any:
-    """Build `tasks` (Luigi's `build`): True unless a task failed, or a LuigiRunResult."""
-    from .. import api
+    """Build `tasks` (Luigi's `build`): True unless a task failed, or a LuigiRunResult.
+
+    As in Luigi, through a `luigi.worker.Worker`: each task is added, then run."""
+    from .worker import Worker
 
     if worker_scheduler_factory is not None:
         raise UsageError("build(worker_scheduler_factory=...): batchdeps has no scheduler "
@@ -156,9 +169,12 @@ def build(tasks: Any, worker_scheduler_factory: Any = None, detailed_summary: bo
         except (TypeError, ValueError):
             raise UsageError(f"build(workers={workers!r}): a whole number is needed") from None
     requested = list(tasks) if isinstance(tasks, Iterable) else [tasks]
-    config = load_run_config()
-    result = api.build(requested, workers=workers, config=config, lock_url=lock_url)
-    outcome = LuigiRunResult(result)
+    worker = Worker._for_build(workers, lock_url)
+    with worker:
+        for task in requested:
+            worker.add(task)
+        worker.run()
+    outcome = worker.result
     return outcome if detailed_summary else outcome.scheduling_succeeded
 
 

@@ -57,6 +57,8 @@ class AttemptFailed:
     timed_out: bool = False
     worker_pid: int = 0  # the process that ran the attempt (0: not known)
     worker: str = ""  # where it ran when not on this machine (a Dask worker's address)
+    #: what run() raised, when it came back from where the attempt ran (else None)
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -523,9 +523,10 @@ class Lifecycle:
         if not error:
             error = outcome.traceback.strip().rsplit("\n", 1)[-1]
         host = self.host
+        exception = outcome.exception if isinstance(outcome.exception, BaseException) else None
         host.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
                                 run.attempts, error, run.log_path, outcome.timed_out,
-                                outcome.worker_pid, outcome.worker))
+                                outcome.worker_pid, outcome.worker, exception))
         lost = run.lease is not None and run.lease.lost
         if lost and not host.stopping and run.leases_lost < MAX_LEASES_LOST:
             # Not this attempt's fault: wait for the lock like any other contended task,

@@ -326,7 +326,7 @@ def _attempt_loop(read_fd: int, write_fd: int) -> None:
                               error=f"{type(exc).__name__}: {exc}".splitlines()[0],
                               worker_pid=os.getpid())
         try:
-            _send(write_fd, outcome)
+            _send(write_fd, outcome.portable())
         except (OSError, KeyboardInterrupt):
             os._exit(ExitCode.FAILED)
 

@@ -369,7 +369,7 @@ class DaskExecutor:
                            worker=attempt.worker)
         if reply.log_text and attempt.log_path:
             self._write_log(attempt.log_path, reply.log_text)
-        return reply.outcome
+        return reply.outcome.unpickled()
 
     @staticmethod
     def _write_log(path: str, text: str) -> None:

@@ -182,6 +182,34 @@ class Outcome:
     #: whether the attempt's log file was written, as its capture saw it (None: not known,
     #: e.g. a killed worker; the runner then looks at the file)
     log_written: bool | None = None
+    #: what run() raised (for FAILURE handlers); from a worker process it travels pickled
+    #: (`portable()`, `unpickled()`), and is None when it does not pickle
+    exception: BaseException | bytes | None = None
+
+    def portable(self) -> Outcome:
+        """This outcome with its exception pickled, or dropped when it cannot be."""
+        if isinstance(self.exception, BaseException):
+            import pickle
+
+            try:
+                data = pickle.dumps(self.exception)
+                pickle.loads(data)  # a class that pickles but cannot be rebuilt stays here
+            except Exception:  # noqa: BLE001 - anything: the error text still goes
+                self.exception = None
+            else:
+                self.exception = data
+        return self
+
+    def unpickled(self) -> Outcome:
+        """This outcome with the exception a worker process sent rebuilt (None if it fails)."""
+        if isinstance(self.exception, bytes):
+            import pickle
+
+            try:
+                self.exception = pickle.loads(self.exception)
+            except Exception:  # noqa: BLE001 - a class this process cannot rebuild
+                self.exception = None
+        return self
 
 
 def execute(step: Step, attempt: int, log_path: str | None = None,
@@ -228,7 +256,8 @@ def execute(step: Step, attempt: int, log_path: str | None = None,
                 raise
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             return Outcome(step.index, attempt, False, error=_last_line(exc), traceback=text,
-                           duration=time.perf_counter() - started, worker_pid=current_pid())
+                           duration=time.perf_counter() - started, worker_pid=current_pid(),
+                           exception=exc)
     if waiting_for is not None:
         paused_run = None
         if can_pause:
@@ -503,7 +532,7 @@ def _worker_main(conn: Any, steps: list[Step] | None,
         except KeyboardInterrupt:
             os._exit(130)
         try:
-            conn.send(outcome)
+            conn.send(outcome.portable())
         except (OSError, KeyboardInterrupt):
             os._exit(1)
 
@@ -655,7 +684,7 @@ class ForkedExecutor:
         for worker in busy:
             if worker.conn in ready:
                 try:
-                    outcomes.append(worker.conn.recv())
+                    outcomes.append(worker.conn.recv().unpickled())
                 except (EOFError, OSError):
                     outcomes.append(self._replace_dead(worker))
                     continue
