@@ -8,6 +8,7 @@ of the package's `__init__` so that `batchdeps --help` does not import `logging`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from time import time as _time
 
 logging.getLogger("batchdeps").addHandler(logging.NullHandler())
@@ -43,7 +44,7 @@ class TextFormatter(logging.Formatter):
 
 
 def emit(logger: logging.Logger, level: int, msg: str, *args: object,
-         extra: dict[str, object] | None = None) -> None:
+         extra: dict[str, object] | Callable[[], dict[str, object]] | None = None) -> None:
     """Log a record of batchdeps' own without logging's walk up the stack for the caller
     (no format of batchdeps shows the caller's file or line).
 
@@ -51,6 +52,7 @@ def emit(logger: logging.Logger, level: int, msg: str, *args: object,
     line's), the line is formatted and written here, with no LogRecord: the same text
     the handler would write (`extra` fields do not show in text lines), for a third of
     the cost; anything else (JSON lines, filters, other handlers) goes through logging.
+    `extra` may be a function that makes the fields: it is called only on logging's path.
     """
     if not logger.isEnabledFor(level):
         return
@@ -67,6 +69,8 @@ def emit(logger: logging.Logger, level: int, msg: str, *args: object,
             return
         except Exception:  # noqa: BLE001 - logging's own path handles (and reports) it
             pass
+    if callable(extra):
+        extra = extra()
     logger.handle(logger.makeRecord(logger.name, level, "(batchdeps)", 0, msg, args, None,
                                     extra=extra))
 

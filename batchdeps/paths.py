@@ -16,7 +16,7 @@ def shown(url: str, cwd: str | None = None) -> str:
     `cwd` is the current folder when the caller already knows it (the resolver asks once
     per plan, not once per task: each `getcwd` is a system call).
     """
-    if "://" in url or os.path.isabs(url):
+    if "://" in url or url.startswith(os.sep):  # os.path.isabs on POSIX, without its calls
         return url
     return f"{url} ({os.path.normpath(os.path.join(cwd or os.getcwd(), url))})"
 

@@ -48,6 +48,7 @@ class Side:
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith("BATCHDEPS_") and k != "PYTHONDONTWRITEBYTECODE"}
         self.env["PYTHONPATH"] = f"{tree}{os.pathsep}{workspace}"
+        self.env["BATCHDEPS_LOCK_DIR"] = str(workspace / "locks")  # not the machine's (run.py)
         self.workspace = workspace
 
     def run(self, *args: str) -> Sample:

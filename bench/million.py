@@ -55,6 +55,7 @@ class Workspace:
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("BATCHDEPS_", "LUIGI_"))}
         self.env["PYTHONPATH"] = str(self.path)
+        self.env["BATCHDEPS_LOCK_DIR"] = str(self.path / "locks")  # not the machine's (run.py)
         self.log = str(self.path / "processes.log")
 
     def command(self, *args: str) -> list[str]:

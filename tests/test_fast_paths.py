@@ -372,3 +372,24 @@ def test_resolution_decides_one_and_several_outputs_as_the_per_task_check(tmp_pa
     assert reasons["Several(n=3)"] == (f"outputs {tmp_path}/several-3-0, "
                                        f"{tmp_path}/several-3-2 missing")
     assert reasons["NoOutputs()"] == "has no outputs"
+
+
+def test_log_fields_made_by_a_function_only_when_loggings_path_needs_them(fixed_clock):
+    """`logs.emit(..., extra=function)`: the direct line never calls it; logging's path
+    (here a filter) calls it and the record carries the fields, as a dict would give."""
+    logger, stream, handler = _logger("batchdeps.test-lazy-fields")
+    calls = []
+
+    def fields():
+        calls.append(1)
+        return {"event": "task_finished", "task_id": "T(n=1)"}
+
+    logs.emit(logger, logging.INFO, "built %s", "T(n=1)", extra=fields)
+    assert calls == []
+    seen = []
+    handler.addFilter(lambda record: seen.append(record) or True)
+    logs.emit(logger, logging.INFO, "built %s", "T(n=1)", extra=fields)
+    assert calls == [1]
+    assert seen[0].event == "task_finished" and seen[0].task_id == "T(n=1)"
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1]

@@ -48,14 +48,16 @@ class LogListener:
             if log.isEnabledFor(logging.INFO):
                 attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
                 logs.emit(log, logging.INFO, "start %s%s: %s", event.task_id, attempt,
-                          event.reason, extra=_fields("task_started", event,
-                                                      attempt=event.attempt))
+                          event.reason, extra=lambda: _fields("task_started", event,
+                                                              attempt=event.attempt))
         elif isinstance(event, TaskFinished):
-            fields = _fields("task_finished", event, attempt=event.attempts,
-                             status=event.status, log_path=event.log_path)
             on = f" on {event.worker}" if event.worker else ""
-            if event.worker:
-                fields["worker"] = event.worker
+            if event.status in Status.OK and log.isEnabledFor(logging.INFO):
+                # the usual line: its fields are made only if logging's path needs them
+                logs.emit(log, logging.INFO, "%s %s%s", event.status, event.task_id, on,
+                          extra=lambda: _finished_fields(event))
+                return
+            fields = _finished_fields(event)
             if event.status == Status.FAILED:
                 where = f" (log {event.log_path})" if event.log_path else ""
                 log.error("FAILED %s after %d attempt(s)%s: %s%s", event.task_id,
@@ -94,6 +96,14 @@ def _clock(seconds: float) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(seconds).strftime("%H:%M:%S")
+
+
+def _finished_fields(event: TaskFinished) -> dict[str, object]:
+    fields = _fields("task_finished", event, attempt=event.attempts, status=event.status,
+                     log_path=event.log_path)
+    if event.worker:
+        fields["worker"] = event.worker
+    return fields
 
 
 def _fields(name: str, event: Event, **more: object) -> dict[str, object]:

@@ -16,8 +16,8 @@ from typing import Any
 from .. import logs
 from .base import Target
 from .journal import RECORD_SUFFIX, REF_SUFFIX, remove_path
-from .local import LocalTarget, parse_tmp_name
-from .staging import TMP_DIR_NAME, host_tag, writer_is_dead
+from .local import LocalTarget, parse_tmp_name, tmp_place
+from .staging import host_tag, writer_is_dead
 
 log = logs.get("batchdeps.targets")
 
@@ -37,7 +37,7 @@ class Leftovers:
         for target in targets:
             target.cleanup_stale(fresh=fresh, listings=self._listings)
             if isinstance(target, LocalTarget):
-                self._folders.add(os.path.join(os.path.dirname(target.path), TMP_DIR_NAME))
+                self._folders.add(tmp_place(target.path)[0])
 
     def close(self) -> None:
         """The run is over: sweep dead writers' files, remove empty temporary folders."""

@@ -29,6 +29,21 @@ from .staging import TMP_DIR_NAME, WRITE_BUFFER, _tmp_suffix
 #: again when a write finds it gone.
 _made_dirs: set[str] = set()
 
+#: folder -> its temporary folder (a run writes many files into few folders: each task's
+#: write, clean-up and sweep would join the same two strings again)
+_tmp_dirs: dict[str, str] = {}
+
+
+def tmp_place(path: str) -> tuple[str, str]:
+    """The temporary folder for a file at `path`, and the file's name."""
+    directory, base = os.path.split(path)
+    tmp_dir = _tmp_dirs.get(directory)
+    if tmp_dir is None:
+        if len(_tmp_dirs) >= 4096:  # a run over very many folders keeps no large table
+            _tmp_dirs.clear()
+        tmp_dir = _tmp_dirs[directory] = os.path.join(directory, TMP_DIR_NAME)
+    return tmp_dir, base
+
 
 class LocalTarget(FileTarget):
     """A file on the local disk, handled with `os` directly."""
@@ -131,8 +146,7 @@ class LocalTarget(FileTarget):
         return os.path.join(tmp_dir, f"{base}.{_tmp_suffix()}")
 
     def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
-        directory, base = os.path.split(self.path)
-        tmp_dir = os.path.join(directory, TMP_DIR_NAME)
+        tmp_dir, base = tmp_place(self.path)
         tmp_path = os.path.join(tmp_dir, f"{base}.{_tmp_suffix()}")
         for _ in range(3):
             if tmp_dir not in _made_dirs:
@@ -214,8 +228,7 @@ class LocalTarget(FileTarget):
         The caller holds the task's lock. `listings` (run-scoped) keeps each temporary
         folder's first listing, so a run lists a folder once, not once per task.
         """
-        directory, base = os.path.split(self.path)
-        tmp_dir = os.path.join(directory, TMP_DIR_NAME)
+        tmp_dir, base = tmp_place(self.path)
         listing = listings.get(tmp_dir) if listings is not None and not fresh else None
         if listing is None:
             listing = FolderListing(tmp_dir)
