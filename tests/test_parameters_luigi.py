@@ -20,6 +20,7 @@ import pytest
 
 import batchdeps as bd
 from batchdeps import date_interval as di
+from batchdeps.errors import ParameterError
 
 luigi = pytest.importorskip("luigi")
 from luigi import date_interval as ldi  # noqa: E402
@@ -246,3 +247,88 @@ def test_a_dict_value_is_a_frozen_real_dict_that_json_takes() -> None:
 def test_path_values_are_pathlib_paths() -> None:
     assert bd.PathParameter().parse("a/b.csv") == Path("a/b.csv")
     assert luigi.PathParameter().normalize("a/b.csv") == Path("a/b.csv")
+
+
+def values_from_code() -> list[tuple[str, Any, Any, Any]]:
+    """(name, batchdeps parameter, Luigi parameter, a value that is not text)."""
+    return [
+        ("numerical int", bd.NumericalParameter(var_type=int, min_value=-3, max_value=7),
+         luigi.NumericalParameter(var_type=int, min_value=-3, max_value=7), -3),
+        ("numerical float", bd.NumericalParameter(var_type=float, min_value=-3, max_value=7),
+         luigi.NumericalParameter(var_type=float, min_value=-3, max_value=7), -3),
+        ("numerical inclusive max", bd.NumericalParameter(
+            var_type=int, min_value=-3, max_value=7, right_op=operator.le),
+         luigi.NumericalParameter(var_type=int, min_value=-3, max_value=7,
+                                  right_op=operator.le), 7),
+        ("numerical out", bd.NumericalParameter(var_type=int, min_value=-3, max_value=7),
+         luigi.NumericalParameter(var_type=int, min_value=-3, max_value=7), 7),
+        ("choice int", bd.ChoiceParameter(var_type=int, choices=[1, 2, 3]),
+         luigi.ChoiceParameter(var_type=int, choices=[1, 2, 3]), 3),
+        ("choice not among them", bd.ChoiceParameter(var_type=int, choices=[1, 2, 3]),
+         luigi.ChoiceParameter(var_type=int, choices=[1, 2, 3]), 4),
+        ("int", bd.IntParameter(), luigi.IntParameter(), 5),
+        ("float", bd.FloatParameter(), luigi.FloatParameter(), 2.5),
+        ("plain", bd.Parameter(), luigi.Parameter(), 42),
+    ]
+
+
+@pytest.mark.parametrize(("name", "ours", "theirs", "value"), values_from_code(),
+                         ids=[case[0] for case in values_from_code()])
+def test_parse_takes_a_value_from_code_as_luigi_does(name: str, ours: Any, theirs: Any,
+                                                     value: Any) -> None:
+    """Luigi's code and tests call parse() with values, not only text: the same answer."""
+    try:
+        expected: Any = theirs.parse(value)
+    except ValueError:
+        with pytest.raises(ValueError):
+            ours.parse(value)
+        return
+    got = ours.parse(value)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_a_list_text_that_starts_as_json_must_be_a_json_list() -> None:
+    param = bd.ListParameter()
+    for text in ('"NOT A LIST"', '{"a": 1}'):
+        with pytest.raises(ValueError, match="expected a list"):
+            param.parse(text)
+    with pytest.raises(ValueError, match="not a JSON list"):
+        param.parse('{"invalid"}')
+    assert param.parse("a, b") == ("a", "b") and param.parse('[1, "a"]') == (1, "a")
+    assert list(luigi.ListParameter().parse('"ab"')) == ["a", "b"]  # what Luigi does
+
+
+def test_a_schema_mismatch_is_a_value_error_and_a_validation_error() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 1}
+    param = bd.ListParameter(schema=schema)
+    assert param.normalize([1, 2]) == (1, 2)
+    for bad, why in (([-999], "-999 is less than the minimum of 0"),
+                     (["x"], "'x' is not of type 'number'"), ([], "should be non-empty")):
+        with pytest.raises(jsonschema.ValidationError, match=why) as caught:
+            param.normalize(bad)
+        assert isinstance(caught.value, ValueError)
+        with pytest.raises(jsonschema.ValidationError, match=why):
+            luigi.ListParameter(schema=schema).normalize(bad)  # the same in Luigi
+    validator = jsonschema.Draft4Validator({"type": "object", "required": ["an_int"]})
+    with pytest.raises(jsonschema.ValidationError, match="'an_int' is a required property"):
+        bd.DictParameter(schema=validator).normalize({})
+
+    class Scored(bd.Task):
+        scores = bd.ListParameter(schema=schema)
+
+    with pytest.raises(ParameterError, match=r"Scored.*'scores'.*does not match the "
+                                                r"schema: -999 is less than the minimum"):
+        Scored(scores=[-999])
+
+
+def test_dateminute_old_form_warns_as_luigi_does() -> None:
+    seen = []
+    for param in (bd.DateMinuteParameter(), luigi.DateMinuteParameter()):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert param.parse("2013-02-01T18H42") == dt.datetime(2013, 2, 1, 18, 42)
+            assert param.parse("2013-02-01T1842") == dt.datetime(2013, 2, 1, 18, 42)
+        seen.append([(w.category, str(w.message)) for w in caught])
+    assert seen[0] == seen[1] == [(DeprecationWarning, 'Using "H" between hours and minutes '
+                                                       "is deprecated, omit it instead.")]

@@ -85,6 +85,14 @@ class LuigiConfigParser(configparser.ConfigParser):
         value = self.get(family, param, None)
         return None if value is None else str(value)
 
+    def section_items(self, section: str) -> list[tuple[str, str]]:
+        """The keys set in `[section]` itself (not [DEFAULT]'s), with their values."""
+        if not self.has_section(section):
+            return []
+        inherited = self.defaults()
+        return [(key, str(self.get(section, key))) for key in self.options(section)
+                if key not in inherited]
+
 
 def get_config() -> LuigiConfigParser:
     """The luigi.cfg settings of this process (read once; `reload()` reads again)."""

@@ -93,7 +93,8 @@ def load_run_config() -> Any:
 
 
 def check_luigi_sections() -> None:
-    """Every luigi.cfg section is one batchdeps reads, or names a task or Config class.
+    """Every luigi.cfg section is one batchdeps reads, or names a task or Config class
+    (or is the section a parameter's `config_path` reads from).
 
     A section for something batchdeps does not do (a Hadoop, database or mail service, a
     `[retcode]` table) is an error naming it, never a setting silently lost.
@@ -107,6 +108,9 @@ def check_luigi_sections() -> None:
     sections = read_luigi_cfg(paths)
     families = set(Register.task_names())
     known = {section for section, _ in LUIGI_HONOURED} | set(LUIGI_IGNORED) | {"resources"}
+    known |= {param.config_path["section"] for family in families
+              for _, param in Register.get_task_cls(family).get_params()
+              if getattr(param, "config_path", None)}
     for section in sections:
         if section in known or section in families:
             continue

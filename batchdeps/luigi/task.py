@@ -15,13 +15,15 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .. import task as _bd
-from ..config import UnsetVariable
+from ..config import UnsetVariable, luigi_key
 from ..namespaces import auto_namespace, namespace
 from ..taskid import luigi_task_id
 from .parameter import (
     DuplicateParameterException,
     MissingParameterException,
+    ParameterValueError,
     ParameterVisibility,
+    UnconsumedParameterWarning,
     UnknownParameterException,
 )
 from .task_register import Register
@@ -39,6 +41,9 @@ class Task(_bd.Task, metaclass=Register):
     disable_window = None
     disable_hard_timeout = None
     max_batch_size = float("inf")
+    #: luigi.cfg keys of the task's section that are not its parameters, but not to be
+    #: warned of (Luigi's UnconsumedParameterWarning)
+    ignore_unconsumed: ClassVar[set[str]] = set()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,7 +80,7 @@ class Task(_bd.Task, metaclass=Register):
             result[name] = by_name[name].convert(family, value)
         for name, param in params:
             if name not in result:
-                found, value = cls._default_of(name, param)
+                found, value = cls._default_of(name, param, shown)
                 if not found:
                     raise MissingParameterException(
                         f"{shown}: requires the '{name}' parameter to be set")
@@ -83,9 +88,39 @@ class Task(_bd.Task, metaclass=Register):
         return [(name, result[name]) for name, _ in params]
 
     @classmethod
-    def _default_of(cls, name: str, param: Any) -> tuple[bool, Any]:
+    def warn_on_wrong_param_types(cls, params: Any, values: list[tuple[str, Any]],
+                                  args: Any, kwargs: Any) -> None:
+        """Luigi's warning for each value of another type than its parameter's, as given
+        (the task's metaclass calls it for every task made, even one found in the cache:
+        the value given may differ from the one kept, which batchdeps parsed)."""
+        given = {**dict(values), **kwargs,
+                 **dict(zip((name for name, p in params if p.positional), args))}
+        for name, param in params:
+            warn = getattr(param, "_warn_on_wrong_param_type", None)
+            if warn is not None:  # a batchdeps.luigi parameter (not a batchdeps one)
+                warn(name, given[name])
+
+    @classmethod
+    def _warn_of_unconsumed_config(cls, params: dict[str, Any]) -> None:
+        """Luigi's UnconsumedParameterWarning for each luigi.cfg key of `[Family]` that is
+        no parameter of the task (nor in `ignore_unconsumed`)."""
+        import warnings
+
+        from .configuration import get_config
+
+        family = cls.task_family
+        ignored = {luigi_key(key) for key in cls.ignore_unconsumed}
+        for key, value in get_config().section_items(family):
+            if key not in params and key not in ignored:
+                warnings.warn(UnconsumedParameterWarning(
+                    f"The configuration contains the parameter '{key}' with value "
+                    f"'{value}' that is not consumed by the task '{family}'."))
+
+    @classmethod
+    def _default_of(cls, name: str, param: Any, shown: str = "") -> tuple[bool, Any]:
         """The `luigi` command line, then config.toml `[tasks.X]`, then luigi.cfg
-        `[Family]`, then the parameter's default (docs/from-luigi.md, "Parameters")."""
+        `[Family]`, then the parameter's `config_path` (another luigi.cfg section and
+        key), then its default (docs/from-luigi.md, "Parameters")."""
         from .cmdline_parser import CmdlineParser
         from .configuration import get_config
 
@@ -93,7 +128,8 @@ class Task(_bd.Task, metaclass=Register):
         parser = CmdlineParser.get_instance()
         text = parser.value_for(family, name) if parser is not None else None
         if text is not None:
-            return True, _parse(family, param, text)
+            return True, _parse(shown or family, param, text,
+                                f"--{family}-{name.replace('_', '-')} {text!r}")
         if name in cls._config_defaults:
             value = cls._config_defaults[name]
             if isinstance(value, UnsetVariable):
@@ -101,14 +137,29 @@ class Task(_bd.Task, metaclass=Register):
             return True, value
         text = get_config().get_task_value(family, name)
         if text is not None:
-            return True, _parse(family, param, text)
+            return True, _parse(shown or family, param, text,
+                                f"luigi.cfg [{family}] {name} = {text!r}")
+        where = getattr(param, "config_path", None)
+        if where:
+            text = get_config().get_task_value(where["section"], where["name"])
+            if text is not None:
+                import warnings
+
+                warnings.warn(f"The use of the configuration [{where['section']}] "
+                              f"{where['name']} is deprecated. Please use [{family}] {name}",
+                              DeprecationWarning, stacklevel=2)
+                return True, _parse(shown or family, param, text,
+                                    f"luigi.cfg [{where['section']}] {where['name']} = "
+                                    f"{text!r}")
         if param.has_default:
             return True, param.convert(family, param.default)
         return False, None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
-        values = cls.get_param_values(cls.get_params(), args, kwargs)
+        params = cls.get_params()
+        values = cls.get_param_values(params, args, kwargs)
+        cls._warn_of_unconsumed_config(dict(params))
         for name, value in values:
             self.__dict__[name] = value
         self.param_values = tuple(value for _, value in values)
@@ -158,15 +209,14 @@ def _visibility(param: Any) -> Any:
     return getattr(param, "visibility", ParameterVisibility.PUBLIC)
 
 
-def _parse(family: str, param: Any, text: str) -> Any:
-    """A string from the command line or luigi.cfg, parsed by the parameter."""
+def _parse(shown: str, param: Any, text: str, source: str) -> Any:
+    """A string from the command line or luigi.cfg, parsed by the parameter; refused in
+    Luigi's words (a ValueError, as in Luigi) with where the string came from."""
     try:
-        return param.convert(family, param.parse(text))
+        return param.convert(shown.partition("[")[0], param.parse(text))
     except (ValueError, TypeError) as exc:
-        from ..errors import ParameterError
-
-        raise ParameterError(f"{family}: bad value {text!r} for parameter '{param.name}': "
-                             f"{exc}") from None
+        raise ParameterValueError(f"{shown}: Error when parsing the default value of "
+                                  f"'{param.name}' ({source}): {exc}") from None
 
 
 def flatten(struct: Any) -> list[Any]:
@@ -259,4 +309,8 @@ def _ran(run: Callable[..., Any]) -> Callable[..., Any]:
 
 class Config(Task, _bd.Settings):
     """Settings read from the config section of the class's family (Luigi's Config):
-    `[Family]` of luigi.cfg, or `[tasks.Family]` of config.toml."""
+    `[Family]` of luigi.cfg, or `[tasks.Family]` of config.toml. As in Luigi it is also a
+    task that can be built: its `run()` does nothing unless overridden."""
+
+    def run(self) -> None:
+        return None

@@ -49,18 +49,19 @@ class Register(abc.ABCMeta):
 
             raise refusal(unsupported if cls.__name__ == unsupported.rpartition(".")[2]
                           else f"{cls.__name__} (a {unsupported})")
+        params = cls.get_params()  # type: ignore[attr-defined]
+        values = cls.get_param_values(params, args, kwargs)  # type: ignore[attr-defined]
+        cls.warn_on_wrong_param_types(params, values, args, kwargs)  # type: ignore[attr-defined]
         cache = Register.__instance_cache
         if cache is None:
             return super().__call__(*args, **kwargs)
-        params = cls.get_params()  # type: ignore[attr-defined]
-        values = cls.get_param_values(params, args, kwargs)  # type: ignore[attr-defined]
         key = (cls, tuple(value for _, value in values))
         try:
             hash(key)
         except TypeError:
-            return super().__call__(**dict(values))
-        if key not in cache:
-            cache[key] = super().__call__(**dict(values))
+            return super().__call__(*args, **kwargs)
+        if key not in cache:  # made from what was given, as in Luigi (its warnings name it)
+            cache[key] = super().__call__(*args, **kwargs)
         return cache[key]
 
     @classmethod

@@ -6,6 +6,7 @@ strings into values with `parse()` and pass them to the task's constructor.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -63,6 +64,11 @@ class Parameter:
         self.batch_method = batch_method
         self.always_in_help = always_in_help
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "parse" in vars(cls):
+            cls.parse = _values_too(vars(cls)["parse"])  # type: ignore[method-assign]
+
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
@@ -77,7 +83,12 @@ class Parameter:
 
     # -- conversion --------------------------------------------------------------------
     def parse(self, text: str) -> Any:
-        """Turn a command-line or config string into a value; ValueError if it is bad."""
+        """Turn a command-line or config string into a value; ValueError if it is bad.
+
+        Given a value that is not a string (from code, as Luigi's own parameters take it:
+        `NumericalParameter(...).parse(-3)`), every parameter type checks it as it checks
+        a constructor argument (`normalize()`), instead of treating it as text.
+        """
         return text
 
     # -- ranges ------------------------------------------------------------------------
@@ -184,6 +195,18 @@ class Parameter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _values_too(parse: Callable[[Any, str], Any]) -> Callable[[Any, Any], Any]:
+    """`parse` for text; a value that is not text goes to `normalize()` instead."""
+
+    @functools.wraps(parse)
+    def parse_text_or_value(self: Parameter, text: Any) -> Any:
+        if isinstance(text, str):
+            return parse(self, text)
+        return self.normalize(text)
+
+    return parse_text_or_value
 
 
 class StrParameter(Parameter):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import warnings
 from typing import Any
 
 from .. import date_interval as _di
@@ -258,12 +259,19 @@ class DateHourParameter(_ClockParameter):
 
 class DateMinuteParameter(_ClockParameter):
     """A date-time to the minute, written YYYY-MM-DDTHHMM (`2026-11-20T1907`; Luigi's
-    older `2026-11-20T19H07` is read too)."""
+    older `2026-11-20T19H07` is read too, with Luigi's DeprecationWarning)."""
 
     type_name = "dateminute"
     unit = _dt.timedelta(minutes=1)
     forms = ("%Y-%m-%dT%H%M", "%Y-%m-%dT%HH%M")
     example = "2026-11-20T1907"
+
+    def parse(self, text: str) -> _dt.datetime:
+        value = super().parse(text)
+        if "H" in text.strip().partition("T")[2]:
+            warnings.warn('Using "H" between hours and minutes is deprecated, omit it '
+                          "instead.", DeprecationWarning, stacklevel=3)
+        return value
 
 
 class DateSecondParameter(_ClockParameter):

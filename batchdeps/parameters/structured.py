@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -27,6 +28,21 @@ def _loads(text: str, what: str) -> Any:
 
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+@functools.cache
+def _schema_mismatch() -> type[ValueError]:
+    """The error of a value that does not match a parameter's schema: a ValueError (so a
+    task's constructor names the parameter) that is also jsonschema's ValidationError
+    (what code written for jsonschema, or Luigi, catches)."""
+    import jsonschema
+
+    def __str__(self: Any) -> str:
+        return f"does not match the schema: {self.message}"
+
+    return type("SchemaMismatch", (jsonschema.ValidationError, ValueError),
+                {"__module__": __name__, "__str__": __str__,
+                 "__doc__": "A value that does not match the parameter's JSON schema."})
 
 
 class _JsonParameter(Parameter):
@@ -57,7 +73,7 @@ class _JsonParameter(Parameter):
             else:
                 jsonschema.validate(instance=plain, schema=self.schema)
         except jsonschema.ValidationError as exc:
-            raise ValueError(f"does not match the schema: {exc.message}") from None
+            raise _schema_mismatch().create_from(exc) from None
         return freeze(plain)  # a validator may fill in defaults
 
     def serialize(self, value: Any) -> str:
@@ -67,8 +83,15 @@ class _JsonParameter(Parameter):
         return json.dumps(value)
 
 
+#: A list's text starting so is JSON (and must be a JSON list); any other is comma-separated.
+_JSON_STARTS = ("[", "{", '"')
+
+
 class ListParameter(_JsonParameter):
     """A list, written as JSON (`["a", {"b": 1}, [2, 3]]`) or comma-separated (`a,b`).
+
+    Text starting with `[`, `{` or `"` is JSON, and refused unless it is a JSON list
+    (Luigi would split the JSON string `"ab"` into the list `["a", "b"]`).
 
     Items may be lists and mappings, any depth; held as a tuple of frozen items so that
     tasks holding it stay hashable. On the command line, repeating the option joins the
@@ -80,7 +103,7 @@ class ListParameter(_JsonParameter):
 
     def parse(self, text: str) -> tuple[Any, ...]:
         stripped = text.strip()
-        if stripped.startswith("["):
+        if stripped.startswith(_JSON_STARTS):
             return self._check(_loads(stripped, "list"))
         if not stripped:
             return self._check([])
