@@ -274,3 +274,28 @@ def test_compression_is_imported_only_by_a_target_that_uses_it() -> None:
         "print(sorted(m for m in sys.modules if m == 'gzip'))\n"
     )
     assert _fresh_python(script) == "[]"
+
+
+def test_a_run_with_local_locks_does_not_import_the_lock_servers_protocol(tmp_path: Path) -> None:
+    """Machine-local locks need nothing of the lock server: `lock_url_for` imports the
+    replicas (and their protocol) only once a URL is given."""
+    script = (
+        "import sys\n"
+        "import batchdeps as bd\n"
+        "from batchdeps.config import Config\n"
+        "from batchdeps.run.session import lock_url_for\n"
+        "class Out(bd.Task):\n"
+        "    def output(self):\n"
+        f"        return bd.FileTarget({str(tmp_path)!r} + '/out.txt')\n"
+        "    def run(self):\n"
+        "        with self.output().open('w') as out:\n"
+        "            out.write('x')\n"
+        "names = ('batchdeps.locks.protocol', 'batchdeps.locks.replicas')\n"
+        "assert bd.build([Out()]).exit_code == 0\n"
+        "assert lock_url_for(Config()) == ()\n"
+        "print([m for m in names if m in sys.modules], end=' ')\n"
+        "print(lock_url_for(Config(), 'http://127.0.0.1:9/'), end=' ')\n"
+        "print([m for m in names if m in sys.modules])\n"
+    )
+    assert _fresh_python(script) == (
+        "[] ('http://127.0.0.1:9',) ['batchdeps.locks.protocol', 'batchdeps.locks.replicas']")

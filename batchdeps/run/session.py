@@ -67,16 +67,18 @@ def lock_url_for(config: Config,
     Raises ConfigError naming where a bad value came from (an empty list, a URL that is not
     http(s)://HOST:PORT, a replica named twice).
     """
-    from ..locks.replicas import ENV_SEPARATOR, lock_urls, option_urls
-
     if lock_url:
+        from ..locks.replicas import option_urls
+
         return option_urls(lock_url)
     configured = config.lock.get("url")
+    from_env = "" if configured else os.environ.get(LOCK_URL_ENV, "").strip()
+    if not configured and not from_env:
+        return ()  # local locks: the lock server's protocol is not imported
+    from ..locks.replicas import ENV_SEPARATOR, lock_urls
+
     if configured:
         return lock_urls(configured)  # checked when the config was read
-    from_env = os.environ.get(LOCK_URL_ENV, "").strip()
-    if not from_env:
-        return ()
     parts = [part.strip() for part in from_env.split(ENV_SEPARATOR)]
     try:
         return lock_urls(parts if len(parts) > 1 else parts[0])
