@@ -655,3 +655,88 @@ def test_a_worker_refuses_what_it_cannot_honour_by_name() -> None:
             Worker(**kwargs)
     assert Worker(timeout=5).options == {"timeout": 5.0}
     assert Worker(timeout=0, count_uniques=True).options == {}
+
+
+REPORTING_TASK = r'''
+import pickle, sys
+if sys.argv[1] == "luigi":
+    import luigi
+else:
+    import batchdeps.luigi as luigi
+
+class Reports(luigi.Task):
+    def output(self):
+        return luigi.LocalTarget("out/reports.txt")
+    def run(self):
+        self.set_status_message("halfway")
+        self.set_progress_percentage(50)
+        self.set_tracking_url("http://jobs.example/1")
+        with self.output().open("w") as out:
+            out.write("done\n")
+
+print(luigi.build([Reports()], local_scheduler=True, workers=int(sys.argv[2])))
+task = luigi.Task()
+task.set_status_message = lambda message: message
+with task.no_unpicklable_properties():
+    pickle.dumps(task)
+print(task.set_status_message("kept"), open("out/reports.txt").read().strip())
+'''
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_running_task_may_report_its_status_progress_and_url(tmp_path: Path,
+                                                                workers: str) -> None:
+    """Luigi lends a running task set_status_message(), set_progress_percentage() and
+    set_tracking_url(); here they write a line to the task's output (its log), so a
+    pipeline calling them builds as in Luigi; no_unpicklable_properties() as Luigi's."""
+    script = tmp_path / "check.py"
+    script.write_text(REPORTING_TASK)
+    answers = []
+    for tool in ("luigi", "batchdeps"):
+        (tmp_path / f"run-{tool}").mkdir()
+        done = subprocess.run([sys.executable, str(script), tool, workers],
+                              cwd=tmp_path / f"run-{tool}", capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        answers.append(done.stdout)
+        if tool == "batchdeps":
+            for line in ("status: halfway", "progress: 50%", "tracking url: http://jobs"):
+                assert line in done.stderr
+    assert answers[0] == answers[1] == "True\nkept done\n"
+
+
+RENAMED_CLASS = r'''
+import sys
+if sys.argv[1] == "luigi":
+    import luigi
+else:
+    import batchdeps.luigi as luigi
+
+def make(name):
+    class Made(luigi.Task):
+        n = luigi.IntParameter(default=1)
+        def complete(self):
+            return getattr(self, "done", False)
+        def run(self):
+            self.done = True
+    Made.__name__ = name
+    return Made
+
+Renamed = make("Renamed")
+print(Renamed.get_task_family(), Renamed(n=2).task_id, repr(Renamed.get_task_namespace()),
+      luigi.run(["--local-scheduler", "--no-lock", "Renamed", "--n", "3"]))
+'''
+
+
+def test_a_class_renamed_after_it_was_made_takes_the_new_name_as_family(tmp_path: Path) -> None:
+    """Class factories rename the class they make (`Made.__name__ = "X"`): Luigi reads the
+    family from the name when asked, so the new name is the family, in the task id and
+    on the command line; no namespace is ''."""
+    script = tmp_path / "check.py"
+    script.write_text(RENAMED_CLASS)
+    answers = [subprocess.run([sys.executable, str(script), tool], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout
+               for tool in ("luigi", "batchdeps")]
+    assert answers[0] == answers[1]
+    assert answers[1].split()[:3] == ["Renamed", "Renamed_2_fbe666d9fe", "''"]
+    assert answers[1].split()[-1] == "True"

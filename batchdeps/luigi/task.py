@@ -10,8 +10,10 @@ and luigi.cfg, Luigi's repr and exceptions, the instance cache, and Luigi's Wrap
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from .. import task as _bd
@@ -49,6 +51,11 @@ class Task(_bd.Task, metaclass=Register):
         super().__init_subclass__(**kwargs)
         if vars(cls).get("worker_timeout"):
             cls.timeout = float(cls.worker_timeout)  # type: ignore[arg-type]
+
+    @classmethod
+    def get_task_namespace(cls) -> str:
+        """The class's namespace; the empty string when it has none, as Luigi answers."""
+        return super().get_task_namespace() or ""
 
     @classmethod
     def collect_parameters(cls) -> None:
@@ -203,6 +210,45 @@ class Task(_bd.Task, metaclass=Register):
 
     def process_resources(self) -> dict[str, int]:
         return dict(self.resources)
+
+    # -- what Luigi's worker lends a running task: written to the attempt's log here ----
+    #: messages a scheduler sent the task (there is none: never any)
+    scheduler_messages: ClassVar[tuple[Any, ...]] = ()
+
+    def set_status_message(self, message: str) -> None:
+        """Luigi's status message for the scheduler's page: a line in the attempt's log."""
+        _note(self, "status", message)
+
+    def set_progress_percentage(self, percentage: float) -> None:
+        """Luigi's progress bar: a line in the attempt's log."""
+        _note(self, "progress", f"{percentage}%")
+
+    def set_tracking_url(self, tracking_url: str) -> None:
+        """Luigi's link to a running job: a line in the attempt's log."""
+        _note(self, "tracking url", tracking_url)
+
+    def decrease_running_resources(self, decrease_resources: dict[str, int]) -> None:
+        """Luigi's early release of resources: the slots are held until the attempt ends."""
+        _note(self, "resources kept until the end", decrease_resources)
+
+    @contextlib.contextmanager
+    def no_unpicklable_properties(self) -> Iterator[None]:
+        """Within the block, the callables set on this task over the methods above (Luigi's
+        worker sets such) are replaced by a string, so the task pickles."""
+        names = ("set_tracking_url", "set_status_message", "set_progress_percentage",
+                 "decrease_running_resources", "scheduler_messages")
+        kept = {name: self.__dict__[name] for name in names if name in self.__dict__}
+        for name in kept:
+            self.__dict__[name] = "placeholder_during_pickling"
+        try:
+            yield
+        finally:
+            self.__dict__.update(kept)
+
+
+def _note(task: Task, what: str, value: Any) -> None:
+    """A line of the running task's output (the attempt's log, when logs are kept)."""
+    print(f"{task.task_id}: {what}: {value}", file=sys.stderr, flush=True)
 
 
 def _visibility(param: Any) -> Any:

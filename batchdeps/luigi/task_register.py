@@ -39,8 +39,18 @@ class Register(abc.ABCMeta):
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
                 **kwargs: Any) -> Any:
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        if "task_family" not in namespace:
+            type.__setattr__(cls, "_family_from_name", True)
         Register._reg.append(cls)
         return cls
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        """A class renamed after it was made (`NewTask.__name__ = "X"`, as class factories
+        do) takes the new name as its family, as Luigi reads the name when asked."""
+        super().__setattr__(name, value)
+        if name == "__name__" and vars(cls).get("_family_from_name"):
+            namespace = cls.get_task_namespace()  # type: ignore[attr-defined]
+            super().__setattr__("task_family", f"{namespace}.{value}" if namespace else value)
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         unsupported = getattr(cls, "_luigi_unsupported", None)
