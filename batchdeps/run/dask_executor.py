@@ -92,7 +92,7 @@ def check_shared(plan: Plan | None, shared_paths: list[str]) -> None:
 
 @dataclass
 class _Attempt:
-    future: Any
+    future: Any  # None until `_send` hands it to the cluster
     index: int
     attempt: int
     log_path: str | None
@@ -133,6 +133,8 @@ class DaskExecutor:
         self._collector: threading.Thread | None = None
         self._wake = threading.Event()  # a future was added to `_completed`
         self._closing = False
+        #: (key, request) of attempts submitted since the last `_send`
+        self._unsent: list[tuple[str, AttemptRequest]] = []
 
     # -- start and stop ------------------------------------------------------------------
     def start(self, steps: list[Step]) -> None:
@@ -229,9 +231,10 @@ class DaskExecutor:
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
         self._closing = True
+        self._unsent.clear()
         if client is not None and self._attempts:  # none should be left: let the thread end
             with contextlib.suppress(Exception):
-                client.cancel([a.future for a in self._attempts.values()])
+                client.cancel(self._futures(self._attempts.values()))
         self._wake.set()
         if self._collector is not None:
             self._collector.join(2.0)
@@ -268,15 +271,34 @@ class DaskExecutor:
             log_mode=getattr(task_logs, "mode", None) if log_path else None,
             log_level=getattr(task_logs, "level", logging.INFO))
         key = f"batchdeps-{settings.run_id}-{step.index}-{attempt}"
-        future = self._client.submit(run_attempt, request, key=key, pure=False)
         now = time.monotonic()
-        self._attempts[key] = _Attempt(future, step.index, attempt, log_path, now, None,
+        self._attempts[key] = _Attempt(None, step.index, attempt, log_path, now, None,
                                        timeout=timeout)
         self.running[step.index] = now
-        self._completed.add(future)
+        self._unsent.append((key, request))
+
+    def _send(self) -> None:
+        """Hand the attempts submitted since the last call to the cluster, in one message.
+
+        The runner submits the attempts it can start, then waits: they go out together (one
+        graph update for the scheduler instead of one each), in the order submitted."""
+        if not self._unsent:
+            return
+        keys = [key for key, _ in self._unsent]
+        requests = [request for _, request in self._unsent]
+        self._unsent = []
+        futures = self._client.map(run_attempt, requests, key=keys, pure=False)
+        for key, future in zip(keys, futures):
+            self._attempts[key].future = future
+        self._completed.update(futures)
         self._wake.set()
 
+    @staticmethod
+    def _futures(attempts: Any) -> list[Any]:
+        return [a.future for a in attempts if a.future is not None]
+
     def wait(self, timeout: float) -> list[Outcome]:
+        self._send()
         outcomes: list[Outcome] = []
         ended: list[tuple[str, Any]] = []
         self._take_events(outcomes)
@@ -340,8 +362,9 @@ class DaskExecutor:
     def _forget(self, key: str) -> None:
         attempt = self._attempts.pop(key)
         self.running.pop(attempt.index, None)
-        with contextlib.suppress(Exception):
-            attempt.future.cancel()
+        if attempt.future is not None:
+            with contextlib.suppress(Exception):
+                attempt.future.cancel()
 
     def _outcome(self, attempt: _Attempt, result: Any) -> Outcome:
         """The attempt's Outcome from what its Dask task ended with: an AttemptReply, None
@@ -384,14 +407,15 @@ class DaskExecutor:
         if self._client is None:
             return
         self._take_events([])
+        self._unsent.clear()  # never sent: nothing to stop
         pending = dict(self._attempts)
         self._attempts.clear()
         self.running.clear()
         # Those a worker said it started, and that had not ended before the cancel.
-        started = {key for key, a in pending.items()
-                   if a.worker and a.future.status not in ("finished", "error")}
+        started = {key for key, a in pending.items() if a.worker and a.future is not None
+                   and a.future.status not in ("finished", "error")}
         with contextlib.suppress(Exception):
-            self._client.cancel([a.future for a in pending.values()])
+            self._client.cancel(self._futures(pending.values()))
         deadline = time.monotonic() + grace + 2.0
         while started and time.monotonic() < deadline:
             self._take_events([])
@@ -401,6 +425,7 @@ class DaskExecutor:
 
     def kill_all(self) -> None:
         """Cancel every attempt now (their workers kill their processes), without waiting."""
+        self._unsent.clear()
         if self._client is not None:
             with contextlib.suppress(Exception):
-                self._client.cancel([a.future for a in self._attempts.values()])
+                self._client.cancel(self._futures(self._attempts.values()))
