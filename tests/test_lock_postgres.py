@@ -322,7 +322,7 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
         holder = Holder("h", 1, "r")
 
         def wal_syncs() -> int:
-            for conn in (store._conn, store._sync_conn):
+            for conn in (store._main.conn, store._writes.conn, store._flush.conn):
                 if conn is not None:
                     conn.execute("SELECT pg_stat_force_next_flush()")
                     conn.execute("SELECT 1")  # the stats go at the end of a statement
@@ -339,14 +339,15 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
             assert store.release_many([(lease.key, lease.token) for lease in leases[:10]
                                        if lease is not None], holder) == [True] * 10
             unsynced = wal_syncs()
-            written = store._conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+            written = store._main.conn.execute(
+                "SELECT pg_current_wal_insert_lsn()").fetchone()[0]
             store.sync()
             flushed = watcher.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn",
                                       (str(written),)).fetchone()[0]
             # 50 commits, not 50 flushes: only the WAL writer's own, now and then
             assert unsynced - before < 20, unsynced - before
             assert flushed  # sync() returned once the WAL up to the grants was on disk
-            assert store._conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+            assert store._main.conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
         finally:
             watcher.close()
             store.close()
@@ -363,9 +364,10 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
             conn.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET synchronous_commit = off")
         store = PgLeaseStore(url)
         try:
-            assert store._conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+            assert store._main.conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
             assert store.acquire("After", holder, 600)[0]
-            written = store._conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+            written = store._main.conn.execute(
+                "SELECT pg_current_wal_insert_lsn()").fetchone()[0]
             store.sync()
             with psycopg.connect(url, autocommit=True) as conn:
                 assert conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn",

@@ -135,6 +135,41 @@ def test_renewal_after_expiry_is_refused_even_when_nobody_took_it(store: LeaseSt
     assert store.get("T") is None
 
 
+def test_renew_many_renews_the_callers_leases_and_says_why_each_other_is_lost(
+        store: LeaseStore) -> None:
+    """A heartbeat's batch: the live leases of the caller are renewed, each other one is
+    answered with the reason it is lost (released, granted again, expired: that one is
+    reaped and audited), in the order asked, and none holds back the rest."""
+    kept = store.acquire_many(["k1", "k2"], A, 1.0)
+    _, released = store.acquire("gone", A, 10)
+    _, late = store.acquire("late", A, SHORT)
+    _, taken = store.acquire("taken", A, SHORT)
+    assert released is not None and late is not None and taken is not None
+    assert store.release("gone", released.token, A)
+    time.sleep(SHORT + 0.2)  # late and taken expire; k1 and k2 (1 s) are still live
+    _, theirs = store.acquire("taken", B, 10)
+    assert theirs is not None
+    t1, t2 = (lease.token for _, lease in kept)
+    answers = store.renew_many([("k2", t2), ("gone", released.token), ("taken", taken.token),
+                                ("late", late.token), ("k1", t1), ("k1", t1)], A)
+    renewed = [a for a in answers if not isinstance(a, LeaseNotHeld)]
+    assert [(lease.key, lease.token) for lease in renewed] == [("k2", t2), ("k1", t1),
+                                                                ("k1", t1)]
+    assert all(lease.holder == A and lease.expires_in > 0.8 for lease in renewed)
+    reasons = [str(a) for a in answers if isinstance(a, LeaseNotHeld)]
+    assert "gone was released or expired" in reasons[0]
+    assert "taken was granted again" in reasons[1] and f"token {theirs.token}" in reasons[1]
+    assert "late expired before it was renewed" in reasons[2]
+    assert store.renew_many([], A) == []
+    assert store.get("late") is None
+    current = store.get("taken")
+    assert current is not None and current.holder == B  # another's lease is left alone
+    expired = [(row.key, row.detail) for row in store.audit_since(0.0) if row.event == "expire"]
+    assert ("late", "expired before it was renewed") in expired
+    time.sleep(0.5)  # past the first TTL of k1 and k2: the renewal kept them
+    assert {lease.key for lease in store.by_holder(A.host, A.pid)} == {"k1", "k2"}
+
+
 def test_release_needs_the_holder_and_the_token(store: LeaseStore) -> None:
     _, lease = store.acquire("T", A, 10)
     assert lease is not None

@@ -3,7 +3,8 @@
 Imported only by `batchdeps lock-server`. Handlers run on one event loop and call the
 store (the `store.LeaseStore` interface, nothing else) synchronously, so each request's
 read-modify-write is atomic in one process; across replicas the PostgreSQL store makes
-each call atomic in the database. Each route needs a role
+each call atomic in the database (its lease changes are made from worker threads, so that
+the loop never waits for the database: `GroupCommit.off_loop`). Each route needs a role
 (`protocol.ROUTE_ROLES`, tokens in locks/auth.py); tokens are compared in constant time,
 bodies are size-limited, authenticated requests and authentication failures are
 rate-limited per client address in separate budgets, and connections are capped and timed
@@ -27,6 +28,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -60,6 +62,8 @@ RouteSet = Callable[["LockServer", web.Application], None]
 ROLES_KEY = "batchdeps_roles"  # request[ROLES_KEY]: the roles of the request's token
 T = TypeVar("T")
 EXPIRY_SWEEP_SECONDS = 1.0
+#: worker threads that make a threaded store's lease changes (requests in flight at once)
+STORE_THREADS = 32
 AUDIT_PRUNE_SECONDS = 600.0
 
 
@@ -151,19 +155,34 @@ class GroupCommit:
     change raise, the whole transaction is rolled back and every change of the batch is
     made again in a transaction of its own, so one bad request never fails another. A
     store whose `transaction()` groups nothing (`groups` False: PostgreSQL, where every
-    call commits on its own) gets each change on its own at once.
+    call commits on its own) gets each change on its own at once; a `threaded` store
+    (PostgreSQL) gets it from a worker thread (`off_loop`), and puts the changes made at
+    once in shared statements itself.
     """
 
     def __init__(self, store: LeaseStore) -> None:
         self.store = store
         self.batches = 0  # transactions made, each for one batch (or one retried change)
         self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._threads: ThreadPoolExecutor | None = None
+
+    async def off_loop(self, call: Callable[[], T]) -> T:
+        """`call()`: in a worker thread for a `threaded` store (the loop serves other
+        requests while the database answers), else here and now."""
+        if not self.store.threaded:
+            return call()
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(STORE_THREADS, "batchdeps-store")
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
 
     async def run(self, change: Callable[[], T]) -> T:
         """The result of `change()`, made inside a transaction shared with its batch."""
         if not self.store.groups:
-            with self.store.transaction():
-                return change()
+            return await self.off_loop(change)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((change, future))
@@ -408,19 +427,20 @@ class LockServer:
         req = p.parse_renew(await self._body(request))
         renewed: list[dict[str, Any]] = []
         lost: list[dict[str, Any]] = []
-        for key, token in req.leases:
-            try:
-                lease = self.store.renew(key, token, req.holder)
-            except LeaseNotHeld as exc:
-                lost.append({"key": key, "token": token, "reason": str(exc)})
+        answers = await self.commits.off_loop(
+            lambda: self.store.renew_many(req.leases, req.holder))
+        for (key, token), answer in zip(req.leases, answers):
+            if isinstance(answer, LeaseNotHeld):
+                lost.append({"key": key, "token": token, "reason": str(answer)})
             else:
-                renewed.append({"key": key, "token": token, "expires_in": lease.expires_in})
+                renewed.append({"key": key, "token": token, "expires_in": answer.expires_in})
         return web.json_response({"renewed": renewed, "lost": lost})
 
     async def check(self, request: web.Request) -> web.Response:
         ref = p.parse_lease_ref(await self._body(request))
         try:
-            lease = self.store.check(ref.key, ref.token, ref.holder)
+            lease = await self.commits.off_loop(
+                lambda: self.store.check(ref.key, ref.token, ref.holder))
         except LeaseNotHeld as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=p.LEASE_LOST)
         return web.json_response({"ok": True, "expires_in": lease.expires_in})
@@ -639,6 +659,7 @@ async def _serve(server: LockServer, sock: socket.socket,
              server.commits.batches)
     listener.close()
     await runner.cleanup()
+    server.commits.close()
     server.store.close()
 
 

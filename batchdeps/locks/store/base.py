@@ -82,12 +82,17 @@ class LeaseStore(Protocol):
     whether `transaction()` makes one commit of the calls inside, so that an exception
     inside undoes all of them (SQLite); a store whose every call commits on its own says
     False (PostgreSQL), and the server then never puts two requests' calls in one.
+    `threaded` says whether calls may be made from many threads at once (PostgreSQL: each
+    waits for a database server, and changes made at once share statements); the server
+    then makes its lease changes from a pool of threads, so that its event loop never
+    waits for the database. A store that says False is called from one thread only.
     """
 
     path: str
     kind: str
     grants: int
     groups: bool
+    threaded: bool
     event_counts: dict[str, int]
 
     @property
@@ -117,6 +122,13 @@ class LeaseStore(Protocol):
 
     def renew(self, key: str, token: int, holder: Holder) -> LeaseRow:
         """Extend the caller's live lease by its TTL; LeaseNotHeld when it is not theirs."""
+        ...
+
+    def renew_many(self, leases: Sequence[tuple[str, int]], holder: Holder
+                   ) -> list[LeaseRow | LeaseNotHeld]:
+        """`renew` for each (key, token), in order: the renewed lease, or the LeaseNotHeld
+        that says why it is not the caller's (returned, not raised: the others are renewed
+        all the same). One round trip and one commit for all."""
         ...
 
     def check(self, key: str, token: int, holder: Holder) -> LeaseRow:

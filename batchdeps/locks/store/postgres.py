@@ -7,21 +7,24 @@ them), a grant is one call of `batchdeps_acquire()` in its own transaction (pgsc
 and expired leases are reaped with `FOR UPDATE SKIP LOCKED`, so two replicas sweeping at
 once each take different rows and neither waits for the other.
 
-Each call is one statement and commits on its own (the connection is in autocommit), so a
-row lock lasts only one statement; a batch (acquire-many, release-many) is one statement,
-hence one transaction and one commit, answered key by key (leases are independent: a
-batch is not all-or-nothing, as in the SQLite store).
+Each change is one statement and commits on its own (the connections are in autocommit),
+so a row lock lasts only one statement; a batch (acquire-many, release-many, renew) is one
+statement, hence one transaction and one commit, answered key by key (leases are
+independent: a batch is not all-or-nothing, as in the SQLite store). The store is
+thread-safe (`threaded`): the server makes lease changes from a pool of threads, and
+changes made at the same time share statements (pgbatch.py: group commit across
+requests); reads, the audit, reaping and an operator's changes go over a connection of
+their own.
 
 Durability, as in the SQLite store: grants and releases commit without waiting for the
 disk (synchronous_commit off for their own transaction only); `grants` counts the grants,
 and the server announces one only after `sync()`, a flush on a connection of its own that
 covers every grant before it (one for all that piled up: group commit). A release is not
 flushed before it is answered (one that a crash forgets leaves its lease held until its
-deadline). Renewals and fence checks commit synchronously: a forgotten renewal would bring
-a deadline forward. A
-connection that breaks (PostgreSQL restarted, a network cut) is dropped; the call is tried
-once more on a new connection when doing it twice is harmless, else it fails with
-StoreUnavailable (the server answers 503 and the client retries, here or at another
+deadline). Renewals and fence checks commit synchronously (all those of a batch with one
+flush): a forgotten renewal would bring a deadline forward. A connection that breaks
+(PostgreSQL restarted, a network cut) is dropped; the call is tried once more on a new
+connection when doing it twice is harmless, else it fails with StoreUnavailable (the server answers 503 and the client retries, here or at another
 replica).
 
 psycopg is imported when a store is opened, never at import time.
@@ -41,6 +44,7 @@ from ...errors import UsageError
 from ..protocol import Holder, resource_key
 from . import pgschema
 from .base import AuditRow, LeaseNotHeld, LeaseRow, StoreError, StoreUnavailable
+from .pgbatch import ACQUIRE, RELAXED, RELEASE, RENEW, SOLO, Combiner, apply
 
 if TYPE_CHECKING:
     from ...history.store import HistoryStore
@@ -51,30 +55,9 @@ EXTRA = "batchdeps[postgres]"
 CONNECT_OPTIONS = {"connect_timeout": 3, "keepalives_idle": 5, "keepalives_interval": 2,
                    "keepalives_count": 2, "application_name": "batchdeps-lock-server"}
 SESSION_SETTINGS = "SET statement_timeout = '10s'; SET lock_timeout = '5s'"
-#: release-many: lock the caller's rows in key order, delete them, audit each, answer them;
-#: without waiting for the disk (a row is deleted only after the join read `relaxed`, so
-#: the setting is in force before the commit).
-#: turns synchronous_commit off for the statement's own transaction (a FROM item of it)
-RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
 #: sync(): a write, so that its commit waits for the WAL flush (a transaction that wrote
 #: nothing, even one with a transaction id, commits without flushing)
 SYNC_SQL = "UPDATE batchdeps_meta SET value = value WHERE name = 'schema'"
-#: `{match}` picks the rows: RELEASE_MATCH (for one pair, the primary key's equality)
-RELEASE_SQL = (
-    f"WITH mine AS (SELECT l.key, l.token FROM {RELAXED}, batchdeps_leases l WHERE {{match}} "
-    "AND l.host = %(host)s AND l.pid = %(pid)s AND l.run_id = %(run)s "
-    'ORDER BY l.key COLLATE "C" FOR UPDATE OF l), '
-    "gone AS (DELETE FROM batchdeps_leases l USING mine "
-    "WHERE l.key = mine.key AND l.token = mine.token RETURNING l.key, l.token), "
-    "logged AS (INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
-    "SELECT extract(epoch FROM now()), 'release', key, token, %(holder)s, %(address)s, '' "
-    "FROM gone) SELECT key, token FROM gone")
-RELEASE_MATCH = {
-    "one": RELEASE_SQL.format(match="l.key = %(key)s AND l.token = %(token)s"),
-    "many": RELEASE_SQL.format(
-        match="l.key = ANY(%(keys)s::text[]) AND (l.key, l.token) IN "
-              "(SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::bigint[]))"),
-}
 _COLUMNS = ("key, token, host, pid, run_id, ttl, extract(epoch FROM granted_at), "
             "extract(epoch FROM expires_at - now())")
 
@@ -115,11 +98,55 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+class Link:
+    """One connection to the database, made again when the last one broke.
+
+    Used by one thread at a time: the store has one for the server's event loop, one for
+    the thread leading a batch of changes, one for `sync()`.
+    """
+
+    def __init__(self, store: PgLeaseStore, durable: bool = False) -> None:
+        self.store = store
+        self.durable = durable  # commits wait for their flush even where the database's
+        self.conn: Any = None   # synchronous_commit is off (sync()'s link)
+
+    def connect(self) -> Any:
+        store = self.store
+        conn = store.psycopg.connect(store.url, autocommit=True, **CONNECT_OPTIONS)
+        conn.execute(SESSION_SETTINGS)
+        if self.durable and conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+            conn.execute("SET synchronous_commit = on")
+        self.conn = conn
+        return conn
+
+    def run(self, work: Callable[[Any], T], retry: bool = True) -> T:
+        """`work(connection)`, on a new connection if the last one broke; tried again once
+        on another when `retry` (doing it twice is harmless), else StoreUnavailable."""
+        psycopg = self.store.psycopg
+        for attempt in (1, 2):
+            try:
+                conn = self.conn
+                if conn is None or conn.closed or conn.broken:
+                    conn = self.connect()
+                return work(conn)
+            except psycopg.OperationalError as exc:
+                self.close()
+                if attempt == 2 or not retry:
+                    raise StoreUnavailable(f"the lease database {self.store.path} did not "
+                                           f"answer: {_first_line(exc)}") from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        _close_quietly(self.conn)
+        self.conn = None
+
+
 class PgLeaseStore:
     """Leases in one PostgreSQL database (see the module docstring)."""
 
     kind = "postgresql"
     groups = False  # every call commits on its own; transaction() groups nothing
+    threaded = True  # changes from many threads at once share statements (pgbatch.py)
 
     def __init__(self, url: str) -> None:
         """Connect and check the schema; StoreError (exit 2) when it cannot be used."""
@@ -128,45 +155,23 @@ class PgLeaseStore:
         self.path = redact(self.url)
         self.grants = 0
         self.event_counts: dict[str, int] = {}
-        self._conn: Any = None
-        self._sync_conn: Any = None  # sync()'s own (it runs in another thread)
-        self._sync_lock = threading.Lock()
-        conn = self._connect_or_refuse()
-        pgschema.require_current(conn, self.path)
-
-    # -- connection ---------------------------------------------------------------------------
-    def _connect(self) -> Any:
-        conn = self.psycopg.connect(self.url, autocommit=True, **CONNECT_OPTIONS)
-        conn.execute(SESSION_SETTINGS)
-        self._conn = conn
-        return conn
-
-    def _connect_or_refuse(self) -> Any:
+        self._counting = threading.Lock()  # grants and event_counts, from any thread
+        self._main = Link(self)  # the caller's: reads, audit, reaping, operators' changes
+        self._writes = Link(self)  # the lease changes', used by the leading thread only
+        self._flush = Link(self, durable=True)  # sync()'s (it runs in a thread of its own)
+        self._flushing = threading.Lock()
+        self.changes = Combiner(lambda batch: apply(self, batch))
         try:
-            return self._connect()
+            conn = self._main.connect()
         except self.psycopg.Error as exc:
             raise StoreError(f"cannot connect to the lease database {self.path}: "
                              f"{_first_line(exc)}") from None
+        pgschema.require_current(conn, self.path)
 
+    # -- connection ---------------------------------------------------------------------------
     def _run(self, work: Callable[[Any], T], retry: bool = True) -> T:
-        """`work(connection)`, on a new connection if the last one broke."""
-        psycopg = self.psycopg
-        for attempt in (1, 2):
-            try:
-                conn = self._conn
-                if conn is None or conn.closed or conn.broken:
-                    conn = self._connect()
-                return work(conn)
-            except psycopg.OperationalError as exc:
-                self._drop()
-                if attempt == 2 or not retry:
-                    raise StoreUnavailable(f"the lease database {self.path} did not answer: "
-                                           f"{_first_line(exc)}") from None
-        raise AssertionError("unreachable")
-
-    def _drop(self) -> None:
-        _close_quietly(self._conn)
-        self._conn = None
+        """`work(connection)` on the caller's connection."""
+        return self._main.run(work, retry)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -174,9 +179,10 @@ class PgLeaseStore:
         yield
 
     def close(self) -> None:
-        self._drop()
-        with self._sync_lock:
-            self._close_sync()
+        self._main.close()
+        self._writes.close()
+        with self._flushing:
+            self._flush.close()
 
     def sync(self) -> None:
         """Flush the WAL up to now: every grant committed before this call is durable.
@@ -185,32 +191,11 @@ class PgLeaseStore:
         that writes (SYNC_SQL) and so waits for its flush (on disk, and on a synchronous
         standby where one is configured; the database's synchronous_commit is kept, but
         `off` is raised to `on` for this connection), and a flush covers all the WAL before
-        it. The server calls it,
-        from a thread, before it announces a grant, once for all that piled up meanwhile
-        (its GroupSync), so it runs on a connection of its own.
+        it. The server calls it, from a thread, before it announces a grant, once for all
+        that piled up meanwhile (its GroupSync), so it runs on a connection of its own.
         """
-        psycopg = self.psycopg
-        with self._sync_lock:
-            for attempt in (1, 2):
-                try:
-                    if self._sync_conn is None or self._sync_conn.closed:
-                        self._sync_conn = self.psycopg.connect(
-                            self.url, autocommit=True, **CONNECT_OPTIONS)
-                        self._sync_conn.execute(SESSION_SETTINGS)
-                        if self._sync_conn.execute(
-                                "SHOW synchronous_commit").fetchone()[0] == "off":
-                            self._sync_conn.execute("SET synchronous_commit = on")
-                    self._sync_conn.execute(SYNC_SQL)
-                    return
-                except psycopg.OperationalError as exc:
-                    self._close_sync()
-                    if attempt == 2:
-                        raise StoreUnavailable(f"the lease database {self.path} did not "
-                                               f"answer: {_first_line(exc)}") from None
-
-    def _close_sync(self) -> None:
-        _close_quietly(self._sync_conn)
-        self._sync_conn = None
+        with self._flushing:
+            self._flush.run(lambda conn: conn.execute(SYNC_SQL))
 
     def health(self) -> dict[str, Any]:
         try:
@@ -225,7 +210,8 @@ class PgLeaseStore:
         return PgHistoryStore(self.url, self.path)
 
     def _count(self, event: str, n: int = 1) -> None:
-        self.event_counts[event] = self.event_counts.get(event, 0) + n
+        with self._counting:
+            self.event_counts[event] = self.event_counts.get(event, 0) + n
 
     # -- reading ------------------------------------------------------------------------------
     @staticmethod
@@ -288,7 +274,8 @@ class PgLeaseStore:
         event = row[0]
         lease = self._lease(row[1:])
         if event != "held":
-            self.grants += 1  # announced only once sync() has flushed it
+            with self._counting:
+                self.grants += 1  # announced only once sync() has flushed it
         if event in ("grant", "takeover"):
             self._count("grant")
             if event == "takeover":
@@ -299,63 +286,52 @@ class PgLeaseStore:
     def acquire(self, key: str, holder: Holder, ttl: float,
                 address: str = "") -> tuple[bool, LeaseRow | None]:
         """One call of `batchdeps_acquire()`; safe to send twice (see acquire_many)."""
-        row = self._run(lambda conn: conn.execute(
-            f"SELECT a.* FROM {RELAXED}, "
-            "batchdeps_acquire(%s, %s, %s, %s, %s, %s, false) AS a",
-            (key, holder.host, holder.pid, holder.run_id, float(ttl), address)).fetchone())
-        return self._granted(row)
+        answer: tuple[bool, LeaseRow] = self.changes.submit(
+            ACQUIRE, [key], holder, float(ttl), address)[0]
+        return answer
 
     def acquire_many(self, keys: Sequence[str], holder: Holder, ttl: float,
                      address: str = "") -> list[tuple[bool, LeaseRow]]:
-        """One statement for the batch. Keys are locked in sorted order, so two batches
-        that overlap cannot deadlock. Safe to send twice: a grant to the same holder is
-        answered again with the same token."""
+        """One statement for the batch (with other acquires made at once). Keys are locked
+        in sorted order, so two batches that overlap cannot deadlock. Safe to send twice:
+        a grant to the same holder is answered again with the same token."""
         if not keys:
             return []
-        ordered = sorted(set(keys))
-        rows = self._run(lambda conn: conn.execute(
-            f"SELECT a.* FROM {RELAXED}, unnest(%s::text[]) WITH ORDINALITY AS k(key, n) "
-            "CROSS JOIN LATERAL batchdeps_acquire(k.key, %s, %s, %s, %s, %s, false) AS a "
-            "ORDER BY k.n", (ordered, holder.host, holder.pid, holder.run_id, float(ttl),
-                             address)).fetchall())
-        by_key = {row[1]: self._granted(row) for row in rows}
-        return [by_key[key] for key in keys]
+        answers: list[tuple[bool, LeaseRow]] = self.changes.submit(
+            ACQUIRE, list(keys), holder, float(ttl), address)
+        return answers
 
     def acquire_resource(self, name: str, slots: int, holder: Holder, ttl: float,
                          address: str = "") -> LeaseRow | None:
         """Slots are tried in order, skipping those another grant has locked this instant.
         Not sent twice on a broken connection (a second slot could be taken)."""
         keys = [resource_key(name, slot) for slot in range(slots)]
-        row = self._run(lambda conn: conn.execute(
-            f"SELECT a.* FROM {RELAXED}, "
-            "batchdeps_acquire_slot(%s::text[], %s, %s, %s, %s, %s) AS a",
-            (keys, holder.host, holder.pid, holder.run_id, float(ttl), address)).fetchone(),
-            retry=False)
-        return self._granted(row)[1] if row is not None else None
+
+        def grant(conn: Any) -> LeaseRow | None:
+            row = conn.execute(
+                f"SELECT a.* FROM {RELAXED}, "
+                "batchdeps_acquire_slot(%s::text[], %s, %s, %s, %s, %s) AS a",
+                (keys, holder.host, holder.pid, holder.run_id, float(ttl), address)
+            ).fetchone()
+            return self._granted(row)[1] if row is not None else None
+
+        lease: LeaseRow | None = self.changes.submit(SOLO, grant)
+        return lease
 
     def renew(self, key: str, token: int, holder: Holder) -> LeaseRow:
-        row = self._run(lambda conn: conn.execute(
-            "UPDATE batchdeps_leases SET expires_at = now() + ttl * interval '1 second' "
-            "WHERE key = %s AND token = %s AND host = %s AND pid = %s AND run_id = %s "
-            f"AND expires_at > now() RETURNING {_COLUMNS}",
-            (key, token, holder.host, holder.pid, holder.run_id)).fetchone())
-        if row is not None:
-            return self._lease(row)
-        found = self._select("key = %s", (key,))
-        if not found:
-            raise LeaseNotHeld(f"{key} was released or expired")
-        current = found[0]
-        if current.token != token or current.holder != holder:
-            raise LeaseNotHeld(f"{key} was granted again (token {current.token}, held by "
-                               f"{current.holder.describe()})")
-        gone = self._run(lambda conn: conn.execute(
-            "WITH gone AS (DELETE FROM batchdeps_leases WHERE key = %s AND token = %s "
-            "AND expires_at <= now() RETURNING key, token) "
-            "INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
-            "SELECT extract(epoch FROM now()), 'expire', key, token, %s, '', "
-            "'expired before it was renewed' FROM gone", (key, token, holder.text())).rowcount)
-        self._count("expire", gone)
-        raise LeaseNotHeld(f"{key} expired before it was renewed")
+        answer = self.renew_many([(key, token)], holder)[0]
+        if isinstance(answer, LeaseNotHeld):
+            raise answer
+        return answer
+
+    def renew_many(self, leases: Sequence[tuple[str, int]], holder: Holder
+                   ) -> list[LeaseRow | LeaseNotHeld]:
+        """One statement for the batch (with other renewals made at once), one flush."""
+        if not leases:
+            return []
+        answers: list[LeaseRow | LeaseNotHeld] = self.changes.submit(
+            RENEW, [(key, int(token)) for key, token in leases], holder)
+        return answers
 
     def check(self, key: str, token: int, holder: Holder) -> LeaseRow:
         return self.renew(key, token, holder)
@@ -365,7 +341,8 @@ class PgLeaseStore:
 
     def release_many(self, leases: Sequence[tuple[str, int]], holder: Holder,
                      address: str = "") -> list[bool]:
-        """One statement for the batch, safe to send twice.
+        """One statement for the batch (with other releases made at once), safe to send
+        twice.
 
         The rows are locked in key order (`COLLATE "C"`: code point order, as Python sorts
         the keys of an acquire-many), so a release and an acquire-many that share keys
@@ -376,19 +353,8 @@ class PgLeaseStore:
         """
         if not leases:
             return []
-        keys = [key for key, _ in leases]
-        tokens = [int(token) for _, token in leases]
-        args = {"keys": keys, "tokens": tokens, "key": keys[0], "token": tokens[0],
-                "host": holder.host, "pid": holder.pid, "run": holder.run_id,
-                "holder": holder.text(), "address": address}
-        sql = RELEASE_MATCH["one" if len(leases) == 1 else "many"]
-        rows = self._run(lambda conn: conn.execute(sql, args).fetchall())
-        freed = {(key, int(token)) for key, token in rows}
-        self._count("release", len(freed))
-        answers = []
-        for key, token in leases:  # a pair given twice is freed once, as by release()
-            answers.append((key, int(token)) in freed)
-            freed.discard((key, int(token)))
+        answers: list[bool] = self.changes.submit(
+            RELEASE, [(key, int(token)) for key, token in leases], holder, address)
         return answers
 
     def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:

@@ -161,6 +161,7 @@ class SqliteLeaseStore:
         self._audit_rows: list[tuple[Any, ...]] = []  # audit lines of the open transaction
         self._undo: list[tuple[str, float | None]] = []  # expiries the transaction changed
         self.groups = True  # transaction() is one commit: a failure inside undoes it all
+        self.threaded = False  # one thread only: the server's event loop
         self._token_high = int(self.db.execute(
             "SELECT value FROM meta WHERE name = 'token_high'").fetchone()[0])
         self._token_written = self._token_high  # the mark as the database has it
@@ -562,6 +563,18 @@ class SqliteLeaseStore:
         row = self._mine(key, token, holder)
         self._set_expiry(key, self.clock() + row[5])
         return self._lease(row)
+
+    def renew_many(self, leases: Sequence[tuple[str, int]], holder: Holder
+                   ) -> list[LeaseRow | LeaseNotHeld]:
+        """`renew` for each (key, token), in order; a lease not the caller's answers the
+        LeaseNotHeld saying why (the others are renewed all the same)."""
+        answers: list[LeaseRow | LeaseNotHeld] = []
+        for key, token in leases:
+            try:
+                answers.append(self.renew(key, token, holder))
+            except LeaseNotHeld as exc:
+                answers.append(exc)
+        return answers
 
     def check(self, key: str, token: int, holder: Holder) -> LeaseRow:
         """The fence before a commit: as `renew`."""
