@@ -106,6 +106,7 @@ class NoLocks:
     def try_acquire(self, key: str) -> Lease | None: return Lease(key)
     def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
         return [Lease(key) for key in keys]
+    def acquire_ahead(self, keys: list[str]) -> None: ...
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None: return Lease(name)
     def holder(self, key: str) -> str: return ""
     def check(self, lease: Lease) -> None: ...

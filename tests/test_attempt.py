@@ -45,11 +45,18 @@ class FakeLocks:
         self.slots: dict[str, int] = {}
         self.granted: list[str] = []
         self.checks = 0
+        self.ahead: dict[str, Lease | None] = {}  # answers to acquire_ahead, not picked up
 
     def start(self) -> None:
         pass
 
+    def acquire_ahead(self, keys: list[str]) -> None:
+        # Taken now, in one batch, as the lock server client's acquirer thread would.
+        self.ahead.update(zip(keys, self.try_acquire_many(keys)))
+
     def try_acquire(self, key: str) -> Lease | None:
+        if key in self.ahead:
+            return self.ahead.pop(key)
         if key in self.other or key in self.ours:
             return None
         lease = self.ours[key] = Lease(key, fencing_token=len(self.granted) + 1)
@@ -423,7 +430,8 @@ def test_lock_polls_due_together_go_in_one_request_and_answer_as_lone_polls(
         single = locks.try_acquire
 
         def one(key: str) -> Lease | None:
-            calls.append((clock.now, "single", 1))
+            if key not in locks.ahead:  # an answer asked for ahead is no request
+                calls.append((clock.now, "single", 1))
             return single(key)
 
         def batch(keys: list[str]) -> list[Lease | None]:
@@ -447,3 +455,62 @@ def test_lock_polls_due_together_go_in_one_request_and_answer_as_lone_polls(
     assert all(kind == "many" and size == 3 for _, kind, size in later), together
     assert [when for when, _, _ in later] == pytest.approx(polls_alone)
     assert sum(size for _, _, size in first) == 3  # each task asked for once at the start
+
+
+def test_leases_asked_for_ahead_cover_only_the_next_rounds(tmp_path: Path) -> None:
+    """With a forked executor's limit (free slots and one round per worker), a run holds
+    at most twice that many leases ahead besides the running ones, asked for in batches:
+    it never sits on leases of work it will not start soon."""
+    tasks = [Out(path=str(tmp_path / f"t{n}")) for n in range(120)]
+    clock, locks = Clock(), FakeLocks()
+    held_peak = asked = 0
+    take_ahead = locks.acquire_ahead
+
+    def ahead(keys: list[str]) -> None:
+        nonlocal held_peak, asked
+        asked += 1
+        take_ahead(keys)
+        held_peak = max(held_peak, len(locks.ours))
+
+    locks.acquire_ahead = ahead  # type: ignore[method-assign]
+    executor = FakeExecutor(clock, writes(), slots=2)
+    executor.prefetch_limit = (  # type: ignore[method-assign]
+        lambda: executor.free_slots() + executor.slots)
+    result, _ = run(tasks, locks, executor, clock)
+    assert result.exit_code == ExitCode.OK and len(locks.granted) == 120
+    assert locks.granted == [task.task_id for task in tasks]  # in the plan's order
+    assert 2 <= held_peak <= 2 * (2 + 2) + 2, held_peak
+    assert asked <= 120 / 2, asked  # in batches of at least two
+
+
+def test_leases_asked_for_ahead_pass_over_steps_another_run_built(tmp_path: Path) -> None:
+    """Once another run is met (the first task is held elsewhere), the outputs of the next
+    steps are looked at before their leases are asked for ahead: the ones built meanwhile
+    are closed as built elsewhere without a lease."""
+    tasks = [Out(path=str(tmp_path / f"p{n}")) for n in range(12)]
+    clock, locks = Clock(), FakeLocks()
+    locks.other.add(tasks[0].task_id)
+    asked: list[str] = []
+    take_ahead = locks.acquire_ahead
+
+    def ahead(keys: list[str]) -> None:
+        asked.extend(keys)
+        take_ahead(keys)
+
+    def work(step: Step, attempt: int) -> tuple[float, bool]:
+        for task in tasks[8:]:  # meanwhile the other run builds the last four
+            Path(task.path).write_text("theirs")
+        Path(step.task.path).write_text("ours")
+        return 1.0, True
+
+    locks.acquire_ahead = ahead  # type: ignore[method-assign]
+    executor = FakeExecutor(clock, work, slots=2)
+    executor.prefetch_limit = (  # type: ignore[method-assign]
+        lambda: executor.free_slots() + executor.slots)
+    result, _ = run(tasks, locks, executor, clock, wait_timeout=1.0)
+    assert set(asked) == {task.task_id for task in tasks[:8]}
+    for task in tasks[8:]:
+        only = result.tasks[task.task_id]
+        assert only.status == Status.BUILT_ELSEWHERE and "before taking its lock" in only.reason
+        assert Path(task.path).read_text() == "theirs"
+    assert {result.tasks[t.task_id].status for t in tasks[1:8]} == {Status.BUILT}

@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from support.lockutil import TOKEN, LockServer
+from support.lockutil import TOKEN, LockServer, holder_json
 from support.waiting import wait_for
 
 from batchdeps.errors import LeaseLostError, LockAuthError, LockServerUnavailable
@@ -354,3 +354,61 @@ def test_the_transport_reads_every_framing_of_an_answer_and_survives_a_closed_co
     assert len(seen) == 5
     assert all(head.startswith(b"GET /v1/whoami HTTP/1.1\r\n") for head in seen)
     assert all(b"Authorization: Bearer tok-1\r\n" in head for head in seen)
+
+
+def test_leases_asked_for_ahead_are_taken_without_waiting_and_answered_once(
+        lock_server: LockServer) -> None:
+    """acquire_ahead returns at once; the acquirer thread takes the leases (held on the
+    server before anyone picks an answer up); try_acquire and try_acquire_many answer
+    from it, a refused key with its holder noted; asked again, a key goes to the server."""
+    owner, other = _provider(lock_server, run_id="r-ahead"), _provider(lock_server)
+    holder = holder_json(lock_server)
+    try:
+        assert other.try_acquire("Taken()") is not None
+        owner.acquire_ahead(["A()", "B()", "C()", "Taken()"])
+        wait_for(lambda: all(holder(key).get("holder", {}).get("run_id") == "r-ahead"
+                             for key in ("A()", "B()", "C()")),
+                 what="the leases asked for ahead to be taken")
+        lease_a = owner.try_acquire("A()")
+        assert lease_a is not None and lease_a.fencing_token == holder("A()")["token"]
+        refused, lease_b, lease_c = owner.try_acquire_many(["Taken()", "B()", "C()"])
+        assert refused is None and lease_b is not None and lease_c is not None
+        assert owner.holder("Taken()").endswith(f"run {other.me.run_id}")  # from the refusal
+        again = owner.try_acquire("A()")  # a request of its own: ours, so the same token
+        assert again is not None and again.fencing_token == lease_a.fencing_token
+        owner.check(lease_a)
+    finally:
+        owner.close()
+    try:
+        assert None not in other.try_acquire_many(["A()", "B()", "C()"])  # close() freed them
+    finally:
+        other.close()
+
+
+def test_an_answer_asked_for_ahead_that_never_came_raises_when_it_is_picked_up(
+        lock_server: LockServer) -> None:
+    owner = _provider(lock_server, ttl=1)
+    try:
+        lock_server.stop()
+        owner.acquire_ahead(["Never()"])
+        with pytest.raises(LockServerUnavailable, match="cannot be reached"):
+            owner.try_acquire("Never()")
+    finally:
+        owner.close()
+
+
+def test_close_releases_leases_asked_for_ahead_that_no_step_picked_up(
+        lock_server: LockServer) -> None:
+    owner, other = _provider(lock_server, run_id="r-owner"), _provider(lock_server)
+    holder = holder_json(lock_server)
+    try:
+        owner.acquire_ahead([f"U(n={n})" for n in range(5)])
+        wait_for(lambda: holder("U(n=4)").get("holder", {}).get("run_id") == "r-owner",
+                 what="the leases to be taken")
+    finally:
+        owner.close()
+    try:
+        assert all(lease is not None
+                   for lease in other.try_acquire_many([f"U(n={n})" for n in range(5)]))
+    finally:
+        other.close()

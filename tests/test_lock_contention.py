@@ -48,6 +48,9 @@ class Locks:
     def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
         return [self.try_acquire(key) for key in keys]
 
+    def acquire_ahead(self, keys: list[str]) -> None:
+        pass  # asked for when each starts
+
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
         return Lease(name)
 

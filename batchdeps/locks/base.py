@@ -37,6 +37,11 @@ class LockProvider(Protocol):
     def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
         """`try_acquire` for each of `keys`, in order (one round trip where that helps)."""
 
+    def acquire_ahead(self, keys: list[str]) -> None:
+        """Start taking the leases of `keys` for a `try_acquire` of each later on, without
+        waiting for the answer; that `try_acquire` then gets it (waiting only if it is
+        still on its way). A provider whose acquire costs no round trip may do nothing."""
+
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
         """One of `slots` slots of resource pool `name`, or None when all are taken."""
 

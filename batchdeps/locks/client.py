@@ -2,7 +2,8 @@
 
 Requests go through `LockTransport` (locks/transport.py: HTTP, retries, error mapping),
 to the replica in use; one that fails is left for the next at once (locks/replicas.py).
-A heartbeat thread renews every held lease every ttl/3. A lease is marked lost when the
+A heartbeat thread renews every held lease every ttl/3; leases asked for ahead
+(`acquire_ahead`) are taken by an acquirer thread, so the runner does not wait for them. A lease is marked lost when the
 server says it is no longer ours, or when no renewal succeeded for a whole TTL (measured
 from when the last successful renewal was sent, which is never later than the server's
 own expiry). Every request, releases included, is retried with backoff for up to one TTL
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .. import logs
@@ -89,6 +90,15 @@ class _Held:
     confirmed_at: float  # lease_clock() time the last successful grant/renewal was sent
 
 
+@dataclass
+class _Ahead:
+    """The answer to a lease asked for ahead, once the acquirer thread has it."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    lease: Lease | None = None
+    error: BaseException | None = None
+
+
 def _key(lease: Lease) -> str:
     return lease.key
 
@@ -116,6 +126,10 @@ class HttpLockProvider:
         self._release_wanted = threading.Event()
         self._releaser: threading.Thread | None = None
         self._refused_by: dict[str, tuple[float, str]] = {}  # key -> (when, holder text)
+        self._ahead: dict[str, _Ahead] = {}  # key -> answer asked for ahead, not claimed
+        self._ahead_queue: list[tuple[str, _Ahead]] = []  # asked for ahead, not yet sent
+        self._ahead_wanted = threading.Event()
+        self._acquirer: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -143,9 +157,13 @@ class HttpLockProvider:
 
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat is None:
-            self._heartbeat = threading.Thread(target=self._heartbeat_loop,
-                                               name="batchdeps-lease-heartbeat", daemon=True)
-            self._heartbeat.start()
+            with self._lock:  # grants come from the runner's thread and the acquirer's
+                if self._heartbeat is not None:
+                    return
+                self._heartbeat = threading.Thread(target=self._heartbeat_loop,
+                                                   name="batchdeps-lease-heartbeat",
+                                                   daemon=True)
+                self._heartbeat.start()
 
     def _granted(self, key: str, data: Any, sent_at: float) -> Lease:
         lease = Lease(key=key, fencing_token=int(data["token"]))
@@ -154,7 +172,8 @@ class HttpLockProvider:
         self._ensure_heartbeat()
         return lease
 
-    def _acquire_call(self, route: str, body: dict[str, Any], keys: list[str]) -> Any:
+    def _acquire_call(self, route: str, body: dict[str, Any], keys: list[str],
+                      give_up: threading.Event | None = None) -> Any:
         """Send an acquire with this run's queued releases riding along (the server frees
         them first), so a finished task's release costs no request of its own.
 
@@ -180,7 +199,7 @@ class HttpLockProvider:
             if riding:
                 body["release"] = [{"key": l.key, "token": l.fencing_token} for l in riding]
             try:
-                _, data = self._call(route, body)
+                _, data = self.transport.call(route, body, give_up=give_up)
             except BaseException:
                 with self._lock:
                     self._to_release[:0] = riding  # for the releaser or close() to send
@@ -188,6 +207,9 @@ class HttpLockProvider:
         return data
 
     def try_acquire(self, key: str) -> Lease | None:
+        ahead = self._claim(key)
+        if ahead is not None:
+            return self._answer_of(ahead)
         sent_at = lease_clock()
         data = self._acquire_call("acquire", {"key": key, "holder": self.me.to_json(),
                                               "ttl": self.ttl}, [key])
@@ -206,12 +228,22 @@ class HttpLockProvider:
             self._refused_by[key] = (lease_clock(), text)
 
     def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
-        """`try_acquire` for many keys, in one request per MAX_BATCH_KEYS keys."""
+        """`try_acquire` for many keys, in one request per MAX_BATCH_KEYS keys (keys asked
+        for ahead get that answer instead)."""
+        claimed = {key: ahead for key in keys if (ahead := self._claim(key)) is not None}
+        asked = iter(self._acquire_keys([key for key in keys if key not in claimed]))
+        return [self._answer_of(claimed[key]) if key in claimed else next(asked)
+                for key in keys]
+
+    def _acquire_keys(self, keys: list[str],
+                      give_up: threading.Event | None = None) -> list[Lease | None]:
+        """Acquire-many requests for `keys`: a Lease or None (held elsewhere) for each."""
         results: list[Lease | None] = []
         for chunk in batches(keys, str):
             sent_at = lease_clock()
             data = self._acquire_call("acquire_many", {
-                "keys": chunk, "holder": self.me.to_json(), "ttl": self.ttl}, chunk)
+                "keys": chunk, "holder": self.me.to_json(), "ttl": self.ttl}, chunk,
+                give_up=give_up)
             answers = data.get("results") if isinstance(data, dict) else None
             if not isinstance(answers, list) or len(answers) != len(chunk):
                 raise LockError(f"lock server {self.url} gave a malformed acquire-many answer")
@@ -221,6 +253,59 @@ class HttpLockProvider:
                     self._note_holder(key, answer)
                 results.append(self._granted(key, answer, sent_at) if granted else None)
         return results
+
+    # -- leases asked for ahead ------------------------------------------------------------
+    def acquire_ahead(self, keys: list[str]) -> None:
+        """Have the acquirer thread take the leases of `keys` (one acquire-many for all
+        that are asked for before it sends, releases riding along); `try_acquire` of one
+        of them then answers from it."""
+        with self._lock:
+            for key in keys:
+                if key not in self._ahead:
+                    ahead = self._ahead[key] = _Ahead()
+                    self._ahead_queue.append((key, ahead))
+            if self._acquirer is None:
+                self._acquirer = threading.Thread(target=self._acquire_loop,
+                                                  name="batchdeps-lease-acquirer", daemon=True)
+                self._acquirer.start()
+        self._ahead_wanted.set()
+
+    def _claim(self, key: str) -> _Ahead | None:
+        with self._lock:
+            return self._ahead.pop(key, None) if self._ahead else None
+
+    @staticmethod
+    def _answer_of(ahead: _Ahead) -> Lease | None:
+        ahead.done.wait()
+        if ahead.error is not None:
+            raise ahead.error
+        return ahead.lease
+
+    def _acquire_loop(self) -> None:
+        while True:
+            self._ahead_wanted.wait()
+            self._ahead_wanted.clear()
+            with self._lock:
+                queued, self._ahead_queue = self._ahead_queue, []
+            for chunk in batches(queued, lambda item: item[0]):
+                self._send_ahead(chunk)
+            if self._stop.is_set():
+                return
+
+    def _send_ahead(self, chunk: list[tuple[str, _Ahead]]) -> None:
+        """One acquire-many for leases asked for ahead; each waiting answer is set (the
+        error, should the request fail, is raised by the `try_acquire` that claims it).
+        Retried for one TTL like any request, unless the provider is closing."""
+        try:
+            leases = self._acquire_keys([key for key, _ in chunk], give_up=self._stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever claims the answer
+            for _, ahead in chunk:
+                ahead.error = exc
+                ahead.done.set()
+            return
+        for (_, ahead), lease in zip(chunk, leases):
+            ahead.lease = lease
+            ahead.done.set()
 
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
         sent_at = lease_clock()
@@ -338,6 +423,9 @@ class HttpLockProvider:
     def close(self) -> None:
         self._stop.set()
         self._release_wanted.set()
+        self._ahead_wanted.set()
+        if self._acquirer is not None:  # its grants are then held, and released below
+            self._acquirer.join(timeout=self.transport.request_timeout + 1)
         if self._releaser is not None:
             self._releaser.join(timeout=self.transport.request_timeout + 1)
         if self._heartbeat is not None:

@@ -143,6 +143,9 @@ class LocalLockProvider:
     def try_acquire_many(self, keys: list[str]) -> list[Lease | None]:
         return [self._try_lock(key) for key in keys]
 
+    def acquire_ahead(self, keys: list[str]) -> None:
+        pass  # a lock here is one fcntl call when it is wanted: nothing to win ahead
+
     def try_acquire_resource(self, name: str, slots: int) -> Lease | None:
         for slot in range(slots):
             lease = self._try_lock(f"resource:{name}:{slot}")

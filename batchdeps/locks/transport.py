@@ -276,8 +276,10 @@ class LockTransport:
         raise NoReplicaAnswered(problems, last)
 
     def call(self, route: str, body: Any = None, retry_for: float | None = None,
-             query: dict[str, Any] | None = None) -> tuple[int, Any]:
-        """One request, retried with backoff while no replica answers or one is busy.
+             query: dict[str, Any] | None = None,
+             give_up: threading.Event | None = None) -> tuple[int, Any]:
+        """One request, retried with backoff while no replica answers or one is busy
+        (and `give_up`, when given, is not set).
 
         Raises LockServerUnavailable after `retry_for` seconds (default: the transport's),
         LockAuthError on 401/403, LockError on any other 4xx except 409, and on a 500 from
@@ -312,7 +314,7 @@ class LockTransport:
                     self.unreachable = False
                     return status, data
             wait = next(waits, None)
-            if wait is None:
+            if wait is None or (give_up is not None and give_up.is_set()):
                 self.unreachable = True
                 if len(self.replicas) == 1:
                     raise LockServerUnavailable(
@@ -322,7 +324,10 @@ class LockTransport:
                     f"the lock server's {len(self.replicas)} replicas cannot be reached "
                     f"({problem}; each tried in turn for {budget:g} s); is `batchdeps "
                     "lock-server` running there?")
-            time.sleep(wait)
+            if give_up is not None:
+                give_up.wait(wait)
+            else:
+                time.sleep(wait)
 
     def close(self) -> None:
         with self._lock:

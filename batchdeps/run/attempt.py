@@ -2,6 +2,7 @@
 
 Each step of the plan has a `StepRun` whose `phase` says where it stands:
 
+    AHEAD (lease asked for ahead, answer picked up when the step starts) ──> LEASE
     LEASE ──granted──> RECHECK ──still missing──> RESOURCES ──slots──> EXECUTE
       │                   └─ complete: closed (built elsewhere / complete)      │
       └─refused─> WAITING ─(poll; outputs re-checked)─> RECHECK                 │
@@ -56,6 +57,10 @@ OPTION_DEFAULTS: dict[str, Any] = {
 #: A task whose lease is lost this often in one run fails instead of waiting again.
 MAX_LEASES_LOST = 3
 
+#: Once other runs are seen, `prefetch` looks at the outputs of at most this many ready
+#: steps per lease it asks for (the ones found built are closed without a lease).
+PREFETCH_LOOKS = 4
+
 #: Polling for a task held elsewhere, and for a free resource slot (capped by
 #: `lock_poll_max`); no jitter: the holder's release is not a crowd.
 LOCK_POLL = Backoff(first=0.03, factor=1.5, jitter=0.0)
@@ -68,6 +73,7 @@ RECHECK_POLL = Backoff(first=0.2, factor=2.0, cap=5.0, jitter=0.0)
 class Phase(Enum):
     """Where a step stands in its lifecycle (see the module docstring)."""
 
+    AHEAD = "ahead"            # its lease is on its way (asked for ahead): pick it up
     LEASE = "lease"            # take the task's lease
     WAITING = "waiting"        # held elsewhere: poll for the lease, re-check outputs meanwhile
     RECHECK = "re-check"       # lease just taken: did another run build it meanwhile?
@@ -182,7 +188,10 @@ class Lifecycle:
         self.clock = clock
         self.rand = rand
         self.leftovers = Leftovers()  # this run's look at temporary folders
-        self.refusals = 0  # leases another holder refused us in this run
+        #: times this run met other runs' work on its plan: a lease another holder refused
+        #: us, or a task planned as missing found complete once locked
+        self.refusals = 0
+        self.ahead = 0  # ready steps in phase AHEAD (their leases asked for, not picked up)
         #: by step index: None until the step begins, CLOSED once it has its result (a
         #: step keeps its StepRun only while it is under way)
         self.runs: list[StepRun | None] = [None] * len(plan.steps)
@@ -209,34 +218,50 @@ class Lifecycle:
 
     # -- before an attempt -----------------------------------------------------------------
     def prefetch(self, ready: Any, limit: int) -> None:
-        """Take the leases of the next `limit` ready steps in one round trip.
+        """Ask for the leases of the next ready steps ahead, without waiting for them.
 
-        Only steps about to start are covered, so a run never sits on leases of work it
-        will not start soon (another machine may take that work meanwhile).
+        Once no more than `limit` steps are ahead, the next ones up to `2 * limit` are asked
+        for in one batch: their answers have the time the `limit` steps before them take
+        to start to come back, and a run never sits on leases of work it will not start
+        soon (another machine may take that work meanwhile). Each step picks its answer
+        up when it starts. Once other runs are seen working on this plan, a step's
+        outputs are looked at first: one that is built is closed without a lease.
         """
-        if limit < 2:
+        if limit < 2 or self.ahead > limit:
             return
         runs = self.runs
         forced = self.plan.forced
         batch: list[Step] = []
+        built: list[Step] = []
+        wanted = 2 * limit - self.ahead
+        looks = PREFETCH_LOOKS * wanted  # outputs looked at, at most, in one go
         for step in ready:
-            if len(batch) >= limit:
+            if len(batch) >= wanted:
                 break
             run = runs[step.index]
             if (run is None or run.phase is Phase.LEASE) and step.kind is not MISSING and (
                     not isinstance(step.task, WrapperTask) or step.task in forced):
+                if self.refusals and not (run is not None and run.attempts) and looks > 0 \
+                        and step.task not in forced:
+                    looks -= 1
+                    if self._built_now(step):
+                        built.append(step)
+                        continue
                 batch.append(step)
-        if len(batch) < 2:
+        for step in built:  # closed after the walk (closing readies what is downstream);
+            self.host.close(step, Status.BUILT_ELSEWHERE,  # passed over when they come up
+                            reason="built by another run (seen before taking its lock)")
+        if not batch:
             return
-        leases = self.locks.try_acquire_many([step.task_id for step in batch])
-        for step, lease in zip(batch, leases):
-            run = self.run_of(step)
-            if lease is None:
-                self.refusals += 1
-                run.phase = Phase.WAITING  # refused just now: wait before asking again
-            else:
-                run.lease = lease
-                run.phase = Phase.RECHECK
+        self.locks.acquire_ahead([step.task_id for step in batch])
+        for step in batch:
+            self.run_of(step).phase = Phase.AHEAD
+        self.ahead += len(batch)
+
+    def is_ahead(self, step: Step) -> bool:
+        """Whether `step`'s lease was asked for ahead and is not picked up yet."""
+        run = self.runs[step.index]
+        return run is not None and run.phase is Phase.AHEAD
 
     def poll(self, due: list[Step]) -> list[Step]:
         """Steps whose wait is over: their lock polls in one round trip; the steps that
@@ -273,6 +298,8 @@ class Lifecycle:
     def start(self, step: Step) -> None:
         """Drive a ready step from its phase until it is submitted, waits, or is closed."""
         run = self.runs[step.index]
+        if run is CLOSED:  # closed while it waited in the queue (built elsewhere)
+            return
         if run is None or (run.phase is Phase.LEASE and run.attempts == 0
                            and not run.contended):
             if step.kind is MISSING:
@@ -290,11 +317,10 @@ class Lifecycle:
                 if self._take_resources(step, run):
                     self._submit(step, run)
                 return
-            if phase is Phase.LEASE or phase is Phase.WAITING:
-                if phase is Phase.WAITING:
-                    if run.waiting_since is None:  # refused by a batched acquire just now
-                        self._wait(step, run)
-                        return
+            if phase is Phase.LEASE or phase is Phase.WAITING or phase is Phase.AHEAD:
+                if phase is Phase.AHEAD:  # asked for already: picked up whatever it is
+                    self.ahead -= 1
+                elif phase is Phase.WAITING:
                     if self._built_while_waiting(step, run):
                         return
                 elif self.refusals and self._built_before_lease(step, run):
@@ -377,18 +403,22 @@ class Lifecycle:
 
     def _closed_if_built_elsewhere(self, step: Step, seen: str) -> bool:
         """Close `step` as built elsewhere when it is complete now, before this run holds
-        its lease. A complete() of the user's that raises is decided after the lease."""
+        its lease."""
+        if not self._built_now(step, seen):
+            return False
+        self.host.close(step, Status.BUILT_ELSEWHERE, reason=f"built by another run ({seen})")
+        return True
+
+    def _built_now(self, step: Step, seen: str = "seen before taking its lock") -> bool:
+        """Whether `step` is complete now, before this run holds its lease. A complete() of
+        the user's that raises is decided after the lease."""
         try:
-            complete = self._complete_now(step)
+            return self._complete_now(step)
         except BatchdepsError:
             raise  # a check that cannot decide (storage down) stops the run
         except Exception as exc:  # noqa: BLE001 - the user's complete(): decided after the lease
             log.debug("%s: complete() raised (%s): %s", step.task_id, seen, exc)
             return False
-        if not complete:
-            return False
-        self.host.close(step, Status.BUILT_ELSEWHERE, reason=f"built by another run ({seen})")
-        return True
 
     def _complete_after_lease(self, step: Step, run: StepRun) -> bool:
         """With the lease just taken, is the task complete (another run built it)? Closes
@@ -414,6 +444,7 @@ class Lifecycle:
         if run.contended or step.task in plan.stale:
             self.host.close(step, Status.BUILT_ELSEWHERE, reason="built by another run")
         else:
+            self.refusals += 1  # someone built it since the plan was made: look before leasing
             self.host.close(step, Status.COMPLETE, reason="complete when locked")
         return True
 

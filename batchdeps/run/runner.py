@@ -166,11 +166,21 @@ class Runner:
         the leases the others just took, and wait for them, task after task; a run that
         catches up with another would trail it the same way. Each time a run is refused a
         lease it turns the queue to a random place, and mostly meets work nobody has taken
-        yet. A run alone never turns its queue.
+        yet. A run alone never turns its queue. Steps whose leases were asked for ahead stay
+        in front (they are among the first few: `prefetch` takes them from the front).
         """
         self._refusals_seen = refusals
-        if len(ready) > 1:
-            ready.rotate(-int(self.lifecycle.rand() * len(ready)))
+        if len(ready) > 1 and not isinstance(ready, PriorityQueue):  # its order is its own
+            lifecycle = self.lifecycle
+            front: list[Step] = []
+            ahead = 0
+            while ahead < lifecycle.ahead and ready:
+                front.append(ready.popleft())
+                ahead += lifecycle.is_ahead(front[-1])
+            ready.rotate(-int(lifecycle.rand() * len(ready)))
+            for step in front:
+                ready.append(step)
+            ready.rotate(len(front))
 
     def _loop(self) -> None:
         executor = self.executor
@@ -193,8 +203,10 @@ class Runner:
             # Inline, an attempt ends inside start(): with priorities, what it makes ready
             # must be in the queue before the next step is chosen.
             batch = 1 if executor.inline and isinstance(ready, PriorityQueue) else START_BATCH
-            lifecycle.prefetch(ready, executor.prefetch_limit())
             while ready and not self.stopping and executor.free_slots() > 0:
+                # Before each start: steps closed at once (built elsewhere) may use up the
+                # leases asked for ahead before a slot is filled.
+                lifecycle.prefetch(ready, executor.prefetch_limit())
                 lifecycle.start(ready.popleft())
                 started += 1
                 if lifecycle.refusals != self._refusals_seen:
