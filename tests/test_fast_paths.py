@@ -393,3 +393,18 @@ def test_log_fields_made_by_a_function_only_when_loggings_path_needs_them(fixed_
     assert seen[0].event == "task_finished" and seen[0].task_id == "T(n=1)"
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and lines[0] == lines[1]
+
+
+def test_a_files_temporary_folder_is_os_path_split_and_join(monkeypatch):
+    """`tmp_place` looks the temporary folder up by the text before the file name; it is
+    the folder `os.path.split` and `os.path.join` give, on a first look and from the table."""
+    from batchdeps.targets import local
+    from batchdeps.targets.staging import TMP_DIR_NAME
+
+    paths = ["/srv/data/x.csv", "data/x.csv", "x.csv", "/x.csv", "//srv//data//x.csv",
+             "/srv/data/", "./a/b.txt", "a//b.txt", "/srv/data/y.csv", "data/y.csv"]
+    monkeypatch.setattr(local, "_tmp_dirs", {})
+    for _ in range(2):  # empty table, then every folder from the table
+        for path in paths:
+            directory, base = os.path.split(path)
+            assert local.tmp_place(path) == (os.path.join(directory, TMP_DIR_NAME), base), path

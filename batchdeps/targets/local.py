@@ -35,14 +35,16 @@ _tmp_dirs: dict[str, str] = {}
 
 
 def tmp_place(path: str) -> tuple[str, str]:
-    """The temporary folder for a file at `path`, and the file's name."""
-    directory, base = os.path.split(path)
-    tmp_dir = _tmp_dirs.get(directory)
+    """The temporary folder for a file at `path`, and the file's name (as `os.path.split`
+    gives the folder and the name: the folder is looked up by what precedes the name)."""
+    cut = path.rfind("/") + 1
+    head = path[:cut]
+    tmp_dir = _tmp_dirs.get(head)
     if tmp_dir is None:
         if len(_tmp_dirs) >= 4096:  # a run over very many folders keeps no large table
             _tmp_dirs.clear()
-        tmp_dir = _tmp_dirs[directory] = os.path.join(directory, TMP_DIR_NAME)
-    return tmp_dir, base
+        tmp_dir = _tmp_dirs[head] = os.path.join(os.path.split(path)[0], TMP_DIR_NAME)
+    return tmp_dir, path[cut:]
 
 
 class LocalTarget(FileTarget):
