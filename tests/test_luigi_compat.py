@@ -740,3 +740,57 @@ def test_a_class_renamed_after_it_was_made_takes_the_new_name_as_family(tmp_path
     assert answers[0] == answers[1]
     assert answers[1].split()[:3] == ["Renamed", "Renamed_2_fbe666d9fe", "''"]
     assert answers[1].split()[-1] == "True"
+
+
+MOCK_FILES = r'''
+import sys
+if sys.argv[1] == "luigi":
+    import luigi
+    from luigi.mock import MockTarget
+else:
+    import batchdeps.luigi as luigi
+    from batchdeps.luigi.mock import MockTarget
+
+class Word(luigi.Task):
+    n = luigi.IntParameter()
+    def output(self):
+        return MockTarget(f"/words/{self.n}")
+    def run(self):
+        with self.output().open("w") as out:
+            out.write(f"word {self.n}\n")
+
+class Joined(luigi.Task):
+    def requires(self):
+        return [Word(n=n) for n in range(4)]
+    def output(self):
+        return MockTarget("/joined.txt")
+    def run(self):
+        with self.output().open("w") as out:
+            for target in self.input():
+                with target.open("r") as src:
+                    out.write(src.read())
+
+print(luigi.build([Joined()], local_scheduler=True, workers=3))
+fs = MockTarget.fs
+print(fs.get_data("/joined.txt"), sorted(fs.listdir("/words")))
+fs.move("/words/0", "/moved/0")
+fs.remove("/words/1")
+fs.copy("/words/2", "/copied/2")
+print(sorted(fs.get_all_data().keys()), fs.exists("/words/1"), fs.exists("/moved/0"))
+'''
+
+
+def test_mock_files_are_shared_by_the_runs_worker_processes(tmp_path: Path) -> None:
+    """Luigi's MockTarget keeps its files in a dict that the worker processes share (a
+    multiprocessing manager): with three workers each task reads what another process
+    wrote, and the script sees every file afterwards; MockFileSystem's calls as Luigi's."""
+    script = tmp_path / "check.py"
+    script.write_text(MOCK_FILES)
+    answers = [subprocess.run([sys.executable, str(script), tool], cwd=tmp_path,
+                              capture_output=True, text=True, check=True,
+                              timeout=120).stdout
+               for tool in ("luigi", "batchdeps")]
+    assert answers[0] == answers[1]
+    assert answers[1].splitlines()[:2] == [
+        "True", "b'word 0\\nword 1\\nword 2\\nword 3\\n' ['/words/0', '/words/1', "
+        "'/words/2', '/words/3']"]

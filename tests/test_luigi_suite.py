@@ -28,9 +28,10 @@ PASSING = {
     "numerical_parameter_test.py": 17,  # of 17
     "optional_parameter_test.py": 5,   # of 12
     "event_callbacks_test.py": 7,    # of 10
-    "wrap_test.py": 2,               # of 4
+    "wrap_test.py": 4,               # of 4
     "instance_wrap_test.py": 1,      # of 1
     "instance_test.py": 5,           # of 5
+    "mock_test.py": 12,              # of 12
     "fib_test.py": 3,                # of 3
     "factorial_test.py": 1,          # of 1
     "subtask_test.py": 2,            # of 2
@@ -59,4 +60,4 @@ def test_luigis_own_tests_pass_through_batchdeps_luigi(suite: dict) -> None:
         assert len(passed) >= floor, (name, len(passed), floor)
         assert passed <= set(theirs[name].outcomes), name  # the same tests, by name
     total = sum(r.count("passed") for r in ours.values())
-    assert total >= sum(PASSING.values()) == 264
+    assert total >= sum(PASSING.values()) == 278
