@@ -16,6 +16,11 @@ Cases, each as whole `batchdeps run` processes, the executors interleaved round 
   its close: without the interpreter and the imports, with the LocalCluster's start-up).
 * A LocalCluster of 4 workers started and closed on its own, its worker processes
   spawned (Dask's default) or forked from a fork server (what the executor asks for).
+* Where the wall time of one run goes (`--cases breakdown`): the 200 x 50 ms case, local and
+  `--scheduler`, through a wrapper that notes the time (and the runner's CPU time) at each
+  step: interpreter up, command line imported, plan resolved, executor made (`distributed`
+  imported), connected, first attempts sent, summary, process gone. Its CPU column is what
+  the step costs on a quiet machine, whatever the load.
 * N no-op tasks (each writes an empty file) for N = 1,000, 2,000, 10,000: local against
   `--scheduler`; the per-task overhead is (dask - local) / N of the wall times, and the
   time per task at 1,000 and at 10,000 says whether it stays linear.
@@ -27,6 +32,7 @@ average (the machine may be shared) before each case.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -69,6 +75,43 @@ class All(bd.WrapperTask):
     def requires(self):
         return [Nap(i=i, ms=self.ms, root=self.root) for i in range(self.n)]
 '''
+
+
+#: Runs `batchdeps` (the arguments after -c) noting, in the JSON file $MARKS, the wall time
+#: since $T0 (the bench's clock when it started the process) and this process's CPU time
+#: at each step of the run.
+MARKED = r"""
+import atexit, functools, json, os, sys, time
+T0 = float(os.environ["T0"])
+marks = []
+def mark(name):
+    marks.append((name, time.time() - T0, time.process_time()))
+mark("interpreter up")
+import batchdeps.cli
+mark("command line imported")
+from batchdeps.run import runner, session
+def after(owner, name, label, once=False):
+    inner = getattr(owner, name)
+    @functools.wraps(inner)
+    def wrapped(*args, **kwargs):
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            if not (once and any(m[0] == label for m in marks)):
+                mark(label)
+    setattr(owner, name, wrapped)
+after(session.Session, "resolve", "plan resolved")
+after(session, "make_executor", "executor made")
+if "--scheduler" in sys.argv:
+    from batchdeps.run import dask_executor
+    after(dask_executor.DaskExecutor, "start", "connected")
+    after(dask_executor.DaskExecutor, "_send", "first attempts sent", once=True)
+after(runner.Runner, "run", "run over (executor closed)")
+atexit.register(lambda: (mark("exit begins"),
+                         open(os.environ["MARKS"], "w").write(json.dumps(marks))))
+sys.argv[0] = "batchdeps"
+batchdeps.cli.main()
+"""
 
 
 def free_port() -> int:
@@ -124,6 +167,51 @@ def run(workspace: str, n: int, ms: int, *executor: str) -> tuple[float, float]:
         raise SystemExit(f"run failed ({' '.join(executor)}): {done.stderr[-2000:]}")
     found = re.search(r" in ([0-9.]+) s \(exit", done.stdout + done.stderr)
     return wall, float(found.group(1)) if found else float("nan")
+
+
+def marked_run(workspace: str, n: int, ms: int, *executor: str) -> list[tuple[str, float, float]]:
+    """One run from scratch through MARKED: (step, wall seconds, CPU seconds) per step."""
+    out = os.path.join(workspace, "out")
+    shutil.rmtree(out, ignore_errors=True)
+    marks = os.path.join(workspace, "marks.json")
+    started = time.time()
+    done = subprocess.run([sys.executable, "-c", MARKED, "run", "All", "--n", str(n), "--ms",
+                           str(ms), "--root", out, "--log-level", "WARNING", *executor],
+                          cwd=workspace, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": workspace, "T0": repr(started),
+                               "MARKS": marks})
+    ended = time.time() - started
+    if done.returncode != 0:
+        raise SystemExit(f"run failed ({' '.join(executor)}): {done.stderr[-2000:]}")
+    with open(marks) as handle:
+        steps = [tuple(step) for step in json.load(handle)]
+    return [*steps, ("process gone", ended, float("nan"))]  # type: ignore[list-item]
+
+
+def breakdown(workspace: str, rounds: int, n: int, cases: dict[str, list[str]]) -> None:
+    """Medians of each step's time, local against --scheduler, interleaved."""
+    print(f"\nwhere the wall time goes: {n} tasks of 50 ms, {rounds} round(s); {load()}")
+    got: dict[str, list[list[tuple[str, float, float]]]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, args in cases.items():
+            got[name].append(marked_run(workspace, n, 50, *args))
+    names = list(cases)
+    print("| step | " + " | ".join(f"{name}: wall, CPU" for name in names) + " |")
+    print("| --- |" + " ---: |" * len(names))
+    order = [step for step, _, _ in max((got[name][0] for name in names), key=len)]
+    for step in order:
+        cells = []
+        for name in names:
+            walls = [w for sample in got[name] for s, w, _ in sample if s == step]
+            cpus = [c for sample in got[name] for s, _, c in sample if s == step]
+            if not walls:
+                cells.append("")
+                continue
+            cpu = statistics.median(cpus)
+            cells.append(f"{statistics.median(walls):.3f} s" +
+                         (f", {cpu:.3f} s" if cpu == cpu else ""))
+        print(f"| {step} | " + " | ".join(cells) + " |")
+    print(f"{load()} at the end of the case")
 
 
 def load() -> str:
@@ -233,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--cases", default="sleeps,breakdown,overhead,cluster",
+                        help="which cases, comma-separated (default: all)")
     parser.add_argument("--cluster-start", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cluster_start:
@@ -253,15 +343,23 @@ def main(argv: list[str] | None = None) -> int:
         local = ["--executor", "local", "--workers", "4"]
         scheduler = ["--scheduler", cluster.address]
         run(workspace, 8, 0, *scheduler)  # every worker's attempt process started once
-        sleeps(workspace, rounds, 40 if args.quick else 200, {
-            "local --workers 4": local,
-            "dask --workers 4 (LocalCluster started by the run)": [
-                "--executor", "dask", "--workers", "4"],
-            "dask --scheduler (4 workers, started before)": scheduler,
-        })
-        overhead(workspace, rounds, [200, 1_000] if args.quick else [1_000, 2_000, 10_000],
-                 local, scheduler)
-        cluster_start(rounds)
+        cases = args.cases.split(",")
+        n = 40 if args.quick else 200
+        if "sleeps" in cases:
+            sleeps(workspace, rounds, n, {
+                "local --workers 4": local,
+                "dask --workers 4 (LocalCluster started by the run)": [
+                    "--executor", "dask", "--workers", "4"],
+                "dask --scheduler (4 workers, started before)": scheduler,
+            })
+        if "breakdown" in cases:
+            breakdown(workspace, rounds, n, {"local --workers 4": local,
+                                             "dask --scheduler": scheduler})
+        if "overhead" in cases:
+            overhead(workspace, rounds,
+                     [200, 1_000] if args.quick else [1_000, 2_000, 10_000], local, scheduler)
+        if "cluster" in cases:
+            cluster_start(rounds)
     finally:
         cluster.stop()
         shutil.rmtree(workspace, ignore_errors=True)
