@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import batchdeps
 
@@ -299,3 +302,65 @@ def test_a_run_with_local_locks_does_not_import_the_lock_servers_protocol(tmp_pa
     )
     assert _fresh_python(script) == (
         "[] ('http://127.0.0.1:9',) ['batchdeps.locks.protocol', 'batchdeps.locks.replicas']")
+
+
+#: Runs `batchdeps` (the arguments after -c), then prints what it saw: the threads started
+#: and the executor made, in order, and whether `distributed` was imported.
+_WATCHED_RUN = """
+import sys, threading
+from batchdeps.run import session
+seen = []
+start = threading.Thread.start
+def watched_start(self):
+    seen.append(self.name)
+    start(self)
+threading.Thread.start = watched_start
+make = session.make_executor
+def watched_make(*args, **kwargs):
+    seen.append("executor made")
+    return make(*args, **kwargs)
+session.make_executor = watched_make
+import atexit
+atexit.register(lambda: print("SEEN", [s for s in seen if s.startswith(("batchdeps-import",
+                                                                          "executor"))],
+                              "distributed" in sys.modules))
+sys.argv[0] = "batchdeps"
+from batchdeps.cli import main
+main()
+"""
+
+
+def _watched_run(tmp_path: Path, *args: str) -> str:
+    (tmp_path / "wpipe.py").write_text(
+        "import batchdeps as bd\n"
+        "class Out(bd.Task):\n"
+        "    def output(self):\n"
+        "        return bd.FileTarget('out/out.txt')\n"
+        "    def run(self):\n"
+        "        with self.output().open('w') as out:\n"
+        "            out.write('x')\n")
+    (tmp_path / "config.toml").write_text('[batchdeps]\nmodules = ["wpipe"]\n'
+                                          'task_logs = "off"\n[history]\nenabled = false\n')
+    done = subprocess.run([sys.executable, "-c", _WATCHED_RUN, "run", "Out", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode in (0, 1), done.stderr
+    return next(line for line in done.stdout.splitlines() if line.startswith("SEEN"))
+
+
+def test_only_a_dask_run_imports_distributed_and_it_starts_before_the_executor(
+        tmp_path: Path) -> None:
+    """`batchdeps run --executor dask` starts importing `distributed` in a thread before
+    the executor is made (during resolution); with the local executor, or a dry run,
+    no such thread starts and nothing of Dask is loaded."""
+    (tmp_path / "local").mkdir()
+    assert _watched_run(tmp_path / "local", "--executor", "local", "--workers", "2") == \
+        "SEEN ['executor made'] False"
+    (tmp_path / "dry").mkdir()
+    assert _watched_run(tmp_path / "dry", "--executor", "dask", "--dry-run") == \
+        "SEEN [] False"
+    pytest.importorskip("distributed")
+    (tmp_path / "dask").mkdir()
+    assert _watched_run(tmp_path / "dask", "--executor", "dask", "--workers", "1") == \
+        "SEEN ['batchdeps-import-distributed', 'executor made'] True"
+    assert (tmp_path / "dask/out/out.txt").read_text() == "x"

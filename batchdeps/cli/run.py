@@ -200,8 +200,21 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
 
 
 def _run(cls: Any, config: Any, values: dict[str, Any], common: dict[str, Any]) -> None:
+    if _uses_dask(common, config) and not common["dry_run"]:
+        # While the plan is resolved and the leases' provider starts.
+        from ..run.dask_executor import import_in_background
+
+        import_in_background()
     run_guarded(config, common, lambda: _build(_requested(cls, values, common, config),
                                                common, config))
+
+
+def _uses_dask(common: dict[str, Any], config: Any) -> bool:
+    """Whether the run's executor is Dask: asked for, or implied by a scheduler address
+    (as `make_executor` decides it)."""
+    kind = common["executor"] or config.executor.get("kind")
+    address = common["scheduler"] or config.executor.get("address")
+    return kind == "dask" or (kind is None and bool(address))
 
 
 def _requested(cls: Any, values: dict[str, Any], common: dict[str, Any],

@@ -20,7 +20,10 @@ runner reaches (an fsspec URL such as s3://, or a local path every worker shares
 * The timeout is enforced on the worker (the attempt's process group is killed); the runner
   keeps a backstop deadline a little later for a worker that does not answer.
 
-`distributed` is imported only by a run with this executor.
+`distributed` is imported only by a run with this executor. The command line starts that
+import in a thread (`import_in_background`) as soon as it knows the run uses Dask, so that
+it overlaps what the run does first that waits on I/O (outputs checked on S3, the lock
+server); the executor's own import then finds it done, or waits for it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,19 @@ CONNECT_TIMEOUT = 30.0
 BACKSTOP = 30.0
 #: Attempts handed to the cluster per worker thread (running and queued).
 QUEUE_DEPTH = 2
+
+
+def import_in_background() -> None:
+    """Start importing `distributed` in a thread (not a daemon: an early exit waits for it
+    rather than cut an import short). An ImportError is left to `import_distributed`."""
+    if "distributed" in sys.modules:
+        return
+    threading.Thread(target=_import_quietly, name="batchdeps-import-distributed").start()
+
+
+def _import_quietly() -> None:
+    with contextlib.suppress(Exception):
+        import distributed  # noqa: F401
 
 
 def import_distributed() -> Any:
