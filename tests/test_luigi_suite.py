@@ -32,6 +32,10 @@ PASSING = {
     "instance_wrap_test.py": 1,      # of 1
     "instance_test.py": 5,           # of 5
     "mock_test.py": 12,              # of 12
+    "priority_test.py": 2,           # of 2
+    "helpers_test.py": 3,            # of 3
+    "recursion_test.py": 1,          # of 1
+    "task_serialize_test.py": 3,     # of 3
     "fib_test.py": 3,                # of 3
     "factorial_test.py": 1,          # of 1
     "subtask_test.py": 2,            # of 2
@@ -60,4 +64,4 @@ def test_luigis_own_tests_pass_through_batchdeps_luigi(suite: dict) -> None:
         assert len(passed) >= floor, (name, len(passed), floor)
         assert passed <= set(theirs[name].outcomes), name  # the same tests, by name
     total = sum(r.count("passed") for r in ours.values())
-    assert total >= sum(PASSING.values()) == 278
+    assert total >= sum(PASSING.values()) == 287
