@@ -325,3 +325,26 @@ def test_a_kind_registered_by_name_is_made_without_touching_the_runner(tmp_path:
     assert isinstance(make_executor(plan, 3, RunOptions()), ForkedExecutor)
     with pytest.raises(bd.errors.UsageError, match="known: dask, inline, local, mine"):
         registry.load("ray")
+
+
+class _Rebuilt(Exception):
+    """Pickles, but cannot be made again from its args (two are needed)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a} {b}")
+
+
+def test_an_attempts_exception_travels_pickled_unless_it_cannot_or_is_too_big() -> None:
+    """What run() raised goes back from a worker process for FAILURE handlers: pickled on
+    the way, rebuilt in the runner; one that does not pickle, cannot be rebuilt or is
+    over MAX_EXCEPTION_BYTES pickled goes as None (the handler gets the error's text)."""
+    from batchdeps.run.executors import MAX_EXCEPTION_BYTES, Outcome
+
+    sent = Outcome(0, 1, False, error="KeyError: 'k'", exception=KeyError("k")).portable()
+    assert isinstance(sent.exception, bytes)
+    back = sent.unpickled().exception
+    assert isinstance(back, KeyError) and back.args == ("k",)
+    for exc in (ValueError("lock", threading.Lock()), _Rebuilt("a", "b"),
+                ValueError("x" * (MAX_EXCEPTION_BYTES + 1))):
+        assert Outcome(0, 1, False, exception=exc).portable().exception is None
+    assert Outcome(0, 1, True).portable().unpickled().exception is None

@@ -160,6 +160,10 @@ def _entry_points() -> list[Any]:
     return list(entry_points(group=ENTRY_POINT_GROUP))
 
 
+#: The largest pickled exception a worker process sends back for FAILURE handlers.
+MAX_EXCEPTION_BYTES = 1 << 20
+
+
 @dataclass
 class Outcome:
     """How one attempt ended, as seen by the process that ran it."""
@@ -196,8 +200,8 @@ class Outcome:
                 pickle.loads(data)  # a class that pickles but cannot be rebuilt stays here
             except Exception:  # noqa: BLE001 - anything: the error text still goes
                 self.exception = None
-            else:
-                self.exception = data
+            else:  # one that holds a lot of data is not worth the pipe: its text goes
+                self.exception = data if len(data) <= MAX_EXCEPTION_BYTES else None
         return self
 
     def unpickled(self) -> Outcome:
