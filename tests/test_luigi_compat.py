@@ -468,6 +468,23 @@ def test_flatten_output_lists_a_shared_requirement_once_and_clone_takes_plain_at
     assert answers[1].split("]")[0].count("file1.txt") == 1 and "from attribute" in answers[1]
 
 
+def through_both(tmp_path: Path, script: str, *args: str,
+                 timeout: float = 120) -> list[subprocess.CompletedProcess[str]]:
+    """`script` run once with Luigi and once with batchdeps.luigi (its first argument says
+    which), each in a folder of its own; both must exit 0."""
+    path = tmp_path / "check.py"
+    path.write_text(script)
+    done = []
+    for tool in ("luigi", "batchdeps"):
+        folder = tmp_path / f"run-{tool}"  # not a folder named as a package
+        folder.mkdir()
+        ran = subprocess.run([sys.executable, str(path), tool, *args], cwd=folder,
+                             capture_output=True, text=True, timeout=timeout)
+        assert ran.returncode == 0, ran.stderr
+        done.append(ran)
+    return done
+
+
 TARGET_API = r'''
 import abc, os, re, sys
 if sys.argv[1] == "luigi":
@@ -551,15 +568,7 @@ def test_target_api_of_ones_own_goes_through_its_file_system_as_in_luigi(
     system (its folder made, then rename_dont_move, nothing when the block raises); the
     'bw' and 'br' modes, SysNewLine and LocalFileSystem.mkdir(parents=False). One script
     through Luigi and through batchdeps.luigi, each in a folder of its own."""
-    script = tmp_path / "check.py"
-    script.write_text(TARGET_API)
-    answers = []
-    for tool in ("luigi", "batchdeps"):
-        (tmp_path / f"run-{tool}").mkdir()  # not a folder named as a package
-        done = subprocess.run([sys.executable, str(script), tool], cwd=tmp_path / f"run-{tool}",
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        answers.append(done.stdout)
+    answers = [done.stdout for done in through_both(tmp_path, TARGET_API, timeout=60)]
     assert answers[0] == answers[1]
     assert answers[1].startswith("['TypeError', 'TypeError', 'TypeError', False, True, 'made'")
     assert "('move', 'deep/down/file.txt-luigi-tmp-N', 'deep/down/file.txt')" in answers[1]
@@ -627,15 +636,7 @@ def test_a_worker_adds_tasks_then_runs_them_as_luigis(tmp_path: Path) -> None:
     what was added (True, or False when a task failed), [worker] keys that tune a keep-alive
     worker are taken, what is not a made task is a TaskException, build() answers with its
     worker; FAILURE handlers get what run() raised. One script, Luigi and batchdeps.luigi."""
-    script = tmp_path / "check.py"
-    script.write_text(WORKER_API)
-    answers = []
-    for tool in ("luigi", "batchdeps"):
-        (tmp_path / f"run-{tool}").mkdir()  # not a folder named as a package
-        done = subprocess.run([sys.executable, str(script), tool], cwd=tmp_path / f"run-{tool}",
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        answers.append(done.stdout)
+    answers = [done.stdout for done in through_both(tmp_path, WORKER_API)]
     assert answers[0] == answers[1]
     assert answers[1].strip() == ("[True, True, True, ['1\\n', '2\\n'], ('FAILURE', 'Broke', "
                                   "'on purpose'), False, 'TaskException', 'TaskException', "
@@ -689,19 +690,10 @@ def test_a_running_task_may_report_its_status_progress_and_url(tmp_path: Path,
     """Luigi lends a running task set_status_message(), set_progress_percentage() and
     set_tracking_url(); here they write a line to the task's output (its log), so a
     pipeline calling them builds as in Luigi; no_unpicklable_properties() as Luigi's."""
-    script = tmp_path / "check.py"
-    script.write_text(REPORTING_TASK)
-    answers = []
-    for tool in ("luigi", "batchdeps"):
-        (tmp_path / f"run-{tool}").mkdir()
-        done = subprocess.run([sys.executable, str(script), tool, workers],
-                              cwd=tmp_path / f"run-{tool}", capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        answers.append(done.stdout)
-        if tool == "batchdeps":
-            for line in ("status: halfway", "progress: 50%", "tracking url: http://jobs"):
-                assert line in done.stderr
+    luigi, ours = through_both(tmp_path, REPORTING_TASK, workers)
+    for line in ("status: halfway", "progress: 50%", "tracking url: http://jobs"):
+        assert line in ours.stderr
+    answers = [luigi.stdout, ours.stdout]
     assert answers[0] == answers[1] == "True\nkept done\n"
 
 
@@ -732,11 +724,7 @@ def test_a_class_renamed_after_it_was_made_takes_the_new_name_as_family(tmp_path
     """Class factories rename the class they make (`Made.__name__ = "X"`): Luigi reads the
     family from the name when asked, so the new name is the family, in the task id and
     on the command line; no namespace is ''."""
-    script = tmp_path / "check.py"
-    script.write_text(RENAMED_CLASS)
-    answers = [subprocess.run([sys.executable, str(script), tool], cwd=tmp_path,
-                              capture_output=True, text=True, check=True).stdout
-               for tool in ("luigi", "batchdeps")]
+    answers = [done.stdout for done in through_both(tmp_path, RENAMED_CLASS)]
     assert answers[0] == answers[1]
     assert answers[1].split()[:3] == ["Renamed", "Renamed_2_fbe666d9fe", "''"]
     assert answers[1].split()[-1] == "True"
@@ -784,12 +772,7 @@ def test_mock_files_are_shared_by_the_runs_worker_processes(tmp_path: Path) -> N
     """Luigi's MockTarget keeps its files in a dict that the worker processes share (a
     multiprocessing manager): with three workers each task reads what another process
     wrote, and the script sees every file afterwards; MockFileSystem's calls as Luigi's."""
-    script = tmp_path / "check.py"
-    script.write_text(MOCK_FILES)
-    answers = [subprocess.run([sys.executable, str(script), tool], cwd=tmp_path,
-                              capture_output=True, text=True, check=True,
-                              timeout=120).stdout
-               for tool in ("luigi", "batchdeps")]
+    answers = [done.stdout for done in through_both(tmp_path, MOCK_FILES)]
     assert answers[0] == answers[1]
     assert answers[1].splitlines()[:2] == [
         "True", "b'word 0\\nword 1\\nword 2\\nword 3\\n' ['/words/0', '/words/1', "
