@@ -96,6 +96,17 @@ def _mark_abstract(cls: type[Task]) -> None:
         cls.__abstractmethods__ = frozenset(names)  # what object.__new__ refuses to make
 
 
+def refuse_abstract(cls: type) -> None:
+    """TaskDefinitionError naming what `cls` leaves undefined, when it is abstract (asked
+    for by name on a command line: a traceback from `cls()` would say less)."""
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:
+        family = getattr(cls, "task_family", cls.__name__)
+        raise TaskDefinitionError(f"{family} is abstract: it leaves {', '.join(abstract)} "
+                                  "undefined (@abc.abstractmethod); run a subclass that "
+                                  "defines them")
+
+
 _set_attribute = object.__setattr__
 
 

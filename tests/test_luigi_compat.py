@@ -122,6 +122,7 @@ def run_module(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedP
 
 
 CHAIN = '''
+    import abc
     import batchdeps.luigi as luigi
 
     class Source(luigi.Task):
@@ -142,6 +143,11 @@ CHAIN = '''
         def run(self):
             with self.input().open() as src, self.output().open("w") as out:
                 out.write(src.read().upper())
+
+    class Partial(luigi.Task):
+        @abc.abstractmethod
+        def source(self):
+            ...
 '''
 
 
@@ -187,6 +193,7 @@ def test_luigi_cfg_that_cannot_be_honoured_is_an_error_naming_it(
     (["rep.Report"], "'name'"),
     (["NoTask"], "NoTask"),
     (["rep.Report", "--name", "x", "--Source-size", "many"], "many"),
+    (["Partial"], "Partial is abstract: it leaves source undefined"),
 ])
 def test_bad_luigi_command_lines_exit_2_naming_the_problem(
         tmp_path: Path, args: list[str], named: str) -> None:

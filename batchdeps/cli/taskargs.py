@@ -158,10 +158,9 @@ def requested_tasks(cls: Any, values: dict[str, Any]) -> list[Any]:
 
     Several ranges give every combination, ordered by the first range, then the next.
     """
-    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
-    if abstract:
-        raise UsageError(f"{cls.family()} is abstract: it leaves {', '.join(abstract)} "
-                         "undefined (@abc.abstractmethod); run a subclass that defines them")
+    from ..task import refuse_abstract
+
+    refuse_abstract(cls)
     given = {name: None if value is GIVEN_NONE else value
              for name, value in values.items() if value is not None}
     for param in cls.parameters():

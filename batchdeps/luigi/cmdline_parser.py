@@ -206,9 +206,13 @@ class CmdlineParser:
 
     def get_task_obj(self) -> Any:
         """The requested task, made from the command line's values."""
+        from ..task import refuse_abstract
+
         if self.task_name is None:
             raise UsageError("no task named on the command line")
-        return self._cls(self.task_name)()
+        cls = self._cls(self.task_name)
+        refuse_abstract(cls)
+        return cls()
 
     @property
     def workers(self) -> int | None:
