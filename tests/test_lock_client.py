@@ -412,3 +412,19 @@ def test_close_releases_leases_asked_for_ahead_that_no_step_picked_up(
                    for lease in other.try_acquire_many([f"U(n={n})" for n in range(5)]))
     finally:
         other.close()
+
+
+def test_a_keys_length_in_a_body_is_what_json_sends() -> None:
+    """The batching's fast count of a key's length as sent matches json.dumps, escapes and
+    all (quotes, backslashes, control, non-ASCII and format characters)."""
+    import json
+    import random
+
+    from batchdeps.locks.client import sent_length
+
+    rand = random.Random(22)
+    alphabet = 'aZ09 (=,)"\\\t\n\x00\x7f\x1bé€\u202e\U0001f600-_.'
+    keys = ["Clean(day=2026-11-24)", "", " ", *("".join(rand.choice(alphabet) for _ in
+                                                   range(rand.randint(1, 12)))
+                                               for _ in range(500))]
+    assert [sent_length(key) for key in keys] == [len(json.dumps(key)) for key in keys]

@@ -193,7 +193,19 @@ def test_acquire_many_and_release_many_routes(lock_server) -> None:
     status, body = post("/v1/release-many", {"holder": me, "leases": [
         {"key": "a", "token": tokens[0]}, {"key": "b", "token": tokens[1] + 5}]})
     assert status == 200 and body["released"] == [True, False]
+    # "brief": granted keys answered with granted, token and expires_in only; a refused
+    # key in full, as without it (which is what clients that do not send it get above).
+    status, body = post("/v1/acquire-many", {"keys": ["d", "c", "a"], "holder": me,
+                                             "ttl": 30, "brief": True})
+    assert status == 200
+    granted_d, refused_c, granted_a = body["results"]
+    assert set(granted_d) == {"granted", "token", "expires_in"} == set(granted_a)
+    assert granted_d["granted"] is True and granted_d["token"] > max(tokens)
+    assert 0 < granted_a["expires_in"] <= 30
+    assert refused_c["granted"] is False and refused_c["holder"] == you
+    assert refused_c["key"] == "c" and "token" not in refused_c
     for bad in ({"keys": [], "holder": me, "ttl": 30},
+                {"keys": ["k"], "holder": me, "ttl": 30, "brief": "yes"},
                 {"keys": ["x", "x"], "holder": me, "ttl": 30},
                 {"keys": ["k"] * 0 + [f"k{i}" for i in range(257)], "holder": me, "ttl": 30},
                 {"keys": [1], "holder": me, "ttl": 30}):

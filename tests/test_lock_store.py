@@ -320,6 +320,34 @@ def test_acquire_many_answers_as_acquire_key_by_key(tmp_path: Path, clock: Clock
     assert batched.token_high() == single.token_high()
 
 
+def test_release_many_answers_as_release_lease_by_lease(tmp_path: Path, clock: Clock) -> None:
+    """The batch path (rows read in one SELECT, the caller's deleted in one executemany)
+    and release() one lease at a time give the same answers, rows and audit lines: a lease
+    named twice is released once, another holder's, a stale token's and an unknown key's
+    not at all, an expired lease of the caller's that nobody took is."""
+    batched = _same_start(tmp_path, "batched.db", clock)
+    single = _same_start(tmp_path, "single.db", clock)
+    for store in (batched, single):
+        store.acquire("mine-1", A, 10)
+        store.acquire("mine-2", B, 1)
+    clock.now += 5  # "expired" and "mine-2" (B's) ran out
+    tokens = {lease.key: lease.token for lease in batched.live()}
+    expired_token = batched.token("expired")
+    leases = [("mine-1", tokens["mine-1"]), ("held-by-b", tokens["held-by-b"]),
+              ("held-by-a", tokens["held-by-a"] + 1), ("mine-1", tokens["mine-1"]),
+              ("nothing", 5), ("expired", expired_token), ("held-by-a", tokens["held-by-a"])]
+    many = batched.release_many(leases, A)
+    one_by_one = [single.release(key, token, A) for key, token in leases]
+    assert many == one_by_one == [True, False, False, False, False, False, True]
+    assert batched.release_many([("expired", expired_token)], B) == [True]
+    assert single.release("expired", expired_token, B)
+    assert [(r.event, r.key, r.token, r.holder) for r in batched.audit_since(0)] == [
+        (r.event, r.key, r.token, r.holder) for r in single.audit_since(0)]
+    assert [(lease.key, lease.token) for lease in batched.live()] == [
+        (lease.key, lease.token) for lease in single.live()] == [
+        ("held-by-b", tokens["held-by-b"])]
+
+
 def test_a_rolled_back_transaction_leaves_leases_as_they_were(store: LeaseStore,
                                                               clock: Clock,
                                                               tmp_path: Path) -> None:

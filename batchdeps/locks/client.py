@@ -66,6 +66,13 @@ BODY_OVERHEAD_BYTES = 4096
 T = TypeVar("T")
 
 
+def sent_length(key: str) -> int:
+    """Characters of `key` as JSON in a request body (quotes and escapes included)."""
+    if key.isascii() and key.isprintable() and '"' not in key and "\\" not in key:
+        return len(key) + 2  # nothing to escape: the common case, without encoding it
+    return len(json.dumps(key))
+
+
 def batches(items: list[T], key_of: Callable[[T], str]) -> Iterator[list[T]]:
     """`items` in order, cut so that no batch has more than MAX_BATCH_KEYS entries and
     its request body stays under MAX_BODY_BYTES (long task ids fill a body quickly)."""
@@ -73,7 +80,7 @@ def batches(items: list[T], key_of: Callable[[T], str]) -> Iterator[list[T]]:
     batch: list[T] = []
     used = 0
     for item in items:
-        size = len(json.dumps(key_of(item))) + 32  # the key as sent, its token and commas
+        size = sent_length(key_of(item)) + 32  # the key as sent, its token and commas
         if batch and (len(batch) >= p.MAX_BATCH_KEYS or used + size > budget):
             yield batch
             batch, used = [], 0
@@ -182,12 +189,12 @@ class HttpLockProvider:
         token, so a release of an earlier grant that reached it after a new acquire of the
         same key would free the new grant.
         """
-        room = RIDE_ALONG_BYTES - sum(len(json.dumps(key)) + 32 for key in keys)
+        room = RIDE_ALONG_BYTES - sum(sent_length(key) + 32 for key in keys)
         with self._sending:
             with self._lock:
                 riding: list[Lease] = []
                 for lease in self._to_release:
-                    room -= len(json.dumps(lease.key)) + 32
+                    room -= sent_length(lease.key) + 32
                     if room < 0 or len(riding) >= p.MAX_BATCH_KEYS:
                         break
                     riding.append(lease)
@@ -242,8 +249,8 @@ class HttpLockProvider:
         for chunk in batches(keys, str):
             sent_at = lease_clock()
             data = self._acquire_call("acquire_many", {
-                "keys": chunk, "holder": self.me.to_json(), "ttl": self.ttl}, chunk,
-                give_up=give_up)
+                "keys": chunk, "holder": self.me.to_json(), "ttl": self.ttl, "brief": True},
+                chunk, give_up=give_up)
             answers = data.get("results") if isinstance(data, dict) else None
             if not isinstance(answers, list) or len(answers) != len(chunk):
                 raise LockError(f"lock server {self.url} gave a malformed acquire-many answer")

@@ -167,6 +167,7 @@ class AcquireManyRequest:
     holder: Holder
     ttl: float
     release: tuple[tuple[str, int], ...] = ()  # the holder's leases to free first
+    brief: bool = False  # granted keys answered with `granted`, `token`, `expires_in` only
 
 
 @dataclass(frozen=True)
@@ -269,8 +270,11 @@ def parse_acquire_many(body: Any) -> AcquireManyRequest:
     keys = [_text({"key": item}, "key", MAX_KEY_CHARS) for item in items]
     if len(set(keys)) != len(keys):
         raise ProtocolError("field 'keys' must not repeat a key")
+    brief = obj.get("brief", False)
+    if not isinstance(brief, bool):
+        raise ProtocolError("field 'brief' must be true or false")
     return AcquireManyRequest(keys, Holder.from_json(obj.get("holder")), _ttl(obj),
-                              _release_field(obj))
+                              _release_field(obj), brief)
 
 
 def parse_release_many(body: Any) -> RenewRequest:

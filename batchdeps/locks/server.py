@@ -399,7 +399,13 @@ class LockServer:
         any_granted = False
         now = time.time()
         holders: dict[p.Holder, tuple[dict[str, Any], str]] = {}  # each described once
+        brief = req.brief
         for granted, lease in answers:
+            if granted and brief:  # the caller knows the key (its place) and the holder
+                results.append({"granted": True, "token": lease.token,
+                                "expires_in": max(0.0, lease.expires_in)})
+                any_granted = True
+                continue
             body = lease_json(lease, now, with_token=granted, holders=holders)
             body["granted"] = granted
             any_granted = any_granted or granted

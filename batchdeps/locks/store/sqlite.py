@@ -78,6 +78,8 @@ CREATE TABLE audit (
 CREATE INDEX audit_at ON audit (at);
 """
 SQLITE_MAGIC = b"SQLite format 3\x00"
+INSERT_LEASE = ("INSERT OR REPLACE INTO leases (key, token, host, pid, run_id, ttl, granted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)")
 ROWS_PER_SELECT = 500  # keys per `WHERE key IN (...)`: below SQLite's limit of variables
 WAL_MAGICS = (0x377F0682, 0x377F0683)
 
@@ -465,23 +467,29 @@ class SqliteLeaseStore:
         return token
 
     def _grant(self, key: str, row: tuple | None, holder: Holder,  # type: ignore[type-arg]
-               ttl: float, address: str) -> LeaseRow:
-        with self.transaction():
-            if row is not None:  # expired, not swept yet
-                before = self._holder(row)
-                if before != holder:
-                    self._audit("takeover", key, row[1], before.text(), address,
-                                f"expired lease taken by {holder.text()}")
-                else:
-                    self._audit("expire", key, row[1], before.text(), "",
-                                f"not renewed within its ttl of {row[5]:g} s")
-            token = self._next_token()
-            now = self.wall()
-            self.db.execute(
-                "INSERT OR REPLACE INTO leases (key, token, host, pid, run_id, ttl, granted_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, token, holder.host, holder.pid, holder.run_id, ttl, now))
-            self._audit("grant", key, token, holder.text(), address, f"ttl {ttl:g} s")
+               ttl: float, address: str, inserts: list[tuple] | None = None  # type: ignore[type-arg]
+               ) -> LeaseRow:
+        """Grant `key` (whose row, or None, was just read). `inserts`: the lease's row is
+        added there for the caller to write with the others of its batch, instead of now."""
+        if not self._depth:  # a transaction of its own (inside one, no nested enter/exit)
+            with self.transaction():
+                return self._grant(key, row, holder, ttl, address, inserts)
+        if row is not None:  # expired, not swept yet
+            before = self._holder(row)
+            if before != holder:
+                self._audit("takeover", key, row[1], before.text(), address,
+                            f"expired lease taken by {holder.text()}")
+            else:
+                self._audit("expire", key, row[1], before.text(), "",
+                            f"not renewed within its ttl of {row[5]:g} s")
+        token = self._next_token()
+        now = self.wall()
+        values = (key, token, holder.host, holder.pid, holder.run_id, ttl, now)
+        if inserts is None:
+            self.db.execute(INSERT_LEASE, values)
+        else:
+            inserts.append(values)
+        self._audit("grant", key, token, holder.text(), address, f"ttl {ttl:g} s")
         self._set_expiry(key, self.clock() + ttl)
         self.grants += 1
         return LeaseRow(key, token, holder, ttl, now, ttl)
@@ -495,7 +503,8 @@ class SqliteLeaseStore:
         return self._acquire_row(key, self._row(key), holder, ttl, address)
 
     def _acquire_row(self, key: str, row: tuple | None, holder: Holder,  # type: ignore[type-arg]
-                     ttl: float, address: str) -> tuple[bool, LeaseRow]:
+                     ttl: float, address: str, inserts: list[tuple] | None = None  # type: ignore[type-arg]
+                     ) -> tuple[bool, LeaseRow]:
         """`acquire` of `key`, whose row (or None) the caller has just read."""
         if self._live(row):
             current = self._lease(row)  # type: ignore[arg-type]
@@ -503,7 +512,7 @@ class SqliteLeaseStore:
                 self._set_expiry(key, self.clock() + ttl)
                 return True, self._lease(row)  # type: ignore[arg-type]
             return False, current
-        return True, self._grant(key, row, holder, ttl, address)
+        return True, self._grant(key, row, holder, ttl, address, inserts)
 
     def _rows(self, keys: Sequence[str]) -> dict[str, tuple]:  # type: ignore[type-arg]
         """The rows of `keys` that exist, read in a few SELECTs instead of one per key."""
@@ -523,14 +532,18 @@ class SqliteLeaseStore:
         Gives the same answers as `acquire` called for each key in turn (a key named twice
         is granted once and then answered as the caller's, same token)."""
         answers = []
+        inserts: list[tuple] = []  # type: ignore[type-arg]  # the grants' rows, written together
         with self.transaction():
             rows = self._rows(list(keys))
             for key in keys:
-                granted, lease = self._acquire_row(key, rows.get(key), holder, ttl, address)
+                granted, lease = self._acquire_row(key, rows.get(key), holder, ttl, address,
+                                                   inserts)
                 if granted and (key not in rows or rows[key][1] != lease.token):
                     rows[key] = (key, lease.token, holder.host, holder.pid, holder.run_id,
                                  lease.ttl, lease.granted_at)  # what _row would read now
                 answers.append((granted, lease))
+            if inserts:
+                self.db.executemany(INSERT_LEASE, inserts)
         return answers
 
     def acquire_resource(self, name: str, slots: int, holder: Holder, ttl: float,
@@ -595,9 +608,27 @@ class SqliteLeaseStore:
 
     def release_many(self, leases: Sequence[tuple[str, int]], holder: Holder,
                      address: str = "") -> list[bool]:
-        """`release` for each (key, token), in order, in one commit."""
+        """`release` for each (key, token), in order, in one commit: the rows read
+        together, the caller's deleted in one `executemany` (a lease named twice is
+        released once, then answered False, as `release` called in turn would)."""
+        answers: list[bool] = []
+        gone: list[tuple[str]] = []
+        text = holder.text()
+        mine = (holder.host, holder.pid, holder.run_id)
         with self.transaction():
-            return [self.release(key, token, holder, address) for key, token in leases]
+            rows = self._rows([key for key, _ in leases])
+            for key, token in leases:
+                row = rows.get(key)
+                released = row is not None and row[1] == token and row[2:5] == mine
+                if released:
+                    del rows[key]
+                    gone.append((key,))
+                    self._forget_expiry(key)
+                    self._audit("release", key, token, text, address)
+                answers.append(released)
+            if gone:
+                self.db.executemany("DELETE FROM leases WHERE key = ?", gone)
+        return answers
 
     def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
         """Free `key` whoever holds it (an operator's decision, audited); the lease or None."""
