@@ -133,6 +133,10 @@ def pairs() -> list[tuple[str, Any, Any, list[str]]]:
          bd.OptionalNumericalParameter(var_type=int, min_value=0, max_value=3),
          luigi.OptionalNumericalParameter(var_type=int, min_value=0, max_value=3),
          ["", "2", "3"]),
+        ("date", bd.DateParameter(), luigi.DateParameter(), [
+            "2026-11-24", "2026-1-5", "2026-01-5", "200-1-1", "2026-13-1", "2026-02-30",
+            "2026-1-1T00", "x",
+        ]),
         ("int", bd.IntParameter(), luigi.IntParameter(), ["5", "-12", "x"]),
         ("float", bd.FloatParameter(), luigi.FloatParameter(), ["2.5", "1e3", "nan?"]),
     ]

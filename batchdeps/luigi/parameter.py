@@ -137,8 +137,6 @@ class _LuigiOptions:
         """Luigi's warnings, with its words, for a value it would keep as given although
         it is not of the parameter's type (batchdeps then parses or refuses it). The task
         calls it once it is made, with the value as given."""
-        if value is None:
-            return
         if type(self) is Parameter and not isinstance(value, str):
             warnings.warn(f'Parameter "{param_name}" with value "{value}" is not of type '
                           "string.")
@@ -146,7 +144,7 @@ class _LuigiOptions:
             warnings.warn(f'Parameter "{param_name}" with value "{value}" is not of type '
                           "timedelta.")
         expected = getattr(self, "expected_type", None)
-        if expected is None or not getattr(self, "nullable", False):
+        if value is None or expected is None or not getattr(self, "nullable", False):
             return
         kinds = expected if isinstance(expected, tuple) else (expected,)
         if isinstance(value, tuple(taken for kind in kinds
@@ -169,6 +167,17 @@ class _LuigiOptions:
                 f"'{self.name}' ({self.type_name}): {exc}") from None  # type: ignore[attr-defined]
         return self.convert(task_family, value)
 
+    def _is_batchable(self) -> bool:
+        return self.batch_method is not None  # type: ignore[attr-defined]
+
+    def _parse_list(self, texts: Any) -> Any:
+        """Luigi's: the strings parsed and combined by `batch_method` (for a batch)."""
+        if not self._is_batchable():
+            raise NotImplementedError("No batch method found")
+        if not texts:
+            raise ValueError("Empty parameter list passed to parse_list")
+        return self.batch_method(map(self.parse, texts))  # type: ignore[attr-defined]
+
     def luigi_serialize(self, value: Any) -> str:
         """Luigi's task ids are made of `serialize()`, which is Luigi's form here (and a
         subclass's own `serialize()` where it has one, as in Luigi)."""
@@ -183,8 +192,8 @@ _ALSO_TAKEN: dict[type, tuple[type, ...]] = {tuple: (list,), FrozenOrderedDict: 
 _LUIGI_TEXT = {"BoolParameter", "OptionalBoolParameter", "ListParameter",
                "OptionalListParameter", "TupleParameter", "OptionalTupleParameter",
                "DictParameter", "OptionalDictParameter"}
-#: The types whose parse() gives what Luigi's does, a list or dict (not yet frozen: the
-#: task freezes it).
+#: The types whose parse() gives what Luigi's does: lists as lists, mappings frozen (the
+#: task freezes the rest).
 _THAWED = {"ListParameter", "OptionalListParameter", "DictParameter",
            "OptionalDictParameter"}
 #: Luigi's expected_type of each Optional type (what its warning names).
@@ -201,6 +210,7 @@ class _BoolParsing:
 
     IMPLICIT_PARSING = "implicit"
     EXPLICIT_PARSING = "explicit"
+    parsing = IMPLICIT_PARSING
 
     def __init__(self, *args: Any, parsing: str = IMPLICIT_PARSING, **kwargs: Any) -> None:
         if parsing not in (self.IMPLICIT_PARSING, self.EXPLICIT_PARSING):
@@ -209,6 +219,12 @@ class _BoolParsing:
                 f"EXPLICIT_PARSING, got {parsing!r}")
         super().__init__(*args, **kwargs)
         self.parsing = parsing
+
+    def convert(self, task_family: str, value: Any) -> Any:
+        """None stays None, as Luigi's BoolParameter keeps it (its task id says None)."""
+        if value is None:
+            return None
+        return super().convert(task_family, value)  # type: ignore[misc]
 
 
 def _date_of_datetime(self: Any, value: Any) -> Any:
@@ -232,12 +248,22 @@ def _duck_timedelta(self: Any, value: Any) -> Any:
     return _bd.TimeDeltaParameter._check(self, value)
 
 
+def _luigi_shape(value: Any) -> Any:
+    """A parsed JSON value as Luigi's parse() gives it: lists as lists, mappings frozen
+    (the task freezes the lists)."""
+    if isinstance(value, Mapping):
+        return FrozenOrderedDict({key: _luigi_shape(item) for key, item in value.items()})
+    if isinstance(value, (list, tuple)):
+        return [_luigi_shape(item) for item in value]
+    return value
+
+
 def _luigi_type(name: str, *mixins: type, **namespace: Any) -> type:
     native = getattr(_bd, name)
     if name in _LUIGI_TEXT:
         namespace["serialize"] = lambda self, value: native.luigi_serialize(self, value)
     if name in _THAWED:
-        namespace["parse"] = lambda self, text: _bd.thaw(native.parse(self, text))
+        namespace["parse"] = lambda self, text: _luigi_shape(native.parse(self, text))
     if name in _EXPECTED:
         namespace["expected_type"] = _EXPECTED[name]
     return type(name, (*mixins, _LuigiOptions, native), {

@@ -182,6 +182,11 @@ class Task(_bd.Task, metaclass=Register):
 
     __str__ = __repr__
 
+    def _get_param_visibilities(self) -> dict[str, int]:
+        """Luigi's: each parameter's visibility as a number, private ones left out."""
+        return {p.name: int(_visibility(p)) for p in self._params
+                if _visibility(p) != ParameterVisibility.PRIVATE}
+
     def to_str_params(self, only_significant: bool = False,
                       only_public: bool = False) -> dict[str, str]:
         """Parameter values as Luigi writes them; these make the task id. A private

@@ -49,8 +49,13 @@ class DateParameter(Parameter):
         return "2026-11-01..2026-11-24"
 
     def parse(self, text: str) -> _dt.date:
+        stripped = text.strip()
         try:
-            return self._round(_dt.date.fromisoformat(text.strip()))
+            return self._round(_dt.date.fromisoformat(stripped))
+        except ValueError:
+            pass
+        try:  # what Luigi reads besides: month and day without their zeros (2026-1-5)
+            return self._round(_dt.datetime.strptime(stripped, "%Y-%m-%d").date())
         except ValueError:
             raise ValueError("expected a date as YYYY-MM-DD") from None
 
