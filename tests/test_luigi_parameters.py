@@ -142,6 +142,56 @@ class Settings(luigi.Config):
 record("config values", lambda: [Configured().a, Configured().b])
 record("config ignored keys", lambda: Ignoring().a)
 record("config value that does not parse", lambda: BadDefault())
+
+# -- the luigi command line: `--param` for the task named only, `--Family-param` for all,
+# `--param` of a class with use_cmdline_section = False, a bad option
+class Root(luigi.Task):
+    n = P.IntParameter(default=1)
+
+class Shared(luigi.Config):
+    use_cmdline_section = False
+    width = P.IntParameter(default=0)
+
+def from_command_line():
+    with luigi.cmdline_parser.CmdlineParser.global_instance(
+            ["Root", "--n", "5", "--Root-n", "6", "--width", "3"]) as parser:
+        return [parser.get_task_obj().n, Root().n, Shared().width]
+
+def exit_code(call):
+    try:
+        call()
+    except SystemExit as exc:
+        return ["SystemExit", exc.code]
+    return "no exit"
+
+record("local and family flags", from_command_line)
+record("a bad option exits 2", lambda: exit_code(lambda: luigi.run(
+    ["Root", "--no-such-option", "1", "--local-scheduler"])))
+record("is_global", lambda: P.Parameter(default="y", is_global=True).positional)
+
+# -- more of Luigi's parameter API
+record("batch of strings", lambda: P.IntParameter(batch_method=max)._parse_list(["7", "17", "5"]))
+record("no batch method", lambda: P.IntParameter()._parse_list(["7"]))
+
+class Flagged(luigi.Task):
+    on = P.BoolParameter(default=True)
+record("bool given None", lambda: Flagged(on=None).on)
+record("path that does not exist", lambda: P.PathParameter(exists=True).normalize(
+    "no/such/path"))
+class Styled(luigi.Config):
+    mc_p = P.IntParameter()
+    mc_q = P.IntParameter()
+record("underscore key wins", lambda: Styled().mc_p)
+
+def set_both():
+    config = luigi.configuration.get_config()
+    config.add_section("SetBoth")
+    config.set("SetBoth", "mc_p", "1")
+    config.set("SetBoth", "mc-p", "2")
+    return config.get("SetBoth", "mc_p")
+record("underscore key set wins", set_both)
+record("dashed key alone", lambda: Styled().mc_q)
+# last: a build checks that every luigi.cfg section names a class made by now
 record("a Config class builds", lambda: luigi.build([Settings()], local_scheduler=True,
                                                        log_level="ERROR"))
 print(json.dumps(out))
@@ -159,6 +209,10 @@ other = z
 bee = from elsewhere
 [BadDefault]
 n = not a number
+[Styled]
+mc-p = 666
+mc_p = 555
+mc-q = 7
 """
 
 
@@ -190,10 +244,15 @@ DIFFERENT_VALUES = {
 }
 
 
-#: Warnings Luigi gives and batchdeps.luigi does not, not being about parameters.
+#: Warnings Luigi gives and batchdeps.luigi does not: one not about parameters, and
+#: Luigi's deprecation of dashed luigi.cfg keys (batchdeps reads both spellings alike).
 OTHER_WARNINGS = {
     "a Config class builds": "Task Settings(level=1) without outputs has no custom "
                              "complete() method",
+    "dashed key alone": "Configuration [Styled] mc-q (with dashes) should be avoided. "
+                        "Please use underscores: mc_q.",
+    "underscore key wins": "Configuration [Styled] mc-q (with dashes) should be avoided. "
+                           "Please use underscores: mc_q.",
 }
 
 
@@ -204,7 +263,7 @@ def test_values_from_code_warnings_and_config_are_luigis(
     for name in theirs:
         want, got = theirs[name], ours[name]
         if name in OTHER_WARNINGS:
-            assert [w[1] for w in want["warnings"]] == [OTHER_WARNINGS[name]]
+            assert {w[1] for w in want["warnings"]} == {OTHER_WARNINGS[name]}
             want = {**want, "warnings": []}
         # the same warnings (Luigi warns of a config_path each time it looks it up)
         assert sorted(map(tuple, got["warnings"])) == sorted(map(tuple, want["warnings"])) \
@@ -254,6 +313,16 @@ def test_the_cases_show_what_they_are_meant_to(answers: dict[str, dict[str, Any]
     assert "luigi.cfg [BadDefault] n = 'not a number'" in \
         ours["config value that does not parse"]["message"]
     assert ours["a Config class builds"]["value"] is True
+    assert ours["local and family flags"]["value"] == [5, 6, 3]
+    assert ours["a bad option exits 2"]["value"] == ["SystemExit", 2]
+    assert ours["is_global"]["value"] is False and ours["is_global"]["warnings"][0][0] == \
+        "deprecated"
+    assert ours["batch of strings"]["value"] == 17
+    assert ours["bool given None"]["value"] is None
+    assert "The path no/such/path does not exist" in ours["path that does not exist"]["message"]
+    assert ours["underscore key wins"]["value"] == 555
+    assert ours["underscore key set wins"]["value"] == "1"
+    assert ours["dashed key alone"]["value"] == 7
 
 
 def test_a_bool_flag_alone_is_true_unless_explicit_parsing(tmp_path: Path) -> None:

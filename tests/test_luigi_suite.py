@@ -43,6 +43,8 @@ PASSING = {
     "local_target_test.py": 91,      # of 91 (with target_test.py's base cases)
     "target_test.py": 10,             # of 10
     "dynamic_import_test.py": 1,     # of 1
+    "parameter_test.py": 141,        # of 161 (its worker_test.py import: a stand-in)
+    "visible_parameters_test.py": 8,  # of 8
 }
 
 
@@ -64,4 +66,4 @@ def test_luigis_own_tests_pass_through_batchdeps_luigi(suite: dict) -> None:
         assert len(passed) >= floor, (name, len(passed), floor)
         assert passed <= set(theirs[name].outcomes), name  # the same tests, by name
     total = sum(r.count("passed") for r in ours.values())
-    assert total >= sum(PASSING.values()) == 287
+    assert total >= sum(PASSING.values()) == 436

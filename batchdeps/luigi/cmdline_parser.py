@@ -146,7 +146,7 @@ class CmdlineParser:
                 raise UsageError(f"unknown option --{name}" + (
                     f" for task {self.task_name}" if self.task_name else
                     " (give the task name before its parameters)"))
-            family, param = target
+            family, param, local = target
             flag = self._is_flag(family, param)
             if flag and not has_value:
                 text = "true"
@@ -154,24 +154,31 @@ class CmdlineParser:
                     param, text = param[3:], "false"
             else:
                 text, index = self._value(args, index, name, inline if has_value else None)
-            if family == self.task_name:
+            if local:  # `--param`: the task named only (Luigi's "local" parameters)
                 self.task_values[param] = text
-            else:
+            else:  # `--Family-param`: every task of the family, the named one too
                 self.family_values[(family, param)] = text
 
-    def _owner(self, name: str, families: list[str]) -> tuple[str, str] | None:
-        """(family, parameter) a `--name` belongs to: the task's own, or `Family-param`."""
+    def _owner(self, name: str, families: list[str]) -> tuple[str, str, bool] | None:
+        """(family, parameter, whether only the task named) a `--name` belongs to: the
+        task's own, or `Family-param`."""
         if self.task_name is not None:
             param = name.replace("-", "_")
             if self._has_param(self.task_name, param) or (
                     param.startswith("no_") and self._is_flag(self.task_name, param[3:])):
-                return self.task_name, param
+                return self.task_name, param, True
         for family in families:
             if name.startswith(family + "-"):
                 param = name[len(family) + 1:].replace("-", "_")
                 if self._has_param(family, param) or param.startswith("no_"):
-                    return family, param
+                    return family, param, False
                 raise UsageError(f"--{name}: task {family} has no parameter {param!r}")
+        param = name.replace("-", "_")
+        for family in families:  # a class with `use_cmdline_section = False`: `--param`
+            if not getattr(self._cls(family), "use_cmdline_section", True) and (
+                    self._has_param(family, param)
+                    or param.startswith("no_") and self._is_flag(family, param[3:])):
+                return family, param, False
         return None
 
     @staticmethod
@@ -199,20 +206,30 @@ class CmdlineParser:
 
     # -- what tasks and callers read ---------------------------------------------------
     def value_for(self, family: str, param: str) -> str | None:
-        """The command line's string for `family`'s parameter, or None."""
-        if family == self.task_name and param in self.task_values:
-            return self.task_values[param]
+        """The command line's `--Family-param` string for every task of `family`, or None
+        (a `--param` is the named task's only: `get_task_obj()` gives it)."""
         return self.family_values.get((family, param))
 
     def get_task_obj(self) -> Any:
-        """The requested task, made from the command line's values."""
+        """The requested task, made from the command line's values: its own `--param`
+        ones first, then `--Family-param`, config and defaults, as in Luigi."""
         from ..task import refuse_abstract
+        from .parameter import ParameterValueError
 
         if self.task_name is None:
             raise UsageError("no task named on the command line")
         cls = self._cls(self.task_name)
         refuse_abstract(cls)
-        return cls()
+        params = dict(cls.get_params())
+        kwargs = {}
+        for name, text in self.task_values.items():
+            try:
+                kwargs[name] = params[name].parse(text)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ParameterValueError(
+                    f"{self.task_name}: bad value {text!r} for --{name.replace('_', '-')}: "
+                    f"{exc}") from None
+        return cls(**kwargs)
 
     @property
     def workers(self) -> int | None:

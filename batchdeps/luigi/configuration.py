@@ -23,12 +23,23 @@ class LuigiConfigParser(configparser.ConfigParser):
     _config_paths: list[str] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._underscored: set[tuple[str, str]] = set()  # keys set spelt with underscores
         kwargs.setdefault("interpolation", None)
         kwargs.setdefault("strict", False)
         super().__init__(*args, **kwargs)
 
     def optionxform(self, optionstr: str) -> str:
         return luigi_key(optionstr)
+
+    def set(self, section: str, option: str, value: str | None = None) -> None:
+        """Set a key; a dashed key does not replace one set with underscores (`mc_p` wins
+        over `mc-p`, as in Luigi)."""
+        key = (section, luigi_key(option))
+        if "-" in option and key in self._underscored:
+            return
+        super().set(section, option, value)
+        if "-" not in option:
+            self._underscored.add(key)
 
     @classmethod
     def instance(cls) -> LuigiConfigParser:
@@ -48,7 +59,22 @@ class LuigiConfigParser(configparser.ConfigParser):
             cls._instance.reload()
 
     def reload(self) -> list[str]:
-        return self.read([*luigi_cfg_paths(), *self._config_paths], encoding="utf-8")
+        paths = [*luigi_cfg_paths(), *self._config_paths]
+        read = self.read(paths, encoding="utf-8")
+        self._underscores_win(paths)
+        return read
+
+    def _underscores_win(self, paths: list[str]) -> None:
+        """Where a section spells a key both ways (`mc_p` and `mc-p`), the underscore one
+        is the value, wherever it stands, as in Luigi."""
+        raw = configparser.RawConfigParser(strict=False)
+        raw.optionxform = str.strip  # type: ignore[assignment, method-assign]
+        raw.read(paths, encoding="utf-8")
+        for section in raw.sections():
+            for key, value in raw.items(section, raw=True):
+                if "-" not in key and "_" in key and raw.has_option(
+                        section, key.replace("_", "-")) and self.has_section(section):
+                    self.set(section, key, value)
 
     def get(self, section: str, option: str, default: Any = _NO_DEFAULT,  # type: ignore[override]
             **kwargs: Any) -> Any:

@@ -185,8 +185,21 @@ def build(tasks: Any, worker_scheduler_factory: Any = None, detailed_summary: bo
 def run(cmdline_args: Sequence[str] | None = None, main_task_cls: Any = None,
         worker_scheduler_factory: Any = None, use_dynamic_argparse: Any = None,
         local_scheduler: bool = False, detailed_summary: bool = False) -> Any:
-    """Parse a `luigi` command line and build its task; returns as `build()`."""
-    outcome = _run(cmdline_args, main_task_cls, worker_scheduler_factory, local_scheduler)
+    """Parse a `luigi` command line and build its task; returns as `build()`.
+
+    A bad command line (an unknown option, a value missing) prints one line naming it and
+    exits 2 (SystemExit), as Luigi's argparse does; a task family it does not know raises
+    Luigi's TaskClassNotFoundException.
+    """
+    from ..errors import UnknownTaskError
+
+    try:
+        outcome = _run(cmdline_args, main_task_cls, worker_scheduler_factory, local_scheduler)
+    except UsageError as exc:
+        if isinstance(exc, UnknownTaskError):  # Luigi's TaskClassNotFoundException
+            raise
+        print(f"luigi (batchdeps): error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     return outcome if detailed_summary else outcome.scheduling_succeeded
 
 

@@ -95,6 +95,8 @@ class _LuigiOptions:
                  config_path: dict[str, str] | None = None, is_global: bool = False,
                  **kwargs: Any) -> None:
         if is_global:
+            warnings.warn("is_global support is removed. Assuming positional=False",
+                          DeprecationWarning, stacklevel=2)
             kwargs["positional"] = False
         if kwargs.get("schema") is not None and not _JSONSCHEMA_ENABLED:
             warnings.warn("The 'jsonschema' package is not installed so the parameter can "
@@ -212,7 +214,9 @@ class _BoolParsing:
     EXPLICIT_PARSING = "explicit"
     parsing = IMPLICIT_PARSING
 
-    def __init__(self, *args: Any, parsing: str = IMPLICIT_PARSING, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, parsing: str | None = None, **kwargs: Any) -> None:
+        if parsing is None:  # the class's, when made (Luigi lets code set it class-wide)
+            parsing = type(self).parsing
         if parsing not in (self.IMPLICIT_PARSING, self.EXPLICIT_PARSING):
             raise ParameterDeclarationError(
                 f"BoolParameter parsing must be BoolParameter.IMPLICIT_PARSING or "

@@ -46,6 +46,9 @@ class Task(_bd.Task, metaclass=Register):
     #: luigi.cfg keys of the task's section that are not its parameters, but not to be
     #: warned of (Luigi's UnconsumedParameterWarning)
     ignore_unconsumed: ClassVar[set[str]] = set()
+    #: False: the parameters are given on the `luigi` command line as `--param`, not
+    #: `--Family-param` (Luigi's, for Config classes shared by every task)
+    use_cmdline_section: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

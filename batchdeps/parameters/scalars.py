@@ -247,7 +247,7 @@ class PathParameter(Parameter):
         if self.absolute:
             path = path.absolute()
         if self.exists and not path.exists():
-            raise ValueError(f"{path} does not exist")
+            raise ValueError(f"The path {path} does not exist")  # Luigi's words
         return path
 
 

@@ -237,6 +237,12 @@ def remove(runs: tuple[ExampleRun, ...], relative: list[str]) -> None:
 MOCK_ALIAS = '''
 import sys, unittest.mock
 sys.modules.setdefault("mock", unittest.mock)  # Luigi's tests use the `mock` backport
+try:  # no wall-clock deadline for hypothesis' examples (task_serialize_test.py): the
+    import hypothesis  # machine may be loaded, and speed is not what these tests check
+    hypothesis.settings.register_profile("no-deadline", deadline=None)
+    hypothesis.settings.load_profile("no-deadline")
+except ImportError:
+    pass
 '''
 
 ALIAS_CONFTEST = MOCK_ALIAS + '''
@@ -266,6 +272,38 @@ def _fresh_register():
 '''
 
 
+#: Luigi test modules that a listed file imports for a helper or two, while the rest of them
+#: needs what batchdeps.luigi has no counterpart of (worker_test.py: Luigi's scheduler, RPC
+#: and `luigi.cmdline`). Luigi's run gets the real module; batchdeps.luigi's run gets the
+#: stand-in below, this harness's own, giving only the helpers the listed files use.
+IMPORTED_HELPERS = {"parameter_test.py": ["worker_test.py"]}
+STAND_INS = {"worker_test.py": '''
+"""Stand-in for Luigi's worker_test.py: its email_patch, which parameter_test.py takes."""
+import functools
+from unittest import mock
+
+from helpers import with_config
+
+
+def email_patch(test_func, email_config=None):
+    """Runs the test with e-mail forced on and smtplib.SMTP patched; the test gets the list
+    of the messages sent."""
+    config = {"email": {"receiver": "not-a-real-email-address-for-test-only",
+                        "force_send": "true"}}
+    config.update(email_config or {})
+    sent = []
+
+    @with_config(config)
+    @functools.wraps(test_func)
+    @mock.patch("smtplib.SMTP")
+    def with_mail_caught(self, smtp):
+        smtp().sendmail.side_effect = lambda sender, recipients, msg: sent.append(msg)
+        test_func(self, sent)
+
+    return with_mail_caught
+'''}
+
+
 @dataclass
 class SuiteResult:
     """What pytest reported for each test of one file."""
@@ -289,6 +327,11 @@ def run_luigi_tests(source_root: Path, folder: Path, files: list[str], tool: str
     test_dir.mkdir(parents=True)
     for name in [*files, "helpers.py"]:
         shutil.copy(source_root / "test" / name, test_dir / name)
+    for helper in {h for name in files for h in IMPORTED_HELPERS.get(name, [])}:
+        if tool == "batchdeps":
+            (test_dir / helper).write_text(STAND_INS[helper])
+        else:
+            shutil.copy(source_root / "test" / helper, test_dir / helper)
     if tool == "batchdeps":
         (test_dir / "conftest.py").write_text(ALIAS_CONFTEST)
     else:
