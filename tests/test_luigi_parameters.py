@@ -191,6 +191,15 @@ def set_both():
     return config.get("SetBoth", "mc_p")
 record("underscore key set wins", set_both)
 record("dashed key alone", lambda: Styled().mc_q)
+
+class Interpolated(luigi.Config):
+    root = P.Parameter()
+    data = P.Parameter()
+
+class Unset(luigi.Config):
+    where = P.Parameter()
+record("interpolated values", lambda: [Interpolated().root, Interpolated().data])
+record("an unset environment variable", lambda: Unset().where)
 # last: a build checks that every luigi.cfg section names a class made by now
 record("a Config class builds", lambda: luigi.build([Settings()], local_scheduler=True,
                                                        log_level="ERROR"))
@@ -209,6 +218,11 @@ other = z
 bee = from elsewhere
 [BadDefault]
 n = not a number
+[Interpolated]
+root = ${BATCHDEPS_TEST_ROOT}/x
+data = %(root)s/data
+[Unset]
+where = ${BATCHDEPS_TEST_UNSET}/y
 [Styled]
 mc-p = 666
 mc_p = 555
@@ -225,8 +239,10 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
         (folder / "luigi.cfg").write_text(CONFIG)
         done = subprocess.run([sys.executable, "check.py", tool], cwd=folder,
                               capture_output=True, text=True, timeout=120,
-                              env={k: v for k, v in os.environ.items()
-                                   if k not in ("LUIGI_CONFIG_PATH", "BATCHDEPS_CONFIG")})
+                              env={**{k: v for k, v in os.environ.items()
+                                      if k not in ("LUIGI_CONFIG_PATH", "BATCHDEPS_CONFIG",
+                                                   "BATCHDEPS_TEST_UNSET")},
+                                   "BATCHDEPS_TEST_ROOT": "/srv"})
         assert done.returncode == 0, done.stderr
         found[tool] = json.loads(done.stdout.strip().splitlines()[-1])
     return found
@@ -323,6 +339,8 @@ def test_the_cases_show_what_they_are_meant_to(answers: dict[str, dict[str, Any]
     assert ours["underscore key wins"]["value"] == 555
     assert ours["underscore key set wins"]["value"] == "1"
     assert ours["dashed key alone"]["value"] == 7
+    assert ours["interpolated values"]["value"] == ["/srv/x", "/srv/x/data"]
+    assert "BATCHDEPS_TEST_UNSET is not set" in ours["an unset environment variable"]["message"]
 
 
 def test_a_bool_flag_alone_is_true_unless_explicit_parsing(tmp_path: Path) -> None:

@@ -1,19 +1,52 @@
 """Luigi's config access: `get_config()` over the luigi.cfg files Luigi would read.
 
 The files and their order are batchdeps.config's (`luigi_cfg_paths`); keys are read with
-dashes or underscores alike (`retry-count` is `retry_count`).
+dashes or underscores alike (`retry-count` is `retry_count`); values are interpolated as
+Luigi does: `%(other_key)s` of the same section (or [DEFAULT]), then `${ENVVAR}`.
 """
 
 from __future__ import annotations
 
 import configparser
+import os
+import re
 from typing import Any
 
 from ..config import luigi_cfg_paths, luigi_key
+from ..errors import ConfigError
 
-__all__ = ["LuigiConfigParser", "add_config_path", "get_config"]
+__all__ = ["InterpolationMissingEnvvarError", "LuigiConfigParser", "add_config_path",
+           "get_config"]
 
 _NO_DEFAULT: Any = object()
+_ENV_REF = re.compile(r"\$\{([^}]+)\}")
+
+
+class InterpolationMissingEnvvarError(ConfigError):
+    """A luigi.cfg value names an environment variable (`${NAME}`) that is not set."""
+
+
+class _LuigiInterpolation(configparser.BasicInterpolation):
+    """Luigi's: `%(key)s` as configparser's BasicInterpolation, then `${ENVVAR}`; a value
+    that cannot be interpolated is a ConfigError naming the section and key."""
+
+    def before_get(self, parser: Any, section: str, option: str, value: str,
+                   defaults: Any) -> str:
+        try:
+            value = super().before_get(parser, section, option, value, defaults)
+        except configparser.InterpolationError as exc:
+            raise ConfigError(f"luigi.cfg [{section}] {option}: {exc.message.strip()}") \
+                from None
+
+        def environ(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise InterpolationMissingEnvvarError(
+                    f"luigi.cfg [{section}] {option} = {value!r}: the environment "
+                    f"variable {name} is not set")
+            return os.environ[name]
+
+        return _ENV_REF.sub(environ, value)
 
 
 class LuigiConfigParser(configparser.ConfigParser):
@@ -24,7 +57,7 @@ class LuigiConfigParser(configparser.ConfigParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._underscored: set[tuple[str, str]] = set()  # keys set spelt with underscores
-        kwargs.setdefault("interpolation", None)
+        kwargs.setdefault("interpolation", _LuigiInterpolation())
         kwargs.setdefault("strict", False)
         super().__init__(*args, **kwargs)
 
@@ -112,12 +145,13 @@ class LuigiConfigParser(configparser.ConfigParser):
         return None if value is None else str(value)
 
     def section_items(self, section: str) -> list[tuple[str, str]]:
-        """The keys set in `[section]` itself (not [DEFAULT]'s), with their values."""
+        """The keys set in `[section]` itself (not [DEFAULT]'s), with their values as
+        written (not interpolated)."""
         if not self.has_section(section):
             return []
         inherited = self.defaults()
-        return [(key, str(self.get(section, key))) for key in self.options(section)
-                if key not in inherited]
+        return [(key, str(self.get(section, key, raw=True))) for key in self.options(section)
+                if key not in inherited]  # as written: a key no task reads is not resolved
 
 
 def get_config() -> LuigiConfigParser:

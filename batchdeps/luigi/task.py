@@ -132,7 +132,6 @@ class Task(_bd.Task, metaclass=Register):
         `[Family]`, then the parameter's `config_path` (another luigi.cfg section and
         key), then its default (docs/from-luigi.md, "Parameters")."""
         from .cmdline_parser import CmdlineParser
-        from .configuration import get_config
 
         family = cls.task_family
         parser = CmdlineParser.get_instance()
@@ -145,13 +144,13 @@ class Task(_bd.Task, metaclass=Register):
             if isinstance(value, UnsetVariable):
                 raise value.error()
             return True, value
-        text = get_config().get_task_value(family, name)
+        text = _config_text(family, name, shown, name)
         if text is not None:
             return True, _parse(shown or family, param, text,
                                 f"luigi.cfg [{family}] {name} = {text!r}")
         where = getattr(param, "config_path", None)
         if where:
-            text = get_config().get_task_value(where["section"], where["name"])
+            text = _config_text(where["section"], where["name"], shown, name)
             if text is not None:
                 import warnings
 
@@ -261,6 +260,19 @@ def _note(task: Task, what: str, value: Any) -> None:
 
 def _visibility(param: Any) -> Any:
     return getattr(param, "visibility", ParameterVisibility.PUBLIC)
+
+
+def _config_text(section: str, key: str, shown: str, name: str) -> str | None:
+    """luigi.cfg's `[section] key`, interpolated; one that cannot be (an unset `${VAR}`) is
+    refused in Luigi's words (a ValueError, as in Luigi), naming why."""
+    from ..errors import ConfigError
+    from .configuration import get_config
+
+    try:
+        return get_config().get_task_value(section, key)
+    except ConfigError as exc:
+        raise ParameterValueError(f"{shown}: Error when parsing the default value of "
+                                  f"'{name}': {exc}") from None
 
 
 def _parse(shown: str, param: Any, text: str, source: str) -> Any:
