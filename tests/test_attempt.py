@@ -514,3 +514,32 @@ def test_leases_asked_for_ahead_pass_over_steps_another_run_built(tmp_path: Path
         assert only.status == Status.BUILT_ELSEWHERE and "before taking its lock" in only.reason
         assert Path(task.path).read_text() == "theirs"
     assert {result.tasks[t.task_id].status for t in tasks[1:8]} == {Status.BUILT}
+
+
+def test_leases_are_asked_for_further_ahead_while_their_answers_come_late(
+        tmp_path: Path) -> None:
+    """A step that has to wait for the answer asked for ahead (here each takes 10 ms of
+    the fake clock) doubles the rounds asked for ahead, up to four."""
+    tasks = [Out(path=str(tmp_path / f"t{n}")) for n in range(120)]
+    clock, locks = Clock(), FakeLocks()
+    held_peak = 0
+    take_ahead, pick_up = locks.acquire_ahead, locks.try_acquire
+
+    def ahead(keys: list[str]) -> None:
+        nonlocal held_peak
+        take_ahead(keys)
+        held_peak = max(held_peak, len(locks.ours))
+
+    def late(key: str) -> Lease | None:
+        if key in locks.ahead:
+            clock.now += 0.01  # the answer was still on its way
+        return pick_up(key)
+
+    locks.acquire_ahead = ahead  # type: ignore[method-assign]
+    locks.try_acquire = late  # type: ignore[method-assign]
+    executor = FakeExecutor(clock, writes(), slots=2)
+    executor.prefetch_limit = (  # type: ignore[method-assign]
+        lambda: executor.free_slots() + executor.slots)
+    result, _ = run(tasks, locks, executor, clock)
+    assert result.exit_code == ExitCode.OK and len(locks.granted) == 120
+    assert 2 * (2 + 2) + 2 < held_peak <= 4 * (2 + 2) + 2, held_peak

@@ -61,6 +61,11 @@ MAX_LEASES_LOST = 3
 #: steps per lease it asks for (the ones found built are closed without a lease).
 PREFETCH_LOOKS = 4
 
+#: Leases asked for ahead: `prefetch` asks for up to this many rounds (of free slots and
+#: one per worker) while steps find their answers still on the way (waiting this long).
+MAX_ROUNDS_AHEAD = 4
+LATE_ANSWER = 0.002
+
 #: Polling for a task held elsewhere, and for a free resource slot (capped by
 #: `lock_poll_max`); no jitter: the holder's release is not a crowd.
 LOCK_POLL = Backoff(first=0.03, factor=1.5, jitter=0.0)
@@ -192,6 +197,9 @@ class Lifecycle:
         #: us, or a task planned as missing found complete once locked
         self.refusals = 0
         self.ahead = 0  # ready steps in phase AHEAD (their leases asked for, not picked up)
+        #: how many rounds of leases `prefetch` asks for ahead: doubled (up to
+        #: MAX_ROUNDS_AHEAD) each time a step had to wait for its answer to come back
+        self.rounds_ahead = 2
         #: by step index: None until the step begins, CLOSED once it has its result (a
         #: step keeps its StepRun only while it is under way)
         self.runs: list[StepRun | None] = [None] * len(plan.steps)
@@ -220,12 +228,13 @@ class Lifecycle:
     def prefetch(self, ready: Any, limit: int) -> None:
         """Ask for the leases of the next ready steps ahead, without waiting for them.
 
-        Once no more than `limit` steps are ahead, the next ones up to `2 * limit` are asked
-        for in one batch: their answers have the time the `limit` steps before them take
-        to start to come back, and a run never sits on leases of work it will not start
-        soon (another machine may take that work meanwhile). Each step picks its answer
-        up when it starts. Once other runs are seen working on this plan, a step's
-        outputs are looked at first: one that is built is closed without a lease.
+        Once no more than `limit` steps are ahead, the next ones up to `rounds_ahead *
+        limit` are asked for in one batch: their answers have the time the `limit` steps
+        before them take to start to come back, and a run never sits on leases of work it
+        will not start soon (another machine may take that work meanwhile). Each step
+        picks its answer up when it starts. Once other runs are seen working on this plan,
+        a step's outputs are looked at first: one that is built is closed without a lease
+        (at most PREFETCH_LOOKS looks per lease asked for; the walk stops there).
         """
         if limit < 2 or self.ahead > limit:
             return
@@ -233,7 +242,7 @@ class Lifecycle:
         forced = self.plan.forced
         batch: list[Step] = []
         built: list[Step] = []
-        wanted = 2 * limit - self.ahead
+        wanted = self.rounds_ahead * limit - self.ahead
         looks = PREFETCH_LOOKS * wanted  # outputs looked at, at most, in one go
         for step in ready:
             if len(batch) >= wanted:
@@ -241,8 +250,10 @@ class Lifecycle:
             run = runs[step.index]
             if (run is None or run.phase is Phase.LEASE) and step.kind is not MISSING and (
                     not isinstance(step.task, WrapperTask) or step.task in forced):
-                if self.refusals and not (run is not None and run.attempts) and looks > 0 \
+                if self.refusals and not (run is not None and run.attempts) \
                         and step.task not in forced:
+                    if not looks:
+                        break  # the rest waits for the next turn, or is looked at as it starts
                     looks -= 1
                     if self._built_now(step):
                         built.append(step)
@@ -325,7 +336,11 @@ class Lifecycle:
                         return
                 elif self.refusals and self._built_before_lease(step, run):
                     return
+                asked = self.clock()
                 lease = self.locks.try_acquire(step.task_id)
+                if phase is Phase.AHEAD and self.clock() - asked > LATE_ANSWER and \
+                        self.rounds_ahead < MAX_ROUNDS_AHEAD:
+                    self.rounds_ahead *= 2  # its answer was still on the way: ask further ahead
                 if lease is None:
                     run.phase = Phase.WAITING
                     self._wait(step, run)
