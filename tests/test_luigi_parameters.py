@@ -237,7 +237,7 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
         folder = tmp_path_factory.mktemp(tool)
         (folder / "check.py").write_text(SCRIPT)
         (folder / "luigi.cfg").write_text(CONFIG)
-        done = subprocess.run([sys.executable, "check.py", tool], cwd=folder,
+        done = subprocess.run([sys.executable, "check.py", tool], cwd=folder, check=False,
                               capture_output=True, text=True, timeout=120,
                               env={**{k: v for k, v in os.environ.items()
                                       if k not in ("LUIGI_CONFIG_PATH", "BATCHDEPS_CONFIG",
@@ -312,16 +312,16 @@ def test_the_cases_show_what_they_are_meant_to(answers: dict[str, dict[str, Any]
     assert ours["text given 42"]["warnings"] == [
         ["user", 'Parameter "text" with value "42" is not of type string.']]
     assert ours["optional int given text"]["warnings"] == [
-        ["optional-type", 'OptionalIntParameter "maybe_int" with value "10" is not of type '
-                          '"int" or None.']]
+        ["optional-type", ('OptionalIntParameter "maybe_int" with value "10" is not of type '
+                           '"int" or None.')]]
     assert ours["optional list given a list"]["warnings"] == []
     assert ours["timedelta given days and seconds"]["warnings"][0][0] == "user"
     assert ours["dateminute old form"]["warnings"][0][0] == "deprecated"
     assert [w for w in ours["config values"]["warnings"] if w[0] == "unconsumed"] == [[
-        "unconsumed", "The configuration contains the parameter 'extra' with value 'x' "
-        "that is not consumed by the task 'Configured'."]]  # once: the second is cached
-    assert ["deprecated", "The use of the configuration [elsewhere] bee is deprecated. "
-            "Please use [Configured] b"] in ours["config values"]["warnings"]
+        "unconsumed", ("The configuration contains the parameter 'extra' with value 'x' "
+                       "that is not consumed by the task 'Configured'.")]]  # once: cached
+    assert ["deprecated", ("The use of the configuration [elsewhere] bee is deprecated. "
+                           "Please use [Configured] b")] in ours["config values"]["warnings"]
     assert ours["config values"]["value"] == [3, "from elsewhere"]
     assert len(ours["config ignored keys"]["warnings"]) == 1
     assert "Error when parsing the default value of 'n'" in \
@@ -359,7 +359,7 @@ def test_a_bool_flag_alone_is_true_unless_explicit_parsing(tmp_path: Path) -> No
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "batchdeps.luigi", "--module", "pipe",
                                "Flags", "--local-scheduler", *args], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120,
+                              check=False, capture_output=True, text=True, timeout=120,
                               env={**os.environ, "PYTHONPATH": str(tmp_path)})
 
     done = run("--loud", "--strict", "true")

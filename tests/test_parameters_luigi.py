@@ -334,5 +334,5 @@ def test_dateminute_old_form_warns_as_luigi_does() -> None:
             assert param.parse("2013-02-01T18H42") == dt.datetime(2013, 2, 1, 18, 42)
             assert param.parse("2013-02-01T1842") == dt.datetime(2013, 2, 1, 18, 42)
         seen.append([(w.category, str(w.message)) for w in caught])
-    assert seen[0] == seen[1] == [(DeprecationWarning, 'Using "H" between hours and minutes '
-                                                       "is deprecated, omit it instead.")]
+    expected = 'Using "H" between hours and minutes is deprecated, omit it instead.'
+    assert seen[0] == seen[1] == [(DeprecationWarning, expected)]

@@ -67,7 +67,7 @@ class Parameter:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "parse" in vars(cls):
-            cls.parse = _values_too(vars(cls)["parse"])  # type: ignore[method-assign]
+            cls.parse = _values_too(vars(cls)["parse"])  # type: ignore[method-assign, assignment]
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name

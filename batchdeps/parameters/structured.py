@@ -31,7 +31,7 @@ def _compact(value: Any) -> str:
 
 
 @functools.cache
-def _schema_mismatch() -> type[ValueError]:
+def _schema_mismatch() -> type[Any]:
     """The error of a value that does not match a parameter's schema: a ValueError (so a
     task's constructor names the parameter) that is also jsonschema's ValidationError
     (what code written for jsonschema, or Luigi, catches)."""
