@@ -16,7 +16,9 @@ limit off) and prints:
 With `--runners`: for each count R, R `batchdeps run AllSleepers` processes started together
 over one tree of 2,000 tasks of 5 ms (`--sleepers`, `--ms`), 2 workers each, once with
 machine-local locks and once through the lock server (interleaved, `--repeats` times, the
-median kept), and the ratio of the two: more runners must not make a run slower.
+median kept), and the ratio of the two: more runners must not make a run slower. Each
+lock-server run has a server of its own, whose count of requests by route (logged at its
+stop) gives the requests per task.
 
 With `--postgres`: the same round trips (1 and 16 clients) and the same N-task build through
 the SQLite server and through servers on one PostgreSQL database (one replica, and two with
@@ -30,11 +32,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from typing import Any
 
 import batchdeps as bd
@@ -45,12 +49,15 @@ from batchdeps.locks.local import LocalLockProvider
 TOKEN = "bench-token-0123456789"
 
 
-def start_server(folder: str, db: str | None = None) -> tuple[subprocess.Popen[str], str]:
+def start_server(folder: str, db: str | None = None,
+                 log: Any = None) -> tuple[subprocess.Popen[str], str]:
+    """A lock server on a free port; its log (requests by route at its stop) to `log`."""
     exe = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
     proc = subprocess.Popen(
         [exe, "lock-server", "--port", "0", "--db", db or os.path.join(folder, "locks.db"),
          "--rate-limit", "0"],
-        env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN}, stdout=subprocess.PIPE, text=True)
+        env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN}, stdout=subprocess.PIPE, text=True,
+        stderr=log)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -174,20 +181,56 @@ def runners_at_once(count: int, url: str | None, folder: str, sleepers: int, ms:
     return elapsed
 
 
-def runner_counts(args: argparse.Namespace, url: str, folder: str) -> None:
+def served_requests(log_text: str) -> dict[str, int]:
+    """Requests by route from a lock server's log line at its stop."""
+    found = re.search(r"stopping after \d+ requests \((.*)\); lease changes", log_text)
+    if not found:
+        return {}
+    return {name: int(count) for name, count in
+            (part.rsplit(" ", 1) for part in found.group(1).split(", "))}
+
+
+def runners_on_a_fresh_server(count: int, folder: str, args: argparse.Namespace
+                              ) -> tuple[float, dict[str, int]]:
+    """`runners_at_once` through a lock server of its own: seconds, requests by route."""
+    log_path = os.path.join(folder, "server.log")
+    db = os.path.join(tempfile.mkdtemp(dir=folder), "locks.db")
+    with open(log_path, "w+") as log:
+        server, url = start_server(folder, db, log)
+        try:
+            took = runners_at_once(count, url, folder, args.sleepers, args.ms, args.workers)
+        finally:
+            server.terminate()
+            server.wait()
+        log.seek(0)
+        return took, served_requests(log.read())
+
+
+def runner_counts(args: argparse.Namespace, folder: str) -> None:
     print(f"{args.sleepers} tasks of {args.ms} ms, {args.workers} workers per runner; "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}; load {os.getloadavg()[0]:.1f}")
     for count in [int(c) for c in args.runners.split(",")]:
         local: list[float] = []
         remote: list[float] = []
+        requests: list[dict[str, int]] = []
         for _ in range(args.repeats):  # interleaved, so load on the machine hits both
             local.append(runners_at_once(count, None, folder, args.sleepers, args.ms,
                                          args.workers))
-            remote.append(runners_at_once(count, url, folder, args.sleepers, args.ms,
-                                          args.workers))
+            took, served = runners_on_a_fresh_server(count, folder, args)
+            remote.append(took)
+            requests.append(served)
         local_s, remote_s = sorted(local)[len(local) // 2], sorted(remote)[len(remote) // 2]
+        ratios = sorted(r / l for r, l in zip(remote, local))
+        per_task = sorted(sum(r.values()) / args.sleepers for r in requests)
+        routes = Counter[str]()
+        for served in requests:
+            routes.update(served)
+        shown = ", ".join(f"{name} {n / len(requests) / args.sleepers:.2f}"
+                          for name, n in routes.most_common())
         print(f"{count:3d} runner(s): local locks {local_s:6.2f} s, lock server "
-              f"{remote_s:6.2f} s ({remote_s / local_s:.2f}x)", flush=True)
+              f"{remote_s:6.2f} s ({remote_s / local_s:.2f}x; pairs {ratios[0]:.2f}-"
+              f"{ratios[-1]:.2f}x); requests per task {per_task[len(per_task) // 2]:.2f} "
+              f"({shown}); load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def compare_stores(args: argparse.Namespace, folder: str) -> None:
@@ -276,15 +319,13 @@ def main() -> None:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    server, url = start_server(folder)
     if args.runners:
         try:
-            runner_counts(args, url, folder)
+            runner_counts(args, folder)
         finally:
-            server.terminate()
-            server.wait()
             shutil.rmtree(folder, ignore_errors=True)
         return
+    server, url = start_server(folder)
     try:
         print(f"lock server at {url}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
               f"load {os.getloadavg()[0]:.1f}; median of {args.repeats}, interleaved")
