@@ -459,7 +459,7 @@ def test_flatten_output_lists_a_shared_requirement_once_and_clone_takes_plain_at
     script.write_text(
         "import sys\n"
         "if sys.argv[1] == 'luigi':\n    import luigi\nelse:\n    import batchdeps.luigi as luigi\n"
-        "from luigi.task import flatten_output\n"
+        "flatten_output = luigi.task.flatten_output  # not `from luigi.task`: Luigi's own\n"
         "class A(luigi.Task):\n    n = luigi.IntParameter()\n"
         "    def output(self): return luigi.LocalTarget(f'file{self.n}.txt')\n"
         "class B(luigi.WrapperTask):\n    def requires(self): return [A(n=1), A(n=2)]\n"

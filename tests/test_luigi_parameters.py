@@ -200,6 +200,41 @@ class Unset(luigi.Config):
     where = P.Parameter()
 record("interpolated values", lambda: [Interpolated().root, Interpolated().data])
 record("an unset environment variable", lambda: Unset().where)
+# -- luigi.util.previous / get_previous_completed: one step of the one date parameter back
+import importlib
+util = importlib.import_module(luigi.__name__ + ".util")  # not `from luigi.util`: Luigi's
+previous, get_previous_completed = util.previous, util.get_previous_completed
+
+class Daily(luigi.Task):
+    day = P.DateParameter()
+    other = P.IntParameter(default=2)
+    def complete(self):
+        return self.day == dt.date(2000, 2, 25)
+
+class Weekly(luigi.Task):
+    day = P.DateParameter(interval=7)
+
+class Hourly(luigi.Task):
+    hour = P.DateHourParameter()
+
+class Spanned(luigi.Task):
+    span = P.DateIntervalParameter()
+
+class TwoDates(luigi.Task):
+    a = P.DateParameter()
+    b = P.DateHourParameter()
+
+record("previous day", lambda: [previous(Daily(dt.date(2000, 3, 1), 5)).day.isoformat(),
+                                previous(Daily(dt.date(2000, 3, 1), 5)).other])
+record("previous of an interval-7 date", lambda: previous(Weekly(dt.date(2000, 3, 1))).day)
+record("previous hour", lambda: previous(Hourly(dt.datetime(2000, 3, 1, 0))).hour)
+record("previous week", lambda: str(previous(Spanned(luigi.date_interval.Week(2000, 1))).span))
+record("previous completed", lambda: get_previous_completed(Daily(dt.date(2000, 3, 1)), 5).day)
+record("previous completed not found",
+       lambda: get_previous_completed(Daily(dt.date(2000, 3, 1)), 4))
+record("previous of two dates", lambda: previous(TwoDates(dt.date(2000, 1, 1),
+                                                         dt.datetime(2000, 1, 1, 1))))
+
 # last: a build checks that every luigi.cfg section names a class made by now
 record("a Config class builds", lambda: luigi.build([Settings()], local_scheduler=True,
                                                        log_level="ERROR"))
@@ -340,6 +375,12 @@ def test_the_cases_show_what_they_are_meant_to(answers: dict[str, dict[str, Any]
     assert ours["underscore key set wins"]["value"] == "1"
     assert ours["dashed key alone"]["value"] == 7
     assert ours["interpolated values"]["value"] == ["/srv/x", "/srv/x/data"]
+    assert ours["previous day"]["value"] == ["2000-02-29", 5]
+    assert ours["previous of an interval-7 date"]["value"] == "2000-02-17"
+    assert ours["previous hour"]["value"] == "2000-02-29T23:00:00"
+    assert ours["previous completed"]["value"] == "2000-02-25"
+    assert ours["previous completed not found"]["value"] is None
+    assert "exactly one date" in ours["previous of two dates"]["message"]
     assert "BATCHDEPS_TEST_UNSET is not set" in ours["an unset environment variable"]["message"]
 
 

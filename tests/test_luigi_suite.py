@@ -45,6 +45,7 @@ PASSING = {
     "dynamic_import_test.py": 1,     # of 1
     "parameter_test.py": 141,        # of 161 (its worker_test.py import: a stand-in)
     "visible_parameters_test.py": 8,  # of 8
+    "util_previous_test.py": 18,     # of 18
 }
 
 
@@ -66,4 +67,4 @@ def test_luigis_own_tests_pass_through_batchdeps_luigi(suite: dict) -> None:
         assert len(passed) >= floor, (name, len(passed), floor)
         assert passed <= set(theirs[name].outcomes), name  # the same tests, by name
     total = sum(r.count("passed") for r in ours.values())
-    assert total >= sum(PASSING.values()) == 436
+    assert total >= sum(PASSING.values()) == 454
