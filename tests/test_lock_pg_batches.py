@@ -13,7 +13,8 @@ import pytest
 
 from batchdeps.locks.protocol import Holder
 from batchdeps.locks.store import LeaseNotHeld, StoreUnavailable
-from batchdeps.locks.store.pgbatch import ACQUIRE, RELEASE, RENEW, Change, Combiner, apply
+from batchdeps.locks.store.pgbatch import ACQUIRE, RELEASE, RENEW, Change, Combiner
+from batchdeps.locks.store.pgwrites import apply
 from batchdeps.locks.store.postgres import PgLeaseStore
 
 A = Holder("host-a", 100, "run-a")
@@ -189,3 +190,55 @@ def test_many_threads_on_two_replicas_share_statements_and_each_key_has_one_winn
     finally:
         for store in stores:
             store.close()
+
+
+def test_the_servers_changes_go_in_rounds_each_answered_as_if_made_alone(pg_url: str) -> None:
+    """GroupCommit over the PostgreSQL store (its off_loop): 20 requests' changes handed in
+    at once, each the releases it carries and then its acquire, as the server's are, and one
+    whose function fails after its store call. The 21 first calls are made in one batch,
+    the 20 acquires in a second: two batches for 41 store calls, with no thread per
+    request; every release is answered, the contended key has one winner, and the failing
+    request fails alone (its acquire, made, stays: each PostgreSQL call commits on its own)."""
+    import asyncio
+
+    from batchdeps.locks.server import GroupCommit
+
+    store = PgLeaseStore(pg_url)
+    try:
+        holders = [Holder("h", n, "r") for n in range(20)]
+        old = {}
+        for n, holder in enumerate(holders):
+            granted, lease = store.acquire(f"old-{n}", holder, 30)
+            assert granted and lease is not None
+            old[n] = lease.token
+
+        def change(n: int) -> Any:
+            def make() -> Any:
+                released = store.release_many([(f"old-{n}", old[n])], holders[n])
+                return released, store.acquire("shared", holders[n], 30)
+            return make
+
+        def broken() -> None:
+            store.acquire("half-done", holders[0], 30)
+            raise RuntimeError("a bug in one request")
+
+        async def together() -> list[Any]:
+            commits = GroupCommit(store)
+            return await asyncio.gather(*(commits.run(change(n)) for n in range(20)),
+                                        commits.run(broken), return_exceptions=True)
+
+        before = store.rounds.rounds
+        *answers, failed = asyncio.run(together())
+        assert isinstance(failed, RuntimeError)
+        assert store.rounds.rounds - before == 2
+        assert [released for released, _ in answers] == [[True]] * 20
+        winners = [n for n, (_, (granted, _)) in enumerate(answers) if granted]
+        assert len(winners) == 1
+        current = store.get("shared")
+        assert current is not None and current.holder == holders[winners[0]]
+        assert all(lease is not None and lease.holder == current.holder
+                   for _, (_, lease) in answers)
+        assert store.get("half-done") is not None
+        assert not any(store.get(f"old-{n}") for n in range(20))
+    finally:
+        store.close()

@@ -18,6 +18,8 @@ from support.lockutil import BATCHDEPS, LockServer
 from support.pg import PgCluster
 
 from batchdeps.locks.protocol import Holder
+from batchdeps.locks.store.pgbatch import ACQUIRE, Change
+from batchdeps.locks.store.pgwrites import apply
 from batchdeps.locks.store.postgres import PgLeaseStore, init_database, redact
 
 HOLDER = {"host": "h", "pid": 1, "run_id": "r"}
@@ -302,9 +304,10 @@ def test_two_replicas_reaping_at_once_expire_each_lease_once(pg_url: str) -> Non
 
 
 def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> None:
-    """Grants and releases commit without waiting for their WAL flush; `sync()` (which the
-    server calls before it announces a grant) flushes once for every grant before it, as
-    SQLite's group fsync does. Flushes counted by the server itself (pg_stat_wal.wal_sync)
+    """Grants made in batches and releases commit without waiting for their WAL flush;
+    `sync()` (which the server calls before it announces a grant) flushes once for every
+    grant before it, as SQLite's group fsync does; a grant made alone is flushed by its own
+    commit. Flushes counted by the server itself (pg_stat_wal.wal_sync)
     on a cluster of this test's own with fsync on; then PostgreSQL is stopped the way a crash
     stops it (immediate: no checkpoint, shared buffers lost) and every grant made before
     the sync is still there, with its token."""
@@ -332,9 +335,16 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
         try:
             store.sync()
             before = wal_syncs()
-            leases = [store.acquire(f"K{n}", holder, 600)[1] for n in range(20)]
-            leases += [lease for _, lease in store.acquire_many(
-                [f"M{n}" for n in range(20)], holder, 600)]
+            # Batches, as the server's rounds make them under load: their commits do not
+            # wait for the disk, and each grant is counted for sync() to flush.
+            singles = [Change(ACQUIRE, ([f"K{n}"], holder, 600.0, "")) for n in range(20)]
+            apply(store, singles)
+            many = [Change(ACQUIRE, ([f"M{n}" for n in range(20)], holder, 600.0, "")),
+                    Change(ACQUIRE, (["M0"], Holder("h", 2, "r"), 600.0, ""))]
+            apply(store, many)
+            leases = [change.result[0][1] for change in singles]
+            leases += [lease for _, lease in many[0].result]
+            assert many[1].result[0][0] is False  # M0 was the first holder's
             assert store.grants == 40
             assert store.release_many([(lease.key, lease.token) for lease in leases[:10]
                                        if lease is not None], holder) == [True] * 10
@@ -365,7 +375,18 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
         store = PgLeaseStore(url)
         try:
             assert store._main.conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
-            assert store.acquire("After", holder, 600)[0]
+            # A change made alone (one request at a time) is flushed by its own commit,
+            # at `on` though the database says off, and not left for sync().
+            assert store.acquire("Alone", holder, 600)[0] and store.grants == 0
+            written = store._main.conn.execute(
+                "SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn",
+                                    (str(written),)).fetchone()[0]
+            batch = [Change(ACQUIRE, (["After"], holder, 600.0, "")),
+                     Change(ACQUIRE, (["After2"], holder, 600.0, ""))]
+            apply(store, batch)
+            assert store.grants == 2
             written = store._main.conn.execute(
                 "SELECT pg_current_wal_insert_lsn()").fetchone()[0]
             store.sync()

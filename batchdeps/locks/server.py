@@ -3,9 +3,9 @@
 Imported only by `batchdeps lock-server`. Handlers run on one event loop and call the
 store (the `store.LeaseStore` interface, nothing else) synchronously, so each request's
 read-modify-write is atomic in one process; across replicas the PostgreSQL store makes
-each call atomic in the database (its lease changes are made from worker threads, so that
-the loop never waits for the database: `GroupCommit.off_loop`). Each route needs a role
-(`protocol.ROUTE_ROLES`, tokens in locks/auth.py); tokens are compared in constant time,
+each call atomic in the database (its `off_loop()` makes the lease changes of the
+requests waiting at once together, off the loop, which never waits for the database).
+Each route needs a role (`protocol.ROUTE_ROLES`, tokens in locks/auth.py); tokens are compared in constant time,
 bodies are size-limited, authenticated requests and authentication failures are
 rate-limited per client address in separate budgets, and connections are capped and timed
 out (locks/connections.py). A malformed request gets a 4xx and changes nothing.
@@ -28,7 +28,6 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -62,8 +61,6 @@ RouteSet = Callable[["LockServer", web.Application], None]
 ROLES_KEY = "batchdeps_roles"  # request[ROLES_KEY]: the roles of the request's token
 T = TypeVar("T")
 EXPIRY_SWEEP_SECONDS = 1.0
-#: worker threads that make a threaded store's lease changes (requests in flight at once)
-STORE_THREADS = 32
 AUDIT_PRUNE_SECONDS = 600.0
 
 
@@ -155,34 +152,20 @@ class GroupCommit:
     change raise, the whole transaction is rolled back and every change of the batch is
     made again in a transaction of its own, so one bad request never fails another. A
     store whose `transaction()` groups nothing (`groups` False: PostgreSQL, where every
-    call commits on its own) gets each change on its own at once; a `threaded` store
-    (PostgreSQL) gets it from a worker thread (`off_loop`), and puts the changes made at
-    once in shared statements itself.
+    call commits on its own) gets each change through its `off_loop()`, which makes the
+    calls of the changes handed in meanwhile together, without the loop waiting for the
+    database.
     """
 
     def __init__(self, store: LeaseStore) -> None:
         self.store = store
         self.batches = 0  # transactions made, each for one batch (or one retried change)
         self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
-        self._threads: ThreadPoolExecutor | None = None
-
-    async def off_loop(self, call: Callable[[], T]) -> T:
-        """`call()`: in a worker thread for a `threaded` store (the loop serves other
-        requests while the database answers), else here and now."""
-        if not self.store.threaded:
-            return call()
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(STORE_THREADS, "batchdeps-store")
-        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
-
-    def close(self) -> None:
-        if self._threads is not None:
-            self._threads.shutdown(wait=True)
 
     async def run(self, change: Callable[[], T]) -> T:
         """The result of `change()`, made inside a transaction shared with its batch."""
         if not self.store.groups:
-            return await self.off_loop(change)
+            return await self.store.off_loop(change)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((change, future))
@@ -433,7 +416,7 @@ class LockServer:
         req = p.parse_renew(await self._body(request))
         renewed: list[dict[str, Any]] = []
         lost: list[dict[str, Any]] = []
-        answers = await self.commits.off_loop(
+        answers = await self.store.off_loop(
             lambda: self.store.renew_many(req.leases, req.holder))
         for (key, token), answer in zip(req.leases, answers):
             if isinstance(answer, LeaseNotHeld):
@@ -445,7 +428,7 @@ class LockServer:
     async def check(self, request: web.Request) -> web.Response:
         ref = p.parse_lease_ref(await self._body(request))
         try:
-            lease = await self.commits.off_loop(
+            lease = await self.store.off_loop(
                 lambda: self.store.check(ref.key, ref.token, ref.holder))
         except LeaseNotHeld as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=p.LEASE_LOST)
@@ -665,7 +648,6 @@ async def _serve(server: LockServer, sock: socket.socket,
              server.commits.batches)
     listener.close()
     await runner.cleanup()
-    server.commits.close()
     server.store.close()
 
 

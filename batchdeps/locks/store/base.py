@@ -8,10 +8,10 @@ when a lease is live, so the server never compares clocks itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ...errors import LockError, UsageError
 from ..protocol import Holder
@@ -19,6 +19,7 @@ from ..protocol import Holder
 if TYPE_CHECKING:
     from ...history.store import HistoryStore
 
+T = TypeVar("T")
 AUDIT_EVENTS = ("grant", "release", "expire", "takeover", "force-release", "auth-failure")
 
 
@@ -82,17 +83,14 @@ class LeaseStore(Protocol):
     whether `transaction()` makes one commit of the calls inside, so that an exception
     inside undoes all of them (SQLite); a store whose every call commits on its own says
     False (PostgreSQL), and the server then never puts two requests' calls in one.
-    `threaded` says whether calls may be made from many threads at once (PostgreSQL: each
-    waits for a database server, and changes made at once share statements); the server
-    then makes its lease changes from a pool of threads, so that its event loop never
-    waits for the database. A store that says False is called from one thread only.
+    Such a store's `off_loop()` makes the server's changes without its event loop waiting
+    for the database.
     """
 
     path: str
     kind: str
     grants: int
     groups: bool
-    threaded: bool
     event_counts: dict[str, int]
 
     @property
@@ -102,6 +100,13 @@ class LeaseStore(Protocol):
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group the calls made inside into one commit where the store can."""
+        ...
+
+    async def off_loop(self, call: Callable[[], T]) -> T:
+        """`call()`, a function that does nothing but call this store (it may be called
+        more than once), made without the event loop waiting for a database server. SQLite
+        calls it at once; PostgreSQL makes the calls of every function handed in meanwhile
+        together, in one batch off the loop (pgbatch.Rounds)."""
         ...
 
     def acquire(self, key: str, holder: Holder, ttl: float,

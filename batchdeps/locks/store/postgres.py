@@ -10,11 +10,11 @@ once each take different rows and neither waits for the other.
 Each change is one statement and commits on its own (the connections are in autocommit),
 so a row lock lasts only one statement; a batch (acquire-many, release-many, renew) is one
 statement, hence one transaction and one commit, answered key by key (leases are
-independent: a batch is not all-or-nothing, as in the SQLite store). The store is
-thread-safe (`threaded`): the server makes lease changes from a pool of threads, and
-changes made at the same time share statements (pgbatch.py: group commit across
-requests); reads, the audit, reaping and an operator's changes go over a connection of
-their own.
+independent: a batch is not all-or-nothing, as in the SQLite store). Lease changes made
+at the same time share statements (pgbatch.py: group commit across requests): the
+server's through `off_loop()`, in rounds off its event loop, and calls from several
+threads likewise; they go over a connection of their own, and reads, the audit, reaping
+and an operator's changes over another.
 
 Durability, as in the SQLite store: grants and releases commit without waiting for the
 disk (synchronous_commit off for their own transaction only); `grants` counts the grants,
@@ -44,7 +44,8 @@ from ...errors import UsageError
 from ..protocol import Holder, resource_key
 from . import pgschema
 from .base import AuditRow, LeaseNotHeld, LeaseRow, StoreError, StoreUnavailable
-from .pgbatch import ACQUIRE, RELAXED, RELEASE, RENEW, SOLO, Combiner, apply
+from .pgbatch import ACQUIRE, RELEASE, RENEW, SOLO, Combiner, Replayed, Rounds
+from .pgwrites import apply
 
 if TYPE_CHECKING:
     from ...history.store import HistoryStore
@@ -109,12 +110,17 @@ class Link:
         self.store = store
         self.durable = durable  # commits wait for their flush even where the database's
         self.conn: Any = None   # synchronous_commit is off (sync()'s link)
+        #: the database's synchronous_commit, `off` raised to `on`: what a commit that must
+        #: be durable before it is answered sets for its transaction
+        self.flushed = "on"
 
     def connect(self) -> Any:
         store = self.store
         conn = store.psycopg.connect(store.url, autocommit=True, **CONNECT_OPTIONS)
         conn.execute(SESSION_SETTINGS)
-        if self.durable and conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+        level = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        self.flushed = "on" if level == "off" else level
+        if self.durable and level == "off":
             conn.execute("SET synchronous_commit = on")
         self.conn = conn
         return conn
@@ -146,7 +152,6 @@ class PgLeaseStore:
 
     kind = "postgresql"
     groups = False  # every call commits on its own; transaction() groups nothing
-    threaded = True  # changes from many threads at once share statements (pgbatch.py)
 
     def __init__(self, url: str) -> None:
         """Connect and check the schema; StoreError (exit 2) when it cannot be used."""
@@ -161,6 +166,8 @@ class PgLeaseStore:
         self._flush = Link(self, durable=True)  # sync()'s (it runs in a thread of its own)
         self._flushing = threading.Lock()
         self.changes = Combiner(lambda batch: apply(self, batch))
+        self.replayed = Replayed(self.changes)
+        self.rounds = Rounds(self.replayed)  # the server's way in (off_loop)
         try:
             conn = self._main.connect()
         except self.psycopg.Error as exc:
@@ -178,7 +185,13 @@ class PgLeaseStore:
         """Each call commits on its own (see the module docstring): nothing to group."""
         yield
 
+    async def off_loop(self, call: Callable[[], T]) -> T:
+        """`call()`, its store calls made together with those of the other calls handed in
+        meanwhile, off the event loop (pgbatch.Rounds)."""
+        return await self.rounds.run(call)
+
     def close(self) -> None:
+        self.rounds.close()
         self._main.close()
         self._writes.close()
         with self._flushing:
@@ -270,10 +283,12 @@ class PgLeaseStore:
             "DELETE FROM batchdeps_audit WHERE id IN (SELECT id FROM batchdeps_audit "
             "WHERE at < %s ORDER BY id LIMIT %s)", (before, int(limit))).rowcount))
 
-    def _granted(self, row: Sequence[Any]) -> tuple[bool, LeaseRow]:
+    def _granted(self, row: Sequence[Any], flushed: bool = False) -> tuple[bool, LeaseRow]:
+        """A grant function's row as (granted, lease); `flushed`: its commit waited for
+        the disk (else it is counted in `grants`, for sync() to flush)."""
         event = row[0]
         lease = self._lease(row[1:])
-        if event != "held":
+        if event != "held" and not flushed:
             with self._counting:
                 self.grants += 1  # announced only once sync() has flushed it
         if event in ("grant", "takeover"):
@@ -286,7 +301,7 @@ class PgLeaseStore:
     def acquire(self, key: str, holder: Holder, ttl: float,
                 address: str = "") -> tuple[bool, LeaseRow | None]:
         """One call of `batchdeps_acquire()`; safe to send twice (see acquire_many)."""
-        answer: tuple[bool, LeaseRow] = self.changes.submit(
+        answer: tuple[bool, LeaseRow] = self.replayed.change(
             ACQUIRE, [key], holder, float(ttl), address)[0]
         return answer
 
@@ -297,25 +312,17 @@ class PgLeaseStore:
         a grant to the same holder is answered again with the same token."""
         if not keys:
             return []
-        answers: list[tuple[bool, LeaseRow]] = self.changes.submit(
+        answers: list[tuple[bool, LeaseRow]] = self.replayed.change(
             ACQUIRE, list(keys), holder, float(ttl), address)
         return answers
 
     def acquire_resource(self, name: str, slots: int, holder: Holder, ttl: float,
                          address: str = "") -> LeaseRow | None:
         """Slots are tried in order, skipping those another grant has locked this instant.
-        Not sent twice on a broken connection (a second slot could be taken)."""
+        Made alone, and not sent twice on a broken connection (a second slot could be
+        taken)."""
         keys = [resource_key(name, slot) for slot in range(slots)]
-
-        def grant(conn: Any) -> LeaseRow | None:
-            row = conn.execute(
-                f"SELECT a.* FROM {RELAXED}, "
-                "batchdeps_acquire_slot(%s::text[], %s, %s, %s, %s, %s) AS a",
-                (keys, holder.host, holder.pid, holder.run_id, float(ttl), address)
-            ).fetchone()
-            return self._granted(row)[1] if row is not None else None
-
-        lease: LeaseRow | None = self.changes.submit(SOLO, grant)
+        lease: LeaseRow | None = self.replayed.change(SOLO, keys, holder, float(ttl), address)
         return lease
 
     def renew(self, key: str, token: int, holder: Holder) -> LeaseRow:
@@ -329,7 +336,7 @@ class PgLeaseStore:
         """One statement for the batch (with other renewals made at once), one flush."""
         if not leases:
             return []
-        answers: list[LeaseRow | LeaseNotHeld] = self.changes.submit(
+        answers: list[LeaseRow | LeaseNotHeld] = self.replayed.change(
             RENEW, [(key, int(token)) for key, token in leases], holder)
         return answers
 
@@ -353,7 +360,7 @@ class PgLeaseStore:
         """
         if not leases:
             return []
-        answers: list[bool] = self.changes.submit(
+        answers: list[bool] = self.replayed.change(
             RELEASE, [(key, int(token)) for key, token in leases], holder, address)
         return answers
 

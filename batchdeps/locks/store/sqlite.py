@@ -40,7 +40,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from ..protocol import Holder, resource_key
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["AUDIT_EVENTS", "AuditRow", "LeaseNotHeld", "LeaseRow", "SqliteLeaseStore",
            "StoreError"]
 
+T = TypeVar("T")
 APPLICATION = "batchdeps-leases"
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -163,7 +164,6 @@ class SqliteLeaseStore:
         self._audit_rows: list[tuple[Any, ...]] = []  # audit lines of the open transaction
         self._undo: list[tuple[str, float | None]] = []  # expiries the transaction changed
         self.groups = True  # transaction() is one commit: a failure inside undoes it all
-        self.threaded = False  # one thread only: the server's event loop
         self._token_high = int(self.db.execute(
             "SELECT value FROM meta WHERE name = 'token_high'").fetchone()[0])
         self._token_written = self._token_high  # the mark as the database has it
@@ -298,6 +298,10 @@ class SqliteLeaseStore:
             os.fdatasync(fd)  # the WAL's data (and its size when it grew), not its mtime
         finally:
             os.close(fd)
+
+    async def off_loop(self, call: Callable[[], T]) -> T:
+        """`call()` at once: SQLite answers from this process (no database server)."""
+        return call()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
