@@ -457,6 +457,14 @@ def test_lock_polls_due_together_go_in_one_request_and_answer_as_lone_polls(
     assert sum(size for _, _, size in first) == 3  # each task asked for once at the start
 
 
+def _executor_asking_ahead(clock: Clock, work: Any) -> FakeExecutor:
+    """Two slots whose runner asks ahead for its free slots plus one round per slot."""
+    executor = FakeExecutor(clock, work, slots=2)
+    executor.prefetch_limit = (  # type: ignore[method-assign]
+        lambda: executor.free_slots() + executor.slots)
+    return executor
+
+
 def test_leases_asked_for_ahead_cover_only_the_next_rounds(tmp_path: Path) -> None:
     """With a forked executor's limit (free slots and one round per worker), a run holds
     at most twice that many leases ahead besides the running ones, asked for in batches:
@@ -473,9 +481,7 @@ def test_leases_asked_for_ahead_cover_only_the_next_rounds(tmp_path: Path) -> No
         held_peak = max(held_peak, len(locks.ours))
 
     locks.acquire_ahead = ahead  # type: ignore[method-assign]
-    executor = FakeExecutor(clock, writes(), slots=2)
-    executor.prefetch_limit = (  # type: ignore[method-assign]
-        lambda: executor.free_slots() + executor.slots)
+    executor = _executor_asking_ahead(clock, writes())
     result, _ = run(tasks, locks, executor, clock)
     assert result.exit_code == ExitCode.OK and len(locks.granted) == 120
     assert locks.granted == [task.task_id for task in tasks]  # in the plan's order
@@ -504,9 +510,7 @@ def test_leases_asked_for_ahead_pass_over_steps_another_run_built(tmp_path: Path
         return 1.0, True
 
     locks.acquire_ahead = ahead  # type: ignore[method-assign]
-    executor = FakeExecutor(clock, work, slots=2)
-    executor.prefetch_limit = (  # type: ignore[method-assign]
-        lambda: executor.free_slots() + executor.slots)
+    executor = _executor_asking_ahead(clock, work)
     result, _ = run(tasks, locks, executor, clock, wait_timeout=1.0)
     assert set(asked) == {task.task_id for task in tasks[:8]}
     for task in tasks[8:]:
@@ -537,9 +541,7 @@ def test_leases_are_asked_for_further_ahead_while_their_answers_come_late(
 
     locks.acquire_ahead = ahead  # type: ignore[method-assign]
     locks.try_acquire = late  # type: ignore[method-assign]
-    executor = FakeExecutor(clock, writes(), slots=2)
-    executor.prefetch_limit = (  # type: ignore[method-assign]
-        lambda: executor.free_slots() + executor.slots)
+    executor = _executor_asking_ahead(clock, writes())
     result, _ = run(tasks, locks, executor, clock)
     assert result.exit_code == ExitCode.OK and len(locks.granted) == 120
     assert 2 * (2 + 2) + 2 < held_peak <= 4 * (2 + 2) + 2, held_peak

@@ -128,6 +128,18 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     assert _fresh_python(script) == ""
 
 
+def _one_file_task(folder: Path) -> str:
+    """Source of a task `Out` that writes one file in `folder` (for the scripts below)."""
+    return (
+        "class Out(bd.Task):\n"
+        "    def output(self):\n"
+        f"        return bd.FileTarget({str(folder)!r} + '/out.txt')\n"
+        "    def run(self):\n"
+        "        with self.output().open('w') as out:\n"
+        "            out.write('x')\n"
+    )
+
+
 def _fresh_python(script: str) -> str:
     """What `script` prints in a new interpreter (which must exit 0)."""
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -253,12 +265,7 @@ def test_a_default_run_loads_neither_staleness_nor_the_input_waiter(tmp_path: Pa
     script = (
         "import sys\n"
         "import batchdeps as bd\n"
-        "class Out(bd.Task):\n"
-        "    def output(self):\n"
-        f"        return bd.FileTarget({str(tmp_path)!r} + '/out.txt')\n"
-        "    def run(self):\n"
-        "        with self.output().open('w') as out:\n"
-        "            out.write('x')\n"
+        + _one_file_task(tmp_path) +
         "names = ('batchdeps.staleness', 'batchdeps.run.waiting')\n"
         "assert bd.build([Out()]).exit_code == 0\n"
         "print([m for m in names if m in sys.modules], end=' ')\n"
@@ -287,12 +294,7 @@ def test_a_run_with_local_locks_does_not_import_the_lock_servers_protocol(tmp_pa
         "import batchdeps as bd\n"
         "from batchdeps.config import Config\n"
         "from batchdeps.run.session import lock_url_for\n"
-        "class Out(bd.Task):\n"
-        "    def output(self):\n"
-        f"        return bd.FileTarget({str(tmp_path)!r} + '/out.txt')\n"
-        "    def run(self):\n"
-        "        with self.output().open('w') as out:\n"
-        "            out.write('x')\n"
+        + _one_file_task(tmp_path) +
         "names = ('batchdeps.locks.protocol', 'batchdeps.locks.replicas')\n"
         "assert bd.build([Out()]).exit_code == 0\n"
         "assert lock_url_for(Config()) == ()\n"
