@@ -11,7 +11,7 @@ from support.lockutil import TOKEN, LockServer, holder_json
 from support.waiting import wait_for
 
 from batchdeps.errors import LeaseLostError, LockAuthError, LockServerUnavailable
-from batchdeps.locks.client import HttpLockProvider
+from batchdeps.locks.client import LOCAL_CHECK_FRACTION, HttpLockProvider, lease_clock
 
 
 def _provider(server: LockServer, ttl: float = 5, run_id: str | None = None,
@@ -216,6 +216,43 @@ def test_fresh_lease_passes_check_without_asking_stale_one_asks(lock_server: Loc
             owner.check(lease)
     finally:
         owner.close()
+
+
+def test_a_forced_release_gives_the_key_to_nobody_while_its_holder_may_commit_on_its_own_answer(
+        lock_server: LockServer) -> None:
+    """The holder of a lease confirmed less than half a TTL ago passes the fence check
+    without asking: an operator's forced release must not let another holder in before
+    that window has closed, or both would commit. The other client asks over and over
+    from the moment of the release; the first grant it gets must come after the holder's
+    window, and the holder's next check then asks the server and fails."""
+    ttl = 6.0
+    owner, other = _provider(lock_server, ttl=ttl), _provider(lock_server, ttl=ttl)
+    try:
+        lease = owner.try_acquire("Forced()")
+        assert lease is not None
+        window_ends = owner._held[lease].confirmed_at + ttl * LOCAL_CHECK_FRACTION
+        status, answer = lock_server.request("POST", "/v1/force-release",
+                                             {"keys": ["Forced()"], "reason": "stuck"})
+        assert status == 200 and [item["key"] for item in answer["released"]] == ["Forced()"]
+        assert 0 < answer["released"][0]["closed_for"] <= ttl * LOCAL_CHECK_FRACTION
+        while True:
+            taken = other.try_acquire("Forced()")
+            answered_at = lease_clock()
+            if taken is not None:
+                break
+            assert other.holder("Forced()").startswith("nobody (released by force")
+            assert answered_at < window_ends + 30, "the key never opened again"
+            time.sleep(0.05)
+        assert answered_at >= window_ends, (
+            f"granted to another holder {window_ends - answered_at:.2f} s before the old "
+            "holder's fence window closed")
+        assert taken.fencing_token > lease.fencing_token
+        with pytest.raises(LeaseLostError, match="released by force|granted again"):
+            owner.check(lease)
+        other.check(taken)
+    finally:
+        owner.close()
+        other.close()
 
 
 def test_long_task_ids_fill_many_bodies_without_going_over_the_size_limit(

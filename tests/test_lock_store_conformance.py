@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from batchdeps.history.store import TaskQuery
-from batchdeps.locks.protocol import Holder
+from batchdeps.locks.protocol import FORCED_RELEASE, Holder
 from batchdeps.locks.store import LeaseNotHeld, LeaseStore, SqliteLeaseStore
+from batchdeps.locks.store.base import REOPENED
 
 A = Holder("host-a", 100, "run-a")
 B = Holder("host-b", 200, "run-b")
@@ -263,8 +264,9 @@ def test_a_resource_pool_grants_at_most_its_slots(store: LeaseStore) -> None:
 
 
 def test_force_release_frees_anyones_lease_and_is_audited(store: LeaseStore) -> None:
-    _, lease = store.acquire("T", A, 10)
+    _, lease = store.acquire("T", A, 2 * SHORT)
     assert lease is not None
+    time.sleep(SHORT + 0.1)  # past the part of its TTL its holder commits in on its own
     freed = store.force_release("T", "10.0.0.9", "stuck run")
     assert freed is not None and freed.holder == A and freed.token == lease.token
     assert store.get("T") is None
@@ -272,6 +274,54 @@ def test_force_release_frees_anyones_lease_and_is_audited(store: LeaseStore) -> 
     line = store.audit_since(0.0)[0]
     assert (line.event, line.key, line.holder, line.address, line.detail) == (
         "force-release", "T", A.text(), "10.0.0.9", "stuck run")
+
+
+def test_force_release_keeps_the_key_from_everyone_while_its_holder_may_commit(
+        opener: Callable[[], LeaseStore]) -> None:
+    """Its holder takes the lease as current for half a TTL after its last confirmation
+    without asking (client.py): until then the key is held by FORCED_RELEASE, across a
+    restart too, and the holder's renewals and checks fail at once."""
+    store = opener()
+    _, lease = store.acquire("T", A, 60)
+    assert lease is not None
+    freed = store.force_release("T", "10.0.0.9", "stuck run")
+    assert freed is not None and freed.holder == A and freed.token == lease.token
+    closed = store.get("T")
+    assert closed is not None and closed.holder == FORCED_RELEASE
+    assert closed.token == lease.token and 20 < closed.expires_in <= 30
+    assert not store.acquire("T", B, 10)[0] and not store.acquire("T", A, 10)[0]
+    assert store.acquire_many(["T", "U"], B, 10)[0][0] is False
+    with pytest.raises(LeaseNotHeld, match="released by force"):
+        store.renew("T", lease.token, A)
+    with pytest.raises(LeaseNotHeld, match="released by force"):
+        store.check("T", lease.token, A)
+    assert str(store.renew_many([("T", lease.token)], A)[0]) == (
+        "T was released by force (batchdeps locks release)")
+    assert not store.release("T", lease.token, A)
+    assert store.force_release("T", "10.0.0.9", "again") is None  # not opened early
+    assert not opener().acquire("T", B, 10)[0]  # a restart keeps it closed
+    assert [row.event for row in store.audit_since(0.0) if row.key == "T"].count(
+        "force-release") == 1
+
+    _, short = store.acquire("S", A, 2 * SHORT)
+    assert short is not None and store.force_release("S", "10.0.0.9", "stuck") is not None
+    time.sleep(SHORT + 0.2)  # its window (half of 2 * SHORT) has closed
+    granted, after = store.acquire("S", B, 10)
+    assert granted and after is not None and after.token > short.token
+    current = store.get("S")
+    assert current is not None and current.holder == B
+
+
+def test_the_end_of_a_forced_release_window_is_audited_as_the_key_reopening(
+        store: LeaseStore) -> None:
+    _, lease = store.acquire("R", A, 2 * SHORT)
+    assert lease is not None and store.force_release("R", "", "stuck") is not None
+    time.sleep(SHORT + 0.2)
+    assert store.expire_due(500) == 1
+    line = store.audit_since(0.0)[0]
+    assert (line.event, line.key, line.holder, line.detail) == (
+        "expire", "R", FORCED_RELEASE.text(), REOPENED)
+    assert store.get("R") is None and store.acquire("R", B, 10)[0]
 
 
 def test_holder_lookups_see_only_live_leases(store: LeaseStore) -> None:

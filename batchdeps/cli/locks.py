@@ -180,7 +180,8 @@ def release_command(obj: Any, task_ids: tuple[str, ...], holder: str | None, rea
     """Free leases whoever holds them (admin role; audited): TASK_ID ... or --holder HOST:PID.
 
     Only for leases whose holder is gone or stuck: a live holder loses its lease at its
-    next renewal or fence check and does not commit.
+    next renewal or fence check and does not commit. A lease confirmed less than half a TTL
+    ago stays closed to others until then (its holder may still commit on its own answer).
     """
     from ..errors import UsageError
     from ..locks.protocol import printable
@@ -206,8 +207,12 @@ def release_command(obj: Any, task_ids: tuple[str, ...], holder: str | None, rea
     except BatchdepsError as exc:
         fail(exc)
     for lease in data.get("released", []):
+        closed = float(lease.get("closed_for") or 0.0)
+        after = (f"; nobody else gets it for {closed:.1f} s, while its holder may still "
+                 "commit on its own fence answer" if closed > 0 else "")
         click.echo(f"released {printable(str(lease['key']))} (was held by "
-                   f"{printable(str(lease.get('holder_text', '')))}, token {lease.get('token')})")
+                   f"{printable(str(lease.get('holder_text', '')))}, token "
+                   f"{lease.get('token')}){after}")
     for key in data.get("not_held", []):
         click.echo(f"not held: {printable(str(key))}")
     if holder and not data.get("released"):

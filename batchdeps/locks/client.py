@@ -51,8 +51,9 @@ def lease_clock() -> float:
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 #: A lease confirmed by the server less than this part of its TTL ago passes `check()`
 #: without a round trip: the server cannot have granted it to anyone else yet, since its
-#: expiry is at least `confirmed_at + ttl` (confirmed_at is when the request was *sent*).
-LOCAL_CHECK_FRACTION = 0.5
+#: expiry is at least `confirmed_at + ttl` (confirmed_at is when the request was *sent*),
+#: and a forced release keeps the key from everyone until `confirmed_at` plus this part.
+LOCAL_CHECK_FRACTION = p.LOCAL_FENCE_FRACTION
 #: A refused acquire's holder answers `holder()` for this long without a round trip (it
 #: names the holder in a message; a run busy starting many steps may ask seconds later).
 HOLDER_NOTE_SECONDS = 30.0

@@ -69,6 +69,11 @@ MAX_REASON_CHARS = 500
 MIN_TTL = 1.0
 MAX_TTL = 7 * 24 * 3600.0
 RESOURCE_PREFIX = "resource:"
+#: A holder takes its lease as current without asking the server (the fence check before a
+#: commit) for this part of its TTL after the server last confirmed it: a grant, renewal or
+#: check, counted from when that request was sent. The server keeps to it: nobody else gets
+#: the key in that time, not even after a forced release (which closes the key that long).
+LOCAL_FENCE_FRACTION = 0.5
 
 
 def printable(text: str) -> str:
@@ -103,6 +108,8 @@ class Holder:
 
     def describe(self) -> str:
         """'host H pid P run R', control characters escaped (safe to print)."""
+        if self.pid == 0 and self == FORCED_RELEASE:
+            return "nobody (released by force; its last holder may still commit until then)"
         return printable(self.text())
 
     def text(self) -> str:
@@ -120,6 +127,21 @@ class Holder:
             pid=_integer(obj, "pid", 0, 2**31 - 1),
             run_id=_text(obj, "run_id", MAX_RUN_ID_CHARS),
         )
+
+
+#: The holder a key freed by force is given while its last holder may still commit on its
+#: own fence answer (LOCAL_FENCE_FRACTION): the key stays closed to everyone until the row
+#: expires. No request may name it (`requester`), so nobody can acquire, renew or free it.
+FORCED_RELEASE = Holder("(forced release)", 0, "fence")
+
+
+def requester(obj: dict[str, Any]) -> Holder:
+    """The holder a request names; never FORCED_RELEASE (nobody's lease to take or free)."""
+    holder = Holder.from_json(obj.get("holder"))
+    if holder.pid == 0 and holder == FORCED_RELEASE:  # pid first: no real process has 0
+        raise ProtocolError("field 'holder' names the holder of keys released by force, "
+                            "which no client may use")
+    return holder
 
 
 def describe_holder(value: Any) -> str:
@@ -236,7 +258,7 @@ def _lease_refs(obj: dict[str, Any], field: str, limit: int) -> list[tuple[str, 
 
 def parse_acquire(body: Any) -> AcquireRequest:
     obj = _object(body, "request body")
-    return AcquireRequest(_text(obj, "key", MAX_KEY_CHARS), Holder.from_json(obj.get("holder")),
+    return AcquireRequest(_text(obj, "key", MAX_KEY_CHARS), requester(obj),
                           _ttl(obj), _release_field(obj))
 
 
@@ -245,7 +267,7 @@ def parse_resource(body: Any) -> ResourceRequest:
     return ResourceRequest(
         _text(obj, "name", MAX_KEY_CHARS - 32),
         _integer(obj, "slots", 1, MAX_RESOURCE_SLOTS),
-        Holder.from_json(obj.get("holder")),
+        requester(obj),
         _ttl(obj),
     )
 
@@ -253,12 +275,12 @@ def parse_resource(body: Any) -> ResourceRequest:
 def parse_lease_ref(body: Any) -> LeaseRef:
     obj = _object(body, "request body")
     return LeaseRef(_text(obj, "key", MAX_KEY_CHARS), _integer(obj, "token", 1, 2**62),
-                    Holder.from_json(obj.get("holder")))
+                    requester(obj))
 
 
 def parse_renew(body: Any) -> RenewRequest:
     obj = _object(body, "request body")
-    holder = Holder.from_json(obj.get("holder"))
+    holder = requester(obj)
     return RenewRequest(holder, _lease_refs(obj, "leases", MAX_RENEW_LEASES))
 
 
@@ -273,7 +295,7 @@ def parse_acquire_many(body: Any) -> AcquireManyRequest:
     brief = obj.get("brief", False)
     if not isinstance(brief, bool):
         raise ProtocolError("field 'brief' must be true or false")
-    return AcquireManyRequest(keys, Holder.from_json(obj.get("holder")), _ttl(obj),
+    return AcquireManyRequest(keys, requester(obj), _ttl(obj),
                               _release_field(obj), brief)
 
 

@@ -50,6 +50,7 @@ from .store import (
     LeaseStore,
     SqliteLeaseStore,
     StoreUnavailable,
+    fence_window_left,
     is_postgres_url,
 )
 
@@ -478,8 +479,10 @@ class LockServer:
                 lease = self.store.force_release(key, address, reason)
                 if lease is None:
                     not_held.append(key)
-                else:
-                    released.append(lease_json(lease, now))
+                else:  # closed to new holders while the old one may commit on its own answer
+                    body = lease_json(lease, now)
+                    body["closed_for"] = max(0.0, fence_window_left(lease))
+                    released.append(body)
         for lease_body in released:
             log.warning("forced release of %s (held by %s) from %s: %s", lease_body["key"],
                         lease_body["holder_text"], address, reason)

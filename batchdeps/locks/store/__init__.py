@@ -15,11 +15,13 @@ from .base import (
     LeaseStore,
     StoreError,
     StoreUnavailable,
+    fence_window_left,
 )
 from .sqlite import SqliteLeaseStore
 
 __all__ = ["AUDIT_EVENTS", "AuditRow", "LeaseNotHeld", "LeaseRow", "LeaseStore",
-           "SqliteLeaseStore", "StoreError", "StoreUnavailable", "is_postgres_url"]
+           "SqliteLeaseStore", "StoreError", "StoreUnavailable", "fence_window_left",
+           "is_postgres_url"]
 
 #: URL scheme -> the module (under this package) whose `open_store(url, init)` serves it
 STORES = {"postgresql": "postgres", "postgres": "postgres"}

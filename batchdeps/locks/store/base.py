@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ...errors import LockError, UsageError
-from ..protocol import Holder
+from ..protocol import FORCED_RELEASE, LOCAL_FENCE_FRACTION, Holder
 
 if TYPE_CHECKING:
     from ...history.store import HistoryStore
 
 T = TypeVar("T")
 AUDIT_EVENTS = ("grant", "release", "expire", "takeover", "force-release", "auth-failure")
+#: the detail of the "expire" line when a key closed by a forced release opens again
+REOPENED = "the fence window its holder had when it was released by force has closed"
 
 
 class StoreError(UsageError):
@@ -52,6 +54,20 @@ class LeaseRow:
     ttl: float
     granted_at: float
     expires_in: float
+
+
+def fence_window_left(lease: LeaseRow) -> float:
+    """Seconds from now in which `lease`'s holder may still commit on its own fence answer:
+    until half (LOCAL_FENCE_FRACTION) a TTL after the server last confirmed it, which is
+    its expiry less that part of its TTL (a confirmation sets the expiry one TTL on)."""
+    return lease.expires_in - lease.ttl * LOCAL_FENCE_FRACTION
+
+
+def not_held_reason(key: str, token: int, holder: Holder) -> str:
+    """Why a renew or check of `key` fails when the key is now `holder`'s with `token`."""
+    if holder == FORCED_RELEASE:
+        return f"{key} was released by force (batchdeps locks release)"
+    return f"{key} was granted again (token {token}, held by {holder.describe()})"
 
 
 @dataclass(frozen=True)
@@ -150,7 +166,12 @@ class LeaseStore(Protocol):
         ...
 
     def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
-        """Free `key` whoever holds it (audited); the lease that was freed, or None."""
+        """Free `key` whoever holds it (audited); the lease that was freed, or None.
+
+        While its holder may still commit on its own fence answer (`fence_window_left`),
+        the key is not free but held by FORCED_RELEASE until that window has closed, so
+        nobody else gets it meanwhile; the holder's renewals and checks fail at once. A key
+        held by FORCED_RELEASE is not released again (None)."""
         ...
 
     def get(self, key: str) -> LeaseRow | None:

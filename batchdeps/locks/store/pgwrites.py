@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Holder
-from .base import LeaseNotHeld, LeaseRow, StoreUnavailable
+from .base import LeaseNotHeld, LeaseRow, StoreUnavailable, not_held_reason
 from .pgbatch import ACQUIRE, RELEASE, RENEW, SOLO, Change
 
 if TYPE_CHECKING:
@@ -227,8 +227,7 @@ def _renewals(store: PgLeaseStore, changes: list[Change]
             if now is None:
                 why = f"{key} was released or expired"
             elif now.token != token or now.holder != holder:
-                why = (f"{key} was granted again (token {now.token}, held by "
-                       f"{now.holder.describe()})")
+                why = not_held_reason(key, now.token, now.holder)
             else:
                 why = f"{key} expired before it was renewed"
                 late.append((key, token, holder.host, holder.pid, holder.run_id))

@@ -41,9 +41,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import UsageError
-from ..protocol import Holder, resource_key
+from ..protocol import FORCED_RELEASE, LOCAL_FENCE_FRACTION, Holder, resource_key
 from . import pgschema
-from .base import AuditRow, LeaseNotHeld, LeaseRow, StoreError, StoreUnavailable
+from .base import (
+    REOPENED,
+    AuditRow,
+    LeaseNotHeld,
+    LeaseRow,
+    StoreError,
+    StoreUnavailable,
+    fence_window_left,
+)
 from .pgbatch import ACQUIRE, RELEASE, RENEW, SOLO, Combiner, Replayed, Rounds
 from .pgwrites import apply
 
@@ -365,15 +373,36 @@ class PgLeaseStore:
         return answers
 
     def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
-        row = self._run(lambda conn: conn.execute(
-            "WITH gone AS (DELETE FROM batchdeps_leases WHERE key = %s RETURNING *), "
-            "logged AS (INSERT INTO batchdeps_audit "
-            "(at, event, key, token, holder, address, detail) "
-            "SELECT extract(epoch FROM now()), 'force-release', key, token, "
-            "format('host %%s pid %%s run %%s', host, pid, run_id), %s, %s FROM gone) "
-            "SELECT key, token, host, pid, run_id, ttl, extract(epoch FROM granted_at), "
-            "extract(epoch FROM expires_at - now()) FROM gone",
-            (key, address, reason)).fetchone(), retry=False)
+        """The row locked, then deleted, or (while its holder may still commit on its own
+        fence answer) given to FORCED_RELEASE until that window closes; one transaction."""
+        closed = FORCED_RELEASE
+
+        def work(conn: Any) -> Sequence[Any] | None:
+            with conn.transaction():
+                row = conn.execute(f"SELECT {_COLUMNS} FROM batchdeps_leases WHERE key = %s "
+                                   "FOR UPDATE", (key,)).fetchone()
+                if row is None or (row[2], row[3], row[4]) == (
+                        closed.host, closed.pid, closed.run_id):
+                    return None
+                window = fence_window_left(self._lease(row))
+                if window > 0:
+                    conn.execute(  # expires_at less that part of the TTL (on the right:
+                        # the old values): the last confirmation plus it
+                        "UPDATE batchdeps_leases SET host = %s, pid = %s, run_id = %s, "
+                        "ttl = ttl * %s, expires_at = expires_at - make_interval(secs => "
+                        "ttl * %s) WHERE key = %s",
+                        (closed.host, closed.pid, closed.run_id, LOCAL_FENCE_FRACTION,
+                         LOCAL_FENCE_FRACTION, key))
+                else:
+                    conn.execute("DELETE FROM batchdeps_leases WHERE key = %s", (key,))
+                conn.execute(
+                    "INSERT INTO batchdeps_audit (at, event, key, token, holder, address, "
+                    "detail) VALUES (extract(epoch FROM now()), 'force-release', %s, %s, "
+                    "format('host %%s pid %%s run %%s', %s::text, %s::integer, %s::text), "
+                    "%s, %s)", (key, row[1], row[2], row[3], row[4], address, reason))
+                return row  # type: ignore[no-any-return]
+
+        row = self._run(work, retry=False)
         if row is None:
             return None
         self._count("force-release")
@@ -391,8 +420,10 @@ class PgLeaseStore:
             "INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail) "
             "SELECT extract(epoch FROM now()), 'expire', key, token, "
             "format('host %%s pid %%s run %%s', host, pid, run_id), '', "
-            "format('not renewed within its ttl of %%s s', ttl) FROM gone",
-            (int(limit),)).rowcount))
+            "CASE WHEN host = %s AND pid = %s AND run_id = %s THEN %s "
+            "ELSE format('not renewed within its ttl of %%s s', ttl) END FROM gone",
+            (int(limit), FORCED_RELEASE.host, FORCED_RELEASE.pid, FORCED_RELEASE.run_id,
+             REOPENED)).rowcount))
         self._count("expire", done)
         return done
 

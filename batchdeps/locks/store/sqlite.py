@@ -3,7 +3,8 @@
 Tables: `leases` (one row per *held* lease: key, fencing token, holder, ttl), `audit` (every
 grant, release, expiry, takeover, forced release and authentication failure) and `meta`
 (what the file is, and the fencing-token high-water mark). A released or expired lease's row
-is deleted; the key's history stays in the audit log.
+is deleted; the key's history stays in the audit log. A lease released by force whose holder
+may still commit on its own fence answer is kept, held by `FORCED_RELEASE`, until then.
 
 Fencing tokens are one sequence for the whole database: each grant gets
 `max(high-water mark + 1, wall clock in microseconds)` and the mark is written in the same
@@ -43,8 +44,17 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from ..protocol import Holder, resource_key
-from .base import AUDIT_EVENTS, AuditRow, LeaseNotHeld, LeaseRow, StoreError
+from ..protocol import FORCED_RELEASE, LOCAL_FENCE_FRACTION, Holder, resource_key
+from .base import (
+    AUDIT_EVENTS,
+    REOPENED,
+    AuditRow,
+    LeaseNotHeld,
+    LeaseRow,
+    StoreError,
+    fence_window_left,
+    not_held_reason,
+)
 
 if TYPE_CHECKING:
     from ...history.store import HistoryStore
@@ -387,7 +397,7 @@ class SqliteLeaseStore:
                 if row is not None:
                     self.db.execute("DELETE FROM leases WHERE key = ?", (key,))
                     self._audit("expire", key, row[1], self._holder(row).text(), "",
-                                f"not renewed within its ttl of {row[5]:g} s")
+                                self._expired(row))
                 done += 1
         return done
 
@@ -480,12 +490,11 @@ class SqliteLeaseStore:
                 return self._grant(key, row, holder, ttl, address, inserts)
         if row is not None:  # expired, not swept yet
             before = self._holder(row)
-            if before != holder:
+            if before != holder and before != FORCED_RELEASE:
                 self._audit("takeover", key, row[1], before.text(), address,
                             f"expired lease taken by {holder.text()}")
             else:
-                self._audit("expire", key, row[1], before.text(), "",
-                            f"not renewed within its ttl of {row[5]:g} s")
+                self._audit("expire", key, row[1], before.text(), "", self._expired(row))
         token = self._next_token()
         now = self.wall()
         values = (key, token, holder.host, holder.pid, holder.run_id, ttl, now)
@@ -565,8 +574,7 @@ class SqliteLeaseStore:
         if row is None:
             raise LeaseNotHeld(f"{key} was released or expired")
         if row[1] != token or self._holder(row) != holder:
-            raise LeaseNotHeld(f"{key} was granted again (token {row[1]}, held by "
-                               f"{self._holder(row).describe()})")
+            raise LeaseNotHeld(not_held_reason(key, row[1], self._holder(row)))
         if not self._live(row):
             with self.transaction():
                 self._delete(key)
@@ -635,15 +643,36 @@ class SqliteLeaseStore:
         return answers
 
     def force_release(self, key: str, address: str, reason: str) -> LeaseRow | None:
-        """Free `key` whoever holds it (an operator's decision, audited); the lease or None."""
+        """Free `key` whoever holds it (an operator's decision, audited); the lease or None.
+
+        While its holder may still commit on its own fence answer, the row stays, held by
+        FORCED_RELEASE until that window closes (its TTL is that part of the old one: a
+        restart then keeps it closed long enough).
+        """
         row = self._row(key)
-        if row is None:
+        if row is None or self._holder(row) == FORCED_RELEASE:
             return None
         lease = self._lease(row)
+        window = fence_window_left(lease)
         with self.transaction():
-            self._delete(key)
+            if window > 0:
+                closed = FORCED_RELEASE
+                self.db.execute(
+                    "UPDATE leases SET host = ?, pid = ?, run_id = ?, ttl = ? WHERE key = ?",
+                    (closed.host, closed.pid, closed.run_id,
+                     lease.ttl * LOCAL_FENCE_FRACTION, key))
+                self._set_expiry(key, self.clock() + window)
+                heapq.heappush(self._heap, (self.clock() + window, key))  # earlier than its own
+            else:
+                self._delete(key)
             self._audit("force-release", key, row[1], lease.holder.text(), address, reason)
         return lease
+
+    def _expired(self, row: tuple) -> str:  # type: ignore[type-arg]
+        """The detail of the audit line of `row`'s expiry."""
+        if self._holder(row) == FORCED_RELEASE:
+            return REOPENED
+        return f"not renewed within its ttl of {row[5]:g} s"
 
     def _delete(self, key: str) -> None:
         self.db.execute("DELETE FROM leases WHERE key = ?", (key,))
