@@ -238,18 +238,24 @@ def load_config(explicit: str | None = None, environ: Mapping[str, str] | None =
     environ = os.environ if environ is None else environ
     path = find_config_path(explicit, environ)
     if path is None:
+        from .luigi_files import load_luigi_fallback
+
         fallback = load_luigi_fallback(environ)  # a Luigi project's luigi.cfg, if any
         if fallback is not None:
             return fallback
         return parse_config({}, environ=environ)  # defaults, and BATCHDEPS_... overrides
+    return parse_config(read_toml(path), path=path, environ=environ)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The TOML document in `path`; one that cannot be read or parsed is a ConfigError."""
     try:
         with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
+            return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_config(raw, path=path, environ=environ)
 
 
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
@@ -462,133 +468,4 @@ def parse_config(
         family: _table(values, f"{label}: [tasks.{family}]", environ)
         for family, values in tasks.items()
     }
-    return config
-
-
-# -- luigi.cfg as a fallback ---------------------------------------------------------------
-#: Where Luigi looks for its config, in order (later files win), then $LUIGI_CONFIG_PATH.
-LUIGI_CONFIG_FILES = ("/etc/luigi/client.cfg", "/etc/luigi/luigi.cfg", "client.cfg",
-                      "luigi.cfg")
-LUIGI_CONFIG_ENV = "LUIGI_CONFIG_PATH"
-
-#: luigi.cfg keys batchdeps honours: (section, key with underscores) -> how.
-#: ("batchdeps", key) sets that key; ("retries_from_count",) turns Luigi's most-runs count
-#: into batchdeps' extra attempts.
-LUIGI_HONOURED: dict[tuple[str, str], tuple[str, ...]] = {
-    ("core", "workers"): ("batchdeps", "workers"),
-    ("core", "log_level"): ("batchdeps", "log_level"),
-    ("worker", "timeout"): ("batchdeps", "timeout"),
-    ("scheduler", "retry_delay"): ("batchdeps", "retry_delay"),
-    ("scheduler", "retry_count"): ("retries_from_count",),
-    ("worker", "retry_count"): ("retries_from_count",),
-}
-#: luigi.cfg keys that have no effect here because what they tune does not exist (no
-#: central scheduler, no keep-alive worker): read and ignored, as docs/from-luigi.md lists.
-LUIGI_IGNORED: dict[str, frozenset[str]] = {
-    "core": frozenset({"local_scheduler", "no_lock", "lock_pid_dir", "lock_size",
-                       "parallel_scheduling", "parallel_scheduling_processes",
-                       "assistant", "help", "help_all", "module", "logging_conf_file",
-                       "no_configure_logging", "autoload_range", "rpc_connect_timeout",
-                       "rpc_retry_attempts", "rpc_retry_wait", "take_lock"}),
-    "worker": frozenset({"keep_alive", "ping_interval", "wait_interval", "wait_jitter",
-                         "max_keep_alive_idle_duration", "max_reschedules",
-                         "count_uniques", "count_last_scheduled", "check_unfulfilled_deps",
-                         "check_complete_on_run", "force_multiprocessing",
-                         "task_process_context", "cache_task_completion", "send_messages",
-                         "retry_external_tasks", "no_install_shutdown_handler", "id"}),
-    "scheduler": frozenset({"disable_window", "disable_hard_timeout", "disable_persist",
-                            "disable_failures", "remove_delay", "worker_disconnect_delay",
-                            "state_path", "batch_emails", "record_task_history",
-                            "prune_on_get_work", "pause_enabled", "send_messages",
-                            "metrics_collector", "stable_done_cooldown_secs"}),
-    "logging": frozenset(),  # logging dictConfig: batchdeps logs its own way (log_level)
-    "execution_summary": frozenset({"summary_length"}),
-}
-
-
-def luigi_key(key: str) -> str:
-    """A luigi.cfg key as batchdeps spells keys: `retry-count` is `retry_count`."""
-    return key.strip().replace("-", "_")
-
-
-def luigi_cfg_paths(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The luigi.cfg files that exist, in Luigi's order (later ones win)."""
-    environ = os.environ if environ is None else environ
-    candidates = list(LUIGI_CONFIG_FILES)
-    extra = environ.get(LUIGI_CONFIG_ENV)
-    if extra:
-        candidates.extend(part for part in extra.split(os.pathsep) if part)
-    return [path for path in candidates if os.path.isfile(path)]
-
-
-def read_luigi_cfg(paths: list[str]) -> dict[str, dict[str, str]]:
-    """The sections of the luigi.cfg files, later files over earlier ones, keys with
-    underscores (`retry-count` and `retry_count` are one key)."""
-    import configparser
-
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                parser.read_file(handle, source=path)
-        except configparser.Error as exc:
-            raise ConfigError(f"{path} is not a valid luigi.cfg: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return {section: {luigi_key(k): v for k, v in parser.items(section)}
-            for section in parser.sections()}
-
-
-def luigi_cfg_as_toml(sections: dict[str, dict[str, str]], label: str) -> dict[str, Any]:
-    """The parts of luigi.cfg batchdeps honours, as a config.toml document would hold them.
-
-    `[core]`, `[worker]` and `[scheduler]` keys of LUIGI_HONOURED set batchdeps' own keys,
-    `[resources]` caps resources; keys of LUIGI_IGNORED are dropped; any other key of those
-    sections is an error naming it, never a setting silently lost.
-    """
-    raw: dict[str, Any] = {"batchdeps": {}}
-    for section in ("core", "worker", "scheduler"):
-        for key, text in sections.get(section, {}).items():
-            how = LUIGI_HONOURED.get((section, key))
-            if how is None:
-                if key in LUIGI_IGNORED.get(section, frozenset()):
-                    continue
-                raise ConfigError(
-                    f"{label}: [{section}] {key}: batchdeps cannot honour this luigi.cfg "
-                    "key (see docs/from-luigi.md, \"luigi.cfg\"); remove it or move the "
-                    "setting to config.toml")
-            where = f"{label}: [{section}] {key}"
-            if how[0] == "retries_from_count":
-                count = _luigi_number(text, where, int)
-                if count < 1:
-                    raise ConfigError(f"{where} must be an integer >= 1, got {text!r}")
-                raw["batchdeps"]["retries"] = count - 1
-            else:
-                parse: Any = str if how[1] == "log_level" else (
-                    int if how[1] == "workers" else float)
-                value = _luigi_number(text, where, parse)
-                raw[how[0]][how[1]] = value.upper() if how[1] == "log_level" else value
-    if "resources" in sections:
-        raw["resources"] = {key: _luigi_number(text, f"{label}: [resources] {key}", int)
-                            for key, text in sections["resources"].items()}
-    return raw
-
-
-def _luigi_number(text: str, where: str, parse: Any) -> Any:
-    try:
-        return parse(text.strip())
-    except ValueError:
-        raise ConfigError(f"{where}: cannot read {text!r} as {parse.__name__}") from None
-
-
-def load_luigi_fallback(environ: Mapping[str, str]) -> Config | None:
-    """The config from luigi.cfg when there is no config.toml; None when there is none."""
-    paths = luigi_cfg_paths(environ)
-    if not paths:
-        return None
-    label = paths[-1]
-    raw = luigi_cfg_as_toml(read_luigi_cfg(paths), label)
-    config = parse_config(raw, path=None, environ=environ)
-    config.luigi_cfg = paths
     return config

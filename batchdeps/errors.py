@@ -6,7 +6,8 @@
     ├── ConfigError                     2  bad config file, key, value or ${ENV}
     ├── TaskDefinitionError             2  a Task class or instance is wrong
     │   ├── ParameterError              2  a parameter value cannot be parsed or is missing
-    │   └── CycleError                  2  requires() forms a cycle
+    │   ├── CycleError                  2  requires() forms a cycle
+    │   └── BrokenTaskError             2  requires()/output()/complete() raised
     ├── TargetError                     1  a target could not be used
     │   └── TargetCheckError            1  existence could not be decided (never "missing")
     ├── LockError                       1  the lock provider failed
@@ -85,6 +86,19 @@ class ParameterError(TaskDefinitionError):
 
 class CycleError(TaskDefinitionError):
     """Tasks require each other in a cycle."""
+
+
+class BrokenTaskError(TaskDefinitionError):
+    """A task's `requires()`, `output()` or `complete()` raised `exception` (the cause):
+    the graph cannot be read whole. A run fires BROKEN_TASK handlers with it."""
+
+    def __init__(self, message: str, task: object, exception: BaseException) -> None:
+        super().__init__(message)
+        self.task = task
+        self.exception = exception
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickles (from a worker process) as itself
+        return (type(self), (str(self), self.task, self.exception))
 
 
 class TargetError(BatchdepsError):

@@ -18,13 +18,15 @@ run's events (report/events.py), with Luigi's arguments:
                                       by a task that runs)
     DEPENDENCY_DISCOVERED(task, dep)  for each task that runs, each task it requires
     PROGRESS(...)                     only what a task fires itself (`trigger_event`)
+    BROKEN_TASK(task, exception)      the task's requires(), output() or complete() raised
+                                      while the run was resolved (a --dry-run too); the
+                                      run then stops as a definition error (exit 2)
 
 Other names than `event.core.*` are events of one's own, as in Luigi: a handler may be
 registered for any such string, and only `trigger_event` fires them. A name under
 `event.core.` that is none of these is refused (a typo would never fire).
 
-A handler that raises is logged and changes nothing. `BROKEN_TASK` is never fired: a
-`requires()` or `complete()` that raises is a definition error before anything runs.
+A handler that raises is logged and changes nothing.
 """
 
 from __future__ import annotations

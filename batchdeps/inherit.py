@@ -23,15 +23,19 @@ from .task import Task
 T = TypeVar("T", bound=type[Task])
 
 
+class DecoratorUseError(TaskDefinitionError, TypeError):
+    """`bd.inherits` / `bd.requires` used wrongly; also a TypeError, as Luigi raises."""
+
+
 def _check(decorator: str, tasks: tuple[Any, ...], named: dict[str, Any]) -> None:
     if not tasks and not named:
-        raise TaskDefinitionError(f"bd.{decorator}() needs at least one task class")
+        raise DecoratorUseError(f"bd.{decorator}() needs at least one task class")
     if tasks and named:
-        raise TaskDefinitionError(f"bd.{decorator}(): give the task classes either all by "
-                                  "position or all by keyword, not both")
+        raise DecoratorUseError(f"bd.{decorator}(): give the task classes either all by "
+                                "position or all by keyword, not both")
     for given in (*tasks, *named.values()):
         if not (isinstance(given, type) and issubclass(given, Task)):
-            raise TaskDefinitionError(f"bd.{decorator}(): {given!r} is not a task class")
+            raise DecoratorUseError(f"bd.{decorator}(): {given!r} is not a task class")
 
 
 def _copy_parameters(cls: type[Task], parents: list[type[Task]]) -> None:
@@ -60,7 +64,7 @@ def inherits(*tasks: type[Task], **named: type[Task]) -> Callable[[T], T]:
 
     def decorate(cls: T) -> T:
         if not (isinstance(cls, type) and issubclass(cls, Task)):
-            raise TaskDefinitionError(f"bd.inherits(...) decorates task classes, not {cls!r}")
+            raise DecoratorUseError(f"bd.inherits(...) decorates task classes, not {cls!r}")
         _copy_parameters(cls, [*tasks, *named.values()])
         if tasks:
             def clone_parent(self: Task, **kwargs: Any) -> Task:

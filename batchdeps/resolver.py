@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .arrival import Arrival, guarded, look
-from .errors import BatchdepsError, CycleError, ExitCode, TaskDefinitionError, UsageError
+from .errors import (
+    BatchdepsError,
+    BrokenTaskError,
+    CycleError,
+    ExitCode,
+    TaskDefinitionError,
+    UsageError,
+)
 from .paths import shown, shown_all
 from .targets import Target, check_exists
 from .task import ExternalTask, Task, WrapperTask, flatten_outputs, flatten_requires
@@ -606,8 +613,8 @@ def call_complete(task: Task) -> bool:
     except BatchdepsError:
         raise
     except Exception as exc:
-        raise TaskDefinitionError(
-            f"{task.task_id}: complete() raised {type(exc).__name__}: {exc}"
+        raise BrokenTaskError(
+            f"{task.task_id}: complete() raised {type(exc).__name__}: {exc}", task, exc
         ) from exc
 
 

@@ -10,7 +10,7 @@ from types import GeneratorType
 from typing import Any, ClassVar
 
 from .config import UnsetVariable
-from .errors import ConfigError, ParameterError, TaskDefinitionError
+from .errors import BrokenTaskError, ConfigError, ParameterError, TaskDefinitionError
 from .parameters import Parameter
 
 
@@ -500,8 +500,8 @@ def _flatten(task: Task, method: str, known: set[type]) -> list[Any]:
     except (TaskDefinitionError, ConfigError):  # a default from an unset ${VAR}: as it is
         raise
     except Exception as exc:
-        raise TaskDefinitionError(
-            f"{task.task_id}: {method}() raised {type(exc).__name__}: {exc}"
+        raise BrokenTaskError(
+            f"{task.task_id}: {method}() raised {type(exc).__name__}: {exc}", task, exc
         ) from exc
     if method == "requires":
         kind, what = Task, "tasks"

@@ -784,3 +784,120 @@ def test_mock_files_are_shared_by_the_runs_worker_processes(tmp_path: Path) -> N
     assert answers[1].splitlines()[:2] == [
         "True", "b'word 0\\nword 1\\nword 2\\nword 3\\n' ['/words/0', '/words/1', "
         "'/words/2', '/words/3']"]
+
+
+SCHEDULER_ATTRIBUTES = r'''
+import json, os, sys, time
+import batchdeps.luigi as luigi
+
+class Quiet(luigi.Task):
+    """Every attribute only Luigi's scheduler (or its e-mail) reads, and retry_count."""
+    disable_window = 10
+    disable_hard_timeout = 5
+    max_batch_size = 2
+    owner_email = "ops@example.com"
+    accepts_messages = True
+    retry_count = 3
+    def output(self):
+        return luigi.LocalTarget("out/quiet.txt")
+    def run(self):
+        runs = int(open("quiet-runs").read()) + 1 if os.path.exists("quiet-runs") else 1
+        open("quiet-runs", "w").write(str(runs))
+        if runs < 3:
+            raise RuntimeError(f"run {runs} fails")
+        with self.output().open("w") as out:
+            out.write(json.dumps([self.disable_window_seconds, self.batchable]))
+
+class Slow(luigi.Task):
+    worker_timeout = 1
+    def output(self):
+        return luigi.LocalTarget("out/slow.txt")
+    def run(self):
+        time.sleep(60)
+
+class Ordered(luigi.Task):
+    n = luigi.IntParameter()
+    @property
+    def priority(self):
+        return self.n
+    def output(self):
+        return luigi.LocalTarget(f"out/ordered-{self.n}.txt")
+    def run(self):
+        with open("order.log", "a") as log:
+            log.write(f"{self.n}\n")
+        with self.output().open("w") as out:
+            out.write("")
+
+class Off(luigi.Task):
+    on = luigi.BoolParameter()
+    @property
+    def disabled(self):
+        return not self.on
+    def output(self):
+        return luigi.LocalTarget(f"out/off-{self.on}.txt")
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("")
+
+class NeedsOff(luigi.Task):
+    def requires(self):
+        return Off()
+    def output(self):
+        return luigi.LocalTarget("out/needs-off.txt")
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("")
+
+class Db(luigi.Task):
+    n = luigi.IntParameter()
+    resources = {"db": 1}
+    def output(self):
+        return luigi.LocalTarget(f"out/db-{self.n}.txt")
+    def run(self):
+        fd = os.open("db-busy", os.O_CREAT | os.O_EXCL)  # fails while another holds it
+        time.sleep(0.3)
+        os.close(fd)
+        os.unlink("db-busy")
+        with self.output().open("w") as out:
+            out.write("")
+
+if sys.argv[1] == "order":
+    tasks = [Quiet(), Slow(), *(Ordered(n=n) for n in (1, 5, 3)), NeedsOff(), Off(on=True)]
+    workers = 1
+else:
+    tasks, workers = [Db(n=n) for n in range(3)], 3
+result = luigi.build(tasks, local_scheduler=True, workers=workers, detailed_summary=True)
+print(json.dumps(sorted([task_id.split("_")[0], r.status.value, r.attempts, r.error]
+                         for task_id, r in result.result.tasks.items())))
+'''
+
+
+def test_scheduler_only_class_attributes_are_taken_as_documented(tmp_path: Path) -> None:
+    """docs/from-luigi.md, "Scheduler-only class attributes": priority orders the ready
+    tasks, resources cap them with [resources] of luigi.cfg, worker_timeout is timeout,
+    retry_count the most runs; a disabled task is not run, nor what needs it;
+    disable_window(_seconds), disable_hard_timeout, max_batch_size, owner_email and
+    accepts_messages change nothing of a run."""
+    (tmp_path / "check.py").write_text(SCHEDULER_ATTRIBUTES)
+    (tmp_path / "luigi.cfg").write_text("[resources]\ndb = 1\n[scheduler]\nretry_delay = 0\n")
+    outcomes = []
+    for case in ("order", "resources"):
+        done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "check.py",
+                               case], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=180)
+        assert done.returncode == 0, done.stderr
+        outcomes += json.loads(done.stdout.splitlines()[-1])
+    by_family: dict[str, list[list[object]]] = {}
+    for family, *outcome in outcomes:
+        by_family.setdefault(family, []).append(outcome)
+    assert by_family["Quiet"] == [["built", 3, ""]]
+    assert (tmp_path / "out" / "quiet.txt").read_text() == "[10, false]"
+    [(status, _, error)] = by_family["Slow"]
+    assert status == "failed" and "timed out after 1" in str(error)
+    assert [status for status, *_ in by_family["Ordered"]] == ["built"] * 3
+    assert (tmp_path / "order.log").read_text().split() == ["5", "3", "1"]
+    assert by_family["Db"] == [["built", 1, ""]] * 3  # never two at once: no FileExistsError
+    off = {status: error for status, _, error in by_family["Off"]}
+    assert off.keys() == {"built", "failed"} and "is disabled" in str(off["failed"])
+    assert [status for status, *_ in by_family["NeedsOff"]] == ["upstream failed"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*off*")) == ["off-True.txt"]

@@ -398,3 +398,62 @@ def test_timeout_and_dead_worker_fire_their_events(api_project: Project) -> None
     died = events(proj, "PROCESS_FAILURE")
     assert died and died[0][0] == "Dies()" and "worker process died" in died[0][1]
     assert not events(proj, "FAILURE")
+
+
+BROKEN = '''
+import os
+import batchdeps as bd
+
+
+class Fine(bd.Task):
+    def output(self):
+        return bd.FileTarget("out/fine.txt")
+
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("fine")
+
+
+class BadRequires(bd.Task):
+    def requires(self):
+        raise KeyError("no such day")
+
+
+class BadComplete(bd.Task):
+    def complete(self):
+        raise ValueError("cannot tell")
+
+
+class Top(bd.WrapperTask):
+    which = bd.Parameter()
+
+    def requires(self):
+        return [Fine(), BadRequires() if self.which == "requires" else BadComplete()]
+
+
+@bd.Task.event_handler(bd.Event.BROKEN_TASK)
+def broken(task, exception):
+    with open(os.environ["HEARD"], "a") as out:
+        out.write(f"{task.task_id}\\t{type(exception).__name__}\\t{exception}\\n")
+'''
+
+
+@pytest.mark.parametrize(("which", "heard_line"), [
+    ("requires", "BadRequires()\tKeyError\t'no such day'"),
+    ("complete", "BadComplete()\tValueError\tcannot tell"),
+])
+def test_broken_task_handlers_hear_the_exception_before_the_definition_error(
+        tmp_path: Path, which: str, heard_line: str) -> None:
+    """Luigi's BROKEN_TASK: a requires() or complete() that raises is told to the
+    handlers with what it raised; the run then stops as a definition error (exit 2)
+    and nothing runs, not even the tasks beside it."""
+    proj = Project(tmp_path)
+    proj.write("config.toml", '[batchdeps]\nmodules = ["pipelines"]\n')
+    proj.write("pipelines/__init__.py", "")
+    proj.write("pipelines/broken.py", BROKEN)
+    proj.env["HEARD"] = str(tmp_path / "heard.txt")
+    done = proj.run("run", "Top", "--which", which)
+    assert done.returncode == 2, done.stderr
+    assert "raised" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "heard.txt").read_text().splitlines() == [heard_line]
+    assert not (tmp_path / "out").exists()

@@ -93,19 +93,19 @@ def load_run_config() -> Any:
 
 
 def check_luigi_sections() -> None:
-    """Every luigi.cfg section is one batchdeps reads, or names a task or Config class
-    (or is the section a parameter's `config_path` reads from).
+    """Every luigi.cfg (or luigi.toml) section is one batchdeps reads, or names a task or
+    Config class (or is the section a parameter's `config_path` reads from).
 
     A section for something batchdeps does not do (a Hadoop, database or mail service, a
     `[retcode]` table) is an error naming it, never a setting silently lost.
     """
-    from ..config import LUIGI_HONOURED, LUIGI_IGNORED, luigi_cfg_paths, read_luigi_cfg
+    from ..luigi_files import LUIGI_HONOURED, LUIGI_IGNORED, luigi_cfg_paths, read_luigi_files
     from .task_register import Register
 
     paths = luigi_cfg_paths()
     if not paths:
         return
-    sections = read_luigi_cfg(paths)
+    sections = read_luigi_files(paths)
     families = set(Register.task_names())
     known = {section for section, _ in LUIGI_HONOURED} | set(LUIGI_IGNORED) | {"resources"}
     known |= {param.config_path["section"] for family in families
@@ -234,5 +234,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(ExitCode.INTERRUPTED)
-    print(outcome.summary_text, file=sys.stderr)
+    from ..errors import BrokenTaskError
+
+    if not isinstance(outcome.result.stopped_by, BrokenTaskError):  # that one was printed
+        print(outcome.summary_text, file=sys.stderr)
     sys.exit(int(outcome.result.exit_code))

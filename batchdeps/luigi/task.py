@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from .. import task as _bd
-from ..config import UnsetVariable, luigi_key
+from ..config import UnsetVariable
+from ..luigi_files import luigi_key
 from ..namespaces import auto_namespace, namespace
 from ..taskid import luigi_task_id
 from .parameter import (
@@ -38,11 +39,14 @@ class Task(_bd.Task, metaclass=Register):
 
     #: Luigi's name for batchdeps' `timeout` (seconds one attempt may take)
     worker_timeout: ClassVar[float | None] = None
+    # What only Luigi's scheduler or e-mail read: accepted, and what each does here is in
+    # docs/from-luigi.md ("Scheduler-only class attributes").
     accepts_messages = False
     owner_email = None
     disable_window = None
     disable_hard_timeout = None
     max_batch_size = float("inf")
+    disabled = False
     #: luigi.cfg keys of the task's section that are not its parameters, but not to be
     #: warned of (Luigi's UnconsumedParameterWarning)
     ignore_unconsumed: ClassVar[set[str]] = set()
@@ -54,6 +58,31 @@ class Task(_bd.Task, metaclass=Register):
         super().__init_subclass__(**kwargs)
         if vars(cls).get("worker_timeout"):
             cls.timeout = float(cls.worker_timeout)  # type: ignore[arg-type]
+        if callable(vars(cls).get("run")):
+            cls.run = _unless_disabled(vars(cls)["run"])  # type: ignore[method-assign]
+
+    def run(self) -> Any:
+        """Nothing, unless overridden (Luigi's default)."""
+        return None
+
+    @property
+    def disable_window_seconds(self) -> Any:
+        """Luigi's old name of `disable_window`, warned of as in Luigi."""
+        import warnings
+
+        warnings.warn("Use of `disable_window_seconds` has been deprecated, use "
+                      "`disable_window` instead", DeprecationWarning, stacklevel=2)
+        return self.disable_window
+
+    @classmethod
+    def batch_param_names(cls) -> list[str]:
+        """The parameters with a `batch_method` (Luigi's; batchdeps does not batch)."""
+        return [name for name, param in cls.get_params()
+                if getattr(param, "batch_method", None) is not None]
+
+    @property
+    def batchable(self) -> bool:
+        return bool(self.batch_param_names())
 
     @classmethod
     def get_task_namespace(cls) -> str:
@@ -147,7 +176,7 @@ class Task(_bd.Task, metaclass=Register):
         text = _config_text(family, name, shown, name)
         if text is not None:
             return True, _parse(shown or family, param, text,
-                                f"luigi.cfg [{family}] {name} = {text!r}")
+                                f"{_config_label()} [{family}] {name} = {text!r}")
         where = getattr(param, "config_path", None)
         if where:
             text = _config_text(where["section"], where["name"], shown, name)
@@ -158,7 +187,8 @@ class Task(_bd.Task, metaclass=Register):
                               f"{where['name']} is deprecated. Please use [{family}] {name}",
                               DeprecationWarning, stacklevel=2)
                 return True, _parse(shown or family, param, text,
-                                    f"luigi.cfg [{where['section']}] {where['name']} = "
+                                    f"{_config_label()} [{where['section']}] "
+                                    f"{where['name']} = "
                                     f"{text!r}")
         if param.has_default:
             return True, param.convert(family, param.default)
@@ -253,6 +283,27 @@ class Task(_bd.Task, metaclass=Register):
             self.__dict__.update(kept)
 
 
+class TaskDisabled(RuntimeError):
+    """The task's `disabled` is true: it is not run, nor what needs it (Luigi's scheduler
+    leaves such a task and its dependents unrun)."""
+
+
+def _unless_disabled(run: Callable[..., Any]) -> Callable[..., Any]:
+    """`run`, refused for a task whose `disabled` is true (its attempt fails at once)."""
+    @functools.wraps(run)
+    def guarded(self: Task) -> Any:
+        if self.disabled:
+            raise TaskDisabled(f"{self.task_id} is disabled (its `disabled` is true): not "
+                               "run, nor what requires it (docs/from-luigi.md, "
+                               "\"Scheduler-only class attributes\")")
+        return run(self)
+
+    return guarded
+
+
+Task.run = _unless_disabled(vars(Task)["run"])  # type: ignore[method-assign]
+
+
 def _note(task: Task, what: str, value: Any) -> None:
     """A line of the running task's output (the attempt's log, when logs are kept)."""
     print(f"{task.task_id}: {what}: {value}", file=sys.stderr, flush=True)
@@ -262,9 +313,17 @@ def _visibility(param: Any) -> Any:
     return getattr(param, "visibility", ParameterVisibility.PUBLIC)
 
 
-def _config_text(section: str, key: str, shown: str, name: str) -> str | None:
-    """luigi.cfg's `[section] key`, interpolated; one that cannot be (an unset `${VAR}`) is
-    refused in Luigi's words (a ValueError, as in Luigi), naming why."""
+def _config_label() -> str:
+    """The kind of Luigi config values are read from, to name in messages."""
+    from .configuration import get_config
+
+    return get_config().label
+
+
+def _config_text(section: str, key: str, shown: str, name: str) -> Any:
+    """luigi.cfg's `[section] key`, interpolated (luigi.toml's, as typed); one that cannot
+    be (an unset `${VAR}`) is refused in Luigi's words (a ValueError, as in Luigi), naming
+    why."""
     from ..errors import ConfigError
     from .configuration import get_config
 
@@ -275,8 +334,9 @@ def _config_text(section: str, key: str, shown: str, name: str) -> str | None:
                                   f"'{name}': {exc}") from None
 
 
-def _parse(shown: str, param: Any, text: str, source: str) -> Any:
-    """A string from the command line or luigi.cfg, parsed by the parameter; refused in
+def _parse(shown: str, param: Any, text: Any, source: str) -> Any:
+    """A string from the command line or luigi.cfg (or a luigi.toml value, which `parse()`
+    takes as a value from code), parsed by the parameter; refused in
     Luigi's words (a ValueError, as in Luigi) with where the string came from."""
     try:
         return param.convert(shown.partition("[")[0], param.parse(text))

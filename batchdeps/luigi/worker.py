@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import TaskDefinitionError, UsageError
+from ..errors import BrokenTaskError, TaskDefinitionError, UsageError
 
 __all__ = ["TaskException", "Worker"]
 
@@ -33,7 +33,7 @@ class Worker:
 
     def __init__(self, scheduler: Any = None, worker_id: str | None = None,
                  worker_processes: int = 1, assistant: bool = False, **kwargs: Any) -> None:
-        from ..config import LUIGI_IGNORED, luigi_key
+        from ..luigi_files import LUIGI_IGNORED, luigi_key
 
         if scheduler is not None:
             raise UsageError("Worker(scheduler=...): batchdeps has no scheduler; leave it out "
@@ -97,8 +97,20 @@ class Worker:
         from .interface import LuigiRunResult, run_tasks
 
         tasks, self._added = self._added, []
-        result = run_tasks(tasks, workers=self._workers, options=self.options,
-                           lock_url=self._lock_url)
+        try:
+            result = run_tasks(tasks, workers=self._workers, options=self.options,
+                               lock_url=self._lock_url)
+        except BrokenTaskError as exc:
+            # Luigi's answer when a requires(), output() or complete() raised: scheduling
+            # failed (False), after the BROKEN_TASK handlers; nothing ran (batchdeps does not
+            # start over a graph it could not read whole), and the command line exits 2.
+            import sys
+
+            from ..report.result import BuildResult
+
+            print(f"luigi (batchdeps): error: {exc}", file=sys.stderr, flush=True)
+            result = BuildResult(run_id="", requested=[task.task_id for task in tasks],
+                                 stopped_by=exc)
         self.result = LuigiRunResult(result, worker=self)
         return bool(self.result.scheduling_succeeded)
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import logs
 from ..config import Config
-from ..errors import BatchdepsError, ConfigError, ExitCode, UsageError
+from ..errors import BatchdepsError, BrokenTaskError, ConfigError, ExitCode, UsageError
 from ..locks.base import LockProvider
 from ..report.events import Listener
 from ..report.result import BuildResult
@@ -291,8 +291,14 @@ class Session:
 
         requested = [tasks] if isinstance(tasks, Task) else list(tasks)
         default_storage.configure(self.config.storage)
-        return resolve(requested, force=self.force, force_upstream=self.force_upstream,
-                       force_from=self.force_from, rerun_triggers=self.rerun_triggers or ())
+        try:
+            return resolve(requested, force=self.force, force_upstream=self.force_upstream,
+                           force_from=self.force_from, rerun_triggers=self.rerun_triggers or ())
+        except BrokenTaskError as exc:  # Luigi's BROKEN_TASK, then the definition error
+            from ..handlers import Event, handlers
+
+            handlers.fire(exc.task, Event.BROKEN_TASK, exc.task, exc.exception)
+            raise
 
     def execute(self, plan: Plan) -> BuildResult:
         """Run `plan` to the end.

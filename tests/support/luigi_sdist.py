@@ -277,6 +277,8 @@ def _fresh_register():
 #: and `luigi.cmdline`). Luigi's run gets the real module; batchdeps.luigi's run gets the
 #: stand-in below, this harness's own, giving only the helpers the listed files use.
 IMPORTED_HELPERS = {"parameter_test.py": ["worker_test.py"]}
+#: Folders of Luigi's test/ that a listed file reads (its config files), copied beside it.
+DATA_FOLDERS = {"config_toml_test.py": ["testconfig"]}
 STAND_INS = {"worker_test.py": '''
 """Stand-in for Luigi's worker_test.py: its email_patch, which parameter_test.py takes."""
 import functools
@@ -327,6 +329,8 @@ def run_luigi_tests(source_root: Path, folder: Path, files: list[str], tool: str
     test_dir.mkdir(parents=True)
     for name in [*files, "helpers.py"]:
         shutil.copy(source_root / "test" / name, test_dir / name)
+    for data in {d for name in files for d in DATA_FOLDERS.get(name, [])}:
+        shutil.copytree(source_root / "test" / data, test_dir / data)
     for helper in {h for name in files for h in IMPORTED_HELPERS.get(name, [])}:
         if tool == "batchdeps":
             (test_dir / helper).write_text(STAND_INS[helper])

@@ -1,8 +1,7 @@
-"""Luigi's config access: `get_config()` over the luigi.cfg files Luigi would read.
+"""Luigi's luigi.cfg parser: a ConfigParser with `get(section, key, default)`, dash-blind
+keys and Luigi's interpolation (`%(key)s`, then `${ENVVAR}`).
 
-The files and their order are batchdeps.config's (`luigi_cfg_paths`); keys are read with
-dashes or underscores alike (`retry-count` is `retry_count`); values are interpolated as
-Luigi does: `%(other_key)s` of the same section (or [DEFAULT]), then `${ENVVAR}`.
+The files and their order are batchdeps.luigi_files' (`luigi_config_paths("cfg")`).
 """
 
 from __future__ import annotations
@@ -12,11 +11,11 @@ import os
 import re
 from typing import Any
 
-from ..config import luigi_cfg_paths, luigi_key
-from ..errors import ConfigError
+from ...errors import ConfigError
+from ...luigi_files import luigi_config_paths, luigi_key
+from .base_parser import BaseParser
 
-__all__ = ["InterpolationMissingEnvvarError", "LuigiConfigParser", "add_config_path",
-           "get_config"]
+__all__ = ["InterpolationMissingEnvvarError", "LuigiConfigParser"]
 
 _NO_DEFAULT: Any = object()
 _ENV_REF = re.compile(r"\$\{([^}]+)\}")
@@ -49,11 +48,13 @@ class _LuigiInterpolation(configparser.BasicInterpolation):
         return _ENV_REF.sub(environ, value)
 
 
-class LuigiConfigParser(configparser.ConfigParser):
+class LuigiConfigParser(BaseParser, configparser.ConfigParser):
     """A ConfigParser with Luigi's `get(section, option, default)` and dash-blind keys."""
 
     _instance: LuigiConfigParser | None = None
     _config_paths: list[str] = []
+    label = "luigi.cfg"  # the files' kind, as messages name it
+    enabled = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._underscored: set[tuple[str, str]] = set()  # keys set spelt with underscores
@@ -74,25 +75,8 @@ class LuigiConfigParser(configparser.ConfigParser):
         if "-" not in option:
             self._underscored.add(key)
 
-    @classmethod
-    def instance(cls) -> LuigiConfigParser:
-        if cls._instance is None:
-            cls._instance = cls()
-            cls._instance.reload()
-        return cls._instance
-
-    @classmethod
-    def add_config_path(cls, path: str) -> None:
-        cls._config_paths.append(path)
-        cls.reload_instance()
-
-    @classmethod
-    def reload_instance(cls) -> None:
-        if cls._instance is not None:
-            cls._instance.reload()
-
     def reload(self) -> list[str]:
-        paths = [*luigi_cfg_paths(), *self._config_paths]
+        paths = [*luigi_config_paths("cfg"), *self._config_paths]
         read = self.read(paths, encoding="utf-8")
         self._underscores_win(paths)
         return read
@@ -152,12 +136,3 @@ class LuigiConfigParser(configparser.ConfigParser):
         inherited = self.defaults()
         return [(key, str(self.get(section, key, raw=True))) for key in self.options(section)
                 if key not in inherited]  # as written: a key no task reads is not resolved
-
-
-def get_config() -> LuigiConfigParser:
-    """The luigi.cfg settings of this process (read once; `reload()` reads again)."""
-    return LuigiConfigParser.instance()
-
-
-def add_config_path(path: str) -> None:
-    LuigiConfigParser.add_config_path(path)
