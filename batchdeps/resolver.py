@@ -397,9 +397,9 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
                                missing_paths=paths)
             continue
         why: str | OutputsMissing
-        if task in forced:
+        if forced and task in forced:  # (a look-up hashes the task: not in an empty one)
             why = forced[task]
-        elif task in custom_false:
+        elif custom_false and task in custom_false:
             why = "complete() returned False"
         elif is_plain_wrapper(task) or not task_outputs:
             pending = [r for r in requires.get(task, []) if not complete.get(r)]
@@ -443,7 +443,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
         step.downstream = tuple(step.downstream)
     del grown
 
-    ordered = _order(steps)
+    ordered = _order(steps, known_too=bool(known))
     if known:  # the order names the known steps new ones require: they keep their place
         ordered = [step for step in ordered if steps.get(step.task) is step]
     for index, step in enumerate(ordered, first_index):
@@ -639,13 +639,14 @@ def _decide_wrappers(
         complete[wrapper] = all(complete.get(r) for r in requires.get(wrapper, []))
 
 
-def _order(steps: dict[Task, Step]) -> list[Step]:
+def _order(steps: dict[Task, Step], known_too: bool = True) -> list[Step]:
     """The steps in dependency order (and the known steps they require, first), in the
     order graphlib's `static_order` gives; a cycle raises CycleError naming it.
 
     Kahn's algorithm over the steps' own edges: per step a count of open upstream steps,
     no node record or successor list of its own (graphlib keeps both: a tenth of a plan's
-    memory while it is made at a million steps).
+    memory while it is made at a million steps). Without `known_too` every step met is one
+    of `steps` (no running plan's steps are linked in): none is looked up to tell.
     """
     # The nodes in the order graphlib would first see them: each step, then its upstream.
     # A new step's place is kept in its `index` (set for good by the caller afterwards),
@@ -655,7 +656,7 @@ def _order(steps: dict[Task, Step]) -> list[Step]:
     left: list[int] = []  # open upstream steps; graphlib counts none for a known step
     for step in steps.values():
         for node in (step, *step.upstream):
-            if steps.get(node.task) is node:
+            if not known_too or steps.get(node.task) is node:
                 if node.index < 0:
                     node.index = len(nodes)
                     nodes.append(node)
@@ -671,7 +672,7 @@ def _order(steps: dict[Task, Step]) -> list[Step]:
         batch, ready = ready, []
         for node in batch:
             for down in node.downstream:
-                if steps.get(down.task) is not down:
+                if known_too and steps.get(down.task) is not down:
                     continue  # a step of the running plan, already placed
                 at = down.index
                 left[at] -= 1

@@ -408,3 +408,80 @@ def test_a_files_temporary_folder_is_os_path_split_and_join(monkeypatch):
         for path in paths:
             directory, base = os.path.split(path)
             assert local.tmp_place(path) == (os.path.join(directory, TMP_DIR_NAME), base), path
+
+
+def test_a_task_logs_path_is_the_one_os_path_join_makes(tmp_path):
+    """`TaskLogs.path` joins each family's folder once and formats the rest; for odd
+    families and run ids alike it gives what joining every part gives."""
+    from batchdeps.report.tasklogs import TaskLogs, safe_params_component
+
+    logs = TaskLogs(str(tmp_path / "logs"))
+    families = ["Tree", "reports.Daily", "", "/abs", "a/b", "trailing/", ".hidden"]
+    ids = ["Tree(n=1)", "Tree()", "X(path=/a/b, n=2)", "Y(name=" + "é" * 200 + ")", "Bare"]
+    for run_id in ["abc123", "", "a/b", "/abs-run", "end/", "x"]:
+        logs.run_id = run_id
+        for _ in range(2):  # a family's folder made, then taken from the table
+            for family in families:
+                for task_id in ids:
+                    for attempt in (1, 12):
+                        slow = os.path.join(logs.log_dir, family, safe_params_component(task_id),
+                                            run_id or "run", f"{attempt}.log")
+                        assert logs.path(family, task_id, attempt) == slow, (family, run_id)
+
+
+def test_many_local_outputs_are_checked_as_each_alone(tmp_path):
+    """The loop over local targets answers as `_exists` of each: there, missing, missing
+    below a file, and a check that cannot decide raises rather than saying missing."""
+    from batchdeps.errors import TargetCheckError
+    from batchdeps.targets import check_exists
+    from batchdeps.targets.local import LocalTarget
+
+    (tmp_path / "there.txt").write_text("x")
+    (tmp_path / "file").write_text("x")
+    names = ["there.txt", "missing.txt", "file/below.txt", "there.txt"]
+    targets = [LocalTarget(str(tmp_path / n)) for n in names]
+    assert check_exists(targets) == [t._exists() for t in targets] == [True, False, False, True]
+    for target in targets:
+        assert check_exists([target]) == [target._exists()]
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # stat() fails with ELOOP: not "missing", a check that cannot decide
+    undecided = LocalTarget(str(loop / "x.txt"))
+    with pytest.raises(TargetCheckError):
+        undecided._exists()
+    for batch in ([undecided], [*targets, undecided]):
+        with pytest.raises(TargetCheckError):
+            check_exists(batch)
+
+
+def test_a_local_subclass_with_its_own_check_is_asked_for_each_target(tmp_path):
+    from batchdeps.targets import check_exists
+    from batchdeps.targets.local import LocalTarget
+
+    class Always(LocalTarget):
+        __slots__ = ()
+
+        def _exists(self) -> bool:
+            return True
+
+    assert check_exists([Always(str(tmp_path / "a")), Always(str(tmp_path / "b"))]) == [True, True]
+
+
+def test_a_staging_scope_holds_writes_back_and_is_left_as_it_was_entered(tmp_path):
+    """The scope (a class now) holds writes closed inside it, is current only inside it,
+    nests, and leaves no scope open after an exception."""
+    from batchdeps.targets import FileTarget, current_staging, staging_scope
+
+    assert current_staging() is None
+    target = FileTarget(str(tmp_path / "out.txt"))
+    with staging_scope() as outer:
+        assert current_staging() is outer
+        with target.open("w") as handle:
+            handle.write("x")
+        assert not (tmp_path / "out.txt").exists() and len(outer) == 1
+        with pytest.raises(RuntimeError), staging_scope(outer) as again:
+            assert again is outer and current_staging() is outer
+            raise RuntimeError("in run()")
+        assert current_staging() is outer
+    assert current_staging() is None
+    outer.commit([target])
+    assert (tmp_path / "out.txt").read_text() == "x"

@@ -156,11 +156,32 @@ class TaskLogs:
         self._owner_pid = current_pid()
         self._held = False  # fds 1 and 2 point at the scratch file now, between attempts
         self._scratch_end = 0  # the scratch file's size when the last attempt ended
+        #: `path()`'s table of family folders (`log_dir/family/`), for the run id it was
+        #: made for, and whether that id joins as plain text
+        self._family_dirs: dict[str, str] = {}
+        self._path_run = ""
+        self._plain_run = True
 
     # -- paths ------------------------------------------------------------------------
     def path(self, family: str, task_id: str, attempt: int) -> str:
-        return os.path.join(self.log_dir, family, safe_params_component(task_id),
-                            self.run_id or "run", f"{attempt}.log")
+        """`log_dir/family/params/run/attempt.log`, as `os.path.join` makes it.
+
+        Made for every attempt: each family's folder is joined once, and the rest is put
+        together by one format, where that is what `os.path.join` would give (the params
+        part is never empty nor begins with a slash; a run id is looked at once).
+        """
+        run = self.run_id or "run"
+        if run != self._path_run:
+            self._path_run = run
+            self._family_dirs = {}
+            self._plain_run = not (run.startswith("/") or run.endswith("/"))
+        if not self._plain_run:
+            return os.path.join(self.log_dir, family, safe_params_component(task_id), run,
+                                f"{attempt}.log")
+        folder = self._family_dirs.get(family)
+        if folder is None:
+            folder = self._family_dirs[family] = os.path.join(self.log_dir, family, "")
+        return f"{folder}{safe_params_component(task_id)}/{run}/{attempt}.log"
 
     def path_for(self, step: Step, attempt: int) -> str | None:
         """The log file of one attempt (for `RunOptions.log_path_for`)."""
@@ -418,7 +439,7 @@ class _Capture:
         logs._saved_streams = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = logs._fd_streams
         if logs._handler is not None:
-            logging.getLogger().addHandler(logs._handler)
+            logging.root.addHandler(logs._handler)  # getLogger() without a name: root
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -445,7 +466,7 @@ class _Capture:
         (they then stay on the scratch file until the next attempt or `release()`)."""
         logs = self.logs
         if logs._handler is not None:
-            logging.getLogger().removeHandler(logs._handler)
+            logging.root.removeHandler(logs._handler)
         _flush_std_streams()
         if logs._saved_streams[0] is not None:
             sys.stdout, sys.stderr = logs._saved_streams

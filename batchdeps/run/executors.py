@@ -241,7 +241,8 @@ def execute(step: Step, attempt: int, log_path: str | None = None,
                 waiting_for = None
                 if paused is None:
                     returned = task.run()
-                    if isinstance(returned, Generator):
+                    # (None, the usual answer, spares the ABC's isinstance check)
+                    if returned is not None and isinstance(returned, Generator):
                         generator = returned
                 else:
                     generator, waiting_for = paused.generator, paused.waiting_for

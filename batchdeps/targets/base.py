@@ -366,6 +366,8 @@ def _per_class(targets: list[Target],
 
 def check_exists(targets: list[Target]) -> list[bool]:
     """Existence of many targets, batched per target class."""
+    if len(targets) == 1:  # one task's one output: the re-check under every lock
+        return list(type(targets[0]).exists_many(targets))
     if targets and all(type(t) is type(targets[0]) for t in targets):
         return list(type(targets[0]).exists_many(targets))  # one class: no index lists
     by_class: dict[type[Target], list[int]] = {}

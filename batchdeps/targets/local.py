@@ -92,6 +92,26 @@ class LocalTarget(FileTarget):
             ) from exc
         return True
 
+    @classmethod
+    def _exists_many(cls, targets: list[Target]) -> list[bool]:
+        """`_exists` of each, in one loop (resolution and the re-check under the lock ask
+        for every task: a method call per target was a fifth of this)."""
+        if cls._exists is not LocalTarget._exists:  # a subclass with a check of its own
+            return super()._exists_many(targets)
+        answers: list[bool] = []
+        stat = os.stat
+        for target in targets:
+            try:
+                stat(target.path)  # type: ignore[attr-defined]
+            except (FileNotFoundError, NotADirectoryError):
+                answers.append(False)
+                continue
+            except OSError as exc:
+                raise TargetCheckError(
+                    f"cannot check {shown(target.url)}: {exc.strerror or exc}") from exc
+            answers.append(True)
+        return answers
+
     def identity(self) -> dict[str, Any] | None:
         try:
             info = os.stat(self.path)
@@ -149,7 +169,8 @@ class LocalTarget(FileTarget):
 
     def _open_tmp(self, mode: str) -> tuple[IO[Any], str]:
         tmp_dir, base = tmp_place(self.path)
-        tmp_path = os.path.join(tmp_dir, f"{base}.{_tmp_suffix()}")
+        # os.path.join's result: the folder never ends in a slash, the name never begins so
+        tmp_path = f"{tmp_dir}/{base}.{_tmp_suffix()}"
         for _ in range(3):
             if tmp_dir not in _made_dirs:
                 try:

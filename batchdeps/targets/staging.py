@@ -112,20 +112,30 @@ _staging: contextvars.ContextVar[Staging | None] = contextvars.ContextVar(
 _open_scopes: list[Staging] = []
 
 
-@contextlib.contextmanager
-def staging_scope(staging: Staging | None = None) -> Iterator[Staging]:
+class staging_scope:  # noqa: N801 - used as the context manager function it replaced
     """Hold back commits of writes closed inside the block (the runner uses this).
 
-    `staging` continues an attempt's scope (a `run()` resumed after a yield).
+    `staging` continues an attempt's scope (a `run()` resumed after a yield). A class, not
+    a generator under `contextlib.contextmanager`: it is entered once per attempt, and the
+    generator's frame and wrapper cost more than the two calls it makes.
     """
-    staging = staging if staging is not None else Staging()
-    token = _staging.set(staging)
-    _open_scopes.append(staging)
-    try:
-        yield staging
-    finally:
-        _open_scopes.remove(staging)
-        _staging.reset(token)
+
+    __slots__ = ("staging", "_token")
+    _token: contextvars.Token[Staging | None]
+
+    def __init__(self, staging: Staging | None = None) -> None:
+        self.staging = staging if staging is not None else Staging()
+
+    def __enter__(self) -> Staging:
+        staging = self.staging
+        self._token = _staging.set(staging)
+        _open_scopes.append(staging)
+        return staging
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _open_scopes.remove(self.staging)
+        _staging.reset(self._token)
 
 
 def current_staging() -> Staging | None:
@@ -205,9 +215,15 @@ class AtomicFile:
             self.abort()
 
     def __del__(self) -> None:
-        # An unclosed writer must never publish: an abandoned write is dropped.
-        with contextlib.suppress(Exception):
+        # An unclosed writer must never publish: an abandoned write is dropped. (A closed
+        # one, every write of a task that returned, has nothing to drop: no suppress
+        # block made for it.)
+        try:
+            if self._finished:
+                return
             self.abort()
+        except Exception:  # noqa: BLE001, S110 - a finalizer never raises
+            pass
 
 
 _counter = itertools.count()
