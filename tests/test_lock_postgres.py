@@ -47,9 +47,9 @@ def test_init_creates_the_schema_once_and_the_server_then_serves(
     assert refused.returncode == 2 and "--init" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr and _tables(pg_cluster, url) == {}
     first = _lock_server("--db", url, "--init")
-    assert first.returncode == 0 and "created the batchdeps schema 1" in first.stdout
+    assert first.returncode == 0 and "created the batchdeps schema 2" in first.stdout
     again = _lock_server("--db", url, "--init")
-    assert again.returncode == 0 and "already has the batchdeps schema 1" in again.stdout
+    assert again.returncode == 0 and "already has the batchdeps schema 2" in again.stdout
     server = LockServer(url).start()  # type: ignore[arg-type]
     try:
         status, health = server.request("GET", "/v1/health", token="")
@@ -58,6 +58,50 @@ def test_init_creates_the_schema_once_and_the_server_then_serves(
         status, body = server.request("POST", "/v1/acquire",
                                       {"key": "K", "holder": HOLDER, "ttl": 5})
         assert status == 200 and body["granted"]
+    finally:
+        server.stop()
+
+
+def test_a_database_of_schema_1_is_refused_until_init_migrates_it_keeping_its_leases(
+        pg_cluster: PgCluster) -> None:
+    """A database made by schema 1's step (with its index on the holder) and holding a
+    lease: a server refuses it, saying to run --init; --init migrates it to 2 (the index
+    is gone), the lease and the token sequence are kept, and a server then serves it."""
+    import psycopg
+
+    from batchdeps.locks.store import pgschema
+
+    url = pg_cluster.fresh_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(pgschema.STEPS[1])
+            conn.execute("INSERT INTO batchdeps_meta (name, value) VALUES "
+                         "('application', %s), ('schema', '1')", (pgschema.APPLICATION,))
+            conn.execute(pgschema.FUNCTIONS)
+        conn.execute("SELECT setval('batchdeps_token_seq', 5000)")
+        row = conn.execute("SELECT o_event, o_token FROM batchdeps_acquire('Held', 'h', 1, "
+                           "'r', 600, '', false)").fetchone()
+    assert row == ("grant", 5001)
+    refused = _lock_server("--db", url, "--port", "0")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "has schema 1, this batchdeps needs 2" in refused.stderr and "--init" in refused.stderr
+    done = _lock_server("--db", url, "--init")
+    assert done.returncode == 0 and "from schema 1 to 2" in done.stdout, done
+    with psycopg.connect(url, autocommit=True) as conn:
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'batchdeps_leases'")}
+        assert indexes == {"batchdeps_leases_pkey", "batchdeps_leases_expires"}
+        assert conn.execute("SELECT key, token, pid FROM batchdeps_leases").fetchall() == [
+            ("Held", 5001, 1)]
+    server = LockServer(url).start()  # type: ignore[arg-type]
+    try:
+        other = {"host": "h2", "pid": 2, "run_id": "r2"}
+        status, body = server.request("POST", "/v1/acquire",
+                                      {"key": "Held", "holder": other, "ttl": 5})
+        assert status == 200 and not body["granted"] and body["holder"]["pid"] == 1
+        status, body = server.request("POST", "/v1/acquire",
+                                      {"key": "New", "holder": other, "ttl": 5})
+        assert status == 200 and body["granted"] and body["token"] > 5001
     finally:
         server.stop()
 

@@ -3,7 +3,8 @@
 Everything that decides is in the database: fencing tokens come from one sequence
 (`batchdeps_token_seq`, CACHE 1, so strictly increasing whichever replica asks), deadlines
 are `now()` plus the TTL on the database's clock (a replica's clock is never read for
-them), a grant is one call of `batchdeps_acquire()` in its own transaction (pgschema.py),
+them), the free keys of a batch are granted by one `INSERT ... ON CONFLICT DO NOTHING` and
+the others by `batchdeps_acquire()` (pgwrites.py, pgschema.py),
 and expired leases are reaped with `FOR UPDATE SKIP LOCKED`, so two replicas sweeping at
 once each take different rows and neither waits for the other.
 
@@ -305,6 +306,13 @@ class PgLeaseStore:
                 self._count("takeover")
             return True, lease
         return event == "extended", lease
+
+    def _fresh_grants(self, n: int, flushed: bool = False) -> None:
+        """`n` grants of keys that had no row (no function row to count them by)."""
+        with self._counting:
+            if not flushed:
+                self.grants += n
+            self.event_counts["grant"] = self.event_counts.get("grant", 0) + n
 
     def acquire(self, key: str, holder: Holder, ttl: float,
                 address: str = "") -> tuple[bool, LeaseRow | None]:
