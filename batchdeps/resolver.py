@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import graphlib
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -162,7 +162,11 @@ class Plan:
 
     def describe(self) -> list[str]:
         """One line per step, in order: what runs (or is blocked, or is missing) and why."""
-        lines = []
+        return list(self.lines())
+
+    def lines(self) -> Iterator[str]:
+        """`describe()`'s lines, made one at a time (a dry run of a million steps prints
+        them as they come, and keeps no list of a million strings)."""
         for step in self.steps:
             if step.kind == MISSING:
                 verb = "missing input"
@@ -173,8 +177,7 @@ class Plan:
             reason = step.reason
             if step.blocked_by is not None:
                 reason = f"{reason}; blocked: {step.blocked_by.reason}"
-            lines.append(f"{verb:13} {step.task_id}  ({reason})")
-        return lines
+            yield f"{verb:13} {step.task_id}  ({reason})"
 
     def counts(self) -> dict[str, int]:
         """How many steps would run, are blocked, and are missing external inputs."""

@@ -485,3 +485,35 @@ def test_a_staging_scope_holds_writes_back_and_is_left_as_it_was_entered(tmp_pat
     assert current_staging() is None
     outer.commit([target])
     assert (tmp_path / "out.txt").read_text() == "x"
+
+
+def test_a_dry_runs_plan_written_in_chunks_is_the_plan_line_by_line(tmp_path, monkeypatch, capsys):
+    """The dry run writes its plan a few thousand lines per write; the text is what one
+    echo per line of `describe()` writes, for chunks that end on, before and after the end."""
+    import click
+
+    import batchdeps as bd
+    from batchdeps.cli import run as run_cli
+    from batchdeps.resolver import resolve
+
+    class ChunkedLeaf(bd.Task):
+        n = bd.IntParameter()
+
+        def output(self):
+            return bd.FileTarget(str(tmp_path / f"{self.n}.txt"))
+
+    class ChunkedAll(bd.WrapperTask):
+        def requires(self):
+            return [ChunkedLeaf(n=n) for n in range(10)]
+
+    plan = resolve([ChunkedAll()])
+    for line in plan.describe():
+        click.echo(line)
+    expected = capsys.readouterr().out
+    assert expected.count("\n") == len(plan.steps) == 11
+    for per_write in (1, 3, 11, 12, 4096):
+        monkeypatch.setattr(run_cli, "PLAN_LINES_PER_WRITE", per_write)
+        run_cli._print_plan(plan)
+        printed = capsys.readouterr().out
+        assert printed.startswith(expected) and printed.count("\n") == 12, per_write
+        assert printed[len(expected):].startswith("11 task(s) would run")

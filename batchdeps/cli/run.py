@@ -267,12 +267,22 @@ def _build(requested: list[Any], common: dict[str, Any], config: Any) -> int:
     return code
 
 
+#: Lines of a dry run's plan given to one `click.echo` (each echo is a write of its own).
+PLAN_LINES_PER_WRITE = 4096
+
+
 def _print_plan(plan: Any) -> None:
     if not plan.steps:
         click.echo("nothing to do: every requested task is complete")
         return
-    for line in plan.describe():
-        click.echo(line)
+    chunk: list[str] = []
+    for line in plan.lines():  # written a few thousand lines at a time, not one echo each
+        chunk.append(line)
+        if len(chunk) >= PLAN_LINES_PER_WRITE:
+            click.echo("\n".join(chunk))
+            chunk.clear()
+    if chunk:
+        click.echo("\n".join(chunk))
     counts = plan.counts()
     complete = f"; {len(plan.complete)} requested task(s) complete" if plan.complete else ""
     click.echo(f"{counts['run']} task(s) would run; {counts['blocked']} blocked; "
