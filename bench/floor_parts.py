@@ -1,0 +1,125 @@
+"""What of a build's time over the floor the contract's own work is, and what batchdeps' Python.
+
+    python bench/floor_parts.py                    # tree of 10,000 on /dev/shm, 3 rounds
+    python bench/floor_parts.py --size 100000 --reps 1 --dir /dev/shm
+
+Each round runs, as whole processes one after the other into fresh folders: the floor
+(`floor.py write N`: open, write, close, rename per file), then `floor.py contract N PARTS`
+with one more part of batchdeps' per-task work each time (the two looks at the missing
+output, the lock, the two log lines, the task log's scratch file, the history rows: see
+bench/floor.py), then `batchdeps run TreeNode --size N` with default settings (the bench
+DAG of bench/run.py, history and task logs fresh each round, as the contract's). So the
+last contract line is the same system calls and the same history writes as batchdeps
+makes, in a plain loop: what is left between it and batchdeps is batchdeps' own Python.
+
+Prints per line the medians, the paired ratio to the floor (run by run), and CPU time
+per task over the floor and over the line before; the last line, a build of one task, is
+batchdeps' start-up (interpreter, imports, config), which the per-task figures of the run
+include (spread over its tasks). Load averages are printed with each round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from floor import CONTRACT_PARTS
+from measure import Sample, run_process
+
+#: the lines, in order: (label, parts of the contract floor; None: the floor; "run": batchdeps)
+LADDER: list[tuple[str, str | None]] = [
+    ("floor: open, write, close, rename", None),
+    ("+ two looks at the missing output (stat)", "looks"),
+    ("+ lock taken and given back (fcntl)", "looks,lock"),
+    ("+ two log lines", "looks,lock,lines"),
+    ("+ task log scratch: size, header, size", "looks,lock,lines,capture"),
+    ("+ history rows (SQLite): the contract's floor", ",".join(CONTRACT_PARTS)),
+    ("batchdeps run (default settings)", "run"),
+    ("batchdeps start-up: a build of one task", "one"),
+]
+
+
+def load() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    args = parser.parse_args()
+
+    workspace = Path(tempfile.mkdtemp(prefix="batchdeps-floor-parts-", dir=args.dir))
+    for source in (HERE / "dags").glob("*.py"):
+        shutil.copy(source, workspace / source.name)
+    (workspace / "config.toml").write_text('[batchdeps]\nmodules = ["bd_dags"]\n')
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("BATCHDEPS_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(workspace)
+    env["BATCHDEPS_LOCK_DIR"] = str(workspace / "locks")  # not the machine's (run.py)
+    log = str(workspace / "processes.log")
+    python = sys.executable
+    size = args.size
+
+    def one(parts: str | None) -> Sample:
+        root = workspace / "out"
+        shutil.rmtree(root, ignore_errors=True)
+        if parts in ("run", "one"):
+            for leftover in workspace.glob("batchdeps-history.db*"):
+                leftover.unlink()
+            shutil.rmtree(workspace / "logs", ignore_errors=True)
+            argv = [python, "-m", "batchdeps.cli", "run", "TreeNode", "--size",
+                    str(size if parts == "run" else 1), "--root", str(root)]
+        elif parts is None:
+            argv = [python, str(HERE / "floor.py"), "write", str(size), str(root)]
+        else:
+            argv = [python, str(HERE / "floor.py"), "contract", str(size), str(root), parts]
+        sample = run_process(argv, str(workspace), env, log)
+        if sample.code != 0:
+            raise SystemExit(f"exit {sample.code}: {' '.join(argv)}; see {log}")
+        shutil.rmtree(root, ignore_errors=True)
+        return sample
+
+    try:
+        one("run")  # bytecode written, the file system warmed
+        samples: dict[str, list[Sample]] = {label: [] for label, _ in LADDER}
+        for rep in range(args.reps):
+            before = load()
+            for label, parts in LADDER:
+                samples[label].append(one(parts))
+            print(f"round {rep + 1}: load {before} -> {load()}", flush=True)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+    floor = samples[LADDER[0][0]]
+    print(f"\ntree of {size:,}, {args.reps} round(s), {args.dir or 'the disk'}")
+    print("| line | wall | CPU | / floor, paired | CPU / floor, paired "
+          "| CPU µs per task over the floor | over the line before |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    previous: list[Sample] | None = None
+    for label, _ in LADDER:
+        mine = samples[label]
+        wall = statistics.median(s.seconds for s in mine)
+        cpu = statistics.median(s.cpu_seconds for s in mine)
+        ratio = statistics.median(a.seconds / b.seconds for a, b in zip(mine, floor))
+        cpu_ratio = statistics.median(a.cpu_seconds / b.cpu_seconds for a, b in zip(mine, floor))
+        over = statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6
+                                 for a, b in zip(mine, floor))
+        step = "" if previous is None or label == LADDER[-1][0] else f"{statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6 for a, b in zip(mine, previous)):.0f} µs"
+        print(f"| {label} | {wall:.3f} s | {cpu:.3f} s | {ratio:.2f}x | {cpu_ratio:.2f}x "
+              f"| {over:.0f} µs | {step} |")
+        previous = mine
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
