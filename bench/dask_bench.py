@@ -19,8 +19,12 @@ Cases, each as whole `batchdeps run` processes, the executors interleaved round 
 * Where the wall time of one run goes (`--cases breakdown`): the 200 x 50 ms case, local and
   `--scheduler`, through a wrapper that notes the time (and the runner's CPU time) at each
   step: interpreter up, command line imported, plan resolved, executor made (`distributed`
-  imported), connected, first attempts sent, summary, process gone. Its CPU column is what
-  the step costs on a quiet machine, whatever the load.
+  imported), connected, first attempts sent, first run() started, last run() ended, executor
+  closed, process gone. Its CPU column is what the step costs on a quiet machine, whatever
+  the load. Below it: the median gap, in one worker process, between one attempt's run()
+  ending and the next one's starting (the executor's turnaround per attempt), and the CPU
+  seconds of the run's processes and of the cluster's (scheduler, workers, attempt
+  processes) during the run.
 * N no-op tasks (each writes an empty file) for N = 1,000, 2,000, 10,000: local against
   `--scheduler`; the per-task overhead is (dask - local) / N of the wall times, and the
   time per task at 1,000 and at 10,000 says whether it stays linear.
@@ -35,6 +39,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -49,6 +54,7 @@ BATCHDEPS = os.path.join(BIN, "batchdeps")
 DASK = os.path.join(BIN, "dask")
 
 PIPELINE = '''
+import os
 import time
 import batchdeps as bd
 
@@ -62,9 +68,10 @@ class Nap(bd.Task):
         return bd.FileTarget(f"{self.root}/{self.i}.txt")
 
     def run(self):
+        started = time.time()
         time.sleep(self.ms / 1000)
-        with self.output().open("w") as out:
-            out.write("")
+        with self.output().open("w") as out:  # when and where run() ran, for the breakdown
+            out.write(f"{started} {time.time()} {os.getpid()}\\n")
 
 
 class All(bd.WrapperTask):
@@ -100,12 +107,23 @@ def after(owner, name, label, once=False):
             if not (once and any(m[0] == label for m in marks)):
                 mark(label)
     setattr(owner, name, wrapped)
+def before(owner, name, label):
+    inner = getattr(owner, name)
+    @functools.wraps(inner)
+    def wrapped(*args, **kwargs):
+        mark(label)
+        return inner(*args, **kwargs)
+    setattr(owner, name, wrapped)
 after(session.Session, "resolve", "plan resolved")
 after(session, "make_executor", "executor made")
 if "--scheduler" in sys.argv:
     from batchdeps.run import dask_executor
     after(dask_executor.DaskExecutor, "start", "connected")
     after(dask_executor.DaskExecutor, "_send", "first attempts sent", once=True)
+    before(dask_executor.DaskExecutor, "close", "last attempt ended, executor closing")
+else:
+    from batchdeps.run import executors
+    before(executors.ForkedExecutor, "close", "last attempt ended, executor closing")
 after(runner.Runner, "run", "run over (executor closed)")
 atexit.register(lambda: (mark("exit begins"),
                          open(os.environ["MARKS"], "w").write(json.dumps(marks))))
@@ -142,6 +160,29 @@ class Cluster:
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(workers, timeout=60)
 
+    def cpu(self) -> float:
+        """CPU seconds used so far by the scheduler, the workers and their children (the
+        attempt processes), read from /proc."""
+        children: dict[int, list[int]] = {}
+        times: dict[int, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    fields = handle.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(name))
+            times[int(name)] = (int(fields[11]) + int(fields[12])) / tick
+        total, stack = 0.0, [p.pid for p in self.processes]
+        while stack:
+            pid = stack.pop()
+            total += times.get(pid, 0.0)
+            stack.extend(children.get(pid, ()))
+        return total
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.terminate()
@@ -169,11 +210,16 @@ def run(workspace: str, n: int, ms: int, *executor: str) -> tuple[float, float]:
     return wall, float(found.group(1)) if found else float("nan")
 
 
-def marked_run(workspace: str, n: int, ms: int, *executor: str) -> list[tuple[str, float, float]]:
-    """One run from scratch through MARKED: (step, wall seconds, CPU seconds) per step."""
+def marked_run(workspace: str, n: int, ms: int, *executor: str,
+               cluster: Cluster | None = None) -> list[tuple[str, float, float]]:
+    """One run from scratch through MARKED: (step, wall seconds, CPU seconds) per step,
+    then the CPU seconds of the run's whole process tree (the runner and, for the local
+    executor, its workers) and of the cluster's processes during the run."""
     out = os.path.join(workspace, "out")
     shutil.rmtree(out, ignore_errors=True)
     marks = os.path.join(workspace, "marks.json")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cluster_before = cluster.cpu() if cluster is not None else 0.0
     started = time.time()
     done = subprocess.run([sys.executable, "-c", MARKED, "run", "All", "--n", str(n), "--ms",
                            str(ms), "--root", out, "--log-level", "WARNING", *executor],
@@ -183,18 +229,48 @@ def marked_run(workspace: str, n: int, ms: int, *executor: str) -> list[tuple[st
     ended = time.time() - started
     if done.returncode != 0:
         raise SystemExit(f"run failed ({' '.join(executor)}): {done.stderr[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tree = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     with open(marks) as handle:
         steps = [tuple(step) for step in json.load(handle)]
-    return [*steps, ("process gone", ended, float("nan"))]  # type: ignore[list-item]
+    first, last, gap = attempt_times(out, started)
+    steps = sorted([*steps, ("first run() starts", first, float("nan")),
+                    ("last run() ends", last, float("nan"))], key=lambda step: step[1])
+    return [*steps, ("process gone", ended, float("nan")),  # type: ignore[list-item]
+            ("gap between two attempts in one worker process (median)", gap, float("nan")),
+            ("CPU: the run's processes", float("nan"), tree),
+            ("CPU: scheduler and workers", float("nan"),
+             cluster.cpu() - cluster_before if cluster is not None else float("nan"))]
 
 
-def breakdown(workspace: str, rounds: int, n: int, cases: dict[str, list[str]]) -> None:
+def attempt_times(out: str, started: float) -> tuple[float, float, float]:
+    """From the outputs Nap wrote: when the first run() started and the last ended
+    (seconds since `started`), and the median gap, in one worker process, between the end
+    of one attempt's run() and the start of the next (the executor's turnaround)."""
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for name in os.listdir(out):
+        if name.endswith(".txt"):
+            with open(os.path.join(out, name)) as handle:
+                begin, end, pid = handle.read().split()
+            runs.setdefault(pid, []).append((float(begin), float(end)))
+    gaps = []
+    for spans in runs.values():
+        spans.sort()
+        gaps += [after[0] - before[1] for before, after in zip(spans, spans[1:])]
+    first = min(span[0] for spans in runs.values() for span in spans)
+    last = max(span[1] for spans in runs.values() for span in spans)
+    return first - started, last - started, statistics.median(gaps) if gaps else float("nan")
+
+
+def breakdown(workspace: str, rounds: int, n: int, cases: dict[str, list[str]],
+              cluster: Cluster) -> None:
     """Medians of each step's time, local against --scheduler, interleaved."""
     print(f"\nwhere the wall time goes: {n} tasks of 50 ms, {rounds} round(s); {load()}")
     got: dict[str, list[list[tuple[str, float, float]]]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, args in cases.items():
-            got[name].append(marked_run(workspace, n, 50, *args))
+            got[name].append(marked_run(workspace, n, 50, *args,
+                                        cluster=cluster if "--scheduler" in args else None))
     names = list(cases)
     print("| step | " + " | ".join(f"{name}: wall, CPU" for name in names) + " |")
     print("| --- |" + " ---: |" * len(names))
@@ -204,12 +280,12 @@ def breakdown(workspace: str, rounds: int, n: int, cases: dict[str, list[str]]) 
         for name in names:
             walls = [w for sample in got[name] for s, w, _ in sample if s == step]
             cpus = [c for sample in got[name] for s, _, c in sample if s == step]
-            if not walls:
+            if not walls or all(c != c for c in cpus) and all(w != w for w in walls):
                 cells.append("")
                 continue
-            cpu = statistics.median(cpus)
-            cells.append(f"{statistics.median(walls):.3f} s" +
-                         (f", {cpu:.3f} s" if cpu == cpu else ""))
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            cells.append(", ".join(f"{value:.3f} s" if value == value else "-"
+                                   for value in (wall, cpu)))
         print(f"| {step} | " + " | ".join(cells) + " |")
     print(f"{load()} at the end of the case")
 
@@ -354,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             })
         if "breakdown" in cases:
             breakdown(workspace, rounds, n, {"local --workers 4": local,
-                                             "dask --scheduler": scheduler})
+                                             "dask --scheduler": scheduler}, cluster)
         if "overhead" in cases:
             overhead(workspace, rounds,
                      [200, 1_000] if args.quick else [1_000, 2_000, 10_000], local, scheduler)
