@@ -202,9 +202,9 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
 def _run(cls: Any, config: Any, values: dict[str, Any], common: dict[str, Any]) -> None:
     if _uses_dask(common, config) and not common["dry_run"]:
         # While the plan is resolved and the leases' provider starts.
-        from ..run.dask_executor import import_in_background
+        from ..run import dask_import
 
-        import_in_background()
+        dask_import.start_in_background()
     run_guarded(config, common, lambda: _build(_requested(cls, values, common, config),
                                                common, config))
 

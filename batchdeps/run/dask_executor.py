@@ -20,10 +20,11 @@ runner reaches (an fsspec URL such as s3://, or a local path every worker shares
 * The timeout is enforced on the worker (the attempt's process group is killed); the runner
   keeps a backstop deadline a little later for a worker that does not answer.
 
-`distributed` is imported only by a run with this executor. The command line starts that
-import in a thread (`import_in_background`) as soon as it knows the run uses Dask, so that
-it overlaps what the run does first that waits on I/O (outputs checked on S3, the lock
-server); the executor's own import then finds it done, or waits for it.
+`distributed` is imported only by a run with this executor, and only its client side
+(dask_import.py). The command line starts that import in a thread as soon as it knows the
+run uses Dask, so that it overlaps what the run does first that waits on I/O (outputs
+checked on S3, the lock server); the executor's own import then finds it done, or waits
+for it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..errors import ExecutorError, UsageError
+from . import dask_import
 from .dask_attempt import TOPIC, AttemptReply, AttemptRequest, run_attempt
 from .executors import ExecutorSettings, Outcome
 
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logs.get()
 
-EXTRA_HINT = "pip install 'batchdeps[dask]'"
 #: Seconds to reach a scheduler given by address, when Dask's config does not say.
 CONNECT_TIMEOUT = 30.0
 #: Seconds past a task's timeout (and the kill grace) after which the runner gives up on
@@ -57,29 +58,6 @@ CONNECT_TIMEOUT = 30.0
 BACKSTOP = 30.0
 #: Attempts handed to the cluster per worker thread (running and queued).
 QUEUE_DEPTH = 2
-
-
-def import_in_background() -> None:
-    """Start importing `distributed` in a thread (not a daemon: an early exit waits for it
-    rather than cut an import short). An ImportError is left to `import_distributed`."""
-    if "distributed" in sys.modules:
-        return
-    threading.Thread(target=_import_quietly, name="batchdeps-import-distributed").start()
-
-
-def _import_quietly() -> None:
-    with contextlib.suppress(Exception):
-        import distributed  # noqa: F401
-
-
-def import_distributed() -> Any:
-    """The `distributed` package, or UsageError (exit 2) naming the extra to install."""
-    try:
-        import distributed
-    except ImportError as exc:
-        raise UsageError(f"--executor dask needs Dask distributed, which is not installed "
-                         f"({exc}); install the extra: {EXTRA_HINT}") from None
-    return distributed
 
 
 def check_shared(plan: Plan | None, shared_paths: list[str]) -> None:
@@ -125,7 +103,7 @@ class DaskExecutor:
 
     @classmethod
     def from_settings(cls, settings: ExecutorSettings) -> DaskExecutor:
-        import_distributed()
+        dask_import.load()
         if settings.address:
             check_shared(settings.plan, settings.shared_paths)
         else:
@@ -157,9 +135,10 @@ class DaskExecutor:
         """Connect to the scheduler, or start the local cluster (not for an empty plan)."""
         if not steps:
             return
+        dask_import.load()
         import dask
+        from distributed.client import Client, as_completed
 
-        distributed = import_distributed()
         address = self.settings.address
         with contextlib.suppress(Exception):  # the cluster's own chatter below warnings
             logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -168,8 +147,7 @@ class DaskExecutor:
                 # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s).
                 timeout = dask.config.get("distributed.comm.timeouts.connect",
                                           CONNECT_TIMEOUT)
-                self._client = distributed.Client(address, timeout=timeout,
-                                                  set_as_default=False)
+                self._client = Client(address, timeout=timeout, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise ExecutorError(f"cannot reach the Dask scheduler at {address}: "
                                     f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
@@ -183,14 +161,14 @@ class DaskExecutor:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                                   "distributed.worker.daemon": False,
                                   "distributed.worker.multiprocessing-method": "forkserver"}):
-                self._cluster = distributed.LocalCluster(
+                self._cluster = dask_import.whole().LocalCluster(
                     n_workers=max(1, self.settings.workers), threads_per_worker=1,
                     processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                     silence_logs=logging.ERROR)
             # Results straight from the workers (all on this machine), not through the
             # scheduler: one hop less per task.
-            self._client = distributed.Client(self._cluster, set_as_default=False,
-                                              direct_to_workers=True)
+            self._client = Client(self._cluster, set_as_default=False,
+                                  direct_to_workers=True)
         client = self._client
         self._slots = max(1, sum(client.nthreads().values())) if address else self._slots
         with contextlib.suppress(Exception):
@@ -201,8 +179,8 @@ class DaskExecutor:
         # Results are fetched on the client's event loop as tasks end (concurrent fetches
         # go out as one batch) and handed to the runner by a thread: the runner never
         # blocks on one task's result while others are done.
-        self._completed = distributed.as_completed([], loop=client.loop, with_results=True,
-                                                   raise_errors=False)
+        self._completed = as_completed([], loop=client.loop, with_results=True,
+                                       raise_errors=False)
         self._collector = threading.Thread(target=self._collect, daemon=True,
                                            name="batchdeps-dask-results")
         self._collector.start()
