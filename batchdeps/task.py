@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from types import GeneratorType
 from typing import Any, ClassVar
@@ -12,6 +13,7 @@ from typing import Any, ClassVar
 from .config import UnsetVariable
 from .errors import BrokenTaskError, ConfigError, ParameterError, TaskDefinitionError
 from .parameters import Parameter
+from .parameters.base import _AMBIGUOUS
 
 
 #: How `to_str_params` writes a parameter whose value is None (as the task id and Luigi do).
@@ -19,8 +21,9 @@ NONE_TEXT = "None"
 
 
 def _bind(cls: type[Task], params: tuple[Parameter, ...], args: Sequence[Any],
-          kwargs: dict[str, Any]) -> list[Any]:
-    """The values of `params` for `cls(*args, **kwargs)` (`kwargs` is emptied)."""
+          kwargs: dict[str, Any], kinds: tuple[str, ...] | None = None) -> list[Any]:
+    """The values of `params` for `cls(*args, **kwargs)` (`kwargs` is emptied); `kinds`:
+    `_plain_kinds` of `params`, for the values convert() would give back as they are."""
     family = cls.task_family
     if args:
         positional = [p for p in params if p.positional]
@@ -34,10 +37,15 @@ def _bind(cls: type[Task], params: tuple[Parameter, ...], args: Sequence[Any],
             kwargs[param.name] = value
     values: list[Any] = []
     config_defaults = cls._config_defaults
-    for param in params:
+    for param, kind in zip(params, kinds or _NO_KINDS):
         name = param.name
         if name in kwargs:
-            value = param.convert(family, kwargs.pop(name))
+            value = kwargs.pop(name)
+            # An int to an IntParameter, a str to a text one: what convert() gives back
+            # is the value itself (checked by type, not by calls: a million tasks' worth)
+            if not ((kind is _INT and type(value) is int)
+                    or (kind is _TEXT and type(value) is str)):
+                value = param.convert(family, value)
         elif name in config_defaults:
             value = config_defaults[name]
             if isinstance(value, UnsetVariable):
@@ -53,13 +61,52 @@ def _bind(cls: type[Task], params: tuple[Parameter, ...], args: Sequence[Any],
     return values
 
 
-def _render(params: tuple[Parameter, ...], values: Sequence[Any]) -> str:
+def _render(params: tuple[Parameter, ...], values: Sequence[Any],
+            kinds: tuple[str, ...] | None = None) -> str:
     """The inside of a task id: `name=value, ...` of the significant parameters."""
     parts = []  # a loop, not a generator into join: a quarter less time per task id
-    for param, value in zip(params, values):
+    if kinds is None:
+        kinds = (_OTHER,) * len(params)
+    for param, value, kind in zip(params, values, kinds):
         if param.significant:
-            parts.append(f"{param.name}={param.render(value)}")
+            if kind is _INT and type(value) is int:  # what render() makes of them
+                parts.append(f"{param.name}={value}")
+            elif kind is _TEXT and type(value) is str:
+                parts.append(f"{param.name}={_text_in_id(value)}")
+            else:
+                parts.append(f"{param.name}={param.render(value)}")
     return ", ".join(parts)
+
+
+#: What `_plain_kinds` says of a parameter: an exact IntParameter, an exact Parameter or
+#: StrParameter (free text), or anything else (its own convert() and render() are called).
+_INT, _TEXT, _OTHER = "int", "text", "other"
+_NO_KINDS = itertools.repeat(_OTHER)
+
+
+def _plain_kinds(cls: type[Task]) -> tuple[str, ...]:
+    """The kind of each of `cls._params`, made once per class (and again when its
+    parameters change). Only the exact built-in types are plain: a subclass decides."""
+    params = cls._params
+    entry = cls.__dict__.get("_param_kinds")
+    if entry is not None and entry[0] is params:
+        return entry[1]  # type: ignore[no-any-return]
+    from .parameters import IntParameter, StrParameter
+
+    kinds = tuple(_INT if type(p) is IntParameter else
+                  _TEXT if type(p) is Parameter or type(p) is StrParameter else _OTHER
+                  for p in params)
+    cls._param_kinds = (params, kinds)  # in the class itself: it lives as long as it
+    return kinds
+
+
+def _text_in_id(text: str) -> str:
+    """`Parameter.render` of a str: JSON-quoted where it could be ambiguous in a task id."""
+    if _AMBIGUOUS.search(text) or text != text.strip() or text == "None":
+        import json
+
+        return json.dumps(text)
+    return text
 
 
 def _map_retry_count(cls: type[Task]) -> None:
@@ -147,6 +194,8 @@ class Task:
 
     # Filled in per class by __init_subclass__ and by the registry.
     _params: ClassVar[tuple[Parameter, ...]] = ()
+    #: (`_params`, the kind of each) as `_plain_kinds` made them for this class
+    _param_kinds: ClassVar[tuple[tuple[Parameter, ...], tuple[str, ...]] | None] = None
     _config_defaults: ClassVar[dict[str, Any]] = {}
     #: the parameter values in declaration order (made when asked)
     param_values: Any = _ParamValues()
@@ -247,10 +296,11 @@ class Task:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
         params = cls._params
-        values = _bind(cls, params, args, kwargs)
+        kinds = _plain_kinds(cls)
+        values = _bind(cls, params, args, kwargs, kinds)
         for param, value in zip(params, values):
             _set_attribute(self, param.name, value)  # self.__dict__ would make a dict per task
-        self.task_id = f"{cls.task_family}({_render(params, values)})"
+        self.task_id = f"{cls.task_family}({_render(params, values, kinds)})"
 
     @property
     def param_kwargs(self) -> dict[str, Any]:
@@ -460,8 +510,13 @@ def _leaves(struct: Any) -> Iterator[Any]:
         for value in struct.values():
             yield from _leaves(value)
     elif _is_sequence(struct):
-        for value in struct:
-            yield from _leaves(value)
+        for value in struct:  # a leaf is yielded here: no generator of its own per leaf
+            if value is None:
+                continue
+            if isinstance(value, Mapping) or _is_sequence(value):
+                yield from _leaves(value)
+            else:
+                yield value
     else:
         yield struct
 

@@ -517,3 +517,78 @@ def test_a_dry_runs_plan_written_in_chunks_is_the_plan_line_by_line(tmp_path, mo
         printed = capsys.readouterr().out
         assert printed.startswith(expected) and printed.count("\n") == 12, per_write
         assert printed[len(expected):].startswith("11 task(s) would run")
+
+
+def test_task_ids_and_values_of_plain_parameters_are_what_convert_and_render_give():
+    """An int given to an IntParameter and a str to a text parameter skip convert() and
+    render(); the values and ids are theirs, for awkward values and for every other case
+    (None, bool, text given a number, subclasses of the types), which still call them."""
+    import warnings
+
+    import batchdeps as bd
+    from batchdeps.errors import ParameterError
+    from batchdeps.parameters import IntParameter, Parameter, StrParameter
+    from batchdeps.task import _render
+
+    class MyInt(IntParameter):
+        def render(self, value):
+            return f"#{value}"
+
+    class Plain(bd.Task):
+        n = bd.IntParameter(default=None)
+        text = bd.Parameter(default="x")
+        word = bd.StrParameter(default="w")
+        mine = MyInt(default=1)
+        hidden = bd.IntParameter(default=0, significant=False)
+
+    class Sub(str):
+        pass
+
+    cases = [dict(n=1), dict(n=-7, text="a,b"), dict(n=True), dict(text=" pad"),
+             dict(text="None"), dict(text='q"uote'), dict(text="(x)=y"), dict(word="é ü"),
+             dict(word=Sub("sub")), dict(n=None), dict(mine=5), dict(hidden=3), dict(n="12"),
+             dict(text=""), dict(word="ok", text="fine", n=10**30)]
+    params = Plain._params
+    for kwargs in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                slow = [p.convert("Plain", kwargs[p.name]) if p.name in kwargs
+                        else p.convert("Plain", p.default) for p in params]
+            except ParameterError as refused:  # refused both ways, in the same words
+                with pytest.raises(ParameterError) as raised:
+                    Plain(**kwargs)
+                assert str(raised.value) == str(refused)
+                continue
+            task = Plain(**kwargs)
+        assert [getattr(task, p.name) for p in params] == slow, kwargs
+        assert [type(getattr(task, p.name)) for p in params] == [type(v) for v in slow]
+        rendered = ", ".join(f"{p.name}={p.render(v)}" for p, v in zip(params, slow)
+                             if p.significant)
+        assert task.task_id == f"Plain({rendered})" == f"Plain({_render(params, slow)})", kwargs
+    with pytest.warns(Warning):  # a number given to a text parameter is still warned of
+        Plain(text=3)
+    assert isinstance(Parameter(), Parameter) and isinstance(StrParameter(), Parameter)
+
+
+def test_requires_walked_the_first_time_gives_the_leaves_of_the_nested_walk():
+    from batchdeps.task import _leaves, _walk
+
+    class Leafy:
+        pass
+
+    a, b, c = Leafy(), Leafy(), Leafy()
+    structs = [[a, None, [b, (c,)], {"k": a}], (a,), [], [None], [[[]]], {1: [b, None]}]
+    for struct in structs:
+        def nested(value):  # the walk as it was: a generator per value
+            if value is None:
+                return
+            if isinstance(value, dict):
+                for v in value.values():
+                    yield from nested(v)
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    yield from nested(v)
+            else:
+                yield value
+        assert list(_leaves(struct)) == list(nested(struct)) == _walk(struct)
