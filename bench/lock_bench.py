@@ -24,7 +24,8 @@ With `--postgres`: the same round trips (1 and 16 clients) and the same N-task b
 the SQLite server and through servers on one PostgreSQL database (one replica, and two with
 the clients dealt between them), side by side, with each one's ratio to SQLite. The
 PostgreSQL server is a throwaway cluster (tests/support/pg.py) with fsync on, as SQLite's
-grants are fsynced.
+grants are fsynced. A second table says where the CPU went: per lease, the server
+process(es) and PostgreSQL's processes (read from /proc before and after each case).
 """
 
 from __future__ import annotations
@@ -233,6 +234,37 @@ def runner_counts(args: argparse.Namespace, folder: str) -> None:
               f"({shown}); load {os.getloadavg()[0]:.1f}", flush=True)
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of process `pid` (with its reaped children's)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu(data_dir: str) -> float:
+    """CPU seconds of a PostgreSQL cluster so far: the postmaster, its children alive (the
+    backends) and those it has reaped."""
+    with open(os.path.join(data_dir, "postmaster.pid")) as pidfile:
+        postmaster = int(pidfile.readline())
+    total = cpu_seconds(postmaster, children=True)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == postmaster:
+                total += cpu_seconds(int(entry))
+    return total
+
+
 def compare_stores(args: argparse.Namespace, folder: str) -> None:
     """SQLite against PostgreSQL (one and two replicas), interleaved, best of `repeats`."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -254,13 +286,34 @@ def compare_stores(args: argparse.Namespace, folder: str) -> None:
         print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}; load "
               f"{os.getloadavg()[0]:.1f}; best of {args.repeats}, interleaved")
         best: dict[tuple[str, str], float] = {}
+        pids = {"sqlite": [sqlite_server.pid], "postgresql, 1 replica": [pg_a.pid],
+                "postgresql, 2 replicas": [pg_a.pid, pg_b.pid]}
+        #: (setup, case) -> [server CPU s, PostgreSQL CPU s, leases] summed over repeats
+        spent: dict[tuple[str, str], list[float]] = {}
+
+        def measured(name: str, case: str, leases: float, before: tuple[float, float]) -> None:
+            server = sum(cpu_seconds(pid) for pid in pids[name]) - before[0]
+            database = (cluster_cpu(cluster.data) - before[1]) if name != "sqlite" else 0.0
+            total = spent.setdefault((name, case), [0.0, 0.0, 0.0])
+            total[0] += server
+            total[1] += database
+            total[2] += leases
+
+        def now_cpu(name: str) -> tuple[float, float]:
+            return (sum(cpu_seconds(pid) for pid in pids[name]),
+                    cluster_cpu(cluster.data) if name != "sqlite" else 0.0)
+
         timed_run(min(args.tasks, 1000), NoLocks(), folder)
         for _ in range(args.repeats):
             for name, urls in setups.items():
                 for clients in (1, 16):
+                    before = now_cpu(name)
                     rate = round_trips(urls, clients, args.seconds)
+                    measured(name, f"rt{clients}", rate * args.seconds, before)
                     best[(name, f"rt{clients}")] = max(best.get((name, f"rt{clients}"), 0), rate)
+                before = now_cpu(name)
                 took = timed_run(args.tasks, HttpLockProvider(urls, token=TOKEN, ttl=30), folder)
+                measured(name, "build", args.tasks, before)
                 best[(name, "build")] = min(best.get((name, "build"), float("inf")), took)
         base = {what: best[("sqlite", what)] for what in ("rt1", "rt16", "build")}
         print(f"| server | round trips/s, 1 client | round trips/s, 16 clients | "
@@ -271,6 +324,15 @@ def compare_stores(args: argparse.Namespace, folder: str) -> None:
             print(f"| {name} | {rt1:.0f} ({rt1 / base['rt1']:.2f}x) | {rt16:.0f} "
                   f"({rt16 / base['rt16']:.2f}x) | {build:.2f} s "
                   f"({build / base['build']:.2f}x) |", flush=True)
+        print("\nCPU per lease, all repeats (us; server process(es) + PostgreSQL's processes):")
+        print("| server | 1 client | 16 clients | build |")
+        print("| --- | --- | --- | --- |")
+        for name in setups:
+            cells = []
+            for case in ("rt1", "rt16", "build"):
+                server, database, leases = spent[(name, case)]
+                cells.append(f"{server / leases * 1e6:.0f} + {database / leases * 1e6:.0f}")
+            print(f"| {name} | {' | '.join(cells)} |", flush=True)
     finally:
         for proc in servers:
             proc.terminate()

@@ -4,6 +4,7 @@ and an outage past it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 import time
@@ -187,14 +188,35 @@ def test_a_postgresql_outage_past_the_ttl_stops_the_runs_without_committing(
         status, health = servers[0].request("GET", "/v1/health", token="")
         assert status == 503 and health == {"ok": False, "database": "postgresql",
                                             "answers": False}
+        lost_tasks: set[str] = set()
         for code, text in _finish(procs, timeout=120):
-            assert code == 1, text[-3000:]
-            # The run stops through whichever call meets the outage first: a heartbeat (its
-            # leases are then "lost") or an acquire whose retries ran out; either way every
-            # replica answered 503 (its database is away), and nothing is committed after.
-            assert "Traceback" not in text, text[-3000:]
-            assert "replicas cannot be reached" in text and "HTTP 503" in text, text[-3000:]
+            assert code == 1 and "Traceback" not in text, text[-3000:]
+            # Every run stops the same way: an acquire (the leases it needs next, or those
+            # of tasks whose leases ran out) is retried for one TTL while both replicas
+            # answer 503, saying their database is away, and then stops the run.
+            stopped = re.search(r"batchdeps: error: the lock server's 2 replicas cannot be "
+                                r"reached \((.*); each tried in turn for 2 s\); each runs, "
+                                r"but cannot serve the request for the reason it gives$",
+                                text, re.MULTILINE)
+            assert stopped, text[-3000:]
+            _both_answer_their_database_is_away(stopped.group(1), servers, text)
+            # A run that held leases past the TTL meanwhile (its attempts running, or leases
+            # taken ahead) also says each is lost, why, and that its outputs were not
+            # committed; whether that comes first depends on timing, not on the outcome.
+            for task, why in re.findall(r"WARNING lease on (.+?) lost: (.*)$", text,
+                                        re.MULTILINE):
+                assert why.startswith(("no renewal succeeded for 2 s (lock server "
+                                       "unreachable: ", "the lock server could not confirm "
+                                       "it in time (the lock server's 2 replicas cannot be "
+                                       "reached (")), why
+                _both_answer_their_database_is_away(why, servers, text)
+                lost_tasks.add(task)
+            for task in re.findall(r"WARNING (\S+): lease on \1 lost \(fencing token \d+\): "
+                                   r".*; its outputs were not committed; waiting", text):
+                assert task in lost_tasks, task
         assert sorted(p.name for p in out.glob("*.txt")) == committed
+        for task in lost_tasks:  # no output of a task whose lease was lost
+            assert not any(_task_of(name) == task for name in committed), task
         assert "top.txt" not in committed
         own_pg_cluster.start()  # nothing lost: a rerun builds what is missing, once
         code, text = _finish([_start(project, servers, 0, SMALL_GROUPS)], 120)[0]
@@ -208,6 +230,15 @@ def test_a_postgresql_outage_past_the_ttl_stops_the_runs_without_committing(
     finally:
         for server in servers:
             server.stop()
+
+
+def _both_answer_their_database_is_away(problems: str, servers: list[LockServer],
+                                        text: str) -> None:
+    """Each replica is named in `problems` with its 503 and the reason it gave."""
+    for server in servers:
+        assert f"{server.url}: HTTP 503 (the lease database postgresql://" in problems, \
+            text[-3000:]
+    assert problems.count("did not answer: ") == len(servers), text[-3000:]
 
 
 def test_a_holder_whose_replica_died_renews_through_the_other(

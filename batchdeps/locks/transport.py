@@ -45,9 +45,13 @@ class NoReplicaAnswered(Exception):
         self.last = last  # the last 5xx answer, if any: (status, data)
         self.all_internal_errors = bool(problems) and all(
             problem.endswith(f"HTTP {p.SERVER_ERROR}") for problem in problems)
+        #: every replica answered 503: each runs, but cannot serve now (its reason given)
+        self.all_unavailable = bool(problems) and all(
+            f"HTTP {p.UNAVAILABLE}" in problem for problem in problems)
 
 
 MAX_LINE = 65536  # bytes of a status or header line
+MAX_REASON = 300  # characters of a 503's reason kept in a message
 MAX_HEADERS = 100
 
 
@@ -270,6 +274,9 @@ class LockTransport:
                     return status, data
                 last = (status, data)
                 problem = f"HTTP {status}"
+                reason = data.get("error") if isinstance(data, dict) else None
+                if status == p.UNAVAILABLE and reason:  # why: its database away, its cap
+                    problem += f" ({str(reason)[:MAX_REASON]})"
             first_problem = first_problem or problem
             problems.append(f"{self.replicas.urls[index]}: {problem}"
                             if len(self.replicas) > 1 else problem)
@@ -287,6 +294,7 @@ class LockTransport:
         """
         budget = self.retry_for if retry_for is None else retry_for
         waits = RETRY.waits(deadline=time.monotonic() + budget)
+        unavailable = False  # the last try: every replica answered 503
         while True:
             try:
                 status, data = self.once(route, body, query)
@@ -297,6 +305,7 @@ class LockTransport:
                     raise LockError(f"lock server {self.replicas.describe()} answered "
                                     f"{p.SERVER_ERROR} to {route}: {error}") from None
                 problem = str(failed)
+                unavailable = failed.all_unavailable
             else:
                 error = data.get("error", "") if isinstance(data, dict) else ""
                 if status == p.UNAUTHORIZED:
@@ -307,6 +316,7 @@ class LockTransport:
                     raise LockAuthError(f"lock server {self.url} refused {route}: {error}")
                 if status == p.TOO_MANY_REQUESTS:
                     problem = f"HTTP {status}"
+                    unavailable = False
                 elif status >= 400 and status != p.LEASE_LOST:
                     raise LockError(f"lock server {self.url} answered {status} to {route}: "
                                     f"{error}")
@@ -316,14 +326,17 @@ class LockTransport:
             wait = next(waits, None)
             if wait is None or (give_up is not None and give_up.is_set()):
                 self.unreachable = True
+                hint = ("it runs, but cannot serve the request for the reason it gives"
+                        if unavailable else "is `batchdeps lock-server` running there?")
                 if len(self.replicas) == 1:
                     raise LockServerUnavailable(
                         f"lock server {self.url} cannot be reached ({problem}; tried for "
-                        f"{budget:g} s); is `batchdeps lock-server` running there?")
+                        f"{budget:g} s); {hint}")
+                if unavailable:
+                    hint = "each runs, but cannot serve the request for the reason it gives"
                 raise LockServerUnavailable(
                     f"the lock server's {len(self.replicas)} replicas cannot be reached "
-                    f"({problem}; each tried in turn for {budget:g} s); is `batchdeps "
-                    "lock-server` running there?")
+                    f"({problem}; each tried in turn for {budget:g} s); {hint}")
             if give_up is not None:
                 give_up.wait(wait)
             else:
