@@ -84,6 +84,22 @@ def check_shared(plan: Plan | None, shared_paths: list[str]) -> None:
                     f"named in [executor] shared_paths ({where})")
 
 
+def _threads_and_dashboard(client: Any) -> tuple[int, str | None]:
+    """The cluster's worker threads and its dashboard's link, from one look at the
+    scheduler (`Client.dashboard_link` takes another, and imports the scheduler's module)."""
+    from distributed.utils import format_dashboard_link
+
+    info = client.scheduler_info(n_workers=-1)
+    threads = sum(int(worker.get("nthreads", 0)) for worker in info.get("workers", {}).values())
+    link = None
+    port = info.get("services", {}).get("dashboard")
+    with contextlib.suppress(Exception):  # a link is a courtesy: never a reason to stop
+        if port:
+            link = format_dashboard_link(client.scheduler.address.split("://")[-1]
+                                         .rsplit(":", 1)[0], port)
+    return max(1, threads), link
+
+
 @dataclass
 class _Attempt:
     future: Any  # None until `_send` hands it to the cluster
@@ -170,12 +186,13 @@ class DaskExecutor:
             self._client = Client(self._cluster, set_as_default=False,
                                   direct_to_workers=True)
         client = self._client
-        self._slots = max(1, sum(client.nthreads().values())) if address else self._slots
-        with contextlib.suppress(Exception):
-            link = client.dashboard_link
-            if link:
-                log.info("Dask dashboard: %s (scheduler %s, %d worker thread(s))", link,
-                         client.scheduler.address, self._slots)
+        if address:
+            self._slots, link = _threads_and_dashboard(client)
+        else:
+            link = getattr(self._cluster, "dashboard_link", None)
+        if link:
+            log.info("Dask dashboard: %s (scheduler %s, %d worker thread(s))", link,
+                     client.scheduler.address, self._slots)
         # Results are fetched on the client's event loop as tasks end (concurrent fetches
         # go out as one batch) and handed to the runner by a thread: the runner never
         # blocks on one task's result while others are done.
