@@ -557,7 +557,16 @@ def test_status_and_graph_show_what_run_yielded_in_the_last_run(tmp_path: Path) 
     assert before.returncode == 1
     assert not any(n["task_id"].startswith("DynLeaf") for n in json.loads(before.stdout)["nodes"])
 
-    assert _batchdeps(tmp_path, env, "run", "DynTop", "--parents", "2").returncode == 0
+    ran = _batchdeps(tmp_path, env, "run", "DynTop", "--parents", "2")
+    assert ran.returncode == 0, ran.stderr
+    # the yielded tasks' outcomes are in the run's summary and in the history
+    leaves = ["DynLeaf(n=0)", "DynLeaf(n=1)", "DynLeaf(n=100)", "DynLeaf(n=101)"]
+    assert "7 task(s): 7 built" in ran.stdout + ran.stderr
+    history = _batchdeps(tmp_path, env, "history", "--family", "DynLeaf", "--json")
+    assert history.returncode == 0, history.stderr
+    records = json.loads(history.stdout)
+    assert sorted(r["task_id"] for r in records) == leaves
+    assert {r["status"] for r in records} == {"built"}
     (tmp_path / "out" / "dynleaf-0.txt").unlink()
     status = _batchdeps(tmp_path, env, "status", "DynTop", "--parents", "2", "--format", "json")
     assert status.returncode == 0, status.stderr  # run builds nothing: the parents are complete

@@ -901,3 +901,49 @@ def test_scheduler_only_class_attributes_are_taken_as_documented(tmp_path: Path)
     assert off.keys() == {"built", "failed"} and "is disabled" in str(off["failed"])
     assert [status for status, *_ in by_family["NeedsOff"]] == ["upstream failed"]
     assert sorted(p.name for p in (tmp_path / "out").glob("*off*")) == ["off-True.txt"]
+
+
+EXTERNALIZED = r'''
+import os, sys
+if sys.argv[1] == "luigi":
+    import luigi
+    from luigi.task import externalize
+else:
+    import batchdeps.luigi as luigi
+    from batchdeps.luigi.task import externalize
+
+class Make(luigi.Task):
+    n = luigi.IntParameter(default=1)
+    def output(self):
+        return luigi.LocalTarget(f"out/make-{self.n}.txt")
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("made")
+
+class Top(luigi.Task):
+    def requires(self):
+        return [externalize(Make()), externalize(Make)(n=2)]
+    def output(self):
+        return luigi.LocalTarget("out/top.txt")
+    def run(self):
+        with self.output().open("w") as out:
+            out.write("top")
+
+first = luigi.build([Top()], local_scheduler=True, detailed_summary=True, log_level="ERROR")
+os.makedirs("out", exist_ok=True)
+for n in (1, 2):
+    open(f"out/make-{n}.txt", "w").write("by hand")
+second = luigi.build([Top()], local_scheduler=True, detailed_summary=True, log_level="ERROR")
+print(first.status.name, second.status.name, sorted(os.listdir("out")),
+      open("out/make-1.txt").read())
+'''
+
+
+def test_an_externalized_task_is_never_run_and_missing_is_a_missing_input(
+        tmp_path: Path) -> None:
+    """Luigi's `externalize()` of a task or a class: never run (its outputs missing are a
+    missing external input), and once they are there what requires it is built."""
+    luigi, ours = through_both(tmp_path, EXTERNALIZED)
+    assert ours.stdout == luigi.stdout
+    assert ours.stdout.strip() == ("MISSING_EXT SUCCESS ['make-1.txt', 'make-2.txt', "
+                                   "'top.txt'] by hand")

@@ -375,17 +375,35 @@ def getpaths(struct: Any) -> Any:
 
 
 def externalize(taskclass_or_taskobject: Any) -> Any:
-    """A copy of the class (or task) whose run() is None, so it is never run (Luigi's)."""
+    """A copy of the class (or task) that is an external task: never run, its outputs
+    missing are a missing input, as Luigi treats a task whose `run` is None."""
     import copy
 
+    if isinstance(taskclass_or_taskobject, type):
+        return _external(taskclass_or_taskobject)
     copied = copy.copy(taskclass_or_taskobject)
-    if copied is taskclass_or_taskobject:  # a class: make a subclass that is external
-        cls = taskclass_or_taskobject
-        return type(cls.__name__, (cls,), {"run": None, "__module__": cls.__module__,
-                                          "task_family": cls.task_family,
-                                          "_visible_in_registry": False})
-    copied.run = None
+    copied.__class__ = _external(type(taskclass_or_taskobject))
     return copied
+
+
+@functools.lru_cache(maxsize=None)
+def _external(cls: type) -> type:
+    """`cls` as an external task class: the same family, left out of the registry."""
+    def __reduce__(self: Any) -> tuple[Any, ...]:  # the class is made here: not by name
+        return (_rebuild_external, (cls, dict(self.__dict__)))
+
+    bases = (ExternalTask,) if issubclass(ExternalTask, cls) else (cls, ExternalTask)
+    return type(cls.__name__, bases, {
+        "run": None, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+        "task_family": cls.task_family, "_visible_in_registry": False,
+        "__reduce__": __reduce__})
+
+
+def _rebuild_external(cls: type, state: dict[str, Any]) -> Any:
+    """An externalized task of `cls` back from pickling."""
+    task = object.__new__(_external(cls))
+    task.__dict__.update(state)
+    return task
 
 
 class ExternalTask(Task, _bd.ExternalTask):
