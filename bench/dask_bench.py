@@ -25,7 +25,7 @@ Cases, each as whole `batchdeps run` processes, the executors interleaved round 
   ending and the next one's starting (the executor's turnaround per attempt), and the CPU
   seconds of the run's processes and of the cluster's (scheduler, workers, attempt
   processes) during the run.
-* N no-op tasks (each writes an empty file) for N = 1,000, 2,000, 10,000: local against
+* N no-op tasks (each writes one short line) for N = 1,000, 2,000, 10,000: local against
   `--scheduler`; the per-task overhead is (dask - local) / N of the wall times, and the
   time per task at 1,000 and at 10,000 says whether it stays linear.
 
