@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections import Counter
 
 import pytest
@@ -196,13 +197,26 @@ def test_lock_wait_timeout_exits_4_naming_holder(project: Project) -> None:
 
 
 def test_waiting_run_builds_nothing_the_first_run_built(project: Project) -> None:
-    first = project.popen("run", "Other", SLEEP_OTHER="1")
+    go_on = project.root / "first-may-finish"  # the first run's task runs until it exists
+    first = project.popen("run", "Other", HOLD_OTHER=str(go_on))
     wait_for(lambda: "Other()" in project.runs("sleeping"), what="first run to start")
-    second = project.run("run", "Other")
+    log = project.root / "second.log"
+    with log.open("w") as second_log:
+        second = subprocess.Popen(project.command("run", "Other"), cwd=project.root,
+                                  env=project.env, text=True, stdout=subprocess.PIPE,
+                                  stderr=second_log)
+    try:
+        wait_for(lambda: "waiting for Other(), held by" in log.read_text()
+                 or second.poll() is not None, timeout=60, what="the second run to wait")
+        go_on.touch()
+        out, _ = second.communicate(timeout=60)
+    finally:
+        go_on.touch()
+        second.kill()
     assert first.wait(60) == 0
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 0, log.read_text()
     assert project.runs() == ["Other()"]
-    assert "built elsewhere" in second.stdout
+    assert "built elsewhere" in out, out + log.read_text()
 
 
 def test_three_concurrent_runs_never_run_a_task_twice(project: Project) -> None:

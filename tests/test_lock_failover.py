@@ -192,9 +192,13 @@ def test_kill_9_of_the_replica_in_use_mid_run_the_run_finishes_through_the_other
     a = lock_project.server
     b_port = _free_port()
     b = LockServer(a.db)
-    _use_replicas(lock_project, [a.url, f"http://127.0.0.1:{b_port}"], ttl=4)
+    # B is a new process started after A's death; at load 30 that took longer than a 4 s
+    # TTL, and the run then rightly gave its leases up. The TTL has to cover B's start.
+    ttl = 30
+    _use_replicas(lock_project, [a.url, f"http://127.0.0.1:{b_port}"], ttl=ttl)
+    go_on = lock_project.root / "leaves-may-finish"  # the leaves run until it exists
     run = lock_project.start("Mid", "--g", "0", "--per", "2", "--workers", "2",
-                             SLEEP_LEAF="6")
+                             HOLD_LEAF=str(go_on))
     try:
         wait_for(lambda: len(lock_project.starts()) >= 2, what="both leaves to start")
         held = _leases(a)
@@ -202,13 +206,24 @@ def test_kill_9_of_the_replica_in_use_mid_run_the_run_finishes_through_the_other
         a.kill9()
         b.start(port=b_port)
         came_up = time.monotonic()
-        # Past a whole TTL after B loaded the table (which it treats as granted then), the
-        # leaves' leases are still held with the tokens A gave: renewed through B.
-        wait_for(lambda: time.monotonic() - came_up > 5, timeout=10)
+
+        def renewed_through_b() -> bool:
+            """B loaded the leases as granted at its start (before `came_up`): an expiry
+            later than `came_up` plus a TTL is a renewal B made, with A's tokens."""
+            sent = time.monotonic()
+            status, data = b.request("GET", "/v1/leases")
+            assert status == 200, data
+            on_b = {lease["key"]: lease for lease in data["leases"]}
+            return all(key in on_b and on_b[key]["token"] == held[key]
+                       and on_b[key]["expires_in"] > came_up + ttl - sent
+                       for key in ("Leaf(n=0)", "Leaf(n=1)"))
+
+        wait_for(renewed_through_b, timeout=2 * ttl, what="the leaves' renewals through B")
         on_b = _leases(b)
         assert run.poll() is None, "the leaves should still be running"
         for key in ("Leaf(n=0)", "Leaf(n=1)"):
             assert on_b.get(key) == held[key], (key, on_b, held)
+        go_on.touch()
         code, text = _finish(run)
     finally:
         if run.poll() is None:

@@ -44,6 +44,7 @@ class Step(bd.Task):
     def run(self):
         journal("start", self)
         time.sleep(float(os.environ.get("SLEEP_" + type(self).__name__.upper(), "0")))
+        hold(self)
         with self.output().open("w") as out:
             out.write(f"{self.task_id} by {os.getpid()}\\n")
         journal("end", self)

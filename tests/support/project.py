@@ -40,9 +40,10 @@ class Base(bd.Task):
             out.write(text + "\\n")
             out.flush()
             delay = float(os.environ.get(f"SLEEP_{name}", "0"))
-            if delay:
+            if delay or os.environ.get(f"HOLD_{name}"):
                 journal("sleeping", self)
                 time.sleep(delay)
+                hold(self)
             if os.path.exists(f"fail-{type(self).__name__}"):
                 raise RuntimeError(f"marker says {type(self).__name__} fails")
         journal("end", self)
