@@ -86,7 +86,10 @@ def test_sigstopped_holder_resumed_after_its_lease_cannot_commit(
 
 def test_kill_9_of_the_server_mid_run_then_restart_runs_nothing_twice(
         lock_project: LockProject) -> None:
-    lock_project.write_config(ttl=8)
+    # The runs retry for one TTL while the server is away; a restart is a new process,
+    # which took over 8 s at load 30 here. Nothing waits for a lease to run out, so a long
+    # TTL costs no time: it only has to cover the restart.
+    lock_project.write_config(ttl=60)
     server = lock_project.server
     procs = [lock_project.start("Top", "--workers", "2", SLEEP_LEAF="0.3") for _ in range(3)]
     wait_for(lambda: len(lock_project.starts()) >= 3, what="some tasks to start")

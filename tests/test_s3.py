@@ -361,9 +361,13 @@ def test_interrupt_during_multipart_upload_aborts_it(bucket: str, moto_endpoint:
                                                      s3_env: dict[str, str]) -> None:
     writer = _start_writer(f"s3://{bucket}/big/interrupted.bin", 120, s3_env)
     try:
-        assert wait_for(lambda: multipart_uploads(moto_endpoint, bucket), timeout=60)
+        # The writer imports s3fs and spools 120 MiB before its upload starts: at load 30
+        # that took 45 s here. Wait for the upload as long as the writer is alive.
+        wait_for(lambda: multipart_uploads(moto_endpoint, bucket) or writer.poll() is not None,
+                 timeout=300, what="the writer's multipart upload to start")
+        assert writer.poll() is None, "the writer ended before its upload was seen"
         writer.send_signal(signal.SIGINT)
-        writer.wait(30)
+        writer.wait(120)
     finally:
         writer.kill()
     assert writer.returncode != 0
@@ -425,8 +429,10 @@ def test_upload_left_by_a_killed_writer_is_aborted_by_the_next_attempt(
 ) -> None:
     url = f"s3://{bucket}/big/killed.bin"
     writer = _start_writer(url, 120, s3_env)
-    try:
-        assert wait_for(lambda: multipart_uploads(moto_endpoint, bucket), timeout=60)
+    try:  # as long as the writer is alive (see the test above)
+        wait_for(lambda: multipart_uploads(moto_endpoint, bucket) or writer.poll() is not None,
+                 timeout=300, what="the writer's multipart upload to start")
+        assert writer.poll() is None, "the writer ended before its upload was seen"
         writer.kill()  # SIGKILL: nothing in the writer can clean up
         writer.wait(10)
     finally:
