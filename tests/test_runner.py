@@ -153,9 +153,29 @@ def test_resource_cap_limits_parallel_tasks_across_workers(tmp_path: Path, locks
 
 
 class Free(Counting):
-    """At module level: a worker from the fork server (other threads running) unpickles it."""
+    """At module level: a worker from the fork server (other threads running) unpickles it.
+
+    Each waits (60 s at most) until two have started, so two that can run at once are
+    seen overlapping however late a loaded machine starts the second; run one at a time,
+    the first ends alone after its wait and the peak stays 1."""
 
     resources = {}
+
+    def run(self):
+        import time
+
+        with open(self.journal, "a") as log:
+            log.write(f"start {time.time()}\n")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(self.journal) as log:
+                if sum(line.startswith("start") for line in log) >= 2:
+                    break
+            time.sleep(0.01)
+        with open(self.journal, "a") as log:
+            log.write(f"end {time.time()}\n")
+        with self.output().open("w") as out:
+            out.write("ok")
 
 
 def test_parallel_workers_overlap_without_resources(tmp_path: Path, locks) -> None:
