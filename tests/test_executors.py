@@ -327,6 +327,53 @@ def test_a_kind_registered_by_name_is_made_without_touching_the_runner(tmp_path:
         registry.load("ray")
 
 
+def test_a_kind_declared_by_an_installed_package_is_found_by_its_entry_point(
+        tmp_path: Path) -> None:
+    """`--executor mine` where an installed distribution declares `mine` in the
+    `batchdeps.executors` entry point group: the real command line loads and runs it."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    info = site / "myexec-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myexec\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[batchdeps.executors]\nmine = myexec:Mine\n")
+    (site / "myexec.py").write_text(
+        "from batchdeps.run.executors import InlineExecutor\n"
+        "class Mine(InlineExecutor):\n"
+        "    @classmethod\n"
+        "    def from_settings(cls, settings):\n"
+        "        open('made-by-mine', 'w').write(str(len(settings.plan.steps)))\n"
+        "        return super().from_settings(settings)\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "epipe.py").write_text(
+        "import batchdeps as bd\n"
+        "class Out(bd.Task):\n"
+        "    def output(self):\n"
+        "        return bd.FileTarget('out/out.txt')\n"
+        "    def run(self):\n"
+        "        with self.output().open('w') as out:\n"
+        "            out.write('x')\n")
+    (project / "config.toml").write_text('[batchdeps]\nmodules = ["epipe"]\n'
+                                         '[history]\nenabled = false\n')
+    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{site}",
+           "BATCHDEPS_LOCK_DIR": str(tmp_path / "locks")}
+    main = "import sys; sys.argv[0] = 'batchdeps'; from batchdeps.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", main, "run", "Out", "--executor", "mine"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert (project / "made-by-mine").read_text() == "1"
+    assert (project / "out" / "out.txt").read_text() == "x"
+    refused = subprocess.run([sys.executable, "-c", main, "run", "Out", "--executor", "ray",
+                              "--force"], cwd=project, env=env, capture_output=True,
+                             text=True, timeout=120, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "known: dask, inline, local, mine" in refused.stderr
+
+
 class _Rebuilt(Exception):
     """Pickles, but cannot be made again from its args (two are needed)."""
 
