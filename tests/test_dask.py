@@ -391,14 +391,15 @@ def test_a_timeout_kills_the_attempt_and_its_children_on_the_worker(
     assert not (tmp_path / "out" / "hang.txt").exists()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_of_the_runner_stops_the_attempt_on_the_worker(
-        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+        tmp_path: Path, code: Path, moto_endpoint: str, signum: int) -> None:
     runner = Runner(tmp_path, code, moto_endpoint)
     process = runner.start("Waits", "--root", str(tmp_path / "out"), "--executor", "dask",
                            "--workers", "2")
     wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60)
     child = int(runner.lines()[0].split("child=")[1].split()[0])
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert wait_for(lambda: _gone(child), timeout=5)
