@@ -132,6 +132,18 @@ def watched(project: Project) -> Project:
     return project
 
 
+def _publish(project: Project, relative: str, text: str) -> None:
+    """Write an input while the watcher looks, whole at once (a temporary file renamed
+    into place), as an input without `stable_for` must arrive: `Project.write` truncates
+    first, and a look between the truncation and the write (a loaded machine can pause the
+    test there) takes an empty file, then a second rewrite."""
+    final = project.root / relative
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(f".{final.name}.part")
+    part.write_text(text)
+    os.replace(part, final)
+
+
 def _until(watch: Watch, text: str, count: int = 1, timeout: float = 30) -> None:
     wait_for(lambda: watch.says(text, count) or watch.proc.poll() is not None, timeout,
              f"{text!r} x{count} in the watcher's log")
@@ -173,11 +185,11 @@ def test_a_new_input_starts_a_round_and_a_rewritten_one_rebuilds_with_the_upstre
     try:
         _until(watch, "round 1 done (exit 3)")
         assert watched.runs() == ["Clean(day=d1)"]
-        watched.write("in/raw-d2.txt", "two\n")
+        _publish(watched, "in/raw-d2.txt", "two\n")
         _until(watch, "round 2 done (exit 0)")
         assert watched.runs() == ["Clean(day=d1)", "Clean(day=d2)"]
         time.sleep(0.02)  # a new mtime_ns even on a coarse clock
-        watched.write("in/raw-d1.txt", "one again\n")
+        _publish(watched, "in/raw-d1.txt", "one again\n")
         _until(watch, "input in/raw-d1.txt")
         _until(watch, "round 3 done (exit 0)")
         # Quiet inputs start no round.
@@ -200,7 +212,7 @@ def test_a_rewritten_input_without_the_upstream_trigger_says_nothing_is_rebuilt(
     try:
         _until(watch, "round 1 done (exit 0)")
         time.sleep(0.02)
-        watched.write("in/raw-d1.txt", "changed\n")
+        _publish(watched, "in/raw-d1.txt", "changed\n")
         _until(watch, "round 2: nothing to do")
         assert watch.stop(signal.SIGINT) == ExitCode.INTERRUPTED
     finally:
@@ -214,7 +226,7 @@ def test_an_input_that_a_run_yields_is_watched_from_the_round_that_found_it(
     watch = Watch(watched, "watch", "Gather", "--every", "0.5s")
     try:
         _until(watch, "round 1 done (exit 3); watching 1 input(s)")
-        watched.write("in/raw-late.txt", "late\n")
+        _publish(watched, "in/raw-late.txt", "late\n")
         _until(watch, "input in/raw-late.txt")
         _until(watch, "round 2 done (exit 0)")
         assert watch.stop() == ExitCode.INTERRUPTED
