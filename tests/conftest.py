@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,20 @@ from support.project import CONFIG, DEMO_PIPELINE, Project
 #: Fixtures of the lock-server tests (lock_server, lock_project) and the headless browser
 #: (browser) and the PostgreSQL server (pg_cluster, pg_url), registered once for all.
 pytest_plugins = ["support.lockutil", "support.browser", "support.pg"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the processes the tests start a Ctrl-C that works, as a terminal gives one.
+
+    A shell without job control starts a command put in the background (`./.ci/run &`,
+    `nohup ... &`) with SIGINT ignored, every process it starts inherits that, and Python
+    keeps an inherited ignore instead of raising KeyboardInterrupt: the tests that send
+    SIGINT to a run would then wait for a run that never hears it. A handler set here is
+    reset to the default in each program the tests exec, so each gets Python's own
+    KeyboardInterrupt, as under a terminal or cron.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
