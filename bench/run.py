@@ -367,7 +367,7 @@ def judge(bench: Bench) -> None:
         if row.case == "memory" and row.batchdeps.peak_mib is not None and "100,000" in row.label:
             row.goal, row.met = "< 1 GB", row.batchdeps.peak_mib < 1024
         elif row.case == "noop" and "10,000" in row.label and med is not None:
-            row.goal, row.met = "< 0.5 s", med < 0.5
+            row.goal, row.met = "< 0.3 s", med < 0.3
         elif row.case == "workers" and med is not None and "200 tasks" in row.label:
             ideal = row.extra["ideal_s"]
             row.goal, row.met = f"<= {ideal * 1.1:g} s (ideal + 10%)", med <= ideal * 1.1
