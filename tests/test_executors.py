@@ -15,6 +15,7 @@ import pytest
 import batchdeps as bd
 from batchdeps.locks.local import LocalLockProvider
 from batchdeps.report.result import Status
+from support.project import ONE_FILE_TASK
 
 QUITTING = '''
 import os
@@ -348,14 +349,7 @@ def test_a_kind_declared_by_an_installed_package_is_found_by_its_entry_point(
         "        return super().from_settings(settings)\n")
     project = tmp_path / "project"
     project.mkdir()
-    (project / "epipe.py").write_text(
-        "import batchdeps as bd\n"
-        "class Out(bd.Task):\n"
-        "    def output(self):\n"
-        "        return bd.FileTarget('out/out.txt')\n"
-        "    def run(self):\n"
-        "        with self.output().open('w') as out:\n"
-        "            out.write('x')\n")
+    (project / "epipe.py").write_text(ONE_FILE_TASK)
     (project / "config.toml").write_text('[batchdeps]\nmodules = ["epipe"]\n'
                                          '[history]\nenabled = false\n')
     env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{site}",

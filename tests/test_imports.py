@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import batchdeps
+from support.project import ONE_FILE_TASK
 
 PACKAGE = Path(batchdeps.__file__).parent
 
@@ -333,14 +334,7 @@ main()
 
 
 def _watched_run(tmp_path: Path, *args: str) -> str:
-    (tmp_path / "wpipe.py").write_text(
-        "import batchdeps as bd\n"
-        "class Out(bd.Task):\n"
-        "    def output(self):\n"
-        "        return bd.FileTarget('out/out.txt')\n"
-        "    def run(self):\n"
-        "        with self.output().open('w') as out:\n"
-        "            out.write('x')\n")
+    (tmp_path / "wpipe.py").write_text(ONE_FILE_TASK)
     (tmp_path / "config.toml").write_text('[batchdeps]\nmodules = ["wpipe"]\n'
                                           'task_logs = "off"\n[history]\nenabled = false\n')
     done = subprocess.run([sys.executable, "-c", _WATCHED_RUN, "run", "Out", *args],

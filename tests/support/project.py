@@ -13,6 +13,16 @@ from support.journal import JOURNAL_FUNCTION
 
 BATCHDEPS = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
 
+#: A one-file pipeline: one task `Out` writing `out/out.txt` (for runs of a module by name).
+ONE_FILE_TASK = (
+    "import batchdeps as bd\n"
+    "class Out(bd.Task):\n"
+    "    def output(self):\n"
+    "        return bd.FileTarget('out/out.txt')\n"
+    "    def run(self):\n"
+    "        with self.output().open('w') as out:\n"
+    "            out.write('x')\n")
+
 # A small pipeline used by the end-to-end tests. Every run() appends "start"/"end" lines to
 # the journal named by $JOURNAL, so a test can count how often each task really ran.
 DEMO_PIPELINE = '''
