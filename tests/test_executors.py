@@ -369,22 +369,54 @@ def test_a_kind_declared_by_an_installed_package_is_found_by_its_entry_point(
 
 
 class _Rebuilt(Exception):
-    """Pickles, but cannot be made again from its args (two are needed)."""
+    """Pickles, but cannot be made again from its args (two are needed).
+
+    Its own `__reduce__` (the same as BaseException's) keeps it so when tblib's pickling
+    support is installed: that support, which importing `distributed` installs for every
+    exception class then defined, rebuilds a class without one through `__new__`."""
 
     def __init__(self, a: str, b: str) -> None:
         super().__init__(f"{a} {b}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), self.args
 
-def test_an_attempts_exception_travels_pickled_unless_it_cannot_or_is_too_big() -> None:
+
+def _tblib_or_not() -> list[str]:
+    try:
+        import tblib.pickling_support  # noqa: F401
+    except ImportError:
+        return ["plain"]
+    return ["plain", "tblib"]
+
+
+@pytest.mark.parametrize("pickling", _tblib_or_not())
+def test_an_attempts_exception_travels_pickled_unless_it_cannot_or_is_too_big(
+        pickling: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """What run() raised goes back from a worker process for FAILURE handlers: pickled on
     the way, rebuilt in the runner; one that does not pickle, cannot be rebuilt or is
-    over MAX_EXCEPTION_BYTES pickled goes as None (the handler gets the error's text)."""
+    over MAX_EXCEPTION_BYTES pickled goes as None (the handler gets the error's text).
+    The same with tblib's pickling support installed for the classes used here (as a
+    process that imported `distributed` has it), and whatever ran before in this process."""
+    import copyreg
+    import pickle
+
     from batchdeps.run.executors import MAX_EXCEPTION_BYTES, Outcome
+
+    if pickling == "tblib":
+        from tblib.pickling_support import pickle_exception
+
+        for cls in (KeyError, ValueError, _Rebuilt):
+            monkeypatch.setitem(copyreg.dispatch_table, cls, pickle_exception)
+    else:
+        for cls in (KeyError, ValueError, _Rebuilt):
+            monkeypatch.delitem(copyreg.dispatch_table, cls, raising=False)
 
     sent = Outcome(0, 1, False, error="KeyError: 'k'", exception=KeyError("k")).portable()
     assert isinstance(sent.exception, bytes)
     back = sent.unpickled().exception
     assert isinstance(back, KeyError) and back.args == ("k",)
+    pickle.dumps(_Rebuilt("a", "b"))  # it pickles: rebuilding it is what fails
     for exc in (ValueError("lock", threading.Lock()), _Rebuilt("a", "b"),
                 ValueError("x" * (MAX_EXCEPTION_BYTES + 1))):
         assert Outcome(0, 1, False, exception=exc).portable().exception is None
