@@ -19,6 +19,7 @@ from support.pg import PgCluster
 
 from batchdeps.locks.protocol import Holder
 from batchdeps.locks.store.pgbatch import ACQUIRE, Change
+from batchdeps.locks.store.pgschema import SCHEMA_VERSION as SCHEMA
 from batchdeps.locks.store.pgwrites import apply
 from batchdeps.locks.store.postgres import PgLeaseStore, init_database, redact
 
@@ -47,9 +48,9 @@ def test_init_creates_the_schema_once_and_the_server_then_serves(
     assert refused.returncode == 2 and "--init" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr and _tables(pg_cluster, url) == {}
     first = _lock_server("--db", url, "--init")
-    assert first.returncode == 0 and "created the batchdeps schema 2" in first.stdout
+    assert first.returncode == 0 and f"created the batchdeps schema {SCHEMA}" in first.stdout
     again = _lock_server("--db", url, "--init")
-    assert again.returncode == 0 and "already has the batchdeps schema 2" in again.stdout
+    assert again.returncode == 0 and f"already has the batchdeps schema {SCHEMA}" in again.stdout
     server = LockServer(url).start()  # type: ignore[arg-type]
     try:
         status, health = server.request("GET", "/v1/health", token="")
@@ -65,8 +66,9 @@ def test_init_creates_the_schema_once_and_the_server_then_serves(
 def test_a_database_of_schema_1_is_refused_until_init_migrates_it_keeping_its_leases(
         pg_cluster: PgCluster) -> None:
     """A database made by schema 1's step (with its index on the holder) and holding a
-    lease: a server refuses it, saying to run --init; --init migrates it to 2 (the index
-    is gone), the lease and the token sequence are kept, and a server then serves it."""
+    lease: a server refuses it, saying to run --init; --init migrates it to this version
+    (the index is gone), the lease and the token sequence are kept, and a server then
+    serves it."""
     import psycopg
 
     from batchdeps.locks.store import pgschema
@@ -84,9 +86,9 @@ def test_a_database_of_schema_1_is_refused_until_init_migrates_it_keeping_its_le
     assert row == ("grant", 5001)
     refused = _lock_server("--db", url, "--port", "0")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "has schema 1, this batchdeps needs 2" in refused.stderr and "--init" in refused.stderr
+    assert f"has schema 1, this batchdeps needs {SCHEMA}" in refused.stderr and "--init" in refused.stderr
     done = _lock_server("--db", url, "--init")
-    assert done.returncode == 0 and "from schema 1 to 2" in done.stdout, done
+    assert done.returncode == 0 and f"from schema 1 to {SCHEMA}" in done.stdout, done
     with psycopg.connect(url, autocommit=True) as conn:
         indexes = {r[0] for r in conn.execute(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'batchdeps_leases'")}

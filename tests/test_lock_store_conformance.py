@@ -324,6 +324,32 @@ def test_the_end_of_a_forced_release_window_is_audited_as_the_key_reopening(
     assert store.get("R") is None and store.acquire("R", B, 10)[0]
 
 
+def test_a_key_granted_once_its_forced_release_window_closed_is_audited_as_reopening(
+        store: LeaseStore) -> None:
+    """Granted again before a sweep reaped its placeholder (alone, and in a batch with a
+    free key), the key is audited as `expire_due()` would have audited it, its reopening,
+    then the grant: not as a takeover, since no holder's lease was taken (the forced
+    release was audited when it was made)."""
+    for key in ("R1", "R2"):
+        _, lease = store.acquire(key, A, 2 * SHORT)
+        assert lease is not None and store.force_release(key, "", "stuck") is not None
+    time.sleep(SHORT + 0.2)  # both windows (half of 2 * SHORT) have closed
+    before = dict(store.event_counts)
+    granted, lease = store.acquire("R1", B, 10)
+    assert granted and lease is not None and lease.holder == B
+    assert [granted for granted, _ in store.acquire_many(["R2", "Free"], B, 10)] == [True, True]
+    for key in ("R1", "R2"):
+        lines = [(row.event, row.holder, row.detail) for row in store.audit_since(0.0)
+                 if row.key == key]
+        assert lines[:3] == [("grant", B.text(), "ttl 10 s"),
+                             ("expire", FORCED_RELEASE.text(), REOPENED),
+                             ("force-release", A.text(), "stuck")], lines
+    counts = store.event_counts
+    assert counts.get("takeover", 0) == before.get("takeover", 0)
+    assert counts["expire"] - before.get("expire", 0) == 2
+    assert counts["grant"] - before["grant"] == 3
+
+
 def test_holder_lookups_see_only_live_leases(store: LeaseStore) -> None:
     store.acquire("T1", A, 10)
     store.acquire("T2", A, SHORT)

@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from ...history.records import FINISHED
-from .base import StoreError
+from ..protocol import FORCED_RELEASE
+from .base import REOPENED, StoreError
 
 APPLICATION = "batchdeps-leases"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: step N brings a database from version N-1 to N
 STEPS: dict[int, str] = {1: f"""
@@ -95,17 +96,31 @@ CREATE INDEX history_finished_failed ON history_events (ts)
     # each one named (a release of 190 leases: 190 x 190 rows). Every grant also paid for
     # its entry. Only an operator's `locks release --holder` asks by holder, and reads the
     # table for it.
-    2: "DROP INDEX IF EXISTS batchdeps_leases_holder;\n"}
+    2: "DROP INDEX IF EXISTS batchdeps_leases_holder;\n",
+    # 3: no table changes; the grant function (replaced by every --init) answers `expire`
+    # for a key granted after its row's expiry was audited, and audits a forced release's
+    # placeholder taken after its window as the key reopening, not as a takeover. A
+    # server of schema 2 would not take `expire` for a grant, hence the new version.
+    3: ""}
 
 #: every table a batchdeps database of this version has (anything else: not ours)
 OUR_TABLES = {"batchdeps_meta", "batchdeps_leases", "batchdeps_audit", "history_runs",
               "history_events"}
 
+def _literal(text: str) -> str:
+    """`text` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 # One key: the row lock (FOR UPDATE) serialises everyone who wants it; a missing row is
 # inserted with ON CONFLICT DO NOTHING, and whoever lost that race loops and locks the row
 # the winner committed. `p_slot`: a resource slot, where a locked or live row means "try
 # the next slot" rather than "wait" (SKIP LOCKED). Deadlines are on now(), the database's
-# clock. o_event: held (not granted), extended (the caller's already), grant, takeover.
+# clock. o_event: held (not granted), extended (the caller's already), grant (a key with
+# no row), takeover (an expired lease of another holder), expire (granted after the row's
+# own expiry was audited: the caller's expired lease, or a key closed by a forced release
+# whose window has closed, audited as the SQLite store and expire_due() audit them: the
+# key reopening, not a takeover).
 FUNCTIONS = r"""
 CREATE OR REPLACE FUNCTION batchdeps_acquire(
     p_key text, p_host text, p_pid integer, p_run text, p_ttl double precision,
@@ -149,12 +164,19 @@ BEGIN
                 RETURN;
             END IF;
             theirs := format('host %s pid %s run %s', old.host, old.pid, old.run_id);
-            IF theirs <> mine THEN
+            IF old.pid = @CLOSED_PID@ AND old.host = @CLOSED_HOST@
+                    AND old.run_id = @CLOSED_RUN@ THEN
+                event := 'expire';
+                INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail)
+                    VALUES (extract(epoch FROM now()), 'expire', p_key, old.token, theirs,
+                            '', @REOPENED@);
+            ELSIF theirs <> mine THEN
                 event := 'takeover';
                 INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail)
                     VALUES (extract(epoch FROM now()), 'takeover', p_key, old.token, theirs,
                             p_address, 'expired lease taken by ' || mine);
             ELSE
+                event := 'expire';
                 INSERT INTO batchdeps_audit (at, event, key, token, holder, address, detail)
                     VALUES (extract(epoch FROM now()), 'expire', p_key, old.token, theirs,
                             '', format('not renewed within its ttl of %s s', old.ttl));
@@ -204,7 +226,9 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
-"""
+""".replace("@CLOSED_PID@", str(int(FORCED_RELEASE.pid))).replace(
+    "@CLOSED_HOST@", _literal(FORCED_RELEASE.host)).replace(
+    "@CLOSED_RUN@", _literal(FORCED_RELEASE.run_id)).replace("@REOPENED@", _literal(REOPENED))
 
 #: serialises two `--init`s on one database (any 64-bit number of our own)
 INIT_LOCK = 0x62617463_68646570
@@ -262,7 +286,8 @@ def init_schema(conn: Any, where: str) -> tuple[int | None, int]:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK,))
         before = version_of(conn, where)
         for step in range((before or 0) + 1, SCHEMA_VERSION + 1):
-            conn.execute(STEPS[step])
+            if STEPS[step]:
+                conn.execute(STEPS[step])
         if before is None:
             conn.execute("INSERT INTO batchdeps_meta (name, value) VALUES "
                          "('application', %s), ('schema', %s), "

@@ -300,10 +300,10 @@ class PgLeaseStore:
         if event != "held" and not flushed:
             with self._counting:
                 self.grants += 1  # announced only once sync() has flushed it
-        if event in ("grant", "takeover"):
+        if event in ("grant", "takeover", "expire"):  # pgschema.FUNCTIONS says which
             self._count("grant")
-            if event == "takeover":
-                self._count("takeover")
+            if event != "grant":
+                self._count(event)
             return True, lease
         return event == "extended", lease
 
