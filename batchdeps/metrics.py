@@ -134,6 +134,8 @@ class RunMetrics:
         self.exit_code: int | None = None
         self.history_dropped: Callable[[], float] | None = None
 
+    listens_to = (TaskFinished, RunFinished)
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, TaskFinished):
             self.metrics.task(event.family, event.status, event.duration, event.attempts > 0)

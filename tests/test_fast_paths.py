@@ -592,3 +592,118 @@ def test_requires_walked_the_first_time_gives_the_leaves_of_the_nested_walk():
             else:
                 yield value
         assert list(_leaves(struct)) == list(nested(struct)) == _walk(struct)
+
+
+
+def _routing_tasks(root: str) -> list:
+    import batchdeps as bd
+
+    class Good(bd.Task):
+        n = bd.IntParameter()
+        where = bd.Parameter()
+
+        def output(self):
+            return bd.FileTarget(os.path.join(self.where, f"good{self.n}.txt"))
+
+        def run(self):
+            print("talking", self.n)  # into its task log
+            with self.output().open("w") as handle:
+                handle.write("x")
+
+    class Bad(bd.Task):
+        where = bd.Parameter()
+        retries = 1
+        retry_delay = 0.0
+
+        def requires(self):
+            return [Good(n=0, where=self.where)]
+
+        def output(self):
+            return bd.FileTarget(os.path.join(self.where, "bad.txt"))
+
+        def run(self):
+            raise ValueError("no good")
+
+    class After(bd.Task):
+        where = bd.Parameter()
+
+        def requires(self):
+            return [Bad(where=self.where)]
+
+        def output(self):
+            return bd.FileTarget(os.path.join(self.where, "after.txt"))
+
+    return [After(where=root), Good(n=1, where=root)]
+
+
+def test_listeners_handed_only_the_events_they_name_act_as_when_handed_every_one(tmp_path):
+    """The runner hands a listener with `listens_to` only those events (the fast path);
+    the same listeners behind a wrapper that hears every event (the slow twin) write the
+    same lines, summary, task logs and history."""
+    import re
+    import sqlite3
+
+    import batchdeps as bd
+    from batchdeps.history.listener import HistoryListener
+    from batchdeps.locks.local import LocalLockProvider
+    from batchdeps.report.events import EVENT_TYPES, RunFinished, TaskStarted, routes
+    from batchdeps.report.summary import LogListener, SummaryListener
+
+    class Everything:  # no listens_to: every event
+        def __init__(self, inner):
+            self.inner = inner
+
+        def on_event(self, event):
+            self.inner.on_event(event)
+
+    def one_run(name: str, wrapped: bool) -> tuple[str, str, list, list]:
+        logger, stream, _ = _logger("batchdeps")
+        summary = io.StringIO()
+        inner = [LogListener(), SummaryListener(summary),
+                 HistoryListener(str(tmp_path / f"{name}.db"))]
+        listeners = [Everything(listener) for listener in inner] if wrapped else inner
+        try:
+            result = bd.build(_routing_tasks(str(tmp_path / "data")), listeners=listeners, log_dir=str(tmp_path / name / "logs"),
+                              locks=LocalLockProvider(str(tmp_path / "locks")))
+        finally:
+            logger.handlers[:] = []
+            logger.propagate = True
+        for path in (tmp_path / "data").glob("*.txt"):
+            path.unlink()
+        assert result.exit_code != 0
+        with sqlite3.connect(tmp_path / f"{name}.db") as db:
+            rows = db.execute("SELECT kind, task_id, status, attempt, error, reason, "
+                              "log != '' FROM history_events ORDER BY rowid").fetchall()
+        logs_made = sorted(str(p.relative_to(tmp_path / name)) + ":" + p.read_text().split(
+            "\n", 1)[1] for p in (tmp_path / name / "logs").rglob("*.log")
+            if ".scratch" not in p.parts)
+        def same(text: str) -> str:  # this run's own names and times taken out
+            text = text.replace(result.run_id, "RUN").replace(str(tmp_path / name), "ROOT")
+            text = re.sub(r"^\S+ \S+ ", "", text, flags=re.M)  # the lines' timestamps
+            return re.sub(r"in \d+\.\d+ s", "in N s", text)
+
+        return (same(stream.getvalue()), same(summary.getvalue()), rows,
+                [same(made) for made in logs_made])
+
+    fast = one_run("fast", wrapped=False)
+    slow = one_run("slow", wrapped=True)
+    assert fast == slow
+    lines, summary, rows, logs_made = fast
+    assert "retry Bad(" in lines and "FAILED Bad(" in lines and "built Good(" in lines
+    assert "1 failed" in summary and "2 built" in summary
+    assert any(row[0] == "retrying" for row in rows) and len(logs_made) == 4
+
+    route = routes([SummaryListener(), LogListener(), Everything(None)])
+    assert [type(listener).__name__ for listener in route[RunFinished]] == [
+        "SummaryListener", "Everything"]
+    assert [type(listener).__name__ for listener in route[TaskStarted]] == [
+        "LogListener", "Everything"]
+    assert set(route) == set(EVENT_TYPES)
+
+    class OwnEvents:  # a user's attribute of that name that is not a tuple of types
+        listens_to = ["everything"]
+
+        def on_event(self, event):
+            pass
+
+    assert all(len(route) == 1 for route in routes([OwnEvents()]).values())

@@ -125,8 +125,10 @@ class LocalLockProvider:
             if slot in table.held:
                 return None
             table.held.add(slot)
+            fd = table.files.get(self.path)  # open once per process (`_fd`)
         try:
-            fcntl.lockf(self._fd(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            fcntl.lockf(fd if fd is not None else self._fd(), fcntl.LOCK_EX | fcntl.LOCK_NB,
+                        1, offset)
         except OSError as exc:
             with table.mutex:
                 table.held.discard(slot)
@@ -177,8 +179,9 @@ class LocalLockProvider:
             return
         self._held.discard(lease)
         table = _process_table()
+        fd = table.files.get(self.path)  # open while a lease of it is held (`_fd`)
         try:
-            fcntl.lockf(self._fd(), fcntl.LOCK_UN, 1, lease.handle)
+            fcntl.lockf(fd if fd is not None else self._fd(), fcntl.LOCK_UN, 1, lease.handle)
         finally:
             with table.mutex:
                 table.held.discard((self.path, lease.handle))

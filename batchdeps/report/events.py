@@ -124,8 +124,28 @@ class RunFinished:
 Event = (RunStarted | TaskStarted | AttemptFailed | TaskRetrying | TaskWaiting
          | WaitingForInput | TaskFinished | TasksYielded | RunFinished)
 
+#: Every kind of event, in the order a run may emit them.
+EVENT_TYPES: tuple[type, ...] = (RunStarted, TaskStarted, AttemptFailed, TaskRetrying,
+                                 TaskWaiting, WaitingForInput, TaskFinished, TasksYielded,
+                                 RunFinished)
+
 
 class Listener(Protocol):
-    """Anything with `on_event`; a listener that raises is logged and ignored."""
+    """Anything with `on_event`; a listener that raises is logged and ignored.
+
+    A listener may name the kinds of event it acts on in a class attribute `listens_to` (a
+    tuple of event types; anything else, or no such attribute: every event). The runner
+    then hands it only those (see `routes`): a run of many quick tasks emits two events per
+    task, and a listener that only waits for the run's end is not called for each.
+    """
 
     def on_event(self, event: Event) -> None: ...
+
+
+def routes(listeners: list[Listener]) -> dict[type, tuple[Listener, ...]]:
+    """Event type -> the listeners that hear it, in their order (each listener's
+    `listens_to`; a listener without a tuple there hears every event)."""
+    wanted = [(listener, getattr(listener, "listens_to", None)) for listener in listeners]
+    return {kind: tuple(listener for listener, kinds in wanted
+                        if not isinstance(kinds, tuple) or kind in kinds)
+            for kind in EVENT_TYPES}

@@ -58,6 +58,8 @@ class JsonFormatter(logging.Formatter):
 class JsonLogListener(LogListener):
     """The per-task lines of LogListener, plus a line when the run starts and ends."""
 
+    listens_to = None  # every event: the run's start and end too
+
     def __init__(self, formatter: JsonFormatter | None = None) -> None:
         super().__init__()
         self.formatter = formatter

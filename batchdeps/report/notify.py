@@ -120,6 +120,8 @@ class Notifier:
         self.rand = rand
         self.delivered: list[str] = []  # what went out, for callers that want to know
 
+    listens_to = (RunFinished,)
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, RunFinished) and event.result.exit_code != ExitCode.OK:
             self.notify(event.result)

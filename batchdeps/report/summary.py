@@ -37,6 +37,12 @@ class LogListener:
     a structured formatter (`--log-format json`) can print them as fields.
     """
 
+    #: what it writes lines for (the run's start and end are the summary's, or the JSON
+    #: lines' subclass's)
+    listens_to: tuple[type, ...] | None = (AttemptFailed, TaskStarted, TaskFinished,
+                                       TaskRetrying, WaitingForInput, TaskWaiting,
+                                       TasksYielded)
+
     def __init__(self) -> None:
         self._failed_log: dict[str, str] = {}  # task id -> log of its last failed attempt
 
@@ -171,6 +177,8 @@ def _requested_line(result: BuildResult) -> str:
 
 class SummaryListener:
     """Prints the summary when the run ends."""
+
+    listens_to = (RunFinished,)
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream

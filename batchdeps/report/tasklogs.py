@@ -229,9 +229,6 @@ class TaskLogs:
             self._pid = pid
         return self._scratch_fd
 
-    def _holds(self) -> bool:
-        return self.hold_fds or current_pid() != self._owner_pid
-
     def _pass_on_strays(self) -> None:
         """Copy to the real stderr what reached fds 1 and 2 since the last attempt ended."""
         size = os.fstat(self._scratch_fd).st_size
@@ -253,6 +250,9 @@ class TaskLogs:
         return f"# {task_id} attempt {attempt} of run {self.run_id} on {self.host}"
 
     # -- the listener side (the runner's process) ----------------------------------------
+    #: the events the listener side acts on (a task's own start and end are not among them)
+    listens_to = (RunStarted, AttemptFailed, RunFinished)
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.run_id = self.run_id or event.run_id
@@ -407,32 +407,45 @@ class _Capture:
         self.wrote: bool | None = None
 
     def __enter__(self) -> _Capture:  # noqa: PYI034 - typing.Self needs Python 3.11
-        fd = self.logs._prepare_process()
+        logs = self.logs
+        fd = logs._scratch_fd if logs._pid == current_pid() else logs._prepare_process()
         try:
-            self._redirect(fd)
+            self._redirect(logs, fd)
         except BaseException:  # a stop signal can land half-way: never leave fds pointed away
             self._restore()
             raise
         return self
 
-    def _redirect(self, fd: int) -> None:
-        logs = self.logs
-        _flush_std_streams()
-        if logs._held:
-            # fds 1 and 2 stayed on the scratch file: its size is known (strays passed
-            # on), and the attempt's part begins there; the file is emptied only once it
-            # grew past SCRATCH_KEEP, not for every attempt (a journalled metadata
-            # change on a disk's file system)
-            logs._pass_on_strays()
-            self.start = logs._scratch_end
-        if not logs._held or self.start > SCRATCH_KEEP:
+    def _redirect(self, logs: TaskLogs, fd: int) -> None:
+        # (Per attempt: the steps are written out here, not in helpers: a run of quick
+        # tasks makes this a few thousand times a second.)
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001, S110 - as _flush_std_streams
+                    pass
+        held = logs._held
+        if held:
+            # fds 1 and 2 stayed on the scratch file: what reached them since the last
+            # attempt ended is passed on (as `_pass_on_strays`), and the attempt's part
+            # begins there; the file is emptied only once it grew past SCRATCH_KEEP, not
+            # for every attempt (a journalled metadata change on a disk's file system)
+            size = os.fstat(fd).st_size
+            if size > logs._scratch_end:
+                try:  # a closed stderr: nothing to pass on to
+                    _copy_range(fd, logs._saved_fds[1], logs._scratch_end, size)
+                except OSError:
+                    pass
+            self.start = logs._scratch_end = size
+        if not held or self.start > SCRATCH_KEEP:
             os.ftruncate(fd, 0)
             self.start = logs._scratch_end = 0
         header = (f"{logs.header(self.task_id, self.attempt)}, pid {current_pid()}, "
                   f"started {_now_text()}\n").encode()
         os.write(fd, header)
         self.header_size = self.start + len(header)
-        if not logs._held:
+        if not held:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             logs._held = True
@@ -454,7 +467,7 @@ class _Capture:
                 _flush_std_streams()
                 os.write(fd, text.encode("utf-8", "replace"))
         finally:
-            self._restore(keep_fds=logs._holds())
+            self._restore(keep_fds=logs.hold_fds or current_pid() != logs._owner_pid)
         size = os.fstat(fd).st_size
         logs._scratch_end = size
         self.wrote = size > self.header_size or exc is not None or logs.mode == "always"
@@ -467,7 +480,12 @@ class _Capture:
         logs = self.logs
         if logs._handler is not None:
             logging.root.removeHandler(logs._handler)
-        _flush_std_streams()
+        for stream in (sys.stdout, sys.stderr):  # (as _flush_std_streams, written out)
+            if stream is not None:
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001, S110 - a closed or odd stream
+                    pass
         if logs._saved_streams[0] is not None:
             sys.stdout, sys.stderr = logs._saved_streams
             logs._saved_streams = (None, None)

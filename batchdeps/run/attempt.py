@@ -166,6 +166,9 @@ class Host(Protocol):
     def emit(self, event: Event) -> None:
         """Tell every listener."""
 
+    def hears(self, kind: type) -> bool:
+        """Whether some listener hears events of type `kind` (else none need be made)."""
+
     def later(self, step: Step, due: float) -> None:
         """Start `step` again (from its phase) at clock time `due`."""
 
@@ -203,6 +206,7 @@ class Lifecycle:
         #: by step index: None until the step begins, CLOSED once it has its result (a
         #: step keeps its StepRun only while it is under way)
         self.runs: list[StepRun | None] = [None] * len(plan.steps)
+        self._announce_starts = host.hears(TaskStarted)  # made only when someone hears it
 
     def run_of(self, step: Step) -> StepRun:
         """`step`'s StepRun, made when the step begins."""
@@ -515,9 +519,10 @@ class Lifecycle:
             log_path_for = self.options.log_path_for
             run.log_path = (log_path_for(step, run.attempts) if log_path_for is not None
                             else None)
-            task = step.task
-            self.host.emit(TaskStarted(self.options.run_id, task.task_id, task.family(),
-                                       run.attempts, step.reason))
+            if self._announce_starts:
+                task = step.task
+                self.host.emit(TaskStarted(self.options.run_id, task.task_id, task.family(),
+                                           run.attempts, step.reason))
         run.phase = Phase.EXECUTE
         self.executor.submit(step, run.attempts, run.log_path, self.option(step, "timeout"))
 

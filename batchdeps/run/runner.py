@@ -28,6 +28,7 @@ from ..report.events import (
     RunStarted,
     TaskFinished,
     TasksYielded,
+    routes,
 )
 from ..report.result import BuildResult, Status, TaskResult, TaskResults
 from ..resolver import MISSING, Plan, Step
@@ -78,6 +79,9 @@ class Runner:
         self.locks = locks
         self.executor: Executor = executor if executor is not None else InlineExecutor()
         self.listeners = list(listeners)
+        #: event type -> the listeners that hear it (a listener's `listens_to`)
+        self._routes = routes(self.listeners)
+        self._hears_finished = self.hears(TaskFinished)
         self.options = options or RunOptions()
         self.clock = clock
         self.stopping = False
@@ -98,8 +102,12 @@ class Runner:
         """Ask the loop to start nothing new and wind down (SIGINT / SIGTERM)."""
         self.stopping = True
 
+    def hears(self, kind: type) -> bool:
+        """Whether some listener hears events of type `kind` (else none need be made)."""
+        return bool(self._routes.get(kind, True))
+
     def emit(self, event: Event) -> None:
-        for listener in self.listeners:
+        for listener in self._routes.get(type(event), self.listeners):
             try:
                 listener.on_event(event)
             except Exception:  # a broken listener never changes the run
@@ -260,10 +268,11 @@ class Runner:
         else:  # the plan's reason, nothing more: kept as a status byte and two numbers
             self.results.record(step, status, attempts, duration)
         self._open -= 1
-        self.emit(TaskFinished(self.options.run_id, step.task_id, step.task.family(), status,
-                               attempts, duration, error, log_path,
-                               run.worker_pid if attempts and run is not None else 0,
-                               run.worker if attempts and run is not None else ""))
+        if self._hears_finished:
+            self.emit(TaskFinished(self.options.run_id, step.task_id, step.task.family(),
+                                   status, attempts, duration, error, log_path,
+                                   run.worker_pid if attempts and run is not None else 0,
+                                   run.worker if attempts and run is not None else ""))
         if status in Status.OK:
             pending_up = self._pending_up
             closed = self.results.closed
