@@ -64,8 +64,9 @@ def emit(logger: logging.Logger, level: int, msg: str, *args: object,
             line = (f"{formatter.second_text(_time())} {logging.getLevelName(level)} "
                     f"{text}{handler.terminator}")
             with handler.lock:  # type: ignore[union-attr]
-                handler.stream.write(line)
-                handler.flush()
+                stream = handler.stream
+                stream.write(line)
+                stream.flush()  # what StreamHandler.flush() does, its lock held already
             return
         except Exception:  # noqa: BLE001 - logging's own path handles (and reports) it
             pass

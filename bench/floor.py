@@ -14,6 +14,12 @@ plain loop with no layer in between. PARTS (comma-separated, default all) picks 
     capture   the task log's scratch file: its size before, a header line, its size after
     history   a planned row per task at the start in one transaction, then a finished row
               per task in batches of 2,000, into batchdeps' own history tables
+    model     the user's own task code of the bench tree (bench/dags/bd_dags.py, on the
+              import path) in place of the plain write: every `TreeNode` made by the
+              `requires()` of its parent as a walk makes them, its `output()` target, and
+              its `run()` writing through that target inside a staging scope, committed
+              after it returns; what batchdeps' task model costs before a runner is in
+              between (not part of the default PARTS: `contract` is the contract's floor)
 
 Run as a whole process, like the tools it is compared with.
 """
@@ -24,6 +30,7 @@ import os
 import sys
 
 CONTRACT_PARTS = ("looks", "lock", "lines", "capture", "history")
+MODEL = "model"
 HISTORY_BATCH = 2000  # rows per transaction, as the history listener writes them
 
 
@@ -55,6 +62,17 @@ def contract(count: int, folder: str, parts: frozenset[str]) -> None:
                       os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S+0000", time.gmtime())
     ids = [f"TreeNode(n={n}, size={count}, root={folder})" for n in range(count)]
+    tasks: list = []
+    if MODEL in parts:  # the tree's task objects as a walk makes them, and their targets
+        from bd_dags import TreeNode
+
+        tasks = [TreeNode(n=0, size=count, root=folder)]
+        for task in tasks:  # (grows while walked: breadth first)
+            tasks.extend(task.requires())
+        tasks.sort(key=lambda task: task.n)
+        outputs = [(task.output(),) for task in tasks]
+        ids = [task.task_id for task in tasks]
+        from batchdeps.targets import staging_scope
     store = None
     if "history" in parts:
         from batchdeps.history.store import HistoryStore
@@ -68,7 +86,7 @@ def contract(count: int, folder: str, parts: frozenset[str]) -> None:
                                                               "capture"))
     rows = []
     for n in range(count):
-        path = f"{folder}/{n}.txt"
+        path = outputs[n][0].path if tasks else f"{folder}/{n}.txt"
         if looks:
             try:
                 os.stat(path)
@@ -87,12 +105,19 @@ def contract(count: int, folder: str, parts: frozenset[str]) -> None:
         if capture:
             os.fstat(scratch)
             os.write(scratch, f"# {ids[n]} attempt 1 of run r on host, pid 1\n".encode())
-        tmp_path = f"{tmp_dir}/{n}.txt.host-1.abc.{n}"
-        with open(tmp_path, "w", buffering=65536) as handle:
-            handle.write(f"{n}\n")
+        if tasks:
+            with staging_scope() as staging:
+                tasks[n].run()
+        else:
+            tmp_path = f"{tmp_dir}/{n}.txt.host-1.abc.{n}"
+            with open(tmp_path, "w", buffering=65536) as handle:
+                handle.write(f"{n}\n")
         if capture:
             os.fstat(scratch)
-        os.replace(tmp_path, path)
+        if tasks:
+            staging.commit(outputs[n])
+        else:
+            os.replace(tmp_path, path)
         if lock:
             fcntl.lockf(lock_fd, fcntl.LOCK_UN, 1, offset)
         if lines:
@@ -113,10 +138,10 @@ if __name__ == "__main__":
     mode, count, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if mode == "contract":
         chosen = sys.argv[4].split(",") if len(sys.argv) > 4 else list(CONTRACT_PARTS)
-        unknown = set(chosen) - set(CONTRACT_PARTS) - {""}
+        unknown = set(chosen) - set(CONTRACT_PARTS) - {"", MODEL}
         if unknown:
             raise SystemExit(f"unknown part(s) {', '.join(sorted(unknown))}; "
-                             f"parts: {', '.join(CONTRACT_PARTS)}")
+                             f"parts: {', '.join((*CONTRACT_PARTS, MODEL))}")
         contract(count, folder, frozenset(chosen))
     else:
         write(count, folder) if mode == "write" else check(count, folder)

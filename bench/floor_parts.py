@@ -42,6 +42,8 @@ LADDER: list[tuple[str, str | None]] = [
     ("+ two log lines", "looks,lock,lines"),
     ("+ task log scratch: size, header, size", "looks,lock,lines,capture"),
     ("+ history rows (SQLite): the contract's floor", ",".join(CONTRACT_PARTS)),
+    ("+ the task model: the tree's task objects, targets, run() through staging",
+     ",".join((*CONTRACT_PARTS, "model"))),
     ("batchdeps run (default settings)", "run"),
     ("batchdeps start-up: a build of one task", "one"),
 ]
