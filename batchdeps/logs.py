@@ -54,8 +54,13 @@ def emit(logger: logging.Logger, level: int, msg: str, *args: object,
     the cost; anything else (JSON lines, filters, other handlers) goes through logging.
     `extra` may be a function that makes the fields: it is called only on logging's path.
     """
-    if not logger.isEnabledFor(level):
-        return
+    if logger.isEnabledFor(level):
+        write(logger, level, msg, *args, extra=extra)
+
+
+def write(logger: logging.Logger, level: int, msg: str, *args: object,
+          extra: dict[str, object] | Callable[[], dict[str, object]] | None = None) -> None:
+    """`emit` for a caller that has just asked `logger.isEnabledFor(level)` itself."""
     handler = _plain_text_handler(logger, level)
     if handler is not None:
         try:

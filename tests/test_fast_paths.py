@@ -707,3 +707,40 @@ def test_listeners_handed_only_the_events_they_name_act_as_when_handed_every_one
             pass
 
     assert all(len(route) == 1 for route in routes([OwnEvents()]).values())
+
+
+@pytest.mark.parametrize("batch", [3, 2000])
+def test_history_rows_of_starts_kept_as_events_are_the_rows_made_at_once(tmp_path, batch):
+    """A task's first start waits in the history listener as its event, and its row is made
+    when written (or replaced by the finished row); made at once instead (the slow twin),
+    the history file holds the same rows. Small batches write starts before their end."""
+    import itertools
+    import sqlite3
+
+    import batchdeps as bd
+    from batchdeps.history.listener import HistoryListener
+    from batchdeps.locks.local import LocalLockProvider
+
+    listeners = []
+    now = int(time.time())  # (rows older than the retention would be pruned at the end)
+    for name, lazy in (("lazy", True), ("at-once", False)):
+        listener = HistoryListener(str(tmp_path / f"{name}.db"), batch=batch)
+        assert listener.lazy_starts  # a local file: on by default
+        listener.lazy_starts = lazy
+        ticks = itertools.count(now)
+        listener.recorder.clock = lambda ticks=ticks: float(next(ticks))
+        listeners.append(listener)
+    result = bd.build(_routing_tasks(str(tmp_path / "data")), listeners=listeners,
+                      locks=LocalLockProvider(str(tmp_path / "locks")))
+    assert result.exit_code != 0
+
+    def rows(name: str) -> list:
+        with sqlite3.connect(tmp_path / f"{name}.db") as db:
+            return db.execute("SELECT * FROM history_events ORDER BY rowid").fetchall()
+
+    lazy, at_once = rows("lazy"), rows("at-once")
+    assert lazy == at_once
+    kinds = [row[3] for row in lazy]  # (id, run_id, ts, kind, ...)
+    assert {"planned", "attempt failed", "retrying", "finished"} <= set(kinds)
+    if batch == 3:
+        assert "started" in kinds  # some starts were written before their task ended

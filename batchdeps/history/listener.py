@@ -21,7 +21,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
@@ -89,20 +89,34 @@ class HistoryListener:
         self.clock = clock
         self.recorder = Recorder()
         self.broken = False
-        self._pending: list[Row] = []
+        self._pending: list[Row | _Start] = []
         self._started_at: dict[str, int] = {}  # task id -> its pending started row
         self._lock = threading.Lock()  # the quiet-stretch thread writes too
         self._store: HistoryStore | None = None
         self._ticker: _Ticker | None = None
         self._last_write = clock()
         self._closed = False
+        #: a task's first start kept as its event until its row is written (`_first_start`);
+        #: False: the row made at once (the rows then are the same; a test compares them)
+        self.lazy_starts = remote is None and path is not None
 
     def on_event(self, event: Event) -> None:
         if self._closed:
             return
-        if type(event) is RunStarted and self.remote is None and self.path is not None:
-            self._run_started(event)
-            return
+        kind = type(event)
+        if self.lazy_starts:
+            if kind is TaskStarted and event.attempt == 1:  # type: ignore[union-attr]
+                self._first_start(event)  # type: ignore[arg-type]
+                return
+            if kind is RunStarted:
+                self._run_started(event)  # type: ignore[arg-type]
+                return
+            if kind is TaskFinished and event.attempts == 1 and \
+                    self._finished_in_place(event):  # type: ignore[union-attr, arg-type]
+                return
+        task_id = getattr(event, "task_id", None)
+        if task_id is not None and task_id in self._started_at:
+            self._start_row_made(task_id)  # its start time is this event's to know
         rows = self.recorder.rows(event)
         if self.remote is not None:
             changed = isinstance(event, (RunStarted, RunFinished))
@@ -123,9 +137,56 @@ class HistoryListener:
                 pending.extend(rows)
         if isinstance(event, RunFinished):
             self.close()
-        elif type(event) is RunStarted or len(self._pending) >= self.batch or (
+        elif type(event) is RunStarted:
+            self.flush()  # the run shows at once
+        else:
+            self._flush_when_due()
+
+    def _flush_when_due(self) -> None:
+        """A batch or a time slice at a time."""
+        if len(self._pending) >= self.batch or (
                 self._pending and self.clock() - self._last_write >= self.interval):
-            self.flush()  # the run shows at once; then a batch or a time slice at a time
+            self.flush()
+
+    # A task's first start is kept as the event (`_Start`) while its row is pending: the
+    # row is made when it is written, or never, when the task's finished row (which says
+    # when it started, and why) takes its place before that (most tasks of a busy run).
+    def _first_start(self, event: TaskStarted) -> None:
+        start = _Start(event, self.recorder.clock())
+        with self._lock:
+            pending = self._pending
+            self._started_at[event.task_id] = len(pending)
+            pending.append(start)
+        self._flush_when_due()
+
+    def _finished_in_place(self, event: TaskFinished) -> bool:
+        """The finished row of a task whose start is still pending, in the start's place."""
+        with self._lock:
+            pending = self._pending
+            index = self._started_at.get(event.task_id, -1)
+            if index < 0 or type(pending[index]) is not _Start:
+                return False
+            del self._started_at[event.task_id]
+            start = pending[index]
+            pending[index] = self.recorder.finished_row(event, self.recorder.clock(),
+                                                        start.now, start.event.reason)
+        self._flush_when_due()
+        return True
+
+    def _start_row_made(self, task_id: str) -> None:
+        """Make the pending start of `task_id` a row (the recorder then knows its start)."""
+        with self._lock:
+            index = self._started_at.get(task_id, -1)
+            if index >= 0 and type(self._pending[index]) is _Start:
+                self._pending[index] = self._row(self._pending[index])
+
+    def _row(self, entry: Row | _Start) -> Row:
+        if type(entry) is _Start:
+            return self.recorder.started_row(entry.event, entry.now)
+        return entry  # type: ignore[return-value]
+
+    def _rows(self, pending: list[Row | _Start]) -> Iterator[Row]:
+        return (self._row(entry) for entry in pending)
 
     def _run_started(self, event: RunStarted) -> None:
         """The plan's rows, written as they are made, in one transaction with the run
@@ -136,7 +197,8 @@ class HistoryListener:
             self._started_at.clear()
             self._last_write = self.clock()
             run = self.recorder.run
-            self._write(itertools.chain(pending, rows), dict(run) if run is not None else None)
+            self._write(itertools.chain(self._rows(pending), rows),
+                        dict(run) if run is not None else None)
         if self._ticker is None and not self._closed:
             self._ticker = _Ticker(self.interval, self._tick)
 
@@ -149,7 +211,7 @@ class HistoryListener:
             self._started_at.clear()
             self._last_write = self.clock()
             run = self.recorder.run
-            self._write(rows, dict(run) if run is not None else None)
+            self._write(self._rows(rows), dict(run) if run is not None else None)
         if self._ticker is None and not self._closed:
             self._ticker = _Ticker(self.interval, self._tick)
 
@@ -196,6 +258,16 @@ class HistoryListener:
             self._store = None
         if self.remote is not None:
             self.remote.close()
+
+
+class _Start:
+    """A task's first start, its row not made yet (see `HistoryListener._first_start`)."""
+
+    __slots__ = ("event", "now")
+
+    def __init__(self, event: TaskStarted, now: float) -> None:
+        self.event = event
+        self.now = now
 
 
 class _Ticker:

@@ -92,15 +92,24 @@ class Recorder:
         return handlers  # type: ignore[no-any-return]
 
     def _task_started(self, event: TaskStarted, now: float) -> list[Row]:
+        return [self.started_row(event, now)]
+
+    def started_row(self, event: TaskStarted, now: float) -> Row:
+        """The row of `event` at time `now` (which is remembered as the task's first start)."""
         started, _ = self._started.setdefault(event.task_id, (now, event.reason))
-        return [(event.run_id, now, STARTED, event.task_id, event.family, "running",
-                 event.attempt, 0.0, "", "", event.reason, self.host, self.pid, started)]
+        return (event.run_id, now, STARTED, event.task_id, event.family, "running",
+                event.attempt, 0.0, "", "", event.reason, self.host, self.pid, started)
 
     def _task_finished(self, event: TaskFinished, now: float) -> list[Row]:
         started, reason = self._started.pop(event.task_id, (now, ""))
-        return [(event.run_id, now, FINISHED, event.task_id, event.family, event.status,
-                 event.attempts, event.duration, _clip(event.error), event.log_path or "",
-                 reason, event.worker or self.host, event.worker_pid or self.pid, started)]
+        return [self.finished_row(event, now, started, reason)]
+
+    def finished_row(self, event: TaskFinished, now: float, started: float,
+                     reason: str) -> Row:
+        """The row of `event` at time `now`, for a task first started at `started`."""
+        return (event.run_id, now, FINISHED, event.task_id, event.family, event.status,
+                event.attempts, event.duration, _clip(event.error), event.log_path or "",
+                reason, event.worker or self.host, event.worker_pid or self.pid, started)
 
     def _attempt_failed(self, event: AttemptFailed, now: float) -> list[Row]:
         return [(event.run_id, now, ATTEMPT_FAILED, event.task_id, event.family,

@@ -47,21 +47,22 @@ class LogListener:
         self._failed_log: dict[str, str] = {}  # task id -> log of its last failed attempt
 
     def on_event(self, event: Event) -> None:
-        if isinstance(event, AttemptFailed):
-            if event.log_path:
-                self._failed_log[event.task_id] = event.log_path
-        elif isinstance(event, TaskStarted):
+        # (a task's start and end first: two of them per task)
+        if isinstance(event, TaskStarted):
             if log.isEnabledFor(logging.INFO):
                 attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-                logs.emit(log, logging.INFO, "start %s%s: %s", event.task_id, attempt,
-                          event.reason, extra=lambda: _fields("task_started", event,
-                                                              attempt=event.attempt))
+                logs.write(log, logging.INFO, "start %s%s: %s", event.task_id, attempt,
+                           event.reason, extra=lambda: _fields("task_started", event,
+                                                               attempt=event.attempt))
+        elif isinstance(event, AttemptFailed):
+            if event.log_path:
+                self._failed_log[event.task_id] = event.log_path
         elif isinstance(event, TaskFinished):
             on = f" on {event.worker}" if event.worker else ""
             if event.status in Status.OK and log.isEnabledFor(logging.INFO):
                 # the usual line: its fields are made only if logging's path needs them
-                logs.emit(log, logging.INFO, "%s %s%s", event.status, event.task_id, on,
-                          extra=lambda: _finished_fields(event))
+                logs.write(log, logging.INFO, "%s %s%s", event.status, event.task_id, on,
+                           extra=lambda: _finished_fields(event))
                 return
             fields = _finished_fields(event)
             if event.status == Status.FAILED:

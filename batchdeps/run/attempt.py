@@ -562,7 +562,8 @@ class Lifecycle:
             except BatchdepsError as exc:
                 error = str(exc).splitlines()[-1]
             else:
-                self._hook(step, "on_success")
+                if type(step.task).on_success is not Task.on_success:  # (the base does nothing)
+                    self._hook(step, "on_success")
                 self.release(run)
                 self.host.close(step, Status.BUILT, attempts=run.attempts)
                 return

@@ -122,8 +122,10 @@ class Runner:
         for task in self.plan.complete:
             result.tasks[task.task_id] = TaskResult(task.task_id, Status.COMPLETE,
                                                    reason="already complete")
-        requested = set(self.plan.requested)
-        self.results.bind(self.plan.steps, [s for s in self.plan.steps if s.task in requested])
+        # by id: a str hashes in C, a task by a call of its own (once per step of the plan)
+        requested = {task.task_id for task in self.plan.requested}
+        self.results.bind(self.plan.steps,
+                          [s for s in self.plan.steps if s.task.task_id in requested])
         self._pending_up = [len(step.upstream) for step in self.plan.steps]
         self._ready: ReadySteps = self._ready_queue()
         awaited = [s for s in self.plan.steps if not s.upstream and s.kind is MISSING] \
