@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.forward import Forwarder
 from support.lockutil import LockServer
 from support.project import BATCHDEPS
 from support.s3util import (  # noqa: F401 - moto_server, moto_endpoint: fixtures
@@ -41,7 +42,7 @@ from support.waiting import wait_for
 pytest.importorskip("distributed")
 
 PIPELINE = '''
-"""Dask test pipeline: Total(n) <- Part(i); Slow and Hang for the fault cases."""
+"""Dask test pipeline: Total(n) <- Part(i); Slow, Stamped and Hang for the fault cases."""
 import os
 import subprocess
 import time
@@ -117,6 +118,25 @@ class Slow(bd.Task):
         note(self.journal, "start", self)
         with self.output().open("w") as out:
             out.write("slow\\n")
+        time.sleep(self.seconds)
+        note(self.journal, "end", self)
+
+
+class Stamped(bd.Task):
+    """Writes the pid of its attempt's process, then sleeps `seconds` inside run()."""
+    root = bd.Parameter()
+    journal = bd.Parameter()
+    seconds = bd.FloatParameter(default=3.0)
+    retries = 1
+    retry_delay = 0.1
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/stamped.txt")
+
+    def run(self):
+        note(self.journal, "start", self)
+        with self.output().open("w") as out:
+            out.write(f"{os.getpid()}\\n")
         time.sleep(self.seconds)
         note(self.journal, "end", self)
 
@@ -213,27 +233,44 @@ def code(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Cluster:
-    """A `dask scheduler` and two `dask worker` processes, each in its own folder."""
+    """A `dask scheduler` and `dask worker` processes (two unless told), each worker in its
+    own folder; the scheduler without a dashboard unless `dashboard_port` is given."""
 
-    def __init__(self, base: Path, env: dict[str, str]) -> None:
+    def __init__(self, base: Path, env: dict[str, str], workers: int = 2,
+                 dashboard_port: int | None = None) -> None:
+        self.base, self.env = base, env
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
-        dask = os.path.join(os.path.dirname(sys.executable), "dask")
+        self.dask = os.path.join(os.path.dirname(sys.executable), "dask")
+        dashboard = (["--dashboard-address", f"127.0.0.1:{dashboard_port}"]
+                     if dashboard_port else ["--no-dashboard"])
         self.processes = [subprocess.Popen(
-            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-             "--no-dashboard"], cwd=base, env=env, stdout=subprocess.DEVNULL,
+            [self.dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+             *dashboard], cwd=base, env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)]
-        for n in range(2):
-            folder = base / f"worker-{n}"
-            folder.mkdir()
-            self.processes.append(subprocess.Popen(
-                [dask, "worker", self.address, "--nthreads", "1", "--no-dashboard",
-                 "--no-nanny", "--local-directory", str(folder), "--host", "127.0.0.1"],
-                cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(workers):
+            self.add_worker()
+        if workers:
+            self.wait_for_workers(workers)
+
+    def add_worker(self, address: str | None = None) -> subprocess.Popen[bytes]:
+        """One more `dask worker` process, reaching the scheduler at `address` (default:
+        the scheduler's own)."""
+        folder = self.base / f"worker-{len(self.processes) - 1}"
+        folder.mkdir()
+        process = subprocess.Popen(
+            [self.dask, "worker", address or self.address, "--nthreads", "1",
+             "--no-dashboard", "--no-nanny", "--local-directory", str(folder), "--host",
+             "127.0.0.1"], cwd=folder, env=self.env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        self.processes.append(process)
+        return process
+
+    def wait_for_workers(self, count: int) -> None:
         from distributed import Client
 
         with Client(self.address, timeout=30) as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(count, timeout=60)
 
     def worker_ports(self) -> list[int]:
         """The listening ports of the worker processes (their addresses' ports)."""
@@ -430,6 +467,9 @@ def test_scheduler_builds_on_a_declared_shared_folder(tmp_path: Path, code: Path
     done = runner.run("Total", "--root", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "total.txt").read_text() == "14\n"
+    # `dask scheduler --no-dashboard`: its HTTP server has no dashboard, so no link.
+    assert "Dask dashboard" not in done.stderr
+    assert f"Dask scheduler {cluster.address} (2 worker thread(s); no dashboard)" in done.stderr
     assert not list((tmp_path / "out").glob(".batchdeps-tmp/*"))
     # The attempts ran in the two `dask worker` processes.
     parents = {line.split("parent=")[1] for line in runner.lines()}
@@ -712,3 +752,75 @@ def test_build_api_takes_the_executor_and_the_scheduler(
     assert parents <= {str(p.pid) for p in cluster.processes[1:]}, parents
     assert "refused: unknown executor 'nope' (known: dask, inline, local" in done.stdout
     assert len(runner.lines()) == 6  # the refused build ran nothing
+
+
+def test_a_network_drop_between_a_worker_and_the_scheduler_fails_the_attempt_once(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    """The connections of a `dask worker` to the scheduler go through a forwarder, cut
+    mid-attempt: the scheduler loses the worker while its process (and the attempt) live
+    on. The runner fails the attempt, the retry builds on the other worker, and the
+    cut-off attempt, which finishes later, commits nothing."""
+    bucket = new_bucket(moto_endpoint)
+    (tmp_path / "cluster").mkdir()
+    own = Cluster(tmp_path / "cluster", _env(code, moto_endpoint), workers=0)
+    forwarder = Forwarder(own.port).start()
+    try:
+        cut_off = own.add_worker(f"tcp://127.0.0.1:{forwarder.port}")
+        own.wait_for_workers(1)
+        runner = Runner(tmp_path, code, moto_endpoint)
+        process = runner.start("Stamped", "--root", f"s3://{bucket}/n", "--seconds", "8",
+                               "--scheduler", own.address)
+        wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60,
+                 what="the attempt to start")
+        first = runner.lines()[0]
+        assert f"parent={cut_off.pid}" in first, first  # the only worker yet
+        first_pid = int(first.split("pid=")[1].split()[0])
+        other = own.add_worker()  # where the retry can go
+        own.wait_for_workers(2)
+        assert forwarder.accepted  # the worker's connections go through it
+        assert not any(line.startswith("end ") for line in runner.lines())
+        forwarder.cut()
+        assert cut_off.poll() is None and not _gone(first_pid)  # lost, not dead
+        _, err = process.communicate(timeout=90)
+        assert process.returncode == 0, err
+        assert "was lost while running the attempt" in err and "retry Stamped(" in err
+        assert err.count("built Stamped(") == 1, err
+        ends = [line for line in runner.lines() if line.startswith("end ")]
+        # The cut-off attempt ran to its end after the loss (its worker had it still), and
+        # the retry on the other worker ended too; the output is the retry's write.
+        assert [f"parent={cut_off.pid}" in line for line in ends] == [True, False], ends
+        assert f"parent={other.pid}" in ends[1]
+        retry_pid = ends[1].split("pid=")[1].split()[0]
+        assert _object(moto_endpoint, bucket, "n/stamped.txt") == f"{retry_pid}\n"
+        records = json.loads(subprocess.run(
+            [BATCHDEPS, "history", "--json", "--limit", "1"], cwd=tmp_path, env=runner.env,
+            capture_output=True, text=True, check=True).stdout)
+        assert records[0]["status"] == "built" and records[0]["attempts"] == 2
+        assert [k for k in keys_under(moto_endpoint, bucket) if ".batchdeps-tmp" in k] == []
+    finally:
+        forwarder.cut()
+        own.stop()
+
+
+def test_the_dashboard_link_of_an_external_scheduler_is_its_own(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    """`--scheduler` on a `dask scheduler` with a dashboard: the link printed is the one
+    its scheduler serves, on the port it was given."""
+    import urllib.request
+
+    bucket = new_bucket(moto_endpoint)
+    (tmp_path / "cluster").mkdir()
+    port = free_port()
+    own = Cluster(tmp_path / "cluster", _env(code, moto_endpoint), workers=1,
+                  dashboard_port=port)
+    try:
+        runner = Runner(tmp_path, code, moto_endpoint)
+        done = runner.run("Total", "--n", "1", "--root", f"s3://{bucket}/d", "--scheduler",
+                          own.address)
+        assert done.returncode == 0, done.stderr
+        link = f"http://127.0.0.1:{port}/status"
+        assert f"Dask dashboard: {link}" in done.stderr, done.stderr
+        with urllib.request.urlopen(link, timeout=10) as page:
+            assert page.status == 200
+    finally:
+        own.stop()

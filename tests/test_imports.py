@@ -326,6 +326,7 @@ def watched_make(*args, **kwargs):
 session.make_executor = watched_make
 import atexit
 atexit.register(lambda: print("SEEN", [s for s in seen if s.startswith(("batchdeps-import",
+                                                                          "batchdeps-after",
                                                                           "executor"))],
                               "distributed" in sys.modules))
 sys.argv[0] = "batchdeps"
@@ -334,15 +335,26 @@ main()
 """
 
 
-def _watched_run(tmp_path: Path, *args: str) -> str:
+def _watched(tmp_path: Path, *args: str, config: str = "",
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     (tmp_path / "wpipe.py").write_text(ONE_FILE_TASK)
     (tmp_path / "config.toml").write_text('[batchdeps]\nmodules = ["wpipe"]\n'
-                                          'task_logs = "off"\n[history]\nenabled = false\n')
-    done = subprocess.run([sys.executable, "-c", _WATCHED_RUN, "run", "Out", *args],
+                                          'task_logs = "off"\n[history]\nenabled = false\n'
+                                          + config)
+    return subprocess.run([sys.executable, "-c", _WATCHED_RUN, "run", "Out", *args],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          check=False, env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    assert done.returncode in (0, 1), done.stderr
+                          check=False,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path), **(env or {})})
+
+
+def _seen(done: subprocess.CompletedProcess[str]) -> str:
     return next(line for line in done.stdout.splitlines() if line.startswith("SEEN"))
+
+
+def _watched_run(tmp_path: Path, *args: str) -> str:
+    done = _watched(tmp_path, *args)
+    assert done.returncode in (0, 1), done.stderr
+    return _seen(done)
 
 
 def test_only_a_dask_run_imports_distributed_and_it_starts_before_the_executor(
@@ -364,3 +376,25 @@ def test_only_a_dask_run_imports_distributed_and_it_starts_before_the_executor(
     assert _watched_run(tmp_path / "dask", "--executor", "dask", "--workers", "1") == \
         "SEEN ['batchdeps-import-distributed', 'executor made'] True"
     assert (tmp_path / "dask/out/out.txt").read_text() == "x"
+
+
+def test_with_a_scheduler_address_the_import_thread_then_connects(tmp_path: Path) -> None:
+    """`--scheduler ADDRESS`: once the import of `distributed` is done, a thread of its own
+    connects to the scheduler while the main thread goes on, and the executor takes that
+    connection, or its error: here nothing listens at the address, and the run says so."""
+    pytest.importorskip("distributed")
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    done = _watched(tmp_path, "--scheduler", address,
+                    config=f'[executor]\nshared_paths = ["{tmp_path}"]\n',
+                    env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
+    assert done.returncode == 1, done.stderr
+    assert f"cannot reach the Dask scheduler at {address}" in done.stderr
+    assert "Traceback" not in done.stderr
+    seen = _seen(done)
+    assert seen.startswith("SEEN ['batchdeps-import-distributed', ") and seen.endswith("True")
+    assert "'batchdeps-after-import'" in seen and "'executor made'" in seen, seen
+    assert not (tmp_path / "out").exists()

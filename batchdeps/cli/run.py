@@ -201,10 +201,17 @@ def _run_help(ctx: click.Context, args: tuple[str, ...], wants_help: bool) -> No
 
 def _run(cls: Any, config: Any, values: dict[str, Any], common: dict[str, Any]) -> None:
     if _uses_dask(common, config) and not common["dry_run"]:
-        # While the plan is resolved and the leases' provider starts.
-        from ..run import dask_import
+        # While the plan is resolved and the leases' provider starts: the import, then the
+        # connection to the scheduler, if there is one.
+        address = common["scheduler"] or config.executor.get("address")
+        if address:
+            from ..run import dask_connect
 
-        dask_import.start_in_background()
+            dask_connect.start_early(address)
+        else:
+            from ..run import dask_import
+
+            dask_import.start_in_background()
     run_guarded(config, common, lambda: _build(_requested(cls, values, common, config),
                                                common, config))
 

@@ -24,7 +24,8 @@ runner reaches (an fsspec URL such as s3://, or a local path every worker shares
 (dask_import.py). The command line starts that import in a thread as soon as it knows the
 run uses Dask, so that it overlaps what the run does first that waits on I/O (outputs
 checked on S3, the lock server); the executor's own import then finds it done, or waits
-for it.
+for it. With a scheduler address that thread then connects too (dask_connect.py), and
+the executor takes the connection.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
-from ..errors import ExecutorError, UsageError
-from . import dask_import
+from ..errors import UsageError
+from . import dask_connect, dask_import
 from .dask_attempt import TOPIC, AttemptReply, AttemptRequest, run_attempt
 from .executors import ExecutorSettings, Outcome
 
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logs.get()
 
-#: Seconds to reach a scheduler given by address, when Dask's config does not say.
-CONNECT_TIMEOUT = 30.0
 #: Seconds past a task's timeout (and the kill grace) after which the runner gives up on
 #: a worker that has not answered.
 BACKSTOP = 30.0
@@ -82,22 +81,6 @@ def check_shared(plan: Plan | None, shared_paths: list[str]) -> None:
                     f"{step.task_id}: output {url} ({path}) is a local path the Dask workers "
                     f"may not reach; put it on shared storage (s3://...) or under a folder "
                     f"named in [executor] shared_paths ({where})")
-
-
-def _threads_and_dashboard(client: Any) -> tuple[int, str | None]:
-    """The cluster's worker threads and its dashboard's link, from one look at the
-    scheduler (`Client.dashboard_link` takes another, and imports the scheduler's module)."""
-    from distributed.utils import format_dashboard_link
-
-    info = client.scheduler_info(n_workers=-1)
-    threads = sum(int(worker.get("nthreads", 0)) for worker in info.get("workers", {}).values())
-    link = None
-    port = info.get("services", {}).get("dashboard")
-    with contextlib.suppress(Exception):  # a link is a courtesy: never a reason to stop
-        if port:
-            link = format_dashboard_link(client.scheduler.address.split("://")[-1]
-                                         .rsplit(":", 1)[0], port)
-    return max(1, threads), link
 
 
 @dataclass
@@ -156,20 +139,11 @@ class DaskExecutor:
         from distributed.client import Client, as_completed
 
         address = self.settings.address
-        with contextlib.suppress(Exception):  # the cluster's own chatter below warnings
-            logging.getLogger("distributed").setLevel(logging.ERROR)
+        dask_connect.quiet_logs()
         if address:
-            try:
-                # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s).
-                timeout = dask.config.get("distributed.comm.timeouts.connect",
-                                          CONNECT_TIMEOUT)
-                self._client = Client(address, timeout=timeout, set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise ExecutorError(f"cannot reach the Dask scheduler at {address}: "
-                                    f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
-            except ValueError as exc:
-                raise UsageError(f"--scheduler {address}: not a Dask scheduler address "
-                                 f"({exc})") from None
+            connection = dask_connect.connect(address)
+            self._client, self._slots = connection.client, connection.threads
+            link = connection.dashboard
         else:
             # Worker processes forked from a server that has imported distributed once,
             # rather than each spawned and importing it anew: the cluster starts in about
@@ -185,13 +159,13 @@ class DaskExecutor:
             # scheduler: one hop less per task.
             self._client = Client(self._cluster, set_as_default=False,
                                   direct_to_workers=True)
+            link = dask_connect.dashboard_link("127.0.0.1", self._cluster.scheduler_info)
         client = self._client
-        if address:
-            self._slots, link = _threads_and_dashboard(client)
-        else:
-            link = getattr(self._cluster, "dashboard_link", None)
         if link:
             log.info("Dask dashboard: %s (scheduler %s, %d worker thread(s))", link,
+                     client.scheduler.address, self._slots)
+        else:
+            log.info("Dask scheduler %s (%d worker thread(s); no dashboard)",
                      client.scheduler.address, self._slots)
         # Results are fetched on the client's event loop as tasks end (concurrent fetches
         # go out as one batch) and handed to the runner by a thread: the runner never

@@ -16,7 +16,8 @@ later. If the short way fails, the `__init__` runs at once, as a plain import wo
 
 `start_in_background()` does the same in a thread, as soon as the command line knows that
 the run uses Dask, while the plan is resolved (not a daemon: an early exit waits for it
-rather than cut an import short).
+rather than cut an import short), and can then start what needs the import (connecting
+to a scheduler: dask_connect.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import contextlib
 import importlib.util
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import UsageError
@@ -37,16 +38,29 @@ THREAD_NAME = "batchdeps-import-distributed"
 _LOCK = threading.Lock()
 
 
-def start_in_background() -> None:
-    """Start `load()` in a thread; an ImportError is left to the caller's own `load()`."""
+def start_in_background(then: Callable[[], None] | None = None) -> None:
+    """Start `load()` in a thread; an ImportError is left to the caller's own `load()`.
+
+    `then`, if given, runs once the import is done, in a daemon thread of its own (it may
+    wait on the network: the process's exit does not wait for it)."""
     if "distributed" in sys.modules:
+        if then is not None:
+            _then(then)
         return
-    threading.Thread(target=_load_quietly, name=THREAD_NAME).start()
+    threading.Thread(target=_load_quietly, args=(then,), name=THREAD_NAME).start()
 
 
-def _load_quietly() -> None:
-    with contextlib.suppress(Exception):
+def _load_quietly(then: Callable[[], None] | None) -> None:
+    try:
         load()
+    except Exception:  # noqa: BLE001 - the caller's own load() says what is wrong
+        return
+    if then is not None:
+        _then(then)
+
+
+def _then(then: Callable[[], None]) -> None:
+    threading.Thread(target=then, name="batchdeps-after-import", daemon=True).start()
 
 
 def load() -> None:
