@@ -87,26 +87,71 @@ _NO_KINDS = itertools.repeat(_OTHER)
 def _plain_kinds(cls: type[Task]) -> tuple[str, ...]:
     """The kind of each of `cls._params`, made once per class (and again when its
     parameters change). Only the exact built-in types are plain: a subclass decides."""
+    return _kinds_entry(cls)[1]
+
+
+def _kinds_entry(cls: type[Task]) -> tuple[Any, ...]:
+    """(`cls._params`, their kinds, `_direct` of them) for `cls`, made once per class and
+    again when its parameters change; kept in the class itself (it lives as long as it)."""
     params = cls._params
     entry = cls.__dict__.get("_param_kinds")
     if entry is not None and entry[0] is params:
-        return entry[1]  # type: ignore[no-any-return]
+        return entry  # type: ignore[no-any-return]
     from .parameters import IntParameter, StrParameter
 
     kinds = tuple(_INT if type(p) is IntParameter else
                   _TEXT if type(p) is Parameter or type(p) is StrParameter else _OTHER
                   for p in params)
-    cls._param_kinds = (params, kinds)  # in the class itself: it lives as long as it
-    return kinds
+    direct = None
+    if params and _OTHER not in kinds:
+        direct = tuple((p.name, int if kind is _INT else str, p.significant)
+                       for p, kind in zip(params, kinds))
+    entry = cls._param_kinds = (params, kinds, direct)
+    return entry
+
+
+def _direct(task: Task, direct: tuple[tuple[str, type, bool], ...],
+            kwargs: dict[str, Any]) -> bool:
+    """Set the parameters and task id of `task` from `kwargs` in one loop, when they give
+    every parameter by name, as an int to each IntParameter and a str to each text one
+    (the usual `Leaf(n=i, root=self.root)`): what `_bind` and `_render` would make of
+    them. False (something set, nothing final) when they do not: the full path decides."""
+    if len(kwargs) != len(direct):
+        return False
+    parts = []
+    for name, plain, significant in direct:
+        value = kwargs.get(name)
+        if type(value) is not plain:  # missing (None), a subclass, another type
+            return False
+        _set_attribute(task, name, value)
+        if significant:
+            parts.append(f"{name}={value}" if plain is int else f"{name}={_text_in_id(value)}")
+    task.task_id = f"{type(task).task_family}({', '.join(parts)})"
+    return True
 
 
 def _text_in_id(text: str) -> str:
-    """`Parameter.render` of a str: JSON-quoted where it could be ambiguous in a task id."""
+    """`Parameter.render` of a str: JSON-quoted where it could be ambiguous in a task id.
+
+    The last text asked about is remembered (tasks made in a loop share a `root`)."""
+    last = _last_text
+    if last[0] is text:
+        return last[1]
+    shown = text
     if _AMBIGUOUS.search(text) or text != text.strip() or text == "None":
         import json
 
-        return json.dumps(text)
-    return text
+        shown = json.dumps(text)
+    _set_last_text((text, shown))
+    return shown
+
+
+_last_text: tuple[Any, str] = (object(), "")  # (a text, its form in a task id)
+
+
+def _set_last_text(entry: tuple[Any, str]) -> None:
+    global _last_text
+    _last_text = entry
 
 
 def _map_retry_count(cls: type[Task]) -> None:
@@ -194,8 +239,8 @@ class Task:
 
     # Filled in per class by __init_subclass__ and by the registry.
     _params: ClassVar[tuple[Parameter, ...]] = ()
-    #: (`_params`, the kind of each) as `_plain_kinds` made them for this class
-    _param_kinds: ClassVar[tuple[tuple[Parameter, ...], tuple[str, ...]] | None] = None
+    #: (`_params`, the kind of each, their `_direct` form) as `_kinds_entry` made them
+    _param_kinds: ClassVar[tuple[Any, ...] | None] = None
     _config_defaults: ClassVar[dict[str, Any]] = {}
     #: the parameter values in declaration order (made when asked)
     param_values: Any = _ParamValues()
@@ -296,7 +341,12 @@ class Task:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
         params = cls._params
-        kinds = _plain_kinds(cls)
+        entry = cls.__dict__.get("_param_kinds")
+        if entry is None or entry[0] is not params:
+            entry = _kinds_entry(cls)
+        if entry[2] is not None and not args and _direct(self, entry[2], kwargs):
+            return
+        kinds = entry[1]
         values = _bind(cls, params, args, kwargs, kinds)
         for param, value in zip(params, values):
             _set_attribute(self, param.name, value)  # self.__dict__ would make a dict per task

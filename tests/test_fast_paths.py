@@ -571,6 +571,51 @@ def test_task_ids_and_values_of_plain_parameters_are_what_convert_and_render_giv
     assert isinstance(Parameter(), Parameter) and isinstance(StrParameter(), Parameter)
 
 
+def test_a_task_given_every_plain_parameter_by_name_is_the_one_bind_and_render_make():
+    """A class whose parameters are all plain ints and texts, given each of them by name
+    with a value of the exact type, is set up in one loop (`_direct`); its values and id
+    are what `_bind` and `_render` give, and any other call (one left out, an unknown
+    name, a bool, a subclass of str, None, positional values) takes their path and ends
+    alike, errors included. A text's form in the id is remembered for the next task."""
+    import batchdeps as bd
+    from batchdeps.errors import ParameterError
+    from batchdeps.task import _bind, _plain_kinds, _render
+
+    class Leafy(bd.Task):
+        n = bd.IntParameter(default=3)
+        root = bd.Parameter()
+        note = bd.StrParameter(default="", significant=False)
+
+    class Sub(str):
+        pass
+
+    root = "/srv/data"
+    cases = [((), dict(n=1, root=root, note="x")), ((), dict(n=-5, root=root, note="")),
+             ((), dict(n=10**20, root="a, b=c", note="y")), ((), dict(n=2, root="None", note="")),
+             ((), dict(n=2, root=" pad", note="")), ((), dict(n=2, root="", note="")),
+             ((), dict(n=2, root="", note="")), ((), dict(n=2, root=root, note="x")),
+             ((), dict(root=root)), ((), dict(n=True, root=root, note="")),
+             ((), dict(n=1, root=Sub("s"), note="")), ((), dict(n=None, root=root, note="")),
+             ((), dict(n=1, root=root, note="", other=2)), ((), dict(n=1, note="", other=2)),
+             ((1, root, "x"), {}), ((), dict(n="4", root=root, note=""))]
+    params = Leafy._params
+    kinds = _plain_kinds(Leafy)
+    for args, kwargs in cases:
+        try:
+            values = _bind(Leafy, params, args, dict(kwargs), kinds)
+        except ParameterError as refused:
+            with pytest.raises(ParameterError) as raised:
+                Leafy(*args, **kwargs)
+            assert str(raised.value) == str(refused), kwargs
+            continue
+        task = Leafy(*args, **kwargs)
+        assert [getattr(task, p.name) for p in params] == values, kwargs
+        assert [type(getattr(task, p.name)) for p in params] == [type(v) for v in values]
+        assert task.task_id == f"Leafy({_render(params, values, kinds)})", kwargs
+        assert task.task_id == f"Leafy({_render(params, values)})", kwargs  # render() itself
+    assert Leafy(n=1, root=root) == Leafy(n=1, root=root, note="other")
+
+
 def test_requires_walked_the_first_time_gives_the_leaves_of_the_nested_walk():
     from batchdeps.task import _leaves, _walk
 
@@ -744,3 +789,98 @@ def test_history_rows_of_starts_kept_as_events_are_the_rows_made_at_once(tmp_pat
     assert {"planned", "attempt failed", "retrying", "finished"} <= set(kinds)
     if batch == 3:
         assert "started" in kinds  # some starts were written before their task ended
+
+
+# -- local outputs: a folder listed once, or a stat of each ----------------------------------
+def _answers(check, targets):
+    """What `check` answers for `targets`, or the error it raises, as text."""
+    from batchdeps.errors import TargetCheckError
+
+    try:
+        return check(targets)
+    except TargetCheckError as exc:
+        return f"TargetCheckError: {exc}"
+
+
+def test_a_listed_folder_answers_as_a_stat_of_each_target(tmp_path, monkeypatch):
+    """`exists_listed` (one `scandir` per folder that holds many targets) answers as
+    `exists_each` (a `stat` of each) for files there and missing, folders, links that
+    point somewhere, nowhere or to themselves, a file where a folder should be, a folder
+    not there, names a listing never shows (`dir/`, `a/.`), the same file twice, relative
+    paths, and a big folder with few of the batch's files; where `stat` cannot decide,
+    both raise the same error."""
+    import random
+
+    from batchdeps.targets.local import LocalTarget
+    from batchdeps.targets.looks import LIST_AT, exists_each, exists_listed
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for n in range(LIST_AT * 2):
+        if n % 3:
+            (many / f"{n}.txt").write_text("x")
+    (many / "sub").mkdir()
+    (many / "link").symlink_to(many / "1.txt")
+    (many / "dangling").symlink_to(many / "nowhere")
+    (many / "self").symlink_to(many / "self")
+    (tmp_path / "file").write_text("x")
+    big = tmp_path / "big"
+    big.mkdir()
+    for n in range(LIST_AT * 40):
+        (big / f"{n}.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+
+    fine = ([str(many / f"{n}.txt") for n in range(LIST_AT * 2 + 5)]
+            + [str(many / name) for name in ("sub", "link", "dangling", "sub/", ".")]
+            + [f"many/{n}.txt" for n in range(LIST_AT + 3)]  # relative, from the folder above
+            + [str(tmp_path / "file" / f"{n}.txt") for n in range(LIST_AT)]
+            + [str(tmp_path / "gone" / f"{n}.txt") for n in range(LIST_AT)]
+            + [str(big / f"{n * 37}.txt") for n in range(LIST_AT)]
+            + [str(many / "2.txt"), str(many / "3.txt")]  # the same files again
+            + ["file", "nothing-here.txt"])
+    rng = random.Random(22)
+    for _ in range(5):
+        rng.shuffle(fine)
+        targets = [LocalTarget(path) for path in fine]
+        listed = exists_listed(targets)
+        assert listed == exists_each(targets)
+        assert listed == [target._exists() for target in targets]
+        assert sum(listed) > len(listed) // 3 and not all(listed)
+    for broken in (str(many / "self"), str(many / "self" / "x.txt"),
+                   *(str(many / "self" / f"{n}.txt") for n in range(LIST_AT))):
+        targets = [LocalTarget(path) for path in [*fine, broken]]
+        rng.shuffle(targets)
+        listed = _answers(exists_listed, targets)
+        assert isinstance(listed, str) and listed.startswith("TargetCheckError: cannot check")
+        assert listed == _answers(exists_each, targets)
+
+
+def test_many_local_outputs_are_listed_only_from_many_in_one_folder(tmp_path, monkeypatch):
+    """`check_exists` lists a folder only for a batch of many local targets; a subclass
+    with its own check is still asked for each target."""
+    import os
+
+    from batchdeps.targets import check_exists
+    from batchdeps.targets.local import LocalTarget
+    from batchdeps.targets.looks import LIST_AT
+
+    for n in range(LIST_AT):
+        (tmp_path / f"{n}.txt").write_text("x")
+    listings = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: listings.append(path) or real_scandir(path))
+    few = [LocalTarget(str(tmp_path / f"{n}.txt")) for n in range(LIST_AT - 1)]
+    assert check_exists(few) == [True] * len(few) and listings == []
+    many = [LocalTarget(str(tmp_path / f"{n}.txt")) for n in range(LIST_AT + 1)]
+    assert check_exists(many) == [True] * LIST_AT + [False]
+    assert listings == [f"{tmp_path}/"]
+
+    class Never(LocalTarget):
+        __slots__ = ()
+
+        def _exists(self) -> bool:
+            return False
+
+    listings.clear()
+    assert check_exists([Never(str(t.path)) for t in many]) == [False] * len(many)
+    assert listings == []

@@ -9,6 +9,7 @@
     journal.py   commit records: finishing a commit that a crash cut short
     leftovers.py run-scoped clean-up of stale files and empty temporary folders
     local.py     plain paths and file://, through os
+    looks.py     whether many local files exist: a stat each, or a folder listed once
     fsspec.py    any other fsspec protocol
     s3.py        s3://, with batched checks and multipart uploads (imports s3fs when used)
 """

@@ -51,7 +51,9 @@ class FileTarget(Target):
 
     def __new__(cls, url: Any = None, *, path: Any = None, format: Format | None = None,
                 storage: Storage | None = None, **storage_options: Any) -> Any:
-        location = target_location(url, path)
+        # a plain string given as the URL (the usual call) needs none of the checks
+        location = url if type(url) is str and url and path is None else \
+            target_location(url, path)
         chosen = target_class(location) if cls is FileTarget else cls
         return super().__new__(chosen)
 

@@ -13,6 +13,7 @@ from ..paths import shown
 from .base import FileTarget, Storage, Target, target_location
 from .filesystem import LOCAL
 from .formats import Format
+from .looks import LIST_AT, exists_each, exists_listed
 from .journal import (
     OLD_SUFFIX,
     RECORD_SUFFIX,
@@ -94,23 +95,14 @@ class LocalTarget(FileTarget):
 
     @classmethod
     def _exists_many(cls, targets: list[Target]) -> list[bool]:
-        """`_exists` of each, in one loop (resolution and the re-check under the lock ask
-        for every task: a method call per target was a fifth of this)."""
+        """`_exists` of each: a folder that holds many of them listed once (`exists_listed`),
+        the rest looked at one by one (`exists_each`)."""
         if cls._exists is not LocalTarget._exists:  # a subclass with a check of its own
             return super()._exists_many(targets)
-        answers: list[bool] = []
-        stat = os.stat
-        for target in targets:
-            try:
-                stat(target.path)  # type: ignore[attr-defined]
-            except (FileNotFoundError, NotADirectoryError):
-                answers.append(False)
-                continue
-            except OSError as exc:
-                raise TargetCheckError(
-                    f"cannot check {shown(target.url)}: {exc.strerror or exc}") from exc
-            answers.append(True)
-        return answers
+        if len(targets) >= LIST_AT:
+            return exists_listed(targets)
+        return exists_each(targets)
+
 
     def identity(self) -> dict[str, Any] | None:
         try:
@@ -318,4 +310,3 @@ def parse_tmp_name(entry: str) -> tuple[str, str, str] | None:
     if len(parts) != 4 or not parts[3].isdigit():
         return None
     return parts[0], parts[1], kind
-
