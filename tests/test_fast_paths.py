@@ -884,3 +884,30 @@ def test_many_local_outputs_are_listed_only_from_many_in_one_folder(tmp_path, mo
     listings.clear()
     assert check_exists([Never(str(t.path)) for t in many]) == [False] * len(many)
     assert listings == []
+
+
+def test_status_tree_written_in_chunks_is_the_tree_line_by_line(tmp_path, monkeypatch, capsys):
+    """`status` writes the tree's lines a few thousand per write (`tree_lines`); the text
+    is `render.tree()` whatever the chunk, the summary last."""
+    import batchdeps as bd
+    from batchdeps.cli import common
+    from batchdeps.survey import render
+    from batchdeps.survey.states import survey
+
+    class TreeLeaf(bd.Task):
+        n = bd.IntParameter()
+
+        def output(self):
+            return bd.FileTarget(str(tmp_path / f"{self.n}.txt"))
+
+    class TreeTop(bd.WrapperTask):
+        def requires(self):
+            return [TreeLeaf(n=n) for n in range(10)]
+
+    (tmp_path / "3.txt").write_text("x")
+    result = survey([TreeTop()])
+    whole = render.tree(result)
+    assert whole.count("\n") == 11 and "TreeLeaf(n=3)  [complete]" in whole
+    for per_write in (1, 3, 11, 12, 4096):
+        common.echo_lines(render.tree_lines(result), per_write)
+        assert capsys.readouterr().out == whole + "\n", per_write

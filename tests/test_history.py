@@ -293,3 +293,27 @@ def test_a_history_file_that_is_not_a_database_is_a_clear_error(project: Any) ->
     # a run beside it still works; history is off for it, with a warning
     run = project.run("run", "Other")
     assert run.returncode == 0 and "run history is off for this run" in run.stderr
+
+
+def test_workers_come_from_each_tasks_last_finished_record_only(tmp_path: Path) -> None:
+    """`read_workers` names a task's worker when its last finished record names one (an
+    address with `://`), not when an earlier one did; planned rows do not count."""
+    from batchdeps.history.store import read_workers
+
+    path = str(tmp_path / "history.db")
+    store = HistoryStore(path)
+    now = time.time()
+
+    def row(kind: str, task_id: str, host: str) -> tuple[Any, ...]:
+        return ("r", now, kind, task_id, "T", "built", 1, 0.0, "", "", "", host, 1, now)
+
+    store.write([row("finished", "T(n=1)", "tcp://10.0.0.1:4000"),
+                 row("finished", "T(n=1)", "here"),  # last: the machine itself
+                 row("finished", "T(n=2)", "here"),
+                 row("finished", "T(n=2)", "tcp://10.0.0.2:4000"),  # last: a worker
+                 row("finished", "T(n=3)", "tcp://10.0.0.3:4000"),
+                 row("planned", "T(n=3)", "here"),
+                 row("planned", "T(n=4)", "tcp://10.0.0.4:4000")])
+    store.close()
+    assert read_workers(path) == {"T(n=2)": "tcp://10.0.0.2:4000",
+                                  "T(n=3)": "tcp://10.0.0.3:4000"}

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 import click
 
 from ..errors import BatchdepsError, ExitCode
+
+
+def echo_lines(lines: Iterable[str], per_write: int) -> None:
+    """Print `lines` as they come, `per_write` of them to one `click.echo` (each echo is a
+    write of its own; the output of a million tasks is never one string)."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= per_write:
+            click.echo("\n".join(chunk))
+            chunk.clear()
+    if chunk:
+        click.echo("\n".join(chunk))
 
 
 def fail(exc: BaseException, debug: bool = False) -> NoReturn:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import BatchdepsError, ExitCode, UsageError
-from .common import run_guarded, scan
+from .common import echo_lines, run_guarded, scan
 from .taskargs import (
     TaskCommand,
     complete_task_args,
@@ -282,14 +282,7 @@ def _print_plan(plan: Any) -> None:
     if not plan.steps:
         click.echo("nothing to do: every requested task is complete")
         return
-    chunk: list[str] = []
-    for line in plan.lines():  # written a few thousand lines at a time, not one echo each
-        chunk.append(line)
-        if len(chunk) >= PLAN_LINES_PER_WRITE:
-            click.echo("\n".join(chunk))
-            chunk.clear()
-    if chunk:
-        click.echo("\n".join(chunk))
+    echo_lines(plan.lines(), PLAN_LINES_PER_WRITE)  # a few thousand lines per write
     counts = plan.counts()
     complete = f"; {len(plan.complete)} requested task(s) complete" if plan.complete else ""
     click.echo(f"{counts['run']} task(s) would run; {counts['blocked']} blocked; "

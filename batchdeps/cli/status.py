@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import BatchdepsError, ExitCode, UsageError
-from .common import fail
+from .common import echo_lines, fail
 from .taskargs import (
     TASK_COMMAND_SETTINGS,
     TaskCommand,
@@ -150,6 +150,11 @@ def rerun_triggers_for(config: Any, own: dict[str, Any]) -> frozenset[str]:
     return triggers
 
 
+#: Lines of the text tree given to one `click.echo`: the tree of a million tasks is never
+#: one string.
+LINES_PER_WRITE = 4096
+
+
 def _status(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) -> None:
     from ..survey import render
 
@@ -157,7 +162,7 @@ def _status(cls: Any, config: Any, values: dict[str, Any], own: dict[str, Any]) 
     if own["output_format"] == "json":
         click.echo(render.to_json(result))
     else:
-        click.echo(render.tree(result, own["depth"]))
+        echo_lines(render.tree_lines(result, own["depth"]), LINES_PER_WRITE)
     if own["stale"]:
         sys.exit(ExitCode.FAILED if result.stale else ExitCode.OK)  # 1: something is stale
     sys.exit(result.exit_code)

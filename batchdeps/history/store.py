@@ -299,12 +299,14 @@ def read_workers(path: str) -> dict[str, str]:
 
     db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
     try:
-        # The bare column of a max() row is that row's (SQLite): each task's last record.
-        rows = db.execute(f"SELECT task_id, host, max(id) FROM history_events "
-                          f"WHERE {_FINISHED_ROWS} GROUP BY task_id").fetchall()
+        # The bare column of a max() row is that row's (SQLite): each task's last record;
+        # only those that name a worker come back (a million-task history is not read
+        # into memory to keep a few).
+        return dict(db.execute(
+            f"SELECT task_id, host FROM (SELECT task_id, host, max(id) FROM history_events "
+            f"WHERE {_FINISHED_ROWS} GROUP BY task_id) WHERE instr(host, '://') > 0"))
     finally:
         db.close()
-    return {task_id: host for task_id, host, _ in rows if "://" in host}
 
 
 def _run_record(row: Sequence[Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ in JSON, marked `(yielded)` in the tree and drawn dashed in dot and Mermaid.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from .states import BLOCKED, COMPLETE, EXTERNAL_MISSING, MISSING, RUNNING, Node, Survey
@@ -19,7 +20,12 @@ _TEE, _LAST, _PIPE, _GAP = "├── ", "└── ", "│   ", "    "
 
 def tree(result: Survey, depth: int | None = None) -> str:
     """The requested tasks as trees; a subtree already shown is referenced, not repeated."""
-    lines: list[str] = []
+    return "\n".join(tree_lines(result, depth))
+
+
+def tree_lines(result: Survey, depth: int | None = None) -> Iterator[str]:
+    """`tree()`'s lines, made one at a time (`status` of a million tasks writes them as
+    they come, and keeps no list of a million strings), the summary last."""
     shown: set[Node] = set()
     # (node, prefix for its own line, prefix for its children, depth)
     stack: list[tuple[Node, str, str, int, bool]] = [
@@ -30,24 +36,23 @@ def tree(result: Survey, depth: int | None = None) -> str:
         line = f"{own_prefix}{mark}{node.task_id}  [{node.label}]"
         details = _details(node)
         if node in shown and node.requires:
-            lines.append(f"{line}  (shown above)")
+            yield f"{line}  (shown above)"
             continue
         if details:
             line += f"  {details}"
         if depth is not None and level >= depth and node.requires:
-            lines.append(f"{line}  (+{len(node.requires)} requirement(s) below --depth)")
+            yield f"{line}  (+{len(node.requires)} requirement(s) below --depth)"
             continue
-        lines.append(line)
+        yield line
         shown.add(node)
         children = node.requires
-        yielded = set(node.yielded)
+        yielded = set(node.yielded) if node.yielded else ()
         for index in range(len(children) - 1, -1, -1):
             last = index == len(children) - 1
             stack.append((children[index], child_prefix + (_LAST if last else _TEE),
                           child_prefix + (_GAP if last else _PIPE), level + 1,
                           children[index] in yielded))
-    lines.append(summary(result))
-    return "\n".join(lines)
+    yield summary(result)
 
 
 def _details(node: Node) -> str:

@@ -12,8 +12,8 @@ per output of a complete task, one question about lock holders for all incomplet
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExitCode
@@ -44,32 +44,57 @@ RUNNING = "running"
 STATES = (COMPLETE, MISSING, EXTERNAL_MISSING, BLOCKED, RUNNING)
 
 
-@dataclass(eq=False)
-class Node:
-    """One task of the graph, its requirements and what is known about it."""
+#: The value of a Node's sequence fields while they hold nothing: one shared empty tuple,
+#: not an empty list per node (a graph of a million nodes kept five million of them).
+_NONE: tuple[Any, ...] = ()
+#: A node's `newest` before its outputs' modification times are looked at.
+_UNSEEN: Any = object()
 
-    task: Task
-    requires: list[Node] = field(default_factory=list)
-    outputs: list[Target] = field(default_factory=list)
-    complete: bool = False
-    state: str = ""
-    missing_outputs: list[str] = field(default_factory=list)
-    #: `batchdeps run` would build it (or it blocks something run would build).
-    needed: bool = False
-    blocked_by: Node | None = field(default=None, repr=False)
-    upstream_missing: Node | None = field(default=None, repr=False)
-    upstream_newer: Node | None = field(default=None, repr=False)
-    holder: str = ""
-    #: Why a complete task is stale by the rerun triggers asked for (empty: it is not).
-    stale: list[str] = field(default_factory=list)
-    #: Complete, could have a build record, has none (only looked at with triggers).
-    unrecorded: bool = False
-    #: those of `requires` that its run() yielded in the last run that recorded it
-    yielded: list[Node] = field(default_factory=list)
-    #: an external input with `ready_after`/`stable_for` not taken yet: why (arrival.py)
-    not_arrived: str = ""
-    #: the worker its last recorded attempt ran on, when an executor named one (Dask)
-    worker: str = ""
+
+class Node:
+    """One task of the graph, its requirements and what is known about it.
+
+    Slotted, with the shared empty tuple for every empty sequence: `status` keeps a node
+    per task of the graph until it has printed them all.
+    """
+
+    __slots__ = ("task", "requires", "outputs", "complete", "state", "missing_outputs",
+                 "needed", "blocked_by", "upstream_missing", "upstream_newer", "holder",
+                 "stale", "unrecorded", "yielded", "not_arrived", "worker", "checked",
+                 "newest")
+
+    def __init__(self, task: Task, requires: Sequence[Node] = _NONE,
+                 outputs: Sequence[Target] = _NONE) -> None:
+        self.task = task
+        self.requires: Sequence[Node] = requires
+        self.outputs: Sequence[Target] = outputs
+        self.complete = False
+        self.state = ""
+        self.missing_outputs: Sequence[str] = _NONE
+        #: `batchdeps run` would build it (or it blocks something run would build).
+        self.needed = False
+        self.blocked_by: Node | None = None
+        self.upstream_missing: Node | None = None
+        self.upstream_newer: Node | None = None
+        self.holder = ""
+        #: Why a complete task is stale by the rerun triggers asked for (empty: it is not).
+        self.stale: Sequence[str] = _NONE
+        #: Complete, could have a build record, has none (only looked at with triggers).
+        self.unrecorded = False
+        #: those of `requires` that its run() yielded in the last run that recorded it
+        self.yielded: Sequence[Node] = _NONE
+        #: an external input with `ready_after`/`stable_for` not taken yet: why (arrival.py)
+        self.not_arrived = ""
+        #: the worker its last recorded attempt ran on, when an executor named one (Dask)
+        self.worker = ""
+        #: its outputs were looked at in the survey's batch (the built-in complete())
+        self.checked = False
+        #: the latest modification time of its outputs (None: none known; `_UNSEEN`:
+        #: not looked at yet), for "upstream newer"
+        self.newest: Any = _UNSEEN
+
+    def __repr__(self) -> str:
+        return f"Node({self.task_id}, {self.state or 'undecided'})"
 
     @property
     def task_id(self) -> str:
@@ -201,46 +226,62 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool,
             triggers: frozenset[str], yielded: YieldedLookup | None = None) -> Survey:
     graph = full_graph(roots)
     dynamic = _add_yielded(graph, yielded) if yielded is not None else {}
-    nodes = {task: Node(task) for task in graph}
-    for task, reqs in graph.items():
-        nodes[task].requires = [nodes[req] for req in reqs]
+    # Each node holds its requirements' tasks until every node is made, then their nodes:
+    # the graph's own lists are let go of early, and an empty one is the shared tuple.
+    nodes = {task: Node(task, reqs) for task, reqs in graph.items()}
+    del graph
+    for node in nodes.values():
+        reqs = node.requires
+        node.requires = tuple([nodes[req] for req in reqs]) if reqs else _NONE  # type: ignore[index]
     for task, extra in dynamic.items():
-        nodes[task].yielded = [nodes[req] for req in extra]
+        nodes[task].yielded = tuple([nodes[req] for req in extra])
+    del dynamic
     order = _order([nodes[task] for task in roots])
 
     # 1. every output of every task, checked in one batch.
     batch: list[Target] = []
-    spans: list[tuple[Node, int, int]] = []
+    batched: dict[type, bool] = {}  # a class -> its outputs are checked in the batch
     for node in order:
-        if default_complete(node.task) and not node.wrapper:
+        cls = type(node.task)
+        in_batch = batched.get(cls)
+        if in_batch is None:
+            in_batch = batched[cls] = default_complete(node.task) and not node.wrapper
+        if in_batch:
             node.outputs = flatten_outputs(node.task)
-            spans.append((node, len(batch), len(batch) + len(node.outputs)))
+            node.checked = True
             batch.extend(node.outputs)
     identities: dict[Target, dict[str, Any] | None] = {}
+    stamps: list[float | None] = []
     if triggers or newer:
         # the same batch, identities instead of existence: their modification times answer
         # "upstream newer" (on S3 from the listing that answers existence, not a HEAD per
         # output), and with triggers the records' files come with it
         slots = _record_slots(order, batch) if triggers else {}
-        identities = dict(zip(batch, check_identities(batch))) if batch else {}
-        exists = [identities[target] is not None for target in batch]
+        exists, stamps, identities = _identities(batch, keep=bool(triggers))
     else:
         exists = check_exists(batch) if batch else []
-    decided: set[Node] = set()
-    for node, start, end in spans:
-        node.missing_outputs = [t.url for t, ok in zip(node.outputs, exists[start:end]) if not ok]
-        node.complete = bool(node.outputs) and not node.missing_outputs
-        decided.add(node)
+    del batch
 
     # 2. requirements first: completeness, blocked, upstream missing / newer.
-    mtimes: dict[Target, float | None] = {}
-    if newer:
+    mtimes: dict[Target, float | None] = {}  # outputs looked at outside the batch
+    if newer and identities:
         mtimes.update((target, None if found is None else stamp(found))
                       for target, found in identities.items())
+    at = 0  # where the next checked node's outputs are in the batch's answers
     for node in order:
-        if node.wrapper:
+        own: list[float | None] | None = None  # its outputs' times, when known
+        if node.checked:
+            end = at + len(node.outputs)
+            missing = [t.url for t, ok in zip(node.outputs, exists[at:end]) if not ok]
+            node.missing_outputs = missing or _NONE
+            node.complete = bool(node.outputs) and not missing
+            if newer:
+                own = stamps[at:end]
+                node.newest = _latest(own)
+            at = end
+        elif node.wrapper:
             node.complete = all(r.complete for r in node.requires)
-        elif node not in decided and guarded(node.task):
+        elif guarded(node.task):
             # ready_after / stable_for: the reason it is not taken yet ("still growing")
             arrival = look(node.task)
             node.complete = arrival.arrived
@@ -249,7 +290,7 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool,
                 node.outputs = flatten_outputs(node.task)
             if not arrival.arrived:
                 node.missing_outputs = list(arrival.paths)
-        elif node not in decided:
+        else:
             node.complete = call_complete(node.task)
             if not node.outputs:
                 node.outputs = flatten_outputs(node.task)
@@ -268,7 +309,7 @@ def _survey(roots: list[Task], holders: HolderLookup | None, newer: bool,
                     node.upstream_missing = req.upstream_missing
                     break
             if newer:
-                node.upstream_newer = _newer_upstream(node, mtimes)
+                node.upstream_newer = _newer_upstream(node, own, mtimes)
             continue
         for req in node.requires:
             blocker = req if req.state == EXTERNAL_MISSING else req.blocked_by
@@ -342,7 +383,7 @@ def _assess(order: list[Node], slots: dict[Node, Target],
                         {node.task: node.complete for node in order},
                         records, identities, triggers)
     for node in order:
-        node.stale = assessment.stale.get(node.task, [])
+        node.stale = assessment.stale.get(node.task, _NONE)
         node.unrecorded = node.task in assessment.unrecorded
 
 
@@ -398,29 +439,65 @@ def _order(roots: list[Node]) -> list[Node]:
     return order
 
 
-def _newer_upstream(node: Node, mtimes: dict[Target, float | None]) -> Node | None:
-    """A requirement whose output changed after `node`'s oldest output (or passed that on)."""
+def _newer_upstream(node: Node, own: list[float | None] | None,
+                    mtimes: dict[Target, float | None]) -> Node | None:
+    """A requirement whose output changed after `node`'s oldest output (or passed that on);
+    `own`: the modification times of `node`'s outputs, when the batch gave them."""
     for req in node.requires:
         if req.upstream_newer is not None:
             return req.upstream_newer
     if not node.outputs or not node.requires:
         return None
-    own = [_mtime(t, mtimes) for t in node.outputs]
+    if own is None:
+        own = [_mtime(t, mtimes) for t in node.outputs]
     if any(m is None for m in own):
         return None
     oldest = min(m for m in own if m is not None)
     for req in node.requires:
-        for target in req.outputs:
-            modified = _mtime(target, mtimes)
-            if modified is not None and modified > oldest:
-                return req
+        newest = req.newest
+        if newest is _UNSEEN:  # outputs not in the batch (a complete() of its own)
+            newest = req.newest = _latest([_mtime(t, mtimes) for t in req.outputs])
+        if newest is not None and newest > oldest:
+            return req
     return None
 
 
-def _mtime(target: Target, cache: dict[Target, float | None]) -> float | None:
-    if target not in cache:
-        cache[target] = target.modified()
-    return cache[target]
+def _latest(times: list[float | None]) -> float | None:
+    """The latest of the known times (None: none known)."""
+    known = [m for m in times if m is not None]
+    return max(known) if known else None
+
+
+def _identities(batch: list[Target], keep: bool) -> tuple[
+        list[bool], list[float | None], dict[Target, dict[str, Any] | None]]:
+    """Whether each target of `batch` exists and its modification time, from one batch of
+    identities; the identities themselves (by target) only when `keep`.
+
+    Without `keep`, targets whose class looks at each alone (a local file) are asked a
+    few thousand at a time, so a million outputs never hold a million identity dicts.
+    """
+    if not batch:
+        return [], [], {}
+    classes = {type(target) for target in batch}
+    alone = all(getattr(cls.identity_many, "__func__", None) is _EACH_IDENTITY
+                for cls in classes)
+    if keep or not alone:
+        found = check_identities(batch)
+        kept = dict(zip(batch, found)) if keep else {}
+        return ([f is not None for f in found],
+                [None if f is None else stamp(f) for f in found], kept)
+    exists: list[bool] = []
+    stamps: list[float | None] = []
+    for start in range(0, len(batch), IDENTITIES_PER_CALL):
+        found = check_identities(batch[start:start + IDENTITIES_PER_CALL])
+        exists.extend([f is not None for f in found])
+        stamps.extend([None if f is None else stamp(f) for f in found])
+    return exists, stamps, {}
+
+
+#: Identities asked for at once, for targets that are looked at one by one anyway.
+IDENTITIES_PER_CALL = 4096
+_EACH_IDENTITY = Target.identity_many.__func__  # type: ignore[attr-defined]
 
 
 def _is_here(holder: str) -> bool:
