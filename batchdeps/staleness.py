@@ -18,7 +18,8 @@ A missing input is not a rewritten one: a complete task over a deleted intermedi
 complete (Luigi's rule; `status` says "upstream missing").
 
 `assess()` decides from what the caller found (identities of every output and record in
-one batch, the records' contents in one batched read): it does no I/O of its own, so the
+one batch, the records' contents in one batched read, or from their local copies when
+the identity found is the copy's, targets/copies.py): it does no I/O of its own, so the
 resolver and `status` share it. `find_stale()` is the resolver's walk: the whole graph (a
 stale task may sit below a complete one), one batch of identities, one batch of reads.
 """
@@ -279,7 +280,7 @@ def find_stale(roots: list[Task], triggers: frozenset[str]) -> Assessment:
     record identified in one batch, the records read in one batch, then `assess`."""
     from .resolver import call_complete, cycle_error, default_complete, full_graph, is_plain_wrapper
     from .targets import check_identities
-    from .targets.sidecar import read_records, record_target
+    from .targets.sidecar import record_target, records_of
     from .task import ExternalTask, flatten_outputs
 
     graph = full_graph(roots)
@@ -311,8 +312,5 @@ def find_stale(roots: list[Task], triggers: frozenset[str]) -> Assessment:
             complete[task] = bool(targets) and all(identities[t] is not None for t in targets)
         else:
             complete[task] = call_complete(task)
-    wanted = [task for task, slot in slots.items() if complete[task]]
-    present = [task for task in wanted if identities.get(slots[task]) is not None]
-    records: dict[Task, dict[str, Any] | None] = dict.fromkeys(wanted)
-    records.update(zip(present, read_records([slots[task] for task in present])))
+    records = records_of(slots, [task for task in slots if complete[task]], identities)
     return assess(order, graph, outputs, complete, records, identities, triggers)

@@ -30,6 +30,15 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Local copies of build records (targets/copies.py) go to a folder of the tests' own,
+    for this process and the ones it starts, not to the user's cache folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BATCHDEPS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
     """A project with the demo pipeline, its external input present, and local locks."""

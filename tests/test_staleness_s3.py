@@ -6,6 +6,7 @@ bucket, and the extra checks batched like existence (one listing per prefix)."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -338,3 +339,75 @@ def test_kill_9_mid_commit_on_s3_leaves_outputs_and_record_consistent(
         assert copy.runs() == ["Wide()", "Wide()", "Wide()"]
     finally:
         proxy.stop()
+
+
+# -- local copies of the records (targets/copies.py) -------------------------------------------
+def test_a_second_status_with_triggers_takes_unchanged_records_from_their_local_copies(
+        s3_env: dict[str, str], bucket: str, moto_server: MotoServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted on the HTTP side: the first `status --rerun-triggers` GETs every record, the
+    second none (the listing's ETags are the copies'), one rewritten record is fetched
+    again and read as rewritten, and every answer is the one a look without copies gives.
+    A look that cannot list is an error, whatever the copies hold."""
+    from support.httpcount import CountingProxy
+
+    from batchdeps.errors import TargetCheckError
+
+    monkeypatch.setenv("BATCHDEPS_CACHE_DIR", str(tmp_path / "cache"))
+    client = boto_client(moto_server.endpoint)
+    for i in range(120):
+        client.put_object(Bucket=bucket, Key=f"c/raw/{i:03d}.txt", Body=b"raw")
+    root = f"s3://{bucket}/c"
+    proxy = CountingProxy(moto_server.port)
+    config = Config(storage={"s3": {"endpoint_url": proxy.endpoint,
+                                    "config_kwargs": {"retries": {"total_max_attempts": 1}}}})
+    default_storage.configure(config.storage)
+    triggers = {"upstream", "version"}
+
+    def look() -> tuple[dict[str, list[str]], dict[str, str], int]:
+        """Stale tasks with reasons, every task's state, and the GETs of records made."""
+        before = len(proxy.requests)
+        found = survey([AllDays(root=root)], rerun_triggers=triggers)
+        gets = [path for method, path in proxy.requests[before:]
+                if method == "GET" and ".batchdeps.json" in path]
+        return ({node.task_id: node.stale for node in found.nodes if node.stale},
+                {node.task_id: node.state for node in found.nodes}, len(gets))
+
+    def look_without_copies() -> tuple[dict[str, list[str]], dict[str, str], int]:
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+        return look()
+
+    try:
+        assert bd.build(AllDays(root=root), config=config, rerun_triggers="upstream").ok
+        stale, states, gets = look()
+        assert (stale, gets) == ({}, 120) and len(states) == 241
+        assert list((tmp_path / "cache").glob("records-*.json"))
+        assert look() == (stale, states, 0)
+
+        # One record rewritten (another version recorded): a new ETag, fetched again.
+        key = "c/daily/.007.txt.batchdeps.json"
+        record = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        client.put_object(Bucket=bucket, Key=key,
+                          Body=json.dumps({**record, "version": "9"}).encode())
+        stale, states, gets = look()
+        assert gets == 1
+        assert stale == {f"Daily(day=7, root={root})": ["version 9 → (none)"],
+                         f"AllDays(root={root})": [f"upstream Daily(day=7, root={root}) rebuilt"]}
+        assert look() == (stale, states, 0)
+        assert look_without_copies() == (stale, states, 120)
+
+        # A damaged file of copies is passed over (and replaced): answers stay the same.
+        for path in (tmp_path / "cache").glob("records-*.json"):
+            path.write_text('{"batchdeps_record_copies": 1, "copies": {"c/daily/.00')
+        assert look() == (stale, states, 120)
+        assert look() == (stale, states, 0)
+    finally:
+        default_storage.configure({})
+        proxy.stop()
+    # The store cannot be listed: an error, not "up to date" from the copies.
+    default_storage.configure(config.storage)
+    try:
+        with pytest.raises(TargetCheckError, match="cannot"):
+            survey([AllDays(root=root)], rerun_triggers=triggers)
+    finally:
+        default_storage.configure({})

@@ -28,7 +28,7 @@ from ..resolver import (
 )
 from ..staleness import assess, stamp
 from ..targets import Target, check_exists, check_identities
-from ..targets.sidecar import read_records, record_target
+from ..targets.sidecar import record_target, records_of
 from ..task import ExternalTask, Task, flatten_outputs
 from .holders import HolderLookup
 
@@ -371,11 +371,8 @@ def _record_slots(order: list[Node], batch: list[Target]) -> dict[Node, Target]:
 def _assess(order: list[Node], slots: dict[Node, Target],
             identities: dict[Target, dict[str, Any] | None], triggers: frozenset[str]) -> None:
     """Read the records of complete tasks (one batch) and mark the stale nodes."""
-    wanted = [node for node in slots if node.complete]
-    present = [node for node in wanted if identities.get(slots[node]) is not None]
-    records: dict[Task, dict[str, Any] | None] = {node.task: None for node in wanted}
-    records.update(zip((node.task for node in present),
-                       read_records([slots[node] for node in present])))
+    records = {node.task: record for node, record in records_of(
+        slots, [node for node in slots if node.complete], identities).items()}
     # identities of outputs that custom complete() tasks declare come from the batch too
     assessment = assess([node.task for node in order],
                         {node.task: [req.task for req in node.requires] for node in order},

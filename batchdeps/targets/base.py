@@ -353,6 +353,19 @@ def read_files(targets: list[Target]) -> list[bytes | None]:
     return _per_class(targets, lambda cls, group: cls.read_many(group))
 
 
+def read_files_versioned(targets: list[Target]) -> list[tuple[bytes | None, str | None]]:
+    """`read_files`, each with the version of what was read (`Target.read_many_versioned`)."""
+    return _per_class(targets, lambda cls, group: cls.read_many_versioned(group))
+
+
+def copy_keys(targets: list[Target], identities: list[dict[str, Any]],
+              ) -> list[tuple[str, str, str] | None]:
+    """`Target.copy_keys` of many present targets, batched per target class."""
+    by_identity = dict(zip(map(id, targets), identities))
+    return _per_class(targets, lambda cls, group: cls.copy_keys(
+        group, [by_identity[id(t)] for t in group]))
+
+
 def _per_class(targets: list[Target],
                ask: Callable[[type[Target], list[Target]], list[Any]]) -> list[Any]:
     by_class: dict[type[Target], list[int]] = {}

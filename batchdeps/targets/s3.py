@@ -439,15 +439,17 @@ def _identity(info: dict[str, Any]) -> dict[str, Any]:
             "size": info.get("Size")}
 
 
-async def _get_batch(fs: Any, items: list[tuple[str, str, str]]) -> list[bytes | None]:
+async def _get_batch(fs: Any, items: list[tuple[str, str, str]],
+                     ) -> list[tuple[bytes, str | None] | None]:
+    """Each object's content and the ETag it came with (None: not there)."""
     limit = asyncio.Semaphore(CHECK_CONCURRENCY)
 
-    async def one(bucket: str, key: str, url: str) -> bytes | None:
+    async def one(bucket: str, key: str, url: str) -> tuple[bytes, str | None] | None:
         async with limit:
             try:
                 answer = await _call(fs, "get_object", url, Bucket=bucket, Key=key)
                 try:
-                    return await answer["Body"].read()  # type: ignore[no-any-return]
+                    return await answer["Body"].read(), answer.get("ETag")
                 finally:
                     answer["Body"].close()
             except Exception as exc:
@@ -456,6 +458,17 @@ async def _get_batch(fs: Any, items: list[tuple[str, str, str]]) -> list[bytes |
                 raise TargetCheckError(f"cannot read {url}: {describe(exc)}") from exc
 
     return await _gather_all([one(*item) for item in items])
+
+
+def _version(etag: str, size: Any) -> str:
+    """What names one content of an object (copy_keys): its ETag (a digest of the content
+    for an upload) and its size."""
+    return f"{etag} {size}"
+
+
+def _endpoint(fs: Any) -> str:
+    return str(getattr(fs, "endpoint_url", None)
+               or (getattr(fs, "client_kwargs", None) or {}).get("endpoint_url") or "")
 
 
 async def _upload(fs: Any, local_path: str, bucket: str, key: str, url: str) -> None:
@@ -648,7 +661,34 @@ class S3Target(FsspecTarget):
     @classmethod
     def read_many(cls, targets: list[Target]) -> list[bytes | None]:
         """Many small objects, fetched concurrently (GET; None on 404)."""
-        return cls._for_each_fs(targets, _get_batch)
+        return [None if got is None else got[0] for got in cls._for_each_fs(targets, _get_batch)]
+
+    @classmethod
+    def read_many_versioned(cls, targets: list[Target]) -> list[tuple[bytes | None, str | None]]:
+        """`read_many`, each with the ETag and size of what the GET returned."""
+        return [(None, None) if got is None else
+                (got[0], None if not got[1] else _version(got[1], len(got[0])))
+                for got in cls._for_each_fs(targets, _get_batch)]
+
+    @classmethod
+    def copy_keys(cls, targets: list[Target], identities: list[dict[str, Any]],
+                  ) -> list[tuple[str, str, str] | None]:
+        """(endpoint and bucket, key, ETag and size from the listing or HEAD) of each object."""
+        keys: list[tuple[str, str, str] | None] = []
+        endpoints: dict[int, str] = {}
+        for target, identity in zip(targets, identities):
+            assert isinstance(target, S3Target)
+            etag = identity.get("etag")
+            if not etag or identity.get("size") is None:
+                keys.append(None)
+                continue
+            fs = target._filesystem_for_check()
+            endpoint = endpoints.get(id(fs))
+            if endpoint is None:
+                endpoint = endpoints[id(fs)] = _endpoint(fs)
+            keys.append((f"{endpoint} {target.bucket}", target.key,
+                         _version(etag, identity["size"])))
+        return keys
 
     @classmethod
     def _for_each_fs(cls, targets: list[Target],

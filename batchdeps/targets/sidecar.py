@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import FileTarget, Target, read_files
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 #: `.<name><SUFFIX>` beside the first file output.
 SUFFIX = ".batchdeps.json"
 FORMAT = 1
+
+K = TypeVar("K", bound=Hashable)
 
 
 def is_record_name(name: str) -> bool:
@@ -75,14 +77,39 @@ def stage(staging: Staging, target: FileTarget, record: dict[str, Any]) -> None:
     staging.add(PendingWrite(target, tmp_path))
 
 
+def records_of(slots: Mapping[K, Target], wanted: Iterable[K],
+               identities: Mapping[Target, dict[str, Any] | None]) -> dict[K, dict[str, Any] | None]:
+    """The record of each of `wanted` (None: it has none), from `slots` (where each one's
+    record lives) and the `identities` just found in one batch with the outputs': only the
+    records found there are read, each from its local copy when that is of the version
+    found (copies.py), else fetched."""
+    from .copies import read_with_copies
+
+    found: dict[K, dict[str, Any] | None] = dict.fromkeys(wanted)
+    present: list[K] = []
+    seen: list[dict[str, Any]] = []
+    for owner in found:
+        identity = identities.get(slots[owner])
+        if identity is not None:
+            present.append(owner)
+            seen.append(identity)
+    found.update(zip(present, _parsed(read_with_copies([slots[o] for o in present], seen))))
+    return found
+
+
 def read_records(targets: list[Target]) -> list[dict[str, Any] | None]:
-    """The records at `targets` (batched per storage); None where there is none.
+    """The records at `targets` (batched per storage, each fetched); None where there is
+    none.
 
     A record that cannot be parsed counts as none (it says nothing we can trust); a store
     that cannot be read is an error, as for existence checks.
     """
+    return _parsed(read_files(targets))
+
+
+def _parsed(contents: Iterable[bytes | None]) -> list[dict[str, Any] | None]:
     records: list[dict[str, Any] | None] = []
-    for data in read_files(targets):
+    for data in contents:
         record = None
         if data is not None:
             try:

@@ -64,6 +64,21 @@ class Target:
                 answers.append(None)
         return answers
 
+    @classmethod
+    def copy_keys(cls, targets: list[Target], identities: list[dict[str, Any]],
+                  ) -> list[tuple[str, str, str] | None]:
+        """Under what a local copy of each (present) small file may be kept (copies.py):
+        (scope, place, version), where `version` is what its identity says of its content
+        and changes whenever the content does (an S3 object's ETag and size). None: no
+        copy is kept, the default (a local file is read as cheaply as it is checked)."""
+        return [None] * len(targets)
+
+    @classmethod
+    def read_many_versioned(cls, targets: list[Target]) -> list[tuple[bytes | None, str | None]]:
+        """`read_many`, each answer with the version (as `copy_keys` gives it) of the
+        content read; None: not known, so not kept."""
+        return [(data, None) for data in cls.read_many(targets)]
+
     def cleanup_stale(self, fresh: bool = False, listings: dict[str, Any] | None = None) -> None:
         """Remove temporary files that a crashed writer of this target left behind.
 
