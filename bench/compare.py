@@ -32,7 +32,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from floor import write as floor_write
-from measure import Sample, run_process
+from measure import Sample, child_env, run_process
 
 #: case -> the sizes it runs at (startup has none)
 CASES: dict[str, list[int]] = {"tree": [1_000, 10_000, 100_000], "chain": [10_000],
@@ -45,8 +45,7 @@ class Side:
     def __init__(self, name: str, tree: Path, workspace: Path) -> None:
         self.name = name
         self.tree = tree
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("BATCHDEPS_") and k != "PYTHONDONTWRITEBYTECODE"}
+        self.env = child_env("BATCHDEPS_")
         self.env["PYTHONPATH"] = f"{tree}{os.pathsep}{workspace}"
         self.env["BATCHDEPS_LOCK_DIR"] = str(workspace / "locks")  # not the machine's (run.py)
         self.workspace = workspace

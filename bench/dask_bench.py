@@ -49,6 +49,8 @@ import sys
 import tempfile
 import time
 
+from measure import child_env
+
 BIN = os.path.dirname(sys.executable)
 BATCHDEPS = os.path.join(BIN, "batchdeps")
 DASK = os.path.join(BIN, "dask")
@@ -144,7 +146,7 @@ class Cluster:
     def __init__(self, workspace: str, workers: int) -> None:
         port = free_port()
         self.address = f"tcp://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": workspace}
+        env = {**child_env(), "PYTHONPATH": workspace}
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         self.processes = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port",
                                             str(port), "--no-dashboard"], env=env, **quiet)]
@@ -198,7 +200,7 @@ def run(workspace: str, n: int, ms: int, *executor: str) -> tuple[float, float]:
     """(wall seconds, the run's own seconds from its summary) of one run from scratch."""
     out = os.path.join(workspace, "out")
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "PYTHONPATH": workspace}
+    env = {**child_env(), "PYTHONPATH": workspace}
     started = time.perf_counter()
     done = subprocess.run([BATCHDEPS, "run", "All", "--n", str(n), "--ms", str(ms), "--root",
                            out, "--log-level", "WARNING", *executor], cwd=workspace, env=env,
@@ -224,7 +226,7 @@ def marked_run(workspace: str, n: int, ms: int, *executor: str,
     done = subprocess.run([sys.executable, "-c", MARKED, "run", "All", "--n", str(n), "--ms",
                            str(ms), "--root", out, "--log-level", "WARNING", *executor],
                           cwd=workspace, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": workspace, "T0": repr(started),
+                          env={**child_env(), "PYTHONPATH": workspace, "T0": repr(started),
                                "MARKS": marks})
     ended = time.time() - started
     if done.returncode != 0:

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from floor import CONTRACT_PARTS
-from measure import Sample, run_process
+from measure import Sample, child_env, run_process
 
 #: the lines, in order: (label, parts of the contract floor; None: the floor; "run": batchdeps)
 LADDER: list[tuple[str, str | None]] = [
@@ -64,8 +64,7 @@ def main() -> int:
     for source in (HERE / "dags").glob("*.py"):
         shutil.copy(source, workspace / source.name)
     (workspace / "config.toml").write_text('[batchdeps]\nmodules = ["bd_dags"]\n')
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("BATCHDEPS_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env = child_env("BATCHDEPS_")
     env["PYTHONPATH"] = str(workspace)
     env["BATCHDEPS_LOCK_DIR"] = str(workspace / "locks")  # not the machine's (run.py)
     log = str(workspace / "processes.log")

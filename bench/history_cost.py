@@ -19,7 +19,6 @@ Python's GIL at nearly every system call of the runner; see docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import Sample, run_process
+from measure import Sample, child_env, run_process
 
 BIN = Path(sys.executable).parent
 
@@ -102,7 +101,7 @@ def main() -> None:
         spent, runner = direct(workspace, args.size, args.reps)
         if args.direct_only:
             return
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHDEPS_")}
+        env = child_env("BATCHDEPS_")
         env["PYTHONPATH"] = str(workspace)
         env["BATCHDEPS_LOCK_DIR"] = str(workspace / "locks")
         samples: dict[str, list[Sample]] = {"on": [], "off": []}

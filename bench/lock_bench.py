@@ -42,6 +42,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from measure import child_env
+
 import batchdeps as bd
 from batchdeps.locks.base import Lease
 from batchdeps.locks.client import HttpLockProvider
@@ -57,7 +59,7 @@ def start_server(folder: str, db: str | None = None,
     proc = subprocess.Popen(
         [exe, "lock-server", "--port", "0", "--db", db or os.path.join(folder, "locks.db"),
          "--rate-limit", "0"],
-        env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN}, stdout=subprocess.PIPE, text=True,
+        env={**child_env(), "BATCHDEPS_LOCK_TOKEN": TOKEN}, stdout=subprocess.PIPE, text=True,
         stderr=log)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -154,7 +156,7 @@ def runners_at_once(count: int, url: str | None, folder: str, sleepers: int, ms:
     with open(os.path.join(root, "config.toml"), "w") as config:
         config.write('[batchdeps]\nmodules = ["bd_dags"]\ntask_logs = "off"\n\n'
                      '[history]\nenabled = false\n')
-    env = {**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN,
+    env = {**child_env(), "BATCHDEPS_LOCK_TOKEN": TOKEN,
            "BATCHDEPS_LOCK_DIR": os.path.join(root, "locks"),
            "PYTHONPATH": os.pathsep.join(
                [os.path.join(os.path.dirname(os.path.abspath(__file__)), "dags")]

@@ -27,9 +27,24 @@ class Sample:
 GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 
 
+#: Set, a measured process would write no .pyc cache: every start compiles every module
+#: again, and the figures grow by the compile time.
+SKEWING = ("PYTHONDONTWRITEBYTECODE",)
+
+
+def child_env(*dropped_prefixes: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (or `base`) for a measured child: without the variables
+    in SKEWING, nor those starting with one of `dropped_prefixes` (the machine's own
+    BATCHDEPS_ or LUIGI_ settings)."""
+    return {k: v for k, v in (os.environ if base is None else base).items()
+            if k not in SKEWING and not (dropped_prefixes and k.startswith(dropped_prefixes))}
+
+
 def run_process(argv: list[str], cwd: str, env: dict[str, str], log_path: str,
                 timeout: float | None = None) -> Sample:
-    """Run `argv` to the end; its stdout and stderr go to `log_path` (as under cron)."""
+    """Run `argv` to the end; its stdout and stderr go to `log_path` (as under cron).
+    The variables in SKEWING are dropped from `env`, whoever built it."""
+    env = child_env(base=env)
     rss_file = log_path + ".rss"
     if GNU_TIME:
         argv = [GNU_TIME, "-q", "-f", "%M", "-o", rss_file, *argv]

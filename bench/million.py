@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import Sample, run_process
+from measure import Sample, child_env, run_process
 
 BIN = Path(sys.executable).parent
 
@@ -52,8 +52,7 @@ class Workspace:
         for source in (HERE / "dags").glob("*.py"):
             shutil.copy(source, self.path / source.name)
         (self.path / "config.toml").write_text('[batchdeps]\nmodules = ["bd_dags"]\n')
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("BATCHDEPS_", "LUIGI_"))}
+        self.env = child_env("BATCHDEPS_", "LUIGI_")
         self.env["PYTHONPATH"] = str(self.path)
         self.env["BATCHDEPS_LOCK_DIR"] = str(self.path / "locks")  # not the machine's (run.py)
         self.log = str(self.path / "processes.log")

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from measure import child_env
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -58,7 +60,7 @@ def main() -> int:
             shutil.copy(source, workspace / source.name)
         (workspace / "config.toml").write_text('[batchdeps]\nmodules = ["bd_dags"]\n')
         root = str(workspace / "data")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHDEPS_")}
+        env = child_env("BATCHDEPS_")
         env["PYTHONPATH"] = str(workspace)
         env["BATCHDEPS_LOCK_DIR"] = str(workspace / "locks")
         subprocess.run([sys.executable, "-m", "batchdeps.cli", "run", "AllLeaves", "--size",

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from measure import Sample, run_process
+from measure import Sample, child_env, run_process
 
 BATCHDEPS = shutil.which("batchdeps", path=os.path.dirname(sys.executable)) or "batchdeps"
 TREE = 10_000
@@ -72,7 +72,7 @@ def start_lock_server(base: Path) -> tuple[subprocess.Popen[str], str]:
     """A lock server on a free port of 127.0.0.1 (token TOKEN): the process and its URL."""
     process = subprocess.Popen(
         [BATCHDEPS, "lock-server", "--host", "127.0.0.1", "--port", "0", "--db",
-         str(base / "locks.db")], env={**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN},
+         str(base / "locks.db")], env={**child_env(), "BATCHDEPS_LOCK_TOKEN": TOKEN},
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()  # "listening on URL (...)"
@@ -83,7 +83,7 @@ def start_lock_server(base: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def measure(argv: list[str], cwd: Path, reps: int, expect: int, log: Path) -> dict[str, object]:
-    env = {**os.environ, "BATCHDEPS_LOCK_DIR": str(cwd / "locks"),
+    env = {**child_env(), "BATCHDEPS_LOCK_DIR": str(cwd / "locks"),
            "BATCHDEPS_LOCK_TOKEN": TOKEN}
     env.pop("BATCHDEPS_CONFIG", None)
     samples: list[Sample] = []

@@ -28,7 +28,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from measure import Sample, Series, paired_ratio, run_process, series_from_json
+from measure import Sample, Series, child_env, paired_ratio, run_process, series_from_json
 
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
@@ -66,8 +66,7 @@ class Bench:
         for source in (HERE / "dags").glob("*.py"):
             shutil.copy(source, self.workspace / source.name)
         (self.workspace / "config.toml").write_text('[batchdeps]\nmodules = ["bd_dags"]\n')
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("BATCHDEPS_", "LUIGI_")) and k != "PYTHONDONTWRITEBYTECODE"}
+        self.env = child_env("BATCHDEPS_", "LUIGI_")
         self.env["PYTHONPATH"] = str(self.workspace)
         # Machine-local locks of its own: the default lock file is shared by every run on
         # the machine, and each fcntl() scans every lock held in it (another run holding

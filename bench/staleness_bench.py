@@ -14,7 +14,10 @@ the ratio is the median of the pair-by-pair ratios:
    record per task costs, the figure behind the choice not to write them by default).
 
 With `--s3` the tree lives on moto's S3 server on 127.0.0.1 (started here, fake
-credentials): the tree is built once (4 workers), then cases 1 and 2 are timed against it.
+credentials): the tree is built once (4 workers), then cases 1 and 2 are timed against it,
+case 1 twice: with the records' local copies (targets/copies.py) in place, as every
+`status` after the first has them, and without (a fresh cache folder for each sample, so
+every record is fetched).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from measure import Sample, run_process
+from measure import Sample, child_env, run_process
 
 
 def main() -> None:
@@ -43,8 +46,9 @@ def main() -> None:
     parser.add_argument("--s3", action="store_true", help="the tree on moto's S3 server")
     args = parser.parse_args()
     workspace = Path(tempfile.mkdtemp(prefix="batchdeps-staleness-", dir=args.dir))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHDEPS_")}
+    env = child_env("BATCHDEPS_")
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{workspace}"
+    env["BATCHDEPS_CACHE_DIR"] = str(workspace / "cache")  # the records' local copies
     shutil.copy(HERE / "dags" / "bd_dags.py", workspace / "bd_dags.py")
     (workspace / "config.toml").write_text('[batchdeps]\nmodules = ["bd_dags"]\n')
     size = str(args.size)
@@ -77,10 +81,18 @@ def main() -> None:
         tree = ["TreeNode", "--size", size, "--root", built]
         print(f"{args.size:,} tasks{' on S3 (moto)' if args.s3 else ''}, {os.cpu_count()} "
               f"cores, load {os.getloadavg()[0]:.2f}")
+        cold = iter(range(1_000_000))
+        if args.s3:  # fills the local copies of the records: the samples below have them
+            batchdeps("status", *tree, "--rerun-triggers", "upstream")
         print(line("status", pairs(args.reps,
                                    lambda: batchdeps("status", *tree),
                                    lambda: batchdeps("status", *tree,
                                                      "--rerun-triggers", "upstream"))))
+        if args.s3:
+            print(line("status, no local copies", pairs(
+                args.reps, lambda: batchdeps("status", *tree),
+                lambda: batchdeps("status", *tree, "--rerun-triggers", "upstream",
+                                  BATCHDEPS_CACHE_DIR=str(workspace / f"cold-{next(cold)}")))))
         print(line("run --dry-run", pairs(args.reps,
                                           lambda: batchdeps("run", *tree, "--dry-run"),
                                           lambda: batchdeps("run", *tree, "--dry-run",

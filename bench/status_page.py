@@ -26,6 +26,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from measure import child_env
+
 BIN = Path(sys.executable).parent
 BATCHDEPS = str(BIN / "batchdeps")
 TOKEN = "bench-token-0123456789abcdef"
@@ -153,7 +155,7 @@ def main() -> None:
         started = time.perf_counter()
         rows = fill(db, args.runs, args.tasks_per_run)
         print(f"filled {rows:,} task records in {time.perf_counter() - started:.1f} s")
-        env = {**os.environ, "BATCHDEPS_LOCK_TOKEN": TOKEN}
+        env = {**child_env(), "BATCHDEPS_LOCK_TOKEN": TOKEN}
         server = subprocess.Popen([BATCHDEPS, "lock-server", "--port", "0", "--db", db],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                   text=True)

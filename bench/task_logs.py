@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from measure import child_env
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("off", "auto", "always")
 
@@ -31,7 +33,7 @@ def run_once(workspace: str, mode: str, size: int, workers: int) -> tuple[float,
     batchdeps = os.path.join(os.path.dirname(sys.executable), "batchdeps")
     argv = [batchdeps, "run", "AllLeaves", "--size", str(size), "--root", "data",
             "--config", f"{mode}.toml", "--workers", str(workers)]
-    env = {**os.environ, "PYTHONPATH": os.path.join(HERE, "dags"),
+    env = {**child_env(), "PYTHONPATH": os.path.join(HERE, "dags"),
            "BATCHDEPS_LOCK_DIR": os.path.join(workspace, "locks")}
     started = time.perf_counter()
     process = subprocess.Popen(argv, cwd=workspace, env=env, stdout=subprocess.DEVNULL,
