@@ -119,9 +119,10 @@ class S3Project:
 
 
 @pytest.fixture
-def project(tmp_path: Path, moto_endpoint: str) -> S3Project:
-    for name, value in FAKE_CREDENTIALS.items():
-        os.environ.setdefault(name, value)
+def project(tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Project:
+    for name, value in FAKE_CREDENTIALS.items():  # for this test only: not left set
+        if name not in os.environ:
+            monkeypatch.setenv(name, value)
     return S3Project(tmp_path, moto_endpoint, new_bucket(moto_endpoint))
 
 
