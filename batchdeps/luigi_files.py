@@ -29,6 +29,11 @@ LUIGI_FILES: dict[str, tuple[str, ...]] = {
     "cfg": ("/etc/luigi/client.cfg", "/etc/luigi/luigi.cfg", "client.cfg", "luigi.cfg"),
     "toml": ("/etc/luigi/luigi.toml", "luigi.toml"),
 }
+#: Files added from code (`batchdeps.luigi.configuration.add_config_path`), per parser kind,
+#: read after the others: for parameter values and for the run's settings ([core],
+#: [worker], [resources], ...) alike, as Luigi reads them. The parser classes' own
+#: `_config_paths` are these lists.
+ADDED_PATHS: dict[str, list[str]] = {kind: [] for kind in LUIGI_FILES}
 LUIGI_CONFIG_ENV = "LUIGI_CONFIG_PATH"
 LUIGI_PARSER_ENV = "LUIGI_CONFIG_PARSER"
 #: LUIGI_CONFIG_PARSER's values (and the file extensions), as Luigi's: the kind each reads.
@@ -101,7 +106,8 @@ def luigi_config_paths(kind: str, environ: Mapping[str, str] | None = None) -> l
     environ = os.environ if environ is None else environ
     chosen = luigi_parser(environ)
     return [*(path for path in LUIGI_FILES[kind] if os.path.isfile(path)),
-            *(path for path in _env_files(environ) if file_kind(path, chosen) == kind)]
+            *(path for path in _env_files(environ) if file_kind(path, chosen) == kind),
+            *(path for path in ADDED_PATHS[kind] if os.path.isfile(path))]
 
 
 def luigi_cfg_paths(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -170,6 +170,48 @@ def test_luigi_cfg_gives_defaults_with_dashed_keys(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "source-4.txt").read_text() == "xxxx"
 
 
+#: Adds conf/extra.cfg from code (unless told not to), then prints what a run would use.
+_ADDED = """
+import sys
+import batchdeps.luigi as luigi
+from batchdeps.luigi.configuration import add_config_path, get_config
+from batchdeps.luigi.interface import load_run_config
+
+class Source(luigi.Task):
+    size = luigi.IntParameter(default=1)
+
+if sys.argv[1] == "add":
+    assert add_config_path("conf/extra.cfg")
+config = load_run_config()
+print(config.workers, config.resources, config.batchdeps.get("timeout"), Source().size,
+      get_config().get("core", "workers", None))
+"""
+
+
+def test_a_file_added_from_code_gives_the_runs_settings_as_well_as_parameter_values(
+        tmp_path: Path) -> None:
+    """`add_config_path()` from code: its `[core]`, `[worker]` and `[resources]` are the
+    run's, as in Luigi, not only its `[Family]` values; a section it cannot honour is an
+    error naming it, as in luigi.cfg."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "extra.cfg").write_text(
+        "[core]\nworkers = 3\n[worker]\ntimeout = 7\n[resources]\ndb = 2\n[Source]\nsize = 5\n")
+
+    def added(how: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", _ADDED, how], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    done = added("add")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "{'db':", "2}", "7.0", "5", "3"]
+    done = added("not")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "{}", "None", "1", "None"]
+    (tmp_path / "conf" / "extra.cfg").write_text("[email]\nreceiver = a@b\n")
+    done = added("add")
+    assert done.returncode == 1 and "[email]" in done.stderr and "conf/extra.cfg" in done.stderr
+
+
 @pytest.mark.parametrize(("cfg", "named"), [
     ("[retcode]\ntask_failed = 3\n", "[retcode]"),
     ("[hdfs]\nclient = hadoopcli\n", "[hdfs]"),

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from ...errors import ConfigError
-from ...luigi_files import luigi_config_paths, luigi_key
+from ...luigi_files import ADDED_PATHS, luigi_config_paths, luigi_key
 from .base_parser import BaseParser
 
 __all__ = ["InterpolationMissingEnvvarError", "LuigiConfigParser"]
@@ -52,7 +52,7 @@ class LuigiConfigParser(BaseParser, configparser.ConfigParser):
     """A ConfigParser with Luigi's `get(section, option, default)` and dash-blind keys."""
 
     _instance: LuigiConfigParser | None = None
-    _config_paths: list[str] = []
+    _config_paths: list[str] = ADDED_PATHS["cfg"]  # read by luigi_config_paths("cfg")
     label = "luigi.cfg"  # the files' kind, as messages name it
     enabled = True
 
@@ -76,7 +76,7 @@ class LuigiConfigParser(BaseParser, configparser.ConfigParser):
             self._underscored.add(key)
 
     def reload(self) -> list[str]:
-        paths = [*luigi_config_paths("cfg"), *self._config_paths]
+        paths = luigi_config_paths("cfg")
         read = self.read(paths, encoding="utf-8")
         self._underscores_win(paths)
         return read

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ...luigi_files import luigi_config_paths, luigi_key, read_luigi_files
+from ...luigi_files import ADDED_PATHS, luigi_config_paths, luigi_key, read_luigi_files
 from .base_parser import BaseParser
 
 __all__ = ["LuigiTomlParser"]
@@ -28,14 +28,14 @@ class LuigiTomlParser(BaseParser):
     #: is True unless a test turns it off (get_config("toml") then raises ImportError)
     enabled = True
     _instance: LuigiTomlParser | None = None
-    _config_paths: list[str] = []
+    _config_paths: list[str] = ADDED_PATHS["toml"]  # read by luigi_config_paths("toml")
     label = "luigi.toml"
 
     def __init__(self) -> None:
         self.data: dict[str, dict[str, Any]] = {}
 
     def reload(self) -> dict[str, dict[str, Any]]:
-        return self.read([*luigi_config_paths("toml"), *self._config_paths])
+        return self.read(luigi_config_paths("toml"))
 
     def read(self, config_paths: list[str]) -> dict[str, dict[str, Any]]:
         self.data = read_luigi_files([p for p in config_paths if os.path.isfile(p)], "toml")
