@@ -824,3 +824,35 @@ def test_the_dashboard_link_of_an_external_scheduler_is_its_own(
             assert page.status == 200
     finally:
         own.stop()
+
+
+def test_runner_kill_9_with_its_local_cluster_stops_the_attempt(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    """The LocalCluster's workers exit with the runner that started it (kill -9), and each
+    attempt's process group with its worker: the task's child is gone, nothing committed."""
+    runner = Runner(tmp_path, code, moto_endpoint)
+    process = runner.start("Waits", "--root", str(tmp_path / "out"), "--executor", "dask",
+                           "--workers", "1")
+    wait_for(lambda: runner.lines() or process.poll() is not None, timeout=60,
+             what="the attempt to start")
+    assert process.poll() is None, process.communicate()[1]
+    line = runner.lines()[0]
+    child = int(line.split("child=")[1].split()[0])
+    attempt_pid = int(line.split("pid=")[1].split()[0])
+    process.kill()
+    process.communicate(timeout=30)
+    assert wait_for(lambda: _gone(attempt_pid) and _gone(child), timeout=60,
+                    what="the attempt and its child to end")
+    assert not (tmp_path / "out" / "hang.txt").exists()
+
+
+def test_a_relative_output_path_means_the_runner_s_folder_on_every_worker(
+        tmp_path: Path, code: Path, moto_endpoint: str, cluster: Cluster) -> None:
+    """`--root out` with `--scheduler`: the workers run in folders of their own, and the
+    attempt runs in the runner's folder (declared shared), so the output lands there."""
+    runner = Runner(tmp_path, code, moto_endpoint,
+                    f'[executor]\nshared_paths = ["{tmp_path}"]')
+    done = runner.run("Total", "--n", "2", "--root", "out", "--scheduler", cluster.address)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "total.txt").read_text() == "1\n"
+    assert not list(cluster.base.rglob("out/part-*.txt"))
