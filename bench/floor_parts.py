@@ -2,6 +2,7 @@
 
     python bench/floor_parts.py                    # tree of 10,000 on /dev/shm, 3 rounds
     python bench/floor_parts.py --size 100000 --reps 1 --dir /dev/shm
+    python bench/floor_parts.py --reps 3 --calls   # and Python calls per task (cProfile)
 
 Each round runs, as whole processes one after the other into fresh folders: the floor
 (`floor.py write N`: open, write, close, rename per file), then `floor.py contract N PARTS`
@@ -10,11 +11,17 @@ output, the lock, the two log lines, the task log's scratch file, the history ro
 bench/floor.py), then `batchdeps run TreeNode --size N` with default settings (the bench
 DAG of bench/run.py, history and task logs fresh each round, as the contract's). So the
 last contract line is the same system calls and the same history writes as batchdeps
-makes, in a plain loop: what is left between it and batchdeps is batchdeps' own Python.
+makes, in a plain loop. The line after it runs the bench tree's own task code in that loop
+instead of the plain write (its task objects made by `requires()`, its `output()` targets,
+its `run()` through a staging scope, committed: `floor.py contract ... model`), so what is
+left between that line and batchdeps is the runner's own Python: scheduling, the attempt's
+lifecycle, the listeners' and the capture's Python around the system calls they make.
 
 Prints per line the medians, the paired ratio to the floor (run by run), and CPU time
-per task over the floor and over the line before; the last line, a build of one task, is
-batchdeps' start-up (interpreter, imports, config), which the per-task figures of the run
+per task over the floor and over the line before (with `--calls`, also the Python
+function calls per task each line makes, counted by cProfile in one more run of each:
+what the interpreter executes, the same whatever the load); the last line, a build of one
+task, is batchdeps' start-up (interpreter, imports, config), which the per-task figures of the run
 include (spread over its tasks). Load averages are printed with each round.
 """
 
@@ -58,6 +65,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    parser.add_argument("--calls", action="store_true",
+                        help="also run each line once under cProfile and print its Python "
+                             "function calls per task (batchdeps' less a one-task build's)")
     args = parser.parse_args()
 
     workspace = Path(tempfile.mkdtemp(prefix="batchdeps-floor-parts-", dir=args.dir))
@@ -71,19 +81,20 @@ def main() -> int:
     python = sys.executable
     size = args.size
 
-    def one(parts: str | None) -> Sample:
+    def one(parts: str | None, profile: str | None = None) -> Sample:
         root = workspace / "out"
         shutil.rmtree(root, ignore_errors=True)
+        prefix = [python] if profile is None else [python, "-m", "cProfile", "-o", profile]
         if parts in ("run", "one"):
             for leftover in workspace.glob("batchdeps-history.db*"):
                 leftover.unlink()
             shutil.rmtree(workspace / "logs", ignore_errors=True)
-            argv = [python, "-m", "batchdeps.cli", "run", "TreeNode", "--size",
+            argv = [*prefix, "-m", "batchdeps.cli", "run", "TreeNode", "--size",
                     str(size if parts == "run" else 1), "--root", str(root)]
         elif parts is None:
-            argv = [python, str(HERE / "floor.py"), "write", str(size), str(root)]
+            argv = [*prefix, str(HERE / "floor.py"), "write", str(size), str(root)]
         else:
-            argv = [python, str(HERE / "floor.py"), "contract", str(size), str(root), parts]
+            argv = [*prefix, str(HERE / "floor.py"), "contract", str(size), str(root), parts]
         sample = run_process(argv, str(workspace), env, log)
         if sample.code != 0:
             raise SystemExit(f"exit {sample.code}: {' '.join(argv)}; see {log}")
@@ -98,14 +109,25 @@ def main() -> int:
             for label, parts in LADDER:
                 samples[label].append(one(parts))
             print(f"round {rep + 1}: load {before} -> {load()}", flush=True)
+        calls: dict[str, float] = {}
+        if args.calls:
+            import pstats
+
+            profile = str(workspace / "line.prof")
+            for label, parts in LADDER:
+                one(parts, profile)
+                calls[label] = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+            one_task = calls.pop(LADDER[-1][0])
+            calls[LADDER[-2][0]] -= one_task  # batchdeps' start-up: not per task
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 
     floor = samples[LADDER[0][0]]
     print(f"\ntree of {size:,}, {args.reps} round(s), {args.dir or 'the disk'}")
     print("| line | wall | CPU | / floor, paired | CPU / floor, paired "
-          "| CPU µs per task over the floor | over the line before |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| CPU µs per task over the floor | over the line before |"
+          + (" Python calls per task |" if calls else ""))
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if calls else ""))
     previous: list[Sample] | None = None
     for label, _ in LADDER:
         mine = samples[label]
@@ -116,8 +138,9 @@ def main() -> int:
         over = statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6
                                  for a, b in zip(mine, floor))
         step = "" if previous is None or label == LADDER[-1][0] else f"{statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6 for a, b in zip(mine, previous)):.0f} µs"
+        per_task = f" {calls[label] / size:.0f} |" if label in calls else (" |" if calls else "")
         print(f"| {label} | {wall:.3f} s | {cpu:.3f} s | {ratio:.2f}x | {cpu_ratio:.2f}x "
-              f"| {over:.0f} µs | {step} |")
+              f"| {over:.0f} µs | {step} |{per_task}")
         previous = mine
     return 0
 
