@@ -19,8 +19,9 @@ lifecycle, the listeners' and the capture's Python around the system calls they 
 
 Prints per line the medians, the paired ratio to the floor (run by run), and CPU time
 per task over the floor and over the line before (with `--calls`, also the Python
-function calls per task each line makes, counted by cProfile in one more run of each:
-what the interpreter executes, the same whatever the load); the last line, a build of one
+function calls per task each line makes, counted by cProfile in two more runs of each,
+at the size and at a tenth of it, the difference over the difference in tasks so that
+start-up is not counted: what the interpreter executes, the same whatever the load); the last line, a build of one
 task, is batchdeps' start-up (interpreter, imports, config), which the per-task figures of the run
 include (spread over its tasks). Load averages are printed with each round.
 """
@@ -66,8 +67,9 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     parser.add_argument("--calls", action="store_true",
-                        help="also run each line once under cProfile and print its Python "
-                             "function calls per task (batchdeps' less a one-task build's)")
+                        help="also run each line under cProfile at --size and at a tenth of it "
+                             "and print its Python function calls per task (the difference "
+                             "over the difference in tasks: start-up taken out)")
     args = parser.parse_args()
 
     workspace = Path(tempfile.mkdtemp(prefix="batchdeps-floor-parts-", dir=args.dir))
@@ -81,7 +83,8 @@ def main() -> int:
     python = sys.executable
     size = args.size
 
-    def one(parts: str | None, profile: str | None = None) -> Sample:
+    def one(parts: str | None, profile: str | None = None, n: int | None = None) -> Sample:
+        n = size if n is None else n
         root = workspace / "out"
         shutil.rmtree(root, ignore_errors=True)
         prefix = [python] if profile is None else [python, "-m", "cProfile", "-o", profile]
@@ -90,11 +93,11 @@ def main() -> int:
                 leftover.unlink()
             shutil.rmtree(workspace / "logs", ignore_errors=True)
             argv = [*prefix, "-m", "batchdeps.cli", "run", "TreeNode", "--size",
-                    str(size if parts == "run" else 1), "--root", str(root)]
+                    str(n if parts == "run" else 1), "--root", str(root)]
         elif parts is None:
-            argv = [*prefix, str(HERE / "floor.py"), "write", str(size), str(root)]
+            argv = [*prefix, str(HERE / "floor.py"), "write", str(n), str(root)]
         else:
-            argv = [*prefix, str(HERE / "floor.py"), "contract", str(size), str(root), parts]
+            argv = [*prefix, str(HERE / "floor.py"), "contract", str(n), str(root), parts]
         sample = run_process(argv, str(workspace), env, log)
         if sample.code != 0:
             raise SystemExit(f"exit {sample.code}: {' '.join(argv)}; see {log}")
@@ -113,12 +116,17 @@ def main() -> int:
         if args.calls:
             import pstats
 
+            # Each line at two sizes: the difference over the difference in tasks is the
+            # calls per task, with the start-up's calls (interpreter, imports, config,
+            # the history's schema) taken out of every line alike.
             profile = str(workspace / "line.prof")
-            for label, parts in LADDER:
-                one(parts, profile)
-                calls[label] = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
-            one_task = calls.pop(LADDER[-1][0])
-            calls[LADDER[-2][0]] -= one_task  # batchdeps' start-up: not per task
+            small = max(1, size // 10)
+            for label, parts in LADDER[:-1]:
+                counts = []
+                for n in (size, small):
+                    one(parts, profile, n)
+                    counts.append(pstats.Stats(profile).total_calls)  # type: ignore[attr-defined]
+                calls[label] = (counts[0] - counts[1]) / (size - small)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 
@@ -138,7 +146,7 @@ def main() -> int:
         over = statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6
                                  for a, b in zip(mine, floor))
         step = "" if previous is None or label == LADDER[-1][0] else f"{statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6 for a, b in zip(mine, previous)):.0f} µs"
-        per_task = f" {calls[label] / size:.0f} |" if label in calls else (" |" if calls else "")
+        per_task = f" {calls[label]:.0f} |" if label in calls else (" |" if calls else "")
         print(f"| {label} | {wall:.3f} s | {cpu:.3f} s | {ratio:.2f}x | {cpu_ratio:.2f}x "
               f"| {over:.0f} µs | {step} |{per_task}")
         previous = mine
