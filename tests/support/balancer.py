@@ -12,6 +12,8 @@ import socket
 import threading
 from collections import Counter
 
+from support.relay import relay_both_ways
+
 
 class Balancer:
     def __init__(self, backends: list[int]) -> None:
@@ -48,19 +50,10 @@ class Balancer:
             with self._lock:
                 self.sent[port] += 1
                 self._open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            relay_both_ways(client, upstream, self._close_both, "balancer-pipe")
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-        except OSError:
-            pass
+    def _close_both(source: socket.socket, sink: socket.socket) -> None:
         for sock in (source, sink):  # one side gone: close both, as a balancer does
             try:
                 sock.shutdown(socket.SHUT_RDWR)

@@ -13,6 +13,8 @@ import socket
 import threading
 import time
 
+from support.relay import relay_both_ways
+
 
 class Forwarder:
     """Forwards 127.0.0.1:`self.port` to 127.0.0.1:`target_port` until `cut()`."""
@@ -48,9 +50,7 @@ class Forwarder:
                     return
                 self._sockets += [near, far]
                 self.accepted += 1
-            for source, sink in ((near, far), (far, near)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True,
-                                 name="forwarder-pump").start()
+            relay_both_ways(near, far, self._half_close, "forwarder-pump")
 
     def _reach_target(self) -> socket.socket | None:
         """A connection to the target (which may not listen yet): None after 10 s."""
@@ -65,15 +65,8 @@ class Forwarder:
         return None
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-        except OSError:
-            pass
+    def _half_close(source: socket.socket, sink: socket.socket) -> None:
+        """One direction ended: pass the end on, as TCP would (the other may go on)."""
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
