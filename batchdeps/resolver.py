@@ -370,10 +370,18 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
                 reqs = flatten_requires(task)
             if reqs:  # most tasks of a large plan (the leaves) require none
                 requires[task] = reqs
-                for req in reqs:
-                    if req not in complete and not (known and req in known):
-                        complete[req] = None
-                        next_frontier.append(req)
+                if known:
+                    for req in reqs:
+                        if req not in complete and req not in known:
+                            complete[req] = None
+                            next_frontier.append(req)
+                else:  # one look-up (one Task.__hash__ call) per requirement, not two
+                    seen = len(complete)
+                    for req in reqs:
+                        complete.setdefault(req, None)
+                        if len(complete) != seen:  # it was new
+                            seen += 1
+                            next_frontier.append(req)
         frontier = next_frontier
 
     _decide_wrappers(wrappers, requires, complete, forced)
@@ -639,7 +647,7 @@ def _decide_wrappers(
     except graphlib.CycleError as exc:
         raise cycle_error(exc.args[1]) from None
     for wrapper in order:
-        complete[wrapper] = all(complete.get(r) for r in requires.get(wrapper, []))
+        complete[wrapper] = all(map(complete.get, requires.get(wrapper, ())))
 
 
 def _order(steps: dict[Task, Step], known_too: bool = True) -> list[Step]:
