@@ -1,7 +1,7 @@
 """Benchmark batchdeps against Luigi and the file system's floor, and write the report.
 
     python bench/run.py --quick     # a smoke run of every case at small sizes (~1 min)
-    python bench/run.py             # the full figures; rewrites docs/benchmarks.md
+    python bench/run.py             # the full figures; rewrites the table of docs/benchmarks.md
 
 Both tools run the same DAGs (`bench/dags/`) as whole processes with their default
 settings, interleaved A B A B; figures are medians. The floor is plain Python doing the
@@ -454,25 +454,32 @@ interleaved in the same session on the same DAGs, both tools with their default 
 Reproduce (Luigi comes with the `bench` extra, `pip install -e '.[bench]'`):
 
 ```
-python bench/run.py            # full figures, rewrites this file (about 20 minutes)
+python bench/run.py            # full figures, rewrites the table below (about 20 minutes)
 python bench/run.py --quick    # smoke run at small sizes (about a minute)
 ```
 """
 
 
-def write_doc(bench: Bench, path: Path, notes: str, info: dict[str, str] | None = None) -> None:
-    info = info or machine()
-    text = DOC_HEAD + f"""
-## Latest figures
+LATEST = "\n## Latest figures\n"
 
+
+def write_doc(bench: Bench, path: Path, info: dict[str, str] | None = None) -> None:
+    """Put this run's table in `path`'s "Latest figures" section. Every other section of an
+    existing file (the write-ups under the table) is kept as it is."""
+    info = info or machine()
+    latest = LATEST + f"""
 {info['machine']}, Python {info['python']}, batchdeps {info['batchdeps']}, Luigi {info['luigi']},
 measured {info['date']}{' (quick run)' if bench.args.quick else ''}.
 
 {render_table(bench)}
 """
-    if notes:
-        text += "\n" + notes.strip() + "\n"
-    path.write_text(text)
+    rest = ""
+    if path.exists():
+        old = path.read_text()
+        start = old.find(LATEST)
+        after = old.find("\n## ", start + len(LATEST)) if start >= 0 else -1
+        rest = old[after:] if after >= 0 else ""
+    path.write_text(DOC_HEAD + latest + rest)
 
 
 def _report_from_json(path: Path, doc: str | None) -> int:
@@ -490,9 +497,7 @@ def _report_from_json(path: Path, doc: str | None) -> int:
     judge(bench)  # type: ignore[arg-type]
     print(render_table(bench))  # type: ignore[arg-type]
     target = Path(doc or REPO / "docs" / "benchmarks.md")
-    notes_path = HERE / "notes.md"
-    write_doc(bench, target, notes_path.read_text() if notes_path.exists() else "",  # type: ignore[arg-type]
-              saved["machine"])
+    write_doc(bench, target, saved["machine"])  # type: ignore[arg-type]
     print(f"\nwrote {os.path.relpath(target)}")
     return 0
 
@@ -593,8 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         indent=1))
     doc = args.doc or (None if args.quick else str(REPO / "docs" / "benchmarks.md"))
     if doc:
-        notes_path = HERE / "notes.md"
-        write_doc(bench, Path(doc), notes_path.read_text() if notes_path.exists() else "")
+        write_doc(bench, Path(doc))
         print(f"\nwrote {os.path.relpath(doc)}")
     return 0
 
