@@ -104,41 +104,35 @@ class Total(bd.Task):
 
 
 class Slow(bd.Task):
-    """Writes its output, then sleeps `seconds` inside run() (the write is staged)."""
+    """Writes `text()` to its output, then sleeps `seconds` inside run() (the write is
+    staged)."""
     root = bd.Parameter()
     journal = bd.Parameter()
     seconds = bd.FloatParameter(default=3.0)
     retries = 1
     retry_delay = 0.1
+    name = "slow"
+
+    def text(self):
+        return "slow\\n"
 
     def output(self):
-        return bd.FileTarget(f"{self.root}/slow.txt")
+        return bd.FileTarget(f"{self.root}/{self.name}.txt")
 
     def run(self):
         note(self.journal, "start", self)
         with self.output().open("w") as out:
-            out.write("slow\\n")
+            out.write(self.text())
         time.sleep(self.seconds)
         note(self.journal, "end", self)
 
 
-class Stamped(bd.Task):
-    """Writes the pid of its attempt's process, then sleeps `seconds` inside run()."""
-    root = bd.Parameter()
-    journal = bd.Parameter()
-    seconds = bd.FloatParameter(default=3.0)
-    retries = 1
-    retry_delay = 0.1
+class Stamped(Slow):
+    """Slow that writes the pid of its attempt's process."""
+    name = "stamped"
 
-    def output(self):
-        return bd.FileTarget(f"{self.root}/stamped.txt")
-
-    def run(self):
-        note(self.journal, "start", self)
-        with self.output().open("w") as out:
-            out.write(f"{os.getpid()}\\n")
-        time.sleep(self.seconds)
-        note(self.journal, "end", self)
+    def text(self):
+        return f"{os.getpid()}\\n"
 
 
 class Hang(bd.Task):
