@@ -850,3 +850,28 @@ def test_a_relative_output_path_means_the_runner_s_folder_on_every_worker(
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "total.txt").read_text() == "1\n"
     assert not list(cluster.base.rglob("out/part-*.txt"))
+
+
+def test_storage_options_from_config_travel_to_scheduler_workers(
+        tmp_path: Path, code: Path, moto_endpoint: str) -> None:
+    """Workers whose environment has no credentials and whose folders have no config:
+    the endpoint and keys of `[storage.s3]` reach them only with each attempt."""
+    env = {k: v for k, v in _env(code, moto_endpoint).items()
+           if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT")}
+    (tmp_path / "cluster").mkdir()
+    bare = Cluster(tmp_path / "cluster", env, workers=1)
+    try:
+        bucket = new_bucket(moto_endpoint)
+        project = tmp_path / "project"
+        project.mkdir()
+        runner = Runner(project, code, moto_endpoint)
+        runner.env = env
+        (project / "config.toml").write_text(
+            '[batchdeps]\nmodules = ["dpipe"]\n\n[storage.s3]\n'
+            f'endpoint_url = "{moto_endpoint}"\nkey = "testing"\nsecret = "testing"\n')
+        done = runner.run("Total", "--n", "2", "--root", f"s3://{bucket}/o",
+                          "--scheduler", bare.address)
+        assert done.returncode == 0, done.stderr
+        assert _object(moto_endpoint, bucket, "o/total.txt") == "1\n"
+    finally:
+        bare.stop()
