@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from support.relay import copy_until_eof
+
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -204,13 +206,7 @@ class FaultProxy:
 
         def copy(src: socket.socket, dst: socket.socket) -> None:
             try:
-                while True:
-                    data = src.recv(65536)
-                    if not data:
-                        break
-                    dst.sendall(data)
-            except OSError:
-                pass
+                copy_until_eof(src, dst)
             finally:
                 for sock in (src, dst):
                     try:
