@@ -18,7 +18,7 @@ from support.lockutil import BATCHDEPS, LockServer
 from support.pg import PgCluster
 
 from batchdeps.locks.protocol import Holder
-from batchdeps.locks.store.pgbatch import ACQUIRE, Change
+from batchdeps.locks.store.pgbatch import ACQUIRE, RELEASE, Change
 from batchdeps.locks.store.pgschema import SCHEMA_VERSION as SCHEMA
 from batchdeps.locks.store.pgwrites import apply
 from batchdeps.locks.store.postgres import PgLeaseStore, init_database, redact
@@ -349,14 +349,16 @@ def test_two_replicas_reaping_at_once_expire_each_lease_once(pg_url: str) -> Non
         second.close()
 
 
-def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> None:
-    """Grants made in batches and releases commit without waiting for their WAL flush;
-    `sync()` (which the server calls before it announces a grant) flushes once for every
-    grant before it, as SQLite's group fsync does; a grant made alone is flushed by its own
-    commit. Flushes counted by the server itself (pg_stat_wal.wal_sync)
-    on a cluster of this test's own with fsync on; then PostgreSQL is stopped the way a crash
-    stops it (immediate: no checkpoint, shared buffers lost) and every grant made before
-    the sync is still there, with its token."""
+def test_grants_are_flushed_by_their_own_commit_and_survive_a_crash() -> None:
+    """A statement of grants, a batch's as one made alone, commits with its own WAL flush:
+    every grant is on disk when the statement returns, with no sync() after it (nothing is
+    counted in `grants` for one). Releases commit without waiting for the disk, and a later
+    grant's flush covers them; a resource slot still commits without and is made durable by
+    `sync()` (which the server calls before it announces one). On a cluster of this test's
+    own with fsync on and the WAL writer slowed to 10 s (so that nothing else writes the
+    WAL out meanwhile), PostgreSQL is then stopped the way a crash stops it (immediate: the
+    WAL buffers lost) right after the last answer, and every grant is still there with its
+    token; likewise when the database's own synchronous_commit is off."""
     import psycopg
     from support.pg import skip_reason
 
@@ -366,6 +368,10 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
     try:
         url = cluster.fresh_url()
         init_database(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+            conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)  # the WAL writer reads it when it next wakes (within 200 ms)
         store = PgLeaseStore(url)
         watcher = psycopg.connect(url, autocommit=True)
         holder = Holder("h", 1, "r")
@@ -379,33 +385,63 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
             return int(watcher.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0])
 
         try:
+            assert store._writes.run(lambda conn: conn.execute(
+                "SHOW synchronous_commit").fetchone())[0] == "on"
+            # A resource slot commits without a flush; sync() makes it durable
+            # (first: no sync() after the grants below).
+            slot = store.acquire_resource("pool", 2, holder, 600)
+            assert slot is not None and store.grants == 1
             store.sync()
+            # Batches, as the server's rounds make them under load: each statement's commit
+            # waits for its flush, so none is left for sync().
             before = wal_syncs()
-            # Batches, as the server's rounds make them under load: their commits do not
-            # wait for the disk, and each grant is counted for sync() to flush.
             singles = [Change(ACQUIRE, ([f"K{n}"], holder, 600.0, "")) for n in range(20)]
             apply(store, singles)
+            assert wal_syncs() > before  # the batch's own flush
             many = [Change(ACQUIRE, ([f"M{n}" for n in range(20)], holder, 600.0, "")),
                     Change(ACQUIRE, (["M0"], Holder("h", 2, "r"), 600.0, ""))]
             apply(store, many)
             leases = [change.result[0][1] for change in singles]
             leases += [lease for _, lease in many[0].result]
             assert many[1].result[0][0] is False  # M0 was the first holder's
-            assert store.grants == 40
-            assert store.release_many([(lease.key, lease.token) for lease in leases[:10]
-                                       if lease is not None], holder) == [True] * 10
-            unsynced = wal_syncs()
-            written = store._main.conn.execute(
-                "SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-            store.sync()
-            flushed = watcher.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn",
-                                      (str(written),)).fetchone()[0]
-            # 50 commits, not 50 flushes: only the WAL writer's own, now and then
-            assert unsynced - before < 20, unsynced - before
-            assert flushed  # sync() returned once the WAL up to the grants was on disk
-            assert store._main.conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+            assert store.grants == 1  # the slot's: nothing more for sync() to flush
+            # Releases commit without a flush of their own.
+            before = wal_syncs()
+            releases = [Change(RELEASE, ([(lease.key, lease.token)], holder, ""))
+                        for lease in leases[:10]]
+            apply(store, releases)
+            assert [change.result for change in releases] == [[True]] * 10
+            assert wal_syncs() - before <= 1, wal_syncs() - before  # the WAL writer's, at most
+            # A later batch of grants: its flush covers the releases before it (the last
+            # answer before the crash).
+            later = [Change(ACQUIRE, ([f"L{n}"], holder, 600.0, "")) for n in range(2)]
+            apply(store, later)
+            leases += [change.result[0][1] for change in later]
         finally:
             watcher.close()
+            store.close()
+        cluster.stop("immediate")  # right after the last answer, as a crash
+        cluster.start()
+        reopened = PgLeaseStore(url)
+        try:
+            held = {lease.key: lease.token for lease in reopened.live()}
+        finally:
+            reopened.close()
+        expected = {lease.key: lease.token for lease in leases[10:]}
+        assert held == {**expected, slot.key: slot.token}
+        # A database whose own synchronous_commit is off: a batch of grants, and one
+        # alone, still commit with their flush (at `on`), not left for sync().
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET synchronous_commit = off")
+        store = PgLeaseStore(url)
+        try:
+            assert store._main.conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+            batch = [Change(ACQUIRE, ([f"After{n}"], holder, 600.0, "")) for n in range(2)]
+            apply(store, batch)
+            alone = store.acquire("Alone", holder, 600)
+            assert alone[0] and store.grants == 0
+            more = [change.result[0][1] for change in batch] + [alone[1]]
+        finally:
             store.close()
         cluster.stop("immediate")
         cluster.start()
@@ -414,32 +450,7 @@ def test_grants_are_flushed_together_by_sync_and_survive_a_crash_after_it() -> N
             held = {lease.key: lease.token for lease in reopened.live()}
         finally:
             reopened.close()
-        assert held == {lease.key: lease.token for lease in leases[10:] if lease is not None}
-        # A database whose own synchronous_commit is off: sync() still waits for a flush.
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET synchronous_commit = off")
-        store = PgLeaseStore(url)
-        try:
-            assert store._main.conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
-            # A change made alone (one request at a time) is flushed by its own commit,
-            # at `on` though the database says off, and not left for sync().
-            assert store.acquire("Alone", holder, 600)[0] and store.grants == 0
-            written = store._main.conn.execute(
-                "SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-            with psycopg.connect(url, autocommit=True) as conn:
-                assert conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn",
-                                    (str(written),)).fetchone()[0]
-            batch = [Change(ACQUIRE, (["After"], holder, 600.0, "")),
-                     Change(ACQUIRE, (["After2"], holder, 600.0, ""))]
-            apply(store, batch)
-            assert store.grants == 2
-            written = store._main.conn.execute(
-                "SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-            store.sync()
-            with psycopg.connect(url, autocommit=True) as conn:
-                assert conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn",
-                                    (str(written),)).fetchone()[0]
-        finally:
-            store.close()
+        assert held == {**expected, slot.key: slot.token,
+                        **{lease.key: lease.token for lease in more}}
     finally:
         cluster.destroy()

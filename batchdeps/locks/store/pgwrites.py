@@ -39,9 +39,10 @@ def by_kind(batch: Sequence[Change]) -> list[list[Change]]:
 
 #: turns synchronous_commit off for the statement's own transaction (a FROM item of it)
 RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
-#: synchronous_commit for the statement's own transaction: `off` in a batch (one flush
-#: by sync() covers every grant of it), the database's when the change is made alone
-#: (its own commit is its flush: a round trip fewer)
+#: synchronous_commit for the statement's own transaction: the database's, raised to `on`
+#: where it says `off` (the link's `flushed`), so that a statement of grants, alone or a
+#: batch, commits with its own WAL flush and is on disk before any of them is answered:
+#: no separate sync() statement, round trip or thread hand-over per batch
 COMMIT_AS = "(SELECT set_config('synchronous_commit', %(commit)s, true)) AS commit_as"
 #: the rows of a batch of acquires: each entry (key, n) with the holder, TTL and address
 #: of its change n
@@ -192,7 +193,7 @@ def apply(store: PgLeaseStore, batch: list[Change]) -> None:
     """Make and answer every change of `batch`: one statement per kind; should one
     fail, each of its changes on its own (a lost connection: all StoreUnavailable)."""
     makers: dict[str, Callable[[list[Change]], list[Any]]] = {
-        ACQUIRE: lambda group: _acquires(store, group, alone=len(batch) == 1),
+        ACQUIRE: lambda group: _acquires(store, group),
         RELEASE: lambda group: _releases(store, group),
         RENEW: lambda group: _renewals(store, group),
         SOLO: lambda one: [_slot(store, *one[0].args)]}
@@ -218,14 +219,14 @@ def apply(store: PgLeaseStore, batch: list[Change]) -> None:
                 change.answer(error=exc)
 
 
-def _acquires(store: PgLeaseStore, changes: list[Change], alone: bool = False
+def _acquires(store: PgLeaseStore, changes: list[Change]
               ) -> list[list[tuple[bool, LeaseRow]]]:
     """The keys of every change (each key once a change): the free ones granted in one
     statement (GRANT_FREE), then those that had a row decided one by one by
     `batchdeps_acquire()` in a second (a held key refused, the caller's own extended, an
-    expired one taken over), each statement its own transaction. `alone`: the only change
-    of its batch, whose commits then wait for the flush themselves (a batch commits
-    without, and the server's sync() flushes once for all of it)."""
+    expired one taken over), each statement its own transaction, committed with its own
+    WAL flush (COMMIT_AS): every grant is on disk when this returns, so none is left for
+    sync() (the server's GroupSync then has nothing to wait for)."""
     entries = sorted({(key, n) for n, change in enumerate(changes)
                       for key in change.args[0]})
     link = store._writes
@@ -233,7 +234,7 @@ def _acquires(store: PgLeaseStore, changes: list[Change], alone: bool = False
     fresh: list[str] = []  # keys granted by GRANT_FREE or GRANT_ONE
 
     def commit() -> str:  # the link's, known once it is connected
-        return link.flushed if alone else "off"
+        return link.flushed
 
     def granted(key: str, n: int, token: int, granted_at: float) -> None:
         _, holder, ttl, _ = changes[n].args
@@ -251,7 +252,7 @@ def _acquires(store: PgLeaseStore, changes: list[Change], alone: bool = False
             granted(key, n, *row)
         else:
             got[(key, n)] = store._granted(link.run(lambda conn: conn.execute(
-                ACQUIRE_ONE, {**one, "commit": commit()}).fetchone()), flushed=alone)
+                ACQUIRE_ONE, {**one, "commit": commit()}).fetchone()), flushed=True)
     else:
         docs = {"changes": _holders([c.args[1] for c in changes],
                                     [c.args[3] for c in changes],
@@ -268,9 +269,9 @@ def _acquires(store: PgLeaseStore, changes: list[Change], alone: bool = False
             for row in link.run(lambda conn: conn.execute(ACQUIRE_MANY, {
                     **docs, "entries": _json([{"key": k, "n": n} for k, n in rest]),
                     "commit": commit()}).fetchall()):
-                got[(row[0], int(row[1]))] = store._granted(row[2:], flushed=alone)
+                got[(row[0], int(row[1]))] = store._granted(row[2:], flushed=True)
     if fresh:
-        store._fresh_grants(len(fresh), flushed=alone)
+        store._fresh_grants(len(fresh), flushed=True)
     return [[got[(key, n)] for key in change.args[0]] for n, change in enumerate(changes)]
 
 

@@ -17,12 +17,15 @@ server's through `off_loop()`, in rounds off its event loop, and calls from seve
 threads likewise; they go over a connection of their own, and reads, the audit, reaping
 and an operator's changes over another.
 
-Durability, as in the SQLite store: grants and releases commit without waiting for the
-disk (synchronous_commit off for their own transaction only); `grants` counts the grants,
-and the server announces one only after `sync()`, a flush on a connection of its own that
-covers every grant before it (one for all that piled up: group commit). A release is not
-flushed before it is answered (one that a crash forgets leaves its lease held until its
-deadline). Renewals and fence checks commit synchronously (all those of a batch with one
+Durability, as in the SQLite store: a grant is on disk before it is announced. A statement
+of grants (one alone, or a batch's) commits with its own WAL flush (synchronous_commit at
+the database's level for its transaction, `off` raised to `on`), so it needs nothing more;
+a resource slot commits without waiting for the disk and is counted in `grants`, and the
+server announces it only after `sync()`, a flush on a connection of its own that covers
+every commit before it (one for all that piled up: group commit). A release commits
+without a flush and is not flushed before it is answered (one that a crash forgets leaves
+its lease held until its deadline; a later grant's flush covers it, the WAL being flushed
+in order). Renewals and fence checks commit synchronously (all those of a batch with one
 flush): a forgotten renewal would bring a deadline forward. A connection that breaks
 (PostgreSQL restarted, a network cut) is dropped; the call is tried once more on a new
 connection when doing it twice is harmless, else it fails with StoreUnavailable (the server answers 503 and the client retries, here or at another
@@ -209,12 +212,14 @@ class PgLeaseStore:
     def sync(self) -> None:
         """Flush the WAL up to now: every grant committed before this call is durable.
 
-        Grants commit without waiting for the disk; this commits a transaction of its own
+        Resource slots commit without waiting for the disk (the other grants commit with
+        their own flush, and are not counted in `grants`); this commits a transaction of its own
         that writes (SYNC_SQL) and so waits for its flush (on disk, and on a synchronous
         standby where one is configured; the database's synchronous_commit is kept, but
         `off` is raised to `on` for this connection), and a flush covers all the WAL before
-        it. The server calls it, from a thread, before it announces a grant, once for all
-        that piled up meanwhile (its GroupSync), so it runs on a connection of its own.
+        it. The server calls it, from a thread, before it announces a grant counted in
+        `grants`, once for all that piled up meanwhile (its GroupSync), so it runs on a
+        connection of its own.
         """
         with self._flushing:
             self._flush.run(lambda conn: conn.execute(SYNC_SQL))
@@ -299,7 +304,7 @@ class PgLeaseStore:
         lease = self._lease(row[1:])
         if event != "held" and not flushed:
             with self._counting:
-                self.grants += 1  # announced only once sync() has flushed it
+                self.grants += 1  # a slot: announced only once sync() has flushed it
         if event in ("grant", "takeover", "expire"):  # pgschema.FUNCTIONS says which
             self._count("grant")
             if event != "grant":
