@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import keyword
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from types import GeneratorType
 from typing import Any, ClassVar
@@ -104,10 +105,49 @@ def _kinds_entry(cls: type[Task]) -> tuple[Any, ...]:
                   for p in params)
     direct = None
     if params and _OTHER not in kinds:
-        direct = tuple((p.name, int if kind is _INT else str, p.significant)
-                       for p, kind in zip(params, kinds))
+        direct = _direct_setter(tuple((p.name, int if kind is _INT else str, p.significant)
+                                      for p, kind in zip(params, kinds)))
     entry = cls._param_kinds = (params, kinds, direct)
     return entry
+
+
+def _direct_setter(direct: tuple[tuple[str, type, bool], ...]
+                   ) -> Callable[[Task, dict[str, Any]], bool]:
+    """`_direct` for these parameters as one function written for them (no loop, no list
+    of parts: each name, type check and part of the id spelt out), as `dataclasses` and
+    `namedtuple` write theirs: the same values and id as `_direct` (the loop, which stays
+    for names that cannot be spelt in code), which a test checks case by case."""
+    names = [name for name, _, _ in direct]
+    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        return lambda task, kwargs: _direct(task, direct, kwargs)
+    lines = [f"def direct(task, kwargs):",
+             f"    if len(kwargs) != {len(direct)}:",
+             "        return False",
+             "    get = kwargs.get"]
+    checks, sets, parts = [], [], []
+    for index, (name, plain, significant) in enumerate(direct):
+        lines.append(f"    v{index} = get({name!r})")
+        checks.append(f"type(v{index}) is not {plain.__name__}")
+        sets.append(f"    _set_attribute(task, {name!r}, v{index})")
+        if not significant:
+            continue
+        if plain is int:
+            parts.append(f"{name}={{v{index}}}")
+        else:  # the last text's form remembered, as _text_in_id remembers it
+            lines_text = (f"    last = _last_text\n"
+                          f"    t{index} = last[1] if last[0] is v{index} else "
+                          f"_text_in_id(v{index})")
+            sets.append(lines_text)
+            parts.append(f"{name}={{t{index}}}")
+    lines.append(f"    if {' or '.join(checks)}:")
+    lines.append("        return False")
+    lines.extend(sets)
+    inside = ", ".join(parts)
+    lines.append(f"    task.task_id = f\"{{type(task).task_family}}({inside})\"")
+    lines.append("    return True")
+    scope: dict[str, Any] = {}
+    exec("\n".join(lines), globals(), scope)  # noqa: S102 - code made from names checked above
+    return scope["direct"]  # type: ignore[no-any-return]
 
 
 def _direct(task: Task, direct: tuple[tuple[str, type, bool], ...],
@@ -344,7 +384,7 @@ class Task:
         entry = cls.__dict__.get("_param_kinds")
         if entry is None or entry[0] is not params:
             entry = _kinds_entry(cls)
-        if entry[2] is not None and not args and _direct(self, entry[2], kwargs):
+        if entry[2] is not None and not args and entry[2](self, kwargs):
             return
         kinds = entry[1]
         values = _bind(cls, params, args, kwargs, kinds)
@@ -573,12 +613,33 @@ def _leaves(struct: Any) -> Iterator[Any]:
 
 def flatten_requires(task: Task) -> list[Task]:
     """The tasks `task.requires()` returns, as a list; a definition error names the task."""
-    return _flatten(task, "requires", _TASK_LEAVES)
+    try:
+        struct = task.requires()
+    except (TaskDefinitionError, ConfigError):  # a default from an unset ${VAR}: as it is
+        raise
+    except Exception as exc:
+        raise _broken(task, "requires", exc) from exc
+    if type(struct) in _TASK_LEAVES:
+        return [struct]
+    return _flatten(task, "requires", _TASK_LEAVES, struct)
 
 
 def flatten_outputs(task: Task) -> list[Any]:
     """The targets `task.output()` returns, as a list; a definition error names the task."""
-    return _flatten(task, "output", _TARGET_LEAVES)
+    try:
+        struct = task.output()
+    except (TaskDefinitionError, ConfigError):
+        raise
+    except Exception as exc:
+        raise _broken(task, "output", exc) from exc
+    if type(struct) in _TARGET_LEAVES:  # one target (the usual output): no more calls
+        return [struct]
+    return _flatten(task, "output", _TARGET_LEAVES, struct)
+
+
+def _broken(task: Task, method: str, exc: Exception) -> BrokenTaskError:
+    return BrokenTaskError(f"{task.task_id}: {method}() raised {type(exc).__name__}: {exc}",
+                           task, exc)
 
 
 #: Classes whose instances are plain leaves of what requires() / output() return (a task,
@@ -590,30 +651,43 @@ _TARGET_LEAVES: set[type] = set()
 _CONTAINERS = (list, tuple, set, frozenset, GeneratorType, map, filter)
 
 
-def _flatten(task: Task, method: str, known: set[type]) -> list[Any]:
-    """The leaves of `task.<method>()`, each checked to be a task (requires) or a target
-    (output); what the method raises, also while a generator it returned is walked,
-    becomes a TaskDefinitionError naming the task."""
-    try:
-        struct = getattr(task, method)()
-        cls = type(struct)
+def _leaf_kind(method: str) -> tuple[type, str]:
+    """What the leaves of `method`'s answer must be, and their name in an error."""
+    if method == "requires":
+        return Task, "tasks"
+    from .targets import Target
+
+    return Target, "targets"
+
+
+def _plain_list(items: list[Any], known: set[type], kind: type) -> bool:
+    """True when every item of `items` is a plain leaf of the right kind (its class known,
+    or learnt here: a `kind` that is neither a mapping nor a container); False at the
+    first that is not (None, a nested structure, a wrong type): the walk decides."""
+    for item in items:
+        cls = type(item)
         if cls in known:
-            return [struct]
-        if cls is list and all(type(leaf) in known for leaf in struct):
-            return struct.copy()
+            continue
+        if not isinstance(item, kind) or issubclass(cls, Mapping) \
+                or issubclass(cls, _CONTAINERS):
+            return False
+        known.add(cls)
+    return True
+
+
+def _flatten(task: Task, method: str, known: set[type], struct: Any) -> list[Any]:
+    """The leaves of `struct`, what `task.<method>()` returned, each checked to be a task
+    (requires) or a target (output); what a generator it returned raises while it is
+    walked becomes a TaskDefinitionError naming the task."""
+    kind, what = _leaf_kind(method)
+    try:
+        if type(struct) is list and _plain_list(struct, known, kind):
+            return struct.copy()  # a list of leaves (the first time its classes are met too)
         leaves = _walk(struct)
     except (TaskDefinitionError, ConfigError):  # a default from an unset ${VAR}: as it is
         raise
     except Exception as exc:
-        raise BrokenTaskError(
-            f"{task.task_id}: {method}() raised {type(exc).__name__}: {exc}", task, exc
-        ) from exc
-    if method == "requires":
-        kind, what = Task, "tasks"
-    else:
-        from .targets import Target
-
-        kind, what = Target, "targets"
+        raise _broken(task, method, exc) from exc
     for leaf in leaves:
         cls = type(leaf)
         if cls in known:

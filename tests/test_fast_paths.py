@@ -616,6 +616,66 @@ def test_a_task_given_every_plain_parameter_by_name_is_the_one_bind_and_render_m
     assert Leafy(n=1, root=root) == Leafy(n=1, root=root, note="other")
 
 
+def test_the_written_setter_of_a_class_sets_what_the_loop_sets():
+    """`_direct_setter` writes one function per class for `_direct`'s loop; for classes of
+    every shape (ints only, texts only, insignificant ones, a namespace, two texts that take
+    turns in the remembered form, a parameter whose name cannot be spelt in code) and calls
+    that it takes or refuses, the task it makes (values, their types, id) and its answer
+    are those of the loop."""
+    import batchdeps as bd
+    from batchdeps.task import _direct, _kinds_entry
+
+    class Ints(bd.Task):
+        a = bd.IntParameter()
+        b = bd.IntParameter(significant=False)
+        c = bd.IntParameter()
+
+    class Texts(bd.Task):
+        task_namespace = "ns"
+        x = bd.Parameter()
+        y = bd.StrParameter()
+
+    class Mixed(bd.Task):
+        n = bd.IntParameter()
+        root = bd.Parameter()
+        note = bd.StrParameter(significant=False)
+
+    class Odd(bd.Task):
+        n = bd.IntParameter()
+
+    setattr(Odd, "not a name", bd.Parameter())
+    setattr(Odd, "class", bd.IntParameter())
+    Odd.collect_parameters()
+
+    calls = {
+        Ints: [dict(a=1, b=2, c=3), dict(a=-1, b=0, c=10**30), dict(a=1, b=2),
+               dict(a=1, b=2, c=True), dict(a=1, b=2, d=3), dict(a=1, b=2, c="3")],
+        Texts: [dict(x="a", y="b"), dict(x="a, b=c", y=" pad"), dict(x="None", y=""),
+                dict(x="p", y="p"), dict(x="p", y="q"), dict(x="a"), dict(x=1, y="b"),
+                dict(x="a", y=None)],
+        Mixed: [dict(n=1, root="/r", note="x"), dict(n=2, root="/r", note="y"),
+                dict(n=3, root="(r)", note=""), dict(n=3, root="/r"),
+                dict(n=3.0, root="/r", note="")],
+        Odd: [{"n": 1, "not a name": "t", "class": 2}, {"n": 1, "not a name": "t"}],
+    }
+    for cls, cases in calls.items():
+        setter = _kinds_entry(cls)[2]
+        direct = tuple((p.name, int if type(p) is bd.IntParameter else str, p.significant)
+                       for p in cls._params)
+        for kwargs in cases:
+            written, looped = object.__new__(cls), object.__new__(cls)
+            answer = setter(written, dict(kwargs))
+            assert answer == _direct(looped, direct, dict(kwargs)), (cls, kwargs)
+            if not answer:
+                continue
+            for p in cls._params:
+                assert getattr(written, p.name) == getattr(looped, p.name), (cls, kwargs)
+                assert type(getattr(written, p.name)) is type(getattr(looped, p.name))
+            assert written.task_id == looped.task_id == cls(**kwargs).task_id, (cls, kwargs)
+    assert Texts(x="a", y="b").task_id == "ns.Texts(x=a, y=b)"
+    assert Ints(a=1, b=2, c=3).task_id == "Ints(a=1, c=3)"
+
+
 def test_requires_walked_the_first_time_gives_the_leaves_of_the_nested_walk():
     from batchdeps.task import _leaves, _walk
 
@@ -911,3 +971,57 @@ def test_status_tree_written_in_chunks_is_the_tree_line_by_line(tmp_path, monkey
     for per_write in (1, 3, 11, 12, 4096):
         common.echo_lines(render.tree_lines(result), per_write)
         assert capsys.readouterr().out == whole + "\n", per_write
+
+
+def test_a_list_of_leaves_met_for_the_first_time_flattens_as_the_walk_does():
+    """`requires()`/`output()` returning a list whose leaf classes are new (the first
+    task of a run) is taken in one loop that learns them (`_plain_list`); the leaves, and
+    the error for a wrong one, are those of the walk with its check of each leaf."""
+    import batchdeps as bd
+    from batchdeps.errors import TaskDefinitionError
+    from batchdeps.task import _TARGET_LEAVES, _TASK_LEAVES, _walk, flatten_outputs, \
+        flatten_requires
+
+    class Part(bd.Task):
+        n = bd.IntParameter()
+
+    class Mine(bd.LocalTarget):
+        pass
+
+    parts = [Part(n=i) for i in range(3)]
+    shapes = [parts, [parts[0], None, parts[1]], [parts[0], [parts[1], (parts[2],)]],
+              [parts[0], {"k": parts[1]}], [], [parts[0], "not a task"], [3, parts[0]]]
+    for shape in shapes:
+        _TASK_LEAVES.discard(Part)  # met for the first time, each time
+
+        class Wants(bd.Task):
+            def requires(self, shape=shape):
+                return shape
+
+        try:
+            expected = [leaf for leaf in _walk(shape) if isinstance(leaf, bd.Task)]
+            wrong = [leaf for leaf in _walk(shape) if not isinstance(leaf, bd.Task)]
+        except TypeError:
+            wrong = [shape]
+        if wrong:
+            with pytest.raises(TaskDefinitionError, match="requires\\(\\) must return tasks"):
+                flatten_requires(Wants())
+            continue
+        got = flatten_requires(Wants())
+        assert got == expected and got is not shape, shape
+        assert flatten_requires(Wants()) == expected  # the second time: classes known
+    _TARGET_LEAVES.discard(Mine)
+
+    class Makes(bd.Task):
+        def output(self):
+            return [Mine("a"), Mine("b")]
+
+    assert [t.path for t in flatten_outputs(Makes())] == ["a", "b"]
+    assert Mine in _TARGET_LEAVES
+
+    class Bad(bd.Task):
+        def output(self):
+            return [Mine("a"), Part(n=1)]
+
+    with pytest.raises(TaskDefinitionError, match="output\\(\\) must return targets"):
+        flatten_outputs(Bad())

@@ -51,11 +51,15 @@ class FileTarget(Target):
 
     def __new__(cls, url: Any = None, *, path: Any = None, format: Format | None = None,
                 storage: Storage | None = None, **storage_options: Any) -> Any:
-        # a plain string given as the URL (the usual call) needs none of the checks
-        location = url if type(url) is str and url and path is None else \
-            target_location(url, path)
-        chosen = target_class(location) if cls is FileTarget else cls
-        return super().__new__(chosen)
+        # a plain string given as the URL (the usual call) needs none of the checks, and a
+        # local path's class is the one `target_class` keeps for "file" (once it has one)
+        if type(url) is str and url and path is None:
+            if cls is not FileTarget:
+                return super().__new__(cls)
+            chosen = _classes.get("file") if "://" not in url else None
+            return super().__new__(chosen or target_class(url))
+        location = target_location(url, path)
+        return super().__new__(target_class(location) if cls is FileTarget else cls)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A staged write travels from a forked worker to the runner with its target, so a
