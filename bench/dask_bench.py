@@ -25,6 +25,9 @@ Cases, each as whole `batchdeps run` processes, the executors interleaved round 
   ending and the next one's starting (the executor's turnaround per attempt), and the CPU
   seconds of the run's processes and of the cluster's (scheduler, workers, attempt
   processes) during the run.
+* What the runner's import of Dask's client side costs (`--cases imports`, no cluster):
+  `python -X importtime` over `dask_import.load()` after the command line is imported, the
+  medians of the parts that weigh most (cumulative: a part includes what it imports first).
 * N no-op tasks (each writes one short line) for N = 1,000, 2,000, 10,000: local against
   `--scheduler`; the per-task overhead is (dask - local) / N of the wall times, and the
   time per task at 1,000 and at 10,000 says whether it stays linear.
@@ -395,11 +398,46 @@ def cluster_start(rounds: int) -> None:
         print(f"| {method} | {median(samples, 0):.2f} s | {median(samples, 1):.2f} s |")
 
 
+#: The parts of the client-side import shown by `--cases imports`, in the order imported.
+IMPORT_PARTS = ["distributed.config", "dask", "yaml", "asyncio", "dask._expr", "dask.delayed",
+                "dask.widgets", "dask.datasets", "distributed.client", "distributed.worker",
+                "distributed.preloading", "distributed.comm", "distributed.comm.ws",
+                "distributed.versions", "importlib.metadata"]
+IMPORT_LOAD = ("import time; import batchdeps.cli; t = time.perf_counter(); "
+               "from batchdeps.run import dask_import; dask_import.load(); "
+               "print(time.perf_counter() - t)")
+
+
+def imports(rounds: int) -> None:
+    """Where the runner's import of Dask's client side goes (see the module docstring)."""
+    print(f"\nthe client-side import of Dask, {rounds} round(s); {load()}")
+    totals: list[float] = []
+    parts: dict[str, list[float]] = {name: [] for name in IMPORT_PARTS}
+    for _ in range(rounds):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", IMPORT_LOAD],
+                              capture_output=True, text=True, check=True, env=child_env())
+        totals.append(float(done.stdout.split()[-1]))
+        seen: set[str] = set()
+        for line in done.stderr.splitlines():
+            fields = line.split("|")
+            if len(fields) != 3 or not fields[1].strip().isdigit():
+                continue
+            name = fields[2].strip()
+            if name in parts and name not in seen:
+                seen.add(name)
+                parts[name].append(int(fields[1]) / 1e6)
+    print(f"| part (cumulative) | median |\n| --- | ---: |\n"
+          f"| all of `dask_import.load()` (wall) | {statistics.median(totals) * 1e3:.0f} ms |")
+    for name, times in parts.items():
+        if times:
+            print(f"| {name} | {statistics.median(times) * 1e3:.1f} ms |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--cases", default="sleeps,breakdown,overhead,cluster",
+    parser.add_argument("--cases", default="sleeps,breakdown,overhead,cluster,imports",
                         help="which cases, comma-separated (default: all)")
     parser.add_argument("--cluster-start", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -407,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         _cluster_start(args.cluster_start)
         return 0
     rounds = args.rounds or (1 if args.quick else 3)
+    cases = args.cases.split(",")
+    if "imports" in cases:
+        imports(max(rounds, 5))
+        if cases == ["imports"]:
+            return 0
     # A SIGTERM (timeout, kill) still stops the cluster below.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     workspace = tempfile.mkdtemp(prefix="bd-dask-bench-")
@@ -421,7 +464,6 @@ def main(argv: list[str] | None = None) -> int:
         local = ["--executor", "local", "--workers", "4"]
         scheduler = ["--scheduler", cluster.address]
         run(workspace, 8, 0, *scheduler)  # every worker's attempt process started once
-        cases = args.cases.split(",")
         n = 40 if args.quick else 200
         if "sleeps" in cases:
             sleeps(workspace, rounds, n, {
