@@ -120,6 +120,8 @@ class Plan:
     rerun_triggers: frozenset[str] = frozenset()
     #: task -> its step, made when first asked for (`by_task`), kept by `extend`
     _by_task: dict[Task, Step] | None = field(default=None, repr=False, compare=False)
+    #: task id -> its step, as `_by_task` (the resolver's own key: see `_resolve`)
+    _by_id: dict[str, Step] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -144,8 +146,11 @@ class Plan:
         Raises:
             TaskDefinitionError, CycleError, TargetCheckError: as `resolve`.
         """
-        known = self.by_task()
-        roots = [task for task in dict.fromkeys(tasks) if task not in known]
+        by_task = self.by_task()
+        if self._by_id is None:
+            self._by_id = {step.task.task_id: step for step in self.steps}
+        known = self._by_id
+        roots = [task for task in dict.fromkeys(tasks) if task.task_id not in known]
         if not roots:
             return []
         was_enabled = gc.isenabled()
@@ -157,7 +162,8 @@ class Plan:
                 gc.enable()
         self.steps.extend(added)
         for step in added:
-            known[step.task] = step
+            by_task[step.task] = step
+            known[step.task.task_id] = step
         return added
 
     def describe(self) -> list[str]:
@@ -260,14 +266,18 @@ def resolve(
         forced = forced_tasks(roots, force, force_upstream, list(force_from))
         triggers = frozenset(rerun_triggers)
         if not triggers:
-            return _resolve(roots, forced)
+            plan = _resolve(roots, _by_id(forced))
+            plan.forced = frozenset(forced)
+            return plan
         from .staleness import find_stale
 
         assessment = find_stale(roots, triggers)
         stale = [task for task in assessment.stale if task not in forced]
         for task in stale:
             forced[task] = "; ".join(assessment.stale[task])
-        plan = _resolve(roots, forced, expand=assessment.above)
+        plan = _resolve(roots, _by_id(forced),
+                        expand=frozenset(task.task_id for task in assessment.above))
+        plan.forced = frozenset(forced)
         plan.stale = frozenset(stale)
         plan.rerun_triggers = triggers
         return plan
@@ -276,28 +286,41 @@ def resolve(
             gc.enable()
 
 
-def _resolve(roots: list[Task], forced: dict[Task, str],
-             known: dict[Task, Step] | None = None, first_index: int = 0,
-             expand: Collection[Task] = frozenset()) -> Plan:
+def _by_id(tasks: dict[Task, str]) -> dict[str, str]:
+    return {task.task_id: value for task, value in tasks.items()}
+
+
+def _resolve(roots: list[Task], forced: dict[str, str],
+             known: dict[str, Step] | None = None, first_index: int = 0,
+             expand: Collection[str] = frozenset()) -> Plan:
     """The plan for `roots`; a task in `known` (a running plan's steps) is not looked at
     again: a new step that requires it is linked to its step. `expand`: tasks whose
-    requirements are visited even when complete (a stale task is below them)."""
+    requirements are visited even when complete (a stale task is below them).
+
+    Every dict and set here is keyed by task id (`forced`, `known` and `expand` too): a
+    task id is a str, whose hash the str keeps, where a task as key is a call of
+    `Task.__hash__` per look-up (ten per task of a plan). Equal tasks share their task id,
+    so the keys tell the same tasks apart as the tasks would. The plan's `forced` is left
+    to the caller.
+    """
     known = known or {}
 
-    # task -> (is complete | None while unknown); requirements of expanded tasks.
-    complete: dict[Task, bool | None] = {}
-    requires: dict[Task, list[Task]] = {}
-    outputs: dict[Task, list[Target]] = {}
-    missing_paths: dict[Task, list[str]] = {}
-    custom_false: set[Task] = set()
-    not_arrived: dict[Task, Arrival] = {}  # guarded external inputs (arrival.py)
+    # task id -> (is complete | None while unknown); requirements of expanded tasks.
+    complete: dict[str, bool | None] = {}
+    reached: list[Task] = []  # the task of each key of `complete`, in the same order
+    requires: dict[str, list[Task]] = {}
+    outputs: dict[str, list[Target]] = {}
+    missing_paths: dict[str, list[str]] = {}
+    custom_false: set[str] = set()
+    not_arrived: dict[str, Arrival] = {}  # guarded external inputs (arrival.py)
     wrappers: list[Task] = []
 
     kinds: dict[type, tuple[int, bool]] = {}  # a class -> (its kind, is it external)
     frontier = roots
     for task in roots:
-        complete[task] = None
+        complete[task.task_id] = None
     while frontier:
+        reached.extend(frontier)
         # 1. gather targets of the whole level and check them in one batch.
         batch: list[Target] = []
         checked: list[list[Target] | None] = []  # per task of the level: its checked targets
@@ -319,7 +342,8 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
         end = 0
         for task, targets in zip(frontier, checked):
             kind, external = kinds[type(task)]
-            is_forced = bool(forced) and task in forced
+            task_id = task.task_id
+            is_forced = bool(forced) and task_id in forced
             missing: list[str] = _ALL_MISSING
             there = False  # every output exists (and there is one)
             if targets is not None:
@@ -337,48 +361,50 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
             if is_forced:
                 done = False
                 if targets is None:
-                    outputs[task] = flatten_outputs(task)
+                    outputs[task_id] = flatten_outputs(task)
                 else:
-                    outputs[task] = targets
-                    missing_paths[task] = missing
+                    outputs[task_id] = targets
+                    missing_paths[task_id] = missing
             elif kind == _WRAPPER:
                 wrappers.append(task)
                 done = False  # decided once its requirements are known
             elif targets is not None:
                 done = there
                 if not done:  # a complete task's outputs are not kept
-                    outputs[task] = targets
-                    missing_paths[task] = missing
+                    outputs[task_id] = targets
+                    missing_paths[task_id] = missing
             elif kind == _GUARDED:
                 arrival = look(task)
                 done = arrival.arrived
                 if not done:
-                    not_arrived[task] = arrival
-                outputs[task] = flatten_outputs(task)
+                    not_arrived[task_id] = arrival
+                outputs[task_id] = flatten_outputs(task)
             else:
                 done = call_complete(task)
                 if not done:
-                    custom_false.add(task)
-                outputs[task] = flatten_outputs(task)
-            complete[task] = done if kind != _WRAPPER or is_forced else None
+                    custom_false.add(task_id)
+                outputs[task_id] = flatten_outputs(task)
+            complete[task_id] = done if kind != _WRAPPER or is_forced else None
             if done or external:
-                if external or not (expand and task in expand):
+                if external or not (expand and task_id in expand):
                     continue
                 # complete, but a stale task is below: go down only towards it
-                reqs = [r for r in flatten_requires(task) if r in expand or r in forced]
+                reqs = [r for r in flatten_requires(task)
+                        if r.task_id in expand or r.task_id in forced]
             else:
                 reqs = flatten_requires(task)
             if reqs:  # most tasks of a large plan (the leaves) require none
-                requires[task] = reqs
+                requires[task_id] = reqs
                 if known:
                     for req in reqs:
-                        if req not in complete and req not in known:
-                            complete[req] = None
+                        req_id = req.task_id
+                        if req_id not in complete and req_id not in known:
+                            complete[req_id] = None
                             next_frontier.append(req)
-                else:  # one look-up (one Task.__hash__ call) per requirement, not two
+                else:  # one look-up per requirement, not two
                     seen = len(complete)
                     for req in reqs:
-                        complete.setdefault(req, None)
+                        complete.setdefault(req.task_id, None)
                         if len(complete) != seen:  # it was new
                             seen += 1
                             next_frontier.append(req)
@@ -387,33 +413,34 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
     _decide_wrappers(wrappers, requires, complete, forced)
 
     # 3. the steps: every incomplete task reached, with its reason.
-    steps: dict[Task, Step] = {}
+    steps: dict[str, Step] = {}
     cwd = os.getcwd()  # relative paths in reasons are shown resolved against it
     outputs_missing = OutputsMissing(cwd)
-    for task, decided in complete.items():
+    for task, decided in zip(reached, complete.values()):
         if decided:
             continue
-        task_outputs = outputs.pop(task, ())  # the step keeps them (as a tuple)
-        missing = missing_paths.pop(task, None)
+        task_id = task.task_id
+        task_outputs = outputs.pop(task_id, ())  # the step keeps them (as a tuple)
+        missing = missing_paths.pop(task_id, None)
         all_missing = missing is _ALL_MISSING
         if isinstance(task, ExternalTask):
             if all_missing:
                 missing = [t.url for t in task_outputs]
-            arrival = not_arrived.get(task)
+            arrival = not_arrived.get(task_id)
             paths = (list(arrival.paths) if arrival is not None else missing
                      ) or [t.url for t in task_outputs]
             reason = arrival.reason if arrival is not None else \
                 f"external input {shown_all(paths, cwd) or task.task_id} missing"
-            steps[task] = Step(task, MISSING, reason, outputs=task_outputs,
-                               missing_paths=paths)
+            steps[task_id] = Step(task, MISSING, reason, outputs=task_outputs,
+                                  missing_paths=paths)
             continue
         why: str | OutputsMissing
-        if forced and task in forced:  # (a look-up hashes the task: not in an empty one)
-            why = forced[task]
-        elif custom_false and task in custom_false:
+        if forced and task_id in forced:
+            why = forced[task_id]
+        elif custom_false and task_id in custom_false:
             why = "complete() returned False"
         elif is_plain_wrapper(task) or not task_outputs:
-            pending = [r for r in requires.get(task, []) if not complete.get(r)]
+            pending = [r for r in requires.get(task_id, []) if not complete.get(r.task_id)]
             why = f"upstream {pending[0].task_id} runs" if pending else "has no outputs"
             if len(pending) > 1:
                 why = f"upstream {pending[0].task_id} and {len(pending) - 1} more run"
@@ -421,21 +448,22 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
             why = outputs_missing  # made from the outputs when asked for
         else:
             why = _missing_reason(missing or [], cwd)
-        steps[task] = Step(task, RUN, why, outputs=task_outputs)
-    del missing_paths, outputs
+        steps[task_id] = Step(task, RUN, why, outputs=task_outputs)
+    del missing_paths, outputs, reached
 
     # Edges, kept as tuples: a step's downstream is a list only while it gains a second
     # one (most steps of a tree or a chain have one), then a tuple again.
     grown: list[Step] = []
-    for task, step in steps.items():
-        reqs = requires.get(task)
+    for task_id, step in steps.items():
+        reqs = requires.get(task_id)
         if not reqs:
             continue
         ups: list[Step] = []
         for req in reqs:
-            up = steps.get(req)
+            req_id = req.task_id
+            up = steps.get(req_id)
             if up is None and known:
-                up = known.get(req)
+                up = known.get(req_id)
             if up is not None and up is not step:
                 ups.append(up)
                 downs = up.downstream
@@ -447,7 +475,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
                 else:
                     downs.append(step)  # type: ignore[attr-defined]
             elif up is step:
-                raise CycleError(f"task {task.task_id} requires itself")
+                raise CycleError(f"task {task_id} requires itself")
         step.upstream = tuple(ups)
     del requires
     for step in grown:
@@ -456,7 +484,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
 
     ordered = _order(steps, known_too=bool(known))
     if known:  # the order names the known steps new ones require: they keep their place
-        ordered = [step for step in ordered if steps.get(step.task) is step]
+        ordered = [step for step in ordered if steps.get(step.task.task_id) is step]
     for index, step in enumerate(ordered, first_index):
         step.index = index
         if step.kind == MISSING:
@@ -469,8 +497,7 @@ def _resolve(roots: list[Task], forced: dict[Task, str],
     return Plan(
         requested=roots,
         steps=ordered,
-        complete=[t for t in roots if complete.get(t)],
-        forced=frozenset(forced),
+        complete=[t for t in roots if complete.get(t.task_id)],
     )
 
 
@@ -631,26 +658,30 @@ def call_complete(task: Task) -> bool:
 
 def _decide_wrappers(
     wrappers: list[Task],
-    requires: dict[Task, list[Task]],
-    complete: dict[Task, bool | None],
-    forced: Collection[Task],
+    requires: dict[str, list[Task]],
+    complete: dict[str, bool | None],
+    forced: Collection[str],
 ) -> None:
-    """A plain WrapperTask is complete when all its requirements are (nested ones too)."""
-    pending = {w for w in wrappers if w not in forced}
+    """A plain WrapperTask is complete when all its requirements are (nested ones too).
+
+    `requires`, `complete` and `forced` are keyed by task id (as in `_resolve`)."""
+    pending = {w.task_id: w for w in wrappers if w.task_id not in forced}
     if not pending:
         return
-    sorter: graphlib.TopologicalSorter[Task] = graphlib.TopologicalSorter()
-    for wrapper in pending:
-        sorter.add(wrapper, *[r for r in requires.get(wrapper, []) if r in pending])
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for wrapper_id in pending:
+        sorter.add(wrapper_id, *[r.task_id for r in requires.get(wrapper_id, [])
+                                 if r.task_id in pending])
     try:
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:
-        raise cycle_error(exc.args[1]) from None
-    for wrapper in order:
-        complete[wrapper] = all(map(complete.get, requires.get(wrapper, ())))
+        raise cycle_error([pending[task_id] for task_id in exc.args[1]]) from None
+    for wrapper_id in order:
+        complete[wrapper_id] = all(
+            [complete.get(r.task_id) for r in requires.get(wrapper_id, ())])
 
 
-def _order(steps: dict[Task, Step], known_too: bool = True) -> list[Step]:
+def _order(steps: dict[str, Step], known_too: bool = True) -> list[Step]:
     """The steps in dependency order (and the known steps they require, first), in the
     order graphlib's `static_order` gives; a cycle raises CycleError naming it.
 
@@ -667,7 +698,7 @@ def _order(steps: dict[Task, Step], known_too: bool = True) -> list[Step]:
     left: list[int] = []  # open upstream steps; graphlib counts none for a known step
     for step in steps.values():
         for node in (step, *step.upstream):
-            if not known_too or steps.get(node.task) is node:
+            if not known_too or steps.get(node.task.task_id) is node:
                 if node.index < 0:
                     node.index = len(nodes)
                     nodes.append(node)
@@ -683,7 +714,7 @@ def _order(steps: dict[Task, Step], known_too: bool = True) -> list[Step]:
         batch, ready = ready, []
         for node in batch:
             for down in node.downstream:
-                if known_too and steps.get(down.task) is not down:
+                if known_too and steps.get(down.task.task_id) is not down:
                     continue  # a step of the running plan, already placed
                 at = down.index
                 left[at] -= 1

@@ -21,9 +21,10 @@ Prints per line the medians, the paired ratio to the floor (run by run), and CPU
 per task over the floor and over the line before (with `--calls`, also the Python
 function calls per task each line makes, counted by cProfile in two more runs of each,
 at the size and at a tenth of it, the difference over the difference in tasks so that
-start-up is not counted: what the interpreter executes, the same whatever the load); the last line, a build of one
-task, is batchdeps' start-up (interpreter, imports, config), which the per-task figures of the run
-include (spread over its tasks). Load averages are printed with each round.
+start-up is not counted: what the interpreter executes, the same whatever the load); the
+last line, a build of one task, is batchdeps' start-up (interpreter, imports, config),
+which the per-task figures of the run include (spread over its tasks). Load averages are
+printed with each round.
 """
 
 from __future__ import annotations
@@ -145,7 +146,11 @@ def main() -> int:
         cpu_ratio = statistics.median(a.cpu_seconds / b.cpu_seconds for a, b in zip(mine, floor))
         over = statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6
                                  for a, b in zip(mine, floor))
-        step = "" if previous is None or label == LADDER[-1][0] else f"{statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6 for a, b in zip(mine, previous)):.0f} µs"
+        step = ""
+        if previous is not None and label != LADDER[-1][0]:
+            added = statistics.median((a.cpu_seconds - b.cpu_seconds) / size * 1e6
+                                      for a, b in zip(mine, previous))
+            step = f"{added:.0f} µs"
         per_task = f" {calls[label]:.0f} |" if label in calls else (" |" if calls else "")
         print(f"| {label} | {wall:.3f} s | {cpu:.3f} s | {ratio:.2f}x | {cpu_ratio:.2f}x "
               f"| {over:.0f} µs | {step} |{per_task}")

@@ -232,3 +232,52 @@ def test_describe_has_one_line_per_step_with_reason(tmp_path: Path) -> None:
     lines = plan.describe()
     assert len(lines) == 2
     assert "Node(name=a" in lines[0] and f"output {tmp_path}/a missing" in lines[0]
+
+
+class WrapCycle(bd.WrapperTask):
+    name = bd.Parameter()
+
+    def requires(self):
+        return WrapCycle(name={"x": "y", "y": "x"}[self.name])
+
+
+def test_a_cycle_of_wrappers_is_an_error_naming_the_cycle() -> None:
+    with pytest.raises(CycleError) as caught:
+        resolve([WrapCycle(name="x")])
+    assert "WrapCycle(name=x)" in str(caught.value) and "WrapCycle(name=y)" in str(caught.value)
+
+
+HASHED: list[str] = []
+
+
+class Counted(bd.Task):
+    """Node `n` of a binary tree of `size` nodes that notes each time it is hashed."""
+
+    n = bd.IntParameter()
+    size = bd.IntParameter()
+    root = bd.Parameter()
+
+    def requires(self):
+        return [Counted(n=c, size=self.size, root=self.root)
+                for c in (2 * self.n + 1, 2 * self.n + 2) if c < self.size]
+
+    def output(self):
+        return bd.FileTarget(f"{self.root}/{self.n}")
+
+    def __hash__(self) -> int:
+        HASHED.append(self.task_id)
+        return super().__hash__()
+
+    __eq__ = bd.Task.__eq__
+
+
+def test_resolution_keys_its_tables_by_task_id_and_hashes_no_task_per_step(
+        tmp_path: Path) -> None:
+    # Task.__hash__ is a Python call; a task id (a str) keeps its hash. A plan of 200
+    # steps hashes the requested task once (requested tasks are made unique), not each
+    # task at every look-up; equal tasks made by two parents are still one step.
+    HASHED.clear()
+    plan = resolve([Counted(n=0, size=200, root=str(tmp_path))])
+    assert len(plan.steps) == 200
+    assert len({step.task_id for step in plan.steps}) == 200
+    assert len(HASHED) <= 2, HASHED
