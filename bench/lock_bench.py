@@ -22,7 +22,10 @@ stop) gives the requests per task.
 
 With `--postgres`: the same round trips (1 and 16 clients) and the same N-task build through
 the SQLite server and through servers on one PostgreSQL database (one replica, and two with
-the clients dealt between them), side by side, with each one's ratio to SQLite. The
+the clients dealt between them), in pairs: for each case and repeat, SQLite and each
+PostgreSQL setup back to back (the order turned round every other pair), and each
+PostgreSQL figure given as the median of its per-pair ratios to SQLite, with their range,
+so that the swing of the machine's load between runs does not decide the verdict. The
 PostgreSQL server is a throwaway cluster (tests/support/pg.py) with fsync on, as SQLite's
 grants are fsynced. A second table says where the CPU went: per lease, the server
 process(es) and PostgreSQL's processes (read from /proc before and after each case).
@@ -268,7 +271,8 @@ def cluster_cpu(data_dir: str) -> float:
 
 
 def compare_stores(args: argparse.Namespace, folder: str) -> None:
-    """SQLite against PostgreSQL (one and two replicas), interleaved, best of `repeats`."""
+    """SQLite against PostgreSQL (one and two replicas): `repeats` pairs of each case, run
+    back to back in turn, and the median of the per-pair ratios."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from support.pg import PgCluster
 
@@ -286,8 +290,7 @@ def compare_stores(args: argparse.Namespace, folder: str) -> None:
         setups: dict[str, list[str]] = {"sqlite": [sqlite_url], "postgresql, 1 replica": [url_a],
                                         "postgresql, 2 replicas": [url_a, url_b]}
         print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}; load "
-              f"{os.getloadavg()[0]:.1f}; best of {args.repeats}, interleaved")
-        best: dict[tuple[str, str], float] = {}
+              f"{os.getloadavg()[0]:.1f}; {args.repeats} pairs, alternated")
         pids = {"sqlite": [sqlite_server.pid], "postgresql, 1 replica": [pg_a.pid],
                 "postgresql, 2 replicas": [pg_a.pid, pg_b.pid]}
         #: (setup, case) -> [server CPU s, PostgreSQL CPU s, leases] summed over repeats
@@ -306,26 +309,60 @@ def compare_stores(args: argparse.Namespace, folder: str) -> None:
                     cluster_cpu(cluster.data) if name != "sqlite" else 0.0)
 
         timed_run(min(args.tasks, 1000), NoLocks(), folder)
-        for _ in range(args.repeats):
-            for name, urls in setups.items():
-                for clients in (1, 16):
+        #: (setup, case) -> the figure of each pair, in order (leases/s, or the build's s)
+        runs: dict[tuple[str, str], list[float]] = {}
+        names = list(setups)
+        for rep in range(args.repeats):
+            for case in ("rt1", "rt16", "build"):
+                # One pair (SQLite and each PostgreSQL setup) back to back for each case,
+                # the order turned round every other pair, so that the load of the moment
+                # and its drift hit both sides of a ratio alike.
+                for name in (names if rep % 2 == 0 else names[::-1]):
+                    urls = setups[name]
                     before = now_cpu(name)
-                    rate = round_trips(urls, clients, args.seconds)
-                    measured(name, f"rt{clients}", rate * args.seconds, before)
-                    best[(name, f"rt{clients}")] = max(best.get((name, f"rt{clients}"), 0), rate)
-                before = now_cpu(name)
-                took = timed_run(args.tasks, HttpLockProvider(urls, token=TOKEN, ttl=30), folder)
-                measured(name, "build", args.tasks, before)
-                best[(name, "build")] = min(best.get((name, "build"), float("inf")), took)
-        base = {what: best[("sqlite", what)] for what in ("rt1", "rt16", "build")}
+                    if case == "build":
+                        figure = timed_run(args.tasks, HttpLockProvider(
+                            urls, token=TOKEN, ttl=30), folder)
+                        leases = float(args.tasks)
+                    else:
+                        figure = round_trips(urls, int(case[2:]), args.seconds)
+                        leases = figure * args.seconds
+                    measured(name, case, leases, before)
+                    runs.setdefault((name, case), []).append(figure)
+        print(f"load {os.getloadavg()[0]:.1f} at the end")
+
+        def median(values: list[float]) -> float:
+            ordered = sorted(values)
+            middle = len(ordered) // 2
+            return (ordered[middle] if len(ordered) % 2 else
+                    (ordered[middle - 1] + ordered[middle]) / 2)
+
+        def ratios(name: str, case: str) -> list[float]:
+            """Each pair's PostgreSQL-to-SQLite ratio (for the build, SQLite's time over
+            this one's, so that above 1 is faster everywhere and 0.67 is the line)."""
+            ours, base = runs[(name, case)], runs[("sqlite", case)]
+            return sorted(b / o if case == "build" else o / b for o, b in zip(ours, base))
+
         print(f"| server | round trips/s, 1 client | round trips/s, 16 clients | "
               f"{args.tasks} tasks, 1 worker |")
         print("| --- | --- | --- | --- |")
         for name in setups:
-            rt1, rt16, build = (best[(name, w)] for w in ("rt1", "rt16", "build"))
-            print(f"| {name} | {rt1:.0f} ({rt1 / base['rt1']:.2f}x) | {rt16:.0f} "
-                  f"({rt16 / base['rt16']:.2f}x) | {build:.2f} s "
-                  f"({build / base['build']:.2f}x) |", flush=True)
+            cells = []
+            for case in ("rt1", "rt16", "build"):
+                value = median(runs[(name, case)])
+                shown = f"{value:.2f} s" if case == "build" else f"{value:.0f}"
+                if name != "sqlite":
+                    pairs = ratios(name, case)
+                    shown += (f" ({median(pairs):.2f}x; pairs {pairs[0]:.2f}-"
+                              f"{pairs[-1]:.2f}x)")
+                else:
+                    spread = sorted(runs[(name, case)])
+                    shown += (f" ({spread[0]:.2f}-{spread[-1]:.2f} s)" if case == "build"
+                              else f" ({spread[0]:.0f}-{spread[-1]:.0f})")
+                cells.append(shown)
+            print(f"| {name} | {' | '.join(cells)} |", flush=True)
+        print("(medians of the runs; for PostgreSQL the median of the per-pair ratios to "
+              "SQLite, speed: above 1.00x is faster, 0.67x is the goal's line)")
         print("\nCPU per lease, all repeats (us; server process(es) + PostgreSQL's processes):")
         print("| server | 1 client | 16 clients | build |")
         print("| --- | --- | --- | --- |")
