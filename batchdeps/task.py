@@ -111,43 +111,91 @@ def _kinds_entry(cls: type[Task]) -> tuple[Any, ...]:
     return entry
 
 
+def _spelt(direct: tuple[tuple[str, type, bool], ...]) -> bool:
+    """Whether every parameter name can be spelt in code written for them."""
+    return all(name.isidentifier() and not keyword.iskeyword(name) for name, _, _ in direct)
+
+
+def _direct_body(direct: tuple[tuple[str, type, bool], ...], indent: str) -> list[str]:
+    """The lines of `_direct` written out for these parameters, on `kwargs` and `task`:
+    each value taken by name, every type checked before anything is set (a refusal sets
+    nothing), then each value set and the id made; `return False` where `_direct` refuses,
+    and falls through (the caller says what follows) where it would return True."""
+    lines = [f"if len(kwargs) != {len(direct)}:", "    return False", "get = kwargs.get"]
+    checks, sets, parts = [], [], []
+    for index, (name, plain, significant) in enumerate(direct):
+        lines.append(f"v{index} = get({name!r})")
+        checks.append(f"type(v{index}) is not {plain.__name__}")
+        sets.append(f"_set_attribute(task, {name!r}, v{index})")
+        if not significant:
+            continue
+        if plain is int:
+            parts.append(f"{name}={{v{index}}}")
+        else:  # the last text's form remembered, as _text_in_id remembers it
+            sets.append("last = _last_text")
+            sets.append(f"t{index} = last[1] if last[0] is v{index} else _text_in_id(v{index})")
+            parts.append(f"{name}={{t{index}}}")
+    lines += [f"if {' or '.join(checks)}:", "    return False", *sets,
+              f"task.task_id = f\"{{type(task).task_family}}({', '.join(parts)})\""]
+    return [indent + line for line in lines]
+
+
 def _direct_setter(direct: tuple[tuple[str, type, bool], ...]
                    ) -> Callable[[Task, dict[str, Any]], bool]:
     """`_direct` for these parameters as one function written for them (no loop, no list
     of parts: each name, type check and part of the id spelt out), as `dataclasses` and
     `namedtuple` write theirs: the same values and id as `_direct` (the loop, which stays
     for names that cannot be spelt in code), which a test checks case by case."""
-    names = [name for name, _, _ in direct]
-    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+    if not _spelt(direct):
         return lambda task, kwargs: _direct(task, direct, kwargs)
-    lines = [f"def direct(task, kwargs):",
-             f"    if len(kwargs) != {len(direct)}:",
-             "        return False",
-             "    get = kwargs.get"]
-    checks, sets, parts = [], [], []
-    for index, (name, plain, significant) in enumerate(direct):
-        lines.append(f"    v{index} = get({name!r})")
-        checks.append(f"type(v{index}) is not {plain.__name__}")
-        sets.append(f"    _set_attribute(task, {name!r}, v{index})")
-        if not significant:
-            continue
-        if plain is int:
-            parts.append(f"{name}={{v{index}}}")
-        else:  # the last text's form remembered, as _text_in_id remembers it
-            lines_text = (f"    last = _last_text\n"
-                          f"    t{index} = last[1] if last[0] is v{index} else "
-                          f"_text_in_id(v{index})")
-            sets.append(lines_text)
-            parts.append(f"{name}={{t{index}}}")
-    lines.append(f"    if {' or '.join(checks)}:")
-    lines.append("        return False")
-    lines.extend(sets)
-    inside = ", ".join(parts)
-    lines.append(f"    task.task_id = f\"{{type(task).task_family}}({inside})\"")
-    lines.append("    return True")
+    code = "\n".join(["def direct(task, kwargs):", *_direct_body(direct, "    "),
+                      "    return True"])
     scope: dict[str, Any] = {}
-    exec("\n".join(lines), globals(), scope)  # noqa: S102 - code made from names checked above
+    exec(code, globals(), scope)  # noqa: S102 - code made from names checked above
     return scope["direct"]  # type: ignore[no-any-return]
+
+
+def _write_init(cls: type[Task]) -> None:
+    """Give `cls` an `__init__` written for its parameters when they are all plain ints
+    and texts and it would otherwise inherit `Task.__init__` (or one written here): a
+    `cls(n=1, root="/data")` that gives each of them by name, with a value of the exact
+    type, is then set up in that one call, `_direct_setter`'s code inline (the task
+    model's cost per task object is most of a nightly run over finished data). Any
+    other call, an instance of a subclass, or a class whose parameters changed since,
+    goes on to `Task.__init__`. A class's own `__init__` is never replaced; one written
+    here that no longer fits (`collect_parameters` found other parameters) is removed."""
+    own = vars(cls).get("__init__")
+    if own is not None and not getattr(own, "_written_for", None):
+        return
+    inherited = next(vars(klass)["__init__"] for klass in cls.__mro__[1:]
+                     if "__init__" in vars(klass))
+    entry = _kinds_entry(cls)
+    direct = entry[2] is not None and tuple(
+        (p.name, int if kind is _INT else str, p.significant)
+        for p, kind in zip(entry[0], entry[1]))
+    if not direct or not _spelt(direct) or not (
+            inherited is Task.__init__ or getattr(inherited, "_written_for", None)):
+        if own is not None:
+            delattr(cls, "__init__")
+        return
+    code = "\n".join([
+        "def make(cls, params):",
+        "    def __init__(task, *args, **kwargs):",
+        "        if not args and type(task) is cls and cls._params is params:",
+        *_direct_body(direct, "            "),
+        "            return",
+        "        _task_init(task, *args, **kwargs)",
+        "    return __init__"])
+    # `return False` of the body means "not this way": the full path follows
+    code = code.replace("return False", "return _task_init(task, *args, **kwargs)")
+    scope: dict[str, Any] = {}
+    exec(code, globals(), scope)  # noqa: S102 - code made from names checked above
+    init = scope["make"](cls, entry[0])
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__doc__ = Task.__init__.__doc__
+    init._written_for = cls
+    type.__setattr__(cls, "__init__", init)
 
 
 def _direct(task: Task, direct: tuple[tuple[str, type, bool], ...],
@@ -310,6 +358,7 @@ class Task:
                 elif name in params:  # a subclass replaced the parameter with a constant
                     del params[name]
         cls._params = tuple(params.values())
+        _write_init(cls)
 
     @classmethod
     def get_task_namespace(cls) -> str | None:
@@ -502,6 +551,10 @@ class Task:
         `error` carries the last line of the final attempt's error ("timed out after 5 s",
         "ValueError: ..."); an exception raised here is logged and changes nothing.
         """
+
+
+#: the full path of a task's set-up, which an `__init__` written by `_write_init` calls
+_task_init = Task.__init__
 
 
 class ExternalTask(Task):

@@ -906,6 +906,13 @@ def test_a_listed_folder_answers_as_a_stat_of_each_target(tmp_path, monkeypatch)
         assert listed == exists_each(targets)
         assert listed == [target._exists() for target in targets]
         assert sum(listed) > len(listed) // 3 and not all(listed)
+    folders = {}  # and each folder's targets alone (a batch in one folder)
+    for path in fine:
+        folders.setdefault(path[:path.rfind("/") + 1], []).append(path)
+    assert sum(len(paths) >= LIST_AT for paths in folders.values()) >= 5
+    for paths in folders.values():
+        targets = [LocalTarget(path) for path in paths]
+        assert exists_listed(targets) == exists_each(targets), paths
     for broken in (str(many / "self"), str(many / "self" / "x.txt"),
                    *(str(many / "self" / f"{n}.txt") for n in range(LIST_AT))):
         targets = [LocalTarget(path) for path in [*fine, broken]]
@@ -1025,3 +1032,76 @@ def test_a_list_of_leaves_met_for_the_first_time_flattens_as_the_walk_does():
 
     with pytest.raises(TaskDefinitionError, match="output\\(\\) must return targets"):
         flatten_outputs(Bad())
+
+
+def test_an_init_written_for_a_class_sets_what_task_init_sets():
+    """`_write_init` gives a class of plain parameters an `__init__` of its own; for every
+    call (taken or refused, errors included) the task is the one `Task.__init__` makes. A
+    class's own `__init__` is kept, a subclass with one goes through it, a class whose
+    parameters change (`collect_parameters`) gets a new one or, no longer plain, none."""
+    import batchdeps as bd
+    from batchdeps.errors import ParameterError
+    from batchdeps.task import Task
+
+    class Plain(bd.Task):
+        n = bd.IntParameter()
+        root = bd.Parameter(default="/r")
+        note = bd.StrParameter(default="", significant=False)
+
+    class Own(Plain):
+        def __init__(self, *args, **kwargs):
+            if not args:
+                kwargs.setdefault("root", "/own")
+            super().__init__(*args, **kwargs)
+
+    class Below(Plain):
+        extra = bd.IntParameter(default=7)
+
+    assert "_written_for" in vars(Plain.__init__) and Plain.__init__._written_for is Plain
+    assert "__init__" in vars(Below) and vars(Own)["__init__"].__qualname__.endswith("Own.__init__")
+
+    def full(cls, *args, **kwargs):
+        task = object.__new__(cls)
+        Task.__init__(task, *args, **kwargs)
+        return task
+
+    cases = [((), dict(n=1, root="/a", note="x")), ((), dict(n=1)), ((3, "/b"), {}),
+             ((), dict(n=True, root="/a", note="")), ((), dict(n=1, root="a, b", note="")),
+             ((), dict(n=1, root=None, note="")), ((), dict(n=1, root="/a", note="", x=1)),
+             ((), dict(root="/a", note="", extra=1)), ((), dict(n=1, root="/a", note="", extra=2)),
+             ((), dict(n="5", root="/a", note=""))]
+    for cls in (Plain, Own, Below):
+        for args, kwargs in cases:
+            try:
+                expected = full(cls, *args, **dict(kwargs))
+            except ParameterError as refused:
+                with pytest.raises(ParameterError) as raised:
+                    cls(*args, **kwargs)
+                assert str(raised.value) == str(refused), (cls, kwargs)
+                continue
+            task = cls(*args, **kwargs)
+            if cls is Own and "root" not in kwargs and not args:
+                expected = full(cls, *args, **{**kwargs, "root": "/own"})
+            assert task.task_id == expected.task_id, (cls, kwargs)
+            assert vars(task) == vars(expected), (cls, kwargs)
+
+    class Sized(bd.Task):
+        size = bd.IntParameter(default=2)
+
+    class Dated(bd.Task):
+        when = bd.DateParameter(default=None)
+
+    @bd.inherits(Sized)  # parameters added after the class was made: a new __init__
+    class Grown(bd.Task):
+        n = bd.IntParameter()
+
+    assert vars(Grown)["__init__"]._written_for is Grown
+    assert Grown(n=1, size=3).task_id == "Grown(size=3, n=1)" == full(Grown, n=1, size=3).task_id
+    assert Grown(n=1).task_id == "Grown(size=2, n=1)"
+
+    @bd.inherits(Dated)  # no longer all plain: Task.__init__ itself
+    class Mixed(bd.Task):
+        n = bd.IntParameter()
+
+    assert "__init__" not in vars(Mixed)
+    assert Mixed(n=1).task_id == full(Mixed, n=1).task_id == "Mixed(when=None, n=1)"

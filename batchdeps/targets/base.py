@@ -387,8 +387,8 @@ def check_exists(targets: list[Target]) -> list[bool]:
     """Existence of many targets, batched per target class."""
     if len(targets) == 1:  # one task's one output: the re-check under every lock
         return list(type(targets[0]).exists_many(targets))
-    if targets and all(type(t) is type(targets[0]) for t in targets):
-        return list(type(targets[0]).exists_many(targets))  # one class: no index lists
+    if targets and len(set(map(type, targets))) == 1:  # one class: no index lists
+        return list(type(targets[0]).exists_many(targets))
     by_class: dict[type[Target], list[int]] = {}
     for index, target in enumerate(targets):
         by_class.setdefault(type(target), []).append(index)

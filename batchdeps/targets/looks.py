@@ -60,10 +60,11 @@ def exists_listed(targets: list[Target]) -> list[bool]:
     """
     paths: list[str] = [target.path for target in targets]  # type: ignore[attr-defined]
     heads = [path[:path.rfind("/") + 1] for path in paths]  # each folder, with its slash
+    counts = Counter(heads)
     present: set[str] = set()  # paths a listing showed
     absent: set[str] = set()  # folders that are not there
     probes: list[int] = []  # one target per listed folder, looked at with a stat too
-    for head, count in Counter(heads).items():
+    for head, count in counts.items():
         if count < LIST_AT:
             continue
         names = _listing(head or ".", LIST_AT + LIST_SPAN * count)
@@ -72,9 +73,15 @@ def exists_listed(targets: list[Target]) -> list[bool]:
         if names is _NOT_THERE:
             absent.add(head)
             continue
-        present.update([head + name for name in names])
         probes.append(heads.index(head))
-    answers = [path in present for path in paths]
+        if len(counts) == 1:  # every target in this one folder: its names are enough
+            shown = set(names)
+            cut = len(head)
+            answers = [path[cut:] in shown for path in paths]
+            break
+        present.update([head + name for name in names])
+    else:
+        answers = [path in present for path in paths]
     each = [index for index, there in enumerate(answers)
             if not there and heads[index] not in absent]
     for probe in probes:
