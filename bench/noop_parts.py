@@ -7,7 +7,7 @@ Builds `AllLeaves --size N` once (bench/dags/bd_dags.py), then times, in this pr
 (best of `--reps`, CPU time of this thread), each part of resolving the wrapper over its N
 complete leaves, and the floor's own loop (`floor.py check`: a join and a stat per file):
 the user's `requires()` (N `Leaf` task objects), the least a Python object with the same
-task id costs (a slotted class and the same f-string), each leaf's `output()` (N targets),
+task id costs (a slotted class and the same f-string), each leaf's `output()` (N targets), the targets alone (`FileTarget` of each path),
 the look at every output (`check_exists`: a stat each), and `resolve()` whole. The whole
 process figures (start-up included) are bench/run.py's "nothing to do" rows.
 """
@@ -70,11 +70,12 @@ def main() -> int:
         from bd_dags import AllLeaves
 
         from batchdeps.resolver import resolve
-        from batchdeps.targets import check_exists
+        from batchdeps.targets import FileTarget, check_exists
 
         wrapper = AllLeaves(size=size, root=root)
         leaves = wrapper.requires()
         outputs = [leaf.output() for leaf in leaves]
+        paths = [target.path for target in outputs]
         folder = os.path.join(root, "leaves")
 
         class Plain:
@@ -96,6 +97,8 @@ def main() -> int:
              lambda: [Plain(n=i, root=root) for i in range(size)]),
             ("each leaf's output(): N targets (a join each)",
              lambda: [leaf.output() for leaf in leaves]),
+            ("the targets alone: FileTarget(path) of each joined path",
+             lambda: [FileTarget(path) for path in paths]),
             ("every output looked at (check_exists: a stat each)", lambda: check_exists(outputs)),
             ("resolve() of the wrapper, all of the above included", lambda: resolve([wrapper])),
         ]
