@@ -242,3 +242,68 @@ def test_logs_older_than_the_history_retention_are_pruned(project: Any) -> None:
     assert not old_run.exists() and not loose.exists()
     assert (recent / "1.log").exists()
     assert len(list((project.root / "logs/Flaky/name=f,fails=1").iterdir())) == 1
+
+
+SAYS_PIPELINE = '''
+import logging
+
+import batchdeps as bd
+
+
+class Says(bd.Task):
+    """Logs one line; its output holds how many handlers the root logger had meanwhile."""
+    n = bd.IntParameter()
+
+    def output(self):
+        return bd.FileTarget(f"out/says-{self.n}.txt")
+
+    def run(self):
+        logging.getLogger("says").info("said %d", self.n)
+        with self.output().open("w") as out:
+            out.write(f"{len(logging.root.handlers)}\\n")
+
+
+@Says.event_handler(bd.Event.SUCCESS)
+def noted(task):  # runs in the runner's process, between attempts
+    with open(f"out/between-{task.n}.txt", "w") as out:
+        out.write(f"{len(logging.root.handlers)}\\n")
+
+
+class AllSay(bd.WrapperTask):
+    def requires(self):
+        return [Says(n=n) for n in range(6)]
+'''
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_task_log_handler_is_on_the_root_logger_only_during_each_attempt(
+        project: Any, workers: str) -> None:
+    # One handler for the attempt (not one more per attempt before it), none between
+    # attempts or after the run: a program's logging.basicConfig() there still takes
+    # effect; each task's log holds its own logging line and no other task's.
+    project.write("pipelines/says.py", SAYS_PIPELINE)
+    project.write("config.toml", '[batchdeps]\nmodules = ["pipelines.says"]\n')
+    done = project.run("run", "AllSay", "--workers", workers)
+    assert done.returncode == 0, done.stderr
+    for n in range(6):
+        assert (project.root / f"out/says-{n}.txt").read_text() == "1\n"
+        assert (project.root / f"out/between-{n}.txt").read_text() == "0\n"
+        log = attempt_log(project.root / f"logs/Says/n={n}", 1)
+        lines = log.read_text().splitlines()
+        assert len(lines) == 2 and lines[1].endswith(f" INFO says: said {n}"), lines
+
+    script = ("import logging, sys; sys.path.insert(0, '.'); import batchdeps as bd; "
+              "from pipelines.says import Says; "
+              "r = bd.build([Says(n=n) for n in range(10, 13)], log_dir='logs2'); "
+              "assert r.ok; print(len(logging.root.handlers)); "
+              "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s'); "
+              "logging.getLogger('after').info('the program logs after the build')")
+    import subprocess
+
+    built = subprocess.run([sys.executable, "-c", script], cwd=project.root, env=project.env,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    assert built.stdout == "0\nthe program logs after the build\n"
+    for n in range(10, 13):
+        assert (project.root / f"out/says-{n}.txt").read_text() == "1\n"
+        assert (project.root / f"out/between-{n}.txt").read_text() == "0\n"

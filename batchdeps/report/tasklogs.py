@@ -451,8 +451,15 @@ class _Capture:
             logs._held = True
         logs._saved_streams = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = logs._fd_streams
-        if logs._handler is not None:
-            logging.root.addHandler(logs._handler)  # getLogger() without a name: root
+        handler = logs._handler
+        if handler is not None:
+            # getLogger() without a name: root. What addHandler does, without its four
+            # calls of logging's module lock around one list append (the GIL keeps the
+            # append whole); the handler is on the root logger only during the attempt,
+            # so a basicConfig() of the program's between attempts or after the run works.
+            handlers = logging.root.handlers
+            if handler not in handlers:
+                handlers.append(handler)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -478,8 +485,11 @@ class _Capture:
         """Put sys.stdout/stderr and the root logger back, and fds 1 and 2 unless `keep_fds`
         (they then stay on the scratch file until the next attempt or `release()`)."""
         logs = self.logs
-        if logs._handler is not None:
-            logging.root.removeHandler(logs._handler)
+        handler = logs._handler
+        if handler is not None:  # what removeHandler does (as addHandler in `_redirect`)
+            handlers = logging.root.handlers
+            if handler in handlers:  # (run() may have called basicConfig(force=True))
+                handlers.remove(handler)
         for stream in (sys.stdout, sys.stderr):  # (as _flush_std_streams, written out)
             if stream is not None:
                 try:
