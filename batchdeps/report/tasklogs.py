@@ -187,7 +187,7 @@ class TaskLogs:
         """The log file of one attempt (for `RunOptions.log_path_for`)."""
         if self.mode == "off":
             return None
-        return self.path(step.task.family(), step.task_id, attempt)
+        return self.path(step.task.family(), step.task.task_id, attempt)
 
     def _scratch_dir(self) -> str:
         return os.path.join(self.log_dir, SCRATCH_DIR, self.run_id or "run")
@@ -197,7 +197,7 @@ class TaskLogs:
         """A context manager around one attempt's `run()` (the executors' hook)."""
         if self.mode == "off" or log_path is None:
             return None
-        return _Capture(self, step.task_id, attempt, log_path)
+        return _Capture(self, step.task.task_id, attempt, log_path)
 
     def _prepare_process(self) -> int:
         """Open this process's scratch file and keep its original fds 1 and 2 (once)."""

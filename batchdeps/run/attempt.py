@@ -268,7 +268,7 @@ class Lifecycle:
                             reason="built by another run (seen before taking its lock)")
         if not batch:
             return
-        self.locks.acquire_ahead([step.task_id for step in batch])
+        self.locks.acquire_ahead([step.task.task_id for step in batch])
         for step in batch:
             self.run_of(step).phase = Phase.AHEAD
         self.ahead += len(batch)
@@ -300,7 +300,7 @@ class Lifecycle:
         if len(polls) == 1:
             return [*ready, *polls]
         for step, lease in zip(polls, self.locks.try_acquire_many(
-                [step.task_id for step in polls]) if polls else ()):
+                [step.task.task_id for step in polls]) if polls else ()):
             run = runs[step.index]
             if lease is None:
                 self._wait(step, run)  # checks the wait timeout, then polls again later
@@ -341,7 +341,7 @@ class Lifecycle:
                 elif self.refusals and self._built_before_lease(step, run):
                     return
                 asked = self.clock()
-                lease = self.locks.try_acquire(step.task_id)
+                lease = self.locks.try_acquire(step.task.task_id)
                 if phase is Phase.AHEAD and self.clock() - asked > LATE_ANSWER and \
                         self.rounds_ahead < MAX_ROUNDS_AHEAD:
                     self.rounds_ahead *= 2  # its answer was still on the way: ask further ahead
@@ -355,7 +355,7 @@ class Lifecycle:
                 assert run.lease is not None
                 if run.lease.lost:  # taken ahead in a batch, and lost before its turn came
                     log.warning("%s: lease lost before the attempt (%s); waiting for the "
-                                "lock again", step.task_id, run.lease.lost_reason)
+                                "lock again", step.task.task_id, run.lease.lost_reason)
                     self.lose_lease(run)
                     continue
                 if self._complete_after_lease(step, run):
@@ -371,12 +371,12 @@ class Lifecycle:
                     self.locks.check(run.lease)
                 except LeaseLostError as exc:
                     log.warning("%s: lease lost before the next attempt (%s); waiting for the "
-                                "lock again", step.task_id, run.lease.lost_reason or exc)
+                                "lock again", step.task.task_id, run.lease.lost_reason or exc)
                     self.lose_lease(run)
                     continue
                 run.phase = Phase.RESOURCES
             else:  # pragma: no cover - EXECUTE, FENCE, COMMIT, DISCARD, DONE never start
-                raise RuntimeError(f"{step.task_id} started in phase {phase.value}")
+                raise RuntimeError(f"{step.task.task_id} started in phase {phase.value}")
 
     def _wait(self, step: Step, run: StepRun) -> None:
         """Held elsewhere: announce the wait once, give up at the wait timeout, else poll."""
@@ -388,11 +388,11 @@ class Lifecycle:
             run.polls = 0
             run.rechecks = 0
             run.next_recheck = now + RECHECK_POLL.delay(1)
-            self.host.emit(TaskWaiting(self.options.run_id, step.task_id,
-                                       self.locks.holder(step.task_id)))
+            self.host.emit(TaskWaiting(self.options.run_id, step.task.task_id,
+                                       self.locks.holder(step.task.task_id)))
         wait_timeout = self.options.wait_timeout
         if wait_timeout is not None and now - run.waiting_since >= wait_timeout:
-            holder = self.locks.holder(step.task_id) or "another worker"
+            holder = self.locks.holder(step.task.task_id) or "another worker"
             self.host.close(step, Status.LOCK_TIMEOUT, holder=holder,
                             error=f"still held by {holder} after waiting {wait_timeout:g} s")
             return
@@ -436,7 +436,7 @@ class Lifecycle:
         except BatchdepsError:
             raise  # a check that cannot decide (storage down) stops the run
         except Exception as exc:  # noqa: BLE001 - the user's complete(): decided after the lease
-            log.debug("%s: complete() raised (%s): %s", step.task_id, seen, exc)
+            log.debug("%s: complete() raised (%s): %s", step.task.task_id, seen, exc)
             return False
 
     def _complete_after_lease(self, step: Step, run: StepRun) -> bool:
@@ -576,14 +576,14 @@ class Lifecycle:
             error = outcome.traceback.strip().rsplit("\n", 1)[-1]
         host = self.host
         exception = outcome.exception if isinstance(outcome.exception, BaseException) else None
-        host.emit(AttemptFailed(self.options.run_id, step.task_id, step.task.family(),
+        host.emit(AttemptFailed(self.options.run_id, step.task.task_id, step.task.family(),
                                 run.attempts, error, run.log_path, outcome.timed_out,
                                 outcome.worker_pid, outcome.worker, exception))
         lost = run.lease is not None and run.lease.lost
         if lost and not host.stopping and run.leases_lost < MAX_LEASES_LOST:
             # Not this attempt's fault: wait for the lock like any other contended task,
             # then re-check; if the new holder built it, nothing runs again.
-            log.warning("%s: %s; waiting for the lock again", step.task_id, error)
+            log.warning("%s: %s; waiting for the lock again", step.task.task_id, error)
             self.lose_lease(run)
             host.later(step, self.clock())
             return
@@ -592,7 +592,7 @@ class Lifecycle:
                             float(self.option(step, "retry_backoff")),
                             float(self.option(step, "max_retry_delay"))
                             ).delay(run.attempts, self.rand)
-            host.emit(TaskRetrying(self.options.run_id, step.task_id, step.task.family(),
+            host.emit(TaskRetrying(self.options.run_id, step.task.task_id, step.task.family(),
                                    run.attempts, delay, error))
             self.release_resources(run)
             run.phase = Phase.CONFIRM if run.lease is not None else Phase.LEASE
@@ -610,7 +610,7 @@ class Lifecycle:
         run.continuing = True
         self.release_resources(run)
         log.debug("%s: run() yielded %d task(s) not complete: waiting for them",
-                  step.task_id, len(outcome.requested))
+                  step.task.task_id, len(outcome.requested))
         self.host.depend(step, outcome.requested)
 
     def _fence(self, step: Step, run: StepRun, staged: Staging) -> None:
@@ -658,7 +658,7 @@ class Lifecycle:
         try:
             getattr(step.task, name)(*args)
         except Exception as exc:  # noqa: BLE001 - a hook of the user's never changes the result
-            log.warning("%s.%s raised %s: %s", step.task_id, name, type(exc).__name__, exc)
+            log.warning("%s.%s raised %s: %s", step.task.task_id, name, type(exc).__name__, exc)
 
     # -- leases ----------------------------------------------------------------------------
     def lose_lease(self, run: StepRun) -> None:

@@ -263,7 +263,7 @@ class Runner:
                 log_path = None
         if reason or error or log_path or missing_paths or holder:
             detail = TaskResult(
-                step.task_id, status, reason=reason or step.reason, attempts=attempts,
+                step.task.task_id, status, reason=reason or step.reason, attempts=attempts,
                 duration=duration, error=error, log_path=log_path,
                 missing_paths=list(missing_paths) if missing_paths else (), holder=holder)
             self.results.record(step, status, detail=detail)
@@ -271,7 +271,7 @@ class Runner:
             self.results.record(step, status, attempts, duration)
         self._open -= 1
         if self._hears_finished:
-            self.emit(TaskFinished(self.options.run_id, step.task_id, step.task.family(),
+            self.emit(TaskFinished(self.options.run_id, step.task.task_id, step.task.family(),
                                    status, attempts, duration, error, log_path,
                                    run.worker_pid if attempts and run is not None else 0,
                                    run.worker if attempts and run is not None else ""))
@@ -362,14 +362,14 @@ class Runner:
                 return
         cycle = self._requires_step(waited, step)
         if cycle is not None:
-            self._fail_waiting(step, run, f"dependency cycle: {step.task_id} yields "
-                               f"{cycle.task_id}, which requires {step.task_id}")
+            self._fail_waiting(step, run, f"dependency cycle: {step.task.task_id} yields "
+                               f"{cycle.task_id}, which requires {step.task.task_id}")
             return
         for child in waited:
             if not results.closed(child.index):
                 child.downstream = (*child.downstream, step)
                 step.upstream = (*step.upstream, child)
-        self.emit(TasksYielded(self.options.run_id, step.task_id, step.task.family(),
+        self.emit(TasksYielded(self.options.run_id, step.task.task_id, step.task.family(),
                                tuple(t.task_id for t in tasks), len(added), tuple(tasks)))
         if pending:
             self._pending_up[step.index] = pending
@@ -458,4 +458,4 @@ class Runner:
             if not self.results.closed(step.index):
                 lifecycle.done(step)
                 self.results.record(step, Status.NOT_RUN, detail=TaskResult(
-                    step.task_id, Status.NOT_RUN, reason=reason))
+                    step.task.task_id, Status.NOT_RUN, reason=reason))
