@@ -157,7 +157,7 @@ def _direct_setter(direct: tuple[tuple[str, type, bool], ...]
 
 def _write_init(cls: type[Task]) -> None:
     """Give `cls` an `__init__` written for its parameters when they are all plain ints
-    and texts and it would otherwise inherit `Task.__init__` (or one written here): a
+    and texts and it would otherwise inherit `Task.__init__` itself: a
     `cls(n=1, root="/data")` that gives each of them by name, with a value of the exact
     type, is then set up in that one call, `_direct_setter`'s code inline (the task
     model's cost per task object is most of a nightly run over finished data). Any
@@ -173,8 +173,10 @@ def _write_init(cls: type[Task]) -> None:
     direct = entry[2] is not None and tuple(
         (p.name, int if kind is _INT else str, p.significant)
         for p, kind in zip(entry[0], entry[1]))
-    if not direct or not _spelt(direct) or not (
-            inherited is Task.__init__ or getattr(inherited, "_written_for", None)):
+    # only below Task.__init__ itself: a written one would skip a base's `__init__` put
+    # on the base after this class was made (a subclass of a class with a written one
+    # inherits it, whose check of the class sends it the full way)
+    if not direct or not _spelt(direct) or inherited is not Task.__init__:
         if own is not None:
             delattr(cls, "__init__")
         return

@@ -3,13 +3,14 @@
     python bench/noop_parts.py                        # 100,000 complete leaves on /dev/shm
     python bench/noop_parts.py --size 10000 --reps 5
 
-Builds `AllLeaves --size N` once (bench/dags/bd_dags.py), then times, in this process
-(best of `--reps`, CPU time of this thread), each part of resolving the wrapper over its N
+Builds `AllLeaves --size N` once (bench/dags/bd_dags.py), then times, in this process (best
+of `--reps`, CPU time of this thread), each part of resolving the wrapper over its N
 complete leaves, and the floor's own loop (`floor.py check`: a join and a stat per file):
 the user's `requires()` (N `Leaf` task objects), the least a Python object with the same
-task id costs (a slotted class and the same f-string), each leaf's `output()` (N targets), the targets alone (`FileTarget` of each path),
-the look at every output (`check_exists`: a stat each), and `resolve()` whole. The whole
-process figures (start-up included) are bench/run.py's "nothing to do" rows.
+task id costs (a slotted class and the same f-string), each leaf's `output()` (N targets),
+the targets alone (`FileTarget` of each path), the look at every output (`check_exists`: a
+stat each), and `resolve()` whole. The whole process figures (start-up included) are
+bench/run.py's "nothing to do" rows.
 """
 
 from __future__ import annotations

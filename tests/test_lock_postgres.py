@@ -436,9 +436,10 @@ def test_grants_are_flushed_by_their_own_commit_and_survive_a_crash() -> None:
         store = PgLeaseStore(url)
         try:
             assert store._main.conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+            alone = store.acquire("Alone", holder, 600)
+            # the batch is the last answer before the crash: no later flush covers it
             batch = [Change(ACQUIRE, ([f"After{n}"], holder, 600.0, "")) for n in range(2)]
             apply(store, batch)
-            alone = store.acquire("Alone", holder, 600)
             assert alone[0] and store.grants == 0
             more = [change.result[0][1] for change in batch] + [alone[1]]
         finally:

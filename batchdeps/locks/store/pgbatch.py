@@ -17,10 +17,10 @@ again. A change function must therefore do nothing but call the store (the serve
 just that: the releases an acquire carries, then the acquire).
 
 Each statement commits before any change in it is answered (a statement of grants with its
-own WAL flush, so a grant is on disk before it is announced, in a batch as alone). One statement is one transaction: should
-it fail, `apply` makes each change of the batch again on its own, so one bad request never
-fails another (a connection error fails every change, with StoreUnavailable: nothing was
-decided, and each is safe to send again).
+own WAL flush, so a grant is on disk before it is announced, in a batch as alone). One
+statement is one transaction: should it fail, `apply` makes each change of the batch again
+on its own, so one bad request never fails another (a connection error fails every change,
+with StoreUnavailable: nothing was decided, and each is safe to send again).
 
 The statements themselves are in pgwrites.py.
 """
