@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import itertools
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
@@ -236,6 +234,8 @@ def _tmp_suffix() -> str:
     global _PROCESS_TAG, _TAG_PID
     pid = current_pid()
     if pid != _TAG_PID:
+        import secrets  # (here: a run with nothing to write never needs it)
+
         _PROCESS_TAG = f"{host_tag()}-{pid}.{secrets.token_hex(3)}"
         _TAG_PID = pid
     return f"{_PROCESS_TAG}.{next(_counter)}"
@@ -248,6 +248,8 @@ def host_tag() -> str:
     """A short, dot-free tag of this machine's name."""
     global _HOST_TAG
     if not _HOST_TAG:
+        import hashlib  # (here: OpenSSL's library loads with it)
+
         _HOST_TAG = hashlib.sha1(os.uname().nodename.encode()).hexdigest()[:8]
     return _HOST_TAG
 
