@@ -914,6 +914,10 @@ def test_a_listed_folder_answers_as_a_stat_of_each_target(tmp_path, monkeypatch)
     for paths in folders.values():
         targets = [LocalTarget(path) for path in paths]
         assert exists_listed(targets) == exists_each(targets), paths
+    looped = [LocalTarget(str(many / "self" / f"{n}.txt")) for n in range(LIST_AT + 1)]
+    alone = _answers(exists_listed, looped)  # one folder that cannot be looked into
+    assert alone.startswith("TargetCheckError: cannot check") and alone == _answers(
+        exists_each, looped)
     for broken in (str(many / "self"), str(many / "self" / "x.txt"),
                    *(str(many / "self" / f"{n}.txt") for n in range(LIST_AT))):
         targets = [LocalTarget(path) for path in [*fine, broken]]
