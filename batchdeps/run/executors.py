@@ -98,8 +98,11 @@ class ExecutorSettings:
     def any_timeout(self) -> bool:
         """Whether some step of the plan has a timeout (only a process can be killed)."""
         default = self.task_defaults.get("timeout")
-        return any((getattr(type(step.task), "timeout", None) or default)
-                   for step in (self.plan.steps if self.plan is not None else ()))
+        steps = self.plan.steps if self.plan is not None else ()
+        # A timeout is a class's: each class of the plan asked once, not each step (a
+        # generator over the steps is a Python call per step, twice a run)
+        classes = {type(step.task) for step in steps}
+        return any((getattr(cls, "timeout", None) or default) for cls in classes)
 
 
 class ExecutorKind(Protocol):

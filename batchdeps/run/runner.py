@@ -161,8 +161,8 @@ class Runner:
         """The steps that can start now: a deque, or by priority when any task has one."""
         steps = self.plan.steps
         waiting = self.waiter is not None  # its missing inputs are the waiter's
-        first = (step for step in steps
-                 if not step.upstream and not (waiting and step.kind is MISSING))
+        first = [step for step in steps  # (a list: a generator is a call per step)
+                 if not step.upstream and not (waiting and step.kind is MISSING)]
         own = own_priorities(steps)
         if own is None:
             return deque(first)
