@@ -59,7 +59,10 @@ class OutputsMissing:
         self.cwd = cwd
 
     def text(self, step: Step) -> str:
-        return _missing_reason([t.url for t in step.outputs], self.cwd)
+        outputs = step.outputs
+        if len(outputs) == 1:  # the usual case, as `_missing_reason` words it (two calls less)
+            return f"output {shown(outputs[0].url, self.cwd)} missing"
+        return _missing_reason([t.url for t in outputs], self.cwd)
 
 
 class Step:

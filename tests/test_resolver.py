@@ -281,3 +281,16 @@ def test_resolution_keys_its_tables_by_task_id_and_hashes_no_task_per_step(
     assert len(plan.steps) == 200
     assert len({step.task_id for step in plan.steps}) == 200
     assert len(HASHED) <= 2, HASHED
+
+
+def test_a_missing_outputs_reason_is_the_one_the_general_wording_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One output has its own short path in OutputsMissing.text; the words are those of
+    # _missing_reason, for a relative path (shown with what it resolved to) and an absolute.
+    from batchdeps.resolver import _missing_reason
+
+    monkeypatch.chdir(tmp_path)
+    for root in ("rel", str(tmp_path / "abs")):
+        step = resolve([Node(name="a", root=root)]).steps[0]
+        assert step.reason == _missing_reason([t.url for t in step.outputs], str(tmp_path))
+        assert step.reason.startswith(f"output {root}/a")

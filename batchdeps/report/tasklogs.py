@@ -408,15 +408,16 @@ class _Capture:
 
     def __enter__(self) -> _Capture:  # noqa: PYI034 - typing.Self needs Python 3.11
         logs = self.logs
-        fd = logs._scratch_fd if logs._pid == current_pid() else logs._prepare_process()
+        pid = current_pid()
+        fd = logs._scratch_fd if logs._pid == pid else logs._prepare_process()
         try:
-            self._redirect(logs, fd)
+            self._redirect(logs, fd, pid)
         except BaseException:  # a stop signal can land half-way: never leave fds pointed away
             self._restore()
             raise
         return self
 
-    def _redirect(self, logs: TaskLogs, fd: int) -> None:
+    def _redirect(self, logs: TaskLogs, fd: int, pid: int) -> None:
         # (Per attempt: the steps are written out here, not in helpers: a run of quick
         # tasks makes this a few thousand times a second.)
         for stream in (sys.stdout, sys.stderr):
@@ -441,7 +442,7 @@ class _Capture:
         if not held or self.start > SCRATCH_KEEP:
             os.ftruncate(fd, 0)
             self.start = logs._scratch_end = 0
-        header = (f"{logs.header(self.task_id, self.attempt)}, pid {current_pid()}, "
+        header = (f"{logs.header(self.task_id, self.attempt)}, pid {pid}, "
                   f"started {_now_text()}\n").encode()
         os.write(fd, header)
         self.header_size = self.start + len(header)
