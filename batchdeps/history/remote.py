@@ -132,7 +132,7 @@ class RemoteHistory:
                     if self._stop:
                         return
                     continue
-                body, count = self._batch()
+                body, count, reported = self._batch()
             answer = self._post(body)
             if answer == "refused":
                 with self._cond:
@@ -150,15 +150,18 @@ class RemoteHistory:
             else:
                 with self._cond:
                     self._run_changed = True
+                    self._unreported += reported  # the next batch that arrives says so
                     if self._stop:
                         return  # the run is over and the server is not answering
                 pause = min(30.0, max(1.0, pause * 2))
 
-    def _batch(self) -> tuple[bytes, int]:
-        """The next body (under MAX_BATCH_BYTES) and how many rows it holds."""
+    def _batch(self) -> tuple[bytes, int, int]:
+        """The next body (under MAX_BATCH_BYTES), how many rows it holds and how many
+        dropped rows it reports (counted again when the body does not arrive)."""
         run = json.dumps(self._run) if self._run is not None else "null"
         self._run_changed = False
-        head = f'{{"run": {run}, "dropped": {self._unreported}, "events": ['
+        reported = self._unreported
+        head = f'{{"run": {run}, "dropped": {reported}, "events": ['
         self._unreported = 0
         size = len(head) + 2
         parts: list[str] = []
@@ -168,7 +171,7 @@ class RemoteHistory:
                 break
             parts.append(part)
             size += len(part) + 1
-        return (head + ",".join(parts) + "]}").encode("utf-8"), len(parts)
+        return (head + ",".join(parts) + "]}").encode("utf-8"), len(parts), reported
 
     def _post(self, body: bytes) -> str:
         """"ok", "down" (try again later) or "refused" (never send to this server again).
