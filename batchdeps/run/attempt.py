@@ -329,7 +329,9 @@ class Lifecycle:
         while True:
             phase = run.phase
             if phase is Phase.RESOURCES:
-                if self._take_resources(step, run):
+                # (a task with no resources, the usual one, needs no call to say so)
+                if not getattr(type(step.task), "resources", None) or \
+                        self._take_resources(step, run):
                     self._submit(step, run)
                 return
             if phase is Phase.LEASE or phase is Phase.WAITING or phase is Phase.AHEAD:
@@ -689,7 +691,8 @@ class Lifecycle:
         """Give back the lease and the slots `run` holds (and a paused run()'s writes)."""
         if run.continuing:
             self.give_up_paused(run)
-        self.release_resources(run)
+        if run.resource_leases:
+            self.release_resources(run)
         if run.lease is not None:
             self.locks.release(run.lease)
             run.lease = None
