@@ -114,3 +114,39 @@ def test_the_end_of_run_sweep_keeps_what_an_unfinished_commit_record_needs(
     assert texts.pop("beside.txt") == "beside"
     assert len(texts) == 3000 and set(texts.values()) == {"old"}
     assert project.tmp_dirs() == []
+
+
+def test_a_batched_check_has_at_most_32_requests_in_flight(
+        moto_server: MotoServer, s3_env: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from batchdeps.targets import Storage, check_exists
+
+    monkeypatch.setenv("BATCHDEPS_SPOOL_DIR", str(tmp_path / "spool"))
+    lock = threading.Lock()
+    finished = [0]
+    peak = [0]
+    proxy: CountingProxy
+
+    def slow_answer(method: str, path: str) -> None:
+        time.sleep(0.2)  # each request answered late, so the client's requests pile up
+        with lock:
+            peak[0] = max(peak[0], len(proxy.requests) - finished[0])
+            finished[0] += 1
+
+    proxy = CountingProxy(moto_server.port, after=slow_answer)
+    try:
+        name = new_bucket(moto_server.endpoint)
+        storage = Storage({"s3": {"endpoint_url": proxy.endpoint}})
+        # keys with nothing in common: checked by HEAD, not by a listing
+        targets = [bd.FileTarget(f"s3://{name}/{i:03d}{chr(97 + i % 26)}/x-{i}.csv",
+                                 storage=storage) for i in range(300)]
+        assert check_exists(targets) == [False] * 300
+        assert len(proxy.requests) >= 100, proxy.requests[:5]
+        # never more than the bound (the proxy counts a request answered before the client
+        # has its answer, so it sees no more than the client has in flight)
+        assert 4 < peak[0] <= 32, peak[0]
+    finally:
+        proxy.stop()
