@@ -145,8 +145,9 @@ class NeedsRaw(bd.Task):
 def test_runs_total_counts_each_kind_of_exit_and_a_waiting_run_shows_built_elsewhere(
         lock_project: LockProject) -> None:
     """`batchdeps_runs_total` by outcome (ok, missing_input, lock_wait_timeout,
-    interrupted; a run refused with exit 2 is not counted); the waiting run's history has its `waiting` row and the final state
-    `built elsewhere`; labels are family and outcome only."""
+    interrupted; a run refused with exit 2 is not counted); the waiting run's history has
+    its `waiting` row and the final state `built elsewhere`; labels are family and outcome
+    only."""
     project = lock_project
     server = project.server
     (project.root / "pipelines" / "extra.py").write_text(EXTRA_PIPELINE)
