@@ -181,6 +181,17 @@ def test_runs_total_counts_each_kind_of_exit_and_a_waiting_run_shows_built_elsew
         # the run that timed out waited too; the second waiter's row comes on top
         wait_for(lambda: len({r[0] for r in waiting_rows()}) >= 2, 60,
                  "the waiting run's `waiting` row in the history file")
+
+        def in_progress() -> str:
+            status, page = server.request("GET", "/", headers={"Accept": "text/html"})
+            assert status == 200
+            return str(page).split('id="in-progress"')[1].split("</section>")[0]
+
+        # the page's runs in progress: the running task and the waiting one, with counts
+        shown = wait_for(lambda: (lambda text: text if "waiting" in text
+                                  and "running" in text else "")(in_progress()), 60,
+                         "the running and the waiting Slow() among the runs in progress")
+        assert "Slow()" in shown and "waiting: 1" in shown and "running: 1" in shown, shown
         hold.write_text("")
         assert holder_run.wait(60) == 0, holder_run.communicate()
         assert waiter.wait(60) == 0, waiter.communicate()
