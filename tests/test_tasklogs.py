@@ -307,3 +307,38 @@ def test_the_task_log_handler_is_on_the_root_logger_only_during_each_attempt(
     for n in range(10, 13):
         assert (project.root / f"out/says-{n}.txt").read_text() == "1\n"
         assert (project.root / f"out/between-{n}.txt").read_text() == "0\n"
+
+
+def test_a_build_gives_the_root_logger_back_its_level_and_handlers(project: Any) -> None:
+    # The capture lowers the root logger's level so that a task's INFO lines reach its
+    # log; once the build is over the program's own level is back (an INFO line of its own
+    # is not printed under basicConfig(level=ERROR)), after a failing task too.
+    project.write("pipelines/says.py", SAYS_PIPELINE + '''
+
+class Fails(bd.Task):
+    def output(self):
+        return bd.FileTarget("out/never.txt")
+
+    def run(self):
+        logging.getLogger("says").info("about to fail")
+        raise RuntimeError("no")
+''')
+    script = ("import logging, sys; sys.path.insert(0, '.'); import batchdeps as bd; "
+              "from pipelines.says import Says, Fails; "
+              "logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format='%(message)s'); "
+              "handlers = list(logging.root.handlers); "
+              "r = bd.build([Says(n=20), Fails()], log_dir='logs3'); "
+              "assert not r.ok and r.exit_code == 1; "
+              "print(logging.getLevelName(logging.root.level), logging.root.handlers == handlers); "
+              "logging.getLogger('mine').info('not shown'); "
+              "logging.getLogger('mine').error('shown')")
+    import subprocess
+
+    built = subprocess.run([sys.executable, "-c", script], cwd=project.root, env=project.env,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    assert built.stdout == "ERROR True\nshown\n"
+    said = attempt_log(project.root / "logs3/Says/n=20", 1).read_text()
+    assert " INFO says: said 20\n" in said, said  # the capture's handler, at INFO
+    failed = next((project.root / "logs3/Fails").rglob("*.log")).read_text()
+    assert " INFO says: about to fail" in failed, failed

@@ -222,7 +222,9 @@ class TaskLogs:
                 open(2, "w", buffering=1, closefd=False, errors="backslashreplace"),  # noqa: SIM115
             )
             root = logging.getLogger()
+            self._root_level: int | None = None
             if root.getEffectiveLevel() > self.level:
+                self._root_level = root.level  # put back when the run's capture closes
                 root.setLevel(self.level)  # once per process: setLevel clears logging's caches
             self._held = False  # a new process (a worker) starts with its fds where they are
             self._scratch_end = 0
@@ -363,6 +365,9 @@ class TaskLogs:
     def _close_scratch(self) -> None:
         self.release()
         if self._pid == current_pid():
+            root = logging.getLogger()
+            if self._root_level is not None and root.level == self.level:  # not set since
+                root.setLevel(self._root_level)
             for fd in (self._scratch_fd, *self._saved_fds):
                 try:
                     os.close(fd)
