@@ -769,7 +769,8 @@ def test_listeners_handed_only_the_events_they_name_act_as_when_handed_every_one
                  HistoryListener(str(tmp_path / f"{name}.db"))]
         listeners = [Everything(listener) for listener in inner] if wrapped else inner
         try:
-            result = bd.build(_routing_tasks(str(tmp_path / "data")), listeners=listeners, log_dir=str(tmp_path / name / "logs"),
+            result = bd.build(_routing_tasks(str(tmp_path / "data")), listeners=listeners,
+                              log_dir=str(tmp_path / name / "logs"),
                               locks=LocalLockProvider(str(tmp_path / "locks")))
         finally:
             logger.handlers[:] = []

@@ -275,7 +275,8 @@ def test_resolution_keys_its_tables_by_task_id_and_hashes_no_task_per_step(
         tmp_path: Path) -> None:
     # Task.__hash__ is a Python call; a task id (a str) keeps its hash. A plan of 200
     # steps hashes the requested task once (requested tasks are made unique), not each
-    # task at every look-up; equal tasks made by two parents are still one step.
+    # task at every look-up (that equal tasks made by two parents are one step is
+    # test_plan_orders_dependencies_first_and_lists_shared_task_once's).
     HASHED.clear()
     plan = resolve([Counted(n=0, size=200, root=str(tmp_path))])
     assert len(plan.steps) == 200

@@ -75,9 +75,9 @@ def exists_listed(targets: list[Target]) -> list[bool]:
             continue
         probes.append(heads.index(head))
         if len(counts) == 1:  # every target in this one folder: its names are enough
-            shown = set(names)
+            listed = set(names)
             cut = len(head)
-            answers = [path[cut:] in shown for path in paths]
+            answers = [path[cut:] in listed for path in paths]
             break
         present.update([head + name for name in names])
     else:
