@@ -454,7 +454,7 @@ interleaved in the same session on the same DAGs, both tools with their default 
 Reproduce (Luigi comes with the `bench` extra, `pip install -e '.[bench]'`):
 
 ```
-python bench/run.py            # full figures, rewrites the table below (about an hour, most of it Luigi at 10,000)
+python bench/run.py            # full figures, rewrites the table below (about an hour, mostly Luigi)
 python bench/run.py --quick    # smoke run at small sizes (about a minute)
 ```
 """
