@@ -19,6 +19,7 @@ class Sample:
     peak_mib: float
     timed_out: bool = False
     cpu_seconds: float = 0.0  # user + system time of the process
+    system_seconds: float = 0.0  # of it, system time (the kernel's work for the process)
 
 
 #: GNU time reports the child's own peak memory. The peak that wait4() reports for a
@@ -74,7 +75,8 @@ def run_process(argv: list[str], cwd: str, env: dict[str, str], log_path: str,
                 peak = int(handle.read().split()[-1]) / 1024
         except (OSError, ValueError, IndexError):
             pass
-    return Sample(elapsed, code, peak, timed_out, usage.ru_utime + usage.ru_stime)
+    return Sample(elapsed, code, peak, timed_out, usage.ru_utime + usage.ru_stime,
+                  usage.ru_stime)
 
 
 @dataclass

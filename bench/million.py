@@ -65,7 +65,8 @@ class Workspace:
     def run(self, argv: list[str], label: str, expect: tuple[int, ...] = (0,)) -> Sample:
         before = load()
         sample = run_process(argv, str(self.path), self.env, self.log)
-        print(f"  {label}: {sample.seconds:.2f} s wall, {sample.cpu_seconds:.2f} s CPU, "
+        print(f"  {label}: {sample.seconds:.2f} s wall, {sample.cpu_seconds:.2f} s CPU "
+              f"({sample.system_seconds:.2f} s of it system), "
               f"peak {sample.peak_mib:,.0f} MiB, exit {sample.code} (load {before} -> "
               f"{load()})", flush=True)
         if sample.code not in expect:
@@ -117,10 +118,12 @@ def measure_size(space: Workspace, size: int, reps: int, answers: bool) -> dict[
         "size": size, "reps": reps,
         "wall_s": wall,
         "cpu_s": statistics.median(s.cpu_seconds for s in builds),
+        "system_s": statistics.median(s.system_seconds for s in builds),
         "peak_mib": peak,
         "bytes_per_task": peak * 1024 * 1024 / size,
         "floor_s": statistics.median(s.seconds for s in floors),
-        "runs": [[round(s.seconds, 3), round(s.cpu_seconds, 3), round(s.peak_mib, 1)]
+        "runs": [[round(s.seconds, 3), round(s.cpu_seconds, 3), round(s.peak_mib, 1),
+                  round(s.system_seconds, 3)]
                  for s in builds],
         "floor_runs": [round(s.seconds, 3) for s in floors],
         **extra,
