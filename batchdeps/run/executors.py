@@ -24,7 +24,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import UsageError
+from ..errors import ExitCode, UsageError
 from ..procinfo import current_pid
 from ..targets import Staging, staging_scope
 
@@ -530,19 +530,19 @@ def _worker_main(conn: Any, steps: list[Step] | None,
         try:
             message = conn.recv()
         except (EOFError, OSError, KeyboardInterrupt):
-            os._exit(0)
+            os._exit(ExitCode.OK)
         if message is None:
-            os._exit(0)
+            os._exit(ExitCode.OK)
         index, attempt, log_path, task = message
         step: Any = steps[index] if task is None and steps is not None else _SentStep(index, task)
         try:
             outcome = execute(step, attempt, log_path, attempt_context)
         except KeyboardInterrupt:
-            os._exit(130)
+            os._exit(ExitCode.INTERRUPTED)
         try:
             conn.send(outcome.portable())
         except (OSError, KeyboardInterrupt):
-            os._exit(1)
+            os._exit(ExitCode.FAILED)
 
 
 @dataclass

@@ -256,7 +256,8 @@ class Runner:
         if log_path is not None:  # per-attempt logs are made only when there is something
             # in them: a built task's capture says whether it wrote one; a failed attempt's
             # log may be made by the task logs' listener, and is looked for
-            written = run.log_written if status is Status.BUILT else None  # type: ignore[union-attr]
+            written = (run.log_written  # type: ignore[union-attr]
+                       if status is Status.BUILT else None)
             if written is None:
                 written = os.path.exists(log_path)
             if not written:
